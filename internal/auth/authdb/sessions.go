@@ -1,0 +1,128 @@
+// Package authdb holds the SQL of sessions.
+package authdb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+)
+
+// ErrNotFound means no live session matched.
+var ErrNotFound = errors.New("authdb: session not found")
+
+// Session is a row of sessions.
+type Session struct {
+	ID               uuid.UUID  `db:"id"`
+	UserID           uuid.UUID  `db:"user_id"`
+	RefreshTokenHash []byte     `db:"refresh_token_hash"`
+	ExpiresAt        time.Time  `db:"expires_at"`
+	RevokedAt        *time.Time `db:"revoked_at"`
+	UserAgent        string     `db:"user_agent"`
+	IP               string     `db:"ip"`
+}
+
+// Identity is what authorizes a request: the live user behind a live session.
+type Identity struct {
+	UserID   uuid.UUID `db:"user_id"`
+	Role     string    `db:"role"`
+	Language string    `db:"language"`
+}
+
+const createQuery = `INSERT INTO sessions (id, user_id, refresh_token_hash, expires_at, user_agent, ip)
+VALUES ($1, $2, $3, $4, $5, $6)`
+
+// Create inserts a session.
+func Create(ctx context.Context, db sqlx.ExtContext, s Session) error {
+	_, err := db.ExecContext(ctx, createQuery, s.ID, s.UserID, s.RefreshTokenHash, s.ExpiresAt, s.UserAgent, s.IP)
+	return wrap("create", err)
+}
+
+const lockQuery = `SELECT id, user_id, refresh_token_hash, expires_at, revoked_at, user_agent, ip
+FROM sessions WHERE id = $1 FOR UPDATE`
+
+// Lock reads a session (revoked or not) and locks it for the transaction.
+func Lock(ctx context.Context, tx sqlx.ExtContext, id uuid.UUID) (Session, error) {
+	var s Session
+	err := sqlx.GetContext(ctx, tx, &s, lockQuery, id)
+	return s, wrap("lock", err)
+}
+
+const rotateQuery = `UPDATE sessions SET refresh_token_hash = $2, expires_at = $3, refreshed_at = now()
+WHERE id = $1 AND revoked_at IS NULL`
+
+// Rotate replaces the session's refresh token hash and expiry.
+func Rotate(ctx context.Context, tx sqlx.ExtContext, id uuid.UUID, hash []byte, expiresAt time.Time) error {
+	return wrapRows("rotate")(tx.ExecContext(ctx, rotateQuery, id, hash, expiresAt))
+}
+
+const revokeQuery = `UPDATE sessions SET revoked_at = now(), revoke_reason = $2
+WHERE id = $1 AND revoked_at IS NULL`
+
+// Revoke revokes one session. Revoking a revoked session is not an error.
+func Revoke(ctx context.Context, db sqlx.ExtContext, id uuid.UUID, reason string) error {
+	_, err := db.ExecContext(ctx, revokeQuery, id, reason)
+	return wrap("revoke", err)
+}
+
+const revokeUserQuery = `UPDATE sessions SET revoked_at = now(), revoke_reason = $2
+WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING id`
+
+// RevokeUser revokes every live session of a user and returns their ids.
+func RevokeUser(ctx context.Context, db sqlx.ExtContext, userID uuid.UUID, reason string) ([]uuid.UUID, error) {
+	var ids []uuid.UUID
+	err := sqlx.SelectContext(ctx, db, &ids, revokeUserQuery, userID, reason)
+	return ids, wrap("revoke user", err)
+}
+
+const identityQuery = `SELECT u.id AS user_id, u.role, u.language
+FROM sessions s JOIN users u ON u.id = s.user_id
+WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.deleted_at IS NULL`
+
+// IdentityOf returns the live user behind a live session.
+func IdentityOf(ctx context.Context, db sqlx.QueryerContext, sessionID, userID uuid.UUID) (Identity, error) {
+	var id Identity
+	err := sqlx.GetContext(ctx, db, &id, identityQuery, sessionID, userID)
+	return id, wrap("identity", err)
+}
+
+const deleteExpiredQuery = `DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1`
+
+// DeleteExpired removes sessions that expired or were revoked before cutoff.
+func DeleteExpired(ctx context.Context, db sqlx.ExecerContext, cutoff time.Time) (int64, error) {
+	res, err := db.ExecContext(ctx, deleteExpiredQuery, cutoff)
+	if err != nil {
+		return 0, wrap("delete expired", err)
+	}
+	return res.RowsAffected()
+}
+
+func wrap(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case postgres.IsNoRows(err):
+		return ErrNotFound
+	default:
+		return fmt.Errorf("authdb: %s: %w", op, err)
+	}
+}
+
+// wrapRows maps an UPDATE that touched no row to ErrNotFound.
+func wrapRows(op string) func(sql.Result, error) error {
+	return func(res sql.Result, err error) error {
+		if err != nil {
+			return wrap(op, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	}
+}

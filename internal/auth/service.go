@@ -1,0 +1,289 @@
+package auth
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/auth/authdb"
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+)
+
+// Errors of the auth flows.
+var (
+	ErrInvalidCredentials = apperr.New(apperr.Unauthorized, "auth.errors.invalidCredentials")
+	ErrInvalidToken       = apperr.New(apperr.Unauthorized, "auth.errors.invalidToken")
+	ErrRefreshReused      = apperr.New(apperr.Unauthorized, "auth.errors.refreshTokenReused")
+)
+
+// Credentials is what a login checks a password against.
+type Credentials struct {
+	UserID       uuid.UUID
+	PasswordHash string
+	Role         Role
+	Language     string
+}
+
+// CredentialStore finds a live user by email (case-insensitively).
+type CredentialStore interface {
+	CredentialsByEmail(ctx context.Context, email string) (Credentials, bool, error)
+}
+
+// TokenPair is the answer of a login or a refresh.
+type TokenPair struct {
+	AccessToken  string    `json:"accessToken"`
+	RefreshToken string    `json:"refreshToken"`
+	ExpiresIn    int       `json:"expiresIn"`
+	UserID       uuid.UUID `json:"userId"`
+	Language     string    `json:"language"`
+}
+
+// Client describes where a login comes from; it is stored on the session.
+type Client struct {
+	IP        string
+	UserAgent string
+}
+
+// IdentityTTL bounds how long a request may be authorized from a cached role: a demoted or
+// deleted user loses access within this time even if the denylist write was lost.
+const IdentityTTL = time.Second
+
+// Service runs logins, refreshes, logouts and per-request authentication.
+type Service struct {
+	db     *sqlx.DB
+	rdb    *redis.Client
+	keys   redisx.Prefix
+	Hasher *Hasher
+	Tokens *Tokens
+	users  CredentialStore
+	log    *slog.Logger
+	cache  identityCache
+}
+
+// NewService wires the auth service.
+func NewService(db *sqlx.DB, rdb *redis.Client, keys redisx.Prefix, h *Hasher, t *Tokens, users CredentialStore, log *slog.Logger) *Service {
+	return &Service{db: db, rdb: rdb, keys: keys, Hasher: h, Tokens: t, users: users, log: log,
+		cache: identityCache{m: map[uuid.UUID]cachedIdentity{}}}
+}
+
+// Login checks the password and opens a session. A wrong email and a wrong password fail
+// alike and take the same time.
+func (s *Service) Login(ctx context.Context, email, password string, client Client) (TokenPair, error) {
+	cred, found, err := s.users.CredentialsByEmail(ctx, email)
+	if err != nil {
+		return TokenPair{}, err
+	}
+	ok, err := s.Hasher.Verify(ctx, password, cred.PasswordHash) // empty hash → dummy check
+	if err != nil {
+		return TokenPair{}, err
+	}
+	if !found || !ok {
+		return TokenPair{}, ErrInvalidCredentials
+	}
+	sid := uuid.New()
+	refresh, hash, err := s.Tokens.Refresh(cred.UserID, sid)
+	if err != nil {
+		return TokenPair{}, err
+	}
+	err = postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		if err := authdb.Create(ctx, tx, authdb.Session{
+			ID: sid, UserID: cred.UserID, RefreshTokenHash: hash,
+			ExpiresAt: time.Now().Add(s.Tokens.RefreshTTL), UserAgent: truncate(client.UserAgent, 512), IP: client.IP,
+		}); err != nil {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{
+			UserID: cred.UserID, Event: notification.EventAuthLogin,
+			Data: map[string]any{"ip": client.IP, "at": time.Now().UTC().Format(time.RFC3339)},
+		}})
+	})
+	if err != nil {
+		return TokenPair{}, err
+	}
+	return s.pair(cred.UserID, sid, cred.Role, cred.Language, refresh)
+}
+
+// Refresh rotates the session's refresh token. Presenting a token that was already rotated
+// means it leaked (or a client raced itself): the whole session is revoked.
+func (s *Service) Refresh(ctx context.Context, token string) (TokenPair, error) {
+	uid, sid, err := s.Tokens.ParseRefresh(token)
+	if err != nil {
+		return TokenPair{}, ErrInvalidToken
+	}
+	var (
+		reused  bool
+		ident   authdb.Identity
+		refresh string
+	)
+	err = postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		sess, err := authdb.Lock(ctx, tx, sid)
+		if err != nil {
+			return err
+		}
+		if sess.UserID != uid || sess.RevokedAt != nil || time.Now().After(sess.ExpiresAt) {
+			return authdb.ErrNotFound
+		}
+		if subtle.ConstantTimeCompare(sess.RefreshTokenHash, HashToken(token)) != 1 {
+			reused = true
+			return authdb.Revoke(ctx, tx, sid, "refresh token reuse")
+		}
+		if ident, err = authdb.IdentityOf(ctx, tx, sid, uid); err != nil {
+			return err
+		}
+		var hash []byte
+		if refresh, hash, err = s.Tokens.Refresh(uid, sid); err != nil {
+			return err
+		}
+		return authdb.Rotate(ctx, tx, sid, hash, time.Now().Add(s.Tokens.RefreshTTL))
+	})
+	switch {
+	case errors.Is(err, authdb.ErrNotFound):
+		return TokenPair{}, ErrInvalidToken
+	case err != nil:
+		return TokenPair{}, err
+	case reused:
+		s.Deny(ctx, sid)
+		s.log.WarnContext(ctx, "refresh token reused; session revoked", "sessionId", sid, "userId", uid)
+		return TokenPair{}, ErrRefreshReused
+	}
+	return s.pair(uid, sid, Role(ident.Role), ident.Language, refresh)
+}
+
+// Logout revokes the caller's session: its access and refresh tokens stop working at once.
+func (s *Service) Logout(ctx context.Context, p Principal) error {
+	if err := authdb.Revoke(ctx, s.db, p.SessionID, "logout"); err != nil {
+		return err
+	}
+	s.Deny(ctx, p.SessionID)
+	return nil
+}
+
+// RevokeUser revokes every session of a user inside the caller's transaction and returns their
+// ids; call Deny with them after the commit.
+func (s *Service) RevokeUser(ctx context.Context, tx sqlx.ExtContext, userID uuid.UUID, reason string) ([]uuid.UUID, error) {
+	return authdb.RevokeUser(ctx, tx, userID, reason)
+}
+
+// Deny puts sessions on the Redis denylist until their access tokens expire. A failure is
+// logged: the database check behind the identity cache still ends access within IdentityTTL.
+func (s *Service) Deny(ctx context.Context, sessionIDs ...uuid.UUID) {
+	if len(sessionIDs) == 0 {
+		return
+	}
+	pipe := s.rdb.Pipeline()
+	for _, sid := range sessionIDs {
+		pipe.Set(ctx, s.denyKey(sid), 1, s.Tokens.AccessTTL)
+		s.cache.drop(sid)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.log.ErrorContext(ctx, "denylist write failed", "err", err, "sessions", len(sessionIDs))
+	}
+}
+
+// Authenticate verifies an access token and returns the caller with the role the database
+// holds now, not the one in the token.
+func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
+	uid, sid, err := s.Tokens.ParseAccess(token)
+	if err != nil {
+		return Principal{}, ErrInvalidToken
+	}
+	denied, err := s.rdb.Exists(ctx, s.denyKey(sid)).Result()
+	redisOK := err == nil
+	if !redisOK {
+		s.log.WarnContext(ctx, "denylist unavailable; checking the session in the database", "err", err)
+	}
+	if denied > 0 {
+		return Principal{}, ErrInvalidToken
+	}
+	if id, ok := s.cache.get(sid); ok && redisOK && id.UserID == uid {
+		return principal(id, sid), nil
+	}
+	id, err := authdb.IdentityOf(ctx, s.db, sid, uid)
+	if errors.Is(err, authdb.ErrNotFound) {
+		return Principal{}, ErrInvalidToken
+	}
+	if err != nil {
+		return Principal{}, err
+	}
+	s.cache.put(sid, id)
+	return principal(id, sid), nil
+}
+
+func principal(id authdb.Identity, sid uuid.UUID) Principal {
+	return Principal{UserID: id.UserID, SessionID: sid, Role: Role(id.Role), Language: id.Language}
+}
+
+func (s *Service) pair(uid, sid uuid.UUID, role Role, lang, refresh string) (TokenPair, error) {
+	access, err := s.Tokens.Access(uid, sid, role, lang)
+	if err != nil {
+		return TokenPair{}, err
+	}
+	return TokenPair{AccessToken: access, RefreshToken: refresh, ExpiresIn: int(s.Tokens.AccessTTL.Seconds()),
+		UserID: uid, Language: lang}, nil
+}
+
+func (s *Service) denyKey(sid uuid.UUID) string { return s.keys.Key("denylist", sid.String()) }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// identityCache keeps identities for IdentityTTL so a burst of requests on one session costs
+// one database read per second.
+type identityCache struct {
+	mu sync.Mutex
+	m  map[uuid.UUID]cachedIdentity
+}
+
+type cachedIdentity struct {
+	id      authdb.Identity
+	expires time.Time
+}
+
+func (c *identityCache) get(sid uuid.UUID) (authdb.Identity, bool) {
+	c.mu.Lock()
+	e, ok := c.m[sid]
+	c.mu.Unlock()
+	if !ok || time.Now().After(e.expires) {
+		return authdb.Identity{}, false
+	}
+	return e.id, true
+}
+
+func (c *identityCache) put(sid uuid.UUID, id authdb.Identity) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= 10000 {
+		for k, e := range c.m {
+			if now.After(e.expires) {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= 10000 {
+			clear(c.m)
+		}
+	}
+	c.m[sid] = cachedIdentity{id: id, expires: now.Add(IdentityTTL)}
+}
+
+func (c *identityCache) drop(sid uuid.UUID) {
+	c.mu.Lock()
+	delete(c.m, sid)
+	c.mu.Unlock()
+}

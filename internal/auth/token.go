@@ -1,0 +1,119 @@
+package auth
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+// Tokens issues and verifies the two JWTs of a session. Access and refresh tokens are signed
+// with different secrets, so one can never be presented as the other.
+type Tokens struct {
+	accessSecret, refreshSecret []byte
+	AccessTTL, RefreshTTL       time.Duration
+	now                         func() time.Time
+}
+
+// NewTokens returns a token issuer.
+func NewTokens(accessSecret, refreshSecret string, accessTTL, refreshTTL time.Duration) *Tokens {
+	return &Tokens{
+		accessSecret: []byte(accessSecret), refreshSecret: []byte(refreshSecret),
+		AccessTTL: accessTTL, RefreshTTL: refreshTTL, now: time.Now,
+	}
+}
+
+// AccessClaims are the claims of an access token; jti is the session id.
+type AccessClaims struct {
+	Role Role   `json:"role"`
+	Lang string `json:"lang"`
+	jwt.RegisteredClaims
+}
+
+// RefreshClaims are the claims of a refresh token. Each rotation issues a token with a fresh
+// jti; the session stores the hash of the only one still valid.
+type RefreshClaims struct {
+	SessionID string `json:"sid"`
+	jwt.RegisteredClaims
+}
+
+var errBadToken = errors.New("auth: invalid token")
+
+// Access signs an access token for the session.
+func (t *Tokens) Access(userID, sessionID uuid.UUID, role Role, lang string) (string, error) {
+	now := t.now()
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, AccessClaims{
+		Role: role, Lang: lang,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject: userID.String(), ID: sessionID.String(),
+			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(t.AccessTTL)),
+		},
+	}).SignedString(t.accessSecret)
+}
+
+// Refresh signs a new refresh token for the session and returns it with its hash.
+func (t *Tokens) Refresh(userID, sessionID uuid.UUID) (token string, hash []byte, err error) {
+	nonce := make([]byte, 16)
+	if _, err := rand.Read(nonce); err != nil {
+		return "", nil, err
+	}
+	now := t.now()
+	token, err = jwt.NewWithClaims(jwt.SigningMethodHS256, RefreshClaims{
+		SessionID: sessionID.String(),
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject: userID.String(), ID: base64.RawURLEncoding.EncodeToString(nonce),
+			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(t.RefreshTTL)),
+		},
+	}).SignedString(t.refreshSecret)
+	return token, HashToken(token), err
+}
+
+// HashToken is how a refresh token is stored: never in clear.
+func HashToken(token string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return sum[:]
+}
+
+// ParseAccess verifies an access token and returns the user and session ids.
+func (t *Tokens) ParseAccess(token string) (userID, sessionID uuid.UUID, err error) {
+	var c AccessClaims
+	if err := t.parse(token, &c, t.accessSecret); err != nil {
+		return uuid.Nil, uuid.Nil, err
+	}
+	return ids(c.Subject, c.ID)
+}
+
+// ParseRefresh verifies a refresh token and returns the user and session ids.
+func (t *Tokens) ParseRefresh(token string) (userID, sessionID uuid.UUID, err error) {
+	var c RefreshClaims
+	if err := t.parse(token, &c, t.refreshSecret); err != nil {
+		return uuid.Nil, uuid.Nil, err
+	}
+	return ids(c.Subject, c.SessionID)
+}
+
+func (t *Tokens) parse(token string, claims jwt.Claims, secret []byte) error {
+	if len(token) > 4096 {
+		return errBadToken
+	}
+	_, err := jwt.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return secret, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithTimeFunc(t.now))
+	if err != nil {
+		return errBadToken
+	}
+	return nil
+}
+
+func ids(sub, sid string) (uuid.UUID, uuid.UUID, error) {
+	u, err1 := uuid.Parse(sub)
+	s, err2 := uuid.Parse(sid)
+	if err1 != nil || err2 != nil {
+		return uuid.Nil, uuid.Nil, errBadToken
+	}
+	return u, s, nil
+}

@@ -1,0 +1,91 @@
+package catalog
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/pkg/cursor"
+)
+
+// Store is the persistence the service needs (implemented by catalogdb).
+type Store interface {
+	Insert(ctx context.Context, db sqlx.QueryerContext, it *Item) error
+	Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID, includeDeleted bool) (Item, error)
+	Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (Item, error)
+	Update(ctx context.Context, tx sqlx.QueryerContext, it *Item) error
+	SoftDelete(ctx context.Context, db sqlx.ExecerContext, id uuid.UUID) error
+	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]Item, error)
+}
+
+// Service changes and reads items; every change invalidates the cache after its commit.
+type Service struct {
+	db    *sqlx.DB
+	store Store
+	Cache *Cache
+}
+
+// NewService wires the catalog service.
+func NewService(db *sqlx.DB, store Store, cache *Cache) *Service {
+	return &Service{db: db, store: store, Cache: cache}
+}
+
+// Create adds an item.
+func (s *Service) Create(ctx context.Context, in Create) (Item, error) {
+	it, err := in.item()
+	if err != nil {
+		return Item{}, err
+	}
+	it.ID = uuid.Must(uuid.NewV7())
+	if err := s.store.Insert(ctx, s.db, &it); err != nil {
+		return Item{}, err
+	}
+	s.Cache.Invalidate(ctx, it.ID)
+	return it, nil
+}
+
+// Update applies a partial update to a live item.
+func (s *Service) Update(ctx context.Context, id uuid.UUID, in Update) (Item, error) {
+	var it Item
+	err := postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		var err error
+		if it, err = s.store.Lock(ctx, tx, id); err != nil {
+			return err
+		}
+		if err := in.apply(&it); err != nil {
+			return err
+		}
+		return s.store.Update(ctx, tx, &it)
+	})
+	if err != nil {
+		return Item{}, err
+	}
+	s.Cache.Invalidate(ctx, id)
+	return it, nil
+}
+
+// Delete soft-deletes a live item. Orders keep their lines' snapshots.
+func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
+	if err := s.store.SoftDelete(ctx, s.db, id); err != nil {
+		return err
+	}
+	s.Cache.Invalidate(ctx, id)
+	return nil
+}
+
+// Get returns an item; a deleted one only for the admin view.
+func (s *Service) Get(ctx context.Context, id uuid.UUID, includeDeleted bool) (Item, error) {
+	return s.store.Get(ctx, s.db, id, includeDeleted)
+}
+
+// List returns a page of items.
+func (s *Service) List(ctx context.Context, f Filter, page cursor.Request) (cursor.Page[Item], error) {
+	items, err := s.store.List(ctx, s.db, f, page)
+	if err != nil {
+		return cursor.Page[Item]{}, err
+	}
+	return cursor.NewPage(items, page.Limit, func(it Item) (time.Time, string) { return it.CreatedAt, it.ID.String() }), nil
+}

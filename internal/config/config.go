@@ -1,0 +1,428 @@
+// Package config parses the environment into one typed Config, validated once at start-up.
+//
+// Every variable has a default that works for a local run; APP_ENV=production refuses the
+// default secrets and never seeds demo data. Packages never read the environment themselves:
+// programs call Load and pass the values they need down.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Service names the program loading the configuration; it picks the ops port default.
+type Service string
+
+// The programs of the module.
+const (
+	API     Service = "api"
+	Worker  Service = "worker"
+	Relay   Service = "outbox-relay"
+	Migrate Service = "migrate"
+)
+
+// Local defaults for secrets. Production refuses every one of them.
+const (
+	DefaultJWTAccessSecret     = "dev-access-secret-change-me-0123456789"
+	DefaultJWTRefreshSecret    = "dev-refresh-secret-change-me-0123456789"
+	DefaultStripeSecretKey     = "sk_test_dispatch"
+	DefaultStripeWebhookSecret = "whsec_dispatch_local"
+	DefaultAdminUIPassword     = "dispatch"
+)
+
+// Config is the whole configuration of every program. Each program uses the part it needs.
+type Config struct {
+	Service Service
+	Env     string // development | test | production
+
+	DatabaseURL string
+	RedisURL    string
+
+	HTTPAddr        string
+	OpsAddr         string
+	ShutdownTimeout time.Duration
+	TrustedProxies  []string
+	CORSOrigins     []string
+
+	JWTAccessSecret  string
+	JWTRefreshSecret string
+	JWTAccessTTL     time.Duration
+	JWTRefreshTTL    time.Duration
+
+	Argon2 Argon2
+
+	StripeSecretKey     string
+	StripeWebhookSecret string
+	StripeAPIBase       string // empty means live Stripe
+
+	RateLimitEnabled bool
+	RateLimits       RateLimits
+	CacheTTL         time.Duration
+
+	OrderUnpaidTTL     time.Duration
+	OutboxBatchSize    int
+	OutboxPollInterval time.Duration
+	WorkerConcurrency  int
+	QueueWeights       map[string]int
+
+	LogLevel  slog.Level
+	LogFormat string // json | text
+	LokiURL   string
+
+	AdminUIUser     string
+	AdminUIPassword string
+
+	SeedDemoData bool
+}
+
+// Argon2 holds the argon2id cost parameters.
+type Argon2 struct {
+	MemoryKiB uint32
+	Time      uint32
+	Threads   uint8
+}
+
+// RateLimits are requests per minute per client IP and route, by route class.
+type RateLimits struct {
+	Login   int // POST /v1/auth/login
+	Session int // refresh and logout
+	Create  int // the creating POSTs that require an Idempotency-Key
+	Default int // every other limited route
+}
+
+// Production reports whether the program runs with production safeguards.
+func (c Config) Production() bool { return c.Env == "production" }
+
+// Vars lists every environment variable Load reads, for documentation and deployment checks.
+func Vars() []string {
+	return []string{
+		"APP_ENV", "DATABASE_URL", "REDIS_URL", "HTTP_ADDR", "OPS_ADDR", "SHUTDOWN_TIMEOUT",
+		"TRUSTED_PROXIES", "CORS_ORIGINS", "JWT_ACCESS_SECRET", "JWT_REFRESH_SECRET",
+		"JWT_ACCESS_TTL", "JWT_REFRESH_TTL", "ARGON2_MEMORY_KIB", "ARGON2_TIME", "ARGON2_THREADS",
+		"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "RATE_LIMIT_ENABLED",
+		"RATE_LIMITS", "CACHE_TTL", "ORDER_UNPAID_TTL", "OUTBOX_BATCH_SIZE", "OUTBOX_POLL_INTERVAL",
+		"WORKER_CONCURRENCY", "QUEUE_WEIGHTS", "LOG_LEVEL", "LOG_FORMAT", "LOKI_URL",
+		"ADMIN_UI_USER", "ADMIN_UI_PASSWORD", "SEED_DEMO_DATA",
+	}
+}
+
+// Load reads the configuration of service from getenv (os.Getenv in programs, a map in tests).
+// It reports every bad value at once.
+func Load(service Service, getenv func(string) string) (Config, error) {
+	p := parser{getenv: getenv}
+	c := Config{Service: service}
+
+	c.Env = p.oneOf("APP_ENV", "development", "development", "test", "production")
+	prod := c.Env == "production"
+
+	c.DatabaseURL = p.url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dispatch?sslmode=disable", "postgres", "postgresql")
+	c.RedisURL = p.url("REDIS_URL", "redis://127.0.0.1:6379/0", "redis", "rediss")
+
+	c.HTTPAddr = p.addr("HTTP_ADDR", ":8080")
+	opsDefault := map[Service]string{Worker: ":9101", Relay: ":9102"}[service]
+	if opsDefault == "" {
+		opsDefault = ":9100"
+	}
+	c.OpsAddr = p.addr("OPS_ADDR", opsDefault)
+	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 15*time.Second)
+	c.TrustedProxies = p.list("TRUSTED_PROXIES", "127.0.0.1/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16")
+	for _, cidr := range c.TrustedProxies {
+		if _, _, err := net.ParseCIDR(cidr); err != nil && net.ParseIP(cidr) == nil {
+			p.fail("TRUSTED_PROXIES", "%q is neither an IP nor a CIDR", cidr)
+		}
+	}
+	c.CORSOrigins = p.list("CORS_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
+
+	c.JWTAccessSecret = p.str("JWT_ACCESS_SECRET", DefaultJWTAccessSecret)
+	c.JWTRefreshSecret = p.str("JWT_REFRESH_SECRET", DefaultJWTRefreshSecret)
+	c.JWTAccessTTL = p.duration("JWT_ACCESS_TTL", 15*time.Minute)
+	c.JWTRefreshTTL = p.duration("JWT_REFRESH_TTL", 7*24*time.Hour)
+	if len(c.JWTAccessSecret) < 32 {
+		p.fail("JWT_ACCESS_SECRET", "must be at least 32 bytes")
+	}
+	if len(c.JWTRefreshSecret) < 32 {
+		p.fail("JWT_REFRESH_SECRET", "must be at least 32 bytes")
+	}
+	if c.JWTAccessSecret == c.JWTRefreshSecret {
+		p.fail("JWT_REFRESH_SECRET", "must differ from JWT_ACCESS_SECRET")
+	}
+
+	c.Argon2 = Argon2{
+		MemoryKiB: uint32(p.intRange("ARGON2_MEMORY_KIB", 19456, 8, 4<<20)),
+		Time:      uint32(p.intRange("ARGON2_TIME", 2, 1, 100)),
+		Threads:   uint8(p.intRange("ARGON2_THREADS", 1, 1, 64)),
+	}
+	if c.Argon2.MemoryKiB < 8*uint32(c.Argon2.Threads) {
+		p.fail("ARGON2_MEMORY_KIB", "must be at least 8 × ARGON2_THREADS")
+	}
+
+	c.StripeSecretKey = p.str("STRIPE_SECRET_KEY", DefaultStripeSecretKey)
+	c.StripeWebhookSecret = p.str("STRIPE_WEBHOOK_SECRET", DefaultStripeWebhookSecret)
+	stripeBase := "http://127.0.0.1:12111"
+	if prod {
+		stripeBase = ""
+	}
+	if c.StripeAPIBase = p.str("STRIPE_API_BASE", stripeBase); c.StripeAPIBase != "" {
+		p.checkURL("STRIPE_API_BASE", c.StripeAPIBase, "http", "https")
+	}
+
+	c.RateLimitEnabled = p.boolean("RATE_LIMIT_ENABLED", true)
+	c.RateLimits = p.rateLimits("RATE_LIMITS", RateLimits{Login: 5, Session: 20, Create: 10, Default: 60})
+	c.CacheTTL = p.duration("CACHE_TTL", 60*time.Second)
+
+	c.OrderUnpaidTTL = p.duration("ORDER_UNPAID_TTL", 30*time.Minute)
+	c.OutboxBatchSize = p.intRange("OUTBOX_BATCH_SIZE", 500, 1, 10000)
+	c.OutboxPollInterval = p.duration("OUTBOX_POLL_INTERVAL", time.Second)
+	c.WorkerConcurrency = p.intRange("WORKER_CONCURRENCY", 20, 1, 10000)
+	c.QueueWeights = p.weights("QUEUE_WEIGHTS", "orders=6,payments=3,notifications=2,maintenance=1")
+
+	c.LogLevel = p.level("LOG_LEVEL", slog.LevelInfo)
+	c.LogFormat = p.oneOf("LOG_FORMAT", "json", "json", "text")
+	if c.LokiURL = p.str("LOKI_URL", ""); c.LokiURL != "" {
+		p.checkURL("LOKI_URL", c.LokiURL, "http", "https")
+	}
+
+	c.AdminUIUser = p.str("ADMIN_UI_USER", "admin")
+	adminDefault := DefaultAdminUIPassword
+	if prod {
+		adminDefault = ""
+	}
+	c.AdminUIPassword = p.str("ADMIN_UI_PASSWORD", adminDefault)
+
+	c.SeedDemoData = p.boolean("SEED_DEMO_DATA", !prod)
+
+	if prod {
+		for _, s := range []struct {
+			name, def string
+			users     []Service
+		}{
+			{"JWT_ACCESS_SECRET", DefaultJWTAccessSecret, []Service{API}},
+			{"JWT_REFRESH_SECRET", DefaultJWTRefreshSecret, []Service{API}},
+			{"STRIPE_WEBHOOK_SECRET", DefaultStripeWebhookSecret, []Service{API}},
+			{"ADMIN_UI_PASSWORD", DefaultAdminUIPassword, []Service{API}},
+			{"STRIPE_SECRET_KEY", DefaultStripeSecretKey, []Service{API, Worker}},
+		} {
+			if v := strings.TrimSpace(getenv(s.name)); slices.Contains(s.users, service) && (v == "" || v == s.def) {
+				p.fail(s.name, "must be set to a non-default secret in production")
+			}
+		}
+		if c.SeedDemoData {
+			p.fail("SEED_DEMO_DATA", "demo data is never seeded in production")
+		}
+	}
+
+	if len(p.errs) > 0 {
+		return Config{}, fmt.Errorf("invalid configuration:\n  %w", errors.Join(p.errs...))
+	}
+	return c, nil
+}
+
+// LogValue renders the configuration for the start-up log line with secrets masked.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("env", c.Env),
+		slog.String("databaseUrl", maskURL(c.DatabaseURL)),
+		slog.String("redisUrl", maskURL(c.RedisURL)),
+		slog.String("httpAddr", c.HTTPAddr),
+		slog.String("opsAddr", c.OpsAddr),
+		slog.String("stripeApiBase", c.StripeAPIBase),
+		slog.Bool("rateLimitEnabled", c.RateLimitEnabled),
+		slog.String("cacheTtl", c.CacheTTL.String()),
+		slog.Int("outboxBatchSize", c.OutboxBatchSize),
+		slog.String("outboxPollInterval", c.OutboxPollInterval.String()),
+		slog.Int("workerConcurrency", c.WorkerConcurrency),
+		slog.Any("queueWeights", c.QueueWeights),
+		slog.Bool("lokiEnabled", c.LokiURL != ""),
+		slog.Bool("seedDemoData", c.SeedDemoData),
+		slog.Any("argon2", c.Argon2),
+	)
+}
+
+func maskURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+type parser struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (p *parser) fail(name, format string, args ...any) {
+	p.errs = append(p.errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+}
+
+func (p *parser) str(name, def string) string {
+	if v := strings.TrimSpace(p.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (p *parser) list(name, def string) []string {
+	var out []string
+	for _, s := range strings.Split(p.str(name, def), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (p *parser) oneOf(name, def string, allowed ...string) string {
+	v := p.str(name, def)
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	p.fail(name, "%q is not one of %s", v, strings.Join(allowed, ", "))
+	return def
+}
+
+func (p *parser) url(name, def string, schemes ...string) string {
+	return p.checkURL(name, p.str(name, def), schemes...)
+}
+
+func (p *parser) checkURL(name, v string, schemes ...string) string {
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" {
+		p.fail(name, "%q is not a URL", v)
+		return v
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return v
+		}
+	}
+	p.fail(name, "scheme %q is not one of %s", u.Scheme, strings.Join(schemes, ", "))
+	return v
+}
+
+func (p *parser) addr(name, def string) string {
+	v := p.str(name, def)
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		p.fail(name, "%q is not a host:port address", v)
+	}
+	return v
+}
+
+// duration accepts Go durations ("90s", "15m") and plain seconds ("90").
+func (p *parser) duration(name string, def time.Duration) time.Duration {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	if n, err := strconv.Atoi(v); err == nil && n > 0 {
+		return time.Duration(n) * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		p.fail(name, "%q is not a positive duration", v)
+		return def
+	}
+	return d
+}
+
+func (p *parser) intRange(name string, def, lo, hi int) int {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		p.fail(name, "%q is not an integer in %d..%d", v, lo, hi)
+		return def
+	}
+	return n
+}
+
+func (p *parser) boolean(name string, def bool) bool {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.fail(name, "%q is not a boolean", v)
+		return def
+	}
+	return b
+}
+
+func (p *parser) level(name string, def slog.Level) slog.Level {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		p.fail(name, "%q is not one of debug, info, warn, error", v)
+		return def
+	}
+	return l
+}
+
+// pairs parses "a=1,b=2" into positive integers keyed by name.
+func (p *parser) pairs(name, def string) map[string]int {
+	out := map[string]int{}
+	for _, kv := range p.list(name, def) {
+		k, v, ok := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if !ok || err != nil || n < 1 {
+			p.fail(name, "%q is not name=positive-integer", kv)
+			continue
+		}
+		out[strings.TrimSpace(k)] = n
+	}
+	return out
+}
+
+func (p *parser) weights(name, def string) map[string]int {
+	w := p.pairs(name, def)
+	for _, q := range []string{"orders", "payments", "notifications", "maintenance"} {
+		if _, ok := w[q]; !ok {
+			p.fail(name, "missing a weight for queue %q", q)
+		}
+	}
+	for q := range w {
+		switch q {
+		case "orders", "payments", "notifications", "maintenance":
+		default:
+			p.fail(name, "unknown queue %q", q)
+		}
+	}
+	return w
+}
+
+func (p *parser) rateLimits(name string, def RateLimits) RateLimits {
+	out := def
+	for k, n := range p.pairs(name, "") {
+		switch k {
+		case "login":
+			out.Login = n
+		case "session":
+			out.Session = n
+		case "create":
+			out.Create = n
+		case "default":
+			out.Default = n
+		default:
+			p.fail(name, "unknown class %q (login, session, create, default)", k)
+		}
+	}
+	return out
+}

@@ -1,0 +1,60 @@
+package httpapi
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/auth"
+)
+
+type loginRequest struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+}
+
+func (s *Server) login(c *gin.Context) {
+	var req loginRequest
+	if err := decode(c, &req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	var v apperr.Validation
+	v.Length("email", req.Email, 1, 254)
+	v.Length("password", req.Password, 1, 128)
+	if err := v.Err(); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	pair, err := s.auth.Login(c.Request.Context(), strings.TrimSpace(req.Email), req.Password,
+		auth.Client{IP: c.ClientIP(), UserAgent: c.Request.UserAgent()})
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, pair)
+}
+
+func (s *Server) refresh(c *gin.Context) {
+	token, ok := bearer(c)
+	if !ok {
+		s.respondError(c, apperr.ErrUnauthenticated)
+		return
+	}
+	pair, err := s.auth.Refresh(c.Request.Context(), token)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, pair)
+}
+
+func (s *Server) logout(c *gin.Context) {
+	if err := s.auth.Logout(c.Request.Context(), principal(c)); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}

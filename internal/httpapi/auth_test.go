@@ -1,0 +1,68 @@
+package httpapi_test
+
+import (
+	"testing"
+
+	"github.com/dispatchhq/dispatch/internal/demo"
+)
+
+func TestLoginRefreshLogout(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+
+	var pair map[string]any
+	a.api.Do("POST", "/v1/auth/login", map[string]string{"email": "ADMIN@dispatch.local", "password": demo.Password}).
+		Expect(t, 200).Decode(t, &pair)
+	for _, k := range []string{"accessToken", "refreshToken", "userId", "language"} {
+		if s, _ := pair[k].(string); s == "" {
+			t.Fatalf("login response lacks %s: %v", k, pair)
+		}
+	}
+	if pair["expiresIn"] != float64(900) {
+		t.Fatalf("expiresIn = %v, want 900", pair["expiresIn"])
+	}
+	access, refresh := pair["accessToken"].(string), pair["refreshToken"].(string)
+	a.api.As(access).Do("GET", "/v1/users/me", nil).Expect(t, 200)
+
+	// Refresh rotates: the new pair works, the old refresh token is now a reuse.
+	var next map[string]any
+	a.api.As(refresh).Do("POST", "/v1/auth/refresh", nil).Expect(t, 200).Decode(t, &next)
+	newAccess, newRefresh := next["accessToken"].(string), next["refreshToken"].(string)
+	if newRefresh == refresh {
+		t.Fatal("refresh token was not rotated")
+	}
+	a.api.As(newAccess).Do("GET", "/v1/users/me", nil).Expect(t, 200)
+
+	// An access token is not a refresh token and vice versa.
+	a.api.As(newAccess).Do("POST", "/v1/auth/refresh", nil).ExpectError(t, 401, "auth.errors.invalidToken")
+	a.api.As(newRefresh).Do("GET", "/v1/users/me", nil).ExpectError(t, 401, "auth.errors.invalidToken")
+
+	// Reuse of the rotated token revokes the whole session: every token of it dies.
+	a.api.As(refresh).Do("POST", "/v1/auth/refresh", nil).ExpectError(t, 401, "auth.errors.refreshTokenReused")
+	a.api.As(newRefresh).Do("POST", "/v1/auth/refresh", nil).ExpectError(t, 401, "auth.errors.invalidToken")
+	a.api.As(newAccess).Do("GET", "/v1/users/me", nil).ExpectError(t, 401, "auth.errors.invalidToken")
+	a.api.As(access).Do("GET", "/v1/users/me", nil).ExpectError(t, 401, "auth.errors.invalidToken")
+
+	// Logout kills both tokens of a fresh session at once.
+	access, refresh = a.login("admin@dispatch.local", demo.Password)
+	a.api.As(access).Do("POST", "/v1/auth/logout", nil).Expect(t, 204)
+	a.api.As(access).Do("GET", "/v1/users/me", nil).ExpectError(t, 401, "auth.errors.invalidToken")
+	a.api.As(refresh).Do("POST", "/v1/auth/refresh", nil).ExpectError(t, 401, "auth.errors.invalidToken")
+}
+
+func TestLoginFailuresLookAlike(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	wrongPw := a.api.Do("POST", "/v1/auth/login", map[string]string{"email": "admin@dispatch.local", "password": "nope-nope"}).
+		ExpectError(t, 401, "auth.errors.invalidCredentials")
+	noUser := a.api.Do("POST", "/v1/auth/login", map[string]string{"email": "ghost@dispatch.local", "password": "nope-nope"}).
+		ExpectError(t, 401, "auth.errors.invalidCredentials")
+	if wrongPw["message"] != noUser["message"] {
+		t.Fatalf("messages differ: %q vs %q", wrongPw["message"], noUser["message"])
+	}
+	a.api.Do("POST", "/v1/auth/login", map[string]string{"email": "admin@dispatch.local"}).ExpectError(t, 400, "common.errors.validation")
+	a.api.Do("POST", "/v1/auth/login", `{"email":"a@b.co","password":"x","extra":1}`).ExpectError(t, 400, "common.errors.validation")
+	a.api.Do("POST", "/v1/auth/refresh", nil).ExpectError(t, 401, "auth.errors.unauthenticated")
+	a.api.As("garbage").Do("POST", "/v1/auth/refresh", nil).ExpectError(t, 401, "auth.errors.invalidToken")
+	a.api.Do("POST", "/v1/auth/logout", nil).ExpectError(t, 401, "auth.errors.unauthenticated")
+}

@@ -1,0 +1,77 @@
+package httpapi
+
+import (
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/i18n"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+)
+
+var statusOf = map[apperr.Kind]int{
+	apperr.Internal:         http.StatusInternalServerError,
+	apperr.Invalid:          http.StatusBadRequest,
+	apperr.Unauthorized:     http.StatusUnauthorized,
+	apperr.Forbidden:        http.StatusForbidden,
+	apperr.NotFound:         http.StatusNotFound,
+	apperr.MethodNotAllowed: http.StatusMethodNotAllowed,
+	apperr.Conflict:         http.StatusConflict,
+	apperr.TooLarge:         http.StatusRequestEntityTooLarge,
+	apperr.Unprocessable:    http.StatusUnprocessableEntity,
+	apperr.RateLimited:      http.StatusTooManyRequests,
+	apperr.BadGateway:       http.StatusBadGateway,
+	apperr.Unavailable:      http.StatusServiceUnavailable,
+}
+
+type errorBody struct {
+	Success       bool          `json:"success"`
+	StatusCode    int           `json:"statusCode"`
+	Error         string        `json:"error"`
+	Code          string        `json:"code"`
+	Message       string        `json:"message"`
+	Details       []fieldDetail `json:"details,omitempty"`
+	CorrelationID string        `json:"correlationId"`
+	Timestamp     string        `json:"timestamp"`
+	Path          string        `json:"path"`
+}
+
+type fieldDetail struct {
+	Field   string `json:"field"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// respondError is the one place where errors become HTTP responses. Domain errors keep their
+// code and translated message; anything else is a 500 whose cause goes to the log only.
+func (s *Server) respondError(c *gin.Context, err error) {
+	var e *apperr.Error
+	if !errors.As(err, &e) {
+		e = apperr.ErrInternal.Wrap(err)
+	}
+	status := statusOf[e.Kind]
+	ctx := c.Request.Context()
+	if status >= 500 {
+		s.log.ErrorContext(ctx, "request failed", "err", err, "code", e.Code)
+	}
+	lang := language(c)
+	body := errorBody{
+		StatusCode: status, Error: http.StatusText(status), Code: e.Code,
+		Message:       i18n.T(lang, e.Code, e.Params),
+		CorrelationID: logging.CorrelationID(ctx),
+		Timestamp:     formatTime(time.Now()),
+		Path:          c.Request.URL.Path,
+	}
+	for _, d := range e.Details {
+		body.Details = append(body.Details, fieldDetail{Field: d.Field, Code: d.Code, Message: i18n.T(lang, d.Code, d.Params)})
+	}
+	if e.RetryAfter > 0 {
+		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+	}
+	c.AbortWithStatusJSON(status, body)
+}

@@ -1,0 +1,35 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/platform/server"
+)
+
+func (s *Server) health(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// ready answers 200 only when Postgres and Redis both answer within a second.
+func (s *Server) ready(c *gin.Context) {
+	if failed := server.Check(c.Request.Context(), s.checks()); len(failed) > 0 {
+		var v []apperr.FieldError
+		for _, name := range failed {
+			v = append(v, apperr.Field(name, "common.errors.dependencyDown"))
+		}
+		s.respondError(c, apperr.ErrNotReady.WithDetails(v...))
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+func (s *Server) checks() map[string]func(context.Context) error {
+	return map[string]func(context.Context) error{
+		"postgres": s.db.PingContext,
+		"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
+	}
+}

@@ -1,0 +1,195 @@
+package httpapi
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/auth"
+	"github.com/dispatchhq/dispatch/internal/i18n"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+)
+
+// correlate reads or creates the correlation id, echoes it and puts it in the request context.
+func (s *Server) correlate(c *gin.Context) {
+	id := c.GetHeader("X-Correlation-Id")
+	if id == "" {
+		id = c.GetHeader("X-Request-Id")
+	}
+	if !idempotency.ValidKey(id) || len(id) > 128 {
+		id = uuid.NewString()
+	}
+	c.Header("X-Correlation-Id", id)
+	c.Request = c.Request.WithContext(logging.WithCorrelationID(c.Request.Context(), id))
+	c.Next()
+}
+
+// accessLog writes one line per request after it finished.
+func (s *Server) accessLog(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	status := c.Writer.Status()
+	level := slog.LevelInfo
+	switch {
+	case status >= 500:
+		level = slog.LevelError
+	case status >= 400:
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.String("method", c.Request.Method), slog.String("route", route), slog.Int("status", status),
+		slog.Float64("durationMs", float64(time.Since(start).Microseconds())/1000),
+		slog.Int("bytes", max(c.Writer.Size(), 0)), slog.String("ip", c.ClientIP()),
+	}
+	if p := principal(c); p.UserID != uuid.Nil {
+		attrs = append(attrs, slog.String("userId", p.UserID.String()))
+	}
+	s.log.LogAttrs(c.Request.Context(), level, "request", attrs...)
+	if s.observe != nil {
+		s.observe(c.Request.Method, route, status, time.Since(start))
+	}
+}
+
+// recovery turns a panic into a logged 500 with the standard body.
+func (s *Server) recovery(c *gin.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			s.respondError(c, fmt.Errorf("panic: %v", r))
+		}
+	}()
+	c.Next()
+}
+
+// limitBody caps request bodies at MaxBodyBytes; a declared larger body is refused at once.
+func (s *Server) limitBody(c *gin.Context) {
+	if c.Request.ContentLength > MaxBodyBytes {
+		s.respondError(c, apperr.ErrBodyTooLarge)
+		return
+	}
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes)
+	c.Next()
+}
+
+// cors answers preflights and marks responses for the configured origins.
+func (s *Server) cors(c *gin.Context) {
+	origin := c.GetHeader("Origin")
+	if origin == "" || !(slices.Contains(s.cfg.CORSOrigins, "*") || slices.Contains(s.cfg.CORSOrigins, origin)) {
+		c.Next()
+		return
+	}
+	h := c.Writer.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Expose-Headers", "X-Correlation-Id, Idempotent-Replayed, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After")
+	if c.Request.Method == http.MethodOptions && c.GetHeader("Access-Control-Request-Method") != "" {
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, X-Correlation-Id, X-Request-Id, Accept-Language")
+		h.Set("Access-Control-Max-Age", "600")
+		c.AbortWithStatus(http.StatusNoContent)
+		return
+	}
+	c.Next()
+}
+
+// negotiate picks the language from ?lang= or Accept-Language; the caller's saved language
+// applies later when neither is given.
+func (s *Server) negotiate(c *gin.Context) {
+	if l, ok := i18n.Supported(c.Query("lang")); ok {
+		c.Set(langKey, l)
+	} else if l := i18n.FromAcceptLanguage(c.GetHeader("Accept-Language")); l != "" {
+		c.Set(langKey, l)
+	}
+	c.Next()
+}
+
+// authenticate requires a valid access token and loads the caller with the database role.
+func (s *Server) authenticate(c *gin.Context) {
+	token, ok := bearer(c)
+	if !ok {
+		s.respondError(c, apperr.ErrUnauthenticated)
+		return
+	}
+	p, err := s.auth.Authenticate(c.Request.Context(), token)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Set(principalKey, p)
+	c.Request = c.Request.WithContext(logging.With(c.Request.Context(), slog.String("userId", p.UserID.String())))
+	c.Next()
+}
+
+func bearer(c *gin.Context) (string, bool) {
+	h := c.GetHeader("Authorization")
+	if len(h) < 8 || !strings.EqualFold(h[:7], "bearer ") {
+		return "", false
+	}
+	t := strings.TrimSpace(h[7:])
+	return t, t != ""
+}
+
+// allow lets only the roles of g through.
+func (s *Server) allow(g auth.Group) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if !g.Allows(principal(c).Role) {
+			s.respondError(c, apperr.ErrForbidden)
+			return
+		}
+		c.Next()
+	}
+}
+
+// limit enforces limit requests per minute per client IP and route, shared by all replicas.
+// When Redis is unavailable requests pass: rate limiting protects, it must not take the API down.
+func (s *Server) limit(limit int) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if !s.cfg.RateLimitEnabled {
+			c.Next()
+			return
+		}
+		key := s.keys.Key("ratelimit", c.Request.Method+" "+c.FullPath(), c.ClientIP())
+		res, err := s.limiter.Allow(c.Request.Context(), key, limit, time.Minute)
+		if err != nil {
+			s.log.WarnContext(c.Request.Context(), "rate limiter unavailable; request allowed", "err", err)
+			c.Next()
+			return
+		}
+		reset := strconv.Itoa(int(math.Ceil(res.Reset.Seconds())))
+		h := c.Writer.Header()
+		h.Set("X-RateLimit-Limit", strconv.Itoa(res.Limit))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(res.Remaining))
+		h.Set("X-RateLimit-Reset", reset)
+		if !res.Allowed {
+			s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(res.Reset, time.Second)))
+			return
+		}
+		c.Next()
+	}
+}
+
+// idempotent guards a route with the Idempotency-Key mechanism.
+func (s *Server) idempotent(required bool) gin.HandlerFunc {
+	return s.idem.Middleware(required, func(c *gin.Context) string {
+		if p := principal(c); p.UserID != uuid.Nil {
+			return p.UserID.String()
+		}
+		return "anonymous"
+	}, s.respondError, s.log)
+}

@@ -1,0 +1,193 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/auth"
+	"github.com/dispatchhq/dispatch/internal/i18n"
+	"github.com/dispatchhq/dispatch/pkg/cursor"
+)
+
+// MaxBodyBytes is the largest request body accepted (SPEC §1).
+const MaxBodyBytes = 1 << 20
+
+// decode reads a JSON object into dst strictly: unknown fields, wrong types, an empty body and
+// trailing data are all 400s naming the problem; an oversized body is 413.
+func decode(c *gin.Context, dst any) error {
+	return decodeBody(c.Request.Body, dst, false)
+}
+
+// decodeOptional is decode for routes whose body may be empty.
+func decodeOptional(c *gin.Context, dst any) error {
+	return decodeBody(c.Request.Body, dst, true)
+}
+
+func decodeBody(r io.Reader, dst any, optional bool) error {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return apperr.ErrBodyTooLarge
+		}
+		return apperr.ErrMalformedJSON.Wrap(err)
+	}
+	return DecodeJSON(raw, dst, optional)
+}
+
+// DecodeJSON is the strict decoding of request bodies, exported for the fuzz tests.
+func DecodeJSON(raw []byte, dst any, optional bool) error {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		if optional {
+			return nil
+		}
+		return apperr.ErrMalformedJSON
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return apperr.ErrMalformedJSON
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var (
+		syntax    *json.SyntaxError
+		typeErr   *json.UnmarshalTypeError
+		tooLarge  *http.MaxBytesError
+		unknownIx = strings.Index(err.Error(), "json: unknown field ")
+	)
+	switch {
+	case errors.As(err, &tooLarge):
+		return apperr.ErrBodyTooLarge
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return apperr.ErrMalformedJSON
+		}
+		return apperr.ErrValidation.WithDetails(apperr.Field(typeErr.Field, "validation.type", "type", jsonType(typeErr.Type.Kind().String())))
+	case unknownIx == 0:
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return apperr.ErrValidation.WithDetails(apperr.Field(field, "validation.unknownField"))
+	case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
+		return apperr.ErrMalformedJSON
+	default:
+		return apperr.ErrMalformedJSON
+	}
+}
+
+func jsonType(kind string) string {
+	switch {
+	case strings.HasPrefix(kind, "int"), strings.HasPrefix(kind, "uint"):
+		return "integer"
+	case strings.HasPrefix(kind, "float"):
+		return "number"
+	case kind == "string":
+		return "string"
+	case kind == "bool":
+		return "boolean"
+	case kind == "slice", kind == "array":
+		return "array"
+	default:
+		return "object"
+	}
+}
+
+// pathID parses the :name path parameter as a UUID.
+func pathID(c *gin.Context, name string) (uuid.UUID, error) {
+	id, err := uuid.Parse(c.Param(name))
+	if err != nil || len(c.Param(name)) != 36 {
+		return uuid.Nil, apperr.ErrInvalidID.With("param", name)
+	}
+	return id, nil
+}
+
+// Pagination limits (SPEC §1).
+const (
+	DefaultLimit = 20
+	MaxLimit     = 100
+)
+
+// pageRequest reads ?limit= and ?cursor=. An explicit limit wins over the cursor's.
+func pageRequest(c *gin.Context) (cursor.Request, error) {
+	req := cursor.Request{Limit: DefaultLimit}
+	if tok, ok := c.GetQuery("cursor"); ok && tok != "" {
+		cur, err := cursor.Decode(tok, validUUID, MaxLimit)
+		if err != nil {
+			return req, apperr.ErrInvalidCursor
+		}
+		req.After, req.Limit = &cur, cur.Limit
+	}
+	if s, ok := c.GetQuery("limit"); ok {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxLimit {
+			return req, apperr.ErrValidation.WithDetails(apperr.Field("limit", "validation.range", "min", 1, "max", MaxLimit))
+		}
+		req.Limit = n
+	}
+	return req, nil
+}
+
+func validUUID(s string) bool {
+	_, err := uuid.Parse(s)
+	return err == nil && len(s) == 36
+}
+
+// query returns a trimmed query parameter, refusing absurdly long filters.
+func query(c *gin.Context, name string) (string, error) {
+	v := strings.TrimSpace(c.Query(name))
+	if len(v) > 200 {
+		return "", apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.length", "min", 0, "max", 200))
+	}
+	return v, nil
+}
+
+// queryTime parses an RFC 3339 query parameter (zero when absent).
+func queryTime(c *gin.Context, name string) (time.Time, error) {
+	v := c.Query(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.timestamp"))
+	}
+	return t, nil
+}
+
+// Context keys set by the middleware.
+const (
+	principalKey = "dispatch.principal"
+	langKey      = "dispatch.lang"
+)
+
+func principal(c *gin.Context) auth.Principal {
+	p, _ := c.Get(principalKey)
+	pr, _ := p.(auth.Principal)
+	return pr
+}
+
+// language is the response language: ?lang=, then Accept-Language, then the caller's saved
+// language, then English.
+func language(c *gin.Context) string {
+	if l := c.GetString(langKey); l != "" {
+		return l
+	}
+	if p := principal(c); p.Language != "" {
+		return p.Language
+	}
+	return i18n.English
+}

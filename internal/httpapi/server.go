@@ -1,0 +1,92 @@
+// Package httpapi is the HTTP face of Dispatch: the gin engine, every route (routes.go), the
+// middleware, the handlers per resource and the single mapping of errors to responses.
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/auth"
+	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
+	"github.com/dispatchhq/dispatch/internal/config"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+	"github.com/dispatchhq/dispatch/internal/ratelimit"
+	"github.com/dispatchhq/dispatch/internal/user"
+	"github.com/dispatchhq/dispatch/internal/user/userdb"
+)
+
+// Infra is what the API runs on.
+type Infra struct {
+	DB    *sqlx.DB
+	Redis *redis.Client
+	Keys  redisx.Prefix
+	Log   *slog.Logger
+}
+
+// Server is the API: its services and the gin engine routing to them.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	db      *sqlx.DB
+	rdb     *redis.Client
+	keys    redisx.Prefix
+	auth    *auth.Service
+	users   *user.Service
+	catalog *catalog.Service
+	idem    *idempotency.Store
+	limiter *ratelimit.Limiter
+	observe func(method, route string, status int, d time.Duration)
+	engine  *gin.Engine
+}
+
+// New wires the services and the routes.
+func New(cfg config.Config, in Infra) *Server {
+	hasher := auth.NewHasher(auth.Params(cfg.Argon2), 2*runtime.GOMAXPROCS(0))
+	tokens := auth.NewTokens(cfg.JWTAccessSecret, cfg.JWTRefreshSecret, cfg.JWTAccessTTL, cfg.JWTRefreshTTL)
+	authSvc := auth.NewService(in.DB, in.Redis, in.Keys, hasher, tokens, userdb.Credentials{DB: in.DB}, in.Log)
+	s := &Server{
+		cfg: cfg, log: in.Log, db: in.DB, rdb: in.Redis, keys: in.Keys,
+		auth:    authSvc,
+		users:   user.NewService(in.DB, userdb.Store{}, authSvc, in.Log),
+		catalog: catalog.NewService(in.DB, catalogdb.Store{}, catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)),
+		idem:    idempotency.NewStore(in.DB),
+		limiter: ratelimit.New(in.Redis),
+	}
+	s.engine = s.newEngine()
+	s.routes()
+	return s
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Engine exposes the gin engine (its route table is checked against the OpenAPI document).
+func (s *Server) Engine() *gin.Engine { return s.engine }
+
+// Users exposes the users service (demo data seeding uses it).
+func (s *Server) Users() *user.Service { return s.users }
+
+// Catalog exposes the catalog service.
+func (s *Server) Catalog() *catalog.Service { return s.catalog }
+
+func (s *Server) newEngine() *gin.Engine {
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	e.ContextWithFallback = true
+	if err := e.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
+		s.log.Error("trusted proxies refused", "err", err)
+	}
+	e.Use(s.correlate, s.accessLog, s.recovery, s.cors, s.negotiate, s.limitBody)
+	e.NoRoute(func(c *gin.Context) { s.respondError(c, apperr.ErrRouteNotFound) })
+	e.NoMethod(func(c *gin.Context) { s.respondError(c, apperr.ErrMethodNotAllowed) })
+	return e
+}

@@ -1,0 +1,31 @@
+package idempotency
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+)
+
+// Canonical returns body in canonical JSON (object keys sorted, no insignificant whitespace,
+// numbers as written), so key order and formatting do not change a fingerprint. A body that is
+// not JSON is returned as is.
+func Canonical(body []byte) []byte {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return body
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return body
+	}
+	out, err := json.Marshal(v) // maps marshal with sorted keys
+	if err != nil {
+		return body
+	}
+	return out
+}

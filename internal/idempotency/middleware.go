@@ -1,0 +1,132 @@
+package idempotency
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+)
+
+// Header is the request header carrying the key.
+const Header = "Idempotency-Key"
+
+// ReplayedHeader marks a replayed response.
+const ReplayedHeader = "Idempotent-Replayed"
+
+type claimKey struct{}
+
+// ClaimFrom returns the claim of the request running with ctx, or nil when it has no key.
+func ClaimFrom(ctx context.Context) *Claim {
+	c, _ := ctx.Value(claimKey{}).(*Claim)
+	return c
+}
+
+// ValidKey reports whether k is 1..255 printable ASCII characters.
+func ValidKey(k string) bool {
+	if len(k) == 0 || len(k) > 255 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// Middleware makes the routes it guards idempotent. With required, a request without a key is
+// refused. owner names the caller's scope; fail renders an error (the API's single error
+// mapping).
+//
+// Outcomes: 2xx is stored and replayed to duplicates; 4xx is forgotten (nothing was written, the
+// client may fix the request and reuse the key); 5xx or a panic releases the key at its last
+// recovery point so a retry resumes.
+func (s *Store) Middleware(required bool, owner func(*gin.Context) string, fail func(*gin.Context, error), log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		key, present := c.Request.Header[Header]
+		if !present {
+			if required {
+				fail(c, apperr.ErrIdemKeyRequired)
+				return
+			}
+			c.Next()
+			return
+		}
+		if len(key) != 1 || !ValidKey(key[0]) {
+			fail(c, apperr.ErrIdemKeyInvalid)
+			return
+		}
+		body, err := io.ReadAll(c.Request.Body)
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				fail(c, apperr.ErrBodyTooLarge)
+				return
+			}
+			fail(c, apperr.ErrMalformedJSON.Wrap(err))
+			return
+		}
+		c.Request.Body = io.NopCloser(bytes.NewReader(body))
+
+		ctx := c.Request.Context()
+		sc := Scope{Owner: owner(c), Method: c.Request.Method, Path: c.Request.URL.Path, Key: key[0]}
+		claim, replay, err := s.Begin(ctx, sc, Fingerprint(sc.Method, sc.Path, body))
+		if err != nil {
+			fail(c, err)
+			return
+		}
+		if replay != nil {
+			c.Header(ReplayedHeader, "true")
+			c.Data(replay.Status, "application/json; charset=utf-8", replay.Body)
+			c.Abort()
+			return
+		}
+
+		w := &capture{ResponseWriter: c.Writer}
+		c.Writer = w
+		c.Request = c.Request.WithContext(context.WithValue(ctx, claimKey{}, claim))
+		finished := false
+		defer func() {
+			// Persist the outcome even if the client went away.
+			done, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			var err error
+			switch status := w.Status(); {
+			case !finished || status >= 500:
+				err = s.Release(done, claim)
+			case status >= 400:
+				err = s.Abandon(done, claim)
+			default:
+				err = s.Complete(done, claim, status, w.body.Bytes())
+			}
+			if err != nil {
+				log.ErrorContext(done, "idempotency record not updated", "err", err, "path", sc.Path)
+			}
+		}()
+		c.Next()
+		finished = true
+	}
+}
+
+// capture tees the response body so a successful response can be stored.
+type capture struct {
+	gin.ResponseWriter
+	body bytes.Buffer
+}
+
+func (w *capture) Write(b []byte) (int, error) {
+	w.body.Write(b)
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *capture) WriteString(s string) (int, error) {
+	w.body.WriteString(s)
+	return w.ResponseWriter.WriteString(s)
+}

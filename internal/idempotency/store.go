@@ -1,0 +1,203 @@
+// Package idempotency makes POST and PATCH safe to retry (SPEC §7).
+//
+// A request carrying an Idempotency-Key claims a record scoped by (caller, method, path, key)
+// before it runs. The first request holds a lease while it works; a duplicate meanwhile gets
+// 409, a replay after it finished gets the stored response, and the same key with a different
+// body gets 422. Handlers that write in several steps (order create) save a recovery point in
+// the transaction of each step, so a retry after a 5xx or a crash resumes where the first
+// attempt stopped instead of doing the work twice.
+package idempotency
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+)
+
+// Retention is how long a key is remembered.
+const Retention = 24 * time.Hour
+
+// Lease is how long a request holds its key before a duplicate may take over (after a crash).
+const Lease = 30 * time.Second
+
+// Started is the recovery point of a request that has written nothing yet.
+const Started = "started"
+
+// Scope identifies a key: the caller (user id or "anonymous"), the method, the concrete path
+// and the client's key.
+type Scope struct {
+	Owner, Method, Path, Key string
+}
+
+// Claim is a request's hold on its key. RecoveryPoint and ResourceID tell a resumed request
+// how far the previous attempt got.
+type Claim struct {
+	Scope         Scope
+	RecoveryPoint string
+	ResourceID    *uuid.UUID
+}
+
+// Replay is the stored outcome of a completed request.
+type Replay struct {
+	Status int
+	Body   []byte
+}
+
+// Store keeps idempotency records in Postgres.
+type Store struct{ db *sqlx.DB }
+
+// NewStore returns a store on db.
+func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
+
+// Fingerprint hashes a request's method, path and canonical body.
+func Fingerprint(method, path string, body []byte) []byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n", method, path)
+	h.Write(Canonical(body))
+	return h.Sum(nil)
+}
+
+// beginQuery claims a new key, takes over an expired record, or resumes an in-flight record
+// whose lease ran out (a crash) or was released (a 5xx). It returns no row when another request
+// holds the key, when it completed, or when the body differs.
+const beginQuery = `
+INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, state, locked_until, expires_at)
+VALUES ($1, $2, $3, $4, $5, 'in_flight', now() + $6 * interval '1 millisecond', now() + $7 * interval '1 millisecond')
+ON CONFLICT (scope, method, path, key) DO UPDATE SET
+    fingerprint     = EXCLUDED.fingerprint,
+    state           = 'in_flight',
+    locked_until    = EXCLUDED.locked_until,
+    recovery_point  = CASE WHEN idempotency_keys.expires_at < now() THEN 'started' ELSE idempotency_keys.recovery_point END,
+    resource_id     = CASE WHEN idempotency_keys.expires_at < now() THEN NULL ELSE idempotency_keys.resource_id END,
+    expires_at      = CASE WHEN idempotency_keys.expires_at < now() THEN EXCLUDED.expires_at ELSE idempotency_keys.expires_at END,
+    response_status = NULL,
+    response_body   = NULL,
+    updated_at      = now()
+WHERE idempotency_keys.expires_at < now()
+   OR (idempotency_keys.state = 'in_flight' AND idempotency_keys.fingerprint = EXCLUDED.fingerprint
+       AND idempotency_keys.locked_until <= now())
+RETURNING recovery_point, resource_id`
+
+const peekQuery = `SELECT fingerprint, state, response_status, response_body, locked_until
+FROM idempotency_keys WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4`
+
+// Begin claims the key for a request with the given fingerprint. It returns a claim to run
+// the request, or a replay of the finished one, or ErrIdemKeyInFlight / ErrIdemKeyReused.
+func (s *Store) Begin(ctx context.Context, sc Scope, fingerprint []byte) (*Claim, *Replay, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		var got struct {
+			RecoveryPoint string     `db:"recovery_point"`
+			ResourceID    *uuid.UUID `db:"resource_id"`
+		}
+		err := s.db.GetContext(ctx, &got, beginQuery, sc.Owner, sc.Method, sc.Path, sc.Key, fingerprint,
+			Lease.Milliseconds(), Retention.Milliseconds())
+		if err == nil {
+			return &Claim{Scope: sc, RecoveryPoint: got.RecoveryPoint, ResourceID: got.ResourceID}, nil, nil
+		}
+		if !postgres.IsNoRows(err) {
+			return nil, nil, fmt.Errorf("idempotency: begin: %w", err)
+		}
+		var rec struct {
+			Fingerprint []byte     `db:"fingerprint"`
+			State       string     `db:"state"`
+			Status      *int       `db:"response_status"`
+			Body        []byte     `db:"response_body"`
+			LockedUntil *time.Time `db:"locked_until"`
+		}
+		err = s.db.GetContext(ctx, &rec, peekQuery, sc.Owner, sc.Method, sc.Path, sc.Key)
+		if postgres.IsNoRows(err) {
+			continue // abandoned meanwhile: try to claim again
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("idempotency: peek: %w", err)
+		}
+		switch {
+		case string(rec.Fingerprint) != string(fingerprint):
+			return nil, nil, apperr.ErrIdemKeyReused
+		case rec.State == "completed" && rec.Status != nil:
+			return nil, &Replay{Status: *rec.Status, Body: rec.Body}, nil
+		default:
+			wait := time.Second
+			if rec.LockedUntil != nil {
+				wait = max(time.Until(*rec.LockedUntil), time.Second)
+			}
+			return nil, nil, apperr.ErrIdemKeyInFlight.WithRetryAfter(wait)
+		}
+	}
+	return nil, nil, errors.New("idempotency: key kept changing hands")
+}
+
+const checkpointQuery = `UPDATE idempotency_keys SET recovery_point = $5, resource_id = $6, updated_at = now()
+WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4`
+
+// Checkpoint records how far the request got, in the transaction that got it there.
+func (s *Store) Checkpoint(ctx context.Context, tx sqlx.ExecerContext, c *Claim, point string, resourceID uuid.UUID) error {
+	sc := c.Scope
+	if _, err := tx.ExecContext(ctx, checkpointQuery, sc.Owner, sc.Method, sc.Path, sc.Key, point, resourceID); err != nil {
+		return fmt.Errorf("idempotency: checkpoint: %w", err)
+	}
+	c.RecoveryPoint, c.ResourceID = point, &resourceID
+	return nil
+}
+
+const completeQuery = `UPDATE idempotency_keys SET state = 'completed', response_status = $5, response_body = $6,
+locked_until = NULL, updated_at = now() WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4`
+
+// Complete stores the response; later duplicates replay it.
+func (s *Store) Complete(ctx context.Context, c *Claim, status int, body []byte) error {
+	sc := c.Scope
+	_, err := s.db.ExecContext(ctx, completeQuery, sc.Owner, sc.Method, sc.Path, sc.Key, status, body)
+	return wrap("complete", err)
+}
+
+const releaseQuery = `UPDATE idempotency_keys SET locked_until = now(), updated_at = now()
+WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND state = 'in_flight'`
+
+// Release ends the lease but keeps the recovery point, so a retry resumes at once.
+func (s *Store) Release(ctx context.Context, c *Claim) error {
+	sc := c.Scope
+	_, err := s.db.ExecContext(ctx, releaseQuery, sc.Owner, sc.Method, sc.Path, sc.Key)
+	return wrap("release", err)
+}
+
+const abandonQuery = `DELETE FROM idempotency_keys
+WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND state = 'in_flight' AND recovery_point = 'started'`
+
+// Abandon forgets a request that wrote nothing (a 4xx): the key may be used again.
+func (s *Store) Abandon(ctx context.Context, c *Claim) error {
+	sc := c.Scope
+	res, err := s.db.ExecContext(ctx, abandonQuery, sc.Owner, sc.Method, sc.Path, sc.Key)
+	if err != nil {
+		return wrap("abandon", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return s.Release(ctx, c) // it got past a recovery point: keep it for a retry
+	}
+	return nil
+}
+
+const deleteExpiredQuery = `DELETE FROM idempotency_keys WHERE expires_at < $1`
+
+// DeleteExpired removes records past retention.
+func (s *Store) DeleteExpired(ctx context.Context, now time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, deleteExpiredQuery, now)
+	if err != nil {
+		return 0, wrap("delete expired", err)
+	}
+	return res.RowsAffected()
+}
+
+func wrap(op string, err error) error {
+	if err != nil {
+		return fmt.Errorf("idempotency: %s: %w", op, err)
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+// Package logging builds the slog logger of every program and carries per-request fields
+// (correlation id, user, order, task) in the context so that every line written with that
+// context names them.
+package logging
+
+import (
+	"context"
+	"io"
+	"log/slog"
+
+	slogmulti "github.com/samber/slog-multi"
+)
+
+// New returns a logger writing JSON (or text) to w and fanning out to extra handlers
+// (e.g. Loki). Every line carries service and the context's fields.
+func New(service string, level slog.Level, format string, w io.Writer, extra ...slog.Handler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	var base slog.Handler
+	if format == "text" {
+		base = slog.NewTextHandler(w, opts)
+	} else {
+		base = slog.NewJSONHandler(w, opts)
+	}
+	fan := slogmulti.Fanout(append([]slog.Handler{base}, extra...)...)
+	h := slogmulti.Pipe(slogmulti.NewHandleInlineMiddleware(addContextFields)).Handler(fan)
+	return slog.New(h).With(slog.String("service", service))
+}
+
+// Discard returns a logger that writes nothing (for tools and tests that do not care).
+func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func addContextFields(ctx context.Context, r slog.Record, next func(context.Context, slog.Record) error) error {
+	if f, ok := ctx.Value(fieldsKey{}).(*fields); ok {
+		if f.correlationID != "" {
+			r.AddAttrs(slog.String("correlationId", f.correlationID))
+		}
+		r.AddAttrs(f.attrs...)
+	}
+	return next(ctx, r)
+}
+
+type fieldsKey struct{}
+
+type fields struct {
+	correlationID string
+	attrs         []slog.Attr
+}
+
+func from(ctx context.Context) fields {
+	if f, ok := ctx.Value(fieldsKey{}).(*fields); ok {
+		return *f
+	}
+	return fields{}
+}
+
+// WithCorrelationID returns ctx carrying the correlation id of the current request or task.
+func WithCorrelationID(ctx context.Context, id string) context.Context {
+	f := from(ctx)
+	f.correlationID = id
+	return context.WithValue(ctx, fieldsKey{}, &f)
+}
+
+// CorrelationID returns the correlation id carried by ctx, or "".
+func CorrelationID(ctx context.Context) string { return from(ctx).correlationID }
+
+// With returns ctx carrying attrs (userId, orderId, taskId, taskType…) for every log line.
+// A later value for the same key replaces the earlier one.
+func With(ctx context.Context, attrs ...slog.Attr) context.Context {
+	f := from(ctx)
+	merged := make([]slog.Attr, 0, len(f.attrs)+len(attrs))
+	for _, a := range f.attrs {
+		replaced := false
+		for _, b := range attrs {
+			if a.Key == b.Key {
+				replaced = true
+				break
+			}
+		}
+		if !replaced {
+			merged = append(merged, a)
+		}
+	}
+	f.attrs = append(merged, attrs...)
+	return context.WithValue(ctx, fieldsKey{}, &f)
+}

@@ -1,0 +1,116 @@
+// Package postgres opens the sqlx pool, runs transactions and classifies driver errors.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// Open connects to url and checks the connection.
+func Open(ctx context.Context, url string, maxConns int) (*sqlx.DB, error) {
+	db, err := sqlx.Open("postgres", url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open: %w", err)
+	}
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("postgres: ping: %w", err)
+	}
+	return db, nil
+}
+
+// WithTx runs fn in a transaction, committing when fn returns nil and rolling back otherwise.
+// The commit error is returned: a failed commit means nothing was written.
+func WithTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) (err error) {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("postgres: begin: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback()
+			panic(p)
+		}
+	}()
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("postgres: commit: %w", err)
+	}
+	return nil
+}
+
+// EnsureDatabase creates the database named in url when it does not exist, connecting to the
+// server's "postgres" database to do so.
+func EnsureDatabase(ctx context.Context, rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("postgres: parse url: %w", err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if name == "" {
+		return errors.New("postgres: the url names no database")
+	}
+	admin := *u
+	admin.Path = "/postgres"
+	db, err := Open(ctx, admin.String(), 1)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var exists bool
+	if err := db.GetContext(ctx, &exists, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name); err != nil {
+		return fmt.Errorf("postgres: look up database: %w", err)
+	}
+	if exists {
+		return nil
+	}
+	_, err = db.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name))
+	if IsCode(err, "42P04") { // created meanwhile by another process
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: create database %s: %w", name, err)
+	}
+	return nil
+}
+
+// SQLSTATE codes the stores map to domain errors.
+const (
+	UniqueViolation     = "23505"
+	CheckViolation      = "23514"
+	ForeignKeyViolation = "23503"
+)
+
+// IsCode reports whether err is a PostgreSQL error with SQLSTATE code.
+func IsCode(err error, code string) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && string(pqErr.Code) == code
+}
+
+// Constraint returns the name of the constraint a PostgreSQL error names, or "".
+func Constraint(err error) string {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		return pqErr.Constraint
+	}
+	return ""
+}
+
+// IsNoRows reports whether err means a query found no row.
+func IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

@@ -1,0 +1,64 @@
+// Package redisx opens the go-redis client and names the keys the programs share.
+package redisx
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Open parses url, connects and pings.
+func Open(ctx context.Context, url string) (*redis.Client, error) {
+	opts, err := ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	c := redis.NewClient(opts)
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Ping(pingCtx).Err(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("redis: ping: %w", err)
+	}
+	return c, nil
+}
+
+// ParseURL turns a redis:// URL into client options with short timeouts: Redis is a cache and
+// a queue here, and a slow Redis must degrade a request, not hang it.
+func ParseURL(url string) (*redis.Options, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis: parse url: %w", err)
+	}
+	opts.DialTimeout = 2 * time.Second
+	opts.ReadTimeout = time.Second
+	opts.WriteTimeout = time.Second
+	opts.MaxRetries = 1
+	return opts, nil
+}
+
+// Prefix namespaces every key the application writes (cache, rate limits, denylist, locks).
+// Production uses DefaultPrefix; tests use a fresh prefix each so they never share keys.
+type Prefix string
+
+// DefaultPrefix is the namespace of a deployment.
+const DefaultPrefix Prefix = "dispatch:"
+
+// Key joins the prefix and parts with ':'.
+func (p Prefix) Key(parts ...string) string {
+	n := len(p)
+	for _, s := range parts {
+		n += len(s) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, p...)
+	for i, s := range parts {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		b = append(b, s...)
+	}
+	return string(b)
+}

@@ -1,0 +1,78 @@
+// Package server runs HTTP servers with graceful shutdown and serves the readiness checks
+// every program exposes.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// New returns an http.Server with timeouts suited to a JSON API.
+func New(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr: addr, Handler: h,
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+	}
+}
+
+// Serve listens on srv.Addr until ctx ends, then stops accepting and lets in-flight requests
+// finish within timeout. ready, when not nil, receives the bound address.
+func Serve(ctx context.Context, srv *http.Server, timeout time.Duration, log *slog.Logger, ready func(net.Addr)) error {
+	ln, err := net.Listen("tcp", srv.Addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", srv.Addr, err)
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	log.Info("listening", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown %s: %w", srv.Addr, err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Check runs readiness checks concurrently, each within one second, and returns the names of
+// those that failed.
+func Check(ctx context.Context, checks map[string]func(context.Context) error) []string {
+	var (
+		mu     sync.Mutex
+		failed []string
+		wg     sync.WaitGroup
+	)
+	for name, check := range checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			if err := check(cctx); err != nil {
+				mu.Lock()
+				failed = append(failed, name)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return failed
+}

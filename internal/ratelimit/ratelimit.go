@@ -1,0 +1,47 @@
+// Package ratelimit counts requests per key in fixed windows shared through Redis, so every
+// API replica enforces the same limit.
+package ratelimit
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Result is the state of a key's window after counting one request.
+type Result struct {
+	Allowed   bool
+	Limit     int
+	Remaining int
+	Reset     time.Duration // until the window ends
+}
+
+// Limiter counts requests in Redis.
+type Limiter struct {
+	rdb *redis.Client
+}
+
+// New returns a limiter on rdb.
+func New(rdb *redis.Client) *Limiter { return &Limiter{rdb: rdb} }
+
+// The window starts with a key's first request and ends window later; one round trip counts a
+// request and reads the time left.
+var hit = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}`)
+
+// Allow counts one request for key against limit per window.
+func (l *Limiter) Allow(ctx context.Context, key string, limit int, window time.Duration) (Result, error) {
+	vals, err := hit.Run(ctx, l.rdb, []string{key}, window.Milliseconds()).Int64Slice()
+	if err != nil {
+		return Result{Allowed: true, Limit: limit, Remaining: limit}, err
+	}
+	n, ttl := int(vals[0]), time.Duration(vals[1])*time.Millisecond
+	return Result{Allowed: n <= limit, Limit: limit, Remaining: max(limit-n, 0), Reset: ttl}, nil
+}

@@ -1,0 +1,91 @@
+// Package tasks names the asynchronous task types, their queues and payloads, shared by the
+// producers (outbox writers) and the consumers (worker strategies).
+package tasks
+
+import (
+	"encoding/json"
+
+	"github.com/google/uuid"
+)
+
+// Task types (SPEC §5). Handlers are registered under these exact names.
+const (
+	OrderProcess      = "order:process"
+	OrderCancel       = "order:cancel"
+	OrderRefund       = "order:refund"
+	CustomerCreate    = "payment:customer:create"
+	CustomerUpdate    = "payment:customer:update"
+	CustomerDelete    = "payment:customer:delete"
+	NotifyUser        = "notify:user"
+	ReconcilePayments = "reconcile:payments"
+	CleanupExpired    = "cleanup:expired"
+)
+
+// Queue names.
+const (
+	QueueOrders        = "orders"
+	QueuePayments      = "payments"
+	QueueNotifications = "notifications"
+	QueueMaintenance   = "maintenance"
+)
+
+// Queues lists every queue.
+var Queues = []string{QueueOrders, QueuePayments, QueueNotifications, QueueMaintenance}
+
+var queueOf = map[string]string{
+	OrderProcess: QueueOrders, OrderCancel: QueueOrders, OrderRefund: QueueOrders,
+	CustomerCreate: QueuePayments, CustomerUpdate: QueuePayments, CustomerDelete: QueuePayments,
+	NotifyUser:        QueueNotifications,
+	ReconcilePayments: QueueMaintenance, CleanupExpired: QueueMaintenance,
+}
+
+// Types lists every task type.
+func Types() []string {
+	out := make([]string, 0, len(queueOf))
+	for t := range queueOf {
+		out = append(out, t)
+	}
+	return out
+}
+
+// QueueOf returns the queue of a task type and whether the type is known.
+func QueueOf(taskType string) (string, bool) {
+	q, ok := queueOf[taskType]
+	return q, ok
+}
+
+// Namespace prefixes queue names so that several deployments (or tests) share one Redis.
+// The empty namespace is the production one.
+type Namespace string
+
+// Queue returns the namespaced name of queue q.
+func (n Namespace) Queue(q string) string { return string(n) + q }
+
+// Envelope is every task's payload: the producer's data plus what every consumer needs to log
+// and deduplicate.
+type Envelope struct {
+	CorrelationID string          `json:"correlationId,omitempty"`
+	OutboxID      int64           `json:"outboxId,omitempty"`
+	Data          json.RawMessage `json:"data,omitempty"`
+}
+
+// Order is the payload of the order strategies.
+type Order struct {
+	OrderID uuid.UUID `json:"orderId"`
+	Actor   string    `json:"actor,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+}
+
+// Customer is the payload of the Stripe Customer sync tasks.
+type Customer struct {
+	UserID uuid.UUID `json:"userId"`
+}
+
+// Notify asks the worker to store a notification for a user. Data carries the values the text
+// is rendered from (orderId, status, total, currency…); rendering happens when the reader reads,
+// in the reader's language.
+type Notify struct {
+	UserID uuid.UUID      `json:"userId"`
+	Event  string         `json:"event"`
+	Data   map[string]any `json:"data,omitempty"`
+}

@@ -1,0 +1,197 @@
+package testenv
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/sql/migrations"
+)
+
+// DB returns a connection pool to a fresh, fully migrated database of its own, dropped when the
+// test ends, and the database's URL (for programs started by the test).
+func DB(t testing.TB) (*sqlx.DB, string) {
+	t.Helper()
+	base, _, err := serviceURLs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := template(base)
+	if err != nil {
+		t.Fatalf("testenv: template database: %v", err)
+	}
+	name := "dispatch_test_" + randomSuffix()
+	admin, err := adminDB(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := createFromTemplate(admin, name, tmpl); err != nil {
+		t.Fatalf("testenv: create database: %v", err)
+	}
+	dbURL := withDatabase(base, name)
+	db, err := postgres.Open(context.Background(), dbURL, 20)
+	if err != nil {
+		t.Fatalf("testenv: open %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		db.Close()
+		if _, err := admin.Exec("DROP DATABASE IF EXISTS " + pq.QuoteIdentifier(name) + " WITH (FORCE)"); err != nil {
+			t.Logf("testenv: drop %s: %v", name, err)
+		}
+	})
+	return db, dbURL
+}
+
+// EmptyDB returns the URL of a fresh database with no schema (for migration tests).
+func EmptyDB(t testing.TB) string {
+	t.Helper()
+	base, _, err := serviceURLs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := adminDB(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "dispatch_test_" + randomSuffix()
+	if _, err := admin.Exec("CREATE DATABASE " + pq.QuoteIdentifier(name)); err != nil {
+		t.Fatalf("testenv: create database: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec("DROP DATABASE IF EXISTS " + pq.QuoteIdentifier(name) + " WITH (FORCE)"); err != nil {
+			t.Logf("testenv: drop %s: %v", name, err)
+		}
+	})
+	return withDatabase(base, name)
+}
+
+var (
+	adminOnce sync.Once
+	adminPool *sqlx.DB
+	adminErr  error
+)
+
+// adminDB is a small pool on the server's maintenance database, shared by the process.
+func adminDB(base string) (*sqlx.DB, error) {
+	adminOnce.Do(func() {
+		adminPool, adminErr = postgres.Open(context.Background(), withDatabase(base, "postgres"), 4)
+	})
+	return adminPool, adminErr
+}
+
+var (
+	tmplOnce sync.Once
+	tmplName string
+	tmplErr  error
+)
+
+// template returns the name of a database migrated with the current migrations. Its name holds
+// a hash of the migration files, so a changed migration gets a new template; an advisory lock
+// makes parallel test processes build it once.
+func template(base string) (string, error) {
+	tmplOnce.Do(func() {
+		tmplName, tmplErr = buildTemplate(base)
+	})
+	return tmplName, tmplErr
+}
+
+func buildTemplate(base string) (string, error) {
+	sum, err := migrationsHash()
+	if err != nil {
+		return "", err
+	}
+	name := "dispatch_tmpl_" + sum[:16]
+	admin, err := adminDB(base)
+	if err != nil {
+		return "", err
+	}
+	ctx := context.Background()
+	conn, err := admin.Connx(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(727274)`); err != nil {
+		return "", err
+	}
+	defer conn.ExecContext(ctx, `SELECT pg_advisory_unlock(727274)`) //nolint:errcheck
+
+	var exists bool
+	if err := conn.GetContext(ctx, &exists, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name); err != nil {
+		return "", err
+	}
+	if exists {
+		return name, nil
+	}
+	building := name + "_wip"
+	if _, err := conn.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pq.QuoteIdentifier(building)+" WITH (FORCE)"); err != nil {
+		return "", err
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(building)); err != nil {
+		return "", err
+	}
+	m, err := postgres.NewMigrator(ctx, withDatabase(base, building))
+	if err != nil {
+		return "", err
+	}
+	err = m.Up()
+	m.Close()
+	if err != nil {
+		return "", fmt.Errorf("migrate template: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, "ALTER DATABASE "+pq.QuoteIdentifier(building)+" RENAME TO "+pq.QuoteIdentifier(name)); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// createFromTemplate copies the template, retrying while another session briefly holds it.
+func createFromTemplate(admin *sqlx.DB, name, tmpl string) error {
+	var err error
+	for attempt := 0; attempt < 50; attempt++ {
+		_, err = admin.Exec("CREATE DATABASE " + pq.QuoteIdentifier(name) + " TEMPLATE " + pq.QuoteIdentifier(tmpl))
+		if err == nil || !postgres.IsCode(err, "55006") { // object_in_use
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
+func migrationsHash() (string, error) {
+	names, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		return "", err
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, n := range names {
+		b, err := fs.ReadFile(migrations.FS, n)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s\n%d\n", n, len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func withDatabase(base, name string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		return base
+	}
+	u.Path = "/" + name
+	return u.String()
+}

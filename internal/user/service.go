@@ -1,0 +1,273 @@
+package user
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/auth"
+	"github.com/dispatchhq/dispatch/internal/i18n"
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+	"github.com/dispatchhq/dispatch/pkg/cursor"
+)
+
+// Store is the persistence the service needs (implemented by userdb).
+type Store interface {
+	Insert(ctx context.Context, db sqlx.ExtContext, u *User) error
+	Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (User, error)
+	Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (User, error)
+	Update(ctx context.Context, tx sqlx.ExtContext, u *User) error
+	SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID) error
+	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]User, error)
+}
+
+// Service changes users. Every change writes its Stripe Customer sync row to the outbox in the
+// same transaction; changes that must end access (role, password, deletion) revoke sessions in
+// that transaction too and put them on the denylist after the commit.
+type Service struct {
+	db    *sqlx.DB
+	store Store
+	auth  *auth.Service
+	log   *slog.Logger
+}
+
+// NewService wires the users service.
+func NewService(db *sqlx.DB, store Store, a *auth.Service, log *slog.Logger) *Service {
+	return &Service{db: db, store: store, auth: a, log: log}
+}
+
+// SignUp creates a customer account.
+func (s *Service) SignUp(ctx context.Context, in SignUp) (User, error) {
+	return s.create(ctx, in, auth.RoleUser)
+}
+
+// CreateByAdmin creates an account with a role strictly below the actor's.
+func (s *Service) CreateByAdmin(ctx context.Context, actor auth.Principal, in AdminCreate) (User, error) {
+	role := auth.RoleUser
+	if in.Role != nil {
+		var v apperr.Validation
+		validateRole(&v, "role", *in.Role)
+		if err := v.Err(); err != nil {
+			return User{}, err
+		}
+		role = auth.Role(*in.Role)
+	}
+	if !actor.Role.Outranks(role) {
+		return User{}, ErrRoleNotAllowed.With("role", role)
+	}
+	return s.create(ctx, in.SignUp, role)
+}
+
+// Provision creates an account with any role, without level checks: for trusted callers only
+// (demo data, operators' tooling), never reachable from a request.
+func (s *Service) Provision(ctx context.Context, in SignUp, role auth.Role) (User, error) {
+	return s.create(ctx, in, role)
+}
+
+func (s *Service) create(ctx context.Context, in SignUp, role auth.Role) (User, error) {
+	in.normalize()
+	var v apperr.Validation
+	in.validate(&v)
+	if err := v.Err(); err != nil {
+		return User{}, err
+	}
+	hash, err := s.auth.Hasher.Hash(ctx, in.Password)
+	if err != nil {
+		return User{}, err
+	}
+	u := User{ID: uuid.Must(uuid.NewV7()), Name: in.Name, Email: in.Email, PasswordHash: hash, Role: role,
+		Language: i18n.English, Address: in.Address}
+	if in.Language != nil {
+		u.Language = *in.Language
+	}
+	err = postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		if err := s.store.Insert(ctx, tx, &u); err != nil {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Message{Type: tasks.CustomerCreate, Payload: tasks.Customer{UserID: u.ID}})
+	})
+	return u, err
+}
+
+// Get returns a live user.
+func (s *Service) Get(ctx context.Context, id uuid.UUID) (User, error) {
+	return s.store.Get(ctx, s.db, id)
+}
+
+// List returns a page of live users.
+func (s *Service) List(ctx context.Context, f Filter, page cursor.Request) (cursor.Page[User], error) {
+	if f.Role != "" {
+		var v apperr.Validation
+		validateRole(&v, "role", f.Role)
+		if err := v.Err(); err != nil {
+			return cursor.Page[User]{}, err
+		}
+	}
+	rows, err := s.store.List(ctx, s.db, f, page)
+	if err != nil {
+		return cursor.Page[User]{}, err
+	}
+	return cursor.NewPage(rows, page.Limit, func(u User) (t time.Time, id string) { return u.CreatedAt, u.ID.String() }), nil
+}
+
+// UpdateSelf applies a user's own changes. A new password needs the current one.
+func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Update) (User, error) {
+	in.normalize()
+	var v apperr.Validation
+	in.validate(&v)
+	if err := v.Err(); err != nil {
+		return User{}, err
+	}
+	return s.update(ctx, actor.UserID, func(u *User) error {
+		if in.Password != nil {
+			if in.CurrentPassword == nil {
+				return ErrWrongPassword
+			}
+			ok, err := s.auth.Hasher.Verify(ctx, *in.CurrentPassword, u.PasswordHash)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return ErrWrongPassword
+			}
+		}
+		return s.apply(ctx, u, in.Name, in.Email, in.Language, in.Password, in.Address)
+	})
+}
+
+// UpdateByAdmin changes a user whose level is strictly below the actor's; a new role must be
+// strictly below the actor's too.
+func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uuid.UUID, in AdminUpdate) (User, error) {
+	upd := Update{Name: in.Name, Email: in.Email, Language: in.Language, Address: in.Address, Password: in.Password}
+	upd.normalize()
+	var v apperr.Validation
+	upd.validate(&v)
+	if in.Role != nil {
+		validateRole(&v, "role", *in.Role)
+	}
+	if err := v.Err(); err != nil {
+		return User{}, err
+	}
+	return s.update(ctx, id, func(u *User) error {
+		if !actor.Role.Outranks(u.Role) {
+			return ErrRankTooLow
+		}
+		if in.Role != nil {
+			role := auth.Role(*in.Role)
+			if !actor.Role.Outranks(role) {
+				return ErrRoleNotAllowed.With("role", role)
+			}
+			u.Role = role
+		}
+		return s.apply(ctx, u, upd.Name, upd.Email, upd.Language, upd.Password, upd.Address)
+	})
+}
+
+// apply sets the given fields on u, hashing a new password.
+func (s *Service) apply(ctx context.Context, u *User, name, email, lang, password *string, addr *Address) error {
+	if name != nil {
+		u.Name = *name
+	}
+	if email != nil {
+		u.Email = *email
+	}
+	if lang != nil {
+		u.Language = *lang
+	}
+	if addr != nil {
+		u.Address = addr
+	}
+	if password != nil {
+		hash, err := s.auth.Hasher.Hash(ctx, *password)
+		if err != nil {
+			return err
+		}
+		u.PasswordHash = hash
+	}
+	return nil
+}
+
+// update locks the user, lets change mutate it, saves it with its outbox row, and revokes the
+// user's sessions when the role or the password changed.
+func (s *Service) update(ctx context.Context, id uuid.UUID, change func(*User) error) (User, error) {
+	var (
+		u       User
+		revoked []uuid.UUID
+	)
+	err := postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		var err error
+		if u, err = s.store.Lock(ctx, tx, id); err != nil {
+			return err
+		}
+		before := u
+		if err := change(&u); err != nil {
+			return err
+		}
+		if err := s.store.Update(ctx, tx, &u); err != nil {
+			return err
+		}
+		if u.Role != before.Role || u.PasswordHash != before.PasswordHash {
+			if revoked, err = s.auth.RevokeUser(ctx, tx, u.ID, "credentials changed"); err != nil {
+				return err
+			}
+		}
+		return outbox.Write(ctx, tx, outbox.Message{Type: tasks.CustomerUpdate, Payload: tasks.Customer{UserID: u.ID}})
+	})
+	if err != nil {
+		return User{}, err
+	}
+	s.auth.Deny(ctx, revoked...)
+	return u, nil
+}
+
+// DeleteSelf soft-deletes the caller's account.
+func (s *Service) DeleteSelf(ctx context.Context, actor auth.Principal) error {
+	return s.delete(ctx, actor.UserID, nil)
+}
+
+// DeleteByAdmin soft-deletes a user whose level is strictly below the actor's.
+func (s *Service) DeleteByAdmin(ctx context.Context, actor auth.Principal, id uuid.UUID) error {
+	return s.delete(ctx, id, func(u User) error {
+		if !actor.Role.Outranks(u.Role) {
+			return ErrRankTooLow
+		}
+		return nil
+	})
+}
+
+func (s *Service) delete(ctx context.Context, id uuid.UUID, allowed func(User) error) error {
+	var revoked []uuid.UUID
+	err := postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		u, err := s.store.Lock(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if allowed != nil {
+			if err := allowed(u); err != nil {
+				return err
+			}
+		}
+		if err := s.store.SoftDelete(ctx, tx, id); err != nil {
+			return err
+		}
+		if revoked, err = s.auth.RevokeUser(ctx, tx, id, "user deleted"); err != nil {
+			return err
+		}
+		return outbox.Write(ctx, tx, outbox.Message{Type: tasks.CustomerDelete, Payload: tasks.Customer{UserID: id}})
+	})
+	if errors.Is(err, ErrNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	s.auth.Deny(ctx, revoked...)
+	return nil
+}

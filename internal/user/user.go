@@ -1,0 +1,198 @@
+// Package user is the users domain: accounts, addresses, validation, the level rules of
+// SPEC §2 and the service that changes users together with their outbox rows.
+package user
+
+import (
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/auth"
+	"github.com/dispatchhq/dispatch/internal/i18n"
+)
+
+// Errors of the users domain.
+var (
+	ErrNotFound       = apperr.New(apperr.NotFound, "users.errors.notFound")
+	ErrEmailTaken     = apperr.New(apperr.Conflict, "users.errors.emailAlreadyExists")
+	ErrWrongPassword  = apperr.New(apperr.Forbidden, "users.errors.wrongPassword")
+	ErrRankTooLow     = apperr.New(apperr.Forbidden, "users.errors.insufficientLevel")
+	ErrRoleNotAllowed = apperr.New(apperr.Forbidden, "users.errors.roleNotAllowed")
+)
+
+// User is an account.
+type User struct {
+	ID               uuid.UUID
+	Name             string
+	Email            string
+	PasswordHash     string
+	Role             auth.Role
+	Language         string
+	StripeCustomerID string
+	Address          *Address
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+	DeletedAt        *time.Time
+}
+
+// Address is a postal address; it is given whole or not at all.
+type Address struct {
+	Line1      string  `json:"line1"`
+	Line2      *string `json:"line2"`
+	City       string  `json:"city"`
+	State      string  `json:"state"`
+	PostalCode string  `json:"postalCode"`
+	Country    string  `json:"country"`
+}
+
+// SignUp is the body of POST /v1/users.
+type SignUp struct {
+	Name     string   `json:"name"`
+	Email    string   `json:"email"`
+	Password string   `json:"password"`
+	Language *string  `json:"language"`
+	Address  *Address `json:"address"`
+}
+
+// AdminCreate is the body of POST /v1/admin/users: a sign-up with a role (default user).
+type AdminCreate struct {
+	SignUp
+	Role *string `json:"role"`
+}
+
+// Update is the body of PATCH /v1/users/me; absent (or null) fields are left alone.
+type Update struct {
+	Name            *string  `json:"name"`
+	Email           *string  `json:"email"`
+	Language        *string  `json:"language"`
+	Address         *Address `json:"address"`
+	Password        *string  `json:"password"`
+	CurrentPassword *string  `json:"currentPassword"`
+}
+
+// AdminUpdate is the body of PATCH /v1/admin/users/:id. An admin sets a password without the
+// current one.
+type AdminUpdate struct {
+	Name     *string  `json:"name"`
+	Email    *string  `json:"email"`
+	Language *string  `json:"language"`
+	Address  *Address `json:"address"`
+	Password *string  `json:"password"`
+	Role     *string  `json:"role"`
+}
+
+// Filter selects users in lists.
+type Filter struct {
+	Name  string
+	Email string
+	Role  string
+}
+
+func (s *SignUp) normalize() {
+	s.Name = strings.TrimSpace(s.Name)
+	s.Email = normalizeEmail(s.Email)
+	if s.Address != nil {
+		s.Address.normalize()
+	}
+}
+
+func (s SignUp) validate(v *apperr.Validation) {
+	v.Length("name", s.Name, 2, 100)
+	validateEmail(v, "email", s.Email)
+	validatePassword(v, "password", s.Password)
+	if s.Language != nil {
+		validateLanguage(v, "language", *s.Language)
+	}
+	if s.Address != nil {
+		s.Address.validate(v, "address")
+	}
+}
+
+func (u *Update) normalize() {
+	if u.Name != nil {
+		*u.Name = strings.TrimSpace(*u.Name)
+	}
+	if u.Email != nil {
+		*u.Email = normalizeEmail(*u.Email)
+	}
+	if u.Address != nil {
+		u.Address.normalize()
+	}
+}
+
+func (u Update) validate(v *apperr.Validation) {
+	if u.Name != nil {
+		v.Length("name", *u.Name, 2, 100)
+	}
+	if u.Email != nil {
+		validateEmail(v, "email", *u.Email)
+	}
+	if u.Language != nil {
+		validateLanguage(v, "language", *u.Language)
+	}
+	if u.Address != nil {
+		u.Address.validate(v, "address")
+	}
+	if u.Password != nil {
+		validatePassword(v, "password", *u.Password)
+	}
+}
+
+func normalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+func validateEmail(v *apperr.Validation, field, email string) {
+	if !v.Required(field, email) {
+		return
+	}
+	addr, err := mail.ParseAddress(email)
+	ok := err == nil && addr.Address == email && addr.Name == "" && len(email) <= 254 &&
+		strings.Contains(email[strings.LastIndexByte(email, '@')+1:], ".")
+	v.Check(ok, field, "validation.email")
+}
+
+func validatePassword(v *apperr.Validation, field, pw string) {
+	v.Length(field, pw, 8, 128)
+}
+
+func validateLanguage(v *apperr.Validation, field, lang string) {
+	v.OneOf(field, lang, i18n.Languages...)
+}
+
+func validateRole(v *apperr.Validation, field, role string) {
+	names := make([]string, len(auth.Roles))
+	for i, r := range auth.Roles {
+		names[i] = string(r)
+	}
+	v.OneOf(field, role, names...)
+}
+
+func (a *Address) normalize() {
+	a.Line1 = strings.TrimSpace(a.Line1)
+	a.City = strings.TrimSpace(a.City)
+	a.State = strings.TrimSpace(a.State)
+	a.PostalCode = strings.TrimSpace(a.PostalCode)
+	a.Country = strings.ToUpper(strings.TrimSpace(a.Country))
+	if a.Line2 != nil {
+		if l2 := strings.TrimSpace(*a.Line2); l2 == "" {
+			a.Line2 = nil
+		} else {
+			a.Line2 = &l2
+		}
+	}
+}
+
+func (a Address) validate(v *apperr.Validation, prefix string) {
+	v.Length(prefix+".line1", a.Line1, 1, 200)
+	if a.Line2 != nil {
+		v.Length(prefix+".line2", *a.Line2, 0, 200)
+	}
+	v.Length(prefix+".city", a.City, 1, 100)
+	v.Length(prefix+".state", a.State, 1, 100)
+	v.Length(prefix+".postalCode", a.PostalCode, 1, 20)
+	if v.Required(prefix+".country", a.Country) {
+		v.Check(IsCountry(a.Country), prefix+".country", "validation.country")
+	}
+}
