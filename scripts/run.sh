@@ -25,7 +25,7 @@ fi
 
 ./bin/migrate up
 
-for program in api; do
+for program in api outbox-relay worker; do
   "./bin/$program" &
   pids+=($!)
 done

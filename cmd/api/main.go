@@ -14,6 +14,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
+	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -49,7 +50,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer rdb.Close()
 
 	gin.SetMode(gin.ReleaseMode)
-	api := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: redisx.DefaultPrefix, Log: log})
+	api := httpapi.New(cfg, httpapi.Infra{
+		DB: db, Redis: rdb, Keys: redisx.DefaultPrefix, Log: log,
+		Gateway: payment.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase, nil),
+	})
 	if cfg.SeedDemoData {
 		if err := demo.Seed(ctx, db, api.Users(), api.Catalog(), log); err != nil {
 			return err

@@ -121,3 +121,20 @@ func (u Update) apply(it *Item) error {
 	}
 	return v.Err()
 }
+
+// Reservation is a quantity of an item taken from (or given back to) stock.
+type Reservation struct {
+	ItemID   uuid.UUID
+	Quantity int
+}
+
+// ReservedItem is an item as a stock reservation saw it: Reserved is false when it was
+// deleted or short of stock.
+type ReservedItem struct {
+	ID       uuid.UUID `db:"id"`
+	Name     string    `db:"name"`
+	Price    int64     `db:"price"`
+	Currency string    `db:"currency"`
+	Deleted  bool      `db:"deleted"`
+	Reserved bool      `db:"reserved"`
+}

@@ -59,8 +59,8 @@ func (s *Server) accessLog(c *gin.Context) {
 		attrs = append(attrs, slog.String("userId", p.UserID.String()))
 	}
 	s.log.LogAttrs(c.Request.Context(), level, "request", attrs...)
-	if s.observe != nil {
-		s.observe(c.Request.Method, route, status, time.Since(start))
+	if s.hooks.Request != nil {
+		s.hooks.Request(c.Request.Method, route, status, time.Since(start))
 	}
 }
 

@@ -9,6 +9,7 @@ func (s *Server) routes() {
 	r, rl := s.engine, s.cfg.RateLimits
 	authn := s.authenticate
 	admins := s.allow(auth.Admins)
+	financial, shipping, delivery := s.allow(auth.Financial), s.allow(auth.Shipping), s.allow(auth.Delivery)
 
 	r.GET("/health", s.health)
 	r.GET("/ready", s.ready)
@@ -37,4 +38,25 @@ func (s *Server) routes() {
 	r.GET("/v1/admin/items/:id", s.limit(rl.Default), authn, admins, s.adminGetItem)
 	r.PATCH("/v1/admin/items/:id", s.limit(rl.Default), authn, admins, s.idempotent(false), s.updateItem)
 	r.DELETE("/v1/admin/items/:id", s.limit(rl.Default), authn, admins, s.deleteItem)
+
+	r.POST("/v1/orders", s.limit(rl.Create), authn, s.idempotent(true), s.createOrder)
+	r.GET("/v1/orders/me", authn, s.myOrders)
+	r.GET("/v1/orders/:id", s.limit(rl.Default), authn, s.getMyOrder)
+	r.GET("/v1/orders/:id/events", authn, s.orderEvents)
+	r.GET("/v1/admin/orders", authn, financial, s.adminListOrders)
+	r.GET("/v1/admin/orders/:id", s.limit(rl.Default), authn, financial, s.adminGetOrder)
+	r.PATCH("/v1/admin/orders/:id", s.limit(rl.Default), authn, admins, s.idempotent(false), s.setOrderStatus)
+	r.PATCH("/v1/admin/orders/:id/ship", s.limit(rl.Default), authn, shipping, s.idempotent(false), s.shipOrder)
+	r.PATCH("/v1/admin/orders/:id/deliver", s.limit(rl.Default), authn, delivery, s.idempotent(false), s.deliverOrder)
+	r.PATCH("/v1/admin/orders/:id/cancel", s.limit(rl.Default), authn, financial, s.idempotent(false), s.cancelOrder)
+	r.PATCH("/v1/admin/orders/:id/refund", s.limit(rl.Default), authn, financial, s.idempotent(false), s.refundOrder)
+	r.DELETE("/v1/admin/orders/:id", s.limit(rl.Default), authn, admins, s.deleteOrder)
+
+	r.GET("/v1/notifications", authn, s.listNotifications)
+	r.GET("/v1/notifications/unread/count", s.limit(rl.Default), authn, s.unreadCount)
+	r.GET("/v1/notifications/has-new", s.limit(rl.Default), authn, s.hasNew)
+	r.PATCH("/v1/notifications/read-all", s.limit(rl.Default), authn, s.idempotent(false), s.readAll)
+	r.PATCH("/v1/notifications/:id/read", s.limit(rl.Default), authn, s.idempotent(false), s.markRead)
+
+	r.POST("/stripe/webhook", s.stripeWebhook)
 }

@@ -18,6 +18,10 @@ import (
 	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/ratelimit"
 	"github.com/dispatchhq/dispatch/internal/user"
@@ -26,26 +30,38 @@ import (
 
 // Infra is what the API runs on.
 type Infra struct {
-	DB    *sqlx.DB
-	Redis *redis.Client
-	Keys  redisx.Prefix
-	Log   *slog.Logger
+	DB      *sqlx.DB
+	Redis   *redis.Client
+	Keys    redisx.Prefix
+	Log     *slog.Logger
+	Gateway payment.Gateway
+	Hooks   Hooks
+}
+
+// Hooks are told what the API does (metrics); nil fields are skipped.
+type Hooks struct {
+	Request func(method, route string, status int, d time.Duration)
+	Webhook func(eventType, outcome string)
+	Order   order.Observer
+	Cache   struct{ Hit, Miss func(kind string) }
 }
 
 // Server is the API: its services and the gin engine routing to them.
 type Server struct {
-	cfg     config.Config
-	log     *slog.Logger
-	db      *sqlx.DB
-	rdb     *redis.Client
-	keys    redisx.Prefix
-	auth    *auth.Service
-	users   *user.Service
-	catalog *catalog.Service
-	idem    *idempotency.Store
-	limiter *ratelimit.Limiter
-	observe func(method, route string, status int, d time.Duration)
-	engine  *gin.Engine
+	cfg           config.Config
+	log           *slog.Logger
+	db            *sqlx.DB
+	rdb           *redis.Client
+	keys          redisx.Prefix
+	auth          *auth.Service
+	users         *user.Service
+	catalog       *catalog.Service
+	orders        *order.Service
+	notifications *notification.Store
+	idem          *idempotency.Store
+	limiter       *ratelimit.Limiter
+	hooks         Hooks
+	engine        *gin.Engine
 }
 
 // New wires the services and the routes.
@@ -53,13 +69,22 @@ func New(cfg config.Config, in Infra) *Server {
 	hasher := auth.NewHasher(auth.Params(cfg.Argon2), 2*runtime.GOMAXPROCS(0))
 	tokens := auth.NewTokens(cfg.JWTAccessSecret, cfg.JWTRefreshSecret, cfg.JWTAccessTTL, cfg.JWTRefreshTTL)
 	authSvc := auth.NewService(in.DB, in.Redis, in.Keys, hasher, tokens, userdb.Credentials{DB: in.DB}, in.Log)
+	cache := catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)
+	cache.Hit, cache.Miss = in.Hooks.Cache.Hit, in.Hooks.Cache.Miss
+	idem := idempotency.NewStore(in.DB)
+	orders := order.NewService(in.DB, orderdb.Store{}, catalogdb.Store{}, cache, in.Gateway, idem,
+		user.NewCustomerSync(in.DB, userdb.Store{}, in.Gateway), in.Log)
+	orders.Observe = in.Hooks.Order
 	s := &Server{
 		cfg: cfg, log: in.Log, db: in.DB, rdb: in.Redis, keys: in.Keys,
-		auth:    authSvc,
-		users:   user.NewService(in.DB, userdb.Store{}, authSvc, in.Log),
-		catalog: catalog.NewService(in.DB, catalogdb.Store{}, catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)),
-		idem:    idempotency.NewStore(in.DB),
-		limiter: ratelimit.New(in.Redis),
+		auth:          authSvc,
+		users:         user.NewService(in.DB, userdb.Store{}, authSvc, in.Log),
+		catalog:       catalog.NewService(in.DB, catalogdb.Store{}, cache),
+		orders:        orders,
+		notifications: notification.NewStore(in.DB),
+		idem:          idem,
+		limiter:       ratelimit.New(in.Redis),
+		hooks:         in.Hooks,
 	}
 	s.engine = s.newEngine()
 	s.routes()

@@ -35,8 +35,8 @@ var Queues = []string{QueueOrders, QueuePayments, QueueNotifications, QueueMaint
 var queueOf = map[string]string{
 	OrderProcess: QueueOrders, OrderCancel: QueueOrders, OrderRefund: QueueOrders,
 	CustomerCreate: QueuePayments, CustomerUpdate: QueuePayments, CustomerDelete: QueuePayments,
-	NotifyUser:        QueueNotifications,
-	ReconcilePayments: QueueMaintenance, CleanupExpired: QueueMaintenance,
+	NotifyUser:     QueueNotifications,
+	CleanupExpired: QueueMaintenance,
 }
 
 // Types lists every task type.

@@ -155,6 +155,15 @@ func (Store) SetStripeCustomer(ctx context.Context, db sqlx.ExecerContext, id uu
 	return n == 1, nil
 }
 
+const customerQuery = `SELECT COALESCE(stripe_customer_id, '') FROM users WHERE id = $1`
+
+// StripeCustomerID returns the user's Stripe Customer id, "" when none is known.
+func (Store) StripeCustomerID(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (string, error) {
+	var cid string
+	err := sqlx.GetContext(ctx, db, &cid, customerQuery, id)
+	return cid, mapErr("stripe customer", err)
+}
+
 // List returns a page of live users, newest first.
 func (Store) List(ctx context.Context, db sqlx.QueryerContext, f user.Filter, page cursor.Request) ([]user.User, error) {
 	var q postgres.Query

@@ -1,0 +1,249 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/auth"
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/pkg/cursor"
+)
+
+func (s *Server) createOrder(c *gin.Context) {
+	var req order.CreateInput
+	if err := decode(c, &req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	o, err := s.orders.Create(c.Request.Context(), principal(c).UserID, req)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, orderView(o, true))
+}
+
+func (s *Server) myOrders(c *gin.Context) {
+	s.listOrders(c, order.Filter{UserID: principal(c).UserID}, true)
+}
+
+func (s *Server) adminListOrders(c *gin.Context) {
+	var f order.Filter
+	if v := c.Query("userId"); v != "" {
+		id, err := uuid.Parse(v)
+		if err != nil {
+			s.respondError(c, apperr.ErrValidation.WithDetails(apperr.Field("userId", "validation.uuid")))
+			return
+		}
+		f.UserID = id
+	}
+	s.listOrders(c, f, false)
+}
+
+func (s *Server) listOrders(c *gin.Context, f order.Filter, owner bool) {
+	page, err := pageRequest(c)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if st := c.Query("status"); st != "" {
+		if !order.Status(st).Valid() {
+			s.respondError(c, apperr.ErrValidation.WithDetails(apperr.Field("status", "validation.oneOf", "values", statusList())))
+			return
+		}
+		f.Status = order.Status(st)
+	}
+	if f.From, err = queryTime(c, "from"); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if f.To, err = queryTime(c, "to"); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	p, err := s.orders.List(c.Request.Context(), f, page)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, cursor.Map(p, func(o order.Order) orderViewT { return orderView(o, owner) }))
+}
+
+func statusList() string {
+	out := ""
+	for i, st := range order.Statuses {
+		if i > 0 {
+			out += ", "
+		}
+		out += string(st)
+	}
+	return out
+}
+
+func (s *Server) getMyOrder(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	o, err := s.orders.GetOwned(c.Request.Context(), principal(c).UserID, id)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, orderView(o, true))
+}
+
+func (s *Server) adminGetOrder(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	o, err := s.orders.Get(c.Request.Context(), id)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, orderView(o, o.UserID == principal(c).UserID))
+}
+
+// orderEvents serves the timeline to the order's owner and to FINANCIAL staff; anyone else
+// gets the same 404 as for a missing order.
+func (s *Server) orderEvents(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	page, err := pageRequest(c)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	ctx := c.Request.Context()
+	p := principal(c)
+	if auth.Financial.Allows(p.Role) {
+		_, err = s.orders.Get(ctx, id)
+	} else {
+		_, err = s.orders.GetOwned(ctx, p.UserID, id)
+	}
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	events, err := s.orders.Events(ctx, id, page)
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, cursor.Map(events, eventView))
+}
+
+func (s *Server) shipOrder(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	var req order.ShipInput
+	if err := decode(c, &req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	o, err := s.orders.Ship(c.Request.Context(), actor(c), id, req, notification.EventOrderShipped)
+	s.respondOrder(c, o, err, http.StatusOK)
+}
+
+func (s *Server) deliverOrder(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	var req struct{}
+	if err := decodeOptional(c, &req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	o, err := s.orders.Deliver(c.Request.Context(), actor(c), id, notification.EventOrderDelivered)
+	s.respondOrder(c, o, err, http.StatusOK)
+}
+
+type reasonRequest struct {
+	Reason *string `json:"reason"`
+}
+
+func (s *Server) cancelOrder(c *gin.Context) { s.requestAction(c, order.ActionCancel) }
+func (s *Server) refundOrder(c *gin.Context) { s.requestAction(c, order.ActionRefund) }
+
+func (s *Server) requestAction(c *gin.Context, a order.Action) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	var req reasonRequest
+	if err := decodeOptional(c, &req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	reason := ""
+	if req.Reason != nil {
+		reason = *req.Reason
+	}
+	var o order.Order
+	if a == order.ActionCancel {
+		o, err = s.orders.RequestCancel(c.Request.Context(), actor(c), id, reason)
+	} else {
+		o, err = s.orders.RequestRefund(c.Request.Context(), actor(c), id, reason)
+	}
+	s.respondOrder(c, o, err, http.StatusAccepted)
+}
+
+func (s *Server) setOrderStatus(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	var req order.StatusInput
+	if err := decode(c, &req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	o, accepted, err := s.orders.SetStatus(c.Request.Context(), actor(c), id, req)
+	status := http.StatusOK
+	if accepted {
+		status = http.StatusAccepted
+	}
+	s.respondOrder(c, o, err, status)
+}
+
+func (s *Server) deleteOrder(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	if err := s.orders.Delete(c.Request.Context(), id); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (s *Server) respondOrder(c *gin.Context, o order.Order, err error, status int) {
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	c.JSON(status, orderView(o, o.UserID == principal(c).UserID))
+}
+
+// actor names the caller on the timeline.
+func actor(c *gin.Context) string { return principal(c).UserID.String() }

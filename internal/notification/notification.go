@@ -1,0 +1,188 @@
+package notification
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/i18n"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/pkg/cursor"
+)
+
+// ErrNotFound is answered for a missing notification and for another user's.
+var ErrNotFound = apperr.New(apperr.NotFound, "notifications.errors.notFound")
+
+// Notification is an in-app message to a user. Its text is rendered when read, in the
+// reader's language, from Event and Data.
+type Notification struct {
+	ID        uuid.UUID      `db:"id"`
+	UserID    uuid.UUID      `db:"user_id"`
+	Event     string         `db:"event"`
+	Data      map[string]any `db:"-"`
+	RawData   []byte         `db:"data"`
+	ReadAt    *time.Time     `db:"read_at"`
+	CreatedAt time.Time      `db:"created_at"`
+}
+
+// Kinds group events for clients (icon, colour).
+var kinds = map[string]string{
+	EventAuthLogin: "info", EventOrderCreated: "info", EventOrderShipped: "info", EventOrderStatusChanged: "info",
+	EventOrderPaid: "success", EventOrderProcessed: "success", EventOrderDelivered: "success", EventOrderRefunded: "success",
+	EventOrderPaymentFailed: "warning", EventOrderCanceled: "warning",
+	EventOrderFailed: "error",
+}
+
+// Kind returns the event's kind: info, success, warning or error.
+func (n Notification) Kind() string {
+	if k, ok := kinds[n.Event]; ok {
+		return k
+	}
+	return "info"
+}
+
+// Render returns the title and message in lang with the notification's values.
+func (n Notification) Render(lang string) (title, message string) {
+	params := make(map[string]any, len(n.Data)+3)
+	for k, v := range n.Data {
+		params[k] = v
+	}
+	currency, _ := n.Data["currency"].(string)
+	for _, k := range []string{"total", "refundAmount"} {
+		if f, ok := n.Data[k].(float64); ok {
+			params[k] = i18n.Money(lang, int64(f), currency)
+		}
+	}
+	if f, ok := n.Data["number"].(float64); ok {
+		params["number"] = fmt.Sprintf("%d", int64(f))
+	}
+	if st, ok := n.Data["status"].(string); ok {
+		params["status"] = i18n.T(lang, "orders.status."+st, nil)
+	}
+	if at, ok := n.Data["at"].(string); ok {
+		if t, err := time.Parse(time.RFC3339, at); err == nil {
+			params["at"] = t.UTC().Format("2006-01-02 15:04 UTC")
+		}
+	}
+	key := "notifications." + n.Event
+	if n.Event == EventOrderRefunded && n.Data["latePayment"] == true {
+		key = "notifications.order.lateRefund"
+	}
+	return i18n.T(lang, key+".title", params), i18n.T(lang, key+".message", params)
+}
+
+// Store holds notifications in Postgres.
+type Store struct{ db *sqlx.DB }
+
+// NewStore returns the notifications store.
+func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
+
+const insertQuery = `INSERT INTO notifications (id, user_id, event, data, outbox_id) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (outbox_id) DO NOTHING`
+
+// Deliver stores a notification asked for by outbox row outboxID; a second delivery of the same
+// row stores nothing. It reports whether a row was inserted.
+func (s *Store) Deliver(ctx context.Context, outboxID int64, userID uuid.UUID, event string, data map[string]any) (bool, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return false, err
+	}
+	if data == nil {
+		raw = []byte("{}")
+	}
+	var src *int64
+	if outboxID > 0 {
+		src = &outboxID
+	}
+	res, err := s.db.ExecContext(ctx, insertQuery, uuid.Must(uuid.NewV7()), userID, event, raw, src)
+	if postgres.IsCode(err, postgres.ForeignKeyViolation) {
+		return false, nil // the user is gone: nobody to notify
+	}
+	if err != nil {
+		return false, fmt.Errorf("notification: insert: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+const columns = `id, user_id, event, data, read_at, created_at`
+
+// List returns a page of a user's notifications, newest first.
+func (s *Store) List(ctx context.Context, userID uuid.UUID, unreadOnly bool, page cursor.Request) (cursor.Page[Notification], error) {
+	var q postgres.Query
+	q.Where("user_id = " + q.Arg(userID))
+	if unreadOnly {
+		q.Where("read_at IS NULL")
+	}
+	if page.After != nil {
+		q.Keyset("created_at", "id", page.After.At, page.After.ID, false)
+	}
+	query := `SELECT ` + columns + ` FROM notifications` + q.WhereSQL() + ` ORDER BY created_at DESC, id DESC LIMIT ` + q.Arg(page.Limit+1)
+	var rows []Notification
+	if err := sqlx.SelectContext(ctx, s.db, &rows, query, q.Args...); err != nil {
+		return cursor.Page[Notification]{}, fmt.Errorf("notification: list: %w", err)
+	}
+	for i := range rows {
+		if err := rows[i].decode(); err != nil {
+			return cursor.Page[Notification]{}, err
+		}
+	}
+	return cursor.NewPage(rows, page.Limit, func(n Notification) (time.Time, string) { return n.CreatedAt, n.ID.String() }), nil
+}
+
+func (n *Notification) decode() error {
+	if err := json.Unmarshal(n.RawData, &n.Data); err != nil {
+		return fmt.Errorf("notification: decode data: %w", err)
+	}
+	return nil
+}
+
+const unreadQuery = `SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL`
+
+// UnreadCount counts a user's unread notifications.
+func (s *Store) UnreadCount(ctx context.Context, userID uuid.UUID) (int, error) {
+	var n int
+	err := s.db.GetContext(ctx, &n, unreadQuery, userID)
+	return n, err
+}
+
+const hasNewQuery = `SELECT EXISTS (SELECT 1 FROM notifications WHERE user_id = $1 AND read_at IS NULL)`
+
+// HasNew reports whether a user has at least one unread notification.
+func (s *Store) HasNew(ctx context.Context, userID uuid.UUID) (bool, error) {
+	var b bool
+	err := s.db.GetContext(ctx, &b, hasNewQuery, userID)
+	return b, err
+}
+
+const markReadQuery = `UPDATE notifications SET read_at = COALESCE(read_at, now())
+WHERE id = $1 AND user_id = $2 RETURNING ` + columns
+
+// MarkRead marks one of the user's notifications read (reading it again keeps the first time).
+func (s *Store) MarkRead(ctx context.Context, userID, id uuid.UUID) (Notification, error) {
+	var n Notification
+	err := s.db.GetContext(ctx, &n, markReadQuery, id, userID)
+	if postgres.IsNoRows(err) {
+		return n, ErrNotFound
+	}
+	if err != nil {
+		return n, fmt.Errorf("notification: mark read: %w", err)
+	}
+	return n, n.decode()
+}
+
+const readAllQuery = `UPDATE notifications SET read_at = now() WHERE user_id = $1 AND read_at IS NULL`
+
+// ReadAll marks every unread notification of the user read and returns how many.
+func (s *Store) ReadAll(ctx context.Context, userID uuid.UUID) (int64, error) {
+	res, err := s.db.ExecContext(ctx, readAllQuery, userID)
+	if err != nil {
+		return 0, fmt.Errorf("notification: read all: %w", err)
+	}
+	return res.RowsAffected()
+}

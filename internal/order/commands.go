@@ -1,0 +1,349 @@
+package order
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+)
+
+// Limits of an order (SPEC §3 Orders).
+const (
+	MaxLines    = 50
+	MaxQuantity = 1000
+)
+
+// CreateInput is the body of POST /v1/orders.
+type CreateInput struct {
+	Items []LineInput `json:"items"`
+}
+
+// LineInput is one requested line.
+type LineInput struct {
+	ItemID   string `json:"itemId"`
+	Quantity *int   `json:"quantity"`
+}
+
+// RecoveryOrderCreated is the idempotency recovery point of an order committed with its stock
+// reserved: a retry resumes at the PaymentIntent.
+const RecoveryOrderCreated = "order_created"
+
+func (in CreateInput) reservations() ([]catalog.Reservation, error) {
+	var v apperr.Validation
+	if n := len(in.Items); n < 1 || n > MaxLines {
+		v.Add("items", "validation.count", "min", 1, "max", MaxLines)
+		return nil, v.Err()
+	}
+	rs := make([]catalog.Reservation, 0, len(in.Items))
+	seen := make(map[uuid.UUID]bool, len(in.Items))
+	for i, l := range in.Items {
+		field := fmt.Sprintf("items[%d]", i)
+		id, err := uuid.Parse(l.ItemID)
+		switch {
+		case l.ItemID == "":
+			v.Add(field+".itemId", "validation.required")
+		case err != nil || len(l.ItemID) != 36:
+			v.Add(field+".itemId", "validation.uuid")
+		case seen[id]:
+			v.Add(field+".itemId", "validation.duplicate")
+		}
+		seen[id] = true
+		if v.Check(l.Quantity != nil, field+".quantity", "validation.required") {
+			v.Range(field+".quantity", int64(*l.Quantity), 1, MaxQuantity)
+		}
+		if l.Quantity != nil {
+			rs = append(rs, catalog.Reservation{ItemID: id, Quantity: *l.Quantity})
+		}
+	}
+	return rs, v.Err()
+}
+
+// Create places an order for userID: stock is reserved and the order written in one
+// transaction, then the PaymentIntent is created with no transaction open. With an idempotency
+// claim that already got past the commit, it resumes at the PaymentIntent instead.
+func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) (Order, error) {
+	claim := idempotency.ClaimFrom(ctx)
+	if claim != nil && claim.RecoveryPoint == RecoveryOrderCreated && claim.ResourceID != nil {
+		o, err := s.store.Get(ctx, s.db, *claim.ResourceID)
+		if err != nil {
+			return Order{}, err
+		}
+		return s.ensureIntent(ctx, o)
+	}
+	rs, err := in.reservations()
+	if err != nil {
+		return Order{}, err
+	}
+	o := Order{ID: uuid.Must(uuid.NewV7()), UserID: userID, Status: Pending, Payment: Payment{Status: PaymentPending}}
+	err = postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		items, err := s.stock.Reserve(ctx, tx, rs)
+		if err != nil {
+			return err
+		}
+		if err := o.fill(rs, items); err != nil {
+			return err
+		}
+		created := Event{ID: uuid.Must(uuid.NewV7()), Type: EventCreated, To: &o.Status, Actor: userID.String(),
+			CorrelationID: logging.CorrelationID(ctx)}
+		if err := s.store.Create(ctx, tx, &o, created); err != nil {
+			return err
+		}
+		if claim != nil {
+			if err := s.idem.Checkpoint(ctx, tx, claim, RecoveryOrderCreated, o.ID); err != nil {
+				return err
+			}
+		}
+		return outbox.Write(ctx, tx, notify(&o, notification.EventOrderCreated, nil))
+	})
+	if err != nil {
+		return Order{}, err
+	}
+	s.cache.Invalidate(ctx, itemIDs(&o)...)
+	if s.Observe.Created != nil {
+		s.Observe.Created()
+	}
+	return s.ensureIntent(ctx, o)
+}
+
+// fill checks the reservation and snapshots names and prices into the lines. Any line that is
+// missing, deleted or short fails the whole order (the caller's transaction rolls back).
+func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) error {
+	byID := make(map[uuid.UUID]catalog.ReservedItem, len(items))
+	for _, it := range items {
+		byID[it.ID] = it
+	}
+	for _, r := range rs {
+		it, ok := byID[r.ItemID]
+		if !ok || it.Deleted {
+			return catalog.ErrNotFound.With("item", r.ItemID)
+		}
+		if !it.Reserved {
+			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
+		}
+		if o.Currency == "" {
+			o.Currency = it.Currency
+		} else if it.Currency != o.Currency {
+			return ErrMixedCurrencies
+		}
+		sub := it.Price * int64(r.Quantity)
+		o.Lines = append(o.Lines, Line{ID: uuid.Must(uuid.NewV7()), ItemID: it.ID, Name: it.Name,
+			UnitPrice: it.Price, Quantity: r.Quantity, Subtotal: sub})
+		o.Total += sub
+	}
+	return nil
+}
+
+// ensureIntent gives a PENDING order its PaymentIntent. A transient Stripe failure leaves the
+// order PENDING for a retry (or the reconciler); a definitive one cancels it and frees the stock.
+func (s *Service) ensureIntent(ctx context.Context, o Order) (Order, error) {
+	switch {
+	case o.Payment.IntentID != nil:
+		return o, nil
+	case o.Status == Canceled:
+		return o, ErrGatewayRejected // the first attempt was rejected; a replay says so again
+	case o.Status != Pending:
+		return o, nil
+	}
+	customer, err := s.customers.StripeCustomerID(ctx, o.UserID)
+	if err != nil {
+		s.log.WarnContext(ctx, "customer lookup failed; creating the PaymentIntent without it", "err", err)
+	}
+	pi, err := s.gateway.CreatePaymentIntent(ctx, payment.IntentParams{
+		OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency, CustomerID: customer,
+		IdempotencyKey: "order-" + o.ID.String() + "-intent",
+	})
+	if errors.Is(err, payment.ErrTransient) {
+		s.log.WarnContext(ctx, "payment intent not created; the order waits for a retry", "err", err, "orderId", o.ID)
+		return o, ErrGatewayUnavailable.WithRetryAfter(2 * time.Second).Wrap(err)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "payment intent rejected; canceling the order", "err", err, "orderId", o.ID)
+		if _, cerr := s.CancelUnpaid(ctx, o.ID, ActorWorker, "payment provider rejected the order"); cerr != nil {
+			return o, cerr
+		}
+		return o, ErrGatewayRejected.Wrap(err)
+	}
+	if err := s.store.SetIntent(ctx, s.db, o.ID, pi.ID, pi.ClientSecret, PaymentRequiresPayment); err != nil {
+		return o, err
+	}
+	o.Payment.IntentID, o.Payment.ClientSecret, o.Payment.Status = &pi.ID, &pi.ClientSecret, PaymentRequiresPayment
+	return o, nil
+}
+
+// CancelUnpaid cancels a PENDING order that has no open PaymentIntent at once (no Stripe call):
+// stock back, customer told. Other orders are left alone.
+func (s *Service) CancelUnpaid(ctx context.Context, id uuid.UUID, actor, reason string) (Order, error) {
+	o, err := s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.Status != Pending || o.Payment.IntentID != nil {
+			return nil, nil, nil
+		}
+		return s.finishCancel(ctx, tx, o, actor, reason, nil)
+	})
+	if err == nil && o.Status == Canceled {
+		s.cache.Invalidate(ctx, itemIDs(&o)...)
+	}
+	return o, err
+}
+
+// ShipInput is the body of the ship route.
+type ShipInput struct {
+	TrackingNumber string `json:"trackingNumber"`
+	Carrier        string `json:"carrier"`
+}
+
+func (in *ShipInput) validate() error {
+	in.TrackingNumber, in.Carrier = strings.TrimSpace(in.TrackingNumber), strings.TrimSpace(in.Carrier)
+	var v apperr.Validation
+	v.Length("trackingNumber", in.TrackingNumber, 1, 100)
+	v.Length("carrier", in.Carrier, 1, 100)
+	return v.Err()
+}
+
+// Ship moves a PROCESSED order to SHIPPED.
+func (s *Service) Ship(ctx context.Context, actor string, id uuid.UUID, in ShipInput, event string) (Order, error) {
+	if err := in.validate(); err != nil {
+		return Order{}, err
+	}
+	return s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.PendingAction != ActionNone {
+			return nil, nil, ErrActionPending.With("action", o.PendingAction)
+		}
+		from := o.Status
+		if err := o.transition(Shipped, time.Now()); err != nil {
+			return nil, nil, err
+		}
+		o.TrackingNumber, o.Carrier = &in.TrackingNumber, &in.Carrier
+		return statusEvent(from, Shipped, actor, ""), []outbox.Message{
+			notify(o, event, map[string]any{"trackingNumber": in.TrackingNumber, "carrier": in.Carrier}),
+		}, nil
+	})
+}
+
+// Deliver moves a SHIPPED order to DELIVERED.
+func (s *Service) Deliver(ctx context.Context, actor string, id uuid.UUID, event string) (Order, error) {
+	return s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.PendingAction != ActionNone {
+			return nil, nil, ErrActionPending.With("action", o.PendingAction)
+		}
+		from := o.Status
+		if err := o.transition(Delivered, time.Now()); err != nil {
+			return nil, nil, err
+		}
+		return statusEvent(from, Delivered, actor, ""), []outbox.Message{notify(o, event, nil)}, nil
+	})
+}
+
+// RequestCancel accepts a cancel: the order gets pendingAction "cancel" and the worker's
+// order:cancel strategy does the rest.
+func (s *Service) RequestCancel(ctx context.Context, actor string, id uuid.UUID, reason string) (Order, error) {
+	return s.request(ctx, actor, id, ActionCancel, reason)
+}
+
+// RequestRefund accepts a refund: the order gets pendingAction "refund" and the worker's
+// order:refund strategy does the rest.
+func (s *Service) RequestRefund(ctx context.Context, actor string, id uuid.UUID, reason string) (Order, error) {
+	return s.request(ctx, actor, id, ActionRefund, reason)
+}
+
+func (s *Service) request(ctx context.Context, actor string, id uuid.UUID, a Action, reason string) (Order, error) {
+	if len([]rune(reason)) > 500 {
+		var v apperr.Validation
+		v.Add("reason", "validation.length", "min", 0, "max", 500)
+		return Order{}, v.Err()
+	}
+	typ, evType := tasks.OrderCancel, EventCancelRequested
+	if a == ActionRefund {
+		typ, evType = tasks.OrderRefund, EventRefundRequested
+	}
+	return s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if err := o.request(a); err != nil {
+			return nil, nil, err
+		}
+		return actionEvent(evType, actor, reason), []outbox.Message{task(typ, o, actor, reason)}, nil
+	})
+}
+
+// StatusInput is the body of the admin status PATCH.
+type StatusInput struct {
+	Status         string  `json:"status"`
+	TrackingNumber *string `json:"trackingNumber"`
+	Carrier        *string `json:"carrier"`
+	Reason         *string `json:"reason"`
+}
+
+// SetStatus moves an order along the state machine through the command of the target status,
+// exactly as the dedicated route would. Statuses only the payment flow and the worker reach
+// (PAID, PROCESSED) are refused like any unreachable target. accepted reports an asynchronous
+// action (cancel, refund).
+func (s *Service) SetStatus(ctx context.Context, actor string, id uuid.UUID, in StatusInput) (o Order, accepted bool, err error) {
+	to := Status(in.Status)
+	if !to.Valid() {
+		var v apperr.Validation
+		statuses := make([]string, len(Statuses))
+		for i, st := range Statuses {
+			statuses[i] = string(st)
+		}
+		v.OneOf("status", in.Status, statuses...)
+		return Order{}, false, v.Err()
+	}
+	reason := ""
+	if in.Reason != nil {
+		reason = *in.Reason
+	}
+	switch to {
+	case Shipped:
+		ship := ShipInput{}
+		if in.TrackingNumber != nil {
+			ship.TrackingNumber = *in.TrackingNumber
+		}
+		if in.Carrier != nil {
+			ship.Carrier = *in.Carrier
+		}
+		o, err = s.Ship(ctx, actor, id, ship, notification.EventOrderStatusChanged)
+	case Delivered:
+		o, err = s.Deliver(ctx, actor, id, notification.EventOrderStatusChanged)
+	case Canceled:
+		o, err = s.RequestCancel(ctx, actor, id, reason)
+		accepted = true
+	case Refunded:
+		o, err = s.RequestRefund(ctx, actor, id, reason)
+		accepted = true
+	default:
+		o, err = s.Get(ctx, id)
+		if err == nil {
+			err = badTransition(o.Status, to)
+		}
+	}
+	return o, accepted, err
+}
+
+// Delete soft-deletes an order in a final status.
+func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
+	return postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		o, err := s.store.Lock(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if o.DeletedAt != nil {
+			return ErrNotFound
+		}
+		if !o.Status.Final() || o.PendingAction != ActionNone {
+			return ErrNotFinal.With("status", o.Status)
+		}
+		return s.store.SoftDelete(ctx, tx, id)
+	})
+}

@@ -1,0 +1,358 @@
+// Package orderdb holds all SQL of orders, their lines, timeline, payments and refunds, and of
+// the Stripe event dedupe table.
+package orderdb
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/pkg/cursor"
+)
+
+// Store is the orders tables. It is stateless; every method takes the connection or
+// transaction to run on.
+type Store struct{}
+
+type row struct {
+	ID             uuid.UUID  `db:"id"`
+	Number         int64      `db:"number"`
+	UserID         uuid.UUID  `db:"user_id"`
+	Status         string     `db:"status"`
+	PendingAction  *string    `db:"pending_action"`
+	Total          int64      `db:"total"`
+	Currency       string     `db:"currency"`
+	TrackingNumber *string    `db:"tracking_number"`
+	Carrier        *string    `db:"carrier"`
+	ShippedAt      *time.Time `db:"shipped_at"`
+	DeliveredAt    *time.Time `db:"delivered_at"`
+	CanceledAt     *time.Time `db:"canceled_at"`
+	RefundedAt     *time.Time `db:"refunded_at"`
+	CreatedAt      time.Time  `db:"created_at"`
+	UpdatedAt      time.Time  `db:"updated_at"`
+	DeletedAt      *time.Time `db:"deleted_at"`
+
+	PaymentStatus    string  `db:"payment_status"`
+	IntentID         *string `db:"payment_intent_id"`
+	ClientSecret     *string `db:"client_secret"`
+	AmountReceived   *int64  `db:"amount_received"`
+	ReceivedCurrency *string `db:"received_currency"`
+	LastError        *string `db:"last_error"`
+
+	RefundKind     *string `db:"refund_kind"`
+	RefundID       *string `db:"refund_id"`
+	RefundAmount   *int64  `db:"refund_amount"`
+	RefundCurrency *string `db:"refund_currency"`
+	RefundStatus   *string `db:"refund_status"`
+
+	Lines json.RawMessage `db:"lines"`
+}
+
+type lineJSON struct {
+	ID        uuid.UUID `json:"id"`
+	ItemID    uuid.UUID `json:"item_id"`
+	Name      string    `json:"name"`
+	UnitPrice int64     `json:"unit_price"`
+	Quantity  int       `json:"quantity"`
+	Subtotal  int64     `json:"subtotal"`
+}
+
+func (r row) order() (order.Order, error) {
+	o := order.Order{
+		ID: r.ID, Number: r.Number, UserID: r.UserID, Status: order.Status(r.Status), Total: r.Total, Currency: r.Currency,
+		TrackingNumber: r.TrackingNumber, Carrier: r.Carrier, ShippedAt: r.ShippedAt, DeliveredAt: r.DeliveredAt,
+		CanceledAt: r.CanceledAt, RefundedAt: r.RefundedAt, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, DeletedAt: r.DeletedAt,
+		Payment: order.Payment{Status: r.PaymentStatus, IntentID: r.IntentID, ClientSecret: r.ClientSecret,
+			AmountReceived: r.AmountReceived, ReceivedCurrency: r.ReceivedCurrency, LastError: r.LastError},
+	}
+	if r.PendingAction != nil {
+		o.PendingAction = order.Action(*r.PendingAction)
+	}
+	if r.RefundID != nil {
+		o.Refund = &order.Refund{Kind: *r.RefundKind, RefundID: *r.RefundID, Amount: *r.RefundAmount,
+			Currency: *r.RefundCurrency, Status: *r.RefundStatus}
+	}
+	if len(r.Lines) > 0 {
+		var lines []lineJSON
+		if err := json.Unmarshal(r.Lines, &lines); err != nil {
+			return o, fmt.Errorf("orderdb: decode lines: %w", err)
+		}
+		for _, l := range lines {
+			o.Lines = append(o.Lines, order.Line{ID: l.ID, ItemID: l.ItemID, Name: l.Name, UnitPrice: l.UnitPrice,
+				Quantity: l.Quantity, Subtotal: l.Subtotal})
+		}
+	}
+	return o, nil
+}
+
+// selectOrder reads orders with their payment, their refund (the order's own, else a late
+// payment's) and their lines in one statement.
+const selectOrder = `SELECT o.id, o.number, o.user_id, o.status, o.pending_action, o.total, o.currency,
+  o.tracking_number, o.carrier, o.shipped_at, o.delivered_at, o.canceled_at, o.refunded_at,
+  o.created_at, o.updated_at, o.deleted_at,
+  p.status AS payment_status, p.payment_intent_id, p.client_secret, p.amount_received, p.received_currency, p.last_error,
+  r.kind AS refund_kind, r.refund_id, r.amount AS refund_amount, r.currency AS refund_currency, r.status AS refund_status,
+  (SELECT json_agg(json_build_object('id', l.id, 'item_id', l.item_id, 'name', l.name, 'unit_price', l.unit_price,
+          'quantity', l.quantity, 'subtotal', l.subtotal) ORDER BY l.position)
+     FROM order_lines l WHERE l.order_id = o.id) AS lines
+FROM orders o
+JOIN payments p ON p.order_id = o.id
+LEFT JOIN LATERAL (SELECT * FROM refunds r WHERE r.order_id = o.id ORDER BY r.kind = 'order' DESC LIMIT 1) r ON true`
+
+// Get returns an order that is not deleted.
+func (Store) Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (order.Order, error) {
+	return getOne(ctx, db, selectOrder+` WHERE o.id = $1 AND o.deleted_at IS NULL`, id)
+}
+
+// Lock reads an order (deleted ones included) and locks its row for the transaction.
+func (Store) Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (order.Order, error) {
+	return getOne(ctx, tx, selectOrder+` WHERE o.id = $1 FOR UPDATE OF o`, id)
+}
+
+// LockByIntent locks the order paid by a PaymentIntent.
+func (Store) LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (order.Order, error) {
+	return getOne(ctx, tx, selectOrder+` WHERE p.payment_intent_id = $1 FOR UPDATE OF o`, intentID)
+}
+
+func getOne(ctx context.Context, db sqlx.QueryerContext, query string, arg any) (order.Order, error) {
+	var r row
+	if err := sqlx.GetContext(ctx, db, &r, query, arg); err != nil {
+		return order.Order{}, mapErr("get", err)
+	}
+	return r.order()
+}
+
+// List returns a page of orders, newest first.
+func (Store) List(ctx context.Context, db sqlx.QueryerContext, f order.Filter, page cursor.Request) ([]order.Order, error) {
+	var q postgres.Query
+	q.Where("o.deleted_at IS NULL")
+	if f.UserID != uuid.Nil {
+		q.Where("o.user_id = " + q.Arg(f.UserID))
+	}
+	if f.Status != "" {
+		q.Where("o.status = " + q.Arg(string(f.Status)))
+	}
+	if !f.From.IsZero() {
+		q.Where("o.created_at >= " + q.Arg(f.From))
+	}
+	if !f.To.IsZero() {
+		q.Where("o.created_at <= " + q.Arg(f.To))
+	}
+	if page.After != nil {
+		q.Keyset("o.created_at", "o.id", page.After.At, page.After.ID, false)
+	}
+	query := selectOrder + q.WhereSQL() + ` ORDER BY o.created_at DESC, o.id DESC LIMIT ` + q.Arg(page.Limit+1)
+	var rows []row
+	if err := sqlx.SelectContext(ctx, db, &rows, query, q.Args...); err != nil {
+		return nil, mapErr("list", err)
+	}
+	out := make([]order.Order, len(rows))
+	for i, r := range rows {
+		o, err := r.order()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = o
+	}
+	return out, nil
+}
+
+// createQuery inserts the order, its lines, its payment and its first timeline event at once.
+const createQuery = `
+WITH o AS (
+    INSERT INTO orders (id, user_id, status, total, currency) VALUES ($1, $2, $3, $4, $5)
+    RETURNING number, created_at, updated_at
+), l AS (
+    INSERT INTO order_lines (id, order_id, position, item_id, name, unit_price, quantity, subtotal)
+    SELECT id, $1, position, item_id, name, unit_price, quantity, unit_price * quantity
+    FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::bigint[], $10::int[]) WITH ORDINALITY
+         AS x(id, item_id, name, unit_price, quantity, position)
+), p AS (
+    INSERT INTO payments (order_id, status) VALUES ($1, 'pending')
+), e AS (
+    INSERT INTO order_events (id, order_id, type, to_status, actor, correlation_id) VALUES ($11, $1, 'created', $3, $12, $13)
+)
+SELECT number, created_at, updated_at FROM o`
+
+// Create inserts a new order aggregate and fills its number and timestamps.
+func (Store) Create(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, ev order.Event) error {
+	n := len(o.Lines)
+	ids, items, names := make([]string, n), make([]string, n), make([]string, n)
+	prices, qty := make([]int64, n), make([]int64, n)
+	for i, l := range o.Lines {
+		ids[i], items[i], names[i], prices[i], qty[i] = l.ID.String(), l.ItemID.String(), l.Name, l.UnitPrice, int64(l.Quantity)
+	}
+	err := tx.QueryRowxContext(ctx, createQuery, o.ID, o.UserID, o.Status, o.Total, o.Currency,
+		pq.Array(ids), pq.Array(items), pq.Array(names), pq.Array(prices), pq.Array(qty),
+		ev.ID, ev.Actor, ev.CorrelationID).Scan(&o.Number, &o.CreatedAt, &o.UpdatedAt)
+	return mapErr("create", err)
+}
+
+const saveQuery = `UPDATE orders SET status = $4, pending_action = $5, tracking_number = $6, carrier = $7,
+  shipped_at = $8, delivered_at = $9, canceled_at = $10, refunded_at = $11, updated_at = now()
+WHERE id = $1 AND status = $2 AND pending_action IS NOT DISTINCT FROM $3
+RETURNING updated_at`
+
+// Save persists o's status, pending action and fulfilment fields as a compare-and-set against
+// the status and action it was read with. No row matching means someone else moved the order:
+// ErrConcurrentUpdate, never an overwrite.
+func (Store) Save(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, was order.Status, wasAction order.Action) error {
+	err := tx.QueryRowxContext(ctx, saveQuery, o.ID, was, nullAction(wasAction), o.Status, nullAction(o.PendingAction),
+		o.TrackingNumber, o.Carrier, o.ShippedAt, o.DeliveredAt, o.CanceledAt, o.RefundedAt).Scan(&o.UpdatedAt)
+	if postgres.IsNoRows(err) {
+		return order.ErrConcurrentUpdate
+	}
+	return mapErr("save", err)
+}
+
+func nullAction(a order.Action) *string {
+	if a == order.ActionNone {
+		return nil
+	}
+	s := string(a)
+	return &s
+}
+
+const addEventQuery = `INSERT INTO order_events (id, order_id, type, from_status, to_status, actor, reason, correlation_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+
+// AddEvent appends a timeline event.
+func (Store) AddEvent(ctx context.Context, tx sqlx.ExecerContext, e order.Event) error {
+	_, err := tx.ExecContext(ctx, addEventQuery, e.ID, e.OrderID, e.Type, e.From, e.To, e.Actor, e.Reason, e.CorrelationID)
+	return mapErr("add event", err)
+}
+
+type eventRow struct {
+	ID            uuid.UUID `db:"id"`
+	OrderID       uuid.UUID `db:"order_id"`
+	Type          string    `db:"type"`
+	From          *string   `db:"from_status"`
+	To            *string   `db:"to_status"`
+	Actor         string    `db:"actor"`
+	Reason        *string   `db:"reason"`
+	CorrelationID string    `db:"correlation_id"`
+	CreatedAt     time.Time `db:"created_at"`
+}
+
+// Events returns a page of an order's timeline, oldest first.
+func (Store) Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]order.Event, error) {
+	var q postgres.Query
+	q.Where("order_id = " + q.Arg(orderID))
+	if page.After != nil {
+		q.Keyset("created_at", "id", page.After.At, page.After.ID, true)
+	}
+	query := `SELECT id, order_id, type, from_status, to_status, actor, reason, correlation_id, created_at
+FROM order_events` + q.WhereSQL() + ` ORDER BY created_at, id LIMIT ` + q.Arg(page.Limit+1)
+	var rows []eventRow
+	if err := sqlx.SelectContext(ctx, db, &rows, query, q.Args...); err != nil {
+		return nil, mapErr("events", err)
+	}
+	out := make([]order.Event, len(rows))
+	for i, r := range rows {
+		out[i] = order.Event{ID: r.ID, OrderID: r.OrderID, Type: r.Type, From: status(r.From), To: status(r.To),
+			Actor: r.Actor, Reason: r.Reason, CorrelationID: r.CorrelationID, CreatedAt: r.CreatedAt}
+	}
+	return out, nil
+}
+
+func status(s *string) *order.Status {
+	if s == nil {
+		return nil
+	}
+	st := order.Status(*s)
+	return &st
+}
+
+const setIntentQuery = `UPDATE payments SET payment_intent_id = $2, client_secret = $3, status = $4, updated_at = now()
+WHERE order_id = $1 AND (payment_intent_id IS NULL OR payment_intent_id = $2)`
+
+// SetIntent records the order's PaymentIntent (once; the same id again is a no-op).
+func (Store) SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string) error {
+	_, err := db.ExecContext(ctx, setIntentQuery, orderID, intentID, clientSecret, status)
+	return mapErr("set intent", err)
+}
+
+const updatePaymentQuery = `UPDATE payments SET status = $2, amount_received = $3, received_currency = $4,
+last_error = $5, updated_at = now() WHERE order_id = $1`
+
+// UpdatePayment saves what Stripe reported about the order's payment.
+func (Store) UpdatePayment(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, p order.Payment) error {
+	_, err := tx.ExecContext(ctx, updatePaymentQuery, orderID, p.Status, p.AmountReceived, p.ReceivedCurrency, p.LastError)
+	return mapErr("update payment", err)
+}
+
+const putRefundQuery = `INSERT INTO refunds (id, order_id, kind, refund_id, amount, currency, status)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (order_id, kind) DO UPDATE SET status = EXCLUDED.status, updated_at = now()`
+
+// PutRefund records a refund (once per order and kind; a repeat only updates its status).
+func (Store) PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r order.Refund) error {
+	_, err := tx.ExecContext(ctx, putRefundQuery, uuid.Must(uuid.NewV7()), orderID, r.Kind, r.RefundID, r.Amount, r.Currency, r.Status)
+	return mapErr("put refund", err)
+}
+
+const refundStatusQuery = `UPDATE refunds SET status = $3, updated_at = now()
+WHERE (refund_id = $1 OR ($1 = '' AND order_id = (SELECT order_id FROM payments WHERE payment_intent_id = $2)))
+  AND status IS DISTINCT FROM $3
+RETURNING order_id`
+
+// SetRefundStatus updates a refund known by its Stripe id (or, without one, the refunds of a
+// PaymentIntent) and returns the orders it touched.
+func (Store) SetRefundStatus(ctx context.Context, tx sqlx.QueryerContext, refundID, intentID, status string) ([]uuid.UUID, error) {
+	var ids []uuid.UUID
+	err := sqlx.SelectContext(ctx, tx, &ids, refundStatusQuery, refundID, intentID, status)
+	return ids, mapErr("refund status", err)
+}
+
+const softDeleteQuery = `UPDATE orders SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL`
+
+// SoftDelete hides an order from every read.
+func (Store) SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID) error {
+	res, err := tx.ExecContext(ctx, softDeleteQuery, id)
+	if err != nil {
+		return mapErr("soft delete", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return order.ErrNotFound
+	}
+	return nil
+}
+
+const recordEventQuery = `INSERT INTO stripe_events (id, type, outcome) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`
+
+// RecordStripeEvent stores a webhook event id; false means it was seen before.
+func (Store) RecordStripeEvent(ctx context.Context, tx sqlx.ExecerContext, id, typ, outcome string) (bool, error) {
+	res, err := tx.ExecContext(ctx, recordEventQuery, id, typ, outcome)
+	if err != nil {
+		return false, mapErr("record stripe event", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+const eventOutcomeQuery = `UPDATE stripe_events SET outcome = $2 WHERE id = $1`
+
+// SetStripeEventOutcome records what handling the event did.
+func (Store) SetStripeEventOutcome(ctx context.Context, tx sqlx.ExecerContext, id, outcome string) error {
+	_, err := tx.ExecContext(ctx, eventOutcomeQuery, id, outcome)
+	return mapErr("stripe event outcome", err)
+}
+
+func mapErr(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case postgres.IsNoRows(err), err == sql.ErrNoRows:
+		return order.ErrNotFound
+	default:
+		return fmt.Errorf("orderdb: %s: %w", op, err)
+	}
+}

@@ -1,0 +1,217 @@
+package order
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+	"github.com/dispatchhq/dispatch/pkg/cursor"
+)
+
+// Filter selects orders in lists.
+type Filter struct {
+	UserID   uuid.UUID
+	Status   Status
+	From, To time.Time
+}
+
+// Store is the persistence of orders (implemented by orderdb).
+type Store interface {
+	Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (Order, error)
+	Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (Order, error)
+	LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (Order, error)
+	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]Order, error)
+	Create(ctx context.Context, tx sqlx.QueryerContext, o *Order, ev Event) error
+	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action) error
+	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
+	Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]Event, error)
+	SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string) error
+	UpdatePayment(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, p Payment) error
+	PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r Refund) error
+	SetRefundStatus(ctx context.Context, tx sqlx.QueryerContext, refundID, intentID, status string) ([]uuid.UUID, error)
+	SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID) error
+	RecordStripeEvent(ctx context.Context, tx sqlx.ExecerContext, id, typ, outcome string) (bool, error)
+	SetStripeEventOutcome(ctx context.Context, tx sqlx.ExecerContext, id, outcome string) error
+}
+
+// Stock reserves and releases item quantities (implemented by catalogdb).
+type Stock interface {
+	Reserve(ctx context.Context, tx sqlx.QueryerContext, rs []catalog.Reservation) ([]catalog.ReservedItem, error)
+	Release(ctx context.Context, tx sqlx.ExecerContext, rs []catalog.Reservation) error
+}
+
+// Customers finds the Stripe Customer of a user ("" while none is known).
+type Customers interface {
+	StripeCustomerID(ctx context.Context, userID uuid.UUID) (string, error)
+}
+
+// Observer is told about orders created and transitions made (metrics); nil fields are skipped.
+type Observer struct {
+	Created    func()
+	Transition func(from, to Status)
+}
+
+// Service runs every command on orders: the API's, the webhook's and the worker's.
+type Service struct {
+	db        *sqlx.DB
+	store     Store
+	stock     Stock
+	cache     *catalog.Cache
+	gateway   payment.Gateway
+	idem      *idempotency.Store
+	customers Customers
+	log       *slog.Logger
+	Observe   Observer
+}
+
+// NewService wires the orders service.
+func NewService(db *sqlx.DB, store Store, stock Stock, cache *catalog.Cache, gateway payment.Gateway,
+	idem *idempotency.Store, customers Customers, log *slog.Logger) *Service {
+	return &Service{db: db, store: store, stock: stock, cache: cache, gateway: gateway, idem: idem,
+		customers: customers, log: log}
+}
+
+// Get returns an order that is not deleted.
+func (s *Service) Get(ctx context.Context, id uuid.UUID) (Order, error) {
+	return s.store.Get(ctx, s.db, id)
+}
+
+// GetOwned returns the caller's own order; another user's answers exactly like a missing one.
+func (s *Service) GetOwned(ctx context.Context, userID, id uuid.UUID) (Order, error) {
+	o, err := s.store.Get(ctx, s.db, id)
+	if err != nil {
+		return Order{}, err
+	}
+	if o.UserID != userID {
+		return Order{}, ErrNotFound
+	}
+	return o, nil
+}
+
+// List returns a page of orders.
+func (s *Service) List(ctx context.Context, f Filter, page cursor.Request) (cursor.Page[Order], error) {
+	rows, err := s.store.List(ctx, s.db, f, page)
+	if err != nil {
+		return cursor.Page[Order]{}, err
+	}
+	return cursor.NewPage(rows, page.Limit, func(o Order) (time.Time, string) { return o.CreatedAt, o.ID.String() }), nil
+}
+
+// Events returns a page of an order's timeline, oldest first.
+func (s *Service) Events(ctx context.Context, id uuid.UUID, page cursor.Request) (cursor.Page[Event], error) {
+	rows, err := s.store.Events(ctx, s.db, id, page)
+	if err != nil {
+		return cursor.Page[Event]{}, err
+	}
+	return cursor.NewPage(rows, page.Limit, func(e Event) (time.Time, string) { return e.CreatedAt, e.ID.String() }), nil
+}
+
+// change is one command on one order inside a transaction: it locks the order, lets mutate
+// change it, then persists the change as a compare-and-set with its timeline event and outbox
+// messages. mutate may write rows of the order's aggregate with tx (payment, refund, stock); it
+// returns the event to append (nil for none) and the messages to send.
+type change func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error)
+
+// apply runs a change in its own transaction and returns the order as saved.
+func (s *Service) apply(ctx context.Context, id uuid.UUID, mutate change) (Order, error) {
+	var o Order
+	err := postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		var err error
+		o, err = s.applyTx(ctx, tx, id, mutate)
+		return err
+	})
+	return o, err
+}
+
+func (s *Service) applyTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID, mutate change) (Order, error) {
+	o, err := s.store.Lock(ctx, tx, id)
+	if err != nil {
+		return Order{}, err
+	}
+	if o.DeletedAt != nil {
+		return Order{}, ErrNotFound
+	}
+	was, wasAction := o.Status, o.PendingAction
+	ev, msgs, err := mutate(tx, &o)
+	if err != nil || (ev == nil && len(msgs) == 0 && o.Status == was && o.PendingAction == wasAction) {
+		return o, err
+	}
+	if o.Status != was || o.PendingAction != wasAction {
+		if err := s.store.Save(ctx, tx, &o, was, wasAction); err != nil {
+			return Order{}, err
+		}
+	}
+	if ev != nil {
+		ev.ID, ev.OrderID, ev.CorrelationID = uuid.Must(uuid.NewV7()), o.ID, logging.CorrelationID(ctx)
+		if err := s.store.AddEvent(ctx, tx, *ev); err != nil {
+			return Order{}, err
+		}
+	}
+	if err := outbox.Write(ctx, tx, msgs...); err != nil {
+		return Order{}, err
+	}
+	if o.Status != was && s.Observe.Transition != nil {
+		s.Observe.Transition(was, o.Status)
+	}
+	return o, nil
+}
+
+// statusEvent is the timeline entry of a transition.
+func statusEvent(from, to Status, actor, reason string) *Event {
+	return &Event{Type: EventStatusChanged, From: &from, To: &to, Actor: actor, Reason: optional(reason)}
+}
+
+// actionEvent is the timeline entry of an action that changes no status.
+func actionEvent(typ, actor, reason string) *Event {
+	return &Event{Type: typ, Actor: actor, Reason: optional(reason)}
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// notify is the outbox message that tells the order's owner about event.
+func notify(o *Order, event string, extra map[string]any) outbox.Message {
+	data := map[string]any{"orderId": o.ID, "number": o.Number, "total": o.Total, "currency": o.Currency,
+		"status": o.Status}
+	for k, v := range extra {
+		data[k] = v
+	}
+	return outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{UserID: o.UserID, Event: event, Data: data}}
+}
+
+// task is the outbox message that runs an order strategy in the worker.
+func task(typ string, o *Order, actor, reason string) outbox.Message {
+	return outbox.Message{Type: typ, Payload: tasks.Order{OrderID: o.ID, Actor: actor, Reason: reason}}
+}
+
+// reservations are the stock quantities of an order's lines.
+func reservations(o *Order) []catalog.Reservation {
+	rs := make([]catalog.Reservation, len(o.Lines))
+	for i, l := range o.Lines {
+		rs[i] = catalog.Reservation{ItemID: l.ItemID, Quantity: l.Quantity}
+	}
+	return rs
+}
+
+// itemIDs are the items of an order, for cache invalidation.
+func itemIDs(o *Order) []uuid.UUID {
+	ids := make([]uuid.UUID, len(o.Lines))
+	for i, l := range o.Lines {
+		ids[i] = l.ItemID
+	}
+	return ids
+}

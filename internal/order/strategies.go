@@ -1,0 +1,298 @@
+package order
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/payment"
+)
+
+// The worker strategies. Each re-reads the order and acts only while its precondition holds,
+// so running one twice (a retry, a duplicate delivery, two relays) changes nothing the second
+// time. Stripe calls happen outside any transaction and carry idempotency keys derived from the
+// order and the action, so a repeated call charges or refunds nothing more. The state change
+// then commits as a compare-and-set; if the order moved meanwhile the strategy returns
+// ErrChangedMeanwhile and the retry settles it.
+
+// Errors of the strategies.
+var (
+	ErrPaymentMismatch  = apperr.New(apperr.Unprocessable, "orders.errors.paymentMismatch")
+	ErrNothingCaptured  = apperr.New(apperr.Conflict, "orders.errors.nothingCaptured")
+	ErrChangedMeanwhile = errors.New("order: changed while the action ran")
+)
+
+// Process runs order:process: PAID → PROCESSED once the payment recorded from Stripe covers
+// exactly the order's total and currency. A mismatch is permanent (its compensation refunds).
+func (s *Service) Process(ctx context.Context, id uuid.UUID) error {
+	_, err := s.apply(ctx, id, func(_ *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		switch o.Status {
+		case Paid:
+		case Pending:
+			return nil, nil, badTransition(o.Status, Processed)
+		default:
+			return nil, nil, nil // processed already, or canceled meanwhile
+		}
+		p := o.Payment
+		if !p.Captured() || p.AmountReceived == nil || *p.AmountReceived != o.Total ||
+			p.ReceivedCurrency == nil || !strings.EqualFold(*p.ReceivedCurrency, o.Currency) {
+			return nil, nil, ErrPaymentMismatch
+		}
+		_ = o.transition(Processed, time.Now())
+		return statusEvent(Paid, Processed, ActorWorker, ""), []outbox.Message{notify(o, notification.EventOrderProcessed, nil)}, nil
+	})
+	return err
+}
+
+// Cancel runs order:cancel: money captured is refunded in full, an open PaymentIntent is
+// canceled at Stripe, then the order becomes CANCELED with its stock back.
+func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string) error {
+	o, err := s.store.Get(ctx, s.db, id)
+	if err != nil || o.PendingAction != ActionCancel {
+		return err
+	}
+	var refund *payment.Refund
+	switch {
+	case o.Payment.Captured():
+		r, err := s.refundOrder(ctx, &o, "refund")
+		if err != nil {
+			return err
+		}
+		refund = &r
+	case o.Payment.IntentID != nil && o.Payment.Status != PaymentCanceled:
+		if err := s.cancelIntent(ctx, &o); err != nil {
+			return err
+		}
+	}
+	saved, err := s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.PendingAction != ActionCancel {
+			return nil, nil, nil
+		}
+		if o.Payment.Captured() && refund == nil {
+			return nil, nil, ErrChangedMeanwhile // paid while we canceled: the retry refunds
+		}
+		if !CanTransition(o.Status, Canceled) {
+			return nil, nil, badTransition(o.Status, Canceled)
+		}
+		return s.finishCancel(ctx, tx, o, actor, reason, refund)
+	})
+	if err == nil && saved.Status == Canceled {
+		s.cache.Invalidate(ctx, itemIDs(&saved)...)
+	}
+	return err
+}
+
+// cancelIntent cancels the order's PaymentIntent. If Stripe refuses because it was paid in the
+// meantime, the order must be refunded instead: ErrChangedMeanwhile, and the retry does that
+// once the payment is recorded.
+func (s *Service) cancelIntent(ctx context.Context, o *Order) error {
+	_, err := s.gateway.CancelPaymentIntent(ctx, *o.Payment.IntentID, "order-"+o.ID.String()+"-cancel-intent")
+	if err == nil || !errors.Is(err, payment.ErrRejected) {
+		return err
+	}
+	pi, gerr := s.gateway.GetPaymentIntent(ctx, *o.Payment.IntentID)
+	switch {
+	case gerr != nil:
+		return gerr
+	case pi.Status == payment.IntentCanceled:
+		return nil
+	case pi.Status == payment.IntentSucceeded:
+		return ErrChangedMeanwhile
+	}
+	return err
+}
+
+// finishCancel is the CANCELED side of every cancel: status, stock back, refund recorded,
+// customer told.
+func (s *Service) finishCancel(ctx context.Context, tx *sqlx.Tx, o *Order, actor, reason string, refund *payment.Refund) (*Event, []outbox.Message, error) {
+	from := o.Status
+	if err := o.transition(Canceled, time.Now()); err != nil {
+		return nil, nil, err
+	}
+	o.PendingAction = ActionNone
+	if refund != nil {
+		if err := s.recordRefund(ctx, tx, o, RefundOrder, *refund); err != nil {
+			return nil, nil, err
+		}
+	} else if o.Payment.Status != PaymentSucceeded {
+		o.Payment.Status = PaymentCanceled
+		if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := s.stock.Release(ctx, tx, reservations(o)); err != nil {
+		return nil, nil, err
+	}
+	return statusEvent(from, Canceled, actor, reason), []outbox.Message{notify(o, notification.EventOrderCanceled, nil)}, nil
+}
+
+// Refund runs order:refund: a full Stripe refund, then REFUNDED, with the stock back unless the
+// goods shipped. On a CANCELED order it returns a payment that arrived late.
+func (s *Service) Refund(ctx context.Context, id uuid.UUID, actor, reason string) error {
+	o, err := s.store.Get(ctx, s.db, id)
+	if err != nil {
+		return err
+	}
+	if o.Status == Canceled {
+		return s.refundLatePayment(ctx, o)
+	}
+	if o.PendingAction != ActionRefund {
+		return nil
+	}
+	if !o.Payment.Captured() {
+		return ErrNothingCaptured
+	}
+	r, err := s.refundOrder(ctx, &o, "refund")
+	if err != nil {
+		return err
+	}
+	saved, err := s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.PendingAction != ActionRefund {
+			return nil, nil, nil
+		}
+		return s.finishRefund(ctx, tx, o, actor, reason, r, notification.EventOrderRefunded)
+	})
+	if err == nil && saved.Status == Refunded {
+		s.cache.Invalidate(ctx, itemIDs(&saved)...)
+	}
+	return err
+}
+
+// finishRefund is the REFUNDED side of a refund or a compensation.
+func (s *Service) finishRefund(ctx context.Context, tx *sqlx.Tx, o *Order, actor, reason string, r payment.Refund, event string) (*Event, []outbox.Message, error) {
+	from := o.Status
+	if err := o.transition(Refunded, time.Now()); err != nil {
+		return nil, nil, err
+	}
+	o.PendingAction = ActionNone
+	if err := s.recordRefund(ctx, tx, o, RefundOrder, r); err != nil {
+		return nil, nil, err
+	}
+	if !o.hasShipped() {
+		if err := s.stock.Release(ctx, tx, reservations(o)); err != nil {
+			return nil, nil, err
+		}
+	}
+	return statusEvent(from, Refunded, actor, reason), []outbox.Message{notify(o, event, map[string]any{"refundAmount": r.Amount})}, nil
+}
+
+// refundLatePayment refunds a payment that succeeded after its order was canceled. The order
+// stays CANCELED; the refund is recorded on it once.
+func (s *Service) refundLatePayment(ctx context.Context, o Order) error {
+	if !o.Payment.Captured() || o.Refund != nil {
+		return nil
+	}
+	r, err := s.refundOrder(ctx, &o, "late-refund")
+	if err != nil {
+		return err
+	}
+	_, err = s.apply(ctx, o.ID, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.Refund != nil {
+			return nil, nil, nil
+		}
+		if err := s.recordRefund(ctx, tx, o, RefundLatePayment, r); err != nil {
+			return nil, nil, err
+		}
+		return actionEvent(EventLateRefund, ActorWorker, "payment received after cancellation"),
+			[]outbox.Message{notify(o, notification.EventOrderRefunded, map[string]any{"refundAmount": r.Amount, "latePayment": true})}, nil
+	})
+	return err
+}
+
+// refundOrder refunds everything the order's payment captured. The idempotency key names the
+// order and the purpose, so a cancel, a refund and a compensation of one order share one refund.
+func (s *Service) refundOrder(ctx context.Context, o *Order, purpose string) (payment.Refund, error) {
+	if o.Payment.IntentID == nil {
+		return payment.Refund{}, ErrNothingCaptured
+	}
+	amount := o.Total
+	if o.Payment.AmountReceived != nil && *o.Payment.AmountReceived > 0 {
+		amount = *o.Payment.AmountReceived
+	}
+	r, err := s.gateway.Refund(ctx, payment.RefundParams{
+		PaymentIntentID: *o.Payment.IntentID, Amount: amount, IdempotencyKey: "order-" + o.ID.String() + "-" + purpose,
+	})
+	if r.Currency == "" {
+		r.Currency = o.Currency
+		if o.Payment.ReceivedCurrency != nil {
+			r.Currency = *o.Payment.ReceivedCurrency
+		}
+	}
+	return r, err
+}
+
+func (s *Service) recordRefund(ctx context.Context, tx *sqlx.Tx, o *Order, kind string, r payment.Refund) error {
+	rec := Refund{Kind: kind, RefundID: r.ID, Amount: r.Amount, Currency: strings.ToLower(r.Currency), Status: r.Status}
+	if err := s.store.PutRefund(ctx, tx, o.ID, rec); err != nil {
+		return err
+	}
+	o.Refund = &rec
+	return nil
+}
+
+// CompensateProcess undoes an order whose processing failed for good: the payment is refunded
+// (REFUNDED) or, with nothing captured, the order is CANCELED; stock back; order.failed sent.
+// It reports whether it changed the order (false when another path already settled it).
+func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause string) (bool, error) {
+	o, err := s.store.Get(ctx, s.db, id)
+	if err != nil || o.Status != Paid {
+		return false, ignoreMissing(err)
+	}
+	var refund *payment.Refund
+	if o.Payment.Captured() {
+		r, err := s.refundOrder(ctx, &o, "refund")
+		if err != nil {
+			return false, err
+		}
+		refund = &r
+	}
+	done := false
+	saved, err := s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.Status != Paid {
+			return nil, nil, nil
+		}
+		if o.Payment.Captured() && refund == nil {
+			return nil, nil, ErrChangedMeanwhile
+		}
+		done = true
+		reason := "processing failed: " + cause
+		if refund != nil {
+			return s.finishRefund(ctx, tx, o, ActorWorker, reason, *refund, notification.EventOrderFailed)
+		}
+		ev, _, err := s.finishCancel(ctx, tx, o, ActorWorker, reason, nil)
+		return ev, []outbox.Message{notify(o, notification.EventOrderFailed, nil)}, err
+	})
+	if err == nil && done {
+		s.cache.Invalidate(ctx, itemIDs(&saved)...)
+	}
+	return done && err == nil, err
+}
+
+// FailAction ends a cancel or refund whose retries ran out: the pending action is cleared and
+// the failure recorded on the timeline; the order keeps its status so staff can try again.
+// It reports whether it changed the order.
+func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause string) (bool, error) {
+	done := false
+	_, err := s.apply(ctx, id, func(_ *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.PendingAction != a {
+			return nil, nil, nil
+		}
+		o.PendingAction, done = ActionNone, true
+		return actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause), nil, nil
+	})
+	return done && err == nil, ignoreMissing(err)
+}
+
+func ignoreMissing(err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,203 @@
+package order
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+)
+
+// Webhook outcomes, recorded on the event and counted in metrics.
+const (
+	OutcomeApplied        = "applied"
+	OutcomeDuplicate      = "duplicate"
+	OutcomeIgnored        = "ignored"
+	OutcomeUnknownIntent  = "unknown_intent"
+	OutcomeUnknownType    = "unknown_type"
+	OutcomeLatePayment    = "late_payment"
+	OutcomeIgnoredVersion = "ignored_version"
+)
+
+// HandlePaymentEvent applies a verified Stripe event. The event id, the state change and the
+// outbox rows commit in one transaction; an event seen before does nothing.
+func (s *Service) HandlePaymentEvent(ctx context.Context, ev payment.Event) (string, error) {
+	outcome := OutcomeIgnored
+	err := postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		fresh, err := s.store.RecordStripeEvent(ctx, tx, ev.ID, ev.Type, "received")
+		if err != nil {
+			return err
+		}
+		if !fresh {
+			outcome = OutcomeDuplicate
+			return nil
+		}
+		outcome, err = s.applyEvent(ctx, tx, ev)
+		if err != nil {
+			return err
+		}
+		return s.store.SetStripeEventOutcome(ctx, tx, ev.ID, outcome)
+	})
+	if err != nil {
+		return "", err
+	}
+	return outcome, nil
+}
+
+func (s *Service) applyEvent(ctx context.Context, tx *sqlx.Tx, ev payment.Event) (string, error) {
+	if !ev.SupportedVersion() {
+		return OutcomeIgnoredVersion, nil
+	}
+	switch ev.Type {
+	case payment.EventIntentSucceeded, payment.EventIntentFailed, payment.EventIntentCanceled:
+	case payment.EventChargeRefunded, payment.EventRefundUpdated:
+		return s.applyRefundUpdate(ctx, tx, ev)
+	default:
+		return OutcomeUnknownType, nil
+	}
+	id, err := s.orderOfIntent(ctx, tx, ev)
+	if errors.Is(err, ErrNotFound) {
+		return OutcomeUnknownIntent, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	outcome := OutcomeIgnored
+	_, err = s.applyTx(ctx, tx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		var (
+			e    *Event
+			msgs []outbox.Message
+			err  error
+		)
+		switch ev.Type {
+		case payment.EventIntentSucceeded:
+			e, msgs, err = s.paymentSucceeded(ctx, tx, o, ev, &outcome)
+		case payment.EventIntentFailed:
+			e, msgs, err = s.paymentFailed(ctx, tx, o, ev, &outcome)
+		case payment.EventIntentCanceled:
+			e, msgs, err = s.intentCanceled(ctx, tx, o, &outcome)
+		}
+		return e, msgs, err
+	})
+	return outcome, err
+}
+
+// orderOfIntent finds the order of the event's PaymentIntent, falling back to the order id in
+// its metadata for an order whose PaymentIntent id was never stored (a crash right after
+// Stripe created it); that id is stored now.
+func (s *Service) orderOfIntent(ctx context.Context, tx *sqlx.Tx, ev payment.Event) (uuid.UUID, error) {
+	if ev.PaymentIntentID == "" {
+		return uuid.Nil, ErrNotFound
+	}
+	o, err := s.store.LockByIntent(ctx, tx, ev.PaymentIntentID)
+	if err == nil || !errors.Is(err, ErrNotFound) {
+		return o.ID, err
+	}
+	id, perr := uuid.Parse(ev.OrderID)
+	if perr != nil {
+		return uuid.Nil, ErrNotFound
+	}
+	o, err = s.store.Lock(ctx, tx, id)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	if o.Payment.IntentID != nil {
+		return uuid.Nil, ErrNotFound // the order pays through another PaymentIntent
+	}
+	return id, s.store.SetIntent(ctx, tx, id, ev.PaymentIntentID, "", PaymentRequiresPayment)
+}
+
+// paymentSucceeded records the payment: PENDING → PAID with order:process queued; on a
+// CANCELED order the late payment is refunded automatically.
+func (s *Service) paymentSucceeded(ctx context.Context, tx *sqlx.Tx, o *Order, ev payment.Event, outcome *string) (*Event, []outbox.Message, error) {
+	if o.Payment.Captured() {
+		return nil, nil, nil
+	}
+	currency := strings.ToLower(ev.Currency)
+	o.Payment.Status, o.Payment.AmountReceived, o.Payment.ReceivedCurrency, o.Payment.LastError =
+		PaymentSucceeded, &ev.AmountReceived, &currency, nil
+	switch o.Status {
+	case Pending:
+		if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
+			return nil, nil, err
+		}
+		_ = o.transition(Paid, time.Now())
+		*outcome = OutcomeApplied
+		return statusEvent(Pending, Paid, ActorWebhook, ""), []outbox.Message{
+			task(tasks.OrderProcess, o, ActorWebhook, ""),
+			notify(o, notification.EventOrderPaid, nil),
+		}, nil
+	case Canceled:
+		if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
+			return nil, nil, err
+		}
+		*outcome = OutcomeLatePayment
+		return actionEvent(EventLatePayment, ActorWebhook, "payment received after cancellation"),
+			[]outbox.Message{task(tasks.OrderRefund, o, ActorWebhook, "late payment")}, nil
+	}
+	return nil, nil, nil
+}
+
+// paymentFailed keeps the order PENDING, stores the error and tells the customer, who may retry.
+func (s *Service) paymentFailed(ctx context.Context, tx *sqlx.Tx, o *Order, ev payment.Event, outcome *string) (*Event, []outbox.Message, error) {
+	if o.Status != Pending || o.Payment.Captured() {
+		return nil, nil, nil
+	}
+	msg := ev.FailureMessage
+	if msg == "" {
+		msg = "payment failed"
+	}
+	o.Payment.Status, o.Payment.LastError = PaymentFailed, &msg
+	if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
+		return nil, nil, err
+	}
+	*outcome = OutcomeApplied
+	return actionEvent(EventPaymentFailed, ActorWebhook, msg),
+		[]outbox.Message{notify(o, notification.EventOrderPaymentFailed, map[string]any{"error": msg})}, nil
+}
+
+// intentCanceled cancels a PENDING order whose PaymentIntent was canceled at Stripe, through
+// the worker's order:cancel like any cancel.
+func (s *Service) intentCanceled(ctx context.Context, tx *sqlx.Tx, o *Order, outcome *string) (*Event, []outbox.Message, error) {
+	if o.Status != Pending || o.PendingAction != ActionNone || o.Payment.Captured() {
+		return nil, nil, nil
+	}
+	o.Payment.Status = PaymentCanceled
+	if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
+		return nil, nil, err
+	}
+	if err := o.request(ActionCancel); err != nil {
+		return nil, nil, err
+	}
+	*outcome = OutcomeApplied
+	return actionEvent(EventCancelRequested, ActorWebhook, "payment intent canceled"),
+		[]outbox.Message{task(tasks.OrderCancel, o, ActorWebhook, "payment intent canceled")}, nil
+}
+
+// applyRefundUpdate stores a refund's new status and notes it on the order's timeline.
+func (s *Service) applyRefundUpdate(ctx context.Context, tx *sqlx.Tx, ev payment.Event) (string, error) {
+	if ev.RefundStatus == "" || (ev.RefundID == "" && ev.PaymentIntentID == "") {
+		return OutcomeIgnored, nil
+	}
+	orders, err := s.store.SetRefundStatus(ctx, tx, ev.RefundID, ev.PaymentIntentID, ev.RefundStatus)
+	if err != nil || len(orders) == 0 {
+		return OutcomeIgnored, err
+	}
+	for _, id := range orders {
+		e := actionEvent(EventRefundUpdated, ActorWebhook, "refund "+ev.RefundStatus)
+		e.ID, e.OrderID, e.CorrelationID = uuid.Must(uuid.NewV7()), id, logging.CorrelationID(ctx)
+		if err := s.store.AddEvent(ctx, tx, *e); err != nil {
+			return "", err
+		}
+	}
+	return OutcomeApplied, nil
+}

@@ -1,0 +1,92 @@
+// Package payment talks to Stripe: the Gateway the order and user flows call (PaymentIntents,
+// refunds, customers), its stripe-go adapter, and the verification and parsing of webhooks.
+package payment
+
+import (
+	"context"
+	"errors"
+)
+
+// Gateway is the payment provider as the domain needs it. Every creating call carries an
+// idempotency key so a retried call never charges, refunds or creates twice.
+type Gateway interface {
+	CreatePaymentIntent(ctx context.Context, p IntentParams) (Intent, error)
+	GetPaymentIntent(ctx context.Context, id string) (Intent, error)
+	CancelPaymentIntent(ctx context.Context, id, idempotencyKey string) (Intent, error)
+	Refund(ctx context.Context, p RefundParams) (Refund, error)
+	CreateCustomer(ctx context.Context, p CustomerParams, idempotencyKey string) (string, error)
+	UpdateCustomer(ctx context.Context, id string, p CustomerParams) error
+	DeleteCustomer(ctx context.Context, id string) error
+}
+
+// IntentParams describe a PaymentIntent to create for an order.
+type IntentParams struct {
+	OrderID        string
+	Amount         int64
+	Currency       string
+	CustomerID     string
+	IdempotencyKey string
+}
+
+// Intent is a PaymentIntent as Stripe reports it.
+type Intent struct {
+	ID             string
+	ClientSecret   string
+	Status         string // requires_payment_method, processing, succeeded, canceled…
+	Amount         int64
+	AmountReceived int64
+	Currency       string
+}
+
+// PaymentIntent statuses the flows act on.
+const (
+	IntentSucceeded = "succeeded"
+	IntentCanceled  = "canceled"
+)
+
+// RefundParams describe a refund of a PaymentIntent.
+type RefundParams struct {
+	PaymentIntentID string
+	Amount          int64
+	IdempotencyKey  string
+}
+
+// Refund is a refund as Stripe reports it.
+type Refund struct {
+	ID       string
+	Status   string
+	Amount   int64
+	Currency string
+}
+
+// CustomerParams describe a Stripe Customer.
+type CustomerParams struct {
+	UserID  string
+	Name    string
+	Email   string
+	Address *Address
+}
+
+// Address is a customer's postal address.
+type Address struct {
+	Line1, Line2, City, State, PostalCode, Country string
+}
+
+// Error classes. A rejected call will fail the same way if retried; a transient one may not.
+var (
+	ErrRejected  = errors.New("payment: rejected by the provider")
+	ErrTransient = errors.New("payment: provider unavailable")
+	ErrNotFound  = errors.New("payment: no such object at the provider")
+)
+
+// GatewayError wraps a provider error with its class (one of the Err* above).
+type GatewayError struct {
+	Class   error
+	Message string
+	Err     error
+}
+
+func (e *GatewayError) Error() string { return e.Class.Error() + ": " + e.Message }
+
+// Unwrap returns both the class and the cause, for errors.Is.
+func (e *GatewayError) Unwrap() []error { return []error{e.Class, e.Err} }

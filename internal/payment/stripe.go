@@ -1,0 +1,196 @@
+package payment
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/stripe/stripe-go/v79"
+	"github.com/stripe/stripe-go/v79/client"
+)
+
+// Stripe is the Gateway on stripe-go. An empty apiBase means live Stripe.
+type Stripe struct {
+	api     *client.API
+	observe func(op string, d time.Duration, err error)
+}
+
+// NewStripe returns a gateway with the secret key, talking to apiBase (stripe-mock locally).
+// observe, when not nil, is told the duration and outcome of every call (metrics).
+func NewStripe(secretKey, apiBase string, observe func(op string, d time.Duration, err error)) *Stripe {
+	cfg := &stripe.BackendConfig{
+		HTTPClient:        &http.Client{Timeout: 10 * time.Second},
+		MaxNetworkRetries: stripe.Int64(1),
+		LeveledLogger:     &stripe.LeveledLogger{Level: stripe.LevelNull},
+		EnableTelemetry:   stripe.Bool(false),
+	}
+	if apiBase != "" {
+		cfg.URL = stripe.String(apiBase)
+	}
+	backends := &stripe.Backends{
+		API:     stripe.GetBackendWithConfig(stripe.APIBackend, cfg),
+		Connect: stripe.GetBackendWithConfig(stripe.ConnectBackend, cfg),
+		Uploads: stripe.GetBackendWithConfig(stripe.UploadsBackend, cfg),
+	}
+	return &Stripe{api: client.New(secretKey, backends), observe: observe}
+}
+
+func (s *Stripe) call(op string, f func() error) error {
+	start := time.Now()
+	err := classify(f())
+	if s.observe != nil {
+		s.observe(op, time.Since(start), err)
+	}
+	return err
+}
+
+// CreatePaymentIntent implements Gateway.
+func (s *Stripe) CreatePaymentIntent(ctx context.Context, p IntentParams) (Intent, error) {
+	params := &stripe.PaymentIntentParams{
+		Amount:   stripe.Int64(p.Amount),
+		Currency: stripe.String(p.Currency),
+		Metadata: map[string]string{"order_id": p.OrderID},
+		AutomaticPaymentMethods: &stripe.PaymentIntentAutomaticPaymentMethodsParams{
+			Enabled: stripe.Bool(true),
+		},
+	}
+	if p.CustomerID != "" {
+		params.Customer = stripe.String(p.CustomerID)
+	}
+	params.Context = ctx
+	params.SetIdempotencyKey(p.IdempotencyKey)
+	var pi *stripe.PaymentIntent
+	err := s.call("payment_intent.create", func() (err error) {
+		pi, err = s.api.PaymentIntents.New(params)
+		return err
+	})
+	if err != nil {
+		return Intent{}, err
+	}
+	return intent(pi), nil
+}
+
+// GetPaymentIntent implements Gateway.
+func (s *Stripe) GetPaymentIntent(ctx context.Context, id string) (Intent, error) {
+	params := &stripe.PaymentIntentParams{}
+	params.Context = ctx
+	var pi *stripe.PaymentIntent
+	err := s.call("payment_intent.get", func() (err error) {
+		pi, err = s.api.PaymentIntents.Get(id, params)
+		return err
+	})
+	if err != nil {
+		return Intent{}, err
+	}
+	return intent(pi), nil
+}
+
+// CancelPaymentIntent implements Gateway.
+func (s *Stripe) CancelPaymentIntent(ctx context.Context, id, idempotencyKey string) (Intent, error) {
+	params := &stripe.PaymentIntentCancelParams{}
+	params.Context = ctx
+	params.SetIdempotencyKey(idempotencyKey)
+	var pi *stripe.PaymentIntent
+	err := s.call("payment_intent.cancel", func() (err error) {
+		pi, err = s.api.PaymentIntents.Cancel(id, params)
+		return err
+	})
+	if err != nil {
+		return Intent{}, err
+	}
+	return intent(pi), nil
+}
+
+// Refund implements Gateway.
+func (s *Stripe) Refund(ctx context.Context, p RefundParams) (Refund, error) {
+	params := &stripe.RefundParams{PaymentIntent: stripe.String(p.PaymentIntentID), Amount: stripe.Int64(p.Amount)}
+	params.Context = ctx
+	params.SetIdempotencyKey(p.IdempotencyKey)
+	var r *stripe.Refund
+	err := s.call("refund.create", func() (err error) {
+		r, err = s.api.Refunds.New(params)
+		return err
+	})
+	if err != nil {
+		return Refund{}, err
+	}
+	return Refund{ID: r.ID, Status: string(r.Status), Amount: r.Amount, Currency: string(r.Currency)}, nil
+}
+
+// CreateCustomer implements Gateway.
+func (s *Stripe) CreateCustomer(ctx context.Context, p CustomerParams, idempotencyKey string) (string, error) {
+	params := customerParams(p)
+	params.Context = ctx
+	params.SetIdempotencyKey(idempotencyKey)
+	var c *stripe.Customer
+	err := s.call("customer.create", func() (err error) {
+		c, err = s.api.Customers.New(params)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return c.ID, nil
+}
+
+// UpdateCustomer implements Gateway.
+func (s *Stripe) UpdateCustomer(ctx context.Context, id string, p CustomerParams) error {
+	params := customerParams(p)
+	params.Context = ctx
+	return s.call("customer.update", func() error {
+		_, err := s.api.Customers.Update(id, params)
+		return err
+	})
+}
+
+// DeleteCustomer implements Gateway.
+func (s *Stripe) DeleteCustomer(ctx context.Context, id string) error {
+	params := &stripe.CustomerParams{}
+	params.Context = ctx
+	return s.call("customer.delete", func() error {
+		_, err := s.api.Customers.Del(id, params)
+		return err
+	})
+}
+
+func customerParams(p CustomerParams) *stripe.CustomerParams {
+	params := &stripe.CustomerParams{
+		Name: stripe.String(p.Name), Email: stripe.String(p.Email),
+		Metadata: map[string]string{"user_id": p.UserID},
+	}
+	if a := p.Address; a != nil {
+		params.Address = &stripe.AddressParams{
+			Line1: stripe.String(a.Line1), Line2: stripe.String(a.Line2), City: stripe.String(a.City),
+			State: stripe.String(a.State), PostalCode: stripe.String(a.PostalCode), Country: stripe.String(a.Country),
+		}
+	}
+	return params
+}
+
+func intent(pi *stripe.PaymentIntent) Intent {
+	return Intent{ID: pi.ID, ClientSecret: pi.ClientSecret, Status: string(pi.Status), Amount: pi.Amount,
+		AmountReceived: pi.AmountReceived, Currency: string(pi.Currency)}
+}
+
+// classify sorts stripe-go errors: network failures, 5xx, 429, 409 (a concurrent request with
+// the same idempotency key) and authentication errors (a configuration problem, not the
+// order's) are transient; other 4xx are rejections; 404 means the object is unknown.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var se *stripe.Error
+	if !errors.As(err, &se) {
+		return &GatewayError{Class: ErrTransient, Message: err.Error(), Err: err}
+	}
+	class := ErrRejected
+	switch code := se.HTTPStatusCode; {
+	case code == http.StatusNotFound || se.Code == stripe.ErrorCodeResourceMissing:
+		class = ErrNotFound
+	case code >= 500, code == http.StatusTooManyRequests, code == http.StatusConflict,
+		code == http.StatusUnauthorized, code == http.StatusForbidden, code == 0:
+		class = ErrTransient
+	}
+	return &GatewayError{Class: class, Message: se.Msg, Err: err}
+}

@@ -1,0 +1,97 @@
+package user
+
+import (
+	"context"
+	"errors"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/payment"
+)
+
+// CustomerStore is what the Stripe Customer sync reads and writes (implemented by userdb).
+type CustomerStore interface {
+	GetAny(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (User, error)
+	SetStripeCustomer(ctx context.Context, db sqlx.ExecerContext, id uuid.UUID, customerID string) (bool, error)
+	StripeCustomerID(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (string, error)
+}
+
+// CustomerSync keeps each user's Stripe Customer in step with the account: the payments-queue
+// tasks written by sign-up, update and deletion call it. Every method may run twice, in any
+// order relative to the others, and still leaves one customer per user.
+type CustomerSync struct {
+	db      *sqlx.DB
+	store   CustomerStore
+	gateway payment.Gateway
+}
+
+// NewCustomerSync returns the sync.
+func NewCustomerSync(db *sqlx.DB, store CustomerStore, gateway payment.Gateway) *CustomerSync {
+	return &CustomerSync{db: db, store: store, gateway: gateway}
+}
+
+// Create makes the user's Stripe Customer unless it exists (or the user is gone).
+func (c *CustomerSync) Create(ctx context.Context, id uuid.UUID) error {
+	u, err := c.store.GetAny(ctx, c.db, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && (u.DeletedAt != nil || u.StripeCustomerID != "")) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	// One idempotency key per user: a concurrent create (from an update that ran first) gets
+	// the same customer back from Stripe.
+	cid, err := c.gateway.CreateCustomer(ctx, params(u), "user-"+u.ID.String()+"-customer")
+	if err != nil {
+		return err
+	}
+	_, err = c.store.SetStripeCustomer(ctx, c.db, u.ID, cid)
+	return err
+}
+
+// Update copies the account to its Stripe Customer, creating it if the create has not run yet.
+func (c *CustomerSync) Update(ctx context.Context, id uuid.UUID) error {
+	u, err := c.store.GetAny(ctx, c.db, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && u.DeletedAt != nil) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if u.StripeCustomerID == "" {
+		return c.Create(ctx, id)
+	}
+	return c.gateway.UpdateCustomer(ctx, u.StripeCustomerID, params(u))
+}
+
+// Delete removes the Stripe Customer of a deleted user.
+func (c *CustomerSync) Delete(ctx context.Context, id uuid.UUID) error {
+	u, err := c.store.GetAny(ctx, c.db, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && u.StripeCustomerID == "") {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.gateway.DeleteCustomer(ctx, u.StripeCustomerID); err != nil && !errors.Is(err, payment.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// StripeCustomerID returns the user's Stripe Customer id, "" while none is known.
+func (c *CustomerSync) StripeCustomerID(ctx context.Context, id uuid.UUID) (string, error) {
+	return c.store.StripeCustomerID(ctx, c.db, id)
+}
+
+func params(u User) payment.CustomerParams {
+	p := payment.CustomerParams{UserID: u.ID.String(), Name: u.Name, Email: u.Email}
+	if a := u.Address; a != nil {
+		p.Address = &payment.Address{Line1: a.Line1, City: a.City, State: a.State, PostalCode: a.PostalCode, Country: a.Country}
+		if a.Line2 != nil {
+			p.Address.Line2 = *a.Line2
+		}
+	}
+	return p
+}

@@ -1,0 +1,114 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/hibiken/asynq"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispatchhq/dispatch/internal/auth/authdb"
+	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
+	"github.com/dispatchhq/dispatch/internal/config"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+	"github.com/dispatchhq/dispatch/internal/user"
+	"github.com/dispatchhq/dispatch/internal/user/userdb"
+)
+
+// Infra is what the worker runs on.
+type Infra struct {
+	DB        *sqlx.DB
+	Redis     *redis.Client
+	Keys      redisx.Prefix
+	Namespace tasks.Namespace
+	Log       *slog.Logger
+	Gateway   payment.Gateway
+	// RetryBase is the first retry delay (SPEC §5: 2 s); tests shorten it, with DelayedInterval.
+	RetryBase       time.Duration
+	DelayedInterval time.Duration
+	Observe         Observer
+	Order           order.Observer
+	Cache           struct{ Hit, Miss func(kind string) }
+}
+
+// Worker is the task server with its strategies.
+type Worker struct {
+	Runner *Runner
+	Orders *order.Service
+	server *asynq.Server
+}
+
+// New wires the strategies and the asynq server. It fails if a task type has no strategy.
+func New(cfg config.Config, in Infra) (*Worker, error) {
+	cache := catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)
+	cache.Hit, cache.Miss = in.Cache.Hit, in.Cache.Miss
+	customers := user.NewCustomerSync(in.DB, userdb.Store{}, in.Gateway)
+	orders := order.NewService(in.DB, orderdb.Store{}, catalogdb.Store{}, cache, in.Gateway,
+		idempotency.NewStore(in.DB), customers, in.Log)
+	orders.Observe = in.Order
+	reg := Registry(Deps{
+		Orders: orders, Notifications: notification.NewStore(in.DB), Customers: customers,
+		Maintenance: map[string]func(context.Context) error{
+			tasks.CleanupExpired: Cleanup(in.DB, in.Log),
+		},
+	})
+	runner, err := NewRunner(reg, redsync.New(goredis.NewPool(in.Redis)), in.Keys, in.Log)
+	if err != nil {
+		return nil, err
+	}
+	runner.Observe = in.Observe
+	retryBase := in.RetryBase
+	if retryBase == 0 {
+		retryBase = 2 * time.Second
+	}
+	srv := NewServer(in.Redis, ServerConfig{
+		Concurrency: cfg.WorkerConcurrency, Weights: cfg.QueueWeights, Namespace: in.Namespace,
+		RetryBase: retryBase, DelayedInterval: in.DelayedInterval, ShutdownTimeout: cfg.ShutdownTimeout,
+	}, in.Log)
+	return &Worker{Runner: runner, Orders: orders, server: srv}, nil
+}
+
+// Start begins processing tasks.
+func (w *Worker) Start() error {
+	if err := w.server.Start(w.Runner); err != nil {
+		return fmt.Errorf("worker: start: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops taking tasks and waits for the running ones (up to the shutdown timeout;
+// unfinished tasks go back to their queue).
+func (w *Worker) Shutdown() { w.server.Shutdown() }
+
+// Retention of expired records before cleanup deletes them.
+const sessionRetention = 24 * time.Hour
+
+// Cleanup deletes idempotency records past their 24 h and sessions expired or revoked for more
+// than a day.
+func Cleanup(db *sqlx.DB, log *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		now := time.Now()
+		keys, err := idempotency.NewStore(db).DeleteExpired(ctx, now)
+		if err != nil {
+			return err
+		}
+		sessions, err := authdb.DeleteExpired(ctx, db, now.Add(-sessionRetention))
+		if err != nil {
+			return err
+		}
+		log.InfoContext(ctx, "cleanup done", "idempotencyKeys", keys, "sessions", sessions)
+		return nil
+	}
+}

@@ -1,0 +1,186 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	"github.com/hibiken/asynq"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+)
+
+// Observer is told how tasks end (metrics); nil fields are skipped.
+type Observer struct {
+	// Done is called once per attempt: outcome is success, retry or failed.
+	Done func(taskType, outcome string, d time.Duration)
+	// Compensated is called when a compensation changed something.
+	Compensated func(taskType string)
+}
+
+// Runner is the asynq handler of every task: it looks the strategy up by exact type, decodes
+// the envelope, carries the correlation id into the logs, holds the order's lock while the
+// strategy runs, and applies the retry and compensation policy.
+type Runner struct {
+	reg     map[string]Strategy
+	locks   *redsync.Redsync
+	keys    redisx.Prefix
+	log     *slog.Logger
+	Observe Observer
+	// LockExpiry is the order lock's time to live; it is extended every third of it while the
+	// strategy runs, so a crashed worker frees the order soon.
+	LockExpiry time.Duration
+}
+
+// NewRunner returns the handler over a checked registry.
+func NewRunner(reg map[string]Strategy, locks *redsync.Redsync, keys redisx.Prefix, log *slog.Logger) (*Runner, error) {
+	if err := Check(reg); err != nil {
+		return nil, err
+	}
+	return &Runner{reg: reg, locks: locks, keys: keys, log: log, LockExpiry: 30 * time.Second}, nil
+}
+
+// errMalformed marks payloads no retry can fix.
+var errMalformed = errors.New("malformed task")
+
+func malformed(err error) error { return fmt.Errorf("%w: %v", errMalformed, err) }
+
+// ProcessTask implements asynq.Handler.
+func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
+	start := time.Now()
+	s, ok := r.reg[at.Type()] // exact names: no prefix fallback
+	if !ok {
+		r.log.ErrorContext(ctx, "task of unknown type", "taskType", at.Type())
+		return fmt.Errorf("no strategy for %q: %w", at.Type(), asynq.SkipRetry)
+	}
+	var env tasks.Envelope
+	if len(at.Payload()) > 0 {
+		if err := json.Unmarshal(at.Payload(), &env); err != nil {
+			r.log.ErrorContext(ctx, "task payload malformed", "taskType", at.Type(), "err", err)
+			return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
+		}
+	}
+	t := Task{Type: at.Type(), Envelope: env}
+	taskID, _ := asynq.GetTaskID(ctx)
+	ctx = logging.WithCorrelationID(ctx, env.CorrelationID)
+	ctx = logging.With(ctx, slog.String("taskId", taskID), slog.String("taskType", t.Type))
+
+	if s.OrderLock != nil {
+		if id := s.OrderLock(t); id != "" {
+			ctx = logging.With(ctx, slog.String("orderId", id))
+			unlock, err := r.lock(ctx, id)
+			if err != nil {
+				r.observe(t.Type, "retry", start)
+				return err
+			}
+			defer unlock()
+		}
+	}
+
+	err := s.Run(ctx, t)
+	if err == nil {
+		r.observe(t.Type, "success", start)
+		return nil
+	}
+	permanent := isPermanent(err)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if !permanent && retried < maxRetry {
+		r.log.WarnContext(ctx, "task failed; will retry", "err", err, "attempt", retried+1, "maxRetry", maxRetry)
+		r.observe(t.Type, "retry", start)
+		return err
+	}
+	r.log.ErrorContext(ctx, "task failed for good", "err", err, "permanent", permanent, "attempt", retried+1)
+	if s.Compensate != nil {
+		done, cerr := s.Compensate(ctx, t, err)
+		switch {
+		case cerr != nil:
+			r.log.ErrorContext(ctx, "compensation failed; the order needs attention", "err", cerr, "cause", err)
+		case done:
+			r.log.ErrorContext(ctx, "compensation ran", "cause", err)
+			if r.Observe.Compensated != nil {
+				r.Observe.Compensated(t.Type)
+			}
+		}
+	}
+	r.observe(t.Type, "failed", start)
+	if permanent {
+		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
+	}
+	return err
+}
+
+func (r *Runner) observe(taskType, outcome string, start time.Time) {
+	if r.Observe.Done != nil {
+		r.Observe.Done(taskType, outcome, time.Since(start))
+	}
+}
+
+// lock takes the order's lock, waiting a few seconds for a handler of the same order to finish,
+// and keeps extending it until the returned function releases it. The lock serialises handlers
+// of one order; correctness still rests on the compare-and-set writes.
+func (r *Runner) lock(ctx context.Context, orderID string) (func(), error) {
+	m := r.locks.NewMutex(r.keys.Key("lock", "order", orderID),
+		redsync.WithExpiry(r.LockExpiry), redsync.WithTries(60), redsync.WithRetryDelay(100*time.Millisecond))
+	if err := m.LockContext(ctx); err != nil {
+		return nil, fmt.Errorf("lock order %s: %w", orderID, err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(r.LockExpiry / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if ok, err := m.ExtendContext(ctx); !ok || err != nil {
+					r.log.WarnContext(ctx, "order lock not extended", "err", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		if _, err := m.UnlockContext(context.WithoutCancel(ctx)); err != nil {
+			r.log.WarnContext(ctx, "order lock not released; it expires", "err", err)
+		}
+	}, nil
+}
+
+// isPermanent tells errors a retry cannot fix: malformed payloads, refusals by the state
+// machine, missing orders, payment mismatches, rejections by Stripe.
+func isPermanent(err error) bool {
+	switch {
+	case errors.Is(err, errMalformed), errors.Is(err, payment.ErrRejected), errors.Is(err, payment.ErrNotFound):
+		return true
+	case errors.Is(err, order.ErrChangedMeanwhile), errors.Is(err, order.ErrConcurrentUpdate), errors.Is(err, payment.ErrTransient):
+		return false
+	}
+	switch apperr.KindOf(err) {
+	case apperr.Invalid, apperr.NotFound, apperr.Conflict, apperr.Unprocessable:
+		return true
+	}
+	return false
+}
+
+// RetryDelay backs off exponentially from base (base, 2×base, 4×base…) with ±20 % jitter.
+func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
+	return func(n int, _ error, _ *asynq.Task) time.Duration {
+		d := base << min(n, 16)
+		jitter := 0.8 + 0.4*rand.Float64()
+		return time.Duration(float64(d) * jitter)
+	}
+}

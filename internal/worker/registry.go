@@ -1,0 +1,182 @@
+// Package worker runs the asynchronous tasks: one registry maps each task type to its
+// strategy, and one handler applies the retry, compensation and locking policy to all of them.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+	"github.com/dispatchhq/dispatch/internal/user"
+)
+
+// Strategy is how one task type is run.
+type Strategy struct {
+	// Run does the work. It must be idempotent: a task may run more than once.
+	Run func(ctx context.Context, t Task) error
+	// Compensate, when set, runs once after the task's last attempt failed. It reports whether
+	// it changed anything (counted as a compensation).
+	Compensate func(ctx context.Context, t Task, cause error) (bool, error)
+	// OrderLock names the order whose lock the task holds while it runs ("" for none).
+	OrderLock func(t Task) string
+}
+
+// Task is a decoded task: its envelope and payload.
+type Task struct {
+	Type string
+	tasks.Envelope
+}
+
+// Decode reads the task's payload into v.
+func (t Task) Decode(v any) error {
+	if err := json.Unmarshal(t.Data, v); err != nil {
+		return malformed(fmt.Errorf("decode %s payload: %w", t.Type, err))
+	}
+	return nil
+}
+
+// Deps are the services the strategies call.
+type Deps struct {
+	Orders        *order.Service
+	Notifications *notification.Store
+	Customers     *user.CustomerSync
+	Maintenance   map[string]func(ctx context.Context) error // periodic tasks by type
+}
+
+// Registry returns the one map from task type to strategy.
+func Registry(d Deps) map[string]Strategy {
+	orderOf := func(t Task) string {
+		var p tasks.Order
+		if t.Decode(&p) != nil {
+			return ""
+		}
+		return p.OrderID.String()
+	}
+	reg := map[string]Strategy{
+		tasks.OrderProcess: {
+			Run: withOrder(func(ctx context.Context, p tasks.Order) error { return d.Orders.Process(ctx, p.OrderID) }),
+			Compensate: func(ctx context.Context, t Task, cause error) (bool, error) {
+				var p tasks.Order
+				if err := t.Decode(&p); err != nil {
+					return false, nil
+				}
+				return d.Orders.CompensateProcess(ctx, p.OrderID, reasonOf(cause))
+			},
+			OrderLock: orderOf,
+		},
+		tasks.OrderCancel: {
+			Run: withOrder(func(ctx context.Context, p tasks.Order) error {
+				return d.Orders.Cancel(ctx, p.OrderID, actorOr(p.Actor), p.Reason)
+			}),
+			Compensate: failAction(d.Orders, order.ActionCancel),
+			OrderLock:  orderOf,
+		},
+		tasks.OrderRefund: {
+			Run: withOrder(func(ctx context.Context, p tasks.Order) error {
+				return d.Orders.Refund(ctx, p.OrderID, actorOr(p.Actor), p.Reason)
+			}),
+			Compensate: failAction(d.Orders, order.ActionRefund),
+			OrderLock:  orderOf,
+		},
+		tasks.CustomerCreate: {Run: withUser(d.Customers.Create)},
+		tasks.CustomerUpdate: {Run: withUser(d.Customers.Update)},
+		tasks.CustomerDelete: {Run: withUser(d.Customers.Delete)},
+		tasks.NotifyUser: {Run: func(ctx context.Context, t Task) error {
+			var p tasks.Notify
+			if err := t.Decode(&p); err != nil {
+				return err
+			}
+			if p.UserID == uuid.Nil || p.Event == "" {
+				return malformed(fmt.Errorf("notify without user or event"))
+			}
+			_, err := d.Notifications.Deliver(ctx, t.OutboxID, p.UserID, p.Event, p.Data)
+			return err
+		}},
+	}
+	for typ, run := range d.Maintenance {
+		reg[typ] = Strategy{Run: func(ctx context.Context, _ Task) error { return run(ctx) }}
+	}
+	return reg
+}
+
+// Check fails when a task type a producer can emit has no strategy, or a strategy has no
+// known task type.
+func Check(reg map[string]Strategy) error {
+	var missing, unknown []string
+	for _, typ := range tasks.Types() {
+		if _, ok := reg[typ]; !ok {
+			missing = append(missing, typ)
+		}
+	}
+	for typ := range reg {
+		if _, ok := tasks.QueueOf(typ); !ok {
+			unknown = append(unknown, typ)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(unknown)
+	if len(missing)+len(unknown) > 0 {
+		return fmt.Errorf("worker: task types without a strategy: [%s]; strategies of unknown types: [%s]",
+			strings.Join(missing, " "), strings.Join(unknown, " "))
+	}
+	return nil
+}
+
+func withOrder(f func(context.Context, tasks.Order) error) func(context.Context, Task) error {
+	return func(ctx context.Context, t Task) error {
+		var p tasks.Order
+		if err := t.Decode(&p); err != nil {
+			return err
+		}
+		if p.OrderID == uuid.Nil {
+			return malformed(fmt.Errorf("%s without orderId", t.Type))
+		}
+		return f(ctx, p)
+	}
+}
+
+func withUser(f func(context.Context, uuid.UUID) error) func(context.Context, Task) error {
+	return func(ctx context.Context, t Task) error {
+		var p tasks.Customer
+		if err := t.Decode(&p); err != nil {
+			return err
+		}
+		if p.UserID == uuid.Nil {
+			return malformed(fmt.Errorf("%s without userId", t.Type))
+		}
+		return f(ctx, p.UserID)
+	}
+}
+
+func failAction(orders *order.Service, a order.Action) func(context.Context, Task, error) (bool, error) {
+	return func(ctx context.Context, t Task, cause error) (bool, error) {
+		var p tasks.Order
+		if err := t.Decode(&p); err != nil {
+			return false, nil
+		}
+		return orders.FailAction(ctx, p.OrderID, a, reasonOf(cause))
+	}
+}
+
+func actorOr(actor string) string {
+	if actor == "" {
+		return order.ActorWorker
+	}
+	return actor
+}
+
+// reasonOf shortens an error for the timeline.
+func reasonOf(err error) string {
+	s := err.Error()
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return s
+}

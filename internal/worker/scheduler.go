@@ -1,0 +1,74 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dispatchhq/dispatch/internal/tasks"
+)
+
+// Periodic is a task enqueued once per period.
+type Periodic struct {
+	Type  string
+	Every time.Duration
+}
+
+// Scheduler enqueues periodic tasks. Every worker runs one; exactly one run per period happens
+// cluster-wide because each period's task has an id derived from the period's start, and Asynq
+// refuses a second task with an id it knows (the finished task is retained for the period).
+type Scheduler struct {
+	client *asynq.Client
+	ns     tasks.Namespace
+	jobs   []Periodic
+	log    *slog.Logger
+}
+
+// NewScheduler returns a scheduler of jobs.
+func NewScheduler(client *asynq.Client, ns tasks.Namespace, log *slog.Logger, jobs ...Periodic) *Scheduler {
+	return &Scheduler{client: client, ns: ns, jobs: jobs, log: log}
+}
+
+// Run enqueues each job for the current period at once and then at every period boundary,
+// until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) {
+	done := make(chan struct{})
+	for _, j := range s.jobs {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for {
+				now := time.Now()
+				if _, err := s.Enqueue(ctx, j, now); err != nil && ctx.Err() == nil {
+					s.log.ErrorContext(ctx, "periodic task not enqueued", "taskType", j.Type, "err", err)
+				}
+				next := now.Truncate(j.Every).Add(j.Every)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Until(next)):
+				}
+			}
+		}()
+	}
+	for range s.jobs {
+		<-done
+	}
+}
+
+// Enqueue enqueues j for the period containing at. It reports false when the period's task
+// exists already (another worker enqueued it).
+func (s *Scheduler) Enqueue(ctx context.Context, j Periodic, at time.Time) (bool, error) {
+	queue, _ := tasks.QueueOf(j.Type)
+	period := at.Truncate(j.Every)
+	_, err := s.client.EnqueueContext(ctx, asynq.NewTask(j.Type, nil),
+		asynq.TaskID(j.Type+"@"+strconv.FormatInt(period.Unix(), 10)), asynq.Queue(s.ns.Queue(queue)),
+		asynq.MaxRetry(1), asynq.Retention(j.Every), asynq.Timeout(j.Every))
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return false, nil
+	}
+	return err == nil, err
+}
