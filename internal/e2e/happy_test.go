@@ -28,7 +28,10 @@ func TestHappyPathToDelivered(t *testing.T) {
 	s.waitStatus(o.ID, "DELIVERED")
 
 	var timeline struct {
-		Items []struct{ Type, Actor string; FromStatus, ToStatus *string }
+		Items []struct {
+			Type, Actor          string
+			FromStatus, ToStatus *string
+		}
 	}
 	c.Do("GET", "/v1/orders/"+o.ID.String()+"/events", nil).Expect(t, 200).Decode(t, &timeline)
 	var path []string
