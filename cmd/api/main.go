@@ -52,7 +52,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	gin.SetMode(gin.ReleaseMode)
 	api := httpapi.New(cfg, httpapi.Infra{
 		DB: db, Redis: rdb, Keys: redisx.DefaultPrefix, Log: log,
-		Gateway: payment.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase, nil),
+		Gateway: payment.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase),
 	})
 	if cfg.SeedDemoData {
 		if err := demo.Seed(ctx, db, api.Users(), api.Catalog(), log); err != nil {

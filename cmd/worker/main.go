@@ -54,7 +54,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	w, err := worker.New(cfg, worker.Infra{
 		DB: db, Redis: rdb, Keys: redisx.DefaultPrefix, Log: log,
-		Gateway: payment.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase, nil),
+		Gateway: payment.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase),
 	})
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 )
 
@@ -28,8 +29,6 @@ type Cache struct {
 	keys redisx.Prefix
 	ttl  time.Duration
 	log  *slog.Logger
-	// Hit and Miss are called on every lookup (metrics); nil means nothing to do.
-	Hit, Miss func(kind string)
 }
 
 // NewCache returns a cache with entries living ttl.
@@ -76,7 +75,7 @@ func (c *Cache) get(ctx context.Context, kind, genKey, key string, load func() (
 	vals, err := c.rdb.MGet(ctx, genKey, key).Result()
 	if err != nil {
 		c.log.WarnContext(ctx, "item cache unavailable; reading the database", "err", err)
-		c.count(c.Miss, kind)
+		metrics.Cache(kind, false)
 		return load()
 	}
 	gen := "0"
@@ -85,11 +84,11 @@ func (c *Cache) get(ctx context.Context, kind, genKey, key string, load func() (
 	}
 	if s, ok := vals[1].(string); ok {
 		if g, body, found := bytes.Cut([]byte(s), []byte{'|'}); found && string(g) == gen {
-			c.count(c.Hit, kind)
+			metrics.Cache(kind, true)
 			return body, nil
 		}
 	}
-	c.count(c.Miss, kind)
+	metrics.Cache(kind, false)
 	body, err := load()
 	if err != nil {
 		return nil, err
@@ -100,10 +99,4 @@ func (c *Cache) get(ctx context.Context, kind, genKey, key string, load func() (
 		c.log.WarnContext(ctx, "item cache write failed", "err", err)
 	}
 	return body, nil
-}
-
-func (c *Cache) count(f func(string), kind string) {
-	if f != nil {
-		f(kind)
-	}
 }

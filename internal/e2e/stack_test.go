@@ -76,7 +76,7 @@ func newStack(t *testing.T, opts ...func(*stackOptions)) *stack {
 		ns: tasks.Namespace("t" + uuid.NewString()[:8] + ":"), log: testLogger()}
 	t.Cleanup(s.cleanQueues)
 
-	gateway := payment.NewStripe(cfg.StripeSecretKey, proxy.URL, nil)
+	gateway := payment.NewStripe(cfg.StripeSecretKey, proxy.URL)
 	api := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: s.log, Gateway: gateway})
 	if err := demo.Seed(context.Background(), db, api.Users(), api.Catalog(), s.log); err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func (s *stack) startRelay(batch int) func() {
 func (s *stack) startWorker(retryBase time.Duration) (*worker.Worker, func()) {
 	w, err := worker.New(s.cfg, worker.Infra{
 		DB: s.db, Redis: s.rdb, Keys: s.keys, Namespace: s.ns, Log: s.log,
-		Gateway:   payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL, nil),
+		Gateway:   payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL),
 		RetryBase: retryBase, DelayedInterval: 100 * time.Millisecond,
 	})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/i18n"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 )
 
 // correlate reads or creates the correlation id, echoes it and puts it in the request context.
@@ -59,9 +60,7 @@ func (s *Server) accessLog(c *gin.Context) {
 		attrs = append(attrs, slog.String("userId", p.UserID.String()))
 	}
 	s.log.LogAttrs(c.Request.Context(), level, "request", attrs...)
-	if s.hooks.Request != nil {
-		s.hooks.Request(c.Request.Method, route, status, time.Since(start))
-	}
+	metrics.ObserveHTTP(c.Request.Method, route, status, time.Since(start))
 }
 
 // recovery turns a panic into a logged 500 with the standard body.

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
-	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/jmoiron/sqlx"
@@ -35,15 +34,6 @@ type Infra struct {
 	Keys    redisx.Prefix
 	Log     *slog.Logger
 	Gateway payment.Gateway
-	Hooks   Hooks
-}
-
-// Hooks are told what the API does (metrics); nil fields are skipped.
-type Hooks struct {
-	Request func(method, route string, status int, d time.Duration)
-	Webhook func(eventType, outcome string)
-	Order   order.Observer
-	Cache   struct{ Hit, Miss func(kind string) }
 }
 
 // Server is the API: its services and the gin engine routing to them.
@@ -60,7 +50,6 @@ type Server struct {
 	notifications *notification.Store
 	idem          *idempotency.Store
 	limiter       *ratelimit.Limiter
-	hooks         Hooks
 	engine        *gin.Engine
 }
 
@@ -70,11 +59,9 @@ func New(cfg config.Config, in Infra) *Server {
 	tokens := auth.NewTokens(cfg.JWTAccessSecret, cfg.JWTRefreshSecret, cfg.JWTAccessTTL, cfg.JWTRefreshTTL)
 	authSvc := auth.NewService(in.DB, in.Redis, in.Keys, hasher, tokens, userdb.Credentials{DB: in.DB}, in.Log)
 	cache := catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)
-	cache.Hit, cache.Miss = in.Hooks.Cache.Hit, in.Hooks.Cache.Miss
 	idem := idempotency.NewStore(in.DB)
 	orders := order.NewService(in.DB, orderdb.Store{}, catalogdb.Store{}, cache, in.Gateway, idem,
 		user.NewCustomerSync(in.DB, userdb.Store{}, in.Gateway), in.Log)
-	orders.Observe = in.Hooks.Order
 	s := &Server{
 		cfg: cfg, log: in.Log, db: in.DB, rdb: in.Redis, keys: in.Keys,
 		auth:          authSvc,
@@ -84,7 +71,6 @@ func New(cfg config.Config, in Infra) *Server {
 		notifications: notification.NewStore(in.DB),
 		idem:          idem,
 		limiter:       ratelimit.New(in.Redis),
-		hooks:         in.Hooks,
 	}
 	s.engine = s.newEngine()
 	s.routes()

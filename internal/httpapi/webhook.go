@@ -9,6 +9,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 )
 
 // Webhook errors.
@@ -58,8 +59,4 @@ func (s *Server) stripeWebhook(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"received": true, "outcome": outcome})
 }
 
-func (s *Server) observeWebhook(eventType, outcome string) {
-	if s.hooks.Webhook != nil {
-		s.hooks.Webhook(eventType, outcome)
-	}
-}
+func (s *Server) observeWebhook(eventType, outcome string) { metrics.Webhook(eventType, outcome) }

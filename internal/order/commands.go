@@ -17,6 +17,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
@@ -113,9 +114,7 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) 
 		return Order{}, err
 	}
 	s.cache.Invalidate(ctx, itemIDs(&o)...)
-	if s.Observe.Created != nil {
-		s.Observe.Created()
-	}
+	metrics.OrdersCreated.Inc()
 	return s.ensureIntent(ctx, o)
 }
 

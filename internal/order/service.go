@@ -13,6 +13,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/pkg/cursor"
@@ -55,12 +56,6 @@ type Customers interface {
 	StripeCustomerID(ctx context.Context, userID uuid.UUID) (string, error)
 }
 
-// Observer is told about orders created and transitions made (metrics); nil fields are skipped.
-type Observer struct {
-	Created    func()
-	Transition func(from, to Status)
-}
-
 // Service runs every command on orders: the API's, the webhook's and the worker's.
 type Service struct {
 	db        *sqlx.DB
@@ -71,7 +66,6 @@ type Service struct {
 	idem      *idempotency.Store
 	customers Customers
 	log       *slog.Logger
-	Observe   Observer
 }
 
 // NewService wires the orders service.
@@ -160,8 +154,8 @@ func (s *Service) applyTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID, mutate
 	if err := outbox.Write(ctx, tx, msgs...); err != nil {
 		return Order{}, err
 	}
-	if o.Status != was && s.Observe.Transition != nil {
-		s.Observe.Transition(was, o.Status)
+	if o.Status != was {
+		metrics.Transition(string(was), string(o.Status))
 	}
 	return o, nil
 }

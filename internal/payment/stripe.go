@@ -8,17 +8,15 @@ import (
 
 	"github.com/stripe/stripe-go/v79"
 	"github.com/stripe/stripe-go/v79/client"
+
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 )
 
 // Stripe is the Gateway on stripe-go. An empty apiBase means live Stripe.
-type Stripe struct {
-	api     *client.API
-	observe func(op string, d time.Duration, err error)
-}
+type Stripe struct{ api *client.API }
 
 // NewStripe returns a gateway with the secret key, talking to apiBase (stripe-mock locally).
-// observe, when not nil, is told the duration and outcome of every call (metrics).
-func NewStripe(secretKey, apiBase string, observe func(op string, d time.Duration, err error)) *Stripe {
+func NewStripe(secretKey, apiBase string) *Stripe {
 	cfg := &stripe.BackendConfig{
 		HTTPClient:        &http.Client{Timeout: 10 * time.Second},
 		MaxNetworkRetries: stripe.Int64(1),
@@ -33,15 +31,18 @@ func NewStripe(secretKey, apiBase string, observe func(op string, d time.Duratio
 		Connect: stripe.GetBackendWithConfig(stripe.ConnectBackend, cfg),
 		Uploads: stripe.GetBackendWithConfig(stripe.UploadsBackend, cfg),
 	}
-	return &Stripe{api: client.New(secretKey, backends), observe: observe}
+	return &Stripe{api: client.New(secretKey, backends)}
 }
 
 func (s *Stripe) call(op string, f func() error) error {
 	start := time.Now()
 	err := classify(f())
-	if s.observe != nil {
-		s.observe(op, time.Since(start), err)
+	outcome := "ok"
+	var ge *GatewayError
+	if errors.As(err, &ge) {
+		outcome = map[error]string{ErrRejected: "rejected", ErrTransient: "transient", ErrNotFound: "not_found"}[ge.Class]
 	}
+	metrics.Stripe(op, outcome, time.Since(start))
 	return err
 }
 

@@ -38,9 +38,6 @@ type Infra struct {
 	// RetryBase is the first retry delay (SPEC §5: 2 s); tests shorten it, with DelayedInterval.
 	RetryBase       time.Duration
 	DelayedInterval time.Duration
-	Observe         Observer
-	Order           order.Observer
-	Cache           struct{ Hit, Miss func(kind string) }
 }
 
 // Worker is the task server with its strategies.
@@ -53,11 +50,9 @@ type Worker struct {
 // New wires the strategies and the asynq server. It fails if a task type has no strategy.
 func New(cfg config.Config, in Infra) (*Worker, error) {
 	cache := catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)
-	cache.Hit, cache.Miss = in.Cache.Hit, in.Cache.Miss
 	customers := user.NewCustomerSync(in.DB, userdb.Store{}, in.Gateway)
 	orders := order.NewService(in.DB, orderdb.Store{}, catalogdb.Store{}, cache, in.Gateway,
 		idempotency.NewStore(in.DB), customers, in.Log)
-	orders.Observe = in.Order
 	reg := Registry(Deps{
 		Orders: orders, Notifications: notification.NewStore(in.DB), Customers: customers,
 		Maintenance: map[string]func(context.Context) error{
@@ -68,7 +63,6 @@ func New(cfg config.Config, in Infra) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	runner.Observe = in.Observe
 	retryBase := in.RetryBase
 	if retryBase == 0 {
 		retryBase = 2 * time.Second

@@ -16,27 +16,19 @@ import (
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
-
-// Observer is told how tasks end (metrics); nil fields are skipped.
-type Observer struct {
-	// Done is called once per attempt: outcome is success, retry or failed.
-	Done func(taskType, outcome string, d time.Duration)
-	// Compensated is called when a compensation changed something.
-	Compensated func(taskType string)
-}
 
 // Runner is the asynq handler of every task: it looks the strategy up by exact type, decodes
 // the envelope, carries the correlation id into the logs, holds the order's lock while the
 // strategy runs, and applies the retry and compensation policy.
 type Runner struct {
-	reg     map[string]Strategy
-	locks   *redsync.Redsync
-	keys    redisx.Prefix
-	log     *slog.Logger
-	Observe Observer
+	reg   map[string]Strategy
+	locks *redsync.Redsync
+	keys  redisx.Prefix
+	log   *slog.Logger
 	// LockExpiry is the order lock's time to live; it is extended every third of it while the
 	// strategy runs, so a crashed worker frees the order soon.
 	LockExpiry time.Duration
@@ -108,9 +100,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 			r.log.ErrorContext(ctx, "compensation failed; the order needs attention", "err", cerr, "cause", err)
 		case done:
 			r.log.ErrorContext(ctx, "compensation ran", "cause", err)
-			if r.Observe.Compensated != nil {
-				r.Observe.Compensated(t.Type)
-			}
+			metrics.Compensated(t.Type)
 		}
 	}
 	r.observe(t.Type, "failed", start)
@@ -121,9 +111,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 }
 
 func (r *Runner) observe(taskType, outcome string, start time.Time) {
-	if r.Observe.Done != nil {
-		r.Observe.Done(taskType, outcome, time.Since(start))
-	}
+	metrics.TaskDone(taskType, outcome, time.Since(start))
 }
 
 // lock takes the order's lock, waiting a few seconds for a handler of the same order to finish,

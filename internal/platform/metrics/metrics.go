@@ -1,0 +1,163 @@
+// Package metrics holds the Prometheus collectors of every program (the only package-level
+// state the module keeps). Labels take bounded values only: route templates, statuses, task
+// types, outcomes — never ids, emails or raw paths.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const ns = "dispatch"
+
+var latency = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+// HTTP.
+var (
+	httpRequests = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "http_requests_total", Help: "HTTP requests by method, route template and status.",
+	}, []string{"method", "route", "status"})
+	httpDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: ns, Name: "http_request_duration_seconds", Help: "HTTP request latency by method, route template and status.",
+		Buckets: latency,
+	}, []string{"method", "route", "status"})
+)
+
+// ObserveHTTP counts a request; route is gin's route template ("unmatched" for none).
+func ObserveHTTP(method, route string, status int, d time.Duration) {
+	s := strconv.Itoa(status)
+	httpRequests.WithLabelValues(method, route, s).Inc()
+	httpDuration.WithLabelValues(method, route, s).Observe(d.Seconds())
+}
+
+// Orders.
+var (
+	OrdersCreated = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "orders_created_total", Help: "Orders created.",
+	})
+	transitions = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "order_transitions_total", Help: "Order status transitions by from and to status.",
+	}, []string{"from", "to"})
+)
+
+// Transition counts an order status change.
+func Transition(from, to string) { transitions.WithLabelValues(from, to).Inc() }
+
+// Outbox and relay.
+var (
+	OutboxBacklog = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "outbox_backlog", Help: "Outbox rows waiting to be relayed.",
+	})
+	OutboxOldestAge = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "outbox_oldest_age_seconds", Help: "Age of the oldest outbox row (0 when empty).",
+	})
+	relayBatch = promauto.NewHistogram(prometheus.HistogramOpts{
+		Namespace: ns, Name: "relay_batch_size", Help: "Rows per relayed batch.",
+		Buckets: []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500},
+	})
+	relayEnqueue = promauto.NewHistogram(prometheus.HistogramOpts{
+		Namespace: ns, Name: "relay_enqueue_duration_seconds", Help: "Time to enqueue one batch into Redis.",
+		Buckets: latency,
+	})
+	relayRows = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "relay_rows_total", Help: "Outbox rows relayed.",
+	})
+)
+
+// RelayBatch records a relayed batch.
+func RelayBatch(n int, enqueue time.Duration) {
+	relayBatch.Observe(float64(n))
+	relayEnqueue.Observe(enqueue.Seconds())
+	relayRows.Add(float64(n))
+}
+
+// Tasks.
+var (
+	tasksDone = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "tasks_total", Help: "Task attempts by type and outcome (success, retry, failed).",
+	}, []string{"type", "outcome"})
+	taskDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: ns, Name: "task_duration_seconds", Help: "Task attempt duration by type and outcome.",
+		Buckets: latency,
+	}, []string{"type", "outcome"})
+	retries = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "task_retries_total", Help: "Task attempts that failed and will be retried, by type.",
+	}, []string{"type"})
+	compensations = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "compensations_total", Help: "Compensations that changed an order, by task type.",
+	}, []string{"type"})
+)
+
+// TaskDone records a task attempt.
+func TaskDone(taskType, outcome string, d time.Duration) {
+	tasksDone.WithLabelValues(taskType, outcome).Inc()
+	taskDuration.WithLabelValues(taskType, outcome).Observe(d.Seconds())
+	if outcome == "retry" {
+		retries.WithLabelValues(taskType).Inc()
+	}
+}
+
+// Compensated counts a compensation.
+func Compensated(taskType string) { compensations.WithLabelValues(taskType).Inc() }
+
+// Webhooks.
+var webhookEvents = promauto.NewCounterVec(prometheus.CounterOpts{
+	Namespace: ns, Name: "webhook_events_total", Help: "Stripe webhook events by type and outcome.",
+}, []string{"type", "outcome"})
+
+var knownEvents = map[string]bool{
+	"payment_intent.succeeded": true, "payment_intent.payment_failed": true, "payment_intent.canceled": true,
+	"charge.refunded": true, "refund.updated": true, "unknown": true,
+}
+
+// Webhook counts a webhook event; types Dispatch does not handle count as "other".
+func Webhook(eventType, outcome string) {
+	if !knownEvents[eventType] {
+		eventType = "other"
+	}
+	webhookEvents.WithLabelValues(eventType, outcome).Inc()
+}
+
+// Stripe calls.
+var (
+	stripeCalls = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "stripe_requests_total", Help: "Stripe API calls by operation and outcome (ok, rejected, transient, not_found).",
+	}, []string{"operation", "outcome"})
+	stripeDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: ns, Name: "stripe_request_duration_seconds", Help: "Stripe API call latency by operation.",
+		Buckets: latency,
+	}, []string{"operation"})
+)
+
+// Stripe records a Stripe call; outcome is "ok" or the error class.
+func Stripe(op, outcome string, d time.Duration) {
+	stripeCalls.WithLabelValues(op, outcome).Inc()
+	stripeDuration.WithLabelValues(op).Observe(d.Seconds())
+}
+
+// Cache.
+var cacheRequests = promauto.NewCounterVec(prometheus.CounterOpts{
+	Namespace: ns, Name: "cache_requests_total", Help: "Item cache lookups by kind (item, list) and result (hit, miss).",
+}, []string{"kind", "result"})
+
+// Cache records a cache lookup.
+func Cache(kind string, hit bool) {
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	cacheRequests.WithLabelValues(kind, result).Inc()
+}
+
+// Logs.
+var LogsDropped = promauto.NewCounter(prometheus.CounterOpts{
+	Namespace: ns, Name: "logs_dropped_total", Help: "Log lines not shipped to Loki because its buffer was full.",
+})
+
+// Handler serves the metrics of the process.
+func Handler() http.Handler { return promhttp.Handler() }

@@ -1,0 +1,53 @@
+package worker
+
+import (
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispatchhq/dispatch/internal/tasks"
+)
+
+// QueueCollector exports the depth of each queue by task state, read from Asynq when
+// Prometheus scrapes.
+type QueueCollector struct {
+	inspector *asynq.Inspector
+	ns        tasks.Namespace
+	depth     *prometheus.Desc
+	latency   *prometheus.Desc
+}
+
+// NewQueueCollector returns a collector of the namespaced queues.
+func NewQueueCollector(rdb redis.UniversalClient, ns tasks.Namespace) *QueueCollector {
+	return &QueueCollector{
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		ns:        ns,
+		depth: prometheus.NewDesc("dispatch_queue_depth", "Tasks in each queue by state.",
+			[]string{"queue", "state"}, nil),
+		latency: prometheus.NewDesc("dispatch_queue_latency_seconds", "Age of the oldest pending task of each queue.",
+			[]string{"queue"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.depth
+	ch <- c.latency
+}
+
+// Collect implements prometheus.Collector. A queue never used yet reports zeros.
+func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, q := range tasks.Queues {
+		info, err := c.inspector.GetQueueInfo(c.ns.Queue(q))
+		if err != nil {
+			info = &asynq.QueueInfo{}
+		}
+		for state, n := range map[string]int{
+			"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
+			"retry": info.Retry, "archived": info.Archived, "completed": info.Completed,
+		} {
+			ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(n), q, state)
+		}
+		ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, info.Latency.Seconds(), q)
+	}
+}
