@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http/httptest"
@@ -188,9 +187,9 @@ func expectKeys(t *testing.T, m map[string]any, want ...string) {
 
 // outboxRow is one row of the outbox table.
 type outboxRow struct {
-	Type          string          `db:"type"`
-	Payload       json.RawMessage `db:"payload"`
-	CorrelationID string          `db:"correlation_id"`
+	Type          string `db:"type"`
+	Payload       string `db:"payload"`
+	CorrelationID string `db:"correlation_id"`
 }
 
 // outboxFor returns the outbox rows written under a correlation id, oldest first.
