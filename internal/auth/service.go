@@ -5,8 +5,10 @@ import (
 	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
@@ -236,9 +238,15 @@ func (s *Service) pair(uid, sid uuid.UUID, role Role, lang, refresh string) (Tok
 
 func (s *Service) denyKey(sid uuid.UUID) string { return s.keys.Key("denylist", sid.String()) }
 
+// truncate cuts s to at most n bytes of valid UTF-8 (never inside a character): the result is
+// stored in a PostgreSQL text column, which refuses invalid UTF-8.
 func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }

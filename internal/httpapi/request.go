@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -146,9 +147,13 @@ func validUUID(s string) bool {
 	return err == nil && len(s) == 36
 }
 
-// query returns a trimmed query parameter, refusing absurdly long filters.
+// query returns a trimmed query parameter, refusing absurdly long filters and text the
+// database cannot compare (not UTF-8, or holding a NUL).
 func query(c *gin.Context, name string) (string, error) {
 	v := strings.TrimSpace(c.Query(name))
+	if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+		return "", apperr.ErrInvalidQuery.With("param", name)
+	}
 	if len(v) > 200 {
 		return "", apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.length", "min", 0, "max", 200))
 	}

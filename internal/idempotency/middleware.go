@@ -76,7 +76,9 @@ func (s *Store) Middleware(required bool, owner func(*gin.Context) string, fail 
 		c.Request.Body = io.NopCloser(bytes.NewReader(body))
 
 		ctx := c.Request.Context()
-		sc := Scope{Owner: owner(c), Method: c.Request.Method, Path: c.Request.URL.Path, Key: key[0]}
+		// The escaped path is plain ASCII: a path that is not UTF-8 (or holds a NUL) can be
+		// stored, and its handler answers 400 instead of the insert failing with a 500.
+		sc := Scope{Owner: owner(c), Method: c.Request.Method, Path: c.Request.URL.EscapedPath(), Key: key[0]}
 		claim, replay, err := s.Begin(ctx, sc, Fingerprint(sc.Method, sc.Path, body))
 		if err != nil {
 			fail(c, err)

@@ -6,6 +6,7 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -148,7 +149,7 @@ func validateEmail(v *apperr.Validation, field, email string) {
 		return
 	}
 	addr, err := mail.ParseAddress(email)
-	ok := err == nil && addr.Address == email && addr.Name == "" && len(email) <= 254 &&
+	ok := err == nil && addr.Address == email && addr.Name == "" && utf8.RuneCountInString(email) <= 254 &&
 		strings.Contains(email[strings.LastIndexByte(email, '@')+1:], ".")
 	v.Check(ok, field, "validation.email")
 }

@@ -1,0 +1,101 @@
+package apperr_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+)
+
+func fields(t *testing.T, v *apperr.Validation) []apperr.FieldError {
+	t.Helper()
+	err := v.Err()
+	if err == nil {
+		return nil
+	}
+	var e *apperr.Error
+	if !errors.As(err, &e) || !errors.Is(err, apperr.ErrValidation) {
+		t.Fatalf("Err() = %v, want a common.errors.validation error", err)
+	}
+	return e.Details
+}
+
+func TestLengthCountsCharacters(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		s        string
+		min, max int
+		code     string // "" when valid
+	}{
+		{"empty required", "", 2, 10, "validation.required"},
+		{"empty optional", "", 0, 10, ""},
+		{"too short", "a", 2, 10, "validation.length"},
+		{"two ASCII", "ab", 2, 10, ""},
+		{"two multibyte", "李明", 2, 2, ""},
+		{"two emoji (8 bytes)", "😀😀", 2, 2, ""},
+		{"max multibyte", strings.Repeat("ç", 100), 2, 100, ""},
+		{"over max multibyte", strings.Repeat("ç", 101), 2, 100, "validation.length"},
+		{"over max ASCII", strings.Repeat("a", 11), 2, 10, "validation.length"},
+		{"invalid UTF-8", "ab\xff", 2, 10, "validation.length"},
+		{"NUL", "a\x00b", 2, 10, "validation.length"},
+		{"only NUL", "\x00", 0, 10, "validation.length"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var v apperr.Validation
+			ok := v.Length("f", tc.s, tc.min, tc.max)
+			got := fields(t, &v)
+			if tc.code == "" {
+				if !ok || len(got) != 0 {
+					t.Fatalf("refused: %+v", got)
+				}
+				return
+			}
+			if ok || len(got) != 1 || got[0].Field != "f" || got[0].Code != tc.code {
+				t.Fatalf("got ok=%v %+v, want one %s", ok, got, tc.code)
+			}
+			if tc.code == "validation.length" && (got[0].Params["min"] != tc.min || got[0].Params["max"] != tc.max) {
+				t.Fatalf("params %v", got[0].Params)
+			}
+		})
+	}
+}
+
+func TestValidationCollectsEveryField(t *testing.T) {
+	var v apperr.Validation
+	if v.Err() != nil {
+		t.Fatal("empty validation is an error")
+	}
+	v.Required("a", "")
+	v.OneOf("b", "x", "y", "z")
+	v.Range("c", 0, 1, 5)
+	v.Check(false, "d", "validation.email")
+	v.Check(true, "e", "validation.email")
+	got := fields(t, &v)
+	want := []string{"a=validation.required", "b=validation.oneOf", "c=validation.range", "d=validation.email"}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v", got)
+	}
+	for i, f := range got {
+		if f.Field+"="+f.Code != want[i] {
+			t.Fatalf("field %d = %s=%s, want %s", i, f.Field, f.Code, want[i])
+		}
+	}
+	if got[1].Params["values"] != "y, z" {
+		t.Fatalf("oneOf values = %v", got[1].Params["values"])
+	}
+}
+
+func TestErrorCopiesMatchTheirSentinel(t *testing.T) {
+	e := apperr.ErrRateLimited.WithRetryAfter(5).With("k", "v").WithDetails(apperr.Field("f", "validation.required")).Wrap(errors.New("cause"))
+	if !errors.Is(e, apperr.ErrRateLimited) || errors.Is(e, apperr.ErrForbidden) {
+		t.Fatal("copies must match their sentinel and only it")
+	}
+	if apperr.KindOf(e) != apperr.RateLimited || apperr.KindOf(errors.New("x")) != apperr.Internal {
+		t.Fatal("KindOf")
+	}
+	// Copies never mutate the shared sentinel.
+	if apperr.ErrRateLimited.RetryAfter != 0 || len(apperr.ErrRateLimited.Params) != 0 || len(apperr.ErrRateLimited.Details) != 0 {
+		t.Fatal("a With* call changed the sentinel")
+	}
+}

@@ -1,0 +1,110 @@
+package ratelimit_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+	"github.com/dispatchhq/dispatch/internal/ratelimit"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+func TestAllowCountsAWindow(t *testing.T) {
+	rdb, keys, _ := testenv.Redis(t)
+	l := ratelimit.New(rdb)
+	ctx := testenv.Context(t)
+	key := keys.Key("rl", "a")
+	for i := 1; i <= 3; i++ {
+		res, err := l.Allow(ctx, key, 3, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Allowed || res.Limit != 3 || res.Remaining != 3-i || res.Reset <= 0 || res.Reset > time.Minute {
+			t.Fatalf("request %d: %+v", i, res)
+		}
+	}
+	res, err := l.Allow(ctx, key, 3, time.Minute)
+	if err != nil || res.Allowed || res.Remaining != 0 || res.Reset <= 0 || res.Reset > time.Minute {
+		t.Fatalf("4th request: %+v %v", res, err)
+	}
+	// Another key has its own budget.
+	if res, _ := l.Allow(ctx, keys.Key("rl", "b"), 3, time.Minute); !res.Allowed || res.Remaining != 2 {
+		t.Fatalf("other key: %+v", res)
+	}
+	// The key expires with its window: nothing lingers in Redis.
+	if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("window key TTL %v", ttl)
+	}
+}
+
+func TestWindowResets(t *testing.T) {
+	rdb, keys, _ := testenv.Redis(t)
+	l := ratelimit.New(rdb)
+	ctx := testenv.Context(t)
+	key := keys.Key("rl", "reset")
+	window := 300 * time.Millisecond
+	for i := 0; i < 2; i++ {
+		if _, err := l.Allow(ctx, key, 1, window); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, _ := l.Allow(ctx, key, 1, window); res.Allowed {
+		t.Fatal("over the limit but allowed")
+	}
+	testenv.Eventually(t, 5*time.Second, "window never reset", func() bool {
+		res, err := l.Allow(ctx, key, 1, window)
+		return err == nil && res.Allowed && res.Remaining == 0
+	})
+}
+
+// TestConcurrentRequestsShareOneCount: replicas racing on one key never let more than the limit
+// through.
+func TestConcurrentRequestsShareOneCount(t *testing.T) {
+	rdb, keys, _ := testenv.Redis(t)
+	ctx := testenv.Context(t)
+	key := keys.Key("rl", "race")
+	var (
+		mu      sync.Mutex
+		allowed int
+		wg      sync.WaitGroup
+	)
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := ratelimit.New(rdb).Allow(ctx, key, 10, time.Minute)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Allowed {
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed != 10 {
+		t.Fatalf("%d requests allowed, want 10", allowed)
+	}
+}
+
+// TestRedisDownReportsAnError: the limiter says it could not count (the API then lets the
+// request through) and never claims the request was over the limit.
+func TestRedisDownReportsAnError(t *testing.T) {
+	opts, err := redisx.ParseURL(fmt.Sprintf("redis://127.0.0.1:%d/0", testenv.FreePort(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	res, err := ratelimit.New(rdb).Allow(testenv.Context(t), "k", 5, time.Minute)
+	if err == nil || !res.Allowed || res.Limit != 5 {
+		t.Fatalf("Allow with Redis down = %+v, %v", res, err)
+	}
+}
