@@ -14,6 +14,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
+	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -43,7 +44,8 @@ func newApp(t *testing.T, overrides ...string) *app {
 	rdb, keys, redisURL := testenv.Redis(t)
 	cfg := testenv.Config(t, config.API, dbURL, redisURL, overrides...)
 	log := logging.New("api", cfg.LogLevel, "json", io.Discard)
-	srv := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: log})
+	srv := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,
+		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})
 	if err := demo.Seed(testenv.Context(t), db, srv.Users(), srv.Catalog(), log); err != nil {
 		t.Fatalf("seed: %v", err)
 	}

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -20,11 +21,22 @@ import (
 type access int
 
 const (
-	public  access = iota // anyone, no token needed
-	refresh               // a refresh token as the Bearer token
-	anyUser               // any valid access token
-	admins                // superadmin, admin
+	public    access = iota // anyone, no token needed
+	refresh                 // a refresh token as the Bearer token
+	anyUser                 // any valid access token
+	admins                  // superadmin, admin
+	financial               // superadmin, admin, financial
+	shipping                // superadmin, admin, shipper
+	delivery                // superadmin, admin, delivery
 )
+
+// groups are the roles each guarded access admits (SPEC §2).
+var groups = map[access][]string{
+	admins:    {"superadmin", "admin"},
+	financial: {"superadmin", "admin", "financial"},
+	shipping:  {"superadmin", "admin", "shipper"},
+	delivery:  {"superadmin", "admin", "delivery"},
+}
 
 // matrixRoles are the callers of the matrix; "anonymous" sends no token.
 var matrixRoles = []string{"anonymous", "user", "shipper", "delivery", "financial", "admin", "superadmin"}
@@ -36,7 +48,7 @@ func (a access) refusal(role string) (status int, code string) {
 		return 0, ""
 	case role == "anonymous":
 		return 401, "auth.errors.unauthenticated"
-	case a == admins && role != "admin" && role != "superadmin":
+	case groups[a] != nil && !slices.Contains(groups[a], role):
 		return 403, "auth.errors.forbidden"
 	}
 	return 0, ""
@@ -211,7 +223,7 @@ func matrixRoutes() []matrixRoute {
 func TestAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)
-	routes := matrixRoutes()
+	routes := append(matrixRoutes(), orderMatrixRoutes()...)
 
 	// The matrix covers exactly the routes the engine serves (ops routes aside).
 	var served, covered []string

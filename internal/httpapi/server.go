@@ -86,6 +86,12 @@ func (s *Server) Engine() *gin.Engine { return s.engine }
 // Users exposes the users service (demo data seeding uses it).
 func (s *Server) Users() *user.Service { return s.users }
 
+// Orders exposes the orders service.
+func (s *Server) Orders() *order.Service { return s.orders }
+
+// Notifications exposes the notifications store.
+func (s *Server) Notifications() *notification.Store { return s.notifications }
+
 // Catalog exposes the catalog service.
 func (s *Server) Catalog() *catalog.Service { return s.catalog }
 
