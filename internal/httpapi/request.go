@@ -149,6 +149,9 @@ func validUUID(s string) bool {
 // query returns a trimmed query parameter, refusing absurdly long filters.
 func query(c *gin.Context, name string) (string, error) {
 	v := strings.TrimSpace(c.Query(name))
+	if strings.ContainsRune(v, 0) {
+		return "", apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.nulCharacter"))
+	}
 	if len(v) > 200 {
 		return "", apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.length", "min", 0, "max", 200))
 	}
