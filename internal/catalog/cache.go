@@ -107,4 +107,3 @@ func (c *Cache) count(f func(string), kind string) {
 		f(kind)
 	}
 }
-
