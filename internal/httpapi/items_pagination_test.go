@@ -251,6 +251,9 @@ func TestItemPaginationRefusesBadParameters(t *testing.T) {
 		"limit 101":        enc(map[string]any{"t": now, "i": id, "l": 101}),
 		"limit negative":   enc(map[string]any{"t": now, "i": id, "l": -3}),
 		"limit string":     enc(map[string]any{"t": now, "i": id, "l": "5"}),
+		"offset +23:59":    enc(map[string]any{"t": "2024-01-01T00:00:00+23:59", "i": id, "l": 5}),
+		"offset -15:00":    enc(map[string]any{"t": "2024-01-01T00:00:00-15:00", "i": id, "l": 5}),
+		"year 10000 (UTC)": enc(map[string]any{"t": "9999-12-31T23:59:59-01:00", "i": id, "l": 5}),
 		"too long":         strings.Repeat("A", cursor.MaxLen+1),
 		"truncated cursor": good[:len(good)-3],
 	} {
