@@ -228,3 +228,6 @@ func customerOrAdmin(view string, customer, admin *testenv.Client) *testenv.Clie
 	}
 	return customer
 }
+
+// demoItemID returns the id of the i-th seeded item.
+func demoItemID(i int) string { return demo.Items[i].ID.String() }
