@@ -1,6 +1,8 @@
 package httpapi_test
 
 import (
+	"io"
+	"net/http"
 	"net/url"
 	"reflect"
 	"slices"
@@ -8,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/dispatchhq/dispatch/internal/demo"
+	"github.com/dispatchhq/dispatch/internal/httpapi"
+	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
 func TestItemCreateReturnsAdminView(t *testing.T) {
@@ -450,4 +454,43 @@ func TestItemListFilters(t *testing.T) {
 	// Absurdly long filters are refused.
 	expectValidation(t, customer.Do("GET", "/v1/items?name="+strings.Repeat("a", 201), nil), "name")
 	expectValidation(t, admin.Do("GET", "/v1/admin/items?description="+strings.Repeat("a", 201), nil), "description")
+}
+
+func TestItemBodyTooLarge(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	admin := a.as(adminEmail)
+	big := `{"name":"Huge","description":"` + strings.Repeat("x", httpapi.MaxBodyBytes) + `","price":1,"stock":1}`
+
+	// Declared length over the limit.
+	admin.Do("POST", itemsPath, big, key()...).ExpectError(t, 413, "common.errors.bodyTooLarge")
+	admin.Do("PATCH", "/v1/admin/items/"+demoItemID(0), big).ExpectError(t, 413, "common.errors.bodyTooLarge")
+
+	// Chunked, with no declared length: the limit is enforced while reading, both in the
+	// idempotency middleware (keyed POST) and in the decoder (PATCH without a key).
+	send := func(method, path string, headers ...string) testenv.Response {
+		req, _ := http.NewRequest(method, admin.Base+path, io.MultiReader(strings.NewReader(big)))
+		req.ContentLength = -1
+		req.Header.Set("Authorization", "Bearer "+admin.Token)
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+	}
+	k := key()
+	send("POST", itemsPath, k...).ExpectError(t, 413, "common.errors.bodyTooLarge")
+	send("PATCH", "/v1/admin/items/"+demoItemID(0)).ExpectError(t, 413, "common.errors.bodyTooLarge")
+	if a.countItems("Huge") != 0 || a.idemRows(k[1]) != 0 {
+		t.Fatal("an oversized request left a trace")
+	}
+	// Just under the limit is read (and then validated).
+	almost := `{"name":"Huge","description":"` + strings.Repeat("x", httpapi.MaxBodyBytes-100) + `","price":1,"stock":1}`
+	expectValidation(t, admin.Do("POST", itemsPath, almost, key()...), "description")
 }
