@@ -107,7 +107,6 @@ var (
 	ErrMalformedJSON    = New(Invalid, "common.errors.malformedJson")
 	ErrInvalidID        = New(Invalid, "common.errors.invalidId")
 	ErrInvalidCursor    = New(Invalid, "common.errors.invalidCursor")
-	ErrInvalidQuery     = New(Invalid, "common.errors.invalidQuery")
 	ErrBodyTooLarge     = New(TooLarge, "common.errors.bodyTooLarge")
 	ErrRouteNotFound    = New(NotFound, "common.errors.routeNotFound")
 	ErrMethodNotAllowed = New(MethodNotAllowed, "common.errors.methodNotAllowed")

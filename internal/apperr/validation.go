@@ -15,13 +15,16 @@ func (v *Validation) Required(field, s string) bool {
 }
 
 // Length checks that s has min..max characters (not bytes), recording "required" when a
-// required value is empty. Text that is not valid UTF-8 or holds a NUL character (which
-// PostgreSQL text cannot store) is refused too.
+// required value is empty. Text with U+0000 is refused: PostgreSQL text cannot store it.
 func (v *Validation) Length(field, s string, min, max int) bool {
 	if min > 0 && s == "" {
 		return v.Required(field, s)
 	}
-	if n := utf8.RuneCountInString(s); n < min || n > max || !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+	if strings.ContainsRune(s, 0) {
+		v.Add(field, "validation.nulCharacter")
+		return false
+	}
+	if n := utf8.RuneCountInString(s); n < min || n > max || !utf8.ValidString(s) {
 		v.Add(field, "validation.length", "min", min, "max", max)
 		return false
 	}

@@ -38,8 +38,8 @@ func TestLengthCountsCharacters(t *testing.T) {
 		{"over max multibyte", strings.Repeat("ç", 101), 2, 100, "validation.length"},
 		{"over max ASCII", strings.Repeat("a", 11), 2, 10, "validation.length"},
 		{"invalid UTF-8", "ab\xff", 2, 10, "validation.length"},
-		{"NUL", "a\x00b", 2, 10, "validation.length"},
-		{"only NUL", "\x00", 0, 10, "validation.length"},
+		{"NUL", "a\x00b", 2, 10, "validation.nulCharacter"},
+		{"only NUL", "\x00", 0, 10, "validation.nulCharacter"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var v apperr.Validation

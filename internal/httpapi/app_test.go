@@ -40,8 +40,14 @@ type app struct {
 // newApp starts an API; overrides are configuration name, value pairs.
 func newApp(t *testing.T, overrides ...string) *app {
 	t.Helper()
-	db, dbURL := testenv.DB(t)
 	rdb, keys, redisURL := testenv.Redis(t)
+	return startApp(t, rdb, keys, redisURL, overrides...)
+}
+
+// startApp starts an API on a fresh database with the given Redis client.
+func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL string, overrides ...string) *app {
+	t.Helper()
+	db, dbURL := testenv.DB(t)
 	cfg := testenv.Config(t, config.API, dbURL, redisURL, overrides...)
 	log := logging.New("api", cfg.LogLevel, "json", io.Discard)
 	srv := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,

@@ -2,8 +2,6 @@ package httpapi_test
 
 import (
 	"fmt"
-	"io"
-	"net/http/httptest"
 	"regexp"
 	"slices"
 	"sort"
@@ -11,14 +9,9 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/auth"
-	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
-	"github.com/dispatchhq/dispatch/internal/httpapi"
-	"github.com/dispatchhq/dispatch/internal/platform/logging"
-	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 	"github.com/dispatchhq/dispatch/internal/user"
 )
@@ -267,28 +260,4 @@ func listIDs(t *testing.T, r testenv.Response) []string {
 		ids[i] = it.ID
 	}
 	return ids
-}
-
-// newAppRedisDown starts an API like newApp whose Redis client points at a port nobody listens
-// on: every Redis call fails at once (connection refused).
-func newAppRedisDown(t *testing.T, overrides ...string) *app {
-	t.Helper()
-	db, dbURL := testenv.DB(t)
-	deadURL := fmt.Sprintf("redis://127.0.0.1:%d/0", testenv.FreePort(t))
-	opts, err := redisx.ParseURL(deadURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { rdb.Close() })
-	keys := redisx.Prefix("test:down:" + uuid.NewString() + ":")
-	cfg := testenv.Config(t, config.API, dbURL, deadURL, overrides...)
-	log := logging.New("api", cfg.LogLevel, "json", io.Discard)
-	srv := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: log})
-	if err := demo.Seed(testenv.Context(t), db, srv.Users(), srv.Catalog(), log); err != nil {
-		t.Fatalf("seed: %v", err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	return &app{t: t, srv: srv, db: db, rdb: rdb, keys: keys, cfg: cfg, api: testenv.NewClient(t, hs.URL)}
 }

@@ -151,8 +151,11 @@ func validUUID(s string) bool {
 // database cannot compare (not UTF-8, or holding a NUL).
 func query(c *gin.Context, name string) (string, error) {
 	v := strings.TrimSpace(c.Query(name))
-	if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-		return "", apperr.ErrInvalidQuery.With("param", name)
+	if strings.ContainsRune(v, 0) {
+		return "", apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.nulCharacter"))
+	}
+	if !utf8.ValidString(v) {
+		return "", apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.utf8"))
 	}
 	if len(v) > 200 {
 		return "", apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.length", "min", 0, "max", 200))

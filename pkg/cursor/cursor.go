@@ -51,8 +51,10 @@ func Decode(token string, validID func(string) bool, maxLimit int) (Cursor, erro
 	if err := json.Unmarshal(raw, &w); err != nil {
 		return Cursor{}, ErrMalformed
 	}
+	// The time must be in the exact form Encode writes (UTC, RFC 3339 with trimmed nanoseconds):
+	// other offsets or precisions are not ours, and PostgreSQL refuses some offsets Go parses.
 	at, err := time.Parse(time.RFC3339Nano, w.At)
-	if err != nil || w.Limit < 1 || w.Limit > maxLimit || !validID(w.ID) {
+	if err != nil || at.UTC().Format(time.RFC3339Nano) != w.At || w.Limit < 1 || w.Limit > maxLimit || !validID(w.ID) {
 		return Cursor{}, ErrMalformed
 	}
 	return Cursor{At: at, ID: w.ID, Limit: w.Limit}, nil

@@ -1,0 +1,278 @@
+package postgres_test
+
+import (
+	"context"
+	"io/fs"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+	"github.com/dispatchhq/dispatch/sql/migrations"
+)
+
+var migrationName = regexp.MustCompile(`^(\d{4})_[a-z0-9_]+\.(up|down)\.sql$`)
+
+// latestVersion checks the migration files pair up and are numbered 1..N, and returns N.
+func latestVersion(t *testing.T) uint {
+	t.Helper()
+	names, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups, downs := map[int]bool{}, map[int]bool{}
+	for _, n := range names {
+		m := migrationName.FindStringSubmatch(n)
+		if m == nil {
+			t.Fatalf("migration file %q is not NNNN_name.up.sql or .down.sql", n)
+		}
+		v, _ := strconv.Atoi(m[1])
+		if m[2] == "up" {
+			ups[v] = true
+		} else {
+			downs[v] = true
+		}
+	}
+	for v := 1; v <= len(ups); v++ {
+		if !ups[v] || !downs[v] {
+			t.Fatalf("migration %04d lacks its up or down file", v)
+		}
+	}
+	if len(ups) == 0 || len(downs) != len(ups) {
+		t.Fatalf("%d up and %d down migrations", len(ups), len(downs))
+	}
+	return uint(len(ups))
+}
+
+// schema describes everything the migrations create in the public schema: columns, constraints,
+// indexes, triggers and functions.
+func schema(t *testing.T, db *sqlx.DB) []string {
+	t.Helper()
+	var out []string
+	err := db.Select(&out, `
+SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' null=' || is_nullable || ' default=' || coalesce(column_default, '')
+  FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'schema_migrations'
+UNION ALL
+SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+  FROM pg_constraint WHERE connamespace = 'public'::regnamespace AND conrelid <> 'schema_migrations'::regclass
+UNION ALL
+SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename <> 'schema_migrations'
+UNION ALL
+SELECT 'trigger ' || pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal
+UNION ALL
+SELECT 'function ' || proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace
+UNION ALL
+SELECT 'type ' || typname FROM pg_type WHERE typnamespace = 'public'::regnamespace AND typtype IN ('e', 'd', 'c') AND typrelid = 0
+ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestMigrationsUpDownUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testenv.EmptyDB(t)
+	latest := latestVersion(t)
+
+	m, err := postgres.NewMigrator(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	db, err := postgres.Open(ctx, url, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	version := func(want uint) {
+		t.Helper()
+		v, dirty, err := m.Version()
+		if err != nil || dirty || v != want {
+			t.Fatalf("version %d dirty %v (%v), want %d clean", v, dirty, err, want)
+		}
+	}
+	version(0)
+	if got := schema(t, db); len(got) != 0 {
+		t.Fatalf("the empty database has a schema: %v", got)
+	}
+
+	if err := m.Up(); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	version(latest)
+	full := schema(t, db)
+	for _, table := range []string{"users", "addresses", "sessions", "items", "idempotency_keys", "outbox"} {
+		if !slices.ContainsFunc(full, func(s string) bool { return strings.HasPrefix(s, "column "+table+".") }) {
+			t.Errorf("table %s missing after up", table)
+		}
+	}
+	if err := m.Up(); err != nil {
+		t.Fatalf("a second up is not a no-op: %v", err)
+	}
+	version(latest)
+
+	// All the way down leaves nothing but golang-migrate's own table.
+	if err := m.Down(0); err != nil {
+		t.Fatalf("down all: %v", err)
+	}
+	version(0)
+	if got := schema(t, db); len(got) != 0 {
+		t.Fatalf("down all left %v", got)
+	}
+	var tables []string
+	if err := db.Select(&tables, `SELECT tablename FROM pg_tables WHERE schemaname = 'public'`); err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) != 1 || tables[0] != "schema_migrations" {
+		t.Fatalf("tables after down all: %v", tables)
+	}
+
+	if err := m.Up(); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	version(latest)
+	if got := schema(t, db); !slices.Equal(got, full) {
+		t.Fatalf("up after down differs from the first up:\n%s\n---\n%s", strings.Join(got, "\n"), strings.Join(full, "\n"))
+	}
+
+	// Every migration reverts and reapplies cleanly from the top, with data in the tables.
+	seed(t, db)
+	for steps := 1; steps <= int(latest); steps++ {
+		if err := m.Down(steps); err != nil {
+			t.Fatalf("down %d: %v", steps, err)
+		}
+		version(latest - uint(steps))
+		if err := m.Up(); err != nil {
+			t.Fatalf("up after down %d: %v", steps, err)
+		}
+		version(latest)
+		if got := schema(t, db); !slices.Equal(got, full) {
+			t.Fatalf("schema after down %d and up differs", steps)
+		}
+		seed(t, db)
+	}
+}
+
+// seed writes a row into each table so that down migrations are tried on non-empty tables.
+func seed(t *testing.T, db *sqlx.DB) {
+	t.Helper()
+	uid := uuid.New()
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO users (id, name, email, password_hash, role) VALUES ($1, 'Seed User', $2, 'x', 'user')`, []any{uid, uid.String() + "@example.com"}},
+		{`INSERT INTO addresses (user_id, line1, city, state, postal_code, country) VALUES ($1, 'l1', 'c', 's', 'p', 'BR')`, []any{uid}},
+		{`INSERT INTO sessions (id, user_id, refresh_token_hash, expires_at) VALUES ($1, $2, '\x00', now())`, []any{uuid.New(), uid}},
+		{`INSERT INTO items (id, name, description, price, currency, stock) VALUES ($1, 'Seed Item', 'd', 1, 'usd', 0)`, []any{uuid.New()}},
+		{`INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, state, expires_at) VALUES ($1, 'POST', '/p', 'k', '\x00', 'in_flight', now())`, []any{uid.String()}},
+		{`INSERT INTO outbox (type, payload) VALUES ('seed', '{}')`, nil},
+	} {
+		if _, err := db.Exec(q.sql, q.args...); err != nil {
+			t.Fatalf("%s: %v", q.sql, err)
+		}
+	}
+}
+
+func TestSchemaConstraints(t *testing.T) {
+	t.Parallel()
+	db, _ := testenv.DB(t)
+	insertItem := func(price, stock int64, currency, name string) error {
+		_, err := db.Exec(`INSERT INTO items (id, name, description, price, currency, stock) VALUES ($1, $2, 'd', $3, $4, $5)`,
+			uuid.New(), name, price, currency, stock)
+		return err
+	}
+	if err := insertItem(1, 0, "usd", "Fine"); err != nil {
+		t.Fatalf("a valid item is refused: %v", err)
+	}
+	for _, tc := range []struct {
+		price, stock     int64
+		currency, name   string
+		constraintPrefix string
+	}{
+		{1, -1, "usd", "Negative stock", "items_stock"},
+		{0, 1, "usd", "Free item", "items_price"},
+		{-100, 1, "usd", "Negative price", "items_price"},
+		{1, 1, "gbp", "Pound item", "items_currency"},
+		{1, 1, "usd", "x", "items_name"},
+	} {
+		err := insertItem(tc.price, tc.stock, tc.currency, tc.name)
+		if !postgres.IsCode(err, postgres.CheckViolation) || !strings.HasPrefix(postgres.Constraint(err), tc.constraintPrefix) {
+			t.Errorf("%s: error %v (constraint %q), want a check violation of %s", tc.name, err, postgres.Constraint(err), tc.constraintPrefix)
+		}
+	}
+	// The stock check also guards updates: a decrement past zero fails, nothing changes.
+	id := uuid.New()
+	if _, err := db.Exec(`INSERT INTO items (id, name, description, price, currency, stock) VALUES ($1, 'Three Left', 'd', 1, 'usd', 3)`, id); err != nil {
+		t.Fatal(err)
+	}
+	_, err := db.Exec(`UPDATE items SET stock = stock - 4 WHERE id = $1`, id)
+	if !postgres.IsCode(err, postgres.CheckViolation) {
+		t.Fatalf("overselling update: %v, want a check violation", err)
+	}
+	var stock int
+	if err := db.Get(&stock, `SELECT stock FROM items WHERE id = $1`, id); err != nil || stock != 3 {
+		t.Fatalf("stock %d (%v) after a refused decrement, want 3", stock, err)
+	}
+	if _, err := db.Exec(`UPDATE items SET price = 0 WHERE id = $1`, id); !postgres.IsCode(err, postgres.CheckViolation) {
+		t.Fatalf("price update to 0: %v, want a check violation", err)
+	}
+
+	// Email: unique case-insensitively among live users; deleted users free their email.
+	insertUser := func(email string) (uuid.UUID, error) {
+		id := uuid.New()
+		_, err := db.Exec(`INSERT INTO users (id, name, email, password_hash, role) VALUES ($1, 'Someone', $2, 'x', 'user')`, id, email)
+		return id, err
+	}
+	first, err := insertUser("Ann@Example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dup := range []string{"ann@example.com", "ANN@EXAMPLE.COM", "Ann@Example.com"} {
+		_, err := insertUser(dup)
+		if !postgres.IsCode(err, postgres.UniqueViolation) || postgres.Constraint(err) != "users_email_live_key" {
+			t.Fatalf("duplicate %s: %v (constraint %q), want a unique violation of users_email_live_key", dup, err, postgres.Constraint(err))
+		}
+	}
+	if _, err := db.Exec(`UPDATE users SET deleted_at = now() WHERE id = $1`, first); err != nil {
+		t.Fatal(err)
+	}
+	second, err := insertUser("ann@example.com")
+	if err != nil {
+		t.Fatalf("the email of a deleted user cannot be registered again: %v", err)
+	}
+	if _, err := db.Exec(`UPDATE users SET deleted_at = now() WHERE id = $1`, second); err != nil {
+		t.Fatalf("two deleted users cannot share an email: %v", err)
+	}
+	if _, err := insertUser("ANN@example.com"); err != nil {
+		t.Fatalf("third registration after two deletions: %v", err)
+	}
+	// Undeleting a user whose email is taken again is refused.
+	if _, err := db.Exec(`UPDATE users SET deleted_at = NULL WHERE id = $1`, first); !postgres.IsCode(err, postgres.UniqueViolation) {
+		t.Fatalf("reviving a user with a taken email: %v", err)
+	}
+
+	// The keyset lists have their indexes.
+	var defs []string
+	if err := db.Select(&defs, `SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename IN ('items', 'users')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"ON public.items USING btree (created_at DESC, id DESC) WHERE (deleted_at IS NULL)",
+		"ON public.items USING btree (created_at DESC, id DESC)",
+		"ON public.users USING btree (lower(email)) WHERE (deleted_at IS NULL)",
+	} {
+		if !slices.ContainsFunc(defs, func(d string) bool { return strings.HasSuffix(d, want) }) {
+			t.Errorf("no index %q among %v", want, defs)
+		}
+	}
+}
