@@ -12,7 +12,7 @@ import (
 
 // Stripe failing while an order is created (SPEC §3 Create step 4, §7).
 
-// successfulIntentCreates are the calls that created a PaymentIntent.
+// intentCreates are the PaymentIntent create calls: all of them, and the successful ones.
 func (r *rig) intentCreates() (all, ok []testenv.Call) {
 	for _, c := range r.stripe.Calls("POST", "/v1/payment_intents") {
 		if c.Path != "/v1/payment_intents" {

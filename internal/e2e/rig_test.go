@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -124,7 +123,7 @@ func (o *taskObserver) compensationsOf(typ string) int {
 	return o.compensations[typ]
 }
 
-// archived is the number of tasks of the stack's orders queue that asynq gave up on.
+// archived is the number of tasks of one of the stack's queues that asynq gave up on.
 func (r *rig) archived(queue string) int {
 	r.t.Helper()
 	info, err := asynq.NewInspectorFromRedisClient(r.rdb).GetQueueInfo(r.ns.Queue(queue))
@@ -382,7 +381,7 @@ func (r *rig) ordersOf(userID uuid.UUID) int {
 	return r.count(`SELECT count(*) FROM orders WHERE user_id = $1`, userID)
 }
 
-// notificationCount counts the user's notifications of event about the order once the
+// settledNotifications counts the user's notifications of event about the order once the
 // outbox and queues are idle, so a duplicate would have arrived by then.
 func (r *rig) settledNotifications(userID, orderID uuid.UUID, event string) int {
 	r.t.Helper()
@@ -397,8 +396,6 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-var _ = context.Background
-
 // paymentSucceeded is a payment_intent.succeeded event for the order's PaymentIntent.
 func paymentSucceeded(o fullOrder, amount int64, currency string) payment.TestEvent {
 	return payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: *o.Payment.PaymentIntentID,
@@ -408,4 +405,10 @@ func paymentSucceeded(o fullOrder, amount int64, currency string) payment.TestEv
 // outboxBacklog counts outbox rows other than the login notifications staff sign-ins write.
 func (r *rig) outboxBacklog() int {
 	return r.count(`SELECT count(*) FROM outbox WHERE payload->>'event' IS DISTINCT FROM 'auth.login'`)
+}
+
+// paymentFailedEvent is a payment_intent.payment_failed event for the order's PaymentIntent.
+func paymentFailedEvent(o fullOrder, msg string) payment.TestEvent {
+	return payment.TestEvent{Type: payment.EventIntentFailed, PaymentIntentID: *o.Payment.PaymentIntentID,
+		OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency, FailureMessage: msg}
 }

@@ -148,6 +148,66 @@ func TestLatePaymentIsRefunded(t *testing.T) {
 	if n := r.settledNotifications(uid, o.ID, notification.EventOrderRefunded); n != 1 {
 		t.Fatalf("order.refunded notifications = %d, want 1", n)
 	}
+	var list notificationPage
+	c.Do("GET", "/v1/notifications?limit=100", nil).Expect(t, 200).Decode(t, &list)
+	found := false
+	for _, n := range list.Items {
+		if n.Event == notification.EventOrderRefunded && n.Data["orderId"] == o.ID.String() {
+			found = true
+			if n.Title != "Payment returned" || !strings.Contains(n.Message, "$25.00") || !strings.Contains(n.Message, "canceled") {
+				t.Fatalf("late refund notification: %q / %q", n.Title, n.Message)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("late refund notification not listed")
+	}
+}
+
+// refund.updated and charge.refunded keep the recorded refund's status current.
+func TestRefundStatusWebhooks(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	_, c := r.customer()
+	o := r.processed(c, 1, item)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "REFUNDED")
+	refund := r.get(o.ID).Refund
+	if refund == nil || refund.Status != "succeeded" {
+		t.Fatalf("refund: %s", mustJSON(refund))
+	}
+
+	id := eventID()
+	r.webhook(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: refund.RefundID, RefundStatus: "failed",
+		PaymentIntentID: *o.Payment.PaymentIntentID, Amount: o.Total, Currency: "usd"}).Expect(t, 200)
+	if out := r.eventOutcome(id); out != "applied" {
+		t.Fatalf("outcome %q", out)
+	}
+	if got := r.get(o.ID); got.Refund == nil || got.Refund.Status != "failed" || got.Status != "REFUNDED" {
+		t.Fatalf("after refund.updated: %s", mustJSON(got))
+	}
+	if ev := r.events(o.ID, "refundUpdated"); len(ev) != 1 || deref(ev[0].Reason) != "refund failed" || ev[0].Actor != "webhook" {
+		t.Fatalf("timeline: %v", r.timeline(o.ID))
+	}
+
+	id = eventID()
+	r.webhook(payment.TestEvent{ID: id, Type: payment.EventChargeRefunded, RefundID: refund.RefundID, RefundStatus: "succeeded",
+		PaymentIntentID: *o.Payment.PaymentIntentID, Amount: o.Total, Currency: "usd"}).Expect(t, 200)
+	if got := r.get(o.ID); got.Refund.Status != "succeeded" {
+		t.Fatalf("after charge.refunded: %s", mustJSON(got.Refund))
+	}
+
+	// A refund nobody knows changes nothing.
+	id = eventID()
+	r.webhook(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: "re_unknown", RefundStatus: "failed",
+		PaymentIntentID: "pi_unknown", Amount: 1, Currency: "usd"}).Expect(t, 200)
+	if out := r.eventOutcome(id); out != "ignored" {
+		t.Fatalf("outcome %q", out)
+	}
+	if got := r.get(o.ID); got.Refund.Status != "succeeded" || len(r.events(o.ID, "refundUpdated")) != 2 {
+		t.Fatalf("unknown refund changed the order: %s %v", mustJSON(got.Refund), r.timeline(o.ID))
+	}
 }
 
 // snapshot is what a webhook that must change nothing is checked against.
