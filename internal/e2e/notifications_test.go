@@ -75,12 +75,17 @@ func TestNotificationsListCountsAndRead(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	item := r.item(10, 1250)
+	// Notifications are stamped when the worker stores them, and tasks of different events run
+	// concurrently; each step waits for its notifications so that the expected order is known.
 	uid, c := r.customer() // signs in: auth.login
+	testenv.Eventually(t, 15*time.Second, "login notification", func() bool {
+		return r.count(`SELECT count(*) FROM notifications WHERE user_id = $1`, uid) == 1
+	})
 	first := r.processed(c, 2, item)
-	second := r.place(c, 1, item)
 	for _, ev := range []string{notification.EventOrderCreated, notification.EventOrderPaid, notification.EventOrderProcessed} {
 		r.waitNotified(uid, first.ID, ev)
 	}
+	second := r.place(c, 1, item)
 	r.waitNotified(uid, second.ID, notification.EventOrderCreated)
 	r.quiesce()
 	const total = 5 // login, 3 × first order, second order created
