@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -354,6 +355,20 @@ func TestAdminStatusPatchValidation(t *testing.T) {
 	r.waitNotified(uid, o.ID, notification.EventOrderStatusChanged)
 	if n := r.settledNotifications(uid, o.ID, notification.EventOrderStatusChanged); n != 2 {
 		t.Fatalf("order.statusChanged notifications = %d, want 2", n)
+	}
+	var list notificationPage
+	c.Do("GET", "/v1/notifications?limit=100", nil).Expect(t, 200).Decode(t, &list)
+	seen := map[string]string{}
+	for _, n := range list.Items {
+		if n.Event == notification.EventOrderStatusChanged {
+			st, _ := n.Data["status"].(string)
+			seen[st] = n.Message
+		}
+	}
+	for st, word := range map[string]string{"SHIPPED": "shipped", "DELIVERED": "delivered"} {
+		if want := fmt.Sprintf("Order #%d is now %s.", o.Number, word); seen[st] != want {
+			t.Errorf("statusChanged to %s: %q, want %q", st, seen[st], want)
+		}
 	}
 }
 
