@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
@@ -173,4 +174,41 @@ func TestCreateWithStripeUnavailableResumesOnRetry(t *testing.T) {
 	// The resumed order pays like any other.
 	r.paid(created)
 	r.waitStatus(id, "PROCESSED")
+}
+
+// A payment for an order whose PaymentIntent id was never stored (Stripe created it but the
+// answer was lost) is matched through the order id in the PaymentIntent's metadata.
+func TestPaymentForAnOrderWithoutStoredIntent(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 500, Type: "api_error", Message: "lost", Times: stripeTriesPerCall})
+	key := uuid.NewString()
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 2}}}
+	decodeError(t, c.Do("POST", "/v1/orders", body, "Idempotency-Key", key), 503, "payments.errors.gatewayUnavailable")
+	r.stripe.Clear()
+	id := r.onlyOrder(uid)
+
+	pi := "pi_lost_" + uuid.NewString()[:8]
+	r.webhook(payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: pi, OrderID: id.String(),
+		Amount: 2500, Currency: "usd"}).Expect(t, 200)
+	r.waitStatus(id, "PROCESSED")
+	got := r.get(id)
+	if got.Payment.PaymentIntentID == nil || *got.Payment.PaymentIntentID != pi || got.Payment.Status != "succeeded" {
+		t.Fatalf("payment: %s", mustJSON(got.Payment))
+	}
+
+	// The client's retry now finds the order paid and creates no PaymentIntent.
+	var resumed fullOrder
+	c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &resumed)
+	if resumed.ID != id || resumed.Payment.PaymentIntentID == nil || *resumed.Payment.PaymentIntentID != pi {
+		t.Fatalf("resumed: %s", mustJSON(resumed))
+	}
+	if _, ok := r.intentCreates(); len(ok) != 0 {
+		t.Fatalf("a PaymentIntent was created for a paid order: %+v", ok)
+	}
+	if s := r.stock(item); s != 8 {
+		t.Fatalf("stock = %d, want 8", s)
+	}
 }
