@@ -1,0 +1,410 @@
+package e2e_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/notification"
+)
+
+// Cancel and refund requested by staff, run by the worker (SPEC §3 Orders, §4).
+
+func TestCancelPendingOrder(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	o := r.place(c, 2, item)
+	if got := r.stock(item); got != 8 {
+		t.Fatalf("stock after order = %d, want 8", got)
+	}
+
+	var accepted fullOrder
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", map[string]string{"reason": "customer asked"}).
+		Expect(t, 202).Decode(t, &accepted)
+	if accepted.ID != o.ID || accepted.Status != "PENDING" || deref(accepted.PendingAction) != "cancel" {
+		t.Fatalf("202 body: status %s pendingAction %v", accepted.Status, deref(accepted.PendingAction))
+	}
+
+	r.waitStatus(o.ID, "CANCELED")
+	got := r.get(o.ID)
+	if got.CanceledAt == nil || got.Payment.Status != "canceled" || got.Refund != nil {
+		t.Fatalf("canceled order: %s", mustJSON(got))
+	}
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock after cancel = %d, want 10", s)
+	}
+	calls := r.intentCancels(o)
+	if len(calls) != 1 || calls[0].Status != 200 || calls[0].IdempotencyKey == "" {
+		t.Fatalf("PaymentIntent cancel calls at Stripe: %+v, want one successful call with an idempotency key", calls)
+	}
+	if n := len(r.refundCalls(o.ID)); n != 0 {
+		t.Fatalf("%d refund calls for an order that captured nothing", n)
+	}
+	if n := r.settledNotifications(uid, o.ID, notification.EventOrderCanceled); n != 1 {
+		t.Fatalf("order.canceled notifications = %d, want 1", n)
+	}
+
+	req := r.events(o.ID, "cancelRequested")
+	changed := r.events(o.ID, "statusChanged", "PENDING", "CANCELED")
+	if len(req) != 1 || len(changed) != 1 {
+		t.Fatalf("timeline %v: want one cancelRequested and one statusChanged PENDING→CANCELED", r.timeline(o.ID))
+	}
+	if deref(req[0].Reason) != "customer asked" || req[0].From != nil || req[0].To != nil {
+		t.Fatalf("cancelRequested event: %v", req[0])
+	}
+	fin := r.as("financial")
+	var me struct{ ID uuid.UUID }
+	fin.Do("GET", "/v1/users/me", nil).Expect(t, 200).Decode(t, &me)
+	if req[0].Actor != me.ID.String() || changed[0].Actor != me.ID.String() {
+		t.Fatalf("actors %q / %q, want the financial user %s", req[0].Actor, changed[0].Actor, me.ID)
+	}
+}
+
+func TestCancelProcessedOrderRefundsThePayment(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	o := r.processed(c, 2, item)
+
+	var accepted fullOrder
+	r.as("admin").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202).Decode(t, &accepted)
+	if deref(accepted.PendingAction) != "cancel" || accepted.Status != "PROCESSED" {
+		t.Fatalf("202 body: %s", mustJSON(accepted))
+	}
+	r.waitStatus(o.ID, "CANCELED")
+
+	got := r.get(o.ID)
+	if got.Refund == nil || got.Refund.Status != "succeeded" || !strings.HasPrefix(got.Refund.RefundID, "re_") ||
+		got.Refund.Amount != o.Total || got.Refund.Kind != "order" {
+		t.Fatalf("refund on the canceled order: %s", mustJSON(got.Refund))
+	}
+	if got.Payment.Status != "succeeded" {
+		t.Fatalf("payment status %q: the captured payment stays recorded", got.Payment.Status)
+	}
+	calls := r.refundCalls(o.ID)
+	if len(calls) != 1 || calls[0].Status != 200 {
+		t.Fatalf("refund calls: %+v, want one", calls)
+	}
+	if n := len(r.intentCancels(o)); n != 0 {
+		t.Fatalf("%d PaymentIntent cancel calls for a captured payment", n)
+	}
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock after cancel = %d, want 10", s)
+	}
+	if rs := r.refunds(o.ID); len(rs) != 1 || rs[0].Amount != o.Total {
+		t.Fatalf("refund rows: %+v", rs)
+	}
+	if n := r.settledNotifications(uid, o.ID, notification.EventOrderCanceled); n != 1 {
+		t.Fatalf("order.canceled notifications = %d, want 1", n)
+	}
+	if len(r.events(o.ID, "statusChanged", "PROCESSED", "CANCELED")) != 1 {
+		t.Fatalf("timeline: %v", r.timeline(o.ID))
+	}
+}
+
+func TestRefundDeliveredOrderKeepsStock(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	o := r.processed(c, 2, item)
+	r.ship(o.ID)
+	r.deliver(o.ID)
+
+	var accepted fullOrder
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", map[string]string{"reason": "damaged"}).
+		Expect(t, 202).Decode(t, &accepted)
+	if deref(accepted.PendingAction) != "refund" || accepted.Status != "DELIVERED" {
+		t.Fatalf("202 body: %s", mustJSON(accepted))
+	}
+	r.waitStatus(o.ID, "REFUNDED")
+
+	got := r.get(o.ID)
+	if got.Refund == nil || got.Refund.Amount != o.Total || got.Refund.RefundID == "" || got.Refund.Status != "succeeded" ||
+		got.RefundedAt == nil {
+		t.Fatalf("refunded order: %s", mustJSON(got))
+	}
+	if n := len(r.refundCalls(o.ID)); n != 1 {
+		t.Fatalf("refund calls = %d, want 1", n)
+	}
+	if s := r.stock(item); s != 8 {
+		t.Fatalf("stock after refunding delivered goods = %d, want 8 (the goods left)", s)
+	}
+	if n := r.settledNotifications(uid, o.ID, notification.EventOrderRefunded); n != 1 {
+		t.Fatalf("order.refunded notifications = %d, want 1", n)
+	}
+	ev := r.events(o.ID, "statusChanged", "DELIVERED", "REFUNDED")
+	if len(ev) != 1 || deref(ev[0].Reason) != "damaged" || len(r.events(o.ID, "refundRequested")) != 1 {
+		t.Fatalf("timeline: %v", r.timeline(o.ID))
+	}
+}
+
+func TestRefundProcessedOrderRestocks(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	a, b := r.item(10, 1250), r.item(5, 300)
+	uid, c := r.customer()
+	o := r.processed(c, 2, a, b)
+
+	r.as("admin").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "REFUNDED")
+	got := r.get(o.ID)
+	if got.Refund == nil || got.Refund.Amount != 3100 || o.Total != 3100 {
+		t.Fatalf("refund %s of order total %d", mustJSON(got.Refund), o.Total)
+	}
+	if sa, sb := r.stock(a), r.stock(b); sa != 10 || sb != 5 {
+		t.Fatalf("stock after refund = %d, %d, want 10, 5", sa, sb)
+	}
+	if n := len(r.refundCalls(o.ID)); n != 1 {
+		t.Fatalf("refund calls = %d, want 1", n)
+	}
+	if n := r.settledNotifications(uid, o.ID, notification.EventOrderRefunded); n != 1 {
+		t.Fatalf("order.refunded notifications = %d, want 1", n)
+	}
+}
+
+// While a cancel or refund is pending, every other action on the order is refused.
+func TestActionPendingRefusesOtherActions(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	processed := r.processed(c, 1, item)
+	shipped := r.processed(c, 1, item)
+	r.ship(shipped.ID)
+	r.quiesce()
+	r.pauseWorker()
+
+	id, sid := processed.ID.String(), shipped.ID.String()
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+id+"/cancel", nil).Expect(t, 202)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+sid+"/refund", nil).Expect(t, 202)
+
+	for _, tc := range []struct {
+		role, path string
+		body       any
+	}{
+		{"shipper", "/v1/admin/orders/" + id + "/ship", map[string]string{"trackingNumber": "T1", "carrier": "UPS"}},
+		{"delivery", "/v1/admin/orders/" + sid + "/deliver", nil},
+		{"financial", "/v1/admin/orders/" + id + "/cancel", nil},
+		{"financial", "/v1/admin/orders/" + id + "/refund", nil},
+		{"financial", "/v1/admin/orders/" + sid + "/cancel", nil}, // refused for the pending action, whatever the status
+		{"financial", "/v1/admin/orders/" + sid + "/refund", nil},
+		{"admin", "/v1/admin/orders/" + id, map[string]string{"status": "SHIPPED", "trackingNumber": "T", "carrier": "UPS"}},
+		{"admin", "/v1/admin/orders/" + sid, map[string]string{"status": "DELIVERED"}},
+		{"admin", "/v1/admin/orders/" + id, map[string]string{"status": "REFUNDED"}},
+	} {
+		decodeError(t, r.as(tc.role).Do("PATCH", tc.path, tc.body), 409, "orders.errors.actionPending")
+	}
+	decodeError(t, r.as("admin").Do("DELETE", "/v1/admin/orders/"+id, nil), 409, "orders.errors.notFinal")
+
+	if st, a := r.status(processed.ID); st != "PROCESSED" || a != "cancel" {
+		t.Fatalf("processed order now %s/%s", st, a)
+	}
+	if st, a := r.status(shipped.ID); st != "SHIPPED" || a != "refund" {
+		t.Fatalf("shipped order now %s/%s", st, a)
+	}
+	if n := len(r.events(processed.ID, "cancelRequested")) + len(r.events(processed.ID, "refundRequested")); n != 1 {
+		t.Fatalf("processed order has %d action requests, want 1: %v", n, r.timeline(processed.ID))
+	}
+
+	// The queued tasks run once a worker is back.
+	r.resumeWorker()
+	r.waitStatus(processed.ID, "CANCELED")
+	r.waitStatus(shipped.ID, "REFUNDED")
+	if s := r.stock(item); s != 9 {
+		t.Fatalf("stock = %d, want 9 (the canceled order's unit back, the shipped one gone)", s)
+	}
+}
+
+// Refused at request time: a target not reachable from the current status answers 409 at once
+// and queues nothing (SPEC §11).
+func TestWrongStatusIsRefusedAndQueuesNothing(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(20, 1000)
+	_, c := r.customer()
+	pending := r.place(c, 1, item)
+	processed := r.processed(c, 1, item)
+	delivered := r.processed(c, 1, item)
+	r.ship(delivered.ID)
+	r.deliver(delivered.ID)
+	canceled := r.place(c, 1, item)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+canceled.ID.String()+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(canceled.ID, "CANCELED")
+	r.quiesce()
+	r.pauseRelay() // from here on, any outbox row stays where it can be counted
+
+	type attempt struct {
+		order      fullOrder
+		role, verb string
+		body       any
+	}
+	ship := map[string]string{"trackingNumber": "T1", "carrier": "UPS"}
+	shipStatus := map[string]string{"status": "SHIPPED", "trackingNumber": "T1", "carrier": "UPS"}
+	attempts := []attempt{
+		{pending, "shipper", "ship", ship},
+		{pending, "delivery", "deliver", nil},
+		{pending, "financial", "refund", nil},
+		{pending, "admin", "", shipStatus},
+		{pending, "admin", "", map[string]string{"status": "DELIVERED"}},
+		{pending, "admin", "", map[string]string{"status": "REFUNDED"}},
+		{pending, "admin", "", map[string]string{"status": "PROCESSED"}},
+		{processed, "delivery", "deliver", map[string]any{}},
+		{processed, "admin", "", map[string]string{"status": "DELIVERED"}},
+		{processed, "admin", "", map[string]string{"status": "PAID"}},
+		{delivered, "shipper", "ship", ship},
+		{delivered, "delivery", "deliver", nil},
+		{delivered, "financial", "cancel", nil},
+		{delivered, "admin", "", map[string]string{"status": "CANCELED"}},
+		{delivered, "admin", "", shipStatus},
+		{canceled, "shipper", "ship", ship},
+		{canceled, "delivery", "deliver", nil},
+		{canceled, "financial", "cancel", map[string]string{"reason": "again"}},
+		{canceled, "financial", "refund", nil},
+		{canceled, "admin", "", map[string]string{"status": "CANCELED"}},
+		{canceled, "admin", "", map[string]string{"status": "REFUNDED"}},
+		{canceled, "admin", "", map[string]string{"status": "PENDING"}},
+	}
+	before := map[uuid.UUID]int{}
+	for _, o := range []fullOrder{pending, processed, delivered, canceled} {
+		before[o.ID] = len(r.timeline(o.ID))
+	}
+	for _, a := range attempts {
+		path := "/v1/admin/orders/" + a.order.ID.String()
+		if a.verb != "" {
+			path += "/" + a.verb
+		}
+		e := decodeError(t, r.as(a.role).Do("PATCH", path, a.body), 409, "orders.errors.badPreconditions")
+		// The message names the current status ("Cannot change order to X from Y.").
+		if cur, _ := r.status(a.order.ID); !strings.Contains(e.Message, "from "+cur) {
+			t.Errorf("%s %s: message %q does not name the status %s", a.role, path, e.Message, cur)
+		}
+	}
+	want := map[uuid.UUID]string{pending.ID: "PENDING", processed.ID: "PROCESSED", delivered.ID: "DELIVERED", canceled.ID: "CANCELED"}
+	for id, st := range want {
+		if got, a := r.status(id); got != st || a != "" {
+			t.Errorf("order %s is %s/%q after refused requests, want %s", id, got, a, st)
+		}
+		if n := r.outboxRows(id); n != 0 {
+			t.Errorf("order %s: %d outbox rows written by refused requests", id, n)
+		}
+		if n := len(r.timeline(id)); n != before[id] {
+			t.Errorf("order %s: timeline grew from %d to %d", id, before[id], n)
+		}
+	}
+	if n := r.outboxBacklog(); n != 0 {
+		t.Fatalf("%d outbox rows after refused requests", n)
+	}
+}
+
+func TestAdminStatusPatchValidation(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	uid, c := r.customer()
+	o := r.processed(c, 1, item)
+	path := "/v1/admin/orders/" + o.ID.String()
+	admin := r.as("admin")
+
+	for _, body := range []any{
+		map[string]string{"status": "SHIPPED"},
+		map[string]string{"status": "SHIPPED", "trackingNumber": "T1"},
+		map[string]string{"status": "SHIPPED", "carrier": "UPS"},
+		map[string]string{"status": "SHIPPED", "trackingNumber": "  ", "carrier": "UPS"},
+	} {
+		e := decodeError(t, admin.Do("PATCH", path, body), 400, "common.errors.validation")
+		if !e.hasDetail("trackingNumber") && !e.hasDetail("carrier") {
+			t.Errorf("%v: details %+v name neither ship field", body, e.Details)
+		}
+	}
+	for _, st := range []string{"LOST", "shipped", ""} {
+		e := decodeError(t, admin.Do("PATCH", path, map[string]string{"status": st}), 400, "common.errors.validation")
+		if !e.hasDetail("status") {
+			t.Errorf("status %q: details %+v", st, e.Details)
+		}
+	}
+	decodeError(t, admin.Do("PATCH", path, map[string]any{"status": "SHIPPED", "extra": 1}), 400, "common.errors.validation")
+	decodeError(t, admin.Do("PATCH", path, map[string]string{"status": "PAID"}), 409, "orders.errors.badPreconditions")
+	// Only ADMIN may use the generic PATCH.
+	decodeError(t, r.as("financial").Do("PATCH", path, map[string]string{"status": "CANCELED"}), 403, "auth.errors.forbidden")
+	decodeError(t, c.Do("PATCH", path, map[string]string{"status": "CANCELED"}), 403, "auth.errors.forbidden")
+	if st, a := r.status(o.ID); st != "PROCESSED" || a != "" {
+		t.Fatalf("order now %s/%s", st, a)
+	}
+
+	// With the fields, the PATCH ships like the dedicated route.
+	var shipped fullOrder
+	admin.Do("PATCH", path, map[string]string{"status": "SHIPPED", "trackingNumber": "TRK9", "carrier": "DHL"}).
+		Expect(t, 200).Decode(t, &shipped)
+	if shipped.Status != "SHIPPED" || deref(shipped.TrackingNumber) != "TRK9" || deref(shipped.Carrier) != "DHL" || shipped.ShippedAt == nil {
+		t.Fatalf("shipped via PATCH: %s", mustJSON(shipped))
+	}
+	admin.Do("PATCH", path, map[string]string{"status": "DELIVERED"}).Expect(t, 200)
+	var refunding fullOrder
+	admin.Do("PATCH", path, map[string]string{"status": "REFUNDED", "reason": "goodwill"}).Expect(t, 202).Decode(t, &refunding)
+	if deref(refunding.PendingAction) != "refund" {
+		t.Fatalf("REFUNDED via PATCH: %s", mustJSON(refunding))
+	}
+	r.waitStatus(o.ID, "REFUNDED")
+	// The generic PATCH notifies order.statusChanged for ship and deliver.
+	r.waitNotified(uid, o.ID, notification.EventOrderStatusChanged)
+	if n := r.settledNotifications(uid, o.ID, notification.EventOrderStatusChanged); n != 2 {
+		t.Fatalf("order.statusChanged notifications = %d, want 2", n)
+	}
+	var list notificationPage
+	c.Do("GET", "/v1/notifications?limit=100", nil).Expect(t, 200).Decode(t, &list)
+	seen := map[string]string{}
+	for _, n := range list.Items {
+		if n.Event == notification.EventOrderStatusChanged {
+			st, _ := n.Data["status"].(string)
+			seen[st] = n.Message
+		}
+	}
+	for st, word := range map[string]string{"SHIPPED": "shipped", "DELIVERED": "delivered"} {
+		if want := fmt.Sprintf("Order #%d is now %s.", o.Number, word); seen[st] != want {
+			t.Errorf("statusChanged to %s: %q, want %q", st, seen[st], want)
+		}
+	}
+}
+
+func TestDeleteOrderOnlyWhenFinal(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	o := r.place(c, 1, item)
+	admin := r.as("admin")
+	path := "/v1/admin/orders/" + o.ID.String()
+
+	e := decodeError(t, admin.Do("DELETE", path, nil), 409, "orders.errors.notFinal")
+	if !strings.Contains(e.Message, "PENDING") {
+		t.Errorf("notFinal message %q does not name the status", e.Message)
+	}
+	decodeError(t, r.as("financial").Do("DELETE", path, nil), 403, "auth.errors.forbidden")
+
+	r.as("financial").Do("PATCH", path+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "CANCELED")
+
+	resp := admin.Do("DELETE", path, nil).Expect(t, 204)
+	if len(resp.Body) != 0 {
+		t.Fatalf("204 with a body: %s", resp.Body)
+	}
+	decodeError(t, admin.Do("GET", path, nil), 404, "orders.errors.notFound")
+	decodeError(t, c.Do("GET", "/v1/orders/"+o.ID.String(), nil), 404, "orders.errors.notFound")
+	decodeError(t, c.Do("GET", "/v1/orders/"+o.ID.String()+"/events", nil), 404, "orders.errors.notFound")
+	decodeError(t, admin.Do("DELETE", path, nil), 404, "orders.errors.notFound")
+	decodeError(t, admin.Do("PATCH", path+"/refund", nil), 404, "orders.errors.notFound")
+	var list struct{ Items []fullOrder }
+	c.Do("GET", "/v1/orders/me", nil).Expect(t, 200).Decode(t, &list)
+	if len(list.Items) != 0 {
+		t.Fatalf("deleted order still listed: %s", mustJSON(list))
+	}
+	if n := r.count(`SELECT count(*) FROM orders WHERE id = $1 AND deleted_at IS NOT NULL`, o.ID); n != 1 {
+		t.Fatalf("the order row is not soft-deleted")
+	}
+}

@@ -1,0 +1,190 @@
+package e2e_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+// Compensation (SPEC §5): what happens when a task fails for good.
+
+// A payment whose amount differs from the order's total cannot be processed; that is permanent
+// (no retry), and the compensation refunds what was captured.
+func TestPaymentMismatchIsRefunded(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	o := r.place(c, 2, item)
+	const captured = 2400 // the order is 2500
+
+	r.paid(o, captured)
+	r.waitStatus(o.ID, "REFUNDED")
+
+	got := r.get(o.ID)
+	if got.Refund == nil || got.Refund.Amount != captured || got.Refund.RefundID == "" || got.Refund.Kind != "order" {
+		t.Fatalf("refund recorded: %s, want the %d captured", mustJSON(got.Refund), captured)
+	}
+	calls := r.refundCalls(o.ID)
+	if len(calls) != 1 || calls[0].Status != 200 {
+		t.Fatalf("refund calls: %+v, want one", calls)
+	}
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d, want 10", s)
+	}
+	if n := r.settledNotifications(uid, o.ID, notification.EventOrderFailed); n != 1 {
+		t.Fatalf("order.failed notifications = %d, want 1", n)
+	}
+	if n := r.notifications(uid, o.ID, notification.EventOrderProcessed); n != 0 {
+		t.Fatalf("order.processed notified for an order that failed processing")
+	}
+	ev := r.events(o.ID, "statusChanged", "PAID", "REFUNDED")
+	if len(ev) != 1 || ev[0].Actor != "worker" || !strings.Contains(deref(ev[0].Reason), "paymentMismatch") {
+		t.Fatalf("timeline %v: want one PAID→REFUNDED by the worker naming the mismatch", r.timeline(o.ID))
+	}
+	if n := len(r.events(o.ID, "statusChanged", "PAID", "PROCESSED")); n != 0 {
+		t.Fatalf("the order was processed: %v", r.timeline(o.ID))
+	}
+	// Permanent: one attempt, no retry, one compensation.
+	out := r.obs.outcomes(tasks.OrderProcess)
+	if out["retry"] != 0 || out["failed"] != 1 || out["success"] != 0 {
+		t.Fatalf("order:process attempts %v, want exactly one failed attempt", out)
+	}
+	if n := r.obs.compensationsOf(tasks.OrderProcess); n != 1 {
+		t.Fatalf("compensations = %d, want 1", n)
+	}
+}
+
+// A payment in another currency is a mismatch too.
+func TestPaymentInOtherCurrencyIsRefunded(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	_, c := r.customer()
+	o := r.place(c, 1, item)
+	r.webhook(paymentSucceeded(o, o.Total, "eur")).Expect(t, 200)
+	r.waitStatus(o.ID, "REFUNDED")
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d, want 10", s)
+	}
+	if n := len(r.refundCalls(o.ID)); n != 1 {
+		t.Fatalf("refund calls = %d, want 1", n)
+	}
+}
+
+// A refund whose Stripe call keeps failing: every retry is spent, then the compensation runs
+// once: the pending action is cleared and the failure recorded; the status stays.
+func TestRefundRetriesExhaustedIsCompensatedOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	o := r.processed(c, 2, item)
+	r.quiesce()
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "boom"})
+
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
+	testenv.Eventually(t, 30*time.Second, "refund compensated", func() bool {
+		return len(r.events(o.ID, "actionFailed")) > 0
+	})
+	r.quiesce()
+	testenv.Eventually(t, 10*time.Second, "task archived", func() bool { return r.archived(tasks.QueueOrders) == 1 })
+
+	st, action := r.status(o.ID)
+	if st != "PROCESSED" || action != "" {
+		t.Fatalf("order %s/%q, want PROCESSED with no pending action", st, action)
+	}
+	failed := r.events(o.ID, "actionFailed")
+	if len(failed) != 1 || failed[0].Actor != "worker" || !strings.HasPrefix(deref(failed[0].Reason), "refund failed") {
+		t.Fatalf("actionFailed events: %v", failed)
+	}
+	out := r.obs.outcomes(tasks.OrderRefund)
+	if out["retry"] != maxRetry || out["failed"] != 1 || out["success"] != 0 {
+		t.Fatalf("order:refund attempts %v, want %d retries and one final failure", out, maxRetry)
+	}
+	if n := r.obs.compensationsOf(tasks.OrderRefund); n != 1 {
+		t.Fatalf("compensations = %d, want 1", n)
+	}
+	calls := r.refundCalls(o.ID)
+	if want := (1 + maxRetry) * stripeTriesPerCall; len(calls) != want {
+		t.Fatalf("refund HTTP calls = %d, want %d (%d attempts × %d tries)", len(calls), want, 1+maxRetry, stripeTriesPerCall)
+	}
+	for _, call := range calls {
+		if call.IdempotencyKey != calls[0].IdempotencyKey || call.IdempotencyKey == "" {
+			t.Fatalf("refund attempts with different idempotency keys: %+v", calls)
+		}
+	}
+	got := r.get(o.ID)
+	if got.Refund != nil || got.RefundedAt != nil {
+		t.Fatalf("a refund is recorded although none succeeded: %s", mustJSON(got))
+	}
+	if s := r.stock(item); s != 8 {
+		t.Fatalf("stock = %d, want 8", s)
+	}
+
+	// Staff can try again once Stripe answers.
+	r.stripe.Clear()
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "REFUNDED")
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock after the refund = %d, want 10", s)
+	}
+	if n := len(r.events(o.ID, "actionFailed")); n != 1 {
+		t.Fatalf("actionFailed events = %d after the successful retry", n)
+	}
+}
+
+// The same for order:cancel, whose Stripe call (canceling the PaymentIntent) keeps failing.
+func TestCancelRetriesExhaustedIsCompensatedOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	o := r.place(c, 3, item)
+	r.quiesce()
+	cancelPath := "/v1/payment_intents/" + *o.Payment.PaymentIntentID + "/cancel"
+	r.stripe.Fail("POST", cancelPath, testenv.Fault{Status: 500, Type: "api_error", Message: "boom"})
+
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	testenv.Eventually(t, 30*time.Second, "cancel compensated", func() bool {
+		return len(r.events(o.ID, "actionFailed")) > 0
+	})
+	r.quiesce()
+	testenv.Eventually(t, 10*time.Second, "task archived", func() bool { return r.archived(tasks.QueueOrders) == 1 })
+
+	st, action := r.status(o.ID)
+	if st != "PENDING" || action != "" {
+		t.Fatalf("order %s/%q, want PENDING with no pending action", st, action)
+	}
+	failed := r.events(o.ID, "actionFailed")
+	if len(failed) != 1 || !strings.HasPrefix(deref(failed[0].Reason), "cancel failed") {
+		t.Fatalf("actionFailed events: %v", failed)
+	}
+	out := r.obs.outcomes(tasks.OrderCancel)
+	if out["retry"] != maxRetry || out["failed"] != 1 || out["success"] != 0 {
+		t.Fatalf("order:cancel attempts %v, want %d retries and one final failure", out, maxRetry)
+	}
+	if n := r.obs.compensationsOf(tasks.OrderCancel); n != 1 {
+		t.Fatalf("compensations = %d, want 1", n)
+	}
+	if n, want := len(r.stripe.Calls("POST", cancelPath)), (1+maxRetry)*stripeTriesPerCall; n != want {
+		t.Fatalf("PaymentIntent cancel calls = %d, want %d", n, want)
+	}
+	if s := r.stock(item); s != 7 {
+		t.Fatalf("stock = %d, want 7 (still reserved)", s)
+	}
+	if got := r.get(o.ID); got.Payment.Status != "requires_payment" || got.CanceledAt != nil {
+		t.Fatalf("order after the failed cancel: %s", mustJSON(got))
+	}
+
+	r.stripe.Clear()
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "CANCELED")
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock after the cancel = %d, want 10", s)
+	}
+}

@@ -1,0 +1,214 @@
+package e2e_test
+
+import (
+	"bytes"
+	"strconv"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+// Stripe failing while an order is created (SPEC §3 Create step 4, §7).
+
+// intentCreates are the PaymentIntent create calls: all of them, and the successful ones.
+func (r *rig) intentCreates() (all, ok []testenv.Call) {
+	for _, c := range r.stripe.Calls("POST", "/v1/payment_intents") {
+		if c.Path != "/v1/payment_intents" {
+			continue // cancels and other sub-resources
+		}
+		all = append(all, c)
+		if c.Status == 200 {
+			ok = append(ok, c)
+		}
+	}
+	return all, ok
+}
+
+// onlyOrder returns the user's one order id.
+func (r *rig) onlyOrder(userID uuid.UUID) uuid.UUID {
+	r.t.Helper()
+	var ids []uuid.UUID
+	if err := r.db.Select(&ids, `SELECT id FROM orders WHERE user_id = $1`, userID); err != nil {
+		r.t.Fatal(err)
+	}
+	if len(ids) != 1 {
+		r.t.Fatalf("user has %d orders, want 1", len(ids))
+	}
+	return ids[0]
+}
+
+func TestCreateRejectedByStripeCancelsTheOrder(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		fault testenv.Fault
+	}{
+		{"card_error", testenv.Fault{Status: 402, Type: "card_error", Code: "card_declined", Message: "Your card was declined."}},
+		{"invalid_request_error", testenv.Fault{Status: 400, Type: "invalid_request_error", Message: "Invalid currency."}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			item := r.item(10, 1250)
+			uid, c := r.customer()
+			r.stripe.Fail("POST", "/v1/payment_intents", tc.fault)
+
+			key := uuid.NewString()
+			body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 3}}}
+			resp := c.Do("POST", "/v1/orders", body, "Idempotency-Key", key)
+			decodeError(t, resp, 502, "payments.errors.gatewayRejected")
+
+			id := r.onlyOrder(uid)
+			r.waitStatus(id, "CANCELED")
+			if s := r.stock(item); s != 10 {
+				t.Fatalf("stock = %d, want 10 (released)", s)
+			}
+			got := r.get(id)
+			if got.Payment.PaymentIntentID != nil || got.Payment.Status != "canceled" || got.CanceledAt == nil {
+				t.Fatalf("order after the rejection: %s", mustJSON(got))
+			}
+			all, _ := r.intentCreates()
+			if len(all) != 1 || all[0].IdempotencyKey != "order-"+id.String()+"-intent" {
+				t.Fatalf("PaymentIntent create calls: %+v (a definitive error is not retried)", all)
+			}
+			if ev := r.events(id, "statusChanged", "PENDING", "CANCELED"); len(ev) != 1 {
+				t.Fatalf("timeline: %v", r.timeline(id))
+			}
+
+			// A retry with the same key says the same and creates nothing.
+			r.stripe.Clear()
+			decodeError(t, c.Do("POST", "/v1/orders", body, "Idempotency-Key", key), 502, "payments.errors.gatewayRejected")
+			if n := r.ordersOf(uid); n != 1 {
+				t.Fatalf("orders = %d after the retry, want 1", n)
+			}
+			if all, _ := r.intentCreates(); len(all) != 1 {
+				t.Fatalf("the retry called Stripe again: %+v", all)
+			}
+			if s := r.stock(item); s != 10 {
+				t.Fatalf("stock after the retry = %d, want 10", s)
+			}
+		})
+	}
+}
+
+func TestCreateWithStripeUnavailableResumesOnRetry(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	// Enough failures for stripe-go's own network retry: the call fails for good.
+	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 500, Type: "api_error", Message: "down", Times: stripeTriesPerCall})
+
+	key := uuid.NewString()
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 2}}}
+	resp := c.Do("POST", "/v1/orders", body, "Idempotency-Key", key)
+	decodeError(t, resp, 503, "payments.errors.gatewayUnavailable")
+	if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 {
+		t.Fatalf("Retry-After %q", resp.Header.Get("Retry-After"))
+	}
+	id := r.onlyOrder(uid)
+	if st, a := r.status(id); st != "PENDING" || a != "" {
+		t.Fatalf("order %s/%s, want PENDING", st, a)
+	}
+	got := r.get(id)
+	if got.Payment.PaymentIntentID != nil || got.Payment.Status != "pending" {
+		t.Fatalf("order has a PaymentIntent after the failure: %s", mustJSON(got.Payment))
+	}
+	if s := r.stock(item); s != 8 {
+		t.Fatalf("stock = %d, want 8 (still reserved)", s)
+	}
+	all, ok := r.intentCreates()
+	if len(all) != stripeTriesPerCall || len(ok) != 0 {
+		t.Fatalf("PaymentIntent create calls %+v", all)
+	}
+
+	// The retry with the same key resumes at the PaymentIntent.
+	r.stripe.Clear()
+	var created fullOrder
+	resp = c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201)
+	resp.Decode(t, &created)
+	if created.ID != id || created.Status != "PENDING" || created.Payment.PaymentIntentID == nil ||
+		created.Payment.ClientSecret == nil || created.Total != 2500 {
+		t.Fatalf("resumed order: %s", mustJSON(created))
+	}
+	if resp.Header.Get("Idempotent-Replayed") == "true" {
+		t.Fatal("the resumed request is marked as a replay")
+	}
+	all, ok = r.intentCreates()
+	if len(ok) != 1 || ok[0].IdempotencyKey != "order-"+id.String()+"-intent" {
+		t.Fatalf("successful PaymentIntent creates: %+v", ok)
+	}
+	for _, call := range all {
+		if call.IdempotencyKey != "order-"+id.String()+"-intent" {
+			t.Fatalf("a PaymentIntent create without the order's key: %+v", call)
+		}
+	}
+	if n := r.ordersOf(uid); n != 1 {
+		t.Fatalf("orders = %d, want 1", n)
+	}
+	if s := r.stock(item); s != 8 {
+		t.Fatalf("stock = %d after the retry, want 8 (reserved once)", s)
+	}
+	if got := r.get(id); got.Payment.PaymentIntentID == nil || *got.Payment.PaymentIntentID != *created.Payment.PaymentIntentID {
+		t.Fatalf("stored PaymentIntent %v, answered %v", got.Payment.PaymentIntentID, *created.Payment.PaymentIntentID)
+	}
+
+	// A third identical request replays the stored response.
+	replay := c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201)
+	if replay.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("third request not replayed: headers %v", replay.Header)
+	}
+	if !bytes.Equal(replay.Body, resp.Body) {
+		t.Fatalf("replayed body differs:\n%s\n%s", replay.Body, resp.Body)
+	}
+	if _, ok := r.intentCreates(); len(ok) != 1 {
+		t.Fatalf("the replay called Stripe: %+v", ok)
+	}
+	if n := r.ordersOf(uid); n != 1 {
+		t.Fatalf("orders = %d after the replay, want 1", n)
+	}
+
+	// The resumed order pays like any other.
+	r.paid(created)
+	r.waitStatus(id, "PROCESSED")
+}
+
+// A payment for an order whose PaymentIntent id was never stored (Stripe created it but the
+// answer was lost) is matched through the order id in the PaymentIntent's metadata.
+func TestPaymentForAnOrderWithoutStoredIntent(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 500, Type: "api_error", Message: "lost", Times: stripeTriesPerCall})
+	key := uuid.NewString()
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 2}}}
+	decodeError(t, c.Do("POST", "/v1/orders", body, "Idempotency-Key", key), 503, "payments.errors.gatewayUnavailable")
+	r.stripe.Clear()
+	id := r.onlyOrder(uid)
+
+	pi := "pi_lost_" + uuid.NewString()[:8]
+	r.webhook(payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: pi, OrderID: id.String(),
+		Amount: 2500, Currency: "usd"}).Expect(t, 200)
+	r.waitStatus(id, "PROCESSED")
+	got := r.get(id)
+	if got.Payment.PaymentIntentID == nil || *got.Payment.PaymentIntentID != pi || got.Payment.Status != "succeeded" {
+		t.Fatalf("payment: %s", mustJSON(got.Payment))
+	}
+
+	// The client's retry now finds the order paid and creates no PaymentIntent.
+	var resumed fullOrder
+	c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &resumed)
+	if resumed.ID != id || resumed.Payment.PaymentIntentID == nil || *resumed.Payment.PaymentIntentID != pi {
+		t.Fatalf("resumed: %s", mustJSON(resumed))
+	}
+	if _, ok := r.intentCreates(); len(ok) != 0 {
+		t.Fatalf("a PaymentIntent was created for a paid order: %+v", ok)
+	}
+	if s := r.stock(item); s != 8 {
+		t.Fatalf("stock = %d, want 8", s)
+	}
+}

@@ -1,0 +1,144 @@
+package order
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+)
+
+// allowed is SPEC §4 written out independently of the transition table: from → the statuses
+// it may move to. Every pair not listed here must be refused.
+var allowed = map[Status][]Status{
+	Pending:   {Paid, Canceled},
+	Paid:      {Processed, Canceled, Refunded},
+	Processed: {Shipped, Canceled, Refunded},
+	Shipped:   {Delivered, Refunded},
+	Delivered: {Refunded},
+	Canceled:  nil,
+	Refunded:  nil,
+}
+
+func isAllowed(from, to Status) bool {
+	for _, s := range allowed[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+func TestStatusesAreTheSevenOfTheSpec(t *testing.T) {
+	want := []Status{"PENDING", "PAID", "PROCESSED", "SHIPPED", "DELIVERED", "CANCELED", "REFUNDED"}
+	if len(Statuses) != len(want) {
+		t.Fatalf("Statuses = %v, want %v", Statuses, want)
+	}
+	for i, s := range want {
+		if Statuses[i] != s {
+			t.Fatalf("Statuses = %v, want %v", Statuses, want)
+		}
+		if !s.Valid() {
+			t.Errorf("%s.Valid() = false", s)
+		}
+	}
+	for _, s := range []Status{"", "pending", "Paid", "UNKNOWN", "CANCELLED"} {
+		if s.Valid() {
+			t.Errorf("%q.Valid() = true", s)
+		}
+	}
+}
+
+func TestTransitionTableIsExactlyTheSpec(t *testing.T) {
+	n := 0
+	for _, from := range Statuses {
+		for _, to := range Statuses {
+			want := isAllowed(from, to)
+			if got := CanTransition(from, to); got != want {
+				t.Errorf("CanTransition(%s, %s) = %v, want %v", from, to, got, want)
+			}
+			if want {
+				n++
+			}
+		}
+	}
+	if n != 11 {
+		t.Fatalf("the spec allows 11 transitions, the test table lists %d", n)
+	}
+	// Unknown statuses never move and are never reached.
+	for _, s := range Statuses {
+		if CanTransition("BOGUS", s) || CanTransition(s, "BOGUS") || CanTransition(s, "") {
+			t.Errorf("a transition involving an unknown status is allowed (%s)", s)
+		}
+	}
+}
+
+func TestFinalOnlyForCanceledAndRefunded(t *testing.T) {
+	for _, s := range Statuses {
+		want := s == Canceled || s == Refunded
+		if got := s.Final(); got != want {
+			t.Errorf("%s.Final() = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestOrderTransitionSetsTimestampsAndRefusesOthers(t *testing.T) {
+	at := time.Date(2024, 6, 20, 12, 0, 0, 0, time.UTC)
+	for _, from := range Statuses {
+		for _, to := range Statuses {
+			o := Order{Status: from}
+			err := o.transition(to, at)
+			if !isAllowed(from, to) {
+				if !errors.Is(err, ErrBadPreconditions) || apperr.KindOf(err) != apperr.Conflict {
+					t.Errorf("%s → %s: err = %v, want ErrBadPreconditions", from, to, err)
+				}
+				if o.Status != from || o.ShippedAt != nil || o.DeliveredAt != nil || o.CanceledAt != nil || o.RefundedAt != nil {
+					t.Errorf("%s → %s refused but the order changed: %+v", from, to, o)
+				}
+				continue
+			}
+			if err != nil || o.Status != to {
+				t.Fatalf("%s → %s: err = %v, status %s", from, to, err, o.Status)
+			}
+			stamps := map[Status]*time.Time{Shipped: o.ShippedAt, Delivered: o.DeliveredAt, Canceled: o.CanceledAt, Refunded: o.RefundedAt}
+			for st, ts := range stamps {
+				if (st == to) != (ts != nil) {
+					t.Errorf("%s → %s: %s timestamp set = %v", from, to, st, ts != nil)
+				}
+				if ts != nil && !ts.Equal(at) {
+					t.Errorf("%s → %s: timestamp %v, want %v", from, to, ts, at)
+				}
+			}
+		}
+	}
+}
+
+func TestRequestActionFollowsTheTableAndRefusesASecondAction(t *testing.T) {
+	for _, a := range []Action{ActionCancel, ActionRefund} {
+		for _, from := range Statuses {
+			o := Order{Status: from}
+			err := o.request(a)
+			if want := isAllowed(from, a.target()); want != (err == nil) {
+				t.Errorf("request %s on %s: err = %v, want allowed=%v", a, from, err, want)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrBadPreconditions) || o.PendingAction != ActionNone {
+					t.Errorf("request %s on %s: err = %v, pending %q", a, from, err, o.PendingAction)
+				}
+				continue
+			}
+			if o.PendingAction != a || o.Status != from {
+				t.Errorf("request %s on %s: pending %q, status %s", a, from, o.PendingAction, o.Status)
+			}
+			// While one action is pending, no other is accepted, whatever the status allows.
+			for _, b := range []Action{ActionCancel, ActionRefund} {
+				if err := o.request(b); !errors.Is(err, ErrActionPending) {
+					t.Errorf("second request %s after %s on %s: err = %v, want ErrActionPending", b, a, from, err)
+				}
+			}
+		}
+	}
+	if ActionCancel.target() != Canceled || ActionRefund.target() != Refunded {
+		t.Fatal("action targets")
+	}
+}
