@@ -69,7 +69,7 @@ func (r *rig) pauseWorker() { r.stopWorker() }
 func (r *rig) resumeWorker() {
 	w, err := worker.New(r.cfg, worker.Infra{
 		DB: r.db, Redis: r.rdb, Keys: r.keys, Namespace: r.ns, Log: r.log,
-		Gateway:   payment.NewStripe(r.cfg.StripeSecretKey, r.stripe.URL, nil),
+		Gateway:   payment.NewStripe(r.cfg.StripeSecretKey, r.stripe.URL),
 		RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond,
 		Observe: worker.Observer{Done: r.obs.done, Compensated: r.obs.compensated},
 	})

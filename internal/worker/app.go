@@ -38,6 +38,7 @@ type Infra struct {
 	// RetryBase is the first retry delay (SPEC §5: 2 s); tests shorten it, with DelayedInterval.
 	RetryBase       time.Duration
 	DelayedInterval time.Duration
+	Observe         Observer
 }
 
 // Worker is the task server with its strategies.
@@ -63,6 +64,7 @@ func New(cfg config.Config, in Infra) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	runner.Observe = in.Observe
 	retryBase := in.RetryBase
 	if retryBase == 0 {
 		retryBase = 2 * time.Second

@@ -21,6 +21,15 @@ import (
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
+// Observer is told how each task attempt ends, besides the metrics (tests count per worker
+// with it); nil fields are skipped.
+type Observer struct {
+	// Done is called once per attempt: outcome is success, retry or failed.
+	Done func(taskType, outcome string, d time.Duration)
+	// Compensated is called when a compensation changed something.
+	Compensated func(taskType string)
+}
+
 // Runner is the asynq handler of every task: it looks the strategy up by exact type, decodes
 // the envelope, carries the correlation id into the logs, holds the order's lock while the
 // strategy runs, and applies the retry and compensation policy.
@@ -29,6 +38,8 @@ type Runner struct {
 	locks *redsync.Redsync
 	keys  redisx.Prefix
 	log   *slog.Logger
+	// Observe is told how attempts end.
+	Observe Observer
 	// LockExpiry is the order lock's time to live; it is extended every third of it while the
 	// strategy runs, so a crashed worker frees the order soon.
 	LockExpiry time.Duration
@@ -101,6 +112,9 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 		case done:
 			r.log.ErrorContext(ctx, "compensation ran", "cause", err)
 			metrics.Compensated(t.Type)
+			if r.Observe.Compensated != nil {
+				r.Observe.Compensated(t.Type)
+			}
 		}
 	}
 	r.observe(t.Type, "failed", start)
@@ -112,6 +126,9 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 
 func (r *Runner) observe(taskType, outcome string, start time.Time) {
 	metrics.TaskDone(taskType, outcome, time.Since(start))
+	if r.Observe.Done != nil {
+		r.Observe.Done(taskType, outcome, time.Since(start))
+	}
 }
 
 // lock takes the order's lock, waiting a few seconds for a handler of the same order to finish,
