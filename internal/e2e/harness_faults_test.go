@@ -695,8 +695,9 @@ func newSlowStripe(t *testing.T, target, method, prefix string) *slowStripe {
 		}
 		defer resp.Body.Close()
 		respBody, _ := io.ReadAll(resp.Body)
-		if d := time.Duration(s.delay.Load()); slow && d > 0 {
-			time.Sleep(d)
+		// Hold the answer while the delay lasts and is not lifted.
+		for start := time.Now(); slow && time.Since(start) < time.Duration(s.delay.Load()); {
+			time.Sleep(20 * time.Millisecond)
 		}
 		for k, v := range resp.Header {
 			w.Header()[k] = v
