@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -229,6 +230,21 @@ func TestTaskDeliveredTwice(t *testing.T) {
 	}
 	if log.compensations() != 0 {
 		t.Fatalf("compensations ran: %s", log)
+	}
+	// The copied customer syncs: every user has one Stripe Customer, every create call for a
+	// user carried the user's one idempotency key.
+	if n := s.count(`SELECT count(*) FROM users WHERE stripe_customer_id IS NULL`); n != 0 {
+		t.Fatalf("%d users without a Stripe Customer", n)
+	}
+	keys := map[string]bool{}
+	for _, call := range s.stripe.Calls("POST", "/v1/customers") {
+		if !strings.HasPrefix(call.IdempotencyKey, "user-") || !strings.HasSuffix(call.IdempotencyKey, "-customer") {
+			t.Fatalf("customer create with idempotency key %q", call.IdempotencyKey)
+		}
+		keys[call.IdempotencyKey] = true
+	}
+	if users := s.count(`SELECT count(*) FROM users`); len(keys) != users {
+		t.Fatalf("customer creates under %d keys for %d users", len(keys), users)
 	}
 }
 
