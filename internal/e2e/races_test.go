@@ -1,0 +1,399 @@
+package e2e_test
+
+// Races the API must settle in the database (SPEC §3 Orders, §4, §7): customers racing for the
+// last units of stock, one Idempotency-Key sent many times at once, ship racing cancel, and
+// orders locking the same items in different orders.
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+// customers signs up n customers (each with a session of their own).
+func (s *stack) customers(n int) ([]uuid.UUID, []*testenv.Client) {
+	ids, clients := make([]uuid.UUID, n), make([]*testenv.Client, n)
+	for i := range n {
+		ids[i], clients[i] = s.customer()
+	}
+	return ids, clients
+}
+
+// TestLastUnitsOfStock: 30 customers race for the last 7 units of an item (one each), and 30
+// more for the last 10 units of another (1 to 3 each). Exactly the stock is sold, never more.
+func TestLastUnitsOfStock(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noRelay, noWorker)
+	const racers = 30
+	_, clients := s.customers(racers)
+
+	type answer struct {
+		qty    int
+		status int
+		code   string
+		err    error
+		body   string
+	}
+	race := func(item uuid.UUID, qty func(i int) int) []answer {
+		answers := make([]answer, racers)
+		parallel(racers, func(i int) {
+			q := qty(i)
+			r, err := send(clients[i], "POST", "/v1/orders", map[string]any{"items": []map[string]any{{"itemId": item, "quantity": q}}},
+				"Idempotency-Key", uuid.NewString())
+			answers[i] = answer{qty: q, status: r.Status, code: errorCode(r), err: err, body: string(r.Body)}
+		})
+		for i, a := range answers {
+			if a.err != nil {
+				t.Fatalf("racer %d: %v", i, a.err)
+			}
+			if a.status != 201 && (a.status != 409 || a.code != "items.errors.insufficientStock") {
+				t.Fatalf("racer %d: status %d code %q, want 201 or 409 items.errors.insufficientStock\n%s", i, a.status, a.code, a.body)
+			}
+		}
+		return answers
+	}
+	sold := func(item uuid.UUID) (orders, units int) {
+		var got struct {
+			Orders int `db:"orders"`
+			Units  int `db:"units"`
+		}
+		if err := s.db.Get(&got, `SELECT count(DISTINCT order_id) AS orders, coalesce(sum(quantity), 0) AS units
+			FROM order_lines WHERE item_id = $1`, item); err != nil {
+			t.Fatal(err)
+		}
+		return got.Orders, got.Units
+	}
+
+	// One unit each: exactly N winners.
+	const n = 7
+	item := s.item(n, 500)
+	won := 0
+	for _, a := range race(item, func(int) int { return 1 }) {
+		if a.status == 201 {
+			won++
+		}
+	}
+	if won != n {
+		t.Fatalf("%d orders succeeded, want %d", won, n)
+	}
+	if got := s.stock(item); got != 0 {
+		t.Fatalf("stock = %d, want 0", got)
+	}
+	if orders, units := sold(item); orders != n || units != n {
+		t.Fatalf("order lines: %d orders, %d units; want %d and %d", orders, units, n, n)
+	}
+
+	// 1 to 3 units each: what was sold and what is left add up to the stock, and every loser
+	// asked for more than was left at the end (stock only falls during the race).
+	const m = 10
+	item2 := s.item(m, 300)
+	answers := race(item2, func(int) int { return 1 + rand.IntN(3) })
+	won, units := 0, 0
+	for _, a := range answers {
+		if a.status == 201 {
+			won++
+			units += a.qty
+		}
+	}
+	left := s.stock(item2)
+	if left < 0 || int(left)+units != m {
+		t.Fatalf("sold %d units in %d orders, %d left; want sold + left = %d", units, won, left, m)
+	}
+	for i, a := range answers {
+		if a.status == 409 && int64(a.qty) <= left {
+			t.Fatalf("racer %d was refused %d units while %d are still in stock", i, a.qty, left)
+		}
+	}
+	if orders, lineUnits := sold(item2); orders != won || lineUnits != units {
+		t.Fatalf("order lines: %d orders, %d units; the API created %d orders of %d units", orders, lineUnits, won, units)
+	}
+	if n := s.count(`SELECT count(*) FROM orders`); n != won+7 {
+		t.Fatalf("orders = %d, want %d", n, won+7)
+	}
+}
+
+// TestIdempotentCreateSentConcurrently: 20 identical POST /v1/orders with one Idempotency-Key
+// at once make one order and one stock reservation; every answer is that order (first or
+// replayed) or 409 idempotencyKeyInFlight.
+func TestIdempotentCreateSentConcurrently(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noRelay, noWorker)
+	item := s.item(100, 1999)
+	uid, c := s.customer()
+	key := "race-" + uuid.NewString()
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 3}}}
+
+	const n = 20
+	type answer struct {
+		status   int
+		replayed string
+		code     string
+		id       uuid.UUID
+		err      error
+		body     string
+	}
+	answers := make([]answer, n)
+	parallel(n, func(i int) {
+		r, err := send(c, "POST", "/v1/orders", body, "Idempotency-Key", key)
+		var o struct{ ID uuid.UUID }
+		if r.Status == 201 {
+			err = jsonErr(err, r.Body, &o)
+		}
+		answers[i] = answer{status: r.Status, replayed: r.Header.Get("Idempotent-Replayed"), code: errorCode(r), id: o.ID, err: err, body: string(r.Body)}
+	})
+	first, replays, inFlight := 0, 0, 0
+	var orderID uuid.UUID
+	for i, a := range answers {
+		switch {
+		case a.err != nil:
+			t.Fatalf("request %d: %v", i, a.err)
+		case a.status == 201 && a.replayed == "":
+			first++
+		case a.status == 201 && a.replayed == "true":
+			replays++
+		case a.status == 409 && a.code == "common.errors.idempotencyKeyInFlight":
+			inFlight++
+			continue
+		default:
+			t.Fatalf("request %d: status %d code %q replayed %q\n%s", i, a.status, a.code, a.replayed, a.body)
+		}
+		if orderID == uuid.Nil {
+			orderID = a.id
+		}
+		if a.id != orderID {
+			t.Fatalf("request %d answered order %s, another answered %s", i, a.id, orderID)
+		}
+	}
+	if first != 1 {
+		t.Fatalf("%d first (not replayed) 201 answers, want exactly 1 (%d replays, %d in flight)", first, replays, inFlight)
+	}
+	t.Logf("1 created, %d replayed, %d in flight", replays, inFlight)
+
+	if n := s.count(`SELECT count(*) FROM orders WHERE user_id = $1`, uid); n != 1 {
+		t.Fatalf("orders of the customer = %d, want 1", n)
+	}
+	if got := s.stock(item); got != 97 {
+		t.Fatalf("stock = %d, want 97 (one reservation of 3)", got)
+	}
+	if n := s.count(`SELECT count(*) FROM outbox WHERE type = 'notify:user' AND payload->>'event' = 'order.created'`); n != 1 {
+		t.Fatalf("order.created outbox rows = %d, want 1", n)
+	}
+	if n := len(s.stripe.Calls("POST", "/v1/payment_intents")); n != 1 {
+		t.Fatalf("PaymentIntents created = %d, want 1", n)
+	}
+	// Once settled, the key replays the order.
+	r := c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201)
+	var o struct{ ID uuid.UUID }
+	r.Decode(t, &o)
+	if r.Header.Get("Idempotent-Replayed") != "true" || o.ID != orderID {
+		t.Fatalf("replay after the race: header %q, order %s; want true and %s", r.Header.Get("Idempotent-Replayed"), o.ID, orderID)
+	}
+}
+
+func jsonErr(err error, body []byte, v any) error {
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(body, v)
+}
+
+// TestShipRacesCancel: ship and cancel are sent at once for each of 12 PROCESSED orders. Never
+// both: either the order ships and the cancel is refused, or the cancel is accepted, the ship
+// refused, and the order ends CANCELED with its money back and its stock restored.
+func TestShipRacesCancel(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	const orders = 12
+	item := s.item(100, 450)
+	uid, c := s.customer()
+	list := make([]orderView, orders)
+	for i := range list {
+		list[i] = s.order(c, 2, item)
+		s.pay(list[i])
+	}
+	for _, o := range list {
+		s.waitStatus(o.ID, "PROCESSED")
+	}
+	shipper, financial := s.staff("shipper"), s.staff("financial")
+
+	type pair struct{ ship, cancel testenv.Response }
+	results := make([]pair, orders)
+	var mu sync.Mutex
+	var errs []error
+	parallel(2*orders, func(i int) {
+		o := list[i/2]
+		var r testenv.Response
+		var err error
+		if i%2 == 0 {
+			r, err = send(shipper, "PATCH", "/v1/admin/orders/"+o.ID.String()+"/ship",
+				map[string]string{"trackingNumber": "TRK-" + o.ID.String()[:8], "carrier": "UPS"})
+		} else {
+			r, err = send(financial, "PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", map[string]string{"reason": "race"})
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if i%2 == 0 {
+			results[i/2].ship = r
+		} else {
+			results[i/2].cancel = r
+		}
+	})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+
+	shipped := 0
+	for i, o := range list {
+		r := results[i]
+		switch {
+		case r.ship.Status == 200 && r.cancel.Status == 409:
+			if code := errorCode(r.cancel); code != "orders.errors.badPreconditions" {
+				t.Fatalf("order %d: cancel after ship refused with %q", i, code)
+			}
+			shipped++
+			if st, action := s.status(o.ID); st != "SHIPPED" || action != "" {
+				t.Fatalf("order %d: ship won but the order is %s (pending %q)", i, st, action)
+			}
+		case r.cancel.Status == 202 && r.ship.Status == 409:
+			if code := errorCode(r.ship); code != "orders.errors.actionPending" && code != "orders.errors.badPreconditions" {
+				t.Fatalf("order %d: ship after cancel refused with %q", i, code)
+			}
+			s.waitStatus(o.ID, "CANCELED")
+		default:
+			t.Fatalf("order %d: ship %d, cancel %d — exactly one must win\nship: %s\ncancel: %s",
+				i, r.ship.Status, r.cancel.Status, r.ship.Body, r.cancel.Body)
+		}
+	}
+	t.Logf("%d shipped, %d canceled", shipped, orders-shipped)
+	s.quiet()
+
+	for i, o := range list {
+		s.assertNoRepeatedTransition(o.ID)
+		shippedN, canceledN := s.transitions(o.ID, "SHIPPED"), s.transitions(o.ID, "CANCELED")
+		refunds := s.count(`SELECT count(*) FROM refunds WHERE order_id = $1`, o.ID)
+		st, _ := s.status(o.ID)
+		switch st {
+		case "SHIPPED":
+			if shippedN != 1 || canceledN != 0 || refunds != 0 || s.notifications(uid, o.ID, notification.EventOrderCanceled) != 0 {
+				t.Fatalf("order %d SHIPPED: %d shipped, %d canceled transitions, %d refunds", i, shippedN, canceledN, refunds)
+			}
+		case "CANCELED":
+			if shippedN != 0 || canceledN != 1 || refunds != 1 || s.notifications(uid, o.ID, notification.EventOrderCanceled) != 1 {
+				t.Fatalf("order %d CANCELED: %d shipped, %d canceled transitions, %d refunds", i, shippedN, canceledN, refunds)
+			}
+		default:
+			t.Fatalf("order %d ended %s", i, st)
+		}
+	}
+	if got, want := s.stock(item), int64(100-2*shipped); got != want {
+		t.Fatalf("stock = %d, want %d (only the canceled orders' units back)", got, want)
+	}
+}
+
+// TestOrdersOverSharedItemsDoNotDeadlock: orders naming the same five items in different
+// orders, placed at once while the worker cancels other orders of the same items (releasing
+// their stock), all succeed: rows are locked in one global order, so nothing deadlocks.
+func TestOrdersOverSharedItemsDoNotDeadlock(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	const stock = 1000
+	items := make([]uuid.UUID, 5)
+	for i := range items {
+		items[i] = s.item(stock, int64(100+i))
+	}
+	_, clients := s.customers(4)
+	shuffled := func() []map[string]any {
+		lines := make([]map[string]any, len(items))
+		for i, p := range rand.Perm(len(items)) {
+			lines[i] = map[string]any{"itemId": items[p], "quantity": 1 + rand.IntN(3)}
+		}
+		return lines
+	}
+	// Orders to cancel during the race.
+	const cancels, creates = 8, 24
+	toCancel := make([]uuid.UUID, cancels)
+	for i := range toCancel {
+		var o struct{ ID uuid.UUID }
+		clients[i%len(clients)].Do("POST", "/v1/orders", map[string]any{"items": shuffled()}, "Idempotency-Key", uuid.NewString()).
+			Expect(t, 201).Decode(t, &o)
+		toCancel[i] = o.ID
+	}
+	before := make([]int64, len(items))
+	for i, id := range items {
+		before[i] = s.stock(id)
+	}
+	financial := s.staff("financial")
+
+	bodies := make([][]map[string]any, creates)
+	for i := range bodies {
+		bodies[i] = shuffled()
+	}
+	type answer struct {
+		status int
+		err    error
+		body   string
+	}
+	answers := make([]answer, creates+cancels)
+	parallel(creates+cancels, func(i int) {
+		var r testenv.Response
+		var err error
+		if i < creates {
+			r, err = send(clients[i%len(clients)], "POST", "/v1/orders", map[string]any{"items": bodies[i]}, "Idempotency-Key", uuid.NewString())
+		} else {
+			r, err = send(financial, "PATCH", "/v1/admin/orders/"+toCancel[i-creates].String()+"/cancel", nil)
+		}
+		answers[i] = answer{status: r.Status, err: err, body: string(r.Body)}
+	})
+	for i, a := range answers {
+		want := 201
+		if i >= creates {
+			want = 202
+		}
+		if a.err != nil || a.status != want {
+			t.Fatalf("request %d: status %d (want %d), err %v\n%s", i, a.status, want, a.err, a.body)
+		}
+	}
+	for _, id := range toCancel {
+		s.waitStatus(id, "CANCELED")
+	}
+	// Every unit is accounted for: the new orders took theirs, the canceled gave theirs back.
+	for i, id := range items {
+		want := before[i]
+		for _, b := range bodies {
+			for _, l := range b {
+				if l["itemId"] == id {
+					want -= int64(l["quantity"].(int))
+				}
+			}
+		}
+		var canceled int64
+		if err := s.db.Get(&canceled, `SELECT coalesce(sum(quantity), 0) FROM order_lines WHERE item_id = $1 AND order_id = ANY($2)`,
+			id, uuidArray(toCancel)); err != nil {
+			t.Fatal(err)
+		}
+		want += canceled
+		if got := s.stock(id); got != want {
+			t.Fatalf("item %d: stock %d, want %d", i, got, want)
+		}
+	}
+}
+
+func uuidArray(ids []uuid.UUID) string {
+	out := "{"
+	for i, id := range ids {
+		if i > 0 {
+			out += ","
+		}
+		out += id.String()
+	}
+	return out + "}"
+}

@@ -1,0 +1,369 @@
+package outbox_test
+
+// The relay against real PostgreSQL and Redis (SPEC §5 Outbox): batches in id order, rows
+// deleted only once their tasks are in Redis, unknown task types dropped without blocking the
+// batch, LISTEN/NOTIFY wake-ups, and a graceful stop that finishes the batch in progress.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+// quietRedis keeps go-redis from printing its dial failures (the Redis-down case makes many).
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+func TestMain(m *testing.M) {
+	redis.SetLogger(quietRedis{})
+	os.Exit(m.Run())
+}
+
+type env struct {
+	t      *testing.T
+	db     *sqlx.DB
+	dbURL  string
+	rdb    *redis.Client
+	ns     tasks.Namespace
+	client *asynq.Client
+	insp   *asynq.Inspector
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	db, dbURL := testenv.DB(t)
+	rdb, _, _ := testenv.Redis(t)
+	ns := tasks.Namespace("ot" + uuid.NewString()[:8] + ":")
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, q := range tasks.Queues {
+			iter := rdb.Scan(ctx, 0, "asynq:{"+ns.Queue(q)+"}*", 1000).Iterator()
+			var keys []string
+			for iter.Next(ctx) {
+				keys = append(keys, iter.Val())
+			}
+			if len(keys) > 0 {
+				rdb.Del(ctx, keys...)
+			}
+			rdb.SRem(ctx, "asynq:queues", ns.Queue(q))
+		}
+	})
+	return &env{t: t, db: db, dbURL: dbURL, rdb: rdb, ns: ns,
+		client: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb)}
+}
+
+func (e *env) relay(batch int, poll time.Duration) *outbox.Relay {
+	return outbox.NewRelay(e.db, e.dbURL, e.client, e.ns, batch, poll, logging.Discard())
+}
+
+// write inserts n notify:user rows with outbox.Write in one transaction, tagged with a
+// correlation id, and returns their ids.
+func (e *env) write(n int) []int64 {
+	e.t.Helper()
+	ctx := logging.WithCorrelationID(context.Background(), "cid-"+uuid.NewString()[:8])
+	msgs := make([]outbox.Message, n)
+	for i := range msgs {
+		msgs[i] = outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{UserID: uuid.New(), Event: "order.paid",
+			Data: map[string]any{"seq": i}}}
+	}
+	var ids []int64
+	tx, err := e.db.BeginTxx(ctx, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var before int64
+	if err := tx.Get(&before, `SELECT coalesce(max(id), 0) FROM outbox`); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := outbox.Write(ctx, tx, msgs...); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := tx.Select(&ids, `SELECT id FROM outbox WHERE id > $1 ORDER BY id`, before); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		e.t.Fatal(err)
+	}
+	return ids
+}
+
+func (e *env) left() []int64 {
+	e.t.Helper()
+	var ids []int64
+	if err := e.db.Select(&ids, `SELECT id FROM outbox ORDER BY id`); err != nil {
+		e.t.Fatal(err)
+	}
+	return ids
+}
+
+func (e *env) queued(queue string, id int64) bool {
+	e.t.Helper()
+	n, err := e.rdb.Exists(context.Background(), "asynq:{"+e.ns.Queue(queue)+"}:t:"+outbox.TaskID(id)).Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n == 1
+}
+
+func equal(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestRelayBatchesInIDOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ids := e.write(250)
+	r := e.relay(100, time.Hour)
+	for i, want := range []int{100, 100, 50, 0} {
+		n, err := r.RunOnce(context.Background())
+		if err != nil || n != want {
+			t.Fatalf("batch %d: %d rows, err %v; want %d", i, n, err, want)
+		}
+		done := min(len(ids), 100*(i+1))
+		if left := e.left(); !equal(left, ids[done:]) {
+			t.Fatalf("after batch %d, %d rows left (first %v), want the %d highest ids", i, len(left), left[:min(3, len(left))], len(ids)-done)
+		}
+		for j, id := range ids {
+			if e.queued(tasks.QueueNotifications, id) != (j < done) {
+				t.Fatalf("after batch %d, row %d (#%d) queued = %v", i, id, j, j < done)
+			}
+		}
+	}
+
+	// Each task carries its row: correlation id, outbox id, payload, queue and retry policy.
+	ti, err := e.insp.GetTaskInfo(e.ns.Queue(tasks.QueueNotifications), outbox.TaskID(ids[7]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env tasks.Envelope
+	if err := json.Unmarshal(ti.Payload, &env); err != nil {
+		t.Fatal(err)
+	}
+	var p tasks.Notify
+	if err := json.Unmarshal(env.Data, &p); err != nil {
+		t.Fatal(err)
+	}
+	if ti.Type != tasks.NotifyUser || env.OutboxID != ids[7] || !strings.HasPrefix(env.CorrelationID, "cid-") ||
+		p.Event != "order.paid" || p.Data["seq"] != float64(7) || ti.MaxRetry != 3 {
+		t.Fatalf("task %s: type %s, envelope %+v, payload %+v, max retry %d", ti.ID, ti.Type, env, p, ti.MaxRetry)
+	}
+}
+
+// TestRelayDeletesRowsOnlyAfterEnqueue: while a batch is being committed its tasks are already
+// in Redis and its rows still visible to everyone else; a batch whose enqueue fails leaves every
+// row in place.
+func TestRelayDeletesRowsOnlyAfterEnqueue(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ids := e.write(30)
+	r := e.relay(20, time.Hour)
+	checked := false
+	r.Observe = func(n int, _ time.Duration) {
+		checked = true
+		if n != 20 {
+			t.Errorf("observed a batch of %d, want 20", n)
+		}
+		if left := e.left(); !equal(left, ids) {
+			t.Errorf("before commit other sessions see %d rows, want all %d", len(left), len(ids))
+		}
+		for _, id := range ids[:20] {
+			if !e.queued(tasks.QueueNotifications, id) {
+				t.Errorf("before commit, row %d is not in Redis", id)
+			}
+		}
+	}
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 20 || !checked {
+		t.Fatalf("RunOnce: %d, %v (observed %v)", n, err, checked)
+	}
+	if left := e.left(); !equal(left, ids[20:]) {
+		t.Fatalf("after commit %d rows left, want 10", len(left))
+	}
+
+	// Redis unreachable: the enqueue fails and the batch rolls back.
+	down := asynq.NewClient(asynq.RedisClientOpt{Addr: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)), DialTimeout: time.Second})
+	t.Cleanup(func() { down.Close() })
+	broken := outbox.NewRelay(e.db, e.dbURL, down, e.ns, 20, time.Hour, logging.Discard())
+	if n, err := broken.RunOnce(context.Background()); err == nil || n != 0 {
+		t.Fatalf("RunOnce with Redis down: %d rows, err %v; want an error", n, err)
+	}
+	if left := e.left(); !equal(left, ids[20:]) {
+		t.Fatalf("after a failed enqueue %d rows left, want the 10 still there", len(left))
+	}
+	// A later try delivers them.
+	r.Observe = nil
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 10 {
+		t.Fatalf("retry: %d, %v", n, err)
+	}
+	if left := e.left(); len(left) != 0 {
+		t.Fatalf("%d rows left", len(left))
+	}
+}
+
+// TestRelayDropsUnknownTaskTypes: a row no worker can handle (written by an older or newer
+// release) is dropped with an error log naming it; the rest of its batch is delivered.
+func TestRelayDropsUnknownTaskTypes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if err := outbox.Write(context.Background(), e.db, outbox.Message{Type: "order:teleport", Payload: map[string]string{}}); err == nil {
+		t.Fatal("outbox.Write accepted an unknown task type")
+	}
+	first := e.write(2)
+	var unknown int64
+	if err := e.db.Get(&unknown, `INSERT INTO outbox (type, payload) VALUES ('order:teleport', '{"orderId":"x"}') RETURNING id`); err != nil {
+		t.Fatal(err)
+	}
+	last := e.write(2)
+
+	var buf syncBuffer
+	r := outbox.NewRelay(e.db, e.dbURL, e.client, e.ns, 10, time.Hour, logging.New("relay", -4, "json", &buf))
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 5 {
+		t.Fatalf("RunOnce: %d, %v; want 5 rows", n, err)
+	}
+	if left := e.left(); len(left) != 0 {
+		t.Fatalf("%d rows left: the unknown row blocked the outbox", len(left))
+	}
+	for _, id := range append(first, last...) {
+		if !e.queued(tasks.QueueNotifications, id) {
+			t.Fatalf("row %d of the batch was not delivered", id)
+		}
+	}
+	for _, q := range tasks.Queues {
+		if e.queued(q, unknown) {
+			t.Fatalf("the unknown row was enqueued in %s", q)
+		}
+	}
+	found := false
+	for _, line := range strings.Split(buf.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		if rec["level"] == "ERROR" && rec["taskType"] == "order:teleport" && rec["outboxId"] == float64(unknown) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no error log names the dropped row %d:\n%s", unknown, buf.String())
+	}
+}
+
+// TestRelayWakesOnNotify: with a one-hour poll interval only LISTEN/NOTIFY can wake the relay;
+// rows written one transaction at a time are each delivered.
+func TestRelayWakesOnNotify(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first := e.write(1)
+	r := e.relay(100, time.Hour)
+	var batches atomic.Int32
+	r.Observe = func(int, time.Duration) { batches.Add(1) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// The first row goes in the start-up drain, which runs after LISTEN.
+	testenv.Eventually(t, 10*time.Second, "start-up drain", func() bool { return e.queued(tasks.QueueNotifications, first[0]) })
+	for i := 0; i < 3; i++ {
+		ids := e.write(1 + i)
+		testenv.Eventually(t, 10*time.Second, "rows written after start-up delivered", func() bool {
+			for _, id := range ids {
+				if !e.queued(tasks.QueueNotifications, id) {
+					return false
+				}
+			}
+			return len(e.left()) == 0
+		})
+	}
+	if n := batches.Load(); n != 4 {
+		t.Fatalf("%d batches, want 4 (the start-up drain and one per write)", n)
+	}
+}
+
+// TestRelayStopFinishesBatchInProgress: a stop that arrives while a batch is between enqueue
+// and commit lets it commit, and starts no new batch.
+func TestRelayStopFinishesBatchInProgress(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ids := e.write(25)
+	r := e.relay(10, 10*time.Millisecond)
+	inBatch, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.Observe = func(int, time.Duration) {
+		once.Do(func() { close(inBatch); <-release })
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	<-inBatch
+	cancel()
+	close(release)
+	<-done
+	if left := e.left(); !equal(left, ids[10:]) {
+		t.Fatalf("after the stop %d rows left, want 15 (the batch in progress committed, no other started)", len(left))
+	}
+	for _, id := range ids[:10] {
+		if !e.queued(tasks.QueueNotifications, id) {
+			t.Fatalf("row %d of the finished batch is not queued", id)
+		}
+	}
+}
+
+func TestStatsReportBacklogAndOldestRow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if n, age, err := outbox.Stats(ctx, e.db); err != nil || n != 0 || age != 0 {
+		t.Fatalf("empty outbox: %d rows, oldest %s, err %v", n, age, err)
+	}
+	e.write(3)
+	if _, err := e.db.Exec(`UPDATE outbox SET created_at = now() - interval '5 minutes' WHERE id = (SELECT min(id) FROM outbox)`); err != nil {
+		t.Fatal(err)
+	}
+	n, age, err := outbox.Stats(ctx, e.db)
+	if err != nil || n != 3 || age < 5*time.Minute || age > 6*time.Minute {
+		t.Fatalf("stats: %d rows, oldest %s, err %v; want 3 and about 5m", n, age, err)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

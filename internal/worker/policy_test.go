@@ -1,0 +1,425 @@
+package worker
+
+// The worker's policy (SPEC §5, DESIGN convention 5): one registry covering every task type a
+// producer can emit, exact task names, no retry for what a retry cannot fix, retries then one
+// compensation for the rest, and one periodic task per period cluster-wide. Real PostgreSQL
+// and Redis; Asynq queues under a namespace of each test's own.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/config"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+// newTestWorker wires the production worker (strategies and all) on a test database.
+func newTestWorker(t *testing.T) *Worker {
+	t.Helper()
+	db, dbURL := testenv.DB(t)
+	rdb, keys, redisURL := testenv.Redis(t)
+	cfg := testenv.Config(t, config.Worker, dbURL, redisURL)
+	w, err := New(cfg, Infra{DB: db, Redis: rdb, Keys: keys, Namespace: testNamespace(t, rdb), Log: logging.Discard(),
+		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t), nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// testNamespace returns a queue namespace of the test's own; its Asynq keys are deleted when
+// the test ends.
+func testNamespace(t *testing.T, rdb *redis.Client) tasks.Namespace {
+	ns := tasks.Namespace("wt" + uuid.NewString()[:8] + ":")
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, q := range tasks.Queues {
+			iter := rdb.Scan(ctx, 0, "asynq:{"+ns.Queue(q)+"}*", 1000).Iterator()
+			var keys []string
+			for iter.Next(ctx) {
+				keys = append(keys, iter.Val())
+			}
+			if len(keys) > 0 {
+				rdb.Del(ctx, keys...)
+			}
+			rdb.SRem(ctx, "asynq:queues", ns.Queue(q))
+		}
+	})
+	return ns
+}
+
+func TestRegistryHandlesEveryTaskType(t *testing.T) {
+	t.Parallel()
+	reg := newTestWorker(t).Runner.reg
+	types := tasks.Types()
+	if len(types) == 0 {
+		t.Fatal("tasks.Types() is empty")
+	}
+	for _, typ := range types {
+		s, ok := reg[typ]
+		if !ok || s.Run == nil {
+			t.Errorf("task type %q has no strategy", typ)
+		}
+		if _, ok := tasks.QueueOf(typ); !ok {
+			t.Errorf("task type %q has no queue", typ)
+		}
+	}
+	for typ := range reg {
+		if _, ok := tasks.QueueOf(typ); !ok {
+			t.Errorf("strategy for %q, a type no producer emits", typ)
+		}
+	}
+	if len(reg) != len(types) {
+		t.Errorf("%d strategies for %d task types", len(reg), len(types))
+	}
+	// The order strategies hold the order's lock and compensate when their retries run out.
+	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund} {
+		if reg[typ].OrderLock == nil || reg[typ].Compensate == nil {
+			t.Errorf("%s: lock %v, compensation %v; want both", typ, reg[typ].OrderLock != nil, reg[typ].Compensate != nil)
+		}
+		id := uuid.New()
+		raw, _ := json.Marshal(tasks.Order{OrderID: id})
+		if got := reg[typ].OrderLock(Task{Type: typ, Envelope: tasks.Envelope{Data: raw}}); got != id.String() {
+			t.Errorf("%s locks order %q, want %q", typ, got, id)
+		}
+	}
+}
+
+func TestCheckRefusesAMissingOrUnknownStrategy(t *testing.T) {
+	t.Parallel()
+	full := newTestWorker(t).Runner.reg
+	if err := Check(full); err != nil {
+		t.Fatalf("the production registry fails its check: %v", err)
+	}
+	locks := redsync.New(goredis.NewPool(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})))
+	for _, typ := range tasks.Types() {
+		reg := make(map[string]Strategy, len(full))
+		for k, v := range full {
+			if k != typ {
+				reg[k] = v
+			}
+		}
+		err := Check(reg)
+		if err == nil || !strings.Contains(err.Error(), typ) {
+			t.Errorf("Check without %q: %v, want an error naming it", typ, err)
+		}
+		if _, err := NewRunner(reg, locks, "", logging.Discard()); err == nil {
+			t.Errorf("NewRunner accepted a registry without %q", typ)
+		}
+	}
+	reg := make(map[string]Strategy, len(full)+1)
+	for k, v := range full {
+		reg[k] = v
+	}
+	reg["order:archive"] = Strategy{Run: func(context.Context, Task) error { return nil }}
+	if err := Check(reg); err == nil || !strings.Contains(err.Error(), "order:archive") {
+		t.Errorf("Check with a strategy of an unknown type: %v, want an error naming it", err)
+	}
+}
+
+// recorder is a strategy that counts its runs and compensations and fails as told.
+type recorder struct {
+	runs, compensations atomic.Int32
+	fail                func(attempt int32) error
+}
+
+func (r *recorder) strategy() Strategy {
+	return Strategy{
+		Run: func(ctx context.Context, t Task) error {
+			var p tasks.Order
+			if err := t.Decode(&p); err != nil {
+				return err
+			}
+			n := r.runs.Add(1)
+			if r.fail != nil {
+				return r.fail(n)
+			}
+			return nil
+		},
+		Compensate: func(context.Context, Task, error) (bool, error) {
+			r.compensations.Add(1)
+			return true, nil
+		},
+	}
+}
+
+// policyServer runs a Runner whose order:process, order:cancel and order:refund are recorders,
+// on a real Asynq server with fast retries.
+func policyServer(t *testing.T) (client *asynq.Client, insp *asynq.Inspector, ns tasks.Namespace, rec map[string]*recorder, outcomes func() map[string]int) {
+	t.Helper()
+	rdb, keys, _ := testenv.Redis(t)
+	ns = testNamespace(t, rdb)
+	reg := map[string]Strategy{}
+	for _, typ := range tasks.Types() {
+		reg[typ] = Strategy{Run: func(context.Context, Task) error { return nil }}
+	}
+	rec = map[string]*recorder{}
+	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund} {
+		rec[typ] = &recorder{}
+		reg[typ] = rec[typ].strategy()
+	}
+	runner, err := NewRunner(reg, redsync.New(goredis.NewPool(rdb)), keys, logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	runner.Observe = Observer{Done: func(taskType, outcome string, _ time.Duration) {
+		mu.Lock()
+		seen[taskType+" "+outcome]++
+		mu.Unlock()
+	}}
+	srv := NewServer(rdb, ServerConfig{Concurrency: 4, Weights: map[string]int{tasks.QueueOrders: 1}, Namespace: ns,
+		RetryBase: 10 * time.Millisecond, DelayedInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second}, logging.Discard())
+	if err := srv.Start(runner); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	outcomes = func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		out := make(map[string]int, len(seen))
+		for k, v := range seen {
+			out[k] = v
+		}
+		return out
+	}
+	return asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), ns, rec, outcomes
+}
+
+func archivedTasks(t *testing.T, insp *asynq.Inspector, queue string, want int) map[string]*asynq.TaskInfo {
+	t.Helper()
+	var list []*asynq.TaskInfo
+	testenv.Eventually(t, 20*time.Second, fmt.Sprintf("%d archived tasks in %s", want, queue), func() bool {
+		info, err := insp.GetQueueInfo(queue)
+		if err != nil || info.Archived < want {
+			return false
+		}
+		list, err = insp.ListArchivedTasks(queue, asynq.PageSize(100))
+		return err == nil
+	})
+	out := map[string]*asynq.TaskInfo{}
+	for _, ti := range list {
+		out[ti.ID] = ti
+	}
+	if len(out) != want {
+		t.Fatalf("%d archived tasks, want %d", len(out), want)
+	}
+	return out
+}
+
+// TestMalformedTasksAreNotRetried: payloads no retry can fix, and task names that only share a
+// prefix with a registered one, fail at once for good: no retry, and the strategy of the
+// look-alike name never runs. A payload Asynq cannot even unwrap reaches no strategy code at
+// all, compensation included. (A payload whose data does not decode is handed to the type's
+// compensation, which decodes it the same way and does nothing: the e2e test
+// TestMalformedTasksLeaveOrdersAlone checks that with the production strategies.)
+func TestMalformedTasksAreNotRetried(t *testing.T) {
+	t.Parallel()
+	client, insp, ns, rec, outcomes := policyServer(t)
+	queue := ns.Queue(tasks.QueueOrders)
+	valid, _ := json.Marshal(tasks.Envelope{Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
+	bad := map[string]struct {
+		typ     string
+		payload string
+	}{
+		"envelope-not-json": {tasks.OrderProcess, `{not json`},
+		"envelope-wrong":    {tasks.OrderProcess, `["a"]`},
+		"prefix-lookalike":  {tasks.OrderProcess + ":v2", string(valid)},
+		"bare-prefix":       {"order", string(valid)},
+		"data-wrong-type":   {tasks.OrderRefund, `{"data":{"orderId":"` + uuid.NewString() + `","actor":42}}`},
+		"data-not-uuid":     {tasks.OrderCancel, `{"data":{"orderId":"not-a-uuid"}}`},
+		"data-not-object":   {tasks.OrderCancel, `{"data":"order"}`},
+	}
+	for id, b := range bad {
+		if _, err := client.Enqueue(asynq.NewTask(b.typ, []byte(b.payload)), asynq.Queue(queue), asynq.TaskID(id), asynq.MaxRetry(3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	archived := archivedTasks(t, insp, queue, len(bad))
+	for id := range bad {
+		ti, ok := archived[id]
+		if !ok {
+			t.Fatalf("task %s not archived", id)
+		}
+		if ti.Retried != 0 || ti.LastErr == "" {
+			t.Errorf("task %s: retried %d times, last error %q; want no retry and an error", id, ti.Retried, ti.LastErr)
+		}
+	}
+	for typ, r := range rec {
+		if n := r.runs.Load(); n != 0 {
+			t.Errorf("%s strategy got past decoding %d times for malformed or look-alike tasks", typ, n)
+		}
+	}
+	if n := rec[tasks.OrderProcess].compensations.Load(); n != 0 {
+		t.Errorf("order:process compensation ran %d times for tasks that never reached a strategy", n)
+	}
+	for k := range outcomes() {
+		if strings.HasSuffix(k, " retry") || strings.HasSuffix(k, " success") {
+			t.Errorf("outcome %q reported for a malformed task", k)
+		}
+	}
+}
+
+// TestRetriesThenOneCompensation contrasts the malformed case: a transient failure is retried
+// up to MaxRetry and then compensated once; a permanent one is compensated at once, not retried.
+func TestRetriesThenOneCompensation(t *testing.T) {
+	t.Parallel()
+	client, insp, ns, rec, outcomes := policyServer(t)
+	queue := ns.Queue(tasks.QueueOrders)
+	rec[tasks.OrderProcess].fail = func(int32) error { return payment.ErrTransient }
+	rec[tasks.OrderCancel].fail = func(int32) error { return order.ErrBadPreconditions }
+	rec[tasks.OrderRefund].fail = func(n int32) error {
+		if n < 3 {
+			return errors.New("database briefly away")
+		}
+		return nil
+	}
+	payload, _ := json.Marshal(tasks.Envelope{Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
+	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund} {
+		if _, err := client.Enqueue(asynq.NewTask(typ, payload), asynq.Queue(queue), asynq.TaskID(typ), asynq.MaxRetry(2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	archived := archivedTasks(t, insp, queue, 2)
+	testenv.Eventually(t, 20*time.Second, "the refund succeeds on its third attempt", func() bool {
+		return outcomes()[tasks.OrderRefund+" success"] == 1
+	})
+	checks := []struct {
+		typ                 string
+		runs, compensations int32
+		retried             int
+	}{
+		{tasks.OrderProcess, 3, 1, 2}, // transient: 1 + 2 retries, then compensation
+		{tasks.OrderCancel, 1, 1, 0},  // permanent: no retry, compensation at once
+		{tasks.OrderRefund, 3, 0, -1}, // succeeded on the last attempt: nothing to compensate
+	}
+	for _, c := range checks {
+		r := rec[c.typ]
+		if r.runs.Load() != c.runs || r.compensations.Load() != c.compensations {
+			t.Errorf("%s: %d runs and %d compensations, want %d and %d", c.typ, r.runs.Load(), r.compensations.Load(), c.runs, c.compensations)
+		}
+		if c.retried >= 0 && archived[c.typ].Retried != c.retried {
+			t.Errorf("%s: archived after %d retries, want %d", c.typ, archived[c.typ].Retried, c.retried)
+		}
+	}
+}
+
+func TestPermanentErrors(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		err       error
+		permanent bool
+	}{
+		{malformed(errors.New("bad json")), true},
+		{fmt.Errorf("wrapped: %w", payment.ErrRejected), true},
+		{payment.ErrNotFound, true},
+		{order.ErrNotFound, true},
+		{order.ErrBadPreconditions.With("from", "PENDING"), true},
+		{order.ErrPaymentMismatch, true},
+		{payment.ErrTransient, false},
+		{order.ErrChangedMeanwhile, false},
+		{order.ErrConcurrentUpdate, false},
+		{errors.New("connection reset"), false},
+		{apperr.New(apperr.Unavailable, "x"), false},
+	} {
+		if got := isPermanent(c.err); got != c.permanent {
+			t.Errorf("isPermanent(%v) = %v, want %v", c.err, got, c.permanent)
+		}
+	}
+}
+
+func TestRetryDelayBacksOffWithJitter(t *testing.T) {
+	t.Parallel()
+	base := 2 * time.Second
+	f := RetryDelay(base)
+	for n := 0; n < 4; n++ {
+		want := base << n
+		lo, hi := time.Duration(float64(want)*0.8), time.Duration(float64(want)*1.2)
+		distinct := map[time.Duration]bool{}
+		for i := 0; i < 50; i++ {
+			d := f(n, errors.New("x"), nil)
+			if d < lo || d > hi {
+				t.Fatalf("retry %d: delay %s outside [%s, %s]", n, d, lo, hi)
+			}
+			distinct[d] = true
+		}
+		if len(distinct) < 2 {
+			t.Fatalf("retry %d: no jitter", n)
+		}
+	}
+}
+
+// TestSchedulerOneTaskPerPeriod: two schedulers (two workers) enqueue the same periodic job for
+// the same period at once; exactly one task is enqueued. The next period gets its own.
+func TestSchedulerOneTaskPerPeriod(t *testing.T) {
+	t.Parallel()
+	rdb, _, _ := testenv.Redis(t)
+	ns := testNamespace(t, rdb)
+	job := Periodic{Type: tasks.CleanupExpired, Every: time.Hour}
+	schedulers := []*Scheduler{
+		NewScheduler(asynq.NewClientFromRedisClient(rdb), ns, logging.Discard(), job),
+		NewScheduler(asynq.NewClientFromRedisClient(rdb), ns, logging.Discard(), job),
+	}
+	period := time.Now().Truncate(time.Hour)
+	enqueueAll := func(at func(i int) time.Time) int {
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		errs := make(chan error, 20)
+		for i := 0; i < 20; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ok, err := schedulers[i%2].Enqueue(context.Background(), job, at(i))
+				if err != nil {
+					errs <- err
+				}
+				if ok {
+					wins.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		return int(wins.Load())
+	}
+	// Any instant of one period is the same period.
+	if n := enqueueAll(func(i int) time.Time { return period.Add(time.Duration(i) * time.Minute) }); n != 1 {
+		t.Fatalf("%d enqueues won for one period, want 1", n)
+	}
+	if n := enqueueAll(func(int) time.Time { return period.Add(59 * time.Minute) }); n != 0 {
+		t.Fatalf("%d enqueues won for a period already enqueued, want 0", n)
+	}
+	if n := enqueueAll(func(int) time.Time { return period.Add(time.Hour) }); n != 1 {
+		t.Fatalf("%d enqueues won for the next period, want 1", n)
+	}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	info, err := insp.GetQueueInfo(ns.Queue(tasks.QueueMaintenance))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Pending != 2 {
+		t.Fatalf("%d periodic tasks pending, want 2 (one per period)", info.Pending)
+	}
+}
