@@ -271,7 +271,7 @@ func (s *stack) startRelayWith(rdb *redis.Client, ns tasks.Namespace, batch int,
 func (s *stack) startWorkerWith(rdb *redis.Client, ns tasks.Namespace, configure func(*worker.Infra)) (*worker.Worker, func()) {
 	in := worker.Infra{
 		DB: s.db, Redis: rdb, Keys: s.keys, Namespace: ns, Log: s.log,
-		Gateway:   payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL, nil),
+		Gateway:   payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL),
 		RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond,
 	}
 	if configure != nil {

@@ -43,7 +43,7 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 	cfg := testenv.Config(t, config.Worker, dbURL, redisURL, "WORKER_CONCURRENCY", "20")
 	w, err := worker.New(cfg, worker.Infra{
 		DB: db, Redis: rdb, Keys: redisx.Prefix("test:" + uuid.NewString()[:8] + ":"), Namespace: "", Log: testLogger(),
-		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t), nil), Observe: log.observer(),
+		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t)), Observe: log.observer(),
 		RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond,
 	})
 	if err != nil {

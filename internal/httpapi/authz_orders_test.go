@@ -141,7 +141,7 @@ func orderMatrixRoutes() []matrixRoute {
 			if uid == "" {
 				uid = other(t, a)
 			}
-			if _, err := a.srv.Notifications().Deliver(testenv.Context(t), 0, uuid.MustParse(uid), "order.created", nil); err != nil {
+			if _, err := a.srv.Notifications().Deliver(testenv.Context(t), 0, time.Time{}, uuid.MustParse(uid), "order.created", nil); err != nil {
 				t.Fatal(err)
 			}
 			var id string

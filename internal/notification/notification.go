@@ -82,12 +82,14 @@ type Store struct{ db *sqlx.DB }
 // NewStore returns the notifications store.
 func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
 
-const insertQuery = `INSERT INTO notifications (id, user_id, event, data, outbox_id) VALUES ($1, $2, $3, $4, $5)
+const insertQuery = `INSERT INTO notifications (id, user_id, event, data, outbox_id, created_at)
+VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
 ON CONFLICT (outbox_id) DO NOTHING`
 
-// Deliver stores a notification asked for by outbox row outboxID; a second delivery of the same
-// row stores nothing. It reports whether a row was inserted.
-func (s *Store) Deliver(ctx context.Context, outboxID int64, userID uuid.UUID, event string, data map[string]any) (bool, error) {
+// Deliver stores a notification asked for by outbox row outboxID, dated at (when the event
+// happened, so the list follows the events; now when zero). A second delivery of the same row
+// stores nothing. It reports whether a row was inserted.
+func (s *Store) Deliver(ctx context.Context, outboxID int64, at time.Time, userID uuid.UUID, event string, data map[string]any) (bool, error) {
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return false, err
@@ -99,7 +101,11 @@ func (s *Store) Deliver(ctx context.Context, outboxID int64, userID uuid.UUID, e
 	if outboxID > 0 {
 		src = &outboxID
 	}
-	res, err := s.db.ExecContext(ctx, insertQuery, uuid.Must(uuid.NewV7()), userID, event, raw, src)
+	var when *time.Time
+	if !at.IsZero() {
+		when = &at
+	}
+	res, err := s.db.ExecContext(ctx, insertQuery, uuid.Must(uuid.NewV7()), userID, event, raw, src, when)
 	if postgres.IsCode(err, postgres.ForeignKeyViolation) {
 		return false, nil // the user is gone: nobody to notify
 	}

@@ -56,11 +56,12 @@ type row struct {
 	Type          string          `db:"type"`
 	Payload       json.RawMessage `db:"payload"`
 	CorrelationID string          `db:"correlation_id"`
+	CreatedAt     time.Time       `db:"created_at"`
 }
 
 const claimQuery = `DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
-) RETURNING id, type, payload, correlation_id`
+) RETURNING id, type, payload, correlation_id, created_at`
 
 // enqueueWorkers bounds the Redis round trips of one batch in flight at once.
 const enqueueWorkers = 32
@@ -126,7 +127,7 @@ func (r *Relay) enqueue(ctx context.Context, rw row) error {
 		r.log.ErrorContext(ctx, "outbox row of unknown task type dropped", "outboxId", rw.ID, "taskType", rw.Type)
 		return nil
 	}
-	payload, err := json.Marshal(tasks.Envelope{CorrelationID: rw.CorrelationID, OutboxID: rw.ID, Data: rw.Payload})
+	payload, err := json.Marshal(tasks.Envelope{CorrelationID: rw.CorrelationID, OutboxID: rw.ID, CreatedAt: rw.CreatedAt, Data: rw.Payload})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ package tasks
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -66,6 +67,7 @@ func (n Namespace) Queue(q string) string { return string(n) + q }
 type Envelope struct {
 	CorrelationID string          `json:"correlationId,omitempty"`
 	OutboxID      int64           `json:"outboxId,omitempty"`
+	CreatedAt     time.Time       `json:"createdAt,omitzero"` // when the change that asked for the task committed
 	Data          json.RawMessage `json:"data,omitempty"`
 }
 

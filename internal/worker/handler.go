@@ -81,16 +81,9 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	if s.OrderLock != nil {
 		if id := s.OrderLock(t); id != "" {
 			ctx = logging.With(ctx, slog.String("orderId", id))
-			unlock, err := r.lock(ctx, id)
-			if err != nil {
-				r.observe(t.Type, "retry", start)
-				return err
-			}
-			defer unlock()
 		}
 	}
-
-	err := s.Run(ctx, t)
+	err := r.run(ctx, s, t)
 	if err == nil {
 		r.observe(t.Type, "success", start)
 		return nil
@@ -104,7 +97,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 		return err
 	}
 	r.log.ErrorContext(ctx, "task failed for good", "err", err, "permanent", permanent, "attempt", retried+1)
-	if s.Compensate != nil {
+	if s.Compensate != nil && !errors.Is(err, errMalformed) {
 		done, cerr := s.Compensate(ctx, t, err)
 		switch {
 		case cerr != nil:
@@ -122,6 +115,22 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}
 	return err
+}
+
+// run runs the strategy holding its order's lock. Failing to get the lock is an error like
+// any other: it retries, and on the last attempt the compensation still runs (it needs no lock:
+// its writes are compare-and-set).
+func (r *Runner) run(ctx context.Context, s Strategy, t Task) error {
+	if s.OrderLock != nil {
+		if id := s.OrderLock(t); id != "" {
+			unlock, err := r.lock(ctx, id)
+			if err != nil {
+				return err
+			}
+			defer unlock()
+		}
+	}
+	return s.Run(ctx, t)
 }
 
 func (r *Runner) observe(taskType, outcome string, start time.Time) {

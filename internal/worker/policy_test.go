@@ -38,7 +38,7 @@ func newTestWorker(t *testing.T) *Worker {
 	rdb, keys, redisURL := testenv.Redis(t)
 	cfg := testenv.Config(t, config.Worker, dbURL, redisURL)
 	w, err := New(cfg, Infra{DB: db, Redis: rdb, Keys: keys, Namespace: testNamespace(t, rdb), Log: logging.Discard(),
-		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t), nil)})
+		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,7 +96,7 @@ func Registry(d Deps) map[string]Strategy {
 			if p.UserID == uuid.Nil || p.Event == "" {
 				return malformed(fmt.Errorf("notify without user or event"))
 			}
-			_, err := d.Notifications.Deliver(ctx, t.OutboxID, p.UserID, p.Event, p.Data)
+			_, err := d.Notifications.Deliver(ctx, t.OutboxID, t.CreatedAt, p.UserID, p.Event, p.Data)
 			return err
 		}},
 	}

@@ -271,7 +271,7 @@ func status(s *string) *order.Status {
 	return &st
 }
 
-const setIntentQuery = `UPDATE payments SET payment_intent_id = $2, client_secret = $3, status = $4, updated_at = now()
+const setIntentQuery = `UPDATE payments SET payment_intent_id = $2, client_secret = NULLIF($3, ''), status = $4, updated_at = now()
 WHERE order_id = $1 AND (payment_intent_id IS NULL OR payment_intent_id = $2)`
 
 // SetIntent records the order's PaymentIntent (once; the same id again is a no-op).
