@@ -16,6 +16,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/httpapi"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/platform/server"
@@ -33,7 +34,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log := logging.New(string(config.API), cfg.LogLevel, cfg.LogFormat, stdout)
+	log, closeLog, err := logging.Setup(string(config.API), cfg.LogLevel, cfg.LogFormat, cfg.LokiURL, stdout, metrics.LogsDropped.Inc)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	log.Info("starting", "config", cfg)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -54,6 +59,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		DB: db, Redis: rdb, Keys: redisx.DefaultPrefix, Log: log,
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase),
 	})
+	defer api.Close()
 	if cfg.SeedDemoData {
 		if err := demo.Seed(ctx, db, api.Users(), api.Catalog(), log); err != nil {
 			return err

@@ -10,13 +10,14 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/platform/server"
@@ -34,7 +35,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log := logging.New(string(config.Relay), cfg.LogLevel, cfg.LogFormat, stdout)
+	log, closeLog, err := logging.Setup(string(config.Relay), cfg.LogLevel, cfg.LogFormat, cfg.LokiURL, stdout, metrics.LogsDropped.Inc)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	log.Info("starting", "config", cfg)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -49,11 +54,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	defer rdb.Close()
-	client := asynq.NewClientFromRedisClient(rdb)
 
-	relay := outbox.NewRelay(db, cfg.DatabaseURL, client, "", cfg.OutboxBatchSize, cfg.OutboxPollInterval, log)
+	relay := outbox.NewRelay(db, cfg.DatabaseURL, asynq.NewClientFromRedisClient(rdb), "", cfg.OutboxBatchSize, cfg.OutboxPollInterval, log)
+	relay.Observe = metrics.RelayBatch
+	monitor := outbox.NewMonitor(db, func(backlog int64, oldest time.Duration) {
+		metrics.OutboxBacklog.Set(float64(backlog))
+		metrics.OutboxOldestAge.Set(oldest.Seconds())
+	})
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
+	go func() { defer wg.Done(); monitor.Run(ctx, 5*time.Second) }()
 	go func() {
 		defer wg.Done()
 		if err := relay.Run(ctx); err != nil {
@@ -65,7 +75,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	ops := server.Ops(map[string]func(context.Context) error{
 		"postgres": db.PingContext,
 		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-	}, promhttp.Handler())
+		"outbox":   monitor.Fresh,
+	}, metrics.Handler())
 	err = server.Serve(ctx, server.New(cfg.OpsAddr, ops), cfg.ShutdownTimeout, log, nil)
 	stop()
 	wg.Wait() // the batch in progress finishes before the pools close

@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/platform/server"
@@ -36,7 +37,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log := logging.New(string(config.Worker), cfg.LogLevel, cfg.LogFormat, stdout)
+	log, closeLog, err := logging.Setup(string(config.Worker), cfg.LogLevel, cfg.LogFormat, cfg.LokiURL, stdout, metrics.LogsDropped.Inc)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	log.Info("starting", "config", cfg)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -64,13 +69,17 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer w.Shutdown()
 
+	prometheus.MustRegister(worker.NewQueueCollector(rdb, ""))
 	client := asynq.NewClientFromRedisClient(rdb)
-	go worker.NewScheduler(client, "", log, worker.Periodic{Type: tasks.CleanupExpired, Every: time.Hour}).Run(ctx)
+	go worker.NewScheduler(client, "", log,
+		worker.Periodic{Type: tasks.ReconcilePayments, Every: time.Minute},
+		worker.Periodic{Type: tasks.CleanupExpired, Every: time.Hour},
+	).Run(ctx)
 
 	ops := server.Ops(map[string]func(context.Context) error{
 		"postgres": db.PingContext,
 		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-	}, promhttp.Handler())
+	}, metrics.Handler())
 	err = server.Serve(ctx, server.New(cfg.OpsAddr, ops), cfg.ShutdownTimeout, log, nil)
 	log.Info("stopping: waiting for running tasks")
 	return err

@@ -13,6 +13,15 @@ func (s *Server) routes() {
 
 	r.GET("/health", s.health)
 	r.GET("/ready", s.ready)
+	r.GET("/metrics", metricsHandler)
+	r.GET("/openapi.json", s.openAPI)
+	if ui, closeUI, err := s.queueUI(); err != nil {
+		s.log.Error("queue UI not mounted", "err", err)
+	} else {
+		r.Any(QueueUIPath, ui)
+		r.Any(QueueUIPath+"/*path", ui)
+		s.closers = append(s.closers, closeUI)
+	}
 
 	r.POST("/v1/auth/login", s.limit(rl.Login), s.login)
 	r.POST("/v1/auth/refresh", s.limit(rl.Session), s.refresh)

@@ -51,6 +51,7 @@ type Server struct {
 	idem          *idempotency.Store
 	limiter       *ratelimit.Limiter
 	engine        *gin.Engine
+	closers       []func() error
 }
 
 // New wires the services and the routes.
@@ -75,6 +76,15 @@ func New(cfg config.Config, in Infra) *Server {
 	s.engine = s.newEngine()
 	s.routes()
 	return s
+}
+
+// Close releases what the server holds beyond its dependencies (the queue UI's Redis client).
+func (s *Server) Close() {
+	for _, f := range s.closers {
+		if err := f(); err != nil {
+			s.log.Warn("close", "err", err)
+		}
+	}
 }
 
 // Handler returns the HTTP handler.

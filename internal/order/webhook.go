@@ -80,11 +80,11 @@ func (s *Service) applyEvent(ctx context.Context, tx *sqlx.Tx, ev payment.Event)
 		)
 		switch ev.Type {
 		case payment.EventIntentSucceeded:
-			e, msgs, err = s.paymentSucceeded(ctx, tx, o, ev, &outcome)
+			e, msgs, err = s.paymentSucceeded(ctx, tx, o, ev, ActorWebhook, &outcome)
 		case payment.EventIntentFailed:
 			e, msgs, err = s.paymentFailed(ctx, tx, o, ev, &outcome)
 		case payment.EventIntentCanceled:
-			e, msgs, err = s.intentCanceled(ctx, tx, o, &outcome)
+			e, msgs, err = s.intentCanceled(ctx, tx, o, ActorWebhook, &outcome)
 		}
 		return e, msgs, err
 	})
@@ -117,8 +117,9 @@ func (s *Service) orderOfIntent(ctx context.Context, tx *sqlx.Tx, ev payment.Eve
 }
 
 // paymentSucceeded records the payment: PENDING → PAID with order:process queued; on a
-// CANCELED order the late payment is refunded automatically.
-func (s *Service) paymentSucceeded(ctx context.Context, tx *sqlx.Tx, o *Order, ev payment.Event, outcome *string) (*Event, []outbox.Message, error) {
+// CANCELED order the late payment is refunded automatically. The webhook and the reconciler
+// both come here.
+func (s *Service) paymentSucceeded(ctx context.Context, tx *sqlx.Tx, o *Order, ev payment.Event, actor string, outcome *string) (*Event, []outbox.Message, error) {
 	if o.Payment.Captured() {
 		return nil, nil, nil
 	}
@@ -132,8 +133,8 @@ func (s *Service) paymentSucceeded(ctx context.Context, tx *sqlx.Tx, o *Order, e
 		}
 		_ = o.transition(Paid, time.Now())
 		*outcome = OutcomeApplied
-		return statusEvent(Pending, Paid, ActorWebhook, ""), []outbox.Message{
-			task(tasks.OrderProcess, o, ActorWebhook, ""),
+		return statusEvent(Pending, Paid, actor, ""), []outbox.Message{
+			task(tasks.OrderProcess, o, actor, ""),
 			notify(o, notification.EventOrderPaid, nil),
 		}, nil
 	case Canceled:
@@ -141,8 +142,8 @@ func (s *Service) paymentSucceeded(ctx context.Context, tx *sqlx.Tx, o *Order, e
 			return nil, nil, err
 		}
 		*outcome = OutcomeLatePayment
-		return actionEvent(EventLatePayment, ActorWebhook, "payment received after cancellation"),
-			[]outbox.Message{task(tasks.OrderRefund, o, ActorWebhook, "late payment")}, nil
+		return actionEvent(EventLatePayment, actor, "payment received after cancellation"),
+			[]outbox.Message{task(tasks.OrderRefund, o, actor, "late payment")}, nil
 	}
 	return nil, nil, nil
 }
@@ -167,7 +168,7 @@ func (s *Service) paymentFailed(ctx context.Context, tx *sqlx.Tx, o *Order, ev p
 
 // intentCanceled cancels a PENDING order whose PaymentIntent was canceled at Stripe, through
 // the worker's order:cancel like any cancel.
-func (s *Service) intentCanceled(ctx context.Context, tx *sqlx.Tx, o *Order, outcome *string) (*Event, []outbox.Message, error) {
+func (s *Service) intentCanceled(ctx context.Context, tx *sqlx.Tx, o *Order, actor string, outcome *string) (*Event, []outbox.Message, error) {
 	if o.Status != Pending || o.PendingAction != ActionNone || o.Payment.Captured() {
 		return nil, nil, nil
 	}
@@ -179,8 +180,8 @@ func (s *Service) intentCanceled(ctx context.Context, tx *sqlx.Tx, o *Order, out
 		return nil, nil, err
 	}
 	*outcome = OutcomeApplied
-	return actionEvent(EventCancelRequested, ActorWebhook, "payment intent canceled"),
-		[]outbox.Message{task(tasks.OrderCancel, o, ActorWebhook, "payment intent canceled")}, nil
+	return actionEvent(EventCancelRequested, actor, "payment intent canceled"),
+		[]outbox.Message{task(tasks.OrderCancel, o, actor, "payment intent canceled")}, nil
 }
 
 // applyRefundUpdate stores a refund's new status and notes it on the order's timeline.

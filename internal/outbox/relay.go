@@ -210,3 +210,48 @@ func Stats(ctx context.Context, db sqlx.QueryerContext) (backlog int64, oldest t
 	}
 	return s.Backlog, time.Duration(s.Oldest * float64(time.Second)), nil
 }
+
+// StaleAfter is the age of the oldest outbox row past which the relay reports itself not ready:
+// rows that old mean delivery is stuck.
+const StaleAfter = 5 * time.Minute
+
+// Monitor publishes the backlog and the oldest row's age, and tells readiness whether
+// delivery keeps up.
+type Monitor struct {
+	db *sqlx.DB
+	// Publish receives each reading (metrics).
+	Publish func(backlog int64, oldest time.Duration)
+}
+
+// NewMonitor returns a monitor of db's outbox.
+func NewMonitor(db *sqlx.DB, publish func(backlog int64, oldest time.Duration)) *Monitor {
+	return &Monitor{db: db, Publish: publish}
+}
+
+// Run reads the stats every interval.
+func (m *Monitor) Run(ctx context.Context, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		if backlog, oldest, err := Stats(ctx, m.db); err == nil && m.Publish != nil {
+			m.Publish(backlog, oldest)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Fresh fails when the oldest row waits longer than StaleAfter (a readiness check).
+func (m *Monitor) Fresh(ctx context.Context) error {
+	_, oldest, err := Stats(ctx, m.db)
+	if err != nil {
+		return err
+	}
+	if oldest > StaleAfter {
+		return fmt.Errorf("outbox: oldest row waits %s", oldest.Round(time.Second))
+	}
+	return nil
+}

@@ -36,8 +36,8 @@ var Queues = []string{QueueOrders, QueuePayments, QueueNotifications, QueueMaint
 var queueOf = map[string]string{
 	OrderProcess: QueueOrders, OrderCancel: QueueOrders, OrderRefund: QueueOrders,
 	CustomerCreate: QueuePayments, CustomerUpdate: QueuePayments, CustomerDelete: QueuePayments,
-	NotifyUser:     QueueNotifications,
-	CleanupExpired: QueueMaintenance,
+	NotifyUser:        QueueNotifications,
+	ReconcilePayments: QueueMaintenance, CleanupExpired: QueueMaintenance,
 }
 
 // Types lists every task type.

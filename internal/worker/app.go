@@ -12,7 +12,6 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dispatchhq/dispatch/internal/auth/authdb"
 	"github.com/dispatchhq/dispatch/internal/catalog"
 	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
 	"github.com/dispatchhq/dispatch/internal/config"
@@ -52,15 +51,17 @@ type Worker struct {
 func New(cfg config.Config, in Infra) (*Worker, error) {
 	cache := catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)
 	customers := user.NewCustomerSync(in.DB, userdb.Store{}, in.Gateway)
+	locks := redsync.New(goredis.NewPool(in.Redis))
 	orders := order.NewService(in.DB, orderdb.Store{}, catalogdb.Store{}, cache, in.Gateway,
 		idempotency.NewStore(in.DB), customers, in.Log)
 	reg := Registry(Deps{
 		Orders: orders, Notifications: notification.NewStore(in.DB), Customers: customers,
 		Maintenance: map[string]func(context.Context) error{
-			tasks.CleanupExpired: Cleanup(in.DB, in.Log),
+			tasks.CleanupExpired:    Cleanup(in.DB, in.Log),
+			tasks.ReconcilePayments: Reconcile(orders, locks, in.Keys, order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL), in.Log),
 		},
 	})
-	runner, err := NewRunner(reg, redsync.New(goredis.NewPool(in.Redis)), in.Keys, in.Log)
+	runner, err := NewRunner(reg, locks, in.Keys, in.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -87,24 +88,3 @@ func (w *Worker) Start() error {
 // Shutdown stops taking tasks and waits for the running ones (up to the shutdown timeout;
 // unfinished tasks go back to their queue).
 func (w *Worker) Shutdown() { w.server.Shutdown() }
-
-// Retention of expired records before cleanup deletes them.
-const sessionRetention = 24 * time.Hour
-
-// Cleanup deletes idempotency records past their 24 h and sessions expired or revoked for more
-// than a day.
-func Cleanup(db *sqlx.DB, log *slog.Logger) func(context.Context) error {
-	return func(ctx context.Context) error {
-		now := time.Now()
-		keys, err := idempotency.NewStore(db).DeleteExpired(ctx, now)
-		if err != nil {
-			return err
-		}
-		sessions, err := authdb.DeleteExpired(ctx, db, now.Add(-sessionRetention))
-		if err != nil {
-			return err
-		}
-		log.InfoContext(ctx, "cleanup done", "idempotencyKeys", keys, "sessions", sessions)
-		return nil
-	}
-}

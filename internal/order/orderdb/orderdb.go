@@ -326,6 +326,23 @@ func (Store) SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID
 	return nil
 }
 
+// PendingBefore returns PENDING orders without a pending action created before a time, oldest
+// first, after a position (nil for the start).
+func (Store) PendingBefore(ctx context.Context, db sqlx.QueryerContext, before time.Time, after *order.PendingOrder, limit int) ([]order.PendingOrder, error) {
+	var q postgres.Query
+	q.Where("o.status = 'PENDING'")
+	q.Where("o.pending_action IS NULL")
+	q.Where("o.created_at < " + q.Arg(before))
+	if after != nil {
+		q.Keyset("o.created_at", "o.id", after.CreatedAt, after.ID, true)
+	}
+	query := `SELECT o.id, o.created_at, p.payment_intent_id FROM orders o JOIN payments p ON p.order_id = o.id` +
+		q.WhereSQL() + ` ORDER BY o.created_at, o.id LIMIT ` + q.Arg(limit)
+	var rows []order.PendingOrder
+	err := sqlx.SelectContext(ctx, db, &rows, query, q.Args...)
+	return rows, mapErr("pending", err)
+}
+
 const recordEventQuery = `INSERT INTO stripe_events (id, type, outcome) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`
 
 // RecordStripeEvent stores a webhook event id; false means it was seen before.

@@ -83,3 +83,16 @@ func With(ctx context.Context, attrs ...slog.Attr) context.Context {
 	f.attrs = append(merged, attrs...)
 	return context.WithValue(ctx, fieldsKey{}, &f)
 }
+
+// Setup builds a program's logger from its configuration: stdout, plus Loki when LOKI_URL is
+// set. close flushes what Loki has buffered; call it last.
+func Setup(service string, level slog.Level, format, lokiURL string, stdout io.Writer, onDrop func()) (log *slog.Logger, close func(), err error) {
+	if lokiURL == "" {
+		return New(service, level, format, stdout), func() {}, nil
+	}
+	l, err := NewLoki(lokiURL, service, level, onDrop)
+	if err != nil {
+		return nil, nil, err
+	}
+	return New(service, level, format, stdout, l.Handler(level)), l.Close, nil
+}
