@@ -2,6 +2,7 @@
 //
 //	dispatchctl webhook succeeded|failed|canceled <order-id|payment-intent-id> [-amount N] [-currency usd]
 //	dispatchctl timeline <order-id>
+//	dispatchctl bench <scenario> [flags]   (load figures for docs/performance.md)
 //
 // webhook sends a correctly signed Stripe event for the order's PaymentIntent to the API (like
 // "stripe trigger"), taking the amount and currency from the order unless overridden. timeline
@@ -45,7 +46,7 @@ const usage = `usage:
 
 func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
 	if len(args) < 2 {
-		return errors.New(usage)
+		return errors.New(usage + "\n" + benchUsage)
 	}
 	cfg, err := config.Load(config.API, getenv)
 	if err != nil {
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		return webhook(ctx, db, cfg, args[1:], out)
 	case "timeline":
 		return timeline(ctx, db, args[1], out)
+	case "bench":
+		return bench(ctx, db, cfg, args[1:], out)
 	}
 	return errors.New(usage)
 }

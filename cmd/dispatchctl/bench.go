@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
+	"github.com/dispatchhq/dispatch/internal/config"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
+	"github.com/dispatchhq/dispatch/internal/loadtest"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+	"github.com/dispatchhq/dispatch/internal/user"
+	"github.com/dispatchhq/dispatch/internal/user/userdb"
+)
+
+const benchUsage = `usage: dispatchctl bench <scenario> [flags]
+scenarios (against a running stack with RATE_LIMIT_ENABLED=false):
+  item-hit, item-miss, list-hit, list-miss   GET /v1/items/:id or /v1/items, cache hit or forced miss
+  login                                      POST /v1/auth/login
+  orders                                     POST /v1/orders, closed loop (-clients) or open loop (-rate)
+  pipeline                                   order + signed webhook at -rate/s; webhook → PROCESSED latency
+  relay                                      -rows outbox rows; time for the running relay to drain them
+  reconcile                                  seeds -orders PENDING orders, times one reconciler run (in-process)`
+
+func bench(ctx context.Context, db *sqlx.DB, cfg config.Config, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(benchUsage)
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	base := fs.String("api", "http://127.0.0.1"+cfg.HTTPAddr, "base URL of the API")
+	clients := fs.Int("clients", 32, "concurrent clients (closed loop)")
+	rate := fs.Float64("rate", 0, "requests per second (open loop; 0 = closed loop)")
+	duration := fs.Duration("duration", 20*time.Second, "length of the run")
+	warmup := fs.Duration("warmup", 3*time.Second, "unmeasured run before the measured one")
+	customers := fs.Int("customers", 16, "customers created for the run")
+	rows := fs.Int("rows", 100000, "outbox rows (relay)")
+	orders := fs.Int("orders", 10000, "PENDING orders (reconcile)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	scenario := args[0]
+	switch scenario {
+	case "relay":
+		return benchRelay(ctx, db, *rows, out)
+	case "reconcile":
+		return benchReconcile(ctx, db, cfg, *orders, out)
+	}
+
+	rdb, err := redisx.Open(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	s := &loadtest.Stack{Base: *base, DB: db, Redis: rdb, Keys: redisx.DefaultPrefix,
+		WebhookSecret: cfg.StripeWebhookSecret, HTTP: loadtest.Client(max(*clients, 64))}
+	if err := s.Prepare(ctx, *customers); err != nil {
+		return fmt.Errorf("prepare (are rate limits off?): %w", err)
+	}
+	if scenario == "pipeline" {
+		if *rate == 0 {
+			return errors.New("pipeline needs -rate")
+		}
+		if *warmup > 0 {
+			_, _ = s.Pipeline(ctx, *rate, *warmup)
+		}
+		res, err := s.Pipeline(ctx, *rate, *duration)
+		fmt.Fprint(out, res)
+		return err
+	}
+	var (
+		req loadtest.Request
+		ok  loadtest.OK
+	)
+	switch scenario {
+	case "item-hit", "item-miss", "list-hit", "list-miss":
+		req, ok = s.ItemRead(scenario[:4] == "list", scenario[len(scenario)-4:] == "miss")
+	case "login":
+		req, ok = s.Login()
+	case "orders":
+		req, ok = s.CreateOrder()
+	default:
+		return errors.New(benchUsage)
+	}
+	run := func(d time.Duration) loadtest.Result {
+		name := fmt.Sprintf("%s, %d clients", scenario, *clients)
+		if *rate > 0 {
+			return loadtest.Open(ctx, fmt.Sprintf("%s at %.0f/s", scenario, *rate), s.HTTP, *rate, d, req, ok)
+		}
+		return loadtest.Closed(ctx, name, s.HTTP, *clients, d, req, ok)
+	}
+	if *warmup > 0 {
+		run(*warmup)
+	}
+	cpu0, cpuErr := s.ServerCPU(ctx)
+	res := run(*duration)
+	if cpu1, err := s.ServerCPU(ctx); err == nil && cpuErr == nil {
+		res.ServerCPU = cpu1 - cpu0
+	}
+	fmt.Fprint(out, res)
+	return nil
+}
+
+func benchRelay(ctx context.Context, db *sqlx.DB, rows int, out io.Writer) error {
+	var userID uuid.UUID
+	if err := db.GetContext(ctx, &userID, `SELECT id FROM users WHERE email = 'admin@dispatch.local'`); err != nil {
+		return fmt.Errorf("the demo admin (seeded by the API) is needed: %w", err)
+	}
+	d, err := loadtest.RelayDrain(ctx, db, rows, userID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "relay drained %d rows in %s: %.0f rows/s\n", rows, d.Round(time.Millisecond), float64(rows)/d.Seconds())
+	return nil
+}
+
+func benchReconcile(ctx context.Context, db *sqlx.DB, cfg config.Config, n int, out io.Writer) error {
+	var userID uuid.UUID
+	if err := db.GetContext(ctx, &userID, `SELECT id FROM users WHERE email = 'admin@dispatch.local'`); err != nil {
+		return fmt.Errorf("the demo admin (seeded by the API) is needed: %w", err)
+	}
+	var item catalog.Item
+	if err := db.GetContext(ctx, &item, `SELECT id, name, description, price, currency, stock, price_payment_id,
+created_at, updated_at, deleted_at FROM items WHERE deleted_at IS NULL ORDER BY created_at LIMIT 1`); err != nil {
+		return err
+	}
+	policy := order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL)
+	// Old enough to be looked up at Stripe, young enough not to be canceled: every order costs a
+	// Stripe call and nothing else changes, so the run can be repeated on the same orders.
+	if err := loadtest.SeedPending(ctx, db, userID, item.ID, item.Price, n, policy.IntentAge+time.Minute); err != nil {
+		return err
+	}
+	rdb, err := redisx.Open(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	gateway := payment.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase)
+	log := logging.Discard()
+	orders := order.NewService(db, orderdb.Store{}, catalogdb.Store{}, catalog.NewCache(rdb, redisx.DefaultPrefix, cfg.CacheTTL, log),
+		gateway, idempotency.NewStore(db), user.NewCustomerSync(db, userdb.Store{}, gateway), log)
+	rep, d, err := loadtest.Reconcile(ctx, orders, policy)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "reconciler checked %d PENDING orders in %s (%.0f orders/s): %+v\n", rep.Checked, d.Round(time.Millisecond),
+		float64(rep.Checked)/d.Seconds(), rep)
+	return nil
+}

@@ -1,0 +1,73 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/dispatchhq/dispatch/internal/order"
+)
+
+// RelayDrain writes rows notify:user outbox rows for userID in one statement and measures how
+// long the running relay(s) take to empty the outbox. Run it with the relay up and the worker
+// down to measure the relay alone.
+func RelayDrain(ctx context.Context, db *sqlx.DB, rows int, userID uuid.UUID) (time.Duration, error) {
+	var backlog int
+	if err := db.GetContext(ctx, &backlog, `SELECT count(*) FROM outbox`); err != nil {
+		return 0, err
+	}
+	if backlog > 0 {
+		return 0, fmt.Errorf("the outbox already holds %d rows; drain it first", backlog)
+	}
+	_, err := db.ExecContext(ctx, `INSERT INTO outbox (type, payload, correlation_id)
+SELECT 'notify:user', jsonb_build_object('userId', $1::text, 'event', 'auth.login', 'data', jsonb_build_object('n', g)), 'bench-relay'
+FROM generate_series(1, $2) AS g`, userID, rows)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	for {
+		var n int
+		if err := db.GetContext(ctx, &n, `SELECT count(*) FROM outbox`); err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// SeedPending creates n PENDING orders of one unit of itemID, each with a PaymentIntent id,
+// created age ago, so that a reconciler run has them all to look at.
+func SeedPending(ctx context.Context, db *sqlx.DB, userID, itemID uuid.UUID, price int64, n int, age time.Duration) error {
+	_, err := db.ExecContext(ctx, `
+WITH o AS (
+    INSERT INTO orders (id, user_id, status, total, currency, created_at, updated_at)
+    SELECT gen_random_uuid(), $1, 'PENDING', $3, 'usd', now() - $5 * interval '1 second', now() - $5 * interval '1 second'
+    FROM generate_series(1, $4)
+    RETURNING id
+), l AS (
+    INSERT INTO order_lines (id, order_id, position, item_id, name, unit_price, quantity, subtotal)
+    SELECT gen_random_uuid(), id, 1, $2, 'Bench item', $3, 1, $3 FROM o
+)
+INSERT INTO payments (order_id, payment_intent_id, status)
+SELECT id, 'pi_bench_' || replace(id::text, '-', ''), 'requires_payment' FROM o`,
+		userID, itemID, price, n, int(age.Seconds()))
+	return err
+}
+
+// Reconcile times one reconciler run.
+func Reconcile(ctx context.Context, orders *order.Service, p order.ReconcilePolicy) (order.ReconcileReport, time.Duration, error) {
+	start := time.Now()
+	rep, err := orders.Reconcile(ctx, start, p)
+	return rep, time.Since(start), err
+}
+

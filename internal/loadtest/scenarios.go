@@ -1,0 +1,263 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+)
+
+// Stack is a running Dispatch under test. Its rate limits must be off (RATE_LIMIT_ENABLED=false).
+type Stack struct {
+	Base          string
+	DB            *sqlx.DB      // for the pipeline's server-side timestamps
+	Redis         *redis.Client // to force cache misses
+	Keys          redisx.Prefix
+	WebhookSecret string
+	HTTP          *http.Client
+
+	admin     string
+	customers []string
+	items     []string
+}
+
+// Prepare logs in as the demo admin, creates n customers and two items with ample stock.
+func (s *Stack) Prepare(ctx context.Context, n int) error {
+	var err error
+	if s.admin, err = s.login(ctx, "admin@dispatch.local", "admin12345"); err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		email := fmt.Sprintf("bench-%s@example.com", uuid.NewString()[:12])
+		if _, err := s.call(ctx, "POST", "/v1/users", "", map[string]any{"name": "Bench", "email": email, "password": "bench-password"}, 201); err != nil {
+			return err
+		}
+		tok, err := s.login(ctx, email, "bench-password")
+		if err != nil {
+			return err
+		}
+		s.customers = append(s.customers, tok)
+	}
+	for i := 0; i < 2; i++ {
+		var it struct{ ID string }
+		body, err := s.call(ctx, "POST", "/v1/admin/items", s.admin, map[string]any{"name": "Bench item " + uuid.NewString()[:6],
+			"description": "load test", "price": 1000 + i, "stock": 1_000_000_000}, 201)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(body, &it); err != nil {
+			return err
+		}
+		s.items = append(s.items, it.ID)
+	}
+	return nil
+}
+
+func (s *Stack) login(ctx context.Context, email, password string) (string, error) {
+	body, err := s.call(ctx, "POST", "/v1/auth/login", "", map[string]string{"email": email, "password": password}, 200)
+	if err != nil {
+		return "", err
+	}
+	var pair struct{ AccessToken string }
+	return pair.AccessToken, json.Unmarshal(body, &pair)
+}
+
+func (s *Stack) call(ctx context.Context, method, path, token string, body any, want int) ([]byte, error) {
+	req, err := s.request(ctx, method, path, token, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	if resp.StatusCode != want {
+		return nil, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, strings.TrimSpace(buf.String()))
+	}
+	return buf.Bytes(), nil
+}
+
+func (s *Stack) request(ctx context.Context, method, path, token string, body any) (*http.Request, error) {
+	var rd *bytes.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(raw)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.Base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if method == "POST" {
+		req.Header.Set("Idempotency-Key", uuid.NewString())
+	}
+	return req, nil
+}
+
+func is(code int) OK { return func(status int) bool { return status == code } }
+
+// ItemRead returns the request of GET /v1/items/:id (or the list when list is set). With miss,
+// the item's (or the lists') cache generation is bumped before each request, so every read
+// misses the cache and goes to Postgres; the bump is the client's cost, not the server's.
+func (s *Stack) ItemRead(list, miss bool) (Request, OK) {
+	path, gen := "/v1/items/"+s.items[0], s.Keys.Key("items", "gen", s.items[0])
+	if list {
+		path, gen = "/v1/items?limit=20", s.Keys.Key("items", "gen")
+	}
+	return func(ctx context.Context, i int) (*http.Request, error) {
+		if miss {
+			if err := s.Redis.Incr(ctx, gen).Err(); err != nil {
+				return nil, err
+			}
+		}
+		return s.request(ctx, "GET", path, s.customers[i%len(s.customers)], nil)
+	}, is(200)
+}
+
+// Login returns the request of a demo login.
+func (s *Stack) Login() (Request, OK) {
+	return func(ctx context.Context, _ int) (*http.Request, error) {
+		return s.request(ctx, "POST", "/v1/auth/login", "", map[string]string{"email": "admin@dispatch.local", "password": "admin12345"})
+	}, is(200)
+}
+
+// CreateOrder returns the request of POST /v1/orders: one or two items, one unit each.
+func (s *Stack) CreateOrder() (Request, OK) {
+	return func(ctx context.Context, i int) (*http.Request, error) {
+		return s.request(ctx, "POST", "/v1/orders", s.customers[i%len(s.customers)], s.orderBody(i))
+	}, is(201)
+}
+
+func (s *Stack) orderBody(i int) map[string]any {
+	lines := []map[string]any{{"itemId": s.items[0], "quantity": 1}}
+	if i%2 == 1 {
+		lines = append(lines, map[string]any{"itemId": s.items[1], "quantity": 1})
+	}
+	return map[string]any{"items": lines}
+}
+
+// ServerCPU reads the API process's CPU seconds from its /metrics.
+func (s *Stack) ServerCPU(ctx context.Context) (time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", s.Base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.HTTP.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, "process_cpu_seconds_total "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return time.Duration(f * float64(time.Second)), err
+		}
+	}
+	return 0, fmt.Errorf("no process_cpu_seconds_total on %s/metrics", s.Base)
+}
+
+// Pipeline places orders at rate per second for d and pays each with a signed webhook at
+// once. The latency it reports is from sending the webhook to the order's PROCESSED event as
+// the database recorded it (same machine, same clock), read after the run.
+func (s *Stack) Pipeline(ctx context.Context, rate float64, d time.Duration) (Result, error) {
+	type paid struct {
+		order  string
+		sentAt time.Time
+	}
+	var (
+		mu    sync.Mutex
+		sent  []paid
+		fails = map[int]int{}
+	)
+	res := Open(ctx, "pipeline: order + webhook", s.HTTP, rate, d, func(ctx context.Context, i int) (*http.Request, error) {
+		body, err := s.call(ctx, "POST", "/v1/orders", s.customers[i%len(s.customers)], s.orderBody(i), 201)
+		if err != nil {
+			mu.Lock()
+			fails[0]++
+			mu.Unlock()
+			return nil, err
+		}
+		var o struct {
+			ID       string
+			Total    int64
+			Currency string
+			Payment  struct{ PaymentIntentID string }
+		}
+		if err := json.Unmarshal(body, &o); err != nil {
+			return nil, err
+		}
+		ev := payment.TestEvent{ID: "evt_bench_" + uuid.NewString(), Type: payment.EventIntentSucceeded,
+			PaymentIntentID: o.Payment.PaymentIntentID, OrderID: o.ID, Amount: o.Total, Currency: o.Currency}.Build()
+		req, err := http.NewRequestWithContext(ctx, "POST", s.Base+"/stripe/webhook", bytes.NewReader(ev))
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now()
+		req.Header.Set("Stripe-Signature", payment.Sign(ev, s.WebhookSecret, now))
+		mu.Lock()
+		sent = append(sent, paid{order: o.ID, sentAt: now})
+		mu.Unlock()
+		return req, nil
+	}, is(200))
+	res.Name = fmt.Sprintf("webhook → PROCESSED at %.0f orders/s (webhook answered in p50 %s, p99 %s)",
+		rate, ms(res.Percentile(50)), ms(res.Percentile(99)))
+
+	deadline := time.Now().Add(2 * time.Minute)
+	ids := make([]string, len(sent))
+	for i, p := range sent {
+		ids[i] = p.order
+	}
+	processed := map[string]time.Time{}
+	for time.Now().Before(deadline) && len(processed) < len(sent) {
+		var rows []struct {
+			OrderID string    `db:"order_id"`
+			At      time.Time `db:"created_at"`
+		}
+		q, args, err := sqlx.In(`SELECT order_id, created_at FROM order_events WHERE to_status = 'PROCESSED' AND order_id IN (?)`, ids)
+		if err != nil {
+			return res, err
+		}
+		if err := s.DB.SelectContext(ctx, &rows, s.DB.Rebind(q), args...); err != nil {
+			return res, err
+		}
+		for _, r := range rows {
+			processed[r.OrderID] = r.At
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	res.Latencies = res.Latencies[:0]
+	for _, p := range sent {
+		if at, ok := processed[p.order]; ok {
+			res.Latencies = append(res.Latencies, at.Sub(p.sentAt))
+		}
+	}
+	if missing := len(sent) - len(processed); missing > 0 {
+		return res, fmt.Errorf("%d of %d orders never reached PROCESSED", missing, len(sent))
+	}
+	return res, nil
+}
