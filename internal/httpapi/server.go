@@ -34,6 +34,9 @@ type Infra struct {
 	Keys    redisx.Prefix
 	Log     *slog.Logger
 	Gateway payment.Gateway
+	// Unobserved drops the access log and the request metrics; only the benchmark that
+	// measures their cost sets it.
+	Unobserved bool
 }
 
 // Server is the API: its services and the gin engine routing to them.
@@ -52,6 +55,7 @@ type Server struct {
 	limiter       *ratelimit.Limiter
 	engine        *gin.Engine
 	closers       []func() error
+	unobserved    bool
 }
 
 // New wires the services and the routes.
@@ -72,6 +76,7 @@ func New(cfg config.Config, in Infra) *Server {
 		notifications: notification.NewStore(in.DB),
 		idem:          idem,
 		limiter:       ratelimit.New(in.Redis),
+		unobserved:    in.Unobserved,
 	}
 	s.engine = s.newEngine()
 	s.routes()
@@ -112,7 +117,11 @@ func (s *Server) newEngine() *gin.Engine {
 	if err := e.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
 		s.log.Error("trusted proxies refused", "err", err)
 	}
-	e.Use(s.correlate, s.accessLog, s.recovery, s.cors, s.negotiate, s.limitBody)
+	e.Use(s.correlate)
+	if !s.unobserved {
+		e.Use(s.accessLog)
+	}
+	e.Use(s.recovery, s.cors, s.negotiate, s.limitBody)
 	e.NoRoute(func(c *gin.Context) { s.respondError(c, apperr.ErrRouteNotFound) })
 	e.NoMethod(func(c *gin.Context) { s.respondError(c, apperr.ErrMethodNotAllowed) })
 	return e
