@@ -25,10 +25,13 @@ fi
 
 ./bin/migrate up
 
-for program in api outbox-relay worker; do
-  "./bin/$program" &
-  pids+=($!)
-done
+./bin/api &
+pids+=($!)
+# Each background program has its own ops port; OPS_ADDR would give both the same.
+OPS_ADDR="${RELAY_OPS_ADDR:-:9102}" ./bin/outbox-relay &
+pids+=($!)
+OPS_ADDR="${WORKER_OPS_ADDR:-:9101}" ./bin/worker &
+pids+=($!)
 
 echo "Dispatch is up: API on ${HTTP_ADDR:-:8080}. Ctrl-C stops it." >&2
 wait -n "${pids[@]}"
