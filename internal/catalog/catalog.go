@@ -128,13 +128,14 @@ type Reservation struct {
 	Quantity int
 }
 
-// ReservedItem is an item as a stock reservation saw it: Reserved is false when it was
-// deleted or short of stock.
+// ReservedItem is an item as an order sees it: a snapshot before the order (Stock), or the
+// outcome of the stock reservation (Reserved is false when it was deleted or short).
 type ReservedItem struct {
 	ID       uuid.UUID `db:"id"`
 	Name     string    `db:"name"`
 	Price    int64     `db:"price"`
 	Currency string    `db:"currency"`
+	Stock    int64     `db:"stock"`
 	Deleted  bool      `db:"deleted"`
 	Reserved bool      `db:"reserved"`
 }

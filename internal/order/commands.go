@@ -73,9 +73,12 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 	return rs, v.Err()
 }
 
-// Create places an order for userID: stock is reserved and the order written in one
+// Create places an order for userID: the order is written and its stock reserved in one
 // transaction, then the PaymentIntent is created with no transaction open. With an idempotency
 // claim that already got past the commit, it resumes at the PaymentIntent instead.
+//
+// Names and prices are read first without locks; the reservation is the transaction's last
+// statement, so the rows of popular items stay locked only until the commit right after it.
 func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) (Order, error) {
 	claim := idempotency.ClaimFrom(ctx)
 	if claim != nil && claim.RecoveryPoint == RecoveryOrderCreated && claim.ResourceID != nil {
@@ -90,14 +93,14 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) 
 		return Order{}, err
 	}
 	o := Order{ID: uuid.Must(uuid.NewV7()), UserID: userID, Status: Pending, Payment: Payment{Status: PaymentPending}}
+	items, err := s.stock.Snapshot(ctx, s.db, rs)
+	if err != nil {
+		return Order{}, err
+	}
+	if err := o.fill(rs, items); err != nil {
+		return Order{}, err
+	}
 	err = postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		items, err := s.stock.Reserve(ctx, tx, rs)
-		if err != nil {
-			return err
-		}
-		if err := o.fill(rs, items); err != nil {
-			return err
-		}
 		created := Event{ID: uuid.Must(uuid.NewV7()), Type: EventCreated, To: &o.Status, Actor: userID.String(),
 			CorrelationID: logging.CorrelationID(ctx)}
 		if err := s.store.Create(ctx, tx, &o, created); err != nil {
@@ -108,7 +111,14 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) 
 				return err
 			}
 		}
-		return outbox.Write(ctx, tx, notify(&o, notification.EventOrderCreated, nil))
+		if err := outbox.Write(ctx, tx, notify(&o, notification.EventOrderCreated, nil)); err != nil {
+			return err
+		}
+		reserved, err := s.stock.Reserve(ctx, tx, rs)
+		if err != nil {
+			return err
+		}
+		return checkReserved(rs, reserved)
 	})
 	if err != nil {
 		return Order{}, err
@@ -118,9 +128,8 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) 
 	return s.ensureIntent(ctx, o)
 }
 
-// fill checks the reservation and snapshots names and prices into the lines. Any line that is
-// missing, deleted or short fails the whole order (the caller's transaction rolls back).
-func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) error {
+// checkReserved fails the order unless every line was reserved (the transaction rolls back).
+func checkReserved(rs []catalog.Reservation, items []catalog.ReservedItem) error {
 	byID := make(map[uuid.UUID]catalog.ReservedItem, len(items))
 	for _, it := range items {
 		byID[it.ID] = it
@@ -131,6 +140,25 @@ func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) err
 			return catalog.ErrNotFound.With("item", r.ItemID)
 		}
 		if !it.Reserved {
+			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
+		}
+	}
+	return nil
+}
+
+// fill snapshots names and prices into the lines. A line whose item is missing, deleted or
+// visibly short fails the order before anything is written.
+func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) error {
+	byID := make(map[uuid.UUID]catalog.ReservedItem, len(items))
+	for _, it := range items {
+		byID[it.ID] = it
+	}
+	for _, r := range rs {
+		it, ok := byID[r.ItemID]
+		if !ok || it.Deleted {
+			return catalog.ErrNotFound.With("item", r.ItemID)
+		}
+		if it.Stock < int64(r.Quantity) {
 			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
 		}
 		if o.Currency == "" {

@@ -48,6 +48,7 @@ type Store interface {
 
 // Stock reserves and releases item quantities (implemented by catalogdb).
 type Stock interface {
+	Snapshot(ctx context.Context, db sqlx.QueryerContext, rs []catalog.Reservation) ([]catalog.ReservedItem, error)
 	Reserve(ctx context.Context, tx sqlx.QueryerContext, rs []catalog.Reservation) ([]catalog.ReservedItem, error)
 	Release(ctx context.Context, tx sqlx.ExecerContext, rs []catalog.Reservation) error
 }

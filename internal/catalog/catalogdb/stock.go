@@ -10,7 +10,8 @@ import (
 	"github.com/dispatchhq/dispatch/internal/catalog"
 )
 
-// reserveQuery locks the wanted items in id order (so concurrent orders never deadlock), takes
+// reserveQuery locks the wanted items in id order (so concurrent orders never deadlock; NO KEY
+// UPDATE, because the order lines inserted before it hold KEY SHARE locks on them), takes
 // the quantities from those with enough stock, and reports for every item found whether it was
 // reserved. The caller rolls back unless every line was.
 const reserveQuery = `
@@ -18,15 +19,26 @@ WITH locked AS MATERIALIZED (
     SELECT i.id, i.name, i.price, i.currency, i.stock, i.deleted_at, w.qty
     FROM items i JOIN unnest($1::uuid[], $2::int[]) AS w(id, qty) ON w.id = i.id
     ORDER BY i.id
-    FOR UPDATE OF i
+    FOR NO KEY UPDATE OF i
 ), taken AS (
     UPDATE items i SET stock = i.stock - l.qty, updated_at = now()
     FROM locked l
     WHERE i.id = l.id AND l.deleted_at IS NULL AND i.stock >= l.qty
     RETURNING i.id
 )
-SELECT l.id, l.name, l.price, l.currency, l.deleted_at IS NOT NULL AS deleted, t.id IS NOT NULL AS reserved
+SELECT l.id, l.name, l.price, l.currency, l.stock, l.deleted_at IS NOT NULL AS deleted, t.id IS NOT NULL AS reserved
 FROM locked l LEFT JOIN taken t ON t.id = l.id`
+
+const snapshotQuery = `SELECT id, name, price, currency, stock, deleted_at IS NOT NULL AS deleted, false AS reserved
+FROM items WHERE id = ANY($1::uuid[])`
+
+// Snapshot reads the items an order asks for, without locking them.
+func (Store) Snapshot(ctx context.Context, db sqlx.QueryerContext, rs []catalog.Reservation) ([]catalog.ReservedItem, error) {
+	ids, _ := split(rs)
+	var rows []catalog.ReservedItem
+	err := sqlx.SelectContext(ctx, db, &rows, snapshotQuery, pq.Array(ids))
+	return rows, mapErr("snapshot", err)
+}
 
 // Reserve takes stock for every reservation with conditional decrements in tx.
 func (Store) Reserve(ctx context.Context, tx sqlx.QueryerContext, rs []catalog.Reservation) ([]catalog.ReservedItem, error) {
@@ -40,7 +52,7 @@ const releaseQuery = `
 WITH locked AS MATERIALIZED (
     SELECT i.id, w.qty FROM items i JOIN unnest($1::uuid[], $2::int[]) AS w(id, qty) ON w.id = i.id
     ORDER BY i.id
-    FOR UPDATE OF i
+    FOR NO KEY UPDATE OF i
 )
 UPDATE items i SET stock = i.stock + l.qty, updated_at = $3
 FROM locked l WHERE i.id = l.id`
