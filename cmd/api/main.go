@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/gin-gonic/gin"
 
@@ -15,9 +13,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
 	"github.com/dispatchhq/dispatch/internal/payment"
-	"github.com/dispatchhq/dispatch/internal/platform/logging"
-	"github.com/dispatchhq/dispatch/internal/platform/metrics"
-	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/platform/boot"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/platform/server"
 )
@@ -30,42 +26,24 @@ func main() {
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := config.Load(config.API, getenv)
+	p, ctx, err := boot.Start(ctx, config.API, getenv, stdout, func(config.Config) int { return 64 })
 	if err != nil {
 		return err
 	}
-	log, closeLog, err := logging.Setup(string(config.API), cfg.LogLevel, cfg.LogFormat, cfg.LokiURL, stdout, metrics.LogsDropped.Inc)
-	if err != nil {
-		return err
-	}
-	defer closeLog()
-	log.Info("starting", "config", cfg)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	db, err := postgres.Open(ctx, cfg.DatabaseURL, 64)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	rdb, err := redisx.Open(ctx, cfg.RedisURL)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
+	defer p.Close()
 
 	gin.SetMode(gin.ReleaseMode)
-	api := httpapi.New(cfg, httpapi.Infra{
-		DB: db, Redis: rdb, Keys: redisx.DefaultPrefix, Log: log,
-		Gateway: payment.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase),
+	api := httpapi.New(p.Cfg, httpapi.Infra{
+		DB: p.DB, Redis: p.Redis, Keys: redisx.DefaultPrefix, Log: p.Log,
+		Gateway: payment.NewStripe(p.Cfg.StripeSecretKey, p.Cfg.StripeAPIBase),
 	})
 	defer api.Close()
-	if cfg.SeedDemoData {
-		if err := demo.Seed(ctx, db, api.Users(), api.Catalog(), log); err != nil {
+	if p.Cfg.SeedDemoData {
+		if err := demo.Seed(ctx, p.DB, api.Users(), api.Catalog(), p.Log); err != nil {
 			return err
 		}
 	}
-	err = server.Serve(ctx, server.New(cfg.HTTPAddr, api.Handler()), cfg.ShutdownTimeout, log, nil)
-	log.Info("stopped", "err", err)
+	err = server.Serve(ctx, server.New(p.Cfg.HTTPAddr, api.Handler()), p.Cfg.ShutdownTimeout, p.Log, nil)
+	p.Log.Info("stopped", "err", err)
 	return err
 }

@@ -7,19 +7,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/outbox"
-	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/boot"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
-	"github.com/dispatchhq/dispatch/internal/platform/postgres"
-	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/platform/server"
 )
 
@@ -31,33 +27,16 @@ func main() {
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := config.Load(config.Relay, getenv)
+	p, ctx, err := boot.Start(ctx, config.Relay, getenv, stdout, func(config.Config) int { return 4 })
 	if err != nil {
 		return err
 	}
-	log, closeLog, err := logging.Setup(string(config.Relay), cfg.LogLevel, cfg.LogFormat, cfg.LokiURL, stdout, metrics.LogsDropped.Inc)
-	if err != nil {
-		return err
-	}
-	defer closeLog()
-	log.Info("starting", "config", cfg)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	defer p.Close()
 
-	db, err := postgres.Open(ctx, cfg.DatabaseURL, 4)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	rdb, err := redisx.Open(ctx, cfg.RedisURL)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-
-	relay := outbox.NewRelay(db, cfg.DatabaseURL, asynq.NewClientFromRedisClient(rdb), "", cfg.OutboxBatchSize, cfg.OutboxPollInterval, log)
+	relay := outbox.NewRelay(p.DB, p.Cfg.DatabaseURL, asynq.NewClientFromRedisClient(p.Redis), "",
+		p.Cfg.OutboxBatchSize, p.Cfg.OutboxPollInterval, p.Log)
 	relay.Observe = metrics.RelayBatch
-	monitor := outbox.NewMonitor(db, func(backlog int64, oldest time.Duration) {
+	monitor := outbox.NewMonitor(p.DB, func(backlog int64, oldest time.Duration) {
 		metrics.OutboxBacklog.Set(float64(backlog))
 		metrics.OutboxOldestAge.Set(oldest.Seconds())
 	})
@@ -67,19 +46,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	go func() {
 		defer wg.Done()
 		if err := relay.Run(ctx); err != nil {
-			log.Error("relay stopped", "err", err)
-			stop()
+			p.Log.Error("relay stopped", "err", err)
+			p.Stop()
 		}
 	}()
 
-	ops := server.Ops(map[string]func(context.Context) error{
-		"postgres": db.PingContext,
-		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		"outbox":   monitor.Fresh,
-	}, metrics.Handler())
-	err = server.Serve(ctx, server.New(cfg.OpsAddr, ops), cfg.ShutdownTimeout, log, nil)
-	stop()
+	checks := p.Checks()
+	checks["outbox"] = monitor.Fresh
+	err = server.Serve(ctx, server.New(p.Cfg.OpsAddr, server.Ops(checks, metrics.Handler())), p.Cfg.ShutdownTimeout, p.Log, nil)
+	p.Stop()
 	wg.Wait() // the batch in progress finishes before the pools close
-	log.Info("stopped")
+	p.Log.Info("stopped")
 	return err
 }

@@ -1,5 +1,5 @@
 // Command worker runs the asynchronous tasks (order strategies, customer sync, notifications,
-// maintenance) and serves /metrics, /health and /ready on its ops port.
+// reconciliation, cleanup) and serves /metrics, /health and /ready on its ops port.
 package main
 
 import (
@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -16,9 +14,8 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/payment"
-	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/boot"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
-	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/platform/server"
 	"github.com/dispatchhq/dispatch/internal/tasks"
@@ -33,33 +30,15 @@ func main() {
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := config.Load(config.Worker, getenv)
+	p, ctx, err := boot.Start(ctx, config.Worker, getenv, stdout, func(c config.Config) int { return c.WorkerConcurrency + 4 })
 	if err != nil {
 		return err
 	}
-	log, closeLog, err := logging.Setup(string(config.Worker), cfg.LogLevel, cfg.LogFormat, cfg.LokiURL, stdout, metrics.LogsDropped.Inc)
-	if err != nil {
-		return err
-	}
-	defer closeLog()
-	log.Info("starting", "config", cfg)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	defer p.Close()
 
-	db, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.WorkerConcurrency+4)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	rdb, err := redisx.Open(ctx, cfg.RedisURL)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-
-	w, err := worker.New(cfg, worker.Infra{
-		DB: db, Redis: rdb, Keys: redisx.DefaultPrefix, Log: log,
-		Gateway: payment.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase),
+	w, err := worker.New(p.Cfg, worker.Infra{
+		DB: p.DB, Redis: p.Redis, Keys: redisx.DefaultPrefix, Log: p.Log,
+		Gateway: payment.NewStripe(p.Cfg.StripeSecretKey, p.Cfg.StripeAPIBase),
 	})
 	if err != nil {
 		return err
@@ -67,20 +46,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err := w.Start(); err != nil {
 		return err
 	}
-	defer w.Shutdown()
+	defer w.Shutdown() // running tasks finish (or go back to their queue) before the pools close
 
-	prometheus.MustRegister(worker.NewQueueCollector(rdb, ""))
-	client := asynq.NewClientFromRedisClient(rdb)
-	go worker.NewScheduler(client, "", log,
+	prometheus.MustRegister(worker.NewQueueCollector(p.Redis, ""))
+	go worker.NewScheduler(asynq.NewClientFromRedisClient(p.Redis), "", p.Log,
 		worker.Periodic{Type: tasks.ReconcilePayments, Every: time.Minute},
 		worker.Periodic{Type: tasks.CleanupExpired, Every: time.Hour},
 	).Run(ctx)
 
-	ops := server.Ops(map[string]func(context.Context) error{
-		"postgres": db.PingContext,
-		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-	}, metrics.Handler())
-	err = server.Serve(ctx, server.New(cfg.OpsAddr, ops), cfg.ShutdownTimeout, log, nil)
-	log.Info("stopping: waiting for running tasks")
+	ops := server.Ops(p.Checks(), metrics.Handler())
+	err = server.Serve(ctx, server.New(p.Cfg.OpsAddr, ops), p.Cfg.ShutdownTimeout, p.Log, nil)
+	p.Log.Info("stopping: waiting for running tasks")
 	return err
 }

@@ -1,0 +1,74 @@
+// Package boot starts a program the same way every time: configuration, logger (stdout and
+// Loki), signal handling, Postgres and Redis. The mains keep only what is theirs.
+package boot
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os/signal"
+	"syscall"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispatchhq/dispatch/internal/config"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+)
+
+// Program is a started program's configuration and dependencies.
+type Program struct {
+	Cfg   config.Config
+	Log   *slog.Logger
+	DB    *sqlx.DB
+	Redis *redis.Client
+	// Stop cancels the program's context (as SIGINT or SIGTERM do).
+	Stop   context.CancelFunc
+	closes []func()
+}
+
+// Start loads service's configuration from getenv, builds its logger, opens Postgres (with
+// poolSize(cfg) connections) and Redis, and returns a context cancelled by SIGINT or SIGTERM.
+func Start(ctx context.Context, service config.Service, getenv func(string) string, stdout io.Writer, poolSize func(config.Config) int) (*Program, context.Context, error) {
+	cfg, err := config.Load(service, getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	log, closeLog, err := logging.Setup(string(service), cfg.LogLevel, cfg.LogFormat, cfg.LokiURL, stdout, metrics.LogsDropped.Inc)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &Program{Cfg: cfg, Log: log, closes: []func(){closeLog}}
+	log.Info("starting", "config", cfg)
+	ctx, p.Stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	p.closes = append(p.closes, p.Stop)
+	if p.DB, err = postgres.Open(ctx, cfg.DatabaseURL, poolSize(cfg)); err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	p.closes = append(p.closes, func() { p.DB.Close() })
+	if p.Redis, err = redisx.Open(ctx, cfg.RedisURL); err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	p.closes = append(p.closes, func() { p.Redis.Close() })
+	return p, ctx, nil
+}
+
+// Checks are the readiness checks every program shares.
+func (p *Program) Checks() map[string]func(context.Context) error {
+	return map[string]func(context.Context) error{
+		"postgres": p.DB.PingContext,
+		"redis":    func(ctx context.Context) error { return p.Redis.Ping(ctx).Err() },
+	}
+}
+
+// Close releases everything in reverse order; the logger is flushed last.
+func (p *Program) Close() {
+	for i := len(p.closes) - 1; i >= 0; i-- {
+		p.closes[i]()
+	}
+}
