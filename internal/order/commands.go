@@ -86,7 +86,11 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) 
 		if err != nil {
 			return Order{}, err
 		}
-		return s.ensureIntent(ctx, o)
+		customer, err := s.customers.StripeCustomerID(ctx, o.UserID)
+		if err != nil {
+			s.log.WarnContext(ctx, "customer lookup failed; creating the PaymentIntent without it", "err", err)
+		}
+		return s.ensureIntent(ctx, o, customer)
 	}
 	rs, err := in.reservations()
 	if err != nil {
@@ -100,10 +104,11 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) 
 	if err := o.fill(rs, items); err != nil {
 		return Order{}, err
 	}
+	var customer string
 	err = postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
 		created := Event{ID: uuid.Must(uuid.NewV7()), Type: EventCreated, To: &o.Status, Actor: userID.String(),
 			CorrelationID: logging.CorrelationID(ctx)}
-		if err := s.store.Create(ctx, tx, &o, created); err != nil {
+		if customer, err = s.store.Create(ctx, tx, &o, created); err != nil {
 			return err
 		}
 		if claim != nil {
@@ -125,7 +130,7 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) 
 	}
 	s.cache.Invalidate(ctx, itemIDs(&o)...)
 	metrics.OrdersCreated.Inc()
-	return s.ensureIntent(ctx, o)
+	return s.ensureIntent(ctx, o, customer)
 }
 
 // checkReserved fails the order unless every line was reserved (the transaction rolls back).
@@ -176,7 +181,7 @@ func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) err
 
 // ensureIntent gives a PENDING order its PaymentIntent. A transient Stripe failure leaves the
 // order PENDING for a retry (or the reconciler); a definitive one cancels it and frees the stock.
-func (s *Service) ensureIntent(ctx context.Context, o Order) (Order, error) {
+func (s *Service) ensureIntent(ctx context.Context, o Order, customer string) (Order, error) {
 	switch {
 	case o.Payment.IntentID != nil:
 		return o, nil
@@ -184,10 +189,6 @@ func (s *Service) ensureIntent(ctx context.Context, o Order) (Order, error) {
 		return o, ErrGatewayRejected // the first attempt was rejected; a replay says so again
 	case o.Status != Pending:
 		return o, nil
-	}
-	customer, err := s.customers.StripeCustomerID(ctx, o.UserID)
-	if err != nil {
-		s.log.WarnContext(ctx, "customer lookup failed; creating the PaymentIntent without it", "err", err)
 	}
 	pi, err := s.gateway.CreatePaymentIntent(ctx, payment.IntentParams{
 		OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency, CustomerID: customer,

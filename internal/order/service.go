@@ -32,7 +32,7 @@ type Store interface {
 	Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (Order, error)
 	LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (Order, error)
 	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]Order, error)
-	Create(ctx context.Context, tx sqlx.QueryerContext, o *Order, ev Event) error
+	Create(ctx context.Context, tx sqlx.QueryerContext, o *Order, ev Event) (customerID string, err error)
 	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action) error
 	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
 	Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]Event, error)

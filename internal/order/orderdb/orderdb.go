@@ -180,10 +180,12 @@ WITH o AS (
 ), e AS (
     INSERT INTO order_events (id, order_id, type, to_status, actor, correlation_id) VALUES ($11, $1, 'created', $3, $12, $13)
 )
-SELECT number, created_at, updated_at FROM o`
+SELECT number, created_at, updated_at, COALESCE((SELECT stripe_customer_id FROM users WHERE id = $2), '') FROM o`
 
-// Create inserts a new order aggregate and fills its number and timestamps.
-func (Store) Create(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, ev order.Event) error {
+// Create inserts a new order aggregate, fills its number and timestamps, and returns the
+// buyer's Stripe Customer id ("" while none is known) for the PaymentIntent.
+func (Store) Create(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, ev order.Event) (string, error) {
+	var customer string
 	n := len(o.Lines)
 	ids, items, names := make([]string, n), make([]string, n), make([]string, n)
 	prices, qty := make([]int64, n), make([]int64, n)
@@ -192,8 +194,8 @@ func (Store) Create(ctx context.Context, tx sqlx.QueryerContext, o *order.Order,
 	}
 	err := tx.QueryRowxContext(ctx, createQuery, o.ID, o.UserID, o.Status, o.Total, o.Currency,
 		pq.Array(ids), pq.Array(items), pq.Array(names), pq.Array(prices), pq.Array(qty),
-		ev.ID, ev.Actor, ev.CorrelationID).Scan(&o.Number, &o.CreatedAt, &o.UpdatedAt)
-	return mapErr("create", err)
+		ev.ID, ev.Actor, ev.CorrelationID).Scan(&o.Number, &o.CreatedAt, &o.UpdatedAt, &customer)
+	return customer, mapErr("create", err)
 }
 
 const saveQuery = `UPDATE orders SET status = $4, pending_action = $5, tracking_number = $6, carrier = $7,
