@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"time"
 
 	slogmulti "github.com/samber/slog-multi"
 )
@@ -22,12 +23,27 @@ func New(service string, level slog.Level, format string, w io.Writer, extra ...
 		base = slog.NewJSONHandler(w, opts)
 	}
 	fan := slogmulti.Fanout(append([]slog.Handler{base}, extra...)...)
-	h := slogmulti.Pipe(slogmulti.NewHandleInlineMiddleware(addContextFields)).Handler(fan)
+	middleware := []slogmulti.Middleware{slogmulti.NewHandleInlineMiddleware(addContextFields)}
+	if out, ok := w.(*Output); ok {
+		middleware = append(middleware, slogmulti.NewHandleInlineMiddleware(flushAtWarn(out)))
+	}
+	h := slogmulti.Pipe(middleware...).Handler(fan)
 	return slog.New(h).With(slog.String("service", service))
 }
 
 // Discard returns a logger that writes nothing (for tools and tests that do not care).
 func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// flushAtWarn writes out buffered lines as soon as a WARN or worse line is logged.
+func flushAtWarn(out *Output) func(context.Context, slog.Record, func(context.Context, slog.Record) error) error {
+	return func(ctx context.Context, r slog.Record, next func(context.Context, slog.Record) error) error {
+		err := next(ctx, r)
+		if r.Level >= slog.LevelWarn {
+			_ = out.Flush()
+		}
+		return err
+	}
+}
 
 func addContextFields(ctx context.Context, r slog.Record, next func(context.Context, slog.Record) error) error {
 	if f, ok := ctx.Value(fieldsKey{}).(*fields); ok {
@@ -84,15 +100,17 @@ func With(ctx context.Context, attrs ...slog.Attr) context.Context {
 	return context.WithValue(ctx, fieldsKey{}, &f)
 }
 
-// Setup builds a program's logger from its configuration: stdout, plus Loki when LOKI_URL is
-// set. close flushes what Loki has buffered; call it last.
+// Setup builds a program's logger from its configuration: buffered stdout (see Output), plus
+// Loki when LOKI_URL is set. close writes out what is buffered; call it last.
 func Setup(service string, level slog.Level, format, lokiURL string, stdout io.Writer, onDrop func()) (log *slog.Logger, close func(), err error) {
+	out := NewOutput(stdout, 100*time.Millisecond)
 	if lokiURL == "" {
-		return New(service, level, format, stdout), func() {}, nil
+		return New(service, level, format, out), func() { _ = out.Close() }, nil
 	}
 	l, err := NewLoki(lokiURL, service, level, onDrop)
 	if err != nil {
+		_ = out.Close()
 		return nil, nil, err
 	}
-	return New(service, level, format, stdout, l.Handler(level)), l.Close, nil
+	return New(service, level, format, out, l.Handler(level)), func() { l.Close(); _ = out.Close() }, nil
 }
