@@ -42,7 +42,7 @@ func Reconcile(orders *order.Service, locks *redsync.Redsync, keys redisx.Prefix
 	return func(ctx context.Context) error {
 		m := locks.NewMutex(keys.Key("lock", "reconcile"), redsync.WithExpiry(time.Minute), redsync.WithTries(1))
 		if err := m.TryLockContext(ctx); err != nil {
-			var taken redsync.ErrTaken
+			var taken *redsync.ErrTaken
 			if errors.Is(err, redsync.ErrFailed) || errors.As(err, &taken) {
 				log.InfoContext(ctx, "reconciler already running elsewhere; skipped")
 				return nil

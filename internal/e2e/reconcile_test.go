@@ -1,0 +1,328 @@
+package e2e_test
+
+// The payment reconciler (SPEC §5): PENDING orders left behind by lost webhooks. Stripe's view
+// of each PaymentIntent is set on the proxy (stripe-mock keeps no state); the reconciler runs
+// at a chosen "now" instead of the test waiting for orders to age.
+
+import (
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/payment"
+)
+
+// A payment whose webhook was lost: the reconciler finds it succeeded at Stripe and applies it
+// exactly as the webhook would (PAID with actor "reconciler", order:process, the same
+// notifications); the worker takes it on to PROCESSED. A second run and the webhook arriving
+// after all change nothing.
+func TestReconcilerAppliesALostPaymentLikeTheWebhook(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1500)
+	uid, c := r.customer()
+
+	// The reference: an order paid through the webhook.
+	viaHook := r.place(c, 1, item)
+	r.paid(viaHook)
+	r.waitStatus(viaHook.ID, "PROCESSED")
+
+	lost := r.place(c, 2, item)
+	pi := *lost.Payment.PaymentIntentID
+	r.stripeIntent(pi, payment.IntentSucceeded, lost.Total, lost.Currency)
+	rec := r.reconciler()
+	start := time.Now()
+
+	// Younger than every threshold: not even looked up.
+	if rep := rec.runAt(start.Add(4 * time.Minute)); rep != (order.ReconcileReport{}) {
+		t.Fatalf("run at +4 min: %+v, want nothing checked", rep)
+	}
+	if n := r.intentLookups(pi); n != 0 {
+		t.Fatalf("a 4-minute-old PaymentIntent was looked up %d times", n)
+	}
+	if st, a := r.status(lost.ID); st != "PENDING" || a != "" {
+		t.Fatalf("order %s/%s after the early run", st, a)
+	}
+
+	// Past the PaymentIntent threshold (10 min): looked up once and applied.
+	if rep := rec.runAt(start.Add(11 * time.Minute)); rep != (order.ReconcileReport{Checked: 1, Paid: 1}) {
+		t.Fatalf("run at +11 min: %+v, want one order paid", rep)
+	}
+	if n := r.intentLookups(pi); n != 1 {
+		t.Fatalf("PaymentIntent looked up %d times, want 1", n)
+	}
+	r.waitStatus(lost.ID, "PROCESSED")
+	paid := r.events(lost.ID, "statusChanged", "PENDING", "PAID")
+	if len(paid) != 1 || paid[0].Actor != order.ActorReconciler {
+		t.Fatalf("PENDING→PAID events %v (actors %s), want one by the reconciler", paid, mustJSON(paid))
+	}
+	if processed := r.events(lost.ID, "statusChanged", "PAID", "PROCESSED"); len(processed) != 1 || processed[0].Actor != order.ActorWorker {
+		t.Fatalf("PAID→PROCESSED events %s", mustJSON(processed))
+	}
+	got := r.get(lost.ID)
+	if got.Payment.Status != "succeeded" || got.Payment.AmountReceived == nil || *got.Payment.AmountReceived != lost.Total ||
+		got.Payment.ReceivedCurrency == nil || *got.Payment.ReceivedCurrency != lost.Currency {
+		t.Fatalf("payment recorded from the reconciler's fetch: %s", mustJSON(got.Payment))
+	}
+
+	// The same notifications as the webhook path, each once.
+	r.waitNotified(uid, lost.ID, notification.EventOrderProcessed)
+	r.quiesce()
+	hook, recon := r.notificationEvents(uid, viaHook.ID), r.notificationEvents(uid, lost.ID)
+	if !maps.Equal(hook, recon) || recon[notification.EventOrderPaid] != 1 {
+		t.Fatalf("notifications: reconciled %v, through the webhook %v; want the same, order.paid once", recon, hook)
+	}
+
+	// Running again changes nothing: the order is no longer PENDING.
+	before := r.snapshot(lost)
+	if rep := rec.runAt(start.Add(11 * time.Minute)); rep != (order.ReconcileReport{}) {
+		t.Fatalf("second run: %+v, want nothing checked", rep)
+	}
+	// Nor does the lost webhook when it turns up after all.
+	r.paid(lost)
+	r.quiesce()
+	if after := r.snapshot(lost); after != before {
+		t.Fatalf("order changed after the second run and the late webhook:\n%+v\n%+v", before, after)
+	}
+	if n := r.notificationEvents(uid, lost.ID); !maps.Equal(n, recon) {
+		t.Fatalf("notifications changed: %v, were %v", n, recon)
+	}
+	if n := r.intentLookups(pi); n != 1 {
+		t.Fatalf("PaymentIntent looked up %d times, want 1", n)
+	}
+	if s := r.stock(item); s != 7 {
+		t.Fatalf("stock = %d, want 7", s)
+	}
+}
+
+// An order unpaid past ORDER_UNPAID_TTL is canceled through order:cancel: its PaymentIntent is
+// canceled at Stripe (one call, with the order's idempotency key) and its stock released.
+// Before the TTL the order is looked up and left alone; a second run does nothing.
+func TestReconcilerCancelsOrdersUnpaidPastTheTTL(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	if r.cfg.OrderUnpaidTTL != 30*time.Minute {
+		t.Fatalf("ORDER_UNPAID_TTL default = %s, want 30m", r.cfg.OrderUnpaidTTL)
+	}
+	item := r.item(10, 990)
+	uid, c := r.customer()
+	o := r.place(c, 3, item)
+	pi := *o.Payment.PaymentIntentID
+	rec := r.reconciler()
+	start := time.Now()
+
+	// 11 minutes: old enough to ask Stripe (stripe-mock says requires_payment_method), too young
+	// to cancel.
+	if rep := rec.runAt(start.Add(11 * time.Minute)); rep != (order.ReconcileReport{Checked: 1}) {
+		t.Fatalf("run at +11 min: %+v, want one order checked and left", rep)
+	}
+	if n := r.intentLookups(pi); n != 1 {
+		t.Fatalf("PaymentIntent looked up %d times, want 1", n)
+	}
+	if st, a := r.status(o.ID); st != "PENDING" || a != "" {
+		t.Fatalf("order %s/%s before the TTL", st, a)
+	}
+	if n := len(r.intentCancels(o)); n != 0 {
+		t.Fatalf("PaymentIntent canceled %d times before the TTL", n)
+	}
+
+	// Past the TTL: canceled.
+	if rep := rec.runAt(start.Add(31 * time.Minute)); rep != (order.ReconcileReport{Checked: 1, Canceled: 1}) {
+		t.Fatalf("run at +31 min: %+v, want one order canceled", rep)
+	}
+	req := r.events(o.ID, "cancelRequested")
+	if len(req) != 1 || req[0].Actor != order.ActorReconciler || deref(req[0].Reason) != "unpaid after 30m0s" {
+		t.Fatalf("cancelRequested events %s", mustJSON(req))
+	}
+	r.waitStatus(o.ID, "CANCELED")
+	if ev := r.events(o.ID, "statusChanged", "PENDING", "CANCELED"); len(ev) != 1 || ev[0].Actor != order.ActorReconciler {
+		t.Fatalf("PENDING→CANCELED events %s", mustJSON(ev))
+	}
+	cancels := r.intentCancels(o)
+	if len(cancels) != 1 || cancels[0].IdempotencyKey != "order-"+o.ID.String()+"-cancel-intent" {
+		t.Fatalf("PaymentIntent cancel calls %+v, want one with the order's key", cancels)
+	}
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d, want 10 (released)", s)
+	}
+	if got := r.get(o.ID); got.Payment.Status != "canceled" || got.CanceledAt == nil {
+		t.Fatalf("canceled order: payment %s, canceledAt %v", got.Payment.Status, got.CanceledAt)
+	}
+	if n := r.settledNotifications(uid, o.ID, notification.EventOrderCanceled); n != 1 {
+		t.Fatalf("order.canceled notifications = %d, want 1", n)
+	}
+
+	before := r.snapshot(o)
+	if rep := rec.runAt(start.Add(31 * time.Minute)); rep != (order.ReconcileReport{}) {
+		t.Fatalf("second run: %+v, want nothing checked", rep)
+	}
+	r.quiesce()
+	if after := r.snapshot(o); after != before {
+		t.Fatalf("the second run changed the order:\n%+v\n%+v", before, after)
+	}
+	if n := len(r.intentCancels(o)); n != 1 {
+		t.Fatalf("PaymentIntent canceled %d times, want 1", n)
+	}
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d after the second run, want 10", s)
+	}
+}
+
+// One run over orders in every situation: a PaymentIntent Stripe does not know (404: skipped
+// and logged), one paid and one canceled at Stripe, an order that never got a PaymentIntent
+// (canceled at once, no Stripe call), and orders younger than their thresholds (untouched).
+// The unknown PaymentIntent does not stop the run; a second run changes nothing more.
+func TestReconcilerRunOverMixedOrders(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	uid, c := r.customer()
+	now := time.Now().Add(time.Minute)
+
+	type tracked struct {
+		name  string
+		id    uuid.UUID
+		pi    string
+		item  uuid.UUID
+		stock int64 // left after the order
+	}
+	place := func(name string, age time.Duration, stripeSays string) tracked {
+		item := r.item(10, 700)
+		o := r.place(c, 2, item)
+		pi := *o.Payment.PaymentIntentID
+		switch stripeSays {
+		case "unknown":
+			r.stripeForgets(pi)
+		case payment.IntentSucceeded, payment.IntentCanceled:
+			r.stripeIntent(pi, stripeSays, o.Total, o.Currency)
+		}
+		r.setAge(o.ID, now, age)
+		return tracked{name: name, id: o.ID, pi: pi, item: item, stock: 8}
+	}
+	withoutIntent := func(name string, age time.Duration) tracked {
+		item := r.item(10, 700)
+		id := r.orderWithoutIntent(c, uid, 2, item)
+		r.setAge(id, now, age)
+		return tracked{name: name, id: id, item: item, stock: 8}
+	}
+	gone := place("unknown at Stripe", 20*time.Minute, "unknown")
+	paidAtStripe := place("paid at Stripe", 12*time.Minute, payment.IntentSucceeded)
+	canceledAtStripe := place("canceled at Stripe", 15*time.Minute, payment.IntentCanceled)
+	noIntent := withoutIntent("no PaymentIntent", 6*time.Minute)
+	youngIntent := place("PaymentIntent 7 min old", 7*time.Minute, payment.IntentSucceeded) // selected, not looked up
+	fresh := place("PaymentIntent 3 min old", 3*time.Minute, payment.IntentCanceled)
+	youngNoIntent := withoutIntent("no PaymentIntent, 4 min old", 4*time.Minute)
+	r.quiesce()
+	stripeCallsBefore := len(r.stripe.Calls("POST", "/"))
+
+	rec := r.reconciler()
+	rep := rec.runAt(now)
+	if want := (order.ReconcileReport{Checked: 5, Paid: 1, Canceled: 2, Skipped: 1}); rep != want {
+		t.Fatalf("report %+v, want %+v", rep, want)
+	}
+	// Canceled at once, synchronously: no task, no Stripe call.
+	if st, a := r.status(noIntent.id); st != "CANCELED" || a != "" {
+		t.Fatalf("order without PaymentIntent is %s/%s right after the run, want CANCELED", st, a)
+	}
+	if ev := r.events(noIntent.id, "statusChanged", "PENDING", "CANCELED"); len(ev) != 1 || ev[0].Actor != order.ActorReconciler ||
+		deref(ev[0].Reason) != "no payment intent after 5m0s" {
+		t.Fatalf("%s: PENDING→CANCELED events %s", noIntent.name, mustJSON(ev))
+	}
+	if s := r.stock(noIntent.item); s != 10 {
+		t.Fatalf("%s: stock = %d right after the run, want 10", noIntent.name, s)
+	}
+
+	// The rest settles through the worker.
+	r.waitStatus(paidAtStripe.id, "PROCESSED")
+	r.waitStatus(canceledAtStripe.id, "CANCELED")
+	r.waitNotified(uid, canceledAtStripe.id, notification.EventOrderCanceled)
+	r.waitNotified(uid, noIntent.id, notification.EventOrderCanceled)
+	r.waitNotified(uid, paidAtStripe.id, notification.EventOrderProcessed)
+	r.quiesce()
+
+	if ev := r.events(paidAtStripe.id, "statusChanged", "PENDING", "PAID"); len(ev) != 1 || ev[0].Actor != order.ActorReconciler {
+		t.Fatalf("%s: PENDING→PAID events %s", paidAtStripe.name, mustJSON(ev))
+	}
+	req := r.events(canceledAtStripe.id, "cancelRequested")
+	if len(req) != 1 || req[0].Actor != order.ActorReconciler || deref(req[0].Reason) != "payment intent canceled" {
+		t.Fatalf("%s: cancelRequested events %s", canceledAtStripe.name, mustJSON(req))
+	}
+	if ev := r.events(canceledAtStripe.id, "statusChanged", "PENDING", "CANCELED"); len(ev) != 1 || ev[0].Actor != order.ActorReconciler {
+		t.Fatalf("%s: PENDING→CANCELED events %s", canceledAtStripe.name, mustJSON(ev))
+	}
+	if n := len(r.stripe.Calls("POST", "/v1/payment_intents/"+canceledAtStripe.pi+"/cancel")); n != 0 {
+		t.Fatalf("%s: the PaymentIntent Stripe reported canceled was canceled again %d times", canceledAtStripe.name, n)
+	}
+	if got := r.get(canceledAtStripe.id); got.Payment.Status != "canceled" {
+		t.Fatalf("%s: payment status %q", canceledAtStripe.name, got.Payment.Status)
+	}
+	for _, o := range []tracked{canceledAtStripe, noIntent} {
+		if s := r.stock(o.item); s != 10 {
+			t.Errorf("%s: stock = %d, want 10 (released)", o.name, s)
+		}
+		if n := r.notifications(uid, o.id, notification.EventOrderCanceled); n != 1 {
+			t.Errorf("%s: order.canceled notifications = %d, want 1", o.name, n)
+		}
+	}
+
+	// Skipped, logged with the order's id, and left exactly as it was.
+	skipped := rec.logLines("Stripe does not know the PaymentIntent")
+	if len(skipped) != 1 || skipped[0]["orderId"] != gone.id.String() || skipped[0]["paymentIntentId"] != gone.pi {
+		t.Fatalf("skip log lines %v, want one naming order %s", skipped, gone.id)
+	}
+	for _, o := range []tracked{gone, youngIntent, fresh, youngNoIntent} {
+		if st, a := r.status(o.id); st != "PENDING" || a != "" {
+			t.Errorf("%s: %s/%s, want PENDING untouched", o.name, st, a)
+		}
+		if tl := r.timeline(o.id); len(tl) != 1 {
+			t.Errorf("%s: timeline %v, want only its creation", o.name, tl)
+		}
+		if s := r.stock(o.item); s != o.stock {
+			t.Errorf("%s: stock = %d, want %d (still reserved)", o.name, s, o.stock)
+		}
+	}
+	lookups := map[string]int{gone.name: 1, paidAtStripe.name: 1, canceledAtStripe.name: 1, youngIntent.name: 0, fresh.name: 0}
+	for _, o := range []tracked{gone, paidAtStripe, canceledAtStripe, youngIntent, fresh} {
+		if n := r.intentLookups(o.pi); n != lookups[o.name] {
+			t.Errorf("%s: PaymentIntent looked up %d times, want %d", o.name, n, lookups[o.name])
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	if calls := r.stripe.Calls("POST", "/")[stripeCallsBefore:]; len(calls) != 0 {
+		t.Fatalf("Stripe calls that change something during the run: %+v", calls)
+	}
+
+	// A second run: the unknown PaymentIntent is skipped again, nothing else changes.
+	all := []tracked{gone, paidAtStripe, canceledAtStripe, noIntent, youngIntent, fresh, youngNoIntent}
+	snaps := map[uuid.UUID]string{}
+	for _, o := range all {
+		snaps[o.id] = snapshotOf(r, o.id)
+	}
+	if rep := rec.runAt(now); rep != (order.ReconcileReport{Checked: 2, Skipped: 1}) {
+		t.Fatalf("second run: %+v, want the unknown PaymentIntent skipped and the young one left", rep)
+	}
+	r.quiesce()
+	for _, o := range all {
+		if s := snapshotOf(r, o.id); s != snaps[o.id] {
+			t.Errorf("%s changed in the second run:\n%s\n%s", o.name, snaps[o.id], s)
+		}
+	}
+}
+
+// snapshotOf is an order's status, timeline length, payment, stock of its lines and
+// notifications, rendered for comparison.
+func snapshotOf(r *rig, id uuid.UUID) string {
+	st, a := r.status(id)
+	var stock []int64
+	if err := r.db.Select(&stock, `SELECT i.stock FROM order_lines l JOIN items i ON i.id = l.item_id WHERE l.order_id = $1 ORDER BY i.id`, id); err != nil {
+		r.t.Fatal(err)
+	}
+	return fmt.Sprintf("%s/%s events=%d outbox=%d payment=%s stock=%v notifications=%d", st, a, len(r.timeline(id)), r.outboxRows(id),
+		mustJSON(r.get(id).Payment), stock, r.count(`SELECT count(*) FROM notifications WHERE data->>'orderId' = $1`, id.String()))
+}
