@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -63,9 +64,15 @@ func (s *Scheduler) Run(ctx context.Context) {
 // exists already (another worker enqueued it).
 func (s *Scheduler) Enqueue(ctx context.Context, j Periodic, at time.Time) (bool, error) {
 	queue, _ := tasks.QueueOf(j.Type)
-	period := at.Truncate(j.Every)
-	_, err := s.client.EnqueueContext(ctx, asynq.NewTask(j.Type, nil),
-		asynq.TaskID(j.Type+"@"+strconv.FormatInt(period.Unix(), 10)), asynq.Queue(s.ns.Queue(queue)),
+	id := j.Type + "@" + strconv.FormatInt(at.Truncate(j.Every).Unix(), 10)
+	// The period's task id is also the run's correlation id: its logs, timeline events and
+	// outbox rows can be found by it.
+	payload, err := json.Marshal(tasks.Envelope{CorrelationID: id})
+	if err != nil {
+		return false, err
+	}
+	_, err = s.client.EnqueueContext(ctx, asynq.NewTask(j.Type, payload),
+		asynq.TaskID(id), asynq.Queue(s.ns.Queue(queue)),
 		asynq.MaxRetry(1), asynq.Retention(j.Every), asynq.Timeout(j.Every))
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return false, nil
