@@ -16,6 +16,7 @@ type Output struct {
 	buf  *bufio.Writer
 	stop chan struct{}
 	done chan struct{}
+	once sync.Once
 }
 
 // NewOutput starts buffering writes to w, flushing every interval.
@@ -51,9 +52,12 @@ func (o *Output) Flush() error {
 	return o.buf.Flush()
 }
 
-// Close stops the flusher and writes out what is left.
+// Close stops the flusher and writes out what is left. Later writes are written out at the
+// next Close or Flush only; closing twice is harmless.
 func (o *Output) Close() error {
-	close(o.stop)
-	<-o.done
+	o.once.Do(func() {
+		close(o.stop)
+		<-o.done
+	})
 	return o.Flush()
 }
