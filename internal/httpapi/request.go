@@ -147,8 +147,8 @@ func validUUID(s string) bool {
 	return err == nil && len(s) == 36
 }
 
-// query returns a trimmed query parameter, refusing absurdly long filters and text the
-// database cannot compare (not UTF-8, or holding a NUL).
+// query returns a trimmed query parameter, refusing filters over 200 characters (not bytes,
+// SPEC §11) and text the database cannot compare (not UTF-8, or holding a NUL).
 func query(c *gin.Context, name string) (string, error) {
 	v := strings.TrimSpace(c.Query(name))
 	if strings.ContainsRune(v, 0) {
@@ -157,7 +157,7 @@ func query(c *gin.Context, name string) (string, error) {
 	if !utf8.ValidString(v) {
 		return "", apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.utf8"))
 	}
-	if len(v) > 200 {
+	if utf8.RuneCountInString(v) > 200 {
 		return "", apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.length", "min", 0, "max", 200))
 	}
 	return v, nil
