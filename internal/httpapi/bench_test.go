@@ -48,7 +48,7 @@ func BenchmarkCachedItemRead(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				read()
 			}
-			b.ReportMetric(float64((processCPU() - cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
 }

@@ -62,7 +62,7 @@ func DecodeJSON(raw []byte, dst any, optional bool) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return apperr.ErrMalformedJSON
 	}
-	return nil
+	return exactFieldNames(raw, dst)
 }
 
 func decodeError(err error) error {

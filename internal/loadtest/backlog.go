@@ -70,4 +70,3 @@ func Reconcile(ctx context.Context, orders *order.Service, p order.ReconcilePoli
 	rep, err := orders.Reconcile(ctx, start, p)
 	return rep, time.Since(start), err
 }
-
