@@ -105,7 +105,7 @@ func (s *Store) Deliver(ctx context.Context, outboxID int64, at time.Time, userI
 	if !at.IsZero() {
 		when = &at
 	}
-	res, err := s.db.ExecContext(ctx, insertQuery, uuid.Must(uuid.NewV7()), userID, event, raw, src, when)
+	res, err := s.db.ExecContext(ctx, insertQuery, uuid.Must(uuid.NewV7()), userID, event, string(raw), src, when)
 	if postgres.IsCode(err, postgres.ForeignKeyViolation) {
 		return false, nil // the user is gone: nobody to notify
 	}

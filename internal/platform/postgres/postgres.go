@@ -15,8 +15,12 @@ import (
 )
 
 // Open connects to url and checks the connection.
-func Open(ctx context.Context, url string, maxConns int) (*sqlx.DB, error) {
-	db, err := sqlx.Open("postgres", url)
+//
+// Unless the URL says otherwise, lib/pq runs with binary_parameters=yes: a query with
+// parameters then costs one round trip (parse, bind and execute sent together) instead of two.
+// Byte-slice parameters travel in binary, so only bytea columns may receive []byte.
+func Open(ctx context.Context, dsn string, maxConns int) (*sqlx.DB, error) {
+	db, err := sqlx.Open("postgres", withBinaryParameters(dsn))
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
@@ -30,6 +34,19 @@ func Open(ctx context.Context, url string, maxConns int) (*sqlx.DB, error) {
 		return nil, fmt.Errorf("postgres: ping: %w", err)
 	}
 	return db, nil
+}
+
+func withBinaryParameters(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return dsn
+	}
+	q := u.Query()
+	if q.Get("binary_parameters") == "" {
+		q.Set("binary_parameters", "yes")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }
 
 // WithTx runs fn in a transaction, committing when fn returns nil and rolling back otherwise.
