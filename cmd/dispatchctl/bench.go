@@ -45,6 +45,7 @@ func bench(ctx context.Context, db *sqlx.DB, cfg config.Config, args []string, o
 	duration := fs.Duration("duration", 20*time.Second, "length of the run")
 	warmup := fs.Duration("warmup", 3*time.Second, "unmeasured run before the measured one")
 	customers := fs.Int("customers", 16, "customers created for the run")
+	items := fs.Int("items", 50, "items created for the run; orders take one or two at random")
 	rows := fs.Int("rows", 100000, "outbox rows (relay)")
 	orders := fs.Int("orders", 10000, "PENDING orders (reconcile)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -65,7 +66,7 @@ func bench(ctx context.Context, db *sqlx.DB, cfg config.Config, args []string, o
 	defer rdb.Close()
 	s := &loadtest.Stack{Base: *base, DB: db, Redis: rdb, Keys: redisx.DefaultPrefix,
 		WebhookSecret: cfg.StripeWebhookSecret, HTTP: loadtest.Client(max(*clients, 64))}
-	if err := s.Prepare(ctx, *customers); err != nil {
+	if err := s.Prepare(ctx, *customers, *items); err != nil {
 		return fmt.Errorf("prepare (are rate limits off?): %w", err)
 	}
 	if scenario == "pipeline" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -33,8 +34,9 @@ type Stack struct {
 	items     []string
 }
 
-// Prepare logs in as the demo admin, creates n customers and two items with ample stock.
-func (s *Stack) Prepare(ctx context.Context, n int) error {
+// Prepare logs in as the demo admin, creates n customers and items items with ample stock
+// (orders pick one or two of them: few items make hot rows, many spread the load).
+func (s *Stack) Prepare(ctx context.Context, n, items int) error {
 	var err error
 	if s.admin, err = s.login(ctx, "admin@dispatch.local", "admin12345"); err != nil {
 		return err
@@ -50,7 +52,7 @@ func (s *Stack) Prepare(ctx context.Context, n int) error {
 		}
 		s.customers = append(s.customers, tok)
 	}
-	for i := 0; i < 2; i++ {
+	for i := 0; i < max(items, 2); i++ {
 		var it struct{ ID string }
 		body, err := s.call(ctx, "POST", "/v1/admin/items", s.admin, map[string]any{"name": "Bench item " + uuid.NewString()[:6],
 			"description": "load test", "price": 1000 + i, "stock": 1_000_000_000}, 201)
@@ -152,9 +154,10 @@ func (s *Stack) CreateOrder() (Request, OK) {
 }
 
 func (s *Stack) orderBody(i int) map[string]any {
-	lines := []map[string]any{{"itemId": s.items[0], "quantity": 1}}
+	a := rand.IntN(len(s.items))
+	lines := []map[string]any{{"itemId": s.items[a], "quantity": 1}}
 	if i%2 == 1 {
-		lines = append(lines, map[string]any{"itemId": s.items[1], "quantity": 1})
+		lines = append(lines, map[string]any{"itemId": s.items[(a+1+rand.IntN(len(s.items)-1))%len(s.items)], "quantity": 1})
 	}
 	return map[string]any{"items": lines}
 }
