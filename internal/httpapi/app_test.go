@@ -1,14 +1,14 @@
 package httpapi_test
 
 import (
-	"io"
+	"bytes"
 	"net/http/httptest"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/config"
@@ -16,6 +16,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/httpapi"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -30,11 +31,30 @@ func TestMain(m *testing.M) {
 type app struct {
 	t    *testing.T
 	srv  *httpapi.Server
-	db   *sqlx.DB
+	db   *postgres.DB
 	rdb  *redis.Client
 	keys redisx.Prefix
 	cfg  config.Config
 	api  *testenv.Client
+	logs *lockedBuffer // the API's log lines
+}
+
+// lockedBuffer collects log output written from many goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // newApp starts an API; overrides are configuration name, value pairs.
@@ -49,7 +69,8 @@ func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL stri
 	t.Helper()
 	db, dbURL := testenv.DB(t)
 	cfg := testenv.Config(t, config.API, dbURL, redisURL, overrides...)
-	log := logging.New("api", cfg.LogLevel, "json", io.Discard)
+	logs := &lockedBuffer{}
+	log := logging.New("api", cfg.LogLevel, "json", logs)
 	srv := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})
 	if err := demo.Seed(testenv.Context(t), db, srv.Users(), srv.Catalog(), log); err != nil {
@@ -57,7 +78,7 @@ func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL stri
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &app{t: t, srv: srv, db: db, rdb: rdb, keys: keys, cfg: cfg, api: testenv.NewClient(t, hs.URL)}
+	return &app{t: t, srv: srv, db: db, rdb: rdb, keys: keys, cfg: cfg, api: testenv.NewClient(t, hs.URL), logs: logs}
 }
 
 // login returns an access and a refresh token.

@@ -56,9 +56,7 @@ func (s *Server) accessLog(c *gin.Context) {
 		slog.Float64("durationMs", float64(time.Since(start).Microseconds())/1000),
 		slog.Int("bytes", max(c.Writer.Size(), 0)), slog.String("ip", c.ClientIP()),
 	}
-	if p := principal(c); p.UserID != uuid.Nil {
-		attrs = append(attrs, slog.String("userId", p.UserID.String()))
-	}
+	// userId, when authenticated, comes with the request's context (see authenticate).
 	s.log.LogAttrs(c.Request.Context(), level, "request", attrs...)
 	metrics.ObserveHTTP(c.Request.Method, route, status, time.Since(start))
 }
