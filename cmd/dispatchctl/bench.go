@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/catalog"
 	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
@@ -20,6 +19,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/user"
 	"github.com/dispatchhq/dispatch/internal/user/userdb"
@@ -34,7 +34,7 @@ scenarios (against a running stack with RATE_LIMIT_ENABLED=false):
   relay                                      -rows outbox rows; time for the running relay to drain them
   reconcile                                  seeds -orders PENDING orders, times one reconciler run (in-process)`
 
-func bench(ctx context.Context, db *sqlx.DB, cfg config.Config, args []string, out io.Writer) error {
+func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []string, out io.Writer) error {
 	if len(args) == 0 {
 		return errors.New(benchUsage)
 	}
@@ -113,7 +113,7 @@ func bench(ctx context.Context, db *sqlx.DB, cfg config.Config, args []string, o
 	return nil
 }
 
-func benchRelay(ctx context.Context, db *sqlx.DB, rows int, out io.Writer) error {
+func benchRelay(ctx context.Context, db *postgres.DB, rows int, out io.Writer) error {
 	var userID uuid.UUID
 	if err := db.GetContext(ctx, &userID, `SELECT id FROM users WHERE email = 'admin@dispatch.local'`); err != nil {
 		return fmt.Errorf("the demo admin (seeded by the API) is needed: %w", err)
@@ -126,7 +126,7 @@ func benchRelay(ctx context.Context, db *sqlx.DB, rows int, out io.Writer) error
 	return nil
 }
 
-func benchReconcile(ctx context.Context, db *sqlx.DB, cfg config.Config, n int, out io.Writer) error {
+func benchReconcile(ctx context.Context, db *postgres.DB, cfg config.Config, n int, out io.Writer) error {
 	var userID uuid.UUID
 	if err := db.GetContext(ctx, &userID, `SELECT id FROM users WHERE email = 'admin@dispatch.local'`); err != nil {
 		return fmt.Errorf("the demo admin (seeded by the API) is needed: %w", err)

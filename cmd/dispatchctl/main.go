@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/order"
@@ -74,7 +73,7 @@ var eventTypes = map[string]string{
 	"canceled":  payment.EventIntentCanceled,
 }
 
-func webhook(ctx context.Context, db *sqlx.DB, cfg config.Config, args []string, out io.Writer) error {
+func webhook(ctx context.Context, db *postgres.DB, cfg config.Config, args []string, out io.Writer) error {
 	typ, ok := eventTypes[args[0]]
 	if !ok || len(args) < 2 {
 		return errors.New(usage)
@@ -126,7 +125,7 @@ func webhook(ctx context.Context, db *sqlx.DB, cfg config.Config, args []string,
 	return nil
 }
 
-func findOrder(ctx context.Context, db *sqlx.DB, ref string) (order.Order, error) {
+func findOrder(ctx context.Context, db *postgres.DB, ref string) (order.Order, error) {
 	if id, err := uuid.Parse(ref); err == nil {
 		return orderdb.Store{}.Get(ctx, db, id)
 	}
@@ -138,7 +137,7 @@ func findOrder(ctx context.Context, db *sqlx.DB, ref string) (order.Order, error
 	return orderdb.Store{}.LockByIntent(ctx, tx, ref)
 }
 
-func timeline(ctx context.Context, db *sqlx.DB, ref string, out io.Writer) error {
+func timeline(ctx context.Context, db *postgres.DB, ref string, out io.Writer) error {
 	o, err := findOrder(ctx, db, ref)
 	if err != nil {
 		return err

@@ -64,7 +64,7 @@ const IdentityTTL = time.Second
 
 // Service runs logins, refreshes, logouts and per-request authentication.
 type Service struct {
-	db     *sqlx.DB
+	db     *postgres.DB
 	rdb    *redis.Client
 	keys   redisx.Prefix
 	Hasher *Hasher
@@ -75,7 +75,7 @@ type Service struct {
 }
 
 // NewService wires the auth service.
-func NewService(db *sqlx.DB, rdb *redis.Client, keys redisx.Prefix, h *Hasher, t *Tokens, users CredentialStore, log *slog.Logger) *Service {
+func NewService(db *postgres.DB, rdb *redis.Client, keys redisx.Prefix, h *Hasher, t *Tokens, users CredentialStore, log *slog.Logger) *Service {
 	return &Service{db: db, rdb: rdb, keys: keys, Hasher: h, Tokens: t, users: users, log: log,
 		cache: identityCache{m: map[uuid.UUID]cachedIdentity{}}}
 }
@@ -99,7 +99,7 @@ func (s *Service) Login(ctx context.Context, email, password string, client Clie
 	if err != nil {
 		return TokenPair{}, err
 	}
-	err = postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		if err := authdb.Create(ctx, tx, authdb.Session{
 			ID: sid, UserID: cred.UserID, RefreshTokenHash: hash,
 			ExpiresAt: time.Now().Add(s.Tokens.RefreshTTL), UserAgent: truncate(client.UserAgent, 512), IP: client.IP,
@@ -129,7 +129,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (TokenPair, error) 
 		ident   authdb.Identity
 		refresh string
 	)
-	err = postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		sess, err := authdb.Lock(ctx, tx, sid)
 		if err != nil {
 			return err

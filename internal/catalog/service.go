@@ -23,13 +23,13 @@ type Store interface {
 
 // Service changes and reads items; every change invalidates the cache after its commit.
 type Service struct {
-	db    *sqlx.DB
+	db    *postgres.DB
 	store Store
 	Cache *Cache
 }
 
 // NewService wires the catalog service.
-func NewService(db *sqlx.DB, store Store, cache *Cache) *Service {
+func NewService(db *postgres.DB, store Store, cache *Cache) *Service {
 	return &Service{db: db, store: store, Cache: cache}
 }
 
@@ -50,7 +50,7 @@ func (s *Service) Create(ctx context.Context, in Create) (Item, error) {
 // Update applies a partial update to a live item.
 func (s *Service) Update(ctx context.Context, id uuid.UUID, in Update) (Item, error) {
 	var it Item
-	err := postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+	err := postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		var err error
 		if it, err = s.store.Lock(ctx, tx, id); err != nil {
 			return err

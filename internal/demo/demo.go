@@ -9,7 +9,6 @@ import (
 	"log/slog"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/catalog"
@@ -44,7 +43,7 @@ var Items = []catalog.Item{
 }
 
 // Seed creates whatever demo data is missing.
-func Seed(ctx context.Context, db *sqlx.DB, users *user.Service, cat *catalog.Service, log *slog.Logger) error {
+func Seed(ctx context.Context, db *postgres.DB, users *user.Service, cat *catalog.Service, log *slog.Logger) error {
 	for _, u := range Users {
 		_, err := users.Provision(ctx, user.SignUp{Name: u.Name, Email: u.Email, Password: Password}, u.Role)
 		switch {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -126,7 +125,7 @@ func TestProgramsExposeDashboardMetrics(t *testing.T) {
 type driver struct {
 	t      *testing.T
 	api    *testenv.Client
-	db     *sqlx.DB
+	db     *postgres.DB
 	secret string
 }
 
@@ -137,7 +136,7 @@ type placed struct {
 	Payment  struct{ PaymentIntentID *string }
 }
 
-func newDriver(t *testing.T, base string, db *sqlx.DB, secret string) *driver {
+func newDriver(t *testing.T, base string, db *postgres.DB, secret string) *driver {
 	return &driver{t: t, api: testenv.NewClient(t, base), db: db, secret: secret}
 }
 

@@ -29,11 +29,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
-	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -178,7 +178,7 @@ func (s *stack) drainOutbox() {
 
 // writeNotifyBacklog writes n notify:user outbox rows for users (round robin) with outbox.Write,
 // in a few transactions, and returns the ids of the rows written.
-func writeNotifyBacklog(t *testing.T, db *sqlx.DB, users []uuid.UUID, n int) []int64 {
+func writeNotifyBacklog(t *testing.T, db *postgres.DB, users []uuid.UUID, n int) []int64 {
 	t.Helper()
 	ctx := context.Background()
 	var before int64
@@ -217,7 +217,7 @@ func writeNotifyBacklog(t *testing.T, db *sqlx.DB, users []uuid.UUID, n int) []i
 }
 
 // assertDeliveredOnce checks that every outbox row of ids produced exactly one notification.
-func assertDeliveredOnce(t *testing.T, db *sqlx.DB, ids []int64) {
+func assertDeliveredOnce(t *testing.T, db *postgres.DB, ids []int64) {
 	t.Helper()
 	var got struct {
 		Total    int `db:"total"`
@@ -452,7 +452,7 @@ func payloadOrder(raw []byte) string {
 // waitQuiet waits until the outbox is empty and no task is left to run, seen the same way on
 // three polls in a row (a relay between claim and commit, or a task writing outbox rows, shows
 // up as a change in between).
-func waitQuiet(t testing.TB, db *sqlx.DB, q *queues, timeout time.Duration) {
+func waitQuiet(t testing.TB, db *postgres.DB, q *queues, timeout time.Duration) {
 	t.Helper()
 	stable, last := 0, -1
 	testenv.Eventually(t, timeout, "outbox drained and queues idle", func() bool {

@@ -17,7 +17,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
-	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/config"
@@ -26,6 +25,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 type stack struct {
 	t      *testing.T
 	cfg    config.Config
-	db     *sqlx.DB
+	db     *postgres.DB
 	dbURL  string
 	rdb    *redis.Client
 	keys   redisx.Prefix

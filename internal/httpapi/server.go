@@ -8,7 +8,6 @@ import (
 	"runtime"
 
 	"github.com/gin-gonic/gin"
-	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
@@ -21,6 +20,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/ratelimit"
 	"github.com/dispatchhq/dispatch/internal/user"
@@ -29,7 +29,7 @@ import (
 
 // Infra is what the API runs on.
 type Infra struct {
-	DB      *sqlx.DB
+	DB      *postgres.DB
 	Redis   *redis.Client
 	Keys    redisx.Prefix
 	Log     *slog.Logger
@@ -43,7 +43,7 @@ type Infra struct {
 type Server struct {
 	cfg           config.Config
 	log           *slog.Logger
-	db            *sqlx.DB
+	db            *postgres.DB
 	rdb           *redis.Client
 	keys          redisx.Prefix
 	auth          *auth.Service

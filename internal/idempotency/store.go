@@ -52,10 +52,10 @@ type Replay struct {
 }
 
 // Store keeps idempotency records in Postgres.
-type Store struct{ db *sqlx.DB }
+type Store struct{ db *postgres.DB }
 
 // NewStore returns a store on db.
-func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
+func NewStore(db *postgres.DB) *Store { return &Store{db: db} }
 
 // Fingerprint hashes a request's method, path and canonical body.
 func Fingerprint(method, path string, body []byte) []byte {

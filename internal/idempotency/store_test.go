@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
@@ -18,7 +17,7 @@ import (
 
 type fixture struct {
 	t     *testing.T
-	db    *sqlx.DB
+	db    *postgres.DB
 	store *idempotency.Store
 	ctx   context.Context
 }
@@ -128,7 +127,7 @@ func TestStoreLeaseExpiryTakeover(t *testing.T) {
 	sc := scope("crash")
 	c := f.begin(sc, fpA)
 	resource := uuid.New()
-	err := postgres.WithTx(f.ctx, f.db, func(tx *sqlx.Tx) error {
+	err := postgres.WithTx(f.ctx, f.db, func(tx *postgres.Tx) error {
 		return f.store.Checkpoint(f.ctx, tx, c, "payment", resource)
 	})
 	if err != nil {
@@ -160,7 +159,7 @@ func TestStoreReleaseKeepsRecoveryPoint(t *testing.T) {
 	sc := scope("release")
 	c := f.begin(sc, fpA)
 	resource := uuid.New()
-	if err := postgres.WithTx(f.ctx, f.db, func(tx *sqlx.Tx) error {
+	if err := postgres.WithTx(f.ctx, f.db, func(tx *postgres.Tx) error {
 		return f.store.Checkpoint(f.ctx, tx, c, "order_created", resource)
 	}); err != nil {
 		t.Fatal(err)
@@ -212,7 +211,7 @@ func TestStoreAbandon(t *testing.T) {
 	// Past a recovery point something was written: Abandon keeps the record, released.
 	sc2 := scope("abandon-late")
 	c2 := f.begin(sc2, fpA)
-	if err := postgres.WithTx(f.ctx, f.db, func(tx *sqlx.Tx) error {
+	if err := postgres.WithTx(f.ctx, f.db, func(tx *postgres.Tx) error {
 		return f.store.Checkpoint(f.ctx, tx, c2, "reserved", uuid.New())
 	}); err != nil {
 		t.Fatal(err)
@@ -260,7 +259,7 @@ func TestStoreCheckpointBelongsToItsTransaction(t *testing.T) {
 
 	// Rolled back with the work it marked.
 	rollback := errors.New("rollback")
-	err := postgres.WithTx(f.ctx, f.db, func(tx *sqlx.Tx) error {
+	err := postgres.WithTx(f.ctx, f.db, func(tx *postgres.Tx) error {
 		if err := f.store.Checkpoint(f.ctx, tx, c, "step1", uuid.New()); err != nil {
 			return err
 		}
@@ -279,7 +278,7 @@ func TestStoreCheckpointBelongsToItsTransaction(t *testing.T) {
 
 	// Committed with it.
 	id := uuid.New()
-	if err := postgres.WithTx(f.ctx, f.db, func(tx *sqlx.Tx) error {
+	if err := postgres.WithTx(f.ctx, f.db, func(tx *postgres.Tx) error {
 		return f.store.Checkpoint(f.ctx, tx, c, "step1", id)
 	}); err != nil {
 		t.Fatal(err)

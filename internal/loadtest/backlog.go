@@ -6,15 +6,15 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 )
 
 // RelayDrain writes rows notify:user outbox rows for userID in one statement and measures how
 // long the running relay(s) take to empty the outbox. Run it with the relay up and the worker
 // down to measure the relay alone.
-func RelayDrain(ctx context.Context, db *sqlx.DB, rows int, userID uuid.UUID) (time.Duration, error) {
+func RelayDrain(ctx context.Context, db *postgres.DB, rows int, userID uuid.UUID) (time.Duration, error) {
 	var backlog int
 	if err := db.GetContext(ctx, &backlog, `SELECT count(*) FROM outbox`); err != nil {
 		return 0, err
@@ -47,7 +47,7 @@ FROM generate_series(1, $2) AS g`, userID, rows)
 
 // SeedPending creates n PENDING orders of one unit of itemID, each with a PaymentIntent id,
 // created age ago, so that a reconciler run has them all to look at.
-func SeedPending(ctx context.Context, db *sqlx.DB, userID, itemID uuid.UUID, price int64, n int, age time.Duration) error {
+func SeedPending(ctx context.Context, db *postgres.DB, userID, itemID uuid.UUID, price int64, n int, age time.Duration) error {
 	_, err := db.ExecContext(ctx, `
 WITH o AS (
     INSERT INTO orders (id, user_id, status, total, currency, created_at, updated_at)

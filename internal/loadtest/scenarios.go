@@ -17,13 +17,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 )
 
 // Stack is a running Dispatch under test. Its rate limits must be off (RATE_LIMIT_ENABLED=false).
 type Stack struct {
 	Base          string
-	DB            *sqlx.DB      // for the pipeline's server-side timestamps
+	DB            *postgres.DB  // for the pipeline's server-side timestamps
 	Redis         *redis.Client // to force cache misses
 	Keys          redisx.Prefix
 	WebhookSecret string

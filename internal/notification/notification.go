@@ -77,10 +77,10 @@ func (n Notification) Render(lang string) (title, message string) {
 }
 
 // Store holds notifications in Postgres.
-type Store struct{ db *sqlx.DB }
+type Store struct{ db *postgres.DB }
 
 // NewStore returns the notifications store.
-func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
+func NewStore(db *postgres.DB) *Store { return &Store{db: db} }
 
 const insertQuery = `INSERT INTO notifications (id, user_id, event, data, outbox_id, created_at)
 VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/catalog"
@@ -105,7 +104,7 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) 
 		return Order{}, err
 	}
 	var customer string
-	err = postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		created := Event{ID: uuid.Must(uuid.NewV7()), Type: EventCreated, To: &o.Status, Actor: userID.String(),
 			CorrelationID: logging.CorrelationID(ctx)}
 		if customer, err = s.store.Create(ctx, tx, &o, created); err != nil {
@@ -215,7 +214,7 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string) (O
 // CancelUnpaid cancels a PENDING order that has no open PaymentIntent at once (no Stripe call):
 // stock back, customer told. Other orders are left alone.
 func (s *Service) CancelUnpaid(ctx context.Context, id uuid.UUID, actor, reason string) (Order, error) {
-	o, err := s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	o, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.Status != Pending || o.Payment.IntentID != nil {
 			return nil, nil, nil
 		}
@@ -246,7 +245,7 @@ func (s *Service) Ship(ctx context.Context, actor string, id uuid.UUID, in ShipI
 	if err := in.validate(); err != nil {
 		return Order{}, err
 	}
-	return s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != ActionNone {
 			return nil, nil, ErrActionPending.With("action", o.PendingAction)
 		}
@@ -263,7 +262,7 @@ func (s *Service) Ship(ctx context.Context, actor string, id uuid.UUID, in ShipI
 
 // Deliver moves a SHIPPED order to DELIVERED.
 func (s *Service) Deliver(ctx context.Context, actor string, id uuid.UUID, event string) (Order, error) {
-	return s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != ActionNone {
 			return nil, nil, ErrActionPending.With("action", o.PendingAction)
 		}
@@ -297,7 +296,7 @@ func (s *Service) request(ctx context.Context, actor string, id uuid.UUID, a Act
 	if a == ActionRefund {
 		typ, evType = tasks.OrderRefund, EventRefundRequested
 	}
-	return s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if err := o.request(a); err != nil {
 			return nil, nil, err
 		}
@@ -361,7 +360,7 @@ func (s *Service) SetStatus(ctx context.Context, actor string, id uuid.UUID, in 
 
 // Delete soft-deletes an order in a final status.
 func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
-	return postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+	return postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		o, err := s.store.Lock(ctx, tx, id)
 		if err != nil {
 			return err

@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
@@ -124,18 +124,18 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 	switch {
 	case pi.Status == payment.IntentSucceeded:
 		ev := payment.Event{PaymentIntentID: pi.ID, AmountReceived: pi.AmountReceived, Currency: pi.Currency}
-		_, err = s.apply(ctx, po.ID, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		_, err = s.apply(ctx, po.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 			return s.paymentSucceeded(ctx, tx, o, ev, ActorReconciler, &outcome)
 		})
 		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, "paid")
 	case pi.Status == payment.IntentCanceled:
-		_, err = s.apply(ctx, po.ID, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		_, err = s.apply(ctx, po.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 			return s.intentCanceled(ctx, tx, o, ActorReconciler, &outcome)
 		})
 		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, "canceled")
 	case age >= p.UnpaidTTL:
 		reason := "unpaid after " + p.UnpaidTTL.String()
-		_, err = s.apply(ctx, po.ID, func(_ *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+		_, err = s.apply(ctx, po.ID, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 			if o.Status != Pending || o.PendingAction != ActionNone {
 				return nil, nil, nil
 			}

@@ -60,7 +60,7 @@ type Customers interface {
 
 // Service runs every command on orders: the API's, the webhook's and the worker's.
 type Service struct {
-	db        *sqlx.DB
+	db        *postgres.DB
 	store     Store
 	stock     Stock
 	cache     *catalog.Cache
@@ -71,7 +71,7 @@ type Service struct {
 }
 
 // NewService wires the orders service.
-func NewService(db *sqlx.DB, store Store, stock Stock, cache *catalog.Cache, gateway payment.Gateway,
+func NewService(db *postgres.DB, store Store, stock Stock, cache *catalog.Cache, gateway payment.Gateway,
 	idem *idempotency.Store, customers Customers, log *slog.Logger) *Service {
 	return &Service{db: db, store: store, stock: stock, cache: cache, gateway: gateway, idem: idem,
 		customers: customers, log: log}
@@ -116,12 +116,12 @@ func (s *Service) Events(ctx context.Context, id uuid.UUID, page cursor.Request)
 // change it, then persists the change as a compare-and-set with its timeline event and outbox
 // messages. mutate may write rows of the order's aggregate with tx (payment, refund, stock); it
 // returns the event to append (nil for none) and the messages to send.
-type change func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error)
+type change func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error)
 
 // apply runs a change in its own transaction and returns the order as saved.
 func (s *Service) apply(ctx context.Context, id uuid.UUID, mutate change) (Order, error) {
 	var o Order
-	err := postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+	err := postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		var err error
 		o, err = s.applyTx(ctx, tx, id, mutate)
 		return err
@@ -129,7 +129,7 @@ func (s *Service) apply(ctx context.Context, id uuid.UUID, mutate change) (Order
 	return o, err
 }
 
-func (s *Service) applyTx(ctx context.Context, tx *sqlx.Tx, id uuid.UUID, mutate change) (Order, error) {
+func (s *Service) applyTx(ctx context.Context, tx *postgres.Tx, id uuid.UUID, mutate change) (Order, error) {
 	o, err := s.store.Lock(ctx, tx, id)
 	if err != nil {
 		return Order{}, err

@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 )
 
 // The worker strategies. Each re-reads the order and acts only while its precondition holds,
@@ -32,7 +32,7 @@ var (
 // Process runs order:process: PAID → PROCESSED once the payment recorded from Stripe covers
 // exactly the order's total and currency. A mismatch is permanent (its compensation refunds).
 func (s *Service) Process(ctx context.Context, id uuid.UUID) error {
-	_, err := s.apply(ctx, id, func(_ *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	_, err := s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		switch o.Status {
 		case Paid:
 		case Pending:
@@ -71,7 +71,7 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 			return err
 		}
 	}
-	saved, err := s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != ActionCancel {
 			return nil, nil, nil
 		}
@@ -111,7 +111,7 @@ func (s *Service) cancelIntent(ctx context.Context, o *Order) error {
 
 // finishCancel is the CANCELED side of every cancel: status, stock back, refund recorded,
 // customer told.
-func (s *Service) finishCancel(ctx context.Context, tx *sqlx.Tx, o *Order, actor, reason string, refund *payment.Refund) (*Event, []outbox.Message, error) {
+func (s *Service) finishCancel(ctx context.Context, tx *postgres.Tx, o *Order, actor, reason string, refund *payment.Refund) (*Event, []outbox.Message, error) {
 	from := o.Status
 	if err := o.transition(Canceled, time.Now()); err != nil {
 		return nil, nil, err
@@ -153,7 +153,7 @@ func (s *Service) Refund(ctx context.Context, id uuid.UUID, actor, reason string
 	if err != nil {
 		return err
 	}
-	saved, err := s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != ActionRefund {
 			return nil, nil, nil
 		}
@@ -166,7 +166,7 @@ func (s *Service) Refund(ctx context.Context, id uuid.UUID, actor, reason string
 }
 
 // finishRefund is the REFUNDED side of a refund or a compensation.
-func (s *Service) finishRefund(ctx context.Context, tx *sqlx.Tx, o *Order, actor, reason string, r payment.Refund, event string) (*Event, []outbox.Message, error) {
+func (s *Service) finishRefund(ctx context.Context, tx *postgres.Tx, o *Order, actor, reason string, r payment.Refund, event string) (*Event, []outbox.Message, error) {
 	from := o.Status
 	if err := o.transition(Refunded, time.Now()); err != nil {
 		return nil, nil, err
@@ -193,7 +193,7 @@ func (s *Service) refundLatePayment(ctx context.Context, o Order) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.apply(ctx, o.ID, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	_, err = s.apply(ctx, o.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.Refund != nil {
 			return nil, nil, nil
 		}
@@ -228,7 +228,7 @@ func (s *Service) refundOrder(ctx context.Context, o *Order, purpose string) (pa
 	return r, err
 }
 
-func (s *Service) recordRefund(ctx context.Context, tx *sqlx.Tx, o *Order, kind string, r payment.Refund) error {
+func (s *Service) recordRefund(ctx context.Context, tx *postgres.Tx, o *Order, kind string, r payment.Refund) error {
 	rec := Refund{Kind: kind, RefundID: r.ID, Amount: r.Amount, Currency: strings.ToLower(r.Currency), Status: r.Status}
 	if err := s.store.PutRefund(ctx, tx, o.ID, rec); err != nil {
 		return err
@@ -254,7 +254,7 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 		refund = &r
 	}
 	done := false
-	saved, err := s.apply(ctx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.Status != Paid {
 			return nil, nil, nil
 		}
@@ -280,7 +280,7 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 // It reports whether it changed the order.
 func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause string) (bool, error) {
 	done := false
-	_, err := s.apply(ctx, id, func(_ *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	_, err := s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != a {
 			return nil, nil, nil
 		}

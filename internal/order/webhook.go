@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/outbox"
@@ -32,7 +31,7 @@ const (
 // outbox rows commit in one transaction; an event seen before does nothing.
 func (s *Service) HandlePaymentEvent(ctx context.Context, ev payment.Event) (string, error) {
 	outcome := OutcomeIgnored
-	err := postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+	err := postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		fresh, err := s.store.RecordStripeEvent(ctx, tx, ev.ID, ev.Type, "received")
 		if err != nil {
 			return err
@@ -53,7 +52,7 @@ func (s *Service) HandlePaymentEvent(ctx context.Context, ev payment.Event) (str
 	return outcome, nil
 }
 
-func (s *Service) applyEvent(ctx context.Context, tx *sqlx.Tx, ev payment.Event) (string, error) {
+func (s *Service) applyEvent(ctx context.Context, tx *postgres.Tx, ev payment.Event) (string, error) {
 	if !ev.SupportedVersion() {
 		return OutcomeIgnoredVersion, nil
 	}
@@ -72,7 +71,7 @@ func (s *Service) applyEvent(ctx context.Context, tx *sqlx.Tx, ev payment.Event)
 		return "", err
 	}
 	outcome := OutcomeIgnored
-	_, err = s.applyTx(ctx, tx, id, func(tx *sqlx.Tx, o *Order) (*Event, []outbox.Message, error) {
+	_, err = s.applyTx(ctx, tx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		var (
 			e    *Event
 			msgs []outbox.Message
@@ -94,7 +93,7 @@ func (s *Service) applyEvent(ctx context.Context, tx *sqlx.Tx, ev payment.Event)
 // orderOfIntent finds the order of the event's PaymentIntent, falling back to the order id in
 // its metadata for an order whose PaymentIntent id was never stored (a crash right after
 // Stripe created it); that id is stored now.
-func (s *Service) orderOfIntent(ctx context.Context, tx *sqlx.Tx, ev payment.Event) (uuid.UUID, error) {
+func (s *Service) orderOfIntent(ctx context.Context, tx *postgres.Tx, ev payment.Event) (uuid.UUID, error) {
 	if ev.PaymentIntentID == "" {
 		return uuid.Nil, ErrNotFound
 	}
@@ -119,7 +118,7 @@ func (s *Service) orderOfIntent(ctx context.Context, tx *sqlx.Tx, ev payment.Eve
 // paymentSucceeded records the payment: PENDING → PAID with order:process queued; on a
 // CANCELED order the late payment is refunded automatically. The webhook and the reconciler
 // both come here.
-func (s *Service) paymentSucceeded(ctx context.Context, tx *sqlx.Tx, o *Order, ev payment.Event, actor string, outcome *string) (*Event, []outbox.Message, error) {
+func (s *Service) paymentSucceeded(ctx context.Context, tx *postgres.Tx, o *Order, ev payment.Event, actor string, outcome *string) (*Event, []outbox.Message, error) {
 	if o.Payment.Captured() {
 		return nil, nil, nil
 	}
@@ -149,7 +148,7 @@ func (s *Service) paymentSucceeded(ctx context.Context, tx *sqlx.Tx, o *Order, e
 }
 
 // paymentFailed keeps the order PENDING, stores the error and tells the customer, who may retry.
-func (s *Service) paymentFailed(ctx context.Context, tx *sqlx.Tx, o *Order, ev payment.Event, outcome *string) (*Event, []outbox.Message, error) {
+func (s *Service) paymentFailed(ctx context.Context, tx *postgres.Tx, o *Order, ev payment.Event, outcome *string) (*Event, []outbox.Message, error) {
 	if o.Status != Pending || o.Payment.Captured() {
 		return nil, nil, nil
 	}
@@ -168,7 +167,7 @@ func (s *Service) paymentFailed(ctx context.Context, tx *sqlx.Tx, o *Order, ev p
 
 // intentCanceled cancels a PENDING order whose PaymentIntent was canceled at Stripe, through
 // the worker's order:cancel like any cancel.
-func (s *Service) intentCanceled(ctx context.Context, tx *sqlx.Tx, o *Order, actor string, outcome *string) (*Event, []outbox.Message, error) {
+func (s *Service) intentCanceled(ctx context.Context, tx *postgres.Tx, o *Order, actor string, outcome *string) (*Event, []outbox.Message, error) {
 	if o.Status != Pending || o.PendingAction != ActionNone || o.Payment.Captured() {
 		return nil, nil, nil
 	}
@@ -185,7 +184,7 @@ func (s *Service) intentCanceled(ctx context.Context, tx *sqlx.Tx, o *Order, act
 }
 
 // applyRefundUpdate stores a refund's new status and notes it on the order's timeline.
-func (s *Service) applyRefundUpdate(ctx context.Context, tx *sqlx.Tx, ev payment.Event) (string, error) {
+func (s *Service) applyRefundUpdate(ctx context.Context, tx *postgres.Tx, ev payment.Event) (string, error) {
 	if ev.RefundStatus == "" || (ev.RefundID == "" && ev.PaymentIntentID == "") {
 		return OutcomeIgnored, nil
 	}

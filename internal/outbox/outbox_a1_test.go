@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
@@ -21,7 +20,7 @@ type row struct {
 	CorrelationID string `db:"correlation_id"`
 }
 
-func rows(t *testing.T, db *sqlx.DB) []row {
+func rows(t *testing.T, db *postgres.DB) []row {
 	t.Helper()
 	var out []row
 	if err := db.Select(&out, `SELECT type, payload::text AS payload, correlation_id FROM outbox ORDER BY id`); err != nil {
@@ -34,7 +33,7 @@ func TestWriteCommitsWithTheTransaction(t *testing.T) {
 	db, _ := testenv.DB(t)
 	ctx := logging.WithCorrelationID(testenv.Context(t), "cid-123")
 	uid := uuid.New()
-	err := postgres.WithTx(ctx, db, func(tx *sqlx.Tx) error {
+	err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
 		return outbox.Write(ctx, tx,
 			outbox.Message{Type: tasks.CustomerCreate, Payload: tasks.Customer{UserID: uid}},
 			outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{UserID: uid, Event: "auth.login"}})
@@ -58,7 +57,7 @@ func TestWriteRollsBackWithTheTransaction(t *testing.T) {
 	db, _ := testenv.DB(t)
 	ctx := testenv.Context(t)
 	boom := errors.New("change failed")
-	err := postgres.WithTx(ctx, db, func(tx *sqlx.Tx) error {
+	err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
 		if err := outbox.Write(ctx, tx, outbox.Message{Type: tasks.CustomerUpdate, Payload: tasks.Customer{UserID: uuid.New()}}); err != nil {
 			return err
 		}

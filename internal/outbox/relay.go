@@ -28,7 +28,7 @@ import (
 // refuses as a conflict (counted as delivered) while the first copy is still known to it, and
 // which consumers tolerate anyway because they are idempotent. Delivery is at least once.
 type Relay struct {
-	db        *sqlx.DB
+	db        *postgres.DB
 	client    *asynq.Client
 	ns        tasks.Namespace
 	batchSize int
@@ -46,7 +46,7 @@ type Relay struct {
 
 // NewRelay returns a relay claiming batchSize rows at a time, woken by LISTEN/NOTIFY on dsn's
 // database and polling every poll as a fallback.
-func NewRelay(db *sqlx.DB, dsn string, client *asynq.Client, ns tasks.Namespace, batchSize int, poll time.Duration, log *slog.Logger) *Relay {
+func NewRelay(db *postgres.DB, dsn string, client *asynq.Client, ns tasks.Namespace, batchSize int, poll time.Duration, log *slog.Logger) *Relay {
 	return &Relay{db: db, dsn: dsn, client: client, ns: ns, batchSize: batchSize, poll: poll, log: log,
 		MaxRetry: 3, Retention: 10 * time.Minute}
 }
@@ -69,7 +69,7 @@ const enqueueWorkers = 32
 // RunOnce relays one batch and returns how many rows it delivered.
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	n := 0
-	err := postgres.WithTx(ctx, r.db, func(tx *sqlx.Tx) error {
+	err := postgres.WithTx(ctx, r.db, func(tx *postgres.Tx) error {
 		var rows []row
 		if err := tx.SelectContext(ctx, &rows, claimQuery, r.batchSize); err != nil {
 			return fmt.Errorf("outbox: claim: %w", err)
@@ -218,13 +218,13 @@ const StaleAfter = 5 * time.Minute
 // Monitor publishes the backlog and the oldest row's age, and tells readiness whether
 // delivery keeps up.
 type Monitor struct {
-	db *sqlx.DB
+	db *postgres.DB
 	// Publish receives each reading (metrics).
 	Publish func(backlog int64, oldest time.Duration)
 }
 
 // NewMonitor returns a monitor of db's outbox.
-func NewMonitor(db *sqlx.DB, publish func(backlog int64, oldest time.Duration)) *Monitor {
+func NewMonitor(db *postgres.DB, publish func(backlog int64, oldest time.Duration)) *Monitor {
 	return &Monitor{db: db, Publish: publish}
 }
 

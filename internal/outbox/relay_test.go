@@ -18,11 +18,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
-	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 
 type env struct {
 	t      *testing.T
-	db     *sqlx.DB
+	db     *postgres.DB
 	dbURL  string
 	rdb    *redis.Client
 	ns     tasks.Namespace

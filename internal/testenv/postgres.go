@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
@@ -21,7 +20,7 @@ import (
 
 // DB returns a connection pool to a fresh, fully migrated database of its own, dropped when the
 // test ends, and the database's URL (for programs started by the test).
-func DB(t testing.TB) (*sqlx.DB, string) {
+func DB(t testing.TB) (*postgres.DB, string) {
 	t.Helper()
 	base, _, err := serviceURLs()
 	if err != nil {
@@ -78,12 +77,12 @@ func EmptyDB(t testing.TB) string {
 
 var (
 	adminOnce sync.Once
-	adminPool *sqlx.DB
+	adminPool *postgres.DB
 	adminErr  error
 )
 
 // adminDB is a small pool on the server's maintenance database, shared by the process.
-func adminDB(base string) (*sqlx.DB, error) {
+func adminDB(base string) (*postgres.DB, error) {
 	adminOnce.Do(func() {
 		adminPool, adminErr = postgres.Open(context.Background(), withDatabase(base, "postgres"), 4)
 	})
@@ -157,7 +156,7 @@ func buildTemplate(base string) (string, error) {
 }
 
 // createFromTemplate copies the template, retrying while another session briefly holds it.
-func createFromTemplate(admin *sqlx.DB, name, tmpl string) error {
+func createFromTemplate(admin *postgres.DB, name, tmpl string) error {
 	var err error
 	for attempt := 0; attempt < 50; attempt++ {
 		_, err = admin.Exec("CREATE DATABASE " + pq.QuoteIdentifier(name) + " TEMPLATE " + pq.QuoteIdentifier(tmpl))

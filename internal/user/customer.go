@@ -8,6 +8,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 )
 
 // CustomerStore is what the Stripe Customer sync reads and writes (implemented by userdb).
@@ -21,13 +22,13 @@ type CustomerStore interface {
 // tasks written by sign-up, update and deletion call it. Every method may run twice, in any
 // order relative to the others, and still leaves one customer per user.
 type CustomerSync struct {
-	db      *sqlx.DB
+	db      *postgres.DB
 	store   CustomerStore
 	gateway payment.Gateway
 }
 
 // NewCustomerSync returns the sync.
-func NewCustomerSync(db *sqlx.DB, store CustomerStore, gateway payment.Gateway) *CustomerSync {
+func NewCustomerSync(db *postgres.DB, store CustomerStore, gateway payment.Gateway) *CustomerSync {
 	return &CustomerSync{db: db, store: store, gateway: gateway}
 }
 

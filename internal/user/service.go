@@ -32,14 +32,14 @@ type Store interface {
 // same transaction; changes that must end access (role, password, deletion) revoke sessions in
 // that transaction too and put them on the denylist after the commit.
 type Service struct {
-	db    *sqlx.DB
+	db    *postgres.DB
 	store Store
 	auth  *auth.Service
 	log   *slog.Logger
 }
 
 // NewService wires the users service.
-func NewService(db *sqlx.DB, store Store, a *auth.Service, log *slog.Logger) *Service {
+func NewService(db *postgres.DB, store Store, a *auth.Service, log *slog.Logger) *Service {
 	return &Service{db: db, store: store, auth: a, log: log}
 }
 
@@ -87,7 +87,7 @@ func (s *Service) create(ctx context.Context, in SignUp, role auth.Role) (User, 
 	if in.Language != nil {
 		u.Language = *in.Language
 	}
-	err = postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		if err := s.store.Insert(ctx, tx, &u); err != nil {
 			return err
 		}
@@ -201,7 +201,7 @@ func (s *Service) update(ctx context.Context, id uuid.UUID, change func(*User) e
 		u       User
 		revoked []uuid.UUID
 	)
-	err := postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+	err := postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		var err error
 		if u, err = s.store.Lock(ctx, tx, id); err != nil {
 			return err
@@ -244,7 +244,7 @@ func (s *Service) DeleteByAdmin(ctx context.Context, actor auth.Principal, id uu
 
 func (s *Service) delete(ctx context.Context, id uuid.UUID, allowed func(User) error) error {
 	var revoked []uuid.UUID
-	err := postgres.WithTx(ctx, s.db, func(tx *sqlx.Tx) error {
+	err := postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		u, err := s.store.Lock(ctx, tx, id)
 		if err != nil {
 			return err

@@ -9,7 +9,6 @@ import (
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/hibiken/asynq"
-	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/catalog"
@@ -20,6 +19,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/user"
@@ -28,7 +28,7 @@ import (
 
 // Infra is what the worker runs on.
 type Infra struct {
-	DB        *sqlx.DB
+	DB        *postgres.DB
 	Redis     *redis.Client
 	Keys      redisx.Prefix
 	Namespace tasks.Namespace

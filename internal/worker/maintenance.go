@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/auth/authdb"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 )
 
@@ -20,7 +20,7 @@ const sessionRetention = 24 * time.Hour
 
 // Cleanup deletes idempotency records past their 24 h and sessions expired or revoked for more
 // than a day.
-func Cleanup(db *sqlx.DB, log *slog.Logger) func(context.Context) error {
+func Cleanup(db *postgres.DB, log *slog.Logger) func(context.Context) error {
 	return func(ctx context.Context) error {
 		now := time.Now()
 		keys, err := idempotency.NewStore(db).DeleteExpired(ctx, now)

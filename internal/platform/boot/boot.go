@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/config"
@@ -23,7 +22,7 @@ import (
 type Program struct {
 	Cfg   config.Config
 	Log   *slog.Logger
-	DB    *sqlx.DB
+	DB    *postgres.DB
 	Redis *redis.Client
 	// Stop cancels the program's context (as SIGINT or SIGTERM do).
 	Stop   context.CancelFunc

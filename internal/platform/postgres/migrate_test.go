@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -52,7 +51,7 @@ func latestVersion(t *testing.T) uint {
 
 // schema describes everything the migrations create in the public schema: columns, constraints,
 // indexes, triggers and functions.
-func schema(t *testing.T, db *sqlx.DB) []string {
+func schema(t *testing.T, db *postgres.DB) []string {
 	t.Helper()
 	var out []string
 	err := db.Select(&out, `
@@ -163,7 +162,7 @@ func TestMigrationsUpDownUp(t *testing.T) {
 }
 
 // seed writes a row into each table so that down migrations are tried on non-empty tables.
-func seed(t *testing.T, db *sqlx.DB) {
+func seed(t *testing.T, db *postgres.DB) {
 	t.Helper()
 	uid := uuid.New()
 	for _, q := range []struct {

@@ -19,11 +19,12 @@ import (
 // Unless the URL says otherwise, lib/pq runs with binary_parameters=yes: a query with
 // parameters then costs one round trip (parse, bind and execute sent together) instead of two.
 // Byte-slice parameters travel in binary, so only bytea columns may receive []byte.
-func Open(ctx context.Context, dsn string, maxConns int) (*sqlx.DB, error) {
-	db, err := sqlx.Open("postgres", withBinaryParameters(dsn))
+func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
+	pool, err := sqlx.Open("postgres", withBinaryParameters(dsn))
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
+	db := &DB{DB: pool}
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
@@ -51,7 +52,7 @@ func withBinaryParameters(dsn string) string {
 
 // WithTx runs fn in a transaction, committing when fn returns nil and rolling back otherwise.
 // The commit error is returned: a failed commit means nothing was written.
-func WithTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) (err error) {
+func WithTx(ctx context.Context, db *DB, fn func(tx *Tx) error) (err error) {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("postgres: begin: %w", err)

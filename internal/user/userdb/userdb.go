@@ -214,7 +214,7 @@ func (Store) CredentialsByEmail(ctx context.Context, db sqlx.QueryerContext, ema
 }
 
 // Credentials adapts the store to auth.CredentialStore over one pool.
-type Credentials struct{ DB *sqlx.DB }
+type Credentials struct{ DB *postgres.DB }
 
 // CredentialsByEmail implements auth.CredentialStore.
 func (c Credentials) CredentialsByEmail(ctx context.Context, email string) (auth.Credentials, bool, error) {

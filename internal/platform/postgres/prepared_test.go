@@ -1,0 +1,89 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+// A transaction holding the pool's only connection must still run a query the pool has never
+// prepared: preparing it on the pool would wait for a second connection forever.
+func TestTxRunsUnseenQueryOnFullPool(t *testing.T) {
+	_, url := testenv.DB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := postgres.Open(ctx, url, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	err = postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
+		var n int
+		if err := tx.GetContext(ctx, &n, "SELECT $1::int + 1 AS n", 41); err != nil {
+			return err
+		}
+		if n != 42 {
+			t.Errorf("got %d, want 42", n)
+		}
+		_, err := tx.ExecContext(ctx, "SELECT $1::text", "unseen")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("transaction on a full pool: %v", err)
+	}
+}
+
+// Once the pool knows a query, pool reads and transactions run it as a named prepared statement
+// on their connection rather than parsing and planning it again.
+func TestQueriesRunPrepared(t *testing.T) {
+	_, url := testenv.DB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := postgres.Open(ctx, url, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	const query = "SELECT count(*) FROM users WHERE email = $1"
+	var n int
+	if err := db.GetContext(ctx, &n, query, "nobody@example.com"); err != nil {
+		t.Fatal(err)
+	}
+
+	prepared := func(q interface {
+		GetContext(context.Context, any, string, ...any) error
+	}) bool {
+		var found bool
+		// Run unprepared through the embedded handle: only the checked query matters here.
+		if err := q.GetContext(ctx, &found,
+			"SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE statement = $1) AS found", query); err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	if !prepared(db) {
+		t.Fatal("a pool query is not a prepared statement on its connection")
+	}
+	err = postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
+		if err := tx.GetContext(ctx, &n, query, "nobody@example.com"); err != nil {
+			return err
+		}
+		if !prepared(tx) {
+			t.Error("a transaction query is not a prepared statement on its connection")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A query whose statement fails to prepare reports the error to its caller.
+	if err := db.GetContext(ctx, &n, "SELECT count(*) FROM no_such_table"); err == nil {
+		t.Fatal("query on a missing table: no error")
+	}
+}
