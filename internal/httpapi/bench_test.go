@@ -62,7 +62,12 @@ func benchAPI(b *testing.B, unobserved bool) (http.Handler, string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { logFile.Close() })
-	log := logging.New("api", cfg.LogLevel, cfg.LogFormat, logFile)
+	// The logger the programs build, writing to a file instead of stdout.
+	log, closeLog, err := logging.Setup("api", cfg.LogLevel, cfg.LogFormat, "", logFile, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(closeLog)
 	srv := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: log, Unobserved: unobserved,
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, "http://127.0.0.1:1")})
 	b.Cleanup(srv.Close)

@@ -12,47 +12,58 @@ import (
 	slogmulti "github.com/samber/slog-multi"
 )
 
-// New returns a logger writing JSON (or text) to w and fanning out to extra handlers
-// (e.g. Loki). Every line carries service and the context's fields.
+// New returns a logger writing JSON (or text) to w and, through slog-multi, fanning out to
+// extra handlers (e.g. Loki). Every line carries service and the context's fields.
 func New(service string, level slog.Level, format string, w io.Writer, extra ...slog.Handler) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
-	var base slog.Handler
+	var next slog.Handler
 	if format == "text" {
-		base = slog.NewTextHandler(w, opts)
+		next = slog.NewTextHandler(w, opts)
 	} else {
-		base = slog.NewJSONHandler(w, opts)
+		next = slog.NewJSONHandler(w, opts)
 	}
-	fan := slogmulti.Fanout(append([]slog.Handler{base}, extra...)...)
-	middleware := []slogmulti.Middleware{slogmulti.NewHandleInlineMiddleware(addContextFields)}
-	if out, ok := w.(*Output); ok {
-		middleware = append(middleware, slogmulti.NewHandleInlineMiddleware(flushAtWarn(out)))
+	if len(extra) > 0 {
+		next = slogmulti.Fanout(append([]slog.Handler{next}, extra...)...)
 	}
-	h := slogmulti.Pipe(middleware...).Handler(fan)
-	return slog.New(h).With(slog.String("service", service))
+	out, _ := w.(*Output)
+	return slog.New(contextHandler{next: next, out: out}).With(slog.String("service", service))
 }
 
 // Discard returns a logger that writes nothing (for tools and tests that do not care).
 func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// flushAtWarn writes out buffered lines as soon as a WARN or worse line is logged.
-func flushAtWarn(out *Output) func(context.Context, slog.Record, func(context.Context, slog.Record) error) error {
-	return func(ctx context.Context, r slog.Record, next func(context.Context, slog.Record) error) error {
-		err := next(ctx, r)
-		if r.Level >= slog.LevelWarn {
-			_ = out.Flush()
-		}
-		return err
-	}
+// contextHandler adds the context's fields to every record and, when the output is buffered,
+// writes it out as soon as a WARN or worse line is logged. It is one plain wrapper because it
+// runs on every request: a chain of generic middlewares cost a measurable share of a cached read.
+type contextHandler struct {
+	next slog.Handler
+	out  *Output // nil when the output is not buffered
 }
 
-func addContextFields(ctx context.Context, r slog.Record, next func(context.Context, slog.Record) error) error {
+func (h contextHandler) Enabled(ctx context.Context, level slog.Level) bool {
+	return h.next.Enabled(ctx, level)
+}
+
+func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
 	if f, ok := ctx.Value(fieldsKey{}).(*fields); ok {
 		if f.correlationID != "" {
 			r.AddAttrs(slog.String("correlationId", f.correlationID))
 		}
 		r.AddAttrs(f.attrs...)
 	}
-	return next(ctx, r)
+	err := h.next.Handle(ctx, r)
+	if h.out != nil && r.Level >= slog.LevelWarn {
+		_ = h.out.Flush()
+	}
+	return err
+}
+
+func (h contextHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return contextHandler{next: h.next.WithAttrs(attrs), out: h.out}
+}
+
+func (h contextHandler) WithGroup(name string) slog.Handler {
+	return contextHandler{next: h.next.WithGroup(name), out: h.out}
 }
 
 type fieldsKey struct{}
