@@ -105,7 +105,7 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) 
 	}
 	var customer string
 	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
-		created := Event{ID: uuid.Must(uuid.NewV7()), Type: EventCreated, To: &o.Status, Actor: userID.String(),
+		created := Event{ID: uuid.Must(uuid.NewV7()), Type: EventCreated, Actor: userID.String(),
 			CorrelationID: logging.CorrelationID(ctx)}
 		if customer, err = s.store.Create(ctx, tx, &o, created); err != nil {
 			return err

@@ -178,7 +178,7 @@ WITH o AS (
 ), p AS (
     INSERT INTO payments (order_id, status) VALUES ($1, 'pending')
 ), e AS (
-    INSERT INTO order_events (id, order_id, type, to_status, actor, correlation_id) VALUES ($11, $1, 'created', $3, $12, $13)
+    INSERT INTO order_events (id, order_id, type, actor, correlation_id) VALUES ($11, $1, 'created', $12, $13)
 )
 SELECT number, created_at, updated_at, COALESCE((SELECT stripe_customer_id FROM users WHERE id = $2), '') FROM o`
 
