@@ -108,7 +108,7 @@ func (s *Service) Login(ctx context.Context, email, password string, client Clie
 		}
 		return outbox.Write(ctx, tx, outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{
 			UserID: cred.UserID, Event: notification.EventAuthLogin,
-			Data: map[string]any{"ip": client.IP, "at": time.Now().UTC().Format(time.RFC3339)},
+			Data: map[string]any{"ip": client.IP, "at": notification.Timestamp(time.Now())},
 		}})
 	})
 	if err != nil {

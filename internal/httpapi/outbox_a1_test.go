@@ -113,7 +113,8 @@ func TestOutboxRowsOnSuccess(t *testing.T) {
 		if data["ip"] != "127.0.0.1" {
 			t.Fatalf("login notification ip = %v", data["ip"])
 		}
-		if at, err := time.Parse(time.RFC3339, data["at"].(string)); err != nil || time.Since(at) > time.Minute {
+		// RFC 3339 UTC with milliseconds, like every timestamp of the API (SPEC §1).
+		if at, err := time.Parse("2006-01-02T15:04:05.000Z", data["at"].(string)); err != nil || time.Since(at) > time.Minute {
 			t.Fatalf("login notification at = %v (%v)", data["at"], err)
 		}
 	})

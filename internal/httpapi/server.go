@@ -113,6 +113,8 @@ func (s *Server) Catalog() *catalog.Service { return s.catalog }
 func (s *Server) newEngine() *gin.Engine {
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
+	// A path with a trailing slash is not a route: it gets the JSON 404, not an HTML redirect.
+	e.RedirectTrailingSlash = false
 	e.ContextWithFallback = true
 	if err := e.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
 		s.log.Error("trusted proxies refused", "err", err)
