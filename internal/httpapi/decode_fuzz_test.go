@@ -10,6 +10,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/catalog"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
+	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/user"
 )
 
@@ -92,6 +93,21 @@ func TestDecodeJSON(t *testing.T) {
 	var e *apperr.Error
 	if !errors.As(err, &e) || len(e.Details) != 1 || e.Details[0].Field != "address.line1" {
 		t.Fatalf("nested type error: %v", err)
+	}
+	// Values inside arrays are named with their index, however the body is spaced.
+	for raw, want := range map[string]string{
+		`{"items":[{"itemId":"a","quantity":"1"}]}`:                              "items[0].quantity",
+		`{"items":[{"itemId":"a","quantity":1},{"itemId":"b","quantity":true}]}`: "items[1].quantity",
+		"{ \"items\" : [ {\"quantity\":1} ,\n {\"quantity\": {\"n\": 1}} ] }":    "items[1].quantity",
+		`{"items":[{"itemId":"a"},{"itemId":["b"]}]}`:                            "items[1].itemId",
+		`{"items":{"itemId":"a"}}`:                                               "items",
+		`{"items":[1]}`:                                                          "items[0]",
+	} {
+		var in order.CreateInput
+		err := httpapi.DecodeJSON([]byte(raw), &in, false)
+		if !errors.As(err, &e) || len(e.Details) != 1 || e.Details[0].Field != want {
+			t.Errorf("DecodeJSON(%s): %v, want a type error on %s", raw, err, want)
+		}
 	}
 	// Embedded structs accept their fields at the top level.
 	var ac user.AdminCreate

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strconv"
@@ -78,4 +79,69 @@ func join(path, key string) string {
 		return key
 	}
 	return path + "." + key
+}
+
+// valuePath returns the path (items[1].quantity) of the JSON value in raw that starts or ends at
+// offset, where encoding/json reports a type error, or "" when no value does.
+func valuePath(raw []byte, offset int64) string {
+	type frame struct {
+		array bool
+		key   string
+		index int
+		onKey bool // an object's next token is a key
+	}
+	var stack []frame
+	current := func() string {
+		var b strings.Builder
+		for _, f := range stack {
+			if f.array {
+				b.WriteString("[" + strconv.Itoa(f.index) + "]")
+			} else {
+				if b.Len() > 0 {
+					b.WriteByte('.')
+				}
+				b.WriteString(f.key)
+			}
+		}
+		return b.String()
+	}
+	valueDone := func() {
+		if len(stack) == 0 {
+			return
+		}
+		if top := &stack[len(stack)-1]; top.array {
+			top.index++
+		} else {
+			top.onKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		if n := len(stack); n > 0 && !stack[n-1].array && stack[n-1].onKey {
+			if key, ok := tok.(string); ok {
+				stack[n-1].key, stack[n-1].onKey = key, false
+				continue
+			}
+		}
+		at := dec.InputOffset() == offset
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if at {
+				return current()
+			}
+			stack = append(stack, frame{array: tok == json.Delim('['), onKey: true})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			if at {
+				return current()
+			}
+			valueDone()
+		}
+	}
 }

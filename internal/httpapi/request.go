@@ -57,7 +57,7 @@ func DecodeJSON(raw []byte, dst any, optional bool) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		return decodeError(err)
+		return decodeError(raw, err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return apperr.ErrMalformedJSON
@@ -65,7 +65,7 @@ func DecodeJSON(raw []byte, dst any, optional bool) error {
 	return exactFieldNames(raw, dst)
 }
 
-func decodeError(err error) error {
+func decodeError(raw []byte, err error) error {
 	var (
 		syntax    *json.SyntaxError
 		typeErr   *json.UnmarshalTypeError
@@ -79,7 +79,11 @@ func decodeError(err error) error {
 		if typeErr.Field == "" {
 			return apperr.ErrMalformedJSON
 		}
-		return apperr.ErrValidation.WithDetails(apperr.Field(typeErr.Field, "validation.type", "type", jsonType(typeErr.Type.Kind().String())))
+		field := typeErr.Field // encoding/json names the field without array indexes
+		if p := valuePath(raw, typeErr.Offset); p != "" {
+			field = p
+		}
+		return apperr.ErrValidation.WithDetails(apperr.Field(field, "validation.type", "type", jsonType(typeErr.Type.Kind().String())))
 	case unknownIx == 0:
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		return apperr.ErrValidation.WithDetails(apperr.Field(field, "validation.unknownField"))
