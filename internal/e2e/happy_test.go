@@ -34,13 +34,16 @@ func TestHappyPathToDelivered(t *testing.T) {
 		}
 	}
 	c.Do("GET", "/v1/orders/"+o.ID.String()+"/events", nil).Expect(t, 200).Decode(t, &timeline)
-	var path []string
+	if len(timeline.Items) == 0 || timeline.Items[0].Type != "created" {
+		t.Fatalf("the timeline does not open with the created event: %+v", timeline.Items)
+	}
+	path := []string{"PENDING"}
 	for _, e := range timeline.Items {
 		if e.ToStatus != nil {
-			path = append(path, *e.ToStatus)
+			path = append(path, *e.FromStatus+"→"+*e.ToStatus)
 		}
 	}
-	want := []string{"PENDING", "PAID", "PROCESSED", "SHIPPED", "DELIVERED"}
+	want := []string{"PENDING", "PENDING→PAID", "PAID→PROCESSED", "PROCESSED→SHIPPED", "SHIPPED→DELIVERED"}
 	if len(path) != len(want) {
 		t.Fatalf("timeline statuses %v, want %v", path, want)
 	}
