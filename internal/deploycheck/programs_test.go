@@ -6,7 +6,6 @@ package deploycheck_test
 // own, stripe-mock behind a fault-injecting proxy, and a fake Loki that records what they push.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -38,26 +37,9 @@ type proc struct {
 	t    *testing.T
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.Buffer
 	done chan struct{}
 	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // serviceEnv is a compose service's environment with overrides (name, value pairs); every
@@ -89,7 +71,7 @@ func startProgram(t *testing.T, name string, env []string, args ...string) *proc
 	t.Helper()
 	cmd := exec.Command(filepath.Join(dockerBuild(t), name), args...)
 	cmd.Env = env
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

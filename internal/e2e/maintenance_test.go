@@ -202,7 +202,7 @@ func TestOverlappingReconcilerRunSkips(t *testing.T) {
 
 	policy := order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL)
 	lockKey := s.keys.Key("lock", "reconcile")
-	run := func(stripeURL string) (func(context.Context) error, *syncBuffer) {
+	run := func(stripeURL string) (func(context.Context) error, *testenv.Buffer) {
 		rec := s.reconciler(stripeURL)
 		log := logging.New("worker", slog.LevelDebug, "json", rec.log)
 		return worker.Reconcile(rec.orders, redsync.New(goredis.NewPool(s.rdb)), s.keys, policy, log), rec.log

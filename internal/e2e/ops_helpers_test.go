@@ -37,7 +37,7 @@ type reconcilerRig struct {
 	t      *testing.T
 	orders *order.Service
 	policy order.ReconcilePolicy
-	log    *syncBuffer
+	log    *testenv.Buffer
 }
 
 // reconciler returns the worker's reconciler on the stack (the worker is built, not started:
@@ -49,7 +49,7 @@ func (s *stack) reconciler(stripeURL ...string) *reconcilerRig {
 	if len(stripeURL) > 0 {
 		base = stripeURL[0]
 	}
-	buf := &syncBuffer{}
+	buf := &testenv.Buffer{}
 	w, err := worker.New(s.cfg, worker.Infra{
 		DB: s.db, Redis: s.rdb, Keys: s.keys, Namespace: s.ns, Log: logging.New("worker", slog.LevelDebug, "json", buf),
 		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, base),

@@ -1,10 +1,8 @@
 package httpapi_test
 
 import (
-	"bytes"
 	"net/http/httptest"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/gin-gonic/gin"
@@ -36,25 +34,7 @@ type app struct {
 	keys redisx.Prefix
 	cfg  config.Config
 	api  *testenv.Client
-	logs *lockedBuffer // the API's log lines
-}
-
-// lockedBuffer collects log output written from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs *testenv.Buffer // the API's log lines
 }
 
 // newApp starts an API; overrides are configuration name, value pairs.
@@ -69,7 +49,7 @@ func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL stri
 	t.Helper()
 	db, dbURL := testenv.DB(t)
 	cfg := testenv.Config(t, config.API, dbURL, redisURL, overrides...)
-	logs := &lockedBuffer{}
+	logs := &testenv.Buffer{}
 	log := logging.New("api", cfg.LogLevel, "json", logs)
 	srv := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})

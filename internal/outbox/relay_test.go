@@ -5,7 +5,6 @@ package outbox_test
 // batch, LISTEN/NOTIFY wake-ups, and a graceful stop that finishes the batch in progress.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -240,7 +239,7 @@ func TestRelayDropsUnknownTaskTypes(t *testing.T) {
 	}
 	last := e.write(2)
 
-	var buf syncBuffer
+	var buf testenv.Buffer
 	r := outbox.NewRelay(e.db, e.dbURL, e.client, e.ns, 10, time.Hour, logging.New("relay", -4, "json", &buf))
 	if n, err := r.RunOnce(context.Background()); err != nil || n != 5 {
 		t.Fatalf("RunOnce: %d, %v; want 5 rows", n, err)
@@ -349,21 +348,4 @@ func TestStatsReportBacklogAndOldestRow(t *testing.T) {
 	if err != nil || n != 3 || age < 5*time.Minute || age > 6*time.Minute {
 		t.Fatalf("stats: %d rows, oldest %s, err %v; want 3 and about 5m", n, age, err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
