@@ -38,12 +38,12 @@ func TestProgramsExposeDashboardMetrics(t *testing.T) {
 	dbURL := testenv.EmptyDB(t)
 	migrate := startProgram(t, "migrate", serviceEnv(t, "migrate", "DATABASE_URL", dbURL), "up")
 	select {
-	case <-migrate.done:
+	case <-migrate.Done():
 	case <-time.After(2 * time.Minute):
 		t.Fatal("migrate up did not finish")
 	}
-	if migrate.err != nil || !strings.Contains(migrate.out.String(), "(dirty: false)") {
-		t.Fatalf("migrate up: %v\n%s", migrate.err, migrate.out.String())
+	if migrate.Err() != nil || !strings.Contains(migrate.Output(6000), "(dirty: false)") {
+		t.Fatalf("migrate up: %v\n%s", migrate.Err(), migrate.Output(6000))
 	}
 	db, err := postgres.Open(ctx, dbURL, 4)
 	if err != nil {
@@ -62,9 +62,9 @@ func TestProgramsExposeDashboardMetrics(t *testing.T) {
 	relay := startProgram(t, "outbox-relay", serviceEnv(t, "outbox-relay", append(common, "OPS_ADDR", relayAddr)...))
 	worker := startProgram(t, "worker", serviceEnv(t, "worker", append(common, "OPS_ADDR", workerAddr,
 		"STRIPE_API_BASE", stripe.URL)...))
-	api.waitReady(apiAddr)
-	relay.waitReady(relayAddr)
-	worker.waitReady(workerAddr)
+	api.WaitReady(apiAddr)
+	relay.WaitReady(relayAddr)
+	worker.WaitReady(workerAddr)
 
 	d := newDriver(t, "http://"+apiAddr, db, composeEnv(loadCompose(t).Services["api"])["STRIPE_WEBHOOK_SECRET"])
 	admin := d.login("admin@dispatch.local", demo.Password)

@@ -14,12 +14,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,16 +29,6 @@ import (
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
-
-// proc is a running program.
-type proc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	out  *testenv.Buffer
-	done chan struct{}
-	err  error
-}
 
 // serviceEnv is a compose service's environment with overrides (name, value pairs); every
 // override must be a variable internal/config reads.
@@ -65,68 +53,10 @@ func serviceEnv(t *testing.T, service string, overrides ...string) []string {
 	return out
 }
 
-// startProgram runs /app/<name> of the image with env; it is killed when the test ends and its
-// output is logged if the test failed.
-func startProgram(t *testing.T, name string, env []string, args ...string) *proc {
+// startProgram runs /app/<name> of the image with env; see testenv.StartProgram.
+func startProgram(t *testing.T, name string, env []string, args ...string) *testenv.Program {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(dockerBuild(t), name), args...)
-	cmd.Env = env
-	out := &testenv.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{t: t, name: name, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("--- output of %s ---\n%s", name, tail(out.String(), 6000))
-		}
-	})
-	return p
-}
-
-// stop ends the program with SIGTERM (its graceful shutdown), then SIGKILL after 20 s.
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// waitReady waits until GET http://addr/ready answers 200, as the compose health check asks.
-func (p *proc) waitReady(addr string) {
-	p.t.Helper()
-	testenv.Eventually(p.t, 60*time.Second, p.name+" ready on "+addr, func() bool {
-		select {
-		case <-p.done:
-			p.t.Fatalf("%s exited: %v\n%s", p.name, p.err, tail(p.out.String(), 4000))
-		default:
-		}
-		resp, err := http.Get("http://" + addr + "/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
+	return testenv.StartProgram(t, name, filepath.Join(dockerBuild(t), name), env, args...)
 }
 
 func freeAddr(t *testing.T) string {

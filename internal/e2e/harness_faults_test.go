@@ -17,13 +17,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -549,92 +546,16 @@ func releaseClaim(rdb *redis.Client, claim string) {
 
 // --- real programs ---------------------------------------------------------------------
 
-// buildCmd builds ./cmd/<name> into a temporary directory and returns the binary's path.
+// buildCmd builds ./cmd/<name> and returns the binary's path.
 func buildCmd(t *testing.T, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/dispatchhq/dispatch/cmd/"+name)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build cmd/%s: %v\n%s", name, err, out)
-	}
-	return bin
+	return buildCmds(t, name)[name]
 }
 
-// proc is a running program.
-type proc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	out  *testenv.Buffer
-	done chan struct{}
-	err  error
-}
-
-// startProc runs bin with exactly env (plus PATH and HOME); it is killed when the test ends,
-// and its output is logged if the test failed.
-func startProc(t *testing.T, name, bin string, env ...string) *proc {
+// startProc runs bin with exactly env (plus PATH and HOME); see testenv.StartProgram.
+func startProc(t *testing.T, name, bin string, env ...string) *testenv.Program {
 	t.Helper()
-	cmd := exec.Command(bin)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-	out := &testenv.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{t: t, name: name, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("--- output of %s (pid %d) ---\n%s", name, cmd.Process.Pid, tail(out.String(), 8000))
-		}
-	})
-	return p
-}
-
-// kill sends SIGKILL to the process (by its pid) and waits for it to end.
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
-// running reports whether the process has not exited.
-func (p *proc) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// waitReady waits until the program's ops server answers /ready with 200.
-func (p *proc) waitReady(opsAddr string) {
-	p.t.Helper()
-	testenv.Eventually(p.t, 30*time.Second, p.name+" ready on "+opsAddr, func() bool {
-		if !p.running() {
-			p.t.Fatalf("%s exited: %v\n%s", p.name, p.err, tail(p.out.String(), 4000))
-		}
-		resp, err := http.Get("http://" + opsAddr + "/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
+	return testenv.StartProgram(t, name, bin, append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...))
 }
 
 // opsAddr returns a free local address for a program's ops server.

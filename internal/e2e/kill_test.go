@@ -55,7 +55,7 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 	t.Cleanup(w.Shutdown)
 	q := newQueues(t, rdb, "")
 
-	relay := func() *proc {
+	relay := func() *testenv.Program {
 		return startProc(t, "outbox-relay", bin, "APP_ENV=test", "DATABASE_URL="+dbURL, "REDIS_URL="+redisURL,
 			"OPS_ADDR="+opsAddr(t), "OUTBOX_BATCH_SIZE="+strconv.Itoa(batch), "OUTBOX_POLL_INTERVAL=100ms", "LOG_LEVEL=warn")
 	}
@@ -76,12 +76,12 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 		p := relay()
 		// Kill once it has committed at least one batch of this run: it is mid-drain.
 		testenv.Eventually(t, 60*time.Second, "relay makes progress", func() bool {
-			if !p.running() {
-				t.Fatalf("relay exited: %v\n%s", p.err, tail(p.out.String(), 4000))
+			if !p.Running() {
+				t.Fatalf("relay exited: %v\n%s", p.Err(), p.Output(4000))
 			}
 			return backlog() <= before-batch
 		})
-		p.kill()
+		p.Kill()
 		left := backlog()
 		if left == 0 {
 			t.Fatalf("the relay drained the whole backlog before it was killed; make the backlog larger")
@@ -145,12 +145,12 @@ func TestWorkerProcessKilledMidTask(t *testing.T) {
 	s.startRelayWith(rdb, "", 100, 50*time.Millisecond, nil)
 	q := newQueues(t, rdb, "")
 
-	workerProc := func() *proc {
+	workerProc := func() *testenv.Program {
 		addr := opsAddr(t)
 		p := startProc(t, "worker", bin, "APP_ENV=test", "DATABASE_URL="+s.dbURL, "REDIS_URL="+redisURL,
 			"OPS_ADDR="+addr, "STRIPE_API_BASE="+slow.URL, "WORKER_CONCURRENCY=10", "LOG_LEVEL=warn",
 			"SHUTDOWN_TIMEOUT=2s")
-		p.waitReady(addr)
+		p.WaitReady(addr)
 		return p
 	}
 	first := workerProc()
@@ -185,7 +185,7 @@ func TestWorkerProcessKilledMidTask(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "all refund calls in flight", func() bool {
 		return int(slow.inflight.Load()) >= orders && len(s.refundCalls()) == orders
 	})
-	first.kill()
+	first.Kill()
 	slow.delay.Store(0)
 	for _, o := range list {
 		if st, action := s.status(o.ID); st != "PROCESSED" || action == "" {

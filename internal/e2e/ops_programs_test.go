@@ -90,11 +90,11 @@ func programsExportMetricsOfWhatTheyDid(t *testing.T, apiBin, relayBin, workerBi
 	apiAddr, relayOps, workerOps := opsAddr(t), opsAddr(t), opsAddr(t)
 
 	api := startProc(t, "api", apiBin, programEnv(dbURL, redisURL, stripe.URL, "HTTP_ADDR="+apiAddr, "OPS_ADDR="+opsAddr(t))...)
-	api.waitReady(apiAddr) // the demo data is seeded before the API serves
+	api.WaitReady(apiAddr) // the demo data is seeded before the API serves
 	relay := startProc(t, "outbox-relay", relayBin, programEnv(dbURL, redisURL, stripe.URL, "OPS_ADDR="+relayOps, "OUTBOX_POLL_INTERVAL=100ms")...)
-	relay.waitReady(relayOps)
+	relay.WaitReady(relayOps)
 	wrk := startProc(t, "worker", workerBin, programEnv(dbURL, redisURL, stripe.URL, "OPS_ADDR="+workerOps, "WORKER_CONCURRENCY=4")...)
-	wrk.waitReady(workerOps)
+	wrk.WaitReady(workerOps)
 
 	apiMetrics := func() scrape { return scrapeMetrics(t, "http://"+apiAddr+"/metrics") }
 	relayMetrics := func() scrape { return scrapeMetrics(t, "http://"+relayOps+"/metrics") }
@@ -308,8 +308,8 @@ func relayReadinessFollowsTheOutbox(t *testing.T, bin string) {
 		return resp.StatusCode, body.Failed
 	}
 	testenv.Eventually(t, 30*time.Second, "the relay serves /health", func() bool {
-		if !p.running() {
-			t.Fatalf("relay exited: %v\n%s", p.err, tail(p.out.String(), 4000))
+		if !p.Running() {
+			t.Fatalf("relay exited: %v\n%s", p.Err(), p.Output(4000))
 		}
 		resp, err := http.Get("http://" + ops + "/health")
 		if err != nil {

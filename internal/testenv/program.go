@@ -1,0 +1,92 @@
+package testenv
+
+import (
+	"net/http"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Program is a built program a test runs as a child process.
+type Program struct {
+	t    testing.TB
+	name string
+	cmd  *exec.Cmd
+	out  *Buffer
+	done chan struct{}
+	err  error
+}
+
+// StartProgram runs bin with exactly env and args. The process is killed when the test ends
+// (or when the test binary dies), and its output is logged if the test failed.
+func StartProgram(t testing.TB, name, bin string, env []string, args ...string) *Program {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	out := &Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	p := &Program{t: t, name: name, cmd: cmd, out: out, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("--- output of %s (pid %d) ---\n%s", name, cmd.Process.Pid, p.Output(8000))
+		}
+	})
+	return p
+}
+
+// Done is closed when the process has exited; Err then tells how.
+func (p *Program) Done() <-chan struct{} { return p.done }
+
+// Err is the process's exit error, once Done is closed.
+func (p *Program) Err() error { return p.err }
+
+// Output returns the last n bytes the process wrote to stdout and stderr.
+func (p *Program) Output(n int) string {
+	s := p.out.String()
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// Running reports whether the process has not exited.
+func (p *Program) Running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (p *Program) Kill() {
+	if p.Running() {
+		_ = p.cmd.Process.Kill()
+	}
+	<-p.done
+}
+
+// WaitReady waits until GET http://addr/ready answers 200, failing the test if the process
+// exits first.
+func (p *Program) WaitReady(addr string) {
+	p.t.Helper()
+	Eventually(p.t, 60*time.Second, p.name+" ready on "+addr, func() bool {
+		if !p.Running() {
+			p.t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.Output(4000))
+		}
+		resp, err := http.Get("http://" + addr + "/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
