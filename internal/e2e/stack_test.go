@@ -73,8 +73,7 @@ func newStack(t *testing.T, opts ...func(*stackOptions)) *stack {
 	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))
 	cfg := testenv.Config(t, config.API, dbURL, redisURL, "STRIPE_API_BASE", proxy.URL, "WORKER_CONCURRENCY", "10")
 	s := &stack{t: t, cfg: cfg, db: db, dbURL: dbURL, rdb: rdb, keys: keys, stripe: proxy,
-		ns: tasks.Namespace("t" + uuid.NewString()[:8] + ":"), log: testLogger()}
-	t.Cleanup(s.cleanQueues)
+		ns: testenv.Namespace(t, rdb, "t"), log: testLogger()}
 
 	gateway := payment.NewStripe(cfg.StripeSecretKey, proxy.URL)
 	api := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: s.log, Gateway: gateway})
@@ -147,23 +146,6 @@ func (s *stack) stopAll() {
 	s.stopMu.Unlock()
 	for i := len(stops) - 1; i >= 0; i-- {
 		stops[i]()
-	}
-}
-
-// cleanQueues deletes the test's Asynq keys (its namespace only).
-func (s *stack) cleanQueues() {
-	ctx := context.Background()
-	for _, q := range tasks.Queues {
-		name := s.ns.Queue(q)
-		iter := s.rdb.Scan(ctx, 0, "asynq:{"+name+"}*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-		if len(keys) > 0 {
-			s.rdb.Del(ctx, keys...)
-		}
-		s.rdb.SRem(ctx, "asynq:queues", name)
 	}
 }
 

@@ -50,21 +50,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	db, dbURL := testenv.DB(t)
 	rdb, _, _ := testenv.Redis(t)
-	ns := tasks.Namespace("ot" + uuid.NewString()[:8] + ":")
-	t.Cleanup(func() {
-		ctx := context.Background()
-		for _, q := range tasks.Queues {
-			iter := rdb.Scan(ctx, 0, "asynq:{"+ns.Queue(q)+"}*", 1000).Iterator()
-			var keys []string
-			for iter.Next(ctx) {
-				keys = append(keys, iter.Val())
-			}
-			if len(keys) > 0 {
-				rdb.Del(ctx, keys...)
-			}
-			rdb.SRem(ctx, "asynq:queues", ns.Queue(q))
-		}
-	})
+	ns := testenv.Namespace(t, rdb, "ot")
 	return &env{t: t, db: db, dbURL: dbURL, rdb: rdb, ns: ns,
 		client: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb)}
 }

@@ -37,33 +37,12 @@ func newTestWorker(t *testing.T) *Worker {
 	db, dbURL := testenv.DB(t)
 	rdb, keys, redisURL := testenv.Redis(t)
 	cfg := testenv.Config(t, config.Worker, dbURL, redisURL)
-	w, err := New(cfg, Infra{DB: db, Redis: rdb, Keys: keys, Namespace: testNamespace(t, rdb), Log: logging.Discard(),
+	w, err := New(cfg, Infra{DB: db, Redis: rdb, Keys: keys, Namespace: testenv.Namespace(t, rdb, "wt"), Log: logging.Discard(),
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return w
-}
-
-// testNamespace returns a queue namespace of the test's own; its Asynq keys are deleted when
-// the test ends.
-func testNamespace(t *testing.T, rdb *redis.Client) tasks.Namespace {
-	ns := tasks.Namespace("wt" + uuid.NewString()[:8] + ":")
-	t.Cleanup(func() {
-		ctx := context.Background()
-		for _, q := range tasks.Queues {
-			iter := rdb.Scan(ctx, 0, "asynq:{"+ns.Queue(q)+"}*", 1000).Iterator()
-			var keys []string
-			for iter.Next(ctx) {
-				keys = append(keys, iter.Val())
-			}
-			if len(keys) > 0 {
-				rdb.Del(ctx, keys...)
-			}
-			rdb.SRem(ctx, "asynq:queues", ns.Queue(q))
-		}
-	})
-	return ns
 }
 
 func TestRegistryHandlesEveryTaskType(t *testing.T) {
@@ -166,7 +145,7 @@ func (r *recorder) strategy() Strategy {
 func policyServer(t *testing.T) (client *asynq.Client, insp *asynq.Inspector, ns tasks.Namespace, rec map[string]*recorder, outcomes func() map[string]int) {
 	t.Helper()
 	rdb, keys, _ := testenv.Redis(t)
-	ns = testNamespace(t, rdb)
+	ns = testenv.Namespace(t, rdb, "wt")
 	reg := map[string]Strategy{}
 	for _, typ := range tasks.Types() {
 		reg[typ] = Strategy{Run: func(context.Context, Task) error { return nil }}
@@ -373,7 +352,7 @@ func TestRetryDelayBacksOffWithJitter(t *testing.T) {
 func TestSchedulerOneTaskPerPeriod(t *testing.T) {
 	t.Parallel()
 	rdb, _, _ := testenv.Redis(t)
-	ns := testNamespace(t, rdb)
+	ns := testenv.Namespace(t, rdb, "wt")
 	job := Periodic{Type: tasks.CleanupExpired, Every: time.Hour}
 	schedulers := []*Scheduler{
 		NewScheduler(asynq.NewClientFromRedisClient(rdb), ns, logging.Discard(), job),
