@@ -48,9 +48,8 @@ bench: ## Go benchmarks of the hot paths
 #     RATE_LIMIT_ENABLED=false make run      # in one terminal
 #     make load                              # in another (BASE_URL, RATE, DURATION… to change)
 # Its setup() aborts the run (k6 exit code 108) when the API answers with rate-limit headers.
-# The scripts do not forge X-Forwarded-For to spread the load over fake client IPs: that only
-# works because the API trusts loopback as a proxy (TRUSTED_PROXIES): it would measure a header
-# spoof that a deployment behind a real proxy does not honour. See k6/README.md.
+# The scripts do not forge X-Forwarded-For to spread the load over fake client IPs: the API
+# trusts no proxy unless TRUSTED_PROXIES names one, so the header changes nothing. See k6/README.md.
 load: $(K6) ## k6 load test against a running `make run`
 	$(K6) run $(K6_FLAGS) -e BASE_URL=$(BASE_URL) -e WEBHOOK_SECRET=$(WEBHOOK_SECRET) k6/smoke.js
 	$(K6) run $(K6_FLAGS) -e BASE_URL=$(BASE_URL) -e WEBHOOK_SECRET=$(WEBHOOK_SECRET) k6/order-pipeline.js

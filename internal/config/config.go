@@ -80,6 +80,9 @@ type Config struct {
 	AdminUIPassword string
 
 	SeedDemoData bool
+
+	// Warnings are settings that are allowed but risky; programs log them at start.
+	Warnings []string
 }
 
 // Argon2 holds the argon2id cost parameters.
@@ -132,13 +135,18 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 	}
 	c.OpsAddr = p.addr("OPS_ADDR", opsDefault)
 	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 15*time.Second)
-	c.TrustedProxies = p.list("TRUSTED_PROXIES", "127.0.0.1/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16")
+	// No proxy is trusted unless named: a client that could reach the API from a trusted address
+	// would otherwise pick its own IP (and rate-limit budget) with X-Forwarded-For.
+	c.TrustedProxies = p.list("TRUSTED_PROXIES", "")
 	for _, cidr := range c.TrustedProxies {
 		if _, _, err := net.ParseCIDR(cidr); err != nil && net.ParseIP(cidr) == nil {
 			p.fail("TRUSTED_PROXIES", "%q is neither an IP nor a CIDR", cidr)
 		}
 	}
 	c.CORSOrigins = p.list("CORS_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
+	if slices.Contains(c.CORSOrigins, "*") {
+		c.Warnings = append(c.Warnings, "CORS_ORIGINS=* lets every web origin call the API from its users' browsers; name the origins")
+	}
 
 	c.JWTAccessSecret = p.str("JWT_ACCESS_SECRET", DefaultJWTAccessSecret)
 	c.JWTRefreshSecret = p.str("JWT_REFRESH_SECRET", DefaultJWTRefreshSecret)
@@ -199,29 +207,48 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 	c.SeedDemoData = p.boolean("SEED_DEMO_DATA", !prod)
 
 	if prod {
-		for _, s := range []struct {
-			name, def string
-			users     []Service
-		}{
-			{"JWT_ACCESS_SECRET", DefaultJWTAccessSecret, []Service{API}},
-			{"JWT_REFRESH_SECRET", DefaultJWTRefreshSecret, []Service{API}},
-			{"STRIPE_WEBHOOK_SECRET", DefaultStripeWebhookSecret, []Service{API}},
-			{"ADMIN_UI_PASSWORD", DefaultAdminUIPassword, []Service{API}},
-			{"STRIPE_SECRET_KEY", DefaultStripeSecretKey, []Service{API, Worker}},
-		} {
-			if v := strings.TrimSpace(getenv(s.name)); slices.Contains(s.users, service) && (v == "" || v == s.def) {
-				p.fail(s.name, "must be set to a non-default secret in production")
-			}
-		}
-		if c.SeedDemoData {
-			p.fail("SEED_DEMO_DATA", "demo data is never seeded in production")
-		}
+		p.production(c)
 	}
 
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("invalid configuration:\n  %w", errors.Join(p.errs...))
 	}
 	return c, nil
+}
+
+// production refuses what a production deployment must not run with: default or guessable
+// secrets, a Stripe stand-in, demo data. Each refusal names its variable.
+func (p *parser) production(c Config) {
+	for _, s := range []struct {
+		name, def string
+		users     []Service
+		random    bool // a random secret, not a password
+	}{
+		{"JWT_ACCESS_SECRET", DefaultJWTAccessSecret, []Service{API}, true},
+		{"JWT_REFRESH_SECRET", DefaultJWTRefreshSecret, []Service{API}, true},
+		{"STRIPE_WEBHOOK_SECRET", DefaultStripeWebhookSecret, []Service{API}, true},
+		{"ADMIN_UI_PASSWORD", DefaultAdminUIPassword, []Service{API}, false},
+		{"STRIPE_SECRET_KEY", DefaultStripeSecretKey, []Service{API, Worker}, true},
+	} {
+		v := strings.TrimSpace(p.getenv(s.name))
+		switch {
+		case !slices.Contains(s.users, c.Service):
+		case v == "" || v == s.def:
+			p.fail(s.name, "must be set to a non-default secret in production")
+		case s.random && secretBits(v) < minSecretBits:
+			p.fail(s.name, "looks guessable (about %.0f bits; at least %d expected): use a random value, e.g. openssl rand -hex 32", secretBits(v), minSecretBits)
+		case !s.random:
+			if why := weakPassword(v, c.AdminUIUser); why != "" {
+				p.fail(s.name, "%s", why)
+			}
+		}
+	}
+	if c.StripeAPIBase != "" && slices.Contains([]Service{API, Worker}, c.Service) {
+		p.fail("STRIPE_API_BASE", "must be empty in production (live Stripe), not %q", c.StripeAPIBase)
+	}
+	if c.SeedDemoData {
+		p.fail("SEED_DEMO_DATA", "demo data is never seeded in production")
+	}
 }
 
 // LogValue renders the configuration for the start-up log line with secrets masked.

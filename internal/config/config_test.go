@@ -50,11 +50,11 @@ func reflectZero(c config.Config) bool {
 // productionSecrets are non-default secrets for APP_ENV=production.
 var productionSecrets = []string{
 	"APP_ENV", "production",
-	"JWT_ACCESS_SECRET", strings.Repeat("a", 40),
-	"JWT_REFRESH_SECRET", strings.Repeat("r", 40),
-	"STRIPE_SECRET_KEY", "sk_live_realkey",
-	"STRIPE_WEBHOOK_SECRET", "whsec_realsecret",
-	"ADMIN_UI_PASSWORD", "a-real-password",
+	"JWT_ACCESS_SECRET", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+	"JWT_REFRESH_SECRET", "Vq3xT8kLm2Rz7Yp4Wn6Bd1Hs9Gf5Jc0Ea8Ku3Ot7Ni2",
+	"STRIPE_SECRET_KEY", "sk_live_51Hx8sQ2eZvKYlo2C0aB3dE4fG5hI6jK7lM8nO9pQ",
+	"STRIPE_WEBHOOK_SECRET", "whsec_Xk29vLp0QmZr8TbN4cYw7HdJ1sFg6EaU",
+	"ADMIN_UI_PASSWORD", "tidy-otter-7-glacier-lamp",
 }
 
 func TestDefaults(t *testing.T) {
@@ -102,8 +102,8 @@ func TestDefaults(t *testing.T) {
 	if !slices.Equal(c.CORSOrigins, []string{"http://localhost:3000", "http://127.0.0.1:3000"}) {
 		t.Errorf("CORSOrigins = %v", c.CORSOrigins)
 	}
-	if len(c.TrustedProxies) == 0 {
-		t.Error("no default trusted proxies")
+	if len(c.TrustedProxies) != 0 {
+		t.Errorf("trusted proxies by default: %v (no proxy is trusted unless named)", c.TrustedProxies)
 	}
 	// The ops port depends on the program (SPEC §10).
 	for svc, want := range map[config.Service]string{config.Worker: ":9101", config.Relay: ":9102", config.API: ":9100", config.Migrate: ":9100"} {
@@ -342,7 +342,7 @@ func TestProductionSafeguards(t *testing.T) {
 	if !strings.Contains(msg, "STRIPE_SECRET_KEY") || strings.Contains(msg, "JWT_ACCESS_SECRET") || strings.Contains(msg, "ADMIN_UI_PASSWORD") {
 		t.Errorf("worker in production: %s", msg)
 	}
-	load(t, config.Worker, "APP_ENV", "production", "STRIPE_SECRET_KEY", "sk_live_x")
+	load(t, config.Worker, "APP_ENV", "production", "STRIPE_SECRET_KEY", "sk_live_51Hx8sQ2eZvKYlo2C0aB3dE4fG5hI6jK7lM8nO9pQ")
 	load(t, config.Relay, "APP_ENV", "production")
 	load(t, config.Migrate, "APP_ENV", "production")
 	// Outside production the defaults are fine.
@@ -350,6 +350,52 @@ func TestProductionSafeguards(t *testing.T) {
 		if c := load(t, config.API, "APP_ENV", e); !c.SeedDemoData || c.Production() {
 			t.Errorf("APP_ENV=%s: seed %v production %v", e, c.SeedDemoData, c.Production())
 		}
+	}
+}
+
+// TestProductionRefusesWeakValues: secrets that are not the defaults but are guessable, a
+// weak queue UI password and a Stripe stand-in are refused in production, each by name.
+func TestProductionRefusesWeakValues(t *testing.T) {
+	t.Parallel()
+	with := func(kv ...string) string {
+		return loadErr(t, config.API, append(slices.Clone(productionSecrets), kv...)...)
+	}
+	for name, values := range map[string][]string{
+		"JWT_ACCESS_SECRET":     {strings.Repeat("a", 32), strings.Repeat("ab", 20), "0123456789012345678901234567890123456789"},
+		"JWT_REFRESH_SECRET":    {strings.Repeat("r", 40), strings.Repeat("abcd", 10)},
+		"STRIPE_WEBHOOK_SECRET": {"whsec_realsecret", "whsec_" + strings.Repeat("x", 32)},
+		"STRIPE_SECRET_KEY":     {"sk_live_x", "sk_live_" + strings.Repeat("1", 30)},
+		"ADMIN_UI_PASSWORD":     {"short-pw", "aaaaaaaaaaaaaaaa", "my-password-is-long", "Dispatch2026!!", "admin-admin-admin", "0123456789abcdef"},
+	} {
+		for _, v := range values {
+			if msg := with(name, v); !strings.Contains(msg, name+":") {
+				t.Errorf("production accepted %s=%q:\n%s", name, v, msg)
+			}
+		}
+	}
+	if msg := with("ADMIN_UI_USER", "operator", "ADMIN_UI_PASSWORD", "operator-glacier-lamp-7"); !strings.Contains(msg, "user name") {
+		t.Errorf("a UI password holding the user name: %s", msg)
+	}
+	// A Stripe stand-in is refused where Stripe is called.
+	for _, svc := range []config.Service{config.API, config.Worker} {
+		msg := loadErr(t, svc, append(slices.Clone(productionSecrets), "STRIPE_API_BASE", "http://stripe-mock:12111")...)
+		if !strings.Contains(msg, "STRIPE_API_BASE:") {
+			t.Errorf("%s in production accepted a Stripe base URL: %s", svc, msg)
+		}
+	}
+	// Strong values pass, outside production nothing is screened.
+	load(t, config.API, append(slices.Clone(productionSecrets), "ADMIN_UI_PASSWORD", "correct horse battery staple")...)
+	load(t, config.API, "JWT_ACCESS_SECRET", strings.Repeat("a", 32), "ADMIN_UI_PASSWORD", "x")
+}
+
+func TestWarnings(t *testing.T) {
+	t.Parallel()
+	if w := load(t, config.API).Warnings; len(w) != 0 {
+		t.Errorf("warnings for the defaults: %v", w)
+	}
+	w := load(t, config.API, "CORS_ORIGINS", "https://shop.example,*").Warnings
+	if len(w) != 1 || !strings.Contains(w[0], "CORS_ORIGINS=*") {
+		t.Errorf("CORS_ORIGINS=* warnings: %v", w)
 	}
 }
 

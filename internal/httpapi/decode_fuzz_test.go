@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/catalog"
@@ -47,7 +48,8 @@ func TestDecodeJSON(t *testing.T) {
 	}{
 		{`{"name":"Lamp","price":1,"stock":0}`, false, ok},
 		{" \n{\"name\":\"Lamp\"}\n ", false, ok},
-		{`null`, false, ok}, // a JSON null leaves every field absent; validation reports them
+		{`null`, false, malformed}, // a body is an object
+		{` null `, true, malformed},
 		{``, false, malformed},
 		{"  \n", false, malformed},
 		{``, true, ok},
@@ -69,6 +71,12 @@ func TestDecodeJSON(t *testing.T) {
 		{`{"name":5}`, false, invalid("name")},
 		{`{"currency":["usd"]}`, false, invalid("currency")},
 		{`{"colour":"red"}`, false, invalid("colour")},
+		{"{\"name\":\"L\xffmp\"}", false, invalid("name")},
+		{`{"name":"L\ud800mp"}`, false, invalid("name")},
+		{`{"name":"L\udfffmp"}`, false, invalid("name")},
+		{`{"name":"L\ud83d\ude00mp"}`, false, ok},
+		{`{"name":"L\\ud800mp"}`, false, ok}, // an escaped backslash, not an escape
+		{`{"description":"a\u0000b"}`, false, invalid("description")},
 	} {
 		var dst catalog.Create
 		err := httpapi.DecodeJSON([]byte(tc.raw), &dst, tc.optional)
@@ -155,8 +163,8 @@ func FuzzDecodeJSON(f *testing.F) {
 				}
 				continue
 			}
-			if !json.Valid(raw) {
-				t.Fatalf("%s: accepted %q, which is not one JSON value", name, raw)
+			if !json.Valid(raw) || !utf8.Valid(raw) || bytes.TrimSpace(raw)[0] != '{' {
+				t.Fatalf("%s: accepted %q, which is not one JSON object in UTF-8", name, raw)
 			}
 			again, err := json.Marshal(dst)
 			if err != nil {

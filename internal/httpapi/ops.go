@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
@@ -20,6 +21,9 @@ const QueueUIPath = "/admin/queues"
 var errQueueUIAuth = apperr.New(apperr.Unauthorized, "auth.errors.basicAuth")
 
 // queueUI mounts asynqmon behind HTTP basic auth. A wrong user and a wrong password fail alike.
+// Failed attempts are counted per client IP like logins: past the login limit in a minute,
+// every attempt from that IP is refused with 429 until the window ends, so the password cannot
+// be guessed at speed (the UI shows task payloads: user ids, login IPs).
 func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 	opt, err := asynq.ParseRedisURI(s.cfg.RedisURL)
 	if err != nil {
@@ -27,12 +31,24 @@ func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 	}
 	mon := asynqmon.New(asynqmon.Options{RootPath: QueueUIPath, RedisConnOpt: opt})
 	user, pass := sha256.Sum256([]byte(s.cfg.AdminUIUser)), sha256.Sum256([]byte(s.cfg.AdminUIPassword))
+	limit := s.cfg.RateLimits.Login
 	return func(c *gin.Context) {
+		ctx := c.Request.Context()
+		failures := s.keys.Key("ratelimit", "queue-ui-failures", c.ClientIP())
+		if blocked, left, err := s.limiter.Exceeded(ctx, failures, limit); err == nil && blocked {
+			s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(left, time.Second)))
+			return
+		}
 		u, p, ok := c.Request.BasicAuth()
 		gotUser, gotPass := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
 		okUser := subtle.ConstantTimeCompare(gotUser[:], user[:])
 		okPass := subtle.ConstantTimeCompare(gotPass[:], pass[:])
 		if !ok || s.cfg.AdminUIPassword == "" || okUser&okPass != 1 {
+			if ok { // a browser's first request carries no credentials: not an attempt
+				if _, err := s.limiter.Allow(ctx, failures, limit, time.Minute); err != nil {
+					s.log.WarnContext(ctx, "queue UI attempt not counted", "err", err)
+				}
+			}
 			c.Header("WWW-Authenticate", `Basic realm="Dispatch queues", charset="UTF-8"`)
 			s.respondError(c, errQueueUIAuth)
 			return

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -43,7 +44,7 @@ func basicGet(t *testing.T, a *app, path, user, pass string) testenv.Response {
 
 func TestQueueUIBehindBasicAuth(t *testing.T) {
 	t.Parallel()
-	a := newApp(t, "ADMIN_UI_USER", "ops", "ADMIN_UI_PASSWORD", "s3cret-queues")
+	a := newApp(t, "ADMIN_UI_USER", "ops", "ADMIN_UI_PASSWORD", "s3cret-queues", "RATE_LIMITS", "login=10")
 	if a.cfg.AdminUIUser != "ops" || a.cfg.AdminUIPassword != "s3cret-queues" {
 		t.Fatalf("config: user %q password %q", a.cfg.AdminUIUser, a.cfg.AdminUIPassword)
 	}
@@ -116,11 +117,46 @@ func TestQueueUIBehindBasicAuth(t *testing.T) {
 	}
 }
 
+// TestQueueUIFailedAttemptsAreLimited: past the login limit of wrong credentials in a minute,
+// an IP is refused (429, even with the right password) until the window ends; other IPs are not.
+func TestQueueUIFailedAttemptsAreLimited(t *testing.T) {
+	t.Parallel()
+	a := newApp(t, "ADMIN_UI_USER", "ops", "ADMIN_UI_PASSWORD", "s3cret-queues", "RATE_LIMITS", "login=3",
+		"TRUSTED_PROXIES", "127.0.0.1/8,::1/128")
+	// Requests without credentials (a browser's first) are not attempts.
+	for i := 0; i < 5; i++ {
+		basicGet(t, a, "/admin/queues", "", "").ExpectError(t, http.StatusUnauthorized, "auth.errors.basicAuth")
+	}
+	for i := 0; i < 3; i++ {
+		basicGet(t, a, "/admin/queues", "ops", "guess-"+strconv.Itoa(i)).ExpectError(t, http.StatusUnauthorized, "auth.errors.basicAuth")
+	}
+	for _, pass := range []string{"guess-4", "s3cret-queues"} {
+		r := basicGet(t, a, "/admin/queues", "ops", pass)
+		r.ExpectError(t, http.StatusTooManyRequests, "common.errors.rateLimited")
+		if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 60 {
+			t.Fatalf("Retry-After %q", r.Header.Get("Retry-After"))
+		}
+	}
+	// Another client IP (through the trusted loopback proxy) is not locked out.
+	req, _ := http.NewRequest(http.MethodGet, a.api.Base+"/admin/queues", nil)
+	req.SetBasicAuth("ops", "s3cret-queues")
+	req.Header.Set("X-Forwarded-For", "203.0.113.77")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("another IP with the right password: %d", resp.StatusCode)
+	}
+}
+
 func TestQueueUIPasswordRequiredInProduction(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{
-		"APP_ENV": "production", "JWT_ACCESS_SECRET": strings.Repeat("a", 40), "JWT_REFRESH_SECRET": strings.Repeat("b", 40),
-		"STRIPE_SECRET_KEY": "sk_live_real", "STRIPE_WEBHOOK_SECRET": "whsec_real",
+		"APP_ENV": "production", "JWT_ACCESS_SECRET": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		"JWT_REFRESH_SECRET": "Vq3xT8kLm2Rz7Yp4Wn6Bd1Hs9Gf5Jc0Ea8Ku3Ot7Ni2",
+		"STRIPE_SECRET_KEY":  "sk_live_51Hx8sQ2eZvKYlo2C0aB3dE4fG5hI6jK7lM8nO9pQ", "STRIPE_WEBHOOK_SECRET": "whsec_Xk29vLp0QmZr8TbN4cYw7HdJ1sFg6EaU",
 	}
 	getenv := func(k string) string { return env[k] }
 	_, err := config.Load(config.API, getenv)
@@ -131,12 +167,16 @@ func TestQueueUIPasswordRequiredInProduction(t *testing.T) {
 	if _, err := config.Load(config.API, getenv); err == nil || !strings.Contains(err.Error(), "ADMIN_UI_PASSWORD") {
 		t.Fatalf("production with the default UI password: %v, want an error naming it", err)
 	}
-	env["ADMIN_UI_PASSWORD"] = "a-real-password"
+	env["ADMIN_UI_PASSWORD"] = "queues"
+	if _, err := config.Load(config.API, getenv); err == nil || !strings.Contains(err.Error(), "ADMIN_UI_PASSWORD") {
+		t.Fatalf("production with a weak UI password: %v, want an error naming it", err)
+	}
+	env["ADMIN_UI_PASSWORD"] = "tidy-otter-7-glacier-lamp"
 	cfg, err := config.Load(config.API, getenv)
 	if err != nil {
 		t.Fatalf("production with every secret set: %v", err)
 	}
-	if cfg.AdminUIPassword != "a-real-password" {
+	if cfg.AdminUIPassword != "tidy-otter-7-glacier-lamp" {
 		t.Fatalf("UI password %q", cfg.AdminUIPassword)
 	}
 }

@@ -65,9 +65,12 @@ func loginBody(email string) map[string]string {
 	return map[string]string{"email": email, "password": demo.Password}
 }
 
+// behindProxy configures the API as deployed behind a proxy on loopback (the test client).
+var behindProxy = []string{"RATE_LIMIT_ENABLED", "true", "TRUSTED_PROXIES", "127.0.0.1/8,::1/128"}
+
 func TestLoginRateLimit(t *testing.T) {
 	t.Parallel()
-	a := newApp(t, "RATE_LIMIT_ENABLED", "true")
+	a := newApp(t, behindProxy...)
 	const path = "/v1/auth/login"
 	ip1 := a.api.With("X-Forwarded-For", "203.0.113.1")
 	admin := a.demoAccount(t, "admin@dispatch.local") // from 127.0.0.1: its own budget
@@ -112,9 +115,48 @@ func TestRateLimitIgnoresForwardedForFromUntrustedPeers(t *testing.T) {
 	expectLimited(t, a.api.With("X-Forwarded-For", "198.51.100.3").Do("POST", path, loginBody("admin@dispatch.local")), 2, path)
 }
 
+// TestForgedForwardingHeadersDoNotLiftLimits: in the default configuration no proxy is
+// trusted, so a client cannot name its own IP with X-Forwarded-For or X-Real-IP.
+func TestForgedForwardingHeadersDoNotLiftLimits(t *testing.T) {
+	t.Parallel()
+	a := newApp(t, "RATE_LIMIT_ENABLED", "true")
+	const path = "/v1/auth/login"
+	wrong := map[string]string{"email": "nobody@example.com", "password": "wrong-password"}
+	for i := 1; i <= 5; i++ {
+		resp := a.api.With("X-Forwarded-For", "198.51.100."+strconv.Itoa(i)).With("X-Real-IP", "192.0.2."+strconv.Itoa(i)).Do("POST", path, wrong)
+		expectError(t, resp, 401, "auth.errors.invalidCredentials", path)
+		expectBudget(t, resp, 5, 5-i)
+	}
+	for i := 6; i <= 8; i++ {
+		forged := a.api.With("X-Forwarded-For", "198.51.100."+strconv.Itoa(i)).With("X-Real-IP", "192.0.2."+strconv.Itoa(i))
+		expectLimited(t, forged.Do("POST", path, wrong), 5, path)
+	}
+}
+
+// TestTrustedProxyChain: behind a trusted proxy, the client is the right-most hop of
+// X-Forwarded-For that is not a trusted proxy; hops a client prepends change nothing.
+func TestTrustedProxyChain(t *testing.T) {
+	t.Parallel()
+	a := newApp(t, "RATE_LIMIT_ENABLED", "true", "TRUSTED_PROXIES", "127.0.0.1/8,::1/128,10.0.0.0/8", "RATE_LIMITS", "login=2")
+	const path = "/v1/auth/login"
+	// The client 203.0.113.9 went through the proxies 10.1.1.1 and loopback.
+	for i, forged := range []string{"", "198.51.100.1, ", "198.51.100.2, 198.51.100.3, "} {
+		resp := a.api.With("X-Forwarded-For", forged+"203.0.113.9, 10.1.1.1").Do("POST", path, loginBody("admin@dispatch.local"))
+		if i < 2 {
+			expectBudget(t, resp.Expect(t, 200), 2, 1-i)
+		} else {
+			expectLimited(t, resp, 2, path)
+		}
+	}
+	// X-Real-IP is not read, even from a trusted proxy.
+	resp := a.api.With("X-Real-IP", "203.0.113.50").Do("POST", path, loginBody("admin@dispatch.local")).Expect(t, 200)
+	expectBudget(t, resp, 2, 1)
+	expectLimited(t, a.api.With("X-Real-IP", "203.0.113.51").Do("POST", path, loginBody("admin@dispatch.local")), 2, path)
+}
+
 func TestRateLimitOverridesAndUnlimitedRoutes(t *testing.T) {
 	t.Parallel()
-	a := newApp(t, "RATE_LIMIT_ENABLED", "true", "RATE_LIMITS", "login=2,default=3,session=4,create=1")
+	a := newApp(t, "RATE_LIMIT_ENABLED", "true", "TRUSTED_PROXIES", "127.0.0.1/8,::1/128", "RATE_LIMITS", "login=2,default=3,session=4,create=1")
 	const login = "/v1/auth/login"
 	for i := 1; i <= 2; i++ {
 		expectBudget(t, a.api.Do("POST", login, loginBody("admin@dispatch.local")).Expect(t, 200), 2, 2-i)

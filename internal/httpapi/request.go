@@ -46,13 +46,21 @@ func decodeBody(r io.Reader, dst any, optional bool) error {
 	return DecodeJSON(raw, dst, optional)
 }
 
-// DecodeJSON is the strict decoding of request bodies, exported for the fuzz tests.
+// DecodeJSON is the strict decoding of request bodies, exported for the fuzz tests. A body is
+// a JSON object: null, arrays and scalars are refused like bad syntax.
 func DecodeJSON(raw []byte, dst any, optional bool) error {
-	if len(bytes.TrimSpace(raw)) == 0 {
+	body := bytes.TrimSpace(raw)
+	if len(body) == 0 {
 		if optional {
 			return nil
 		}
 		return apperr.ErrMalformedJSON
+	}
+	if body[0] != '{' {
+		return apperr.ErrMalformedJSON
+	}
+	if err := checkText(raw); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -167,7 +175,8 @@ func query(c *gin.Context, name string) (string, error) {
 	return v, nil
 }
 
-// queryTime parses an RFC 3339 query parameter (zero when absent).
+// queryTime parses an RFC 3339 query parameter (zero when absent), in UTC: RFC 3339 allows
+// offsets up to ±23:59 and PostgreSQL stores at most ±15:59, so the offset must not reach it.
 func queryTime(c *gin.Context, name string) (time.Time, error) {
 	v := c.Query(name)
 	if v == "" {
@@ -177,7 +186,7 @@ func queryTime(c *gin.Context, name string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.timestamp"))
 	}
-	return t, nil
+	return t.UTC(), nil
 }
 
 // Context keys set by the middleware.

@@ -116,10 +116,13 @@ func (s *Server) newEngine() *gin.Engine {
 	// A path with a trailing slash is not a route: it gets the JSON 404, not an HTML redirect.
 	e.RedirectTrailingSlash = false
 	e.ContextWithFallback = true
+	// The client IP is the peer address unless it is a proxy named in TRUSTED_PROXIES; then
+	// it is the right-most X-Forwarded-For hop that is not one (see docs/decisions.md).
 	if err := e.SetTrustedProxies(s.cfg.TrustedProxies); err != nil {
 		s.log.Error("trusted proxies refused", "err", err)
 	}
-	e.Use(s.correlate)
+	e.RemoteIPHeaders = []string{"X-Forwarded-For"}
+	e.Use(secureHeaders, s.correlate)
 	if !s.unobserved {
 		e.Use(s.accessLog)
 	}

@@ -4,6 +4,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,4 +45,18 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit int, window time.
 	}
 	n, ttl := int(vals[0]), time.Duration(vals[1])*time.Millisecond
 	return Result{Allowed: n <= limit, Limit: limit, Remaining: max(limit-n, 0), Reset: ttl}, nil
+}
+
+// Exceeded reports whether key has already counted limit requests in its current window, and
+// how long that window has left, without counting one. Guards that count only failures (wrong
+// passwords) check it first and count with Allow.
+func (l *Limiter) Exceeded(ctx context.Context, key string, limit int) (bool, time.Duration, error) {
+	pipe := l.rdb.Pipeline()
+	n := pipe.Get(ctx, key)
+	ttl := pipe.PTTL(ctx, key)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return false, 0, err
+	}
+	count, _ := n.Int()
+	return count >= limit, ttl.Val(), nil
 }

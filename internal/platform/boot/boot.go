@@ -42,6 +42,9 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 	}
 	p := &Program{Cfg: cfg, Log: log, closes: []func(){closeLog}}
 	log.Info("starting", "config", cfg)
+	for _, w := range cfg.Warnings {
+		log.Warn("risky configuration: " + w)
+	}
 	ctx, p.Stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	p.closes = append(p.closes, p.Stop)
 	if p.DB, err = postgres.Open(ctx, cfg.DatabaseURL, poolSize(cfg)); err != nil {

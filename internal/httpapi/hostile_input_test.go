@@ -1,0 +1,271 @@
+package httpapi_test
+
+// Hostile input: values Go accepts and PostgreSQL refuses, bodies that are not objects, text
+// that is not UTF-8, and a sweep sending every route a battery of such values. Nothing a client
+// sends may produce a 5xx (SPEC §1); every refusal has the standard error body.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/auth"
+	"github.com/dispatchhq/dispatch/internal/httpapi"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+// TestTimeFiltersTakeEveryRFC3339Offset: offsets up to ±23:59 and the years 0000 and 9999 are
+// valid RFC 3339; PostgreSQL stores offsets up to ±15:59 only, so filters are compared in UTC.
+func TestTimeFiltersTakeEveryRFC3339Offset(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	admin := a.as("admin@dispatch.local")
+	for _, v := range []string{
+		"2026-01-01T00:00:00+16:00", "2026-01-01T00:00:00-23:59", "2026-01-01T00:00:00+23:59",
+		"0000-01-01T00:00:00Z", "0000-01-01T00:00:00+23:00", "9999-12-31T23:59:59-23:59", "9999-12-31T23:59:59.999999999Z",
+	} {
+		for _, path := range []string{"/v1/orders/me", "/v1/admin/orders"} {
+			for _, name := range []string{"from", "to"} {
+				admin.Do("GET", path+"?"+name+"="+url.QueryEscape(v), nil).Expect(t, http.StatusOK)
+			}
+		}
+	}
+	for _, bad := range []string{"2026-01-01", "2026-01-01T00:00:00", "10000-01-01T00:00:00Z", "now"} {
+		resp := admin.Do("GET", "/v1/orders/me?from="+url.QueryEscape(bad), nil)
+		expectValidation(t, resp, "/v1/orders/me", "from=validation.timestamp")
+	}
+}
+
+// TestBodiesMustBeObjects: null, arrays and scalars are refused everywhere, PATCH included,
+// and change nothing.
+func TestBodiesMustBeObjects(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	admin := a.as("admin@dispatch.local")
+	acc := a.provision(t, auth.RoleUser)
+	target := a.provision(t, auth.RoleUser)
+	routes := []struct {
+		method, path string
+		c            *testenv.Client
+	}{
+		{"PATCH", "/v1/users/me", a.api.As(acc.Access)},
+		{"PATCH", "/v1/admin/users/" + target.ID, admin},
+		{"PATCH", "/v1/admin/items/" + demoItemID(0), admin},
+		{"PATCH", "/v1/admin/orders/" + uuid.NewString() + "/deliver", admin},
+		{"POST", "/v1/orders", admin},
+		{"POST", "/v1/auth/login", a.api},
+	}
+	for _, r := range routes {
+		for _, body := range []string{"null", " null ", "[]", `"x"`, "1", "true"} {
+			resp := r.c.Do(r.method, r.path, body, key()...)
+			expectError(t, resp, 400, "common.errors.malformedJson", strings.Split(r.path, "?")[0])
+		}
+	}
+	if u := a.userRow(t, acc.ID); u.Name != "Test user" {
+		t.Fatalf("a refused PATCH changed the user: %+v", u)
+	}
+}
+
+// TestBodyTextMustBeValidUnicode: bytes that are not UTF-8 and unpaired surrogate escapes are
+// refused (not stored as U+FFFD), NUL escapes too, each naming the field; real non-ASCII text
+// and surrogate pairs are stored as sent.
+func TestBodyTextMustBeValidUnicode(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	acc := a.provision(t, auth.RoleUser)
+	c := a.api.As(acc.Access)
+	for body, want := range map[string][2]string{
+		"{\"name\":\"\xff\xfeAB\"}":                          {"name", "validation.utf8"},
+		"{\"name\":\"Ana \xc3\"}":                            {"name", "validation.utf8"},
+		`{"name":"Ana \ud800"}`:                              {"name", "validation.utf8"},
+		`{"name":"Ana \udc00\ud800"}`:                        {"name", "validation.utf8"},
+		`{"name":"Ana \ud83d"}`:                              {"name", "validation.utf8"},
+		`{"name":"Ana\u0000"}`:                               {"name", "validation.nulCharacter"},
+		`{"address":{"line1":"x\u0000","city":"c"}}`:         {"address.line1", "validation.nulCharacter"},
+		"{\"address\":{\"line1\":\"ok\",\"city\":\"\x80\"}}": {"address.city", "validation.utf8"},
+		"{\"na\xffme\":\"Ana\"}":                             {"body", "validation.utf8"},
+	} {
+		resp := c.Do("PATCH", "/v1/users/me", body)
+		expectError(t, resp, 400, "common.errors.validation", "/v1/users/me")
+		got := details(t, resp)
+		if len(got) != 1 || got[0].Field != want[0] || got[0].Code != want[1] {
+			t.Errorf("%q: details %+v, want %s %s", body, got, want[0], want[1])
+		}
+	}
+	if u := a.userRow(t, acc.ID); u.Name != "Test user" {
+		t.Fatalf("a refused body changed the user: %+v", u)
+	}
+	var me struct{ Name string }
+	c.Do("PATCH", "/v1/users/me", `{"name":"Zoë \ud83d\ude00 Ñandú"}`).Expect(t, 200).Decode(t, &me)
+	if me.Name != "Zoë 😀 Ñandú" {
+		t.Fatalf("name stored as %q", me.Name)
+	}
+}
+
+// TestHostileValuesNeverAnswer5xx sends every route a battery of hostile path ids, query
+// values, headers and bodies, as the most privileged user so that guards let them through to
+// the handlers, and checks that no answer is a 5xx and every error has the standard body.
+func TestHostileValuesNeverAnswer5xx(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	super := a.as("superadmin@dispatch.local")
+	var (
+		sent   atomic.Int64
+		mu     sync.Mutex
+		broken []string
+		work   = make(chan hostileRequest)
+		wg     sync.WaitGroup
+	)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range work {
+				status, body, err := r.send(super)
+				sent.Add(1)
+				if problem := judge(r.method, status, body, err); problem != "" {
+					mu.Lock()
+					broken = append(broken, fmt.Sprintf("%s %s %.300q: %.300s", r.method, r.path, r.body, problem))
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, rt := range a.srv.Engine().Routes() {
+		if sweepSkips[rt.Method+" "+rt.Path] || strings.HasPrefix(rt.Path, httpapi.QueueUIPath) && rt.Method != http.MethodGet {
+			continue // the queue UI answers every method alike
+		}
+		for _, r := range hostileRequests(rt.Method, rt.Path) {
+			work <- r
+		}
+	}
+	close(work)
+	wg.Wait()
+	t.Logf("%d hostile requests sent", sent.Load())
+	if len(broken) > 0 {
+		t.Fatalf("%d answers broke the contract:\n%s", len(broken), strings.Join(broken[:min(len(broken), 40)], "\n"))
+	}
+}
+
+// sweepSkips are routes the sweep leaves out: they end the sweep's own session or account.
+var sweepSkips = map[string]bool{"POST /v1/auth/logout": true, "DELETE /v1/users/me": true}
+
+// Hostile values.
+var (
+	hostileIDs = []string{"not-a-uuid", "\x00", "\xff\xfe", randomText(4000), // long and incompressible
+		"00000000-0000-0000-0000-000000000000", uuid.NewString(), "{" + uuid.NewString() + "}", "urn:uuid:" + uuid.NewString()}
+	hostileQuery = []string{"-1", "101", "9223372036854775808", "\x00", "\xff\xfe", "2026-01-01T00:00:00+16:00",
+		"0000-01-01T00:00:00+23:00", "9999-12-31T23:59:59-23:59", strings.Repeat("é", 300), "%_\\"}
+	queryNames = []string{"limit", "cursor", "from", "to", "status", "name", "email", "description", "role", "userId",
+		"unread", "lang"}
+	hostileValues = []string{`null`, `[]`, `{}`, `-1`, `1.5`, `1e309`, `9223372036854775808`, `1e18`, `true`, `" "`,
+		`"\u0000"`, `"\ud800"`, "\"\xff\xfe\"", `"` + randomText(10000) + `"`, `"2026-01-01T00:00:00+23:59"`,
+		`{"line1":"\u0000","city":[]}`, `[{"itemId":"\u0000","quantity":1e18}]`, `[{"itemId":null,"quantity":null}]`}
+	bodyFields = []string{"name", "email", "password", "currentPassword", "language", "address", "role", "price",
+		"stock", "currency", "description", "pricePaymentId", "items", "trackingNumber", "carrier", "reason", "status"}
+	hostileBodies = []string{"null", "[]", `"x"`, "42", "{}", `{"":1}`, `{"name":"a","name":"b"}`, "{\"\x00\":1}"}
+)
+
+type hostileRequest struct {
+	method, path, body string
+	headers            []string
+}
+
+func hostileRequests(method, template string) []hostileRequest {
+	var out []hostileRequest
+	add := func(path, body string, headers ...string) {
+		out = append(out, hostileRequest{method, path, body, append([]string{"Idempotency-Key", uuid.NewString()}, headers...)})
+	}
+	concrete := strings.NewReplacer(":id", uuid.NewString(), "*path", "api/queues").Replace(template)
+	if strings.Contains(template, ":id") {
+		for _, id := range hostileIDs {
+			add(strings.Replace(template, ":id", url.PathEscape(id), 1), "{}")
+		}
+	}
+	for _, name := range queryNames {
+		for _, v := range hostileQuery {
+			if method == http.MethodGet { // filters are read by the GET routes
+				add(concrete+"?"+url.Values{name: {v}}.Encode(), "{}")
+			}
+		}
+	}
+	for _, h := range [][]string{
+		{"Idempotency-Key", strings.Repeat("k", 300)}, {"Idempotency-Key", "ké"}, {"Accept-Language", strings.Repeat("pt-BR;q=0.", 500)},
+		{"X-Correlation-Id", strings.Repeat("c", 500)}, {"Authorization", "Bearer a.b.c"}, {"Authorization", "Basic Zm9vOmJhcg=="},
+		{"Content-Type", "text/plain"},
+	} {
+		add(concrete, "{}", h...)
+	}
+	if method == http.MethodGet {
+		return out
+	}
+	for _, b := range hostileBodies {
+		add(concrete, b)
+	}
+	for _, f := range bodyFields {
+		for _, v := range hostileValues {
+			add(concrete, `{"`+f+`":`+v+`}`)
+		}
+	}
+	return out
+}
+
+// send sends the request as c would, with its raw body bytes.
+func (r hostileRequest) send(c *testenv.Client) (int, []byte, error) {
+	req, err := http.NewRequest(r.method, c.Base+r.path, bytes.NewReader([]byte(r.body)))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(r.headers); i += 2 {
+		req.Header.Set(r.headers[i], r.headers[i+1])
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// judge returns what is wrong with an answer, or "".
+func judge(method string, status int, body []byte, err error) string {
+	switch {
+	case err != nil:
+		return err.Error()
+	case status >= 500:
+		return fmt.Sprintf("status %d: %s", status, body)
+	case status < 400, method == http.MethodHead:
+		return ""
+	}
+	var e struct {
+		Success    *bool
+		StatusCode int
+		Code       string
+	}
+	if json.Unmarshal(body, &e) != nil || e.Success == nil || *e.Success || e.StatusCode != status || e.Code == "" {
+		return fmt.Sprintf("status %d without the error body: %.200s", status, body)
+	}
+	return ""
+}
+
+// randomText is n characters that do not compress (an index entry cannot shrink below its size).
+func randomText(n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rand.IntN(36)]
+	}
+	return string(b)
+}
