@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/stripe/stripe-go/v79"
@@ -24,10 +25,11 @@ const (
 // recorded and logged but not acted on, since their objects may decode wrongly.
 const APIVersion = stripe.APIVersion
 
-// SignatureTolerance is how old a signed webhook may be.
+// SignatureTolerance is how far a signed webhook's timestamp may be from now, either way.
 const SignatureTolerance = 5 * time.Minute
 
-// ErrBadSignature means the webhook is not signed with the configured secret (or too old).
+// ErrBadSignature means the webhook is not signed with the configured secret, or its
+// signature is dated more than SignatureTolerance from now.
 var ErrBadSignature = errors.New("payment: invalid webhook signature")
 
 // Event is a verified webhook event with the fields Dispatch uses.
@@ -51,6 +53,11 @@ func (e Event) SupportedVersion() bool { return e.APIVersion == APIVersion }
 
 // ParseWebhook verifies the Stripe-Signature header over the raw body and decodes the event.
 func ParseWebhook(body []byte, signature, secret string) (Event, error) {
+	// stripe-go refuses only old signatures, but a signature dated a day ahead would let a
+	// captured request be replayed for a day.
+	if at, ok := signedAt(signature); !ok || at > time.Now().Add(SignatureTolerance).Unix() {
+		return Event{}, ErrBadSignature
+	}
 	se, err := webhook.ConstructEventWithOptions(body, signature, secret, webhook.ConstructEventOptions{
 		Tolerance: SignatureTolerance, IgnoreAPIVersionMismatch: true,
 	})
@@ -104,6 +111,27 @@ func ParseWebhook(body []byte, signature, secret string) (Event, error) {
 		}
 	}
 	return ev, nil
+}
+
+// signedAt reads the t element of a Stripe-Signature header ("t=<unix>,v1=<hex>,..."). A header
+// with no t, or with more than one, which leaves unclear which was signed, has none.
+func signedAt(header string) (int64, bool) {
+	var (
+		at    int64
+		found bool
+	)
+	for element := range strings.SplitSeq(header, ",") {
+		key, value, _ := strings.Cut(element, "=")
+		if key != "t" {
+			continue
+		}
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil || found {
+			return 0, false
+		}
+		at, found = n, true
+	}
+	return at, found
 }
 
 // TestEvent describes a webhook event to forge for local development and tests.
