@@ -1,10 +1,12 @@
 package payment
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/stripe/stripe-go/v79"
@@ -24,11 +26,21 @@ const (
 // recorded and logged but not acted on, since their objects may decode wrongly.
 const APIVersion = stripe.APIVersion
 
-// SignatureTolerance is how old a signed webhook may be.
+// SignatureTolerance is how far a signed webhook's timestamp may be from now, either way.
 const SignatureTolerance = 5 * time.Minute
 
-// ErrBadSignature means the webhook is not signed with the configured secret (or too old).
-var ErrBadSignature = errors.New("payment: invalid webhook signature")
+// maxIDLen bounds the identifiers an event may carry. Stripe's are a few dozen characters;
+// Dispatch stores event and PaymentIntent ids in indexed columns, whose entries PostgreSQL
+// caps at about 2.7 kB.
+const maxIDLen = 255
+
+var (
+	// ErrBadSignature means the webhook is not signed with the configured secret, or its
+	// signature is dated more than SignatureTolerance from now.
+	ErrBadSignature = errors.New("payment: invalid webhook signature")
+	// ErrMalformed means a validly signed event that Dispatch cannot read or store.
+	ErrMalformed = errors.New("payment: malformed webhook event")
+)
 
 // Event is a verified webhook event with the fields Dispatch uses.
 type Event struct {
@@ -49,61 +61,172 @@ type Event struct {
 // SupportedVersion reports whether the event has the API version Dispatch decodes.
 func (e Event) SupportedVersion() bool { return e.APIVersion == APIVersion }
 
+// envelope is the part of an event that every API version shares and Dispatch reads. The rest
+// changed over versions (request was a string before 2017-05-25) and must not make an event of
+// a version Dispatch records but does not apply unreadable.
+type envelope struct {
+	ID         string `json:"id"`
+	Type       string `json:"type"`
+	APIVersion string `json:"api_version"`
+	Data       struct {
+		Object json.RawMessage `json:"object"`
+	} `json:"data"`
+}
+
 // ParseWebhook verifies the Stripe-Signature header over the raw body and decodes the event.
+// It fails with ErrBadSignature or ErrMalformed.
 func ParseWebhook(body []byte, signature, secret string) (Event, error) {
-	se, err := webhook.ConstructEventWithOptions(body, signature, secret, webhook.ConstructEventOptions{
-		Tolerance: SignatureTolerance, IgnoreAPIVersionMismatch: true,
-	})
-	if err != nil {
-		if errors.Is(err, webhook.ErrNotSigned) || errors.Is(err, webhook.ErrInvalidHeader) ||
-			errors.Is(err, webhook.ErrNoValidSignature) || errors.Is(err, webhook.ErrTooOld) {
-			return Event{}, ErrBadSignature
-		}
-		return Event{}, fmt.Errorf("payment: malformed event: %w", err)
+	if err := verifySignature(body, signature, secret); err != nil {
+		return Event{}, err
 	}
-	if se.ID == "" || se.Type == "" || se.Data == nil {
-		return Event{}, errors.New("payment: malformed event: missing id, type or data")
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	ev := Event{ID: se.ID, Type: string(se.Type), APIVersion: se.APIVersion}
-	if !ev.SupportedVersion() {
-		return ev, nil
+	if env.ID == "" || env.Type == "" || !bytes.HasPrefix(env.Data.Object, []byte("{")) {
+		return Event{}, fmt.Errorf("%w: no id or type, or data.object is not an object", ErrMalformed)
 	}
-	raw := se.Data.Raw
-	switch ev.Type {
-	case EventIntentSucceeded, EventIntentFailed, EventIntentCanceled:
-		var pi stripe.PaymentIntent
-		if err := json.Unmarshal(raw, &pi); err != nil {
-			return Event{}, fmt.Errorf("payment: malformed payment intent: %w", err)
+	ev := Event{ID: env.ID, Type: env.Type, APIVersion: env.APIVersion}
+	if ev.SupportedVersion() {
+		if err := ev.decodeObject(env.Data.Object); err != nil {
+			return Event{}, fmt.Errorf("%w: %s: %v", ErrMalformed, ev.Type, err)
 		}
-		ev.PaymentIntentID, ev.AmountReceived, ev.Currency = pi.ID, pi.AmountReceived, string(pi.Currency)
-		ev.OrderID = pi.Metadata["order_id"]
-		if pi.LastPaymentError != nil {
-			ev.FailureMessage = pi.LastPaymentError.Msg
-		}
-	case EventChargeRefunded:
-		var ch stripe.Charge
-		if err := json.Unmarshal(raw, &ch); err != nil {
-			return Event{}, fmt.Errorf("payment: malformed charge: %w", err)
-		}
-		if ch.PaymentIntent != nil {
-			ev.PaymentIntentID = ch.PaymentIntent.ID
-		}
-		if ch.Refunds != nil && len(ch.Refunds.Data) > 0 {
-			ev.RefundID, ev.RefundStatus = ch.Refunds.Data[0].ID, string(ch.Refunds.Data[0].Status)
-		} else if ch.Refunded {
-			ev.RefundStatus = string(stripe.RefundStatusSucceeded)
-		}
-	case EventRefundUpdated:
-		var r stripe.Refund
-		if err := json.Unmarshal(raw, &r); err != nil {
-			return Event{}, fmt.Errorf("payment: malformed refund: %w", err)
-		}
-		ev.RefundID, ev.RefundStatus = r.ID, string(r.Status)
-		if r.PaymentIntent != nil {
-			ev.PaymentIntentID = r.PaymentIntent.ID
-		}
+	}
+	if err := ev.storable(); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	return ev, nil
+}
+
+// verifySignature checks the signature over body and that it is dated within
+// SignatureTolerance of now. stripe-go refuses only old signatures, but a signature dated a day
+// ahead would let a captured request be replayed for a day.
+func verifySignature(body []byte, header, secret string) error {
+	at, ok := signedAt(header)
+	if !ok || at > time.Now().Add(SignatureTolerance).Unix() {
+		return ErrBadSignature
+	}
+	// Every error ValidatePayload returns is about the header or the signature.
+	if webhook.ValidatePayloadWithTolerance(body, header, secret, SignatureTolerance) != nil {
+		return ErrBadSignature
+	}
+	return nil
+}
+
+// signedAt reads the t element of a Stripe-Signature header ("t=<unix>,v1=<hex>,..."). A header
+// with no t, or with more than one, which leaves unclear which was signed, has none.
+func signedAt(header string) (int64, bool) {
+	var (
+		at    int64
+		found bool
+	)
+	for element := range strings.SplitSeq(header, ",") {
+		key, value, _ := strings.Cut(element, "=")
+		if key != "t" {
+			continue
+		}
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil || found {
+			return 0, false
+		}
+		at, found = n, true
+	}
+	return at, found
+}
+
+// The parts of data.object Dispatch reads, by event type. Only these must decode: a field
+// Dispatch ignores cannot make an event unreadable.
+type (
+	intentObject struct {
+		ID               string            `json:"id"`
+		AmountReceived   int64             `json:"amount_received"`
+		Currency         string            `json:"currency"`
+		Metadata         map[string]string `json:"metadata"`
+		LastPaymentError *struct {
+			Message string `json:"message"`
+		} `json:"last_payment_error"`
+	}
+	chargeObject struct {
+		PaymentIntent reference `json:"payment_intent"`
+		Refunded      bool      `json:"refunded"`
+		Refunds       *struct {
+			Data []*refundObject `json:"data"` // newest first
+		} `json:"refunds"`
+	}
+	refundObject struct {
+		ID            string    `json:"id"`
+		Status        string    `json:"status"`
+		PaymentIntent reference `json:"payment_intent"`
+	}
+)
+
+// reference is the id of an object Stripe may expand: the id string, or the object holding it.
+// (stripe-go's types take a string's raw bytes without decoding its escapes.)
+type reference string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (r *reference) UnmarshalJSON(b []byte) error {
+	var id string
+	if err := json.Unmarshal(b, &id); err == nil {
+		*r = reference(id)
+		return nil
+	}
+	var object struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(b, &object); err != nil {
+		return err
+	}
+	*r = reference(object.ID)
+	return nil
+}
+
+// decodeObject reads from data.object the fields of the event types Dispatch acts on.
+func (e *Event) decodeObject(raw json.RawMessage) error {
+	switch e.Type {
+	case EventIntentSucceeded, EventIntentFailed, EventIntentCanceled:
+		var pi intentObject
+		if err := json.Unmarshal(raw, &pi); err != nil {
+			return err
+		}
+		e.PaymentIntentID, e.AmountReceived, e.Currency = pi.ID, pi.AmountReceived, pi.Currency
+		e.OrderID = pi.Metadata["order_id"]
+		if pi.LastPaymentError != nil {
+			e.FailureMessage = pi.LastPaymentError.Message
+		}
+	case EventChargeRefunded:
+		var ch chargeObject
+		if err := json.Unmarshal(raw, &ch); err != nil {
+			return err
+		}
+		e.PaymentIntentID = string(ch.PaymentIntent)
+		if ch.Refunds != nil && len(ch.Refunds.Data) > 0 && ch.Refunds.Data[0] != nil {
+			e.RefundID, e.RefundStatus = ch.Refunds.Data[0].ID, ch.Refunds.Data[0].Status
+		} else if ch.Refunded {
+			e.RefundStatus = string(stripe.RefundStatusSucceeded)
+		}
+	case EventRefundUpdated:
+		var r refundObject
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return err
+		}
+		e.RefundID, e.RefundStatus, e.PaymentIntentID = r.ID, r.Status, string(r.PaymentIntent)
+	}
+	return nil
+}
+
+// storable refuses text PostgreSQL cannot store (NUL) or index (ids past maxIDLen), which
+// would otherwise fail the webhook's transaction with a 500 on every redelivery.
+func (e Event) storable() error {
+	for _, id := range []string{e.ID, e.Type, e.APIVersion, e.PaymentIntentID, e.OrderID, e.Currency, e.RefundID, e.RefundStatus} {
+		if len(id) > maxIDLen || strings.ContainsRune(id, 0) {
+			return fmt.Errorf("identifier %.40q… is longer than %d bytes or holds a NUL", id, maxIDLen)
+		}
+	}
+	if strings.ContainsRune(e.FailureMessage, 0) {
+		return errors.New("failure message holds a NUL")
+	}
+	return nil
 }
 
 // TestEvent describes a webhook event to forge for local development and tests.

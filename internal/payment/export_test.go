@@ -1,0 +1,4 @@
+package payment
+
+// MaxIDLen exposes maxIDLen to the tests.
+const MaxIDLen = maxIDLen
