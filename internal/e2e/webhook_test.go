@@ -303,6 +303,8 @@ func TestWebhookWithBadSignatureOrBodyIsRefused(t *testing.T) {
 		{"wrong secret", body, []string{"Stripe-Signature", payment.Sign(body, "whsec_someone_else", time.Now())}, "payments.errors.invalidSignature"},
 		{"signed over another body", body, []string{"Stripe-Signature", payment.Sign(noData, secret, time.Now())}, "payments.errors.invalidSignature"},
 		{"older than 5 minutes", body, []string{"Stripe-Signature", payment.Sign(body, secret, time.Now().Add(-6*time.Minute))}, "payments.errors.invalidSignature"},
+		{"dated 6 minutes ahead", body, []string{"Stripe-Signature", payment.Sign(body, secret, time.Now().Add(6*time.Minute))}, "payments.errors.invalidSignature"},
+		{"dated a day ahead", body, []string{"Stripe-Signature", payment.Sign(body, secret, time.Now().Add(24*time.Hour))}, "payments.errors.invalidSignature"},
 		{"malformed JSON", malformed, []string{"Stripe-Signature", payment.Sign(malformed, secret, time.Now())}, "payments.errors.invalidEvent"},
 		{"event without data", noData, []string{"Stripe-Signature", payment.Sign(noData, secret, time.Now())}, "payments.errors.invalidEvent"},
 		{"object of the wrong shape", badObject, []string{"Stripe-Signature", payment.Sign(badObject, secret, time.Now())}, "payments.errors.invalidEvent"},
