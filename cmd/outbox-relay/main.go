@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/boot"
@@ -33,12 +31,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer p.Close()
 
-	relay := outbox.NewRelay(p.DB, p.Cfg.DatabaseURL, asynq.NewClientFromRedisClient(p.Redis), "",
-		p.Cfg.OutboxBatchSize, p.Cfg.OutboxPollInterval, p.Log)
-	relay.Observe = metrics.RelayBatch
-	monitor := outbox.NewMonitor(p.DB, func(backlog int64, oldest time.Duration) {
-		metrics.OutboxBacklog.Set(float64(backlog))
-		metrics.OutboxOldestAge.Set(oldest.Seconds())
+	relay := outbox.NewRelay(p.DB, p.Cfg.DatabaseURL, p.Redis, "", p.Cfg.OutboxBatchSize, p.Cfg.OutboxPollInterval, p.Log)
+	relay.RedeliverAfter = p.Cfg.OutboxRedeliverAfter
+	relay.Observe, relay.Redelivered = metrics.RelayBatch, metrics.Redelivered
+	monitor := outbox.NewMonitor(p.DB, p.Log, func(b outbox.Backlog) {
+		metrics.OutboxBacklog.Set(float64(b.Waiting))
+		metrics.OutboxOldestAge.Set(b.OldestWaiting.Seconds())
+		metrics.OutboxInFlight.Set(float64(b.InFlight))
+		metrics.OutboxOldestInFlightAge.Set(b.OldestInFlight.Seconds())
 	})
 	var wg sync.WaitGroup
 	wg.Add(2)

@@ -69,8 +69,11 @@ type Config struct {
 	OrderUnpaidTTL     time.Duration
 	OutboxBatchSize    int
 	OutboxPollInterval time.Duration
-	WorkerConcurrency  int
-	QueueWeights       map[string]int
+	// OutboxRedeliverAfter is how long a handed-off outbox row waits for its task to finish
+	// before the relay hands it off again (doubling each time, up to 16×).
+	OutboxRedeliverAfter time.Duration
+	WorkerConcurrency    int
+	QueueWeights         map[string]int
 
 	LogLevel  slog.Level
 	LogFormat string // json | text
@@ -110,7 +113,7 @@ func Vars() []string {
 		"TRUSTED_PROXIES", "CORS_ORIGINS", "JWT_ACCESS_SECRET", "JWT_REFRESH_SECRET",
 		"JWT_ACCESS_TTL", "JWT_REFRESH_TTL", "ARGON2_MEMORY_KIB", "ARGON2_TIME", "ARGON2_THREADS",
 		"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "RATE_LIMIT_ENABLED",
-		"RATE_LIMITS", "CACHE_TTL", "ORDER_UNPAID_TTL", "OUTBOX_BATCH_SIZE", "OUTBOX_POLL_INTERVAL",
+		"RATE_LIMITS", "CACHE_TTL", "ORDER_UNPAID_TTL", "OUTBOX_BATCH_SIZE", "OUTBOX_POLL_INTERVAL", "OUTBOX_REDELIVER_AFTER",
 		"WORKER_CONCURRENCY", "QUEUE_WEIGHTS", "LOG_LEVEL", "LOG_FORMAT", "LOKI_URL",
 		"ADMIN_UI_USER", "ADMIN_UI_PASSWORD", "SEED_DEMO_DATA",
 	}
@@ -188,6 +191,7 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 	c.OrderUnpaidTTL = p.duration("ORDER_UNPAID_TTL", 30*time.Minute)
 	c.OutboxBatchSize = p.intRange("OUTBOX_BATCH_SIZE", 500, 1, 10000)
 	c.OutboxPollInterval = p.duration("OUTBOX_POLL_INTERVAL", time.Second)
+	c.OutboxRedeliverAfter = p.duration("OUTBOX_REDELIVER_AFTER", time.Minute)
 	c.WorkerConcurrency = p.intRange("WORKER_CONCURRENCY", 20, 1, 10000)
 	c.QueueWeights = p.weights("QUEUE_WEIGHTS", "orders=6,payments=3,notifications=2,maintenance=1")
 
@@ -264,6 +268,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("cacheTtl", c.CacheTTL.String()),
 		slog.Int("outboxBatchSize", c.OutboxBatchSize),
 		slog.String("outboxPollInterval", c.OutboxPollInterval.String()),
+		slog.String("outboxRedeliverAfter", c.OutboxRedeliverAfter.String()),
 		slog.Int("workerConcurrency", c.WorkerConcurrency),
 		slog.Any("queueWeights", c.QueueWeights),
 		slog.Bool("lokiEnabled", c.LokiURL != ""),

@@ -161,7 +161,7 @@ func (s *stack) userIDs() []uuid.UUID {
 // queues, so that a test's own backlog is all the outbox holds.
 func (s *stack) drainOutbox() {
 	s.t.Helper()
-	r := outbox.NewRelay(s.db, s.dbURL, asynq.NewClientFromRedisClient(s.rdb), s.ns, 500, time.Hour, s.log)
+	r := outbox.NewRelay(s.db, s.dbURL, s.rdb, s.ns, 500, time.Hour, s.log)
 	for {
 		n, err := r.RunOnce(context.Background())
 		if err != nil {
@@ -253,7 +253,7 @@ func int64Array(ids []int64) string {
 // the test ends; the returned function stops it (finishing the batch in progress).
 func (s *stack) startRelayWith(rdb *redis.Client, ns tasks.Namespace, batch int, poll time.Duration, configure func(*outbox.Relay)) func() {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := outbox.NewRelay(s.db, s.dbURL, asynq.NewClientFromRedisClient(rdb), ns, batch, poll, s.log)
+	r := outbox.NewRelay(s.db, s.dbURL, rdb, ns, batch, poll, s.log)
 	if configure != nil {
 		configure(r)
 	}

@@ -60,7 +60,7 @@ func (r *rig) as(role string) *testenv.Client {
 
 func (r *rig) pauseRelay() { r.stopRelay() }
 
-func (r *rig) resumeRelay() { r.stopRelay = r.startRelay(100) }
+func (r *rig) resumeRelay() { r.stopRelay = r.startRelay(100, time.Minute) }
 
 // pauseWorker stops the worker; tasks relayed meanwhile wait in their queue.
 func (r *rig) pauseWorker() { r.stopWorker() }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/config"
@@ -59,12 +58,13 @@ type stackOptions struct {
 	noRelay, noWorker bool
 	retryBase         time.Duration
 	batchSize         int
+	redeliverAfter    time.Duration
 }
 
 // newStack starts API, relay and worker. Retries back off from 50 ms so retry paths finish fast.
 func newStack(t *testing.T, opts ...func(*stackOptions)) *stack {
 	t.Helper()
-	o := stackOptions{retryBase: 50 * time.Millisecond, batchSize: 100}
+	o := stackOptions{retryBase: 50 * time.Millisecond, batchSize: 100, redeliverAfter: time.Minute}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -85,7 +85,7 @@ func newStack(t *testing.T, opts ...func(*stackOptions)) *stack {
 	s.api = testenv.NewClient(t, hs.URL)
 
 	if !o.noRelay {
-		s.startRelay(o.batchSize)
+		s.startRelay(o.batchSize, o.redeliverAfter)
 	}
 	if !o.noWorker {
 		s.startWorker(o.retryBase)
@@ -102,10 +102,10 @@ func testLogger() *slog.Logger {
 }
 
 // startRelay runs one more relay until the test ends; the returned function stops it.
-func (s *stack) startRelay(batch int) func() {
+func (s *stack) startRelay(batch int, redeliverAfter time.Duration) func() {
 	ctx, cancel := context.WithCancel(context.Background())
-	client := asynq.NewClientFromRedisClient(s.rdb)
-	r := outbox.NewRelay(s.db, s.dbURL, client, s.ns, batch, 50*time.Millisecond, s.log)
+	r := outbox.NewRelay(s.db, s.dbURL, s.rdb, s.ns, batch, 50*time.Millisecond, s.log)
+	r.RedeliverAfter = redeliverAfter
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.Run(ctx) }()
 	stop := sync.OnceFunc(func() { cancel(); <-done })

@@ -12,6 +12,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/i18n"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/outage"
 )
 
 var statusOf = map[apperr.Kind]int{
@@ -47,16 +48,27 @@ type fieldDetail struct {
 	Message string `json:"message"`
 }
 
+// outageRetryAfter is what a client is told to wait while PostgreSQL or Redis is away.
+const outageRetryAfter = 3 * time.Second
+
 // respondError is the one place where errors become HTTP responses. Domain errors keep their
-// code and translated message; anything else is a 500 whose cause goes to the log only.
+// code and translated message; an unreachable PostgreSQL or Redis is a 503 with Retry-After;
+// anything else is a 500 whose cause goes to the log only.
 func (s *Server) respondError(c *gin.Context, err error) {
 	var e *apperr.Error
-	if !errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
+	case outage.Is(err):
+		e = apperr.ErrUnavailable.WithRetryAfter(outageRetryAfter).Wrap(err)
+	default:
 		e = apperr.ErrInternal.Wrap(err)
 	}
 	status := statusOf[e.Kind]
 	ctx := c.Request.Context()
-	if status >= 500 {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		s.log.WarnContext(ctx, "request refused: a dependency is unavailable", "err", err, "code", e.Code)
+	case status >= 500:
 		s.log.ErrorContext(ctx, "request failed", "err", err, "code", e.Code)
 	}
 	lang := language(c)

@@ -100,6 +100,7 @@ const (
 	EventLatePayment     = "latePayment"
 	EventLateRefund      = "lateRefund"
 	EventRefundUpdated   = "refundUpdated"
+	EventTaskRequeued    = "taskRequeued"
 )
 
 // Actors that are not users.

@@ -19,17 +19,33 @@ type ReconcilePolicy struct {
 	IntentAge   time.Duration // ask Stripe about PaymentIntents older than this (10 min)
 	NoIntentAge time.Duration // cancel orders still without a PaymentIntent after this (5 min)
 	UnpaidTTL   time.Duration // cancel orders unpaid after this (ORDER_UNPAID_TTL, 30 min)
+	// StuckAfter is how long a paid order may wait for processing, or a cancel or refund for
+	// its run, with no task left to do it, before the reconciler asks for the task again.
+	StuckAfter time.Duration
 }
 
 // DefaultReconcilePolicy is SPEC §5's, with the configured unpaid TTL.
 func DefaultReconcilePolicy(unpaidTTL time.Duration) ReconcilePolicy {
-	return ReconcilePolicy{IntentAge: 10 * time.Minute, NoIntentAge: 5 * time.Minute, UnpaidTTL: unpaidTTL}
+	return ReconcilePolicy{IntentAge: 10 * time.Minute, NoIntentAge: 5 * time.Minute, UnpaidTTL: unpaidTTL,
+		StuckAfter: 10 * time.Minute}
 }
 
 // ReconcileReport counts what a reconciler run did.
 type ReconcileReport struct {
 	Checked, Paid, Canceled, Skipped, Failed int
+	// Requeued counts stuck orders whose task was asked for again.
+	Requeued int
 }
+
+// StuckOrder is an order whose task did not run in time.
+type StuckOrder struct {
+	ID            uuid.UUID `db:"id"`
+	Status        Status    `db:"status"`
+	PendingAction Action    `db:"pending_action"`
+}
+
+// maxRequeued bounds the stuck orders one run requeues; the rest wait for the next run.
+const maxRequeued = 500
 
 // PendingOrder is what the reconciler reads of a PENDING order.
 type PendingOrder struct {
@@ -49,6 +65,9 @@ const reconcileWorkers = 8
 // skipped; the run goes on with the rest.
 func (s *Service) Reconcile(ctx context.Context, now time.Time, p ReconcilePolicy) (ReconcileReport, error) {
 	var rep ReconcileReport
+	if err := s.requeueStuck(ctx, now.Add(-p.StuckAfter), &rep); err != nil {
+		return rep, err
+	}
 	before := now.Add(-min(p.IntentAge, p.NoIntentAge, p.UnpaidTTL))
 	var after *PendingOrder
 	for {
@@ -159,4 +178,37 @@ func (s *Service) reconciled(ctx context.Context, po PendingOrder, err error, ch
 		return result
 	}
 	return ""
+}
+
+// requeueStuck asks again for the task of every order stuck since before: order:process for a
+// paid order, the pending action's task otherwise. Such an order has no outbox row left (the
+// relay would redeliver it): its task ran and failed without settling it, for instance a
+// compensation that could not reach Stripe. The strategies are idempotent, so a task that was
+// only slow does nothing the second time.
+func (s *Service) requeueStuck(ctx context.Context, before time.Time, rep *ReconcileReport) error {
+	stuck, err := s.store.Stuck(ctx, s.db, before, maxRequeued)
+	if err != nil {
+		return err
+	}
+	for _, st := range stuck {
+		requeued := false
+		_, err := s.apply(ctx, st.ID, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+			typ := map[Action]string{ActionNone: tasks.OrderProcess, ActionCancel: tasks.OrderCancel, ActionRefund: tasks.OrderRefund}[o.PendingAction]
+			if o.Status != st.Status || o.PendingAction != st.PendingAction || typ == "" {
+				return nil, nil, nil // it moved meanwhile
+			}
+			requeued = true
+			reason := typ + " did not run in time"
+			return actionEvent(EventTaskRequeued, ActorReconciler, reason), []outbox.Message{task(typ, o, ActorReconciler, reason)}, nil
+		})
+		if err != nil {
+			s.log.ErrorContext(ctx, "reconciler: stuck order not requeued", "orderId", st.ID, "err", err)
+			continue
+		}
+		if requeued {
+			rep.Requeued++
+			s.log.WarnContext(ctx, "reconciler: stuck order requeued", "orderId", st.ID, "status", st.Status, "pendingAction", st.PendingAction)
+		}
+	}
+	return nil
 }

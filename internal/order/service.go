@@ -42,6 +42,7 @@ type Store interface {
 	SetRefundStatus(ctx context.Context, tx sqlx.QueryerContext, refundID, intentID, status string) ([]uuid.UUID, error)
 	SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID) error
 	PendingBefore(ctx context.Context, db sqlx.QueryerContext, before time.Time, after *PendingOrder, limit int) ([]PendingOrder, error)
+	Stuck(ctx context.Context, db sqlx.QueryerContext, before time.Time, limit int) ([]StuckOrder, error)
 	RecordStripeEvent(ctx context.Context, tx sqlx.ExecerContext, id, typ, outcome string) (bool, error)
 	SetStripeEventOutcome(ctx context.Context, tx sqlx.ExecerContext, id, outcome string) error
 }

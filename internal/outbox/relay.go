@@ -11,25 +11,32 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
-// Relay moves outbox rows into the Asynq queues.
+// Relay hands outbox rows to the Asynq queues.
 //
-// Why it is shaped this way: a batch is claimed by deleting its rows inside a transaction
-// (FOR UPDATE SKIP LOCKED, so several relays share the work without blocking each other), every
-// row is enqueued with a task id derived from its row id, and only then does the transaction
-// commit. A crash or a Redis error before the commit rolls the rows back for a later try; a
-// row enqueued before such a crash is enqueued again under the same task id, which Asynq
-// refuses as a conflict (counted as delivered) while the first copy is still known to it, and
-// which consumers tolerate anyway because they are idempotent. Delivery is at least once.
+// Why it is shaped this way: a batch of due rows is claimed inside a transaction (FOR UPDATE
+// SKIP LOCKED, so several relays share the work without blocking each other), every row is
+// enqueued with a task id derived from its row id, and only then does the transaction commit,
+// marking the rows handed off and due again RedeliverAfter later. A crash or a Redis error
+// before the commit rolls the batch back for a later try; a row enqueued before such a crash is
+// enqueued again under the same task id, which Asynq refuses as a conflict (delivered).
+//
+// The row itself stays until the worker deletes it once its task has run (Acker). A row still
+// there when it is due again is handed off again: its task was lost (a Redis without
+// persistence restarted, a failover dropped writes) or is still waiting. Asynq tells which: a
+// task it still holds is left alone, one it completed means the deletion was lost, one it
+// archived after its worker vanished is run again. Delivery is at least once; consumers are
+// idempotent.
 type Relay struct {
 	db        *postgres.DB
 	client    *asynq.Client
+	inspector *asynq.Inspector
 	ns        tasks.Namespace
 	batchSize int
 	poll      time.Duration
@@ -40,15 +47,20 @@ type Relay struct {
 	MaxRetry int
 	// Retention keeps finished tasks in Redis so a duplicate enqueue within it is refused.
 	Retention time.Duration
+	// RedeliverAfter is how long a handed-off row waits for its task to finish before it is
+	// handed off again; each further redelivery waits twice as long, up to 16 times.
+	RedeliverAfter time.Duration
 	// Observe is told each batch's size and how long enqueuing it took (metrics); may be nil.
 	Observe func(n int, enqueue time.Duration)
+	// Redelivered is told of each row handed off again and what Asynq said of its task; may be nil.
+	Redelivered func(taskType, verdict string)
 }
 
-// NewRelay returns a relay claiming batchSize rows at a time, woken by LISTEN/NOTIFY on dsn's
-// database and polling every poll as a fallback.
-func NewRelay(db *postgres.DB, dsn string, client *asynq.Client, ns tasks.Namespace, batchSize int, poll time.Duration, log *slog.Logger) *Relay {
-	return &Relay{db: db, dsn: dsn, client: client, ns: ns, batchSize: batchSize, poll: poll, log: log,
-		MaxRetry: 3, Retention: 10 * time.Minute}
+// NewRelay returns a relay claiming batchSize rows at a time from db into the queues on rdb,
+// woken by LISTEN/NOTIFY on dsn's database and polling every poll as a fallback.
+func NewRelay(db *postgres.DB, dsn string, rdb redis.UniversalClient, ns tasks.Namespace, batchSize int, poll time.Duration, log *slog.Logger) *Relay {
+	return &Relay{db: db, dsn: dsn, client: asynq.NewClientFromRedisClient(rdb), inspector: asynq.NewInspectorFromRedisClient(rdb),
+		ns: ns, batchSize: batchSize, poll: poll, log: log, MaxRetry: 3, Retention: 10 * time.Minute, RedeliverAfter: time.Minute}
 }
 
 type row struct {
@@ -57,32 +69,44 @@ type row struct {
 	Payload       json.RawMessage `db:"payload"`
 	CorrelationID string          `db:"correlation_id"`
 	CreatedAt     time.Time       `db:"created_at"`
+	Deliveries    int             `db:"deliveries"`
 }
 
-const claimQuery = `DELETE FROM outbox WHERE id IN (
-    SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
-) RETURNING id, type, payload, correlation_id, created_at`
+// claimQuery takes the due rows in order and schedules their next delivery.
+const claimQuery = `UPDATE outbox SET deliveries = deliveries + 1,
+    relay_at = now() + $2 * interval '1 millisecond' * power(2, least(deliveries, 4))
+WHERE id IN (
+    SELECT id FROM outbox WHERE relay_at <= now() ORDER BY relay_at, id LIMIT $1 FOR UPDATE SKIP LOCKED
+) RETURNING id, type, payload, correlation_id, created_at, deliveries`
+
+const deleteQuery = `DELETE FROM outbox WHERE id = ANY($1)`
 
 // enqueueWorkers bounds the Redis round trips of one batch in flight at once.
 const enqueueWorkers = 32
 
-// RunOnce relays one batch and returns how many rows it delivered.
+// RunOnce relays one batch and returns how many rows it handed off.
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	n := 0
 	err := postgres.WithTx(ctx, r.db, func(tx *postgres.Tx) error {
 		var rows []row
-		if err := tx.SelectContext(ctx, &rows, claimQuery, r.batchSize); err != nil {
+		if err := tx.SelectContext(ctx, &rows, claimQuery, r.batchSize, r.RedeliverAfter.Milliseconds()); err != nil {
 			return fmt.Errorf("outbox: claim: %w", err)
 		}
 		if len(rows) == 0 {
 			return nil
 		}
 		start := time.Now()
-		if err := r.enqueueAll(ctx, rows); err != nil {
+		done, err := r.enqueueAll(ctx, rows)
+		if err != nil {
 			return err
 		}
 		if r.Observe != nil {
 			r.Observe(len(rows), time.Since(start))
+		}
+		if len(done) > 0 {
+			if _, err := tx.ExecContext(ctx, deleteQuery, pq.Array(done)); err != nil {
+				return fmt.Errorf("outbox: delete consumed rows: %w", err)
+			}
 		}
 		n = len(rows)
 		return nil
@@ -90,11 +114,13 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	return n, err
 }
 
-func (r *Relay) enqueueAll(ctx context.Context, rows []row) error {
+// enqueueAll enqueues the batch and returns the rows that need no further delivery.
+func (r *Relay) enqueueAll(ctx context.Context, rows []row) ([]int64, error) {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
+		done     []int64
 		next     = make(chan row)
 	)
 	for w := 0; w < min(enqueueWorkers, len(rows)); w++ {
@@ -102,13 +128,15 @@ func (r *Relay) enqueueAll(ctx context.Context, rows []row) error {
 		go func() {
 			defer wg.Done()
 			for rw := range next {
-				if err := r.enqueue(ctx, rw); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
+				finished, err := r.deliver(ctx, rw)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
 				}
+				if finished {
+					done = append(done, rw.ID)
+				}
+				mu.Unlock()
 			}
 		}()
 	}
@@ -117,16 +145,34 @@ func (r *Relay) enqueueAll(ctx context.Context, rows []row) error {
 	}
 	close(next)
 	wg.Wait()
-	return firstErr
+	return done, firstErr
 }
 
-func (r *Relay) enqueue(ctx context.Context, rw row) error {
+// deliver hands one row's task to its queue. It reports true when the row needs no further
+// delivery: its type is unknown, or its task already ran.
+func (r *Relay) deliver(ctx context.Context, rw row) (bool, error) {
 	queue, ok := tasks.QueueOf(rw.Type)
 	if !ok {
 		// Nothing will ever handle it; keep it out of the queues but say so loudly.
 		r.log.ErrorContext(ctx, "outbox row of unknown task type dropped", "outboxId", rw.ID, "taskType", rw.Type)
-		return nil
+		return true, nil
 	}
+	err := r.enqueue(ctx, rw, queue)
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict) && rw.Deliveries > 1:
+		return r.settle(ctx, rw, queue)
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		return false, nil // enqueued by an earlier attempt of this hand-off
+	case err != nil:
+		return false, fmt.Errorf("outbox: enqueue row %d: %w", rw.ID, err)
+	}
+	if rw.Deliveries > 1 {
+		r.redelivered(ctx, rw, "lost") // Redis no longer knew the task
+	}
+	return false, nil
+}
+
+func (r *Relay) enqueue(ctx context.Context, rw row, queue string) error {
 	payload, err := json.Marshal(tasks.Envelope{CorrelationID: rw.CorrelationID, OutboxID: rw.ID, CreatedAt: rw.CreatedAt, Data: rw.Payload})
 	if err != nil {
 		return err
@@ -134,13 +180,60 @@ func (r *Relay) enqueue(ctx context.Context, rw row) error {
 	_, err = r.client.EnqueueContext(ctx, asynq.NewTask(rw.Type, payload),
 		asynq.TaskID(TaskID(rw.ID)), asynq.Queue(r.ns.Queue(queue)),
 		asynq.MaxRetry(r.MaxRetry), asynq.Retention(r.Retention), asynq.Timeout(2*time.Minute))
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return nil // enqueued by an earlier attempt: delivered
+	return err
+}
+
+// settle decides what to do with a row due again whose task Asynq still knows.
+func (r *Relay) settle(ctx context.Context, rw row, queue string) (bool, error) {
+	q, id := r.ns.Queue(queue), TaskID(rw.ID)
+	info, err := r.inspector.GetTaskInfo(q, id)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return false, r.enqueue(ctx, rw, queue) // gone meanwhile: hand it off again
 	}
 	if err != nil {
-		return fmt.Errorf("outbox: enqueue row %d: %w", rw.ID, err)
+		return false, fmt.Errorf("outbox: look up task %s: %w", id, err)
 	}
-	return nil
+	switch fateOf(info.State, info.LastErr) {
+	case finished:
+		r.redelivered(ctx, rw, "completed") // it ran; the worker's deletion was lost
+		return true, nil
+	case abandoned:
+		if err := r.inspector.DeleteTask(q, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+			return false, fmt.Errorf("outbox: delete abandoned task %s: %w", id, err)
+		}
+		r.redelivered(ctx, rw, "abandoned")
+		return false, r.enqueue(ctx, rw, queue)
+	}
+	return false, nil
+}
+
+// fate is what a row due again needs, given its task's state in Asynq.
+type fate int
+
+const (
+	waiting   fate = iota // queued, retrying or running: leave it be
+	finished              // completed, or failed for good after its failure policy ran
+	abandoned             // its worker vanished on the last attempt and Asynq gave up
+)
+
+func fateOf(state asynq.TaskState, lastErr string) fate {
+	switch {
+	case state == asynq.TaskStateCompleted:
+		return finished
+	case state == asynq.TaskStateArchived && lastErr == asynq.ErrLeaseExpired.Error():
+		// Asynq archived it without running the strategy's failure policy: run it again.
+		return abandoned
+	case state == asynq.TaskStateArchived:
+		return finished
+	}
+	return waiting
+}
+
+func (r *Relay) redelivered(ctx context.Context, rw row, verdict string) {
+	r.log.InfoContext(ctx, "outbox row redelivered", "outboxId", rw.ID, "taskType", rw.Type, "deliveries", rw.Deliveries, "verdict", verdict)
+	if r.Redelivered != nil {
+		r.Redelivered(rw.Type, verdict)
+	}
 }
 
 // TaskID is the Asynq task id of an outbox row.
@@ -193,65 +286,4 @@ func (r *Relay) drain(ctx context.Context) {
 			return
 		}
 	}
-}
-
-const statsQuery = `SELECT count(*) AS backlog,
-  COALESCE(EXTRACT(EPOCH FROM now() - (SELECT created_at FROM outbox ORDER BY id LIMIT 1)), 0) AS oldest
-FROM outbox`
-
-// Stats reports the outbox backlog and the age of its oldest row.
-func Stats(ctx context.Context, db sqlx.QueryerContext) (backlog int64, oldest time.Duration, err error) {
-	var s struct {
-		Backlog int64   `db:"backlog"`
-		Oldest  float64 `db:"oldest"`
-	}
-	if err := sqlx.GetContext(ctx, db, &s, statsQuery); err != nil {
-		return 0, 0, fmt.Errorf("outbox: stats: %w", err)
-	}
-	return s.Backlog, time.Duration(s.Oldest * float64(time.Second)), nil
-}
-
-// StaleAfter is the age of the oldest outbox row past which the relay reports itself not ready:
-// rows that old mean delivery is stuck.
-const StaleAfter = 5 * time.Minute
-
-// Monitor publishes the backlog and the oldest row's age, and tells readiness whether
-// delivery keeps up.
-type Monitor struct {
-	db *postgres.DB
-	// Publish receives each reading (metrics).
-	Publish func(backlog int64, oldest time.Duration)
-}
-
-// NewMonitor returns a monitor of db's outbox.
-func NewMonitor(db *postgres.DB, publish func(backlog int64, oldest time.Duration)) *Monitor {
-	return &Monitor{db: db, Publish: publish}
-}
-
-// Run reads the stats every interval.
-func (m *Monitor) Run(ctx context.Context, every time.Duration) {
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		if backlog, oldest, err := Stats(ctx, m.db); err == nil && m.Publish != nil {
-			m.Publish(backlog, oldest)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// Fresh fails when the oldest row waits longer than StaleAfter (a readiness check).
-func (m *Monitor) Fresh(ctx context.Context) error {
-	_, oldest, err := Stats(ctx, m.db)
-	if err != nil {
-		return err
-	}
-	if oldest > StaleAfter {
-		return fmt.Errorf("outbox: oldest row waits %s", oldest.Round(time.Second))
-	}
-	return nil
 }

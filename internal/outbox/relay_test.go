@@ -1,8 +1,9 @@
 package outbox_test
 
 // The relay against real PostgreSQL and Redis (SPEC §5 Outbox): batches in id order, rows
-// deleted only once their tasks are in Redis, unknown task types dropped without blocking the
-// batch, LISTEN/NOTIFY wake-ups, and a graceful stop that finishes the batch in progress.
+// marked handed off only once their tasks are in Redis, unknown task types dropped without
+// blocking the batch, LISTEN/NOTIFY wake-ups, a graceful stop that finishes the batch in
+// progress, and redelivery of rows whose tasks did not finish.
 
 import (
 	"context"
@@ -56,7 +57,7 @@ func newEnv(t *testing.T) *env {
 }
 
 func (e *env) relay(batch int, poll time.Duration) *outbox.Relay {
-	return outbox.NewRelay(e.db, e.dbURL, e.client, e.ns, batch, poll, logging.Discard())
+	return outbox.NewRelay(e.db, e.dbURL, e.rdb, e.ns, batch, poll, logging.Discard())
 }
 
 // write inserts n notify:user rows with outbox.Write in one transaction, tagged with a
@@ -90,10 +91,11 @@ func (e *env) write(n int) []int64 {
 	return ids
 }
 
+// left returns the rows not handed off yet.
 func (e *env) left() []int64 {
 	e.t.Helper()
 	var ids []int64
-	if err := e.db.Select(&ids, `SELECT id FROM outbox ORDER BY id`); err != nil {
+	if err := e.db.Select(&ids, `SELECT id FROM outbox WHERE deliveries = 0 ORDER BY id`); err != nil {
 		e.t.Fatal(err)
 	}
 	return ids
@@ -160,10 +162,10 @@ func TestRelayBatchesInIDOrder(t *testing.T) {
 	}
 }
 
-// TestRelayDeletesRowsOnlyAfterEnqueue: while a batch is being committed its tasks are already
-// in Redis and its rows still visible to everyone else; a batch whose enqueue fails leaves every
-// row in place.
-func TestRelayDeletesRowsOnlyAfterEnqueue(t *testing.T) {
+// TestRelayMarksRowsOnlyAfterEnqueue: while a batch is being committed its tasks are already
+// in Redis and its rows still waiting for everyone else; a batch whose enqueue fails leaves
+// every row waiting.
+func TestRelayMarksRowsOnlyAfterEnqueue(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ids := e.write(30)
@@ -191,7 +193,7 @@ func TestRelayDeletesRowsOnlyAfterEnqueue(t *testing.T) {
 	}
 
 	// Redis unreachable: the enqueue fails and the batch rolls back.
-	down := asynq.NewClient(asynq.RedisClientOpt{Addr: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)), DialTimeout: time.Second})
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)), DialTimeout: time.Second})
 	t.Cleanup(func() { down.Close() })
 	broken := outbox.NewRelay(e.db, e.dbURL, down, e.ns, 20, time.Hour, logging.Discard())
 	if n, err := broken.RunOnce(context.Background()); err == nil || n != 0 {
@@ -226,7 +228,7 @@ func TestRelayDropsUnknownTaskTypes(t *testing.T) {
 	last := e.write(2)
 
 	var buf testenv.Buffer
-	r := outbox.NewRelay(e.db, e.dbURL, e.client, e.ns, 10, time.Hour, logging.New("relay", -4, "json", &buf))
+	r := outbox.NewRelay(e.db, e.dbURL, e.rdb, e.ns, 10, time.Hour, logging.New("relay", -4, "json", &buf))
 	if n, err := r.RunOnce(context.Background()); err != nil || n != 5 {
 		t.Fatalf("RunOnce: %d, %v; want 5 rows", n, err)
 	}
@@ -323,15 +325,23 @@ func TestStatsReportBacklogAndOldestRow(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	if n, age, err := outbox.Stats(ctx, e.db); err != nil || n != 0 || age != 0 {
-		t.Fatalf("empty outbox: %d rows, oldest %s, err %v", n, age, err)
+	if b, err := outbox.Stats(ctx, e.db); err != nil || b != (outbox.Backlog{}) {
+		t.Fatalf("empty outbox: %+v, err %v", b, err)
 	}
-	e.write(3)
-	if _, err := e.db.Exec(`UPDATE outbox SET created_at = now() - interval '5 minutes' WHERE id = (SELECT min(id) FROM outbox)`); err != nil {
+	ids := e.write(5)
+	if _, err := e.db.Exec(`UPDATE outbox SET created_at = now() - interval '5 minutes' WHERE id = $1`, ids[0]); err != nil {
 		t.Fatal(err)
 	}
-	n, age, err := outbox.Stats(ctx, e.db)
-	if err != nil || n != 3 || age < 5*time.Minute || age > 6*time.Minute {
-		t.Fatalf("stats: %d rows, oldest %s, err %v; want 3 and about 5m", n, age, err)
+	b, err := outbox.Stats(ctx, e.db)
+	if err != nil || b.Waiting != 5 || b.OldestWaiting < 5*time.Minute || b.OldestWaiting > 6*time.Minute || b.InFlight != 0 {
+		t.Fatalf("stats: %+v, err %v; want 5 waiting, the oldest about 5m", b, err)
+	}
+	// Handed off, the first two are in flight until their tasks finish.
+	if n, err := e.relay(2, time.Hour).RunOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("RunOnce: %d, %v", n, err)
+	}
+	b, err = outbox.Stats(ctx, e.db)
+	if err != nil || b.Waiting != 3 || b.OldestWaiting > time.Minute || b.InFlight != 2 || b.OldestInFlight < 5*time.Minute {
+		t.Fatalf("stats after a hand-off: %+v, err %v", b, err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -45,6 +46,7 @@ type Worker struct {
 	Runner *Runner
 	Orders *order.Service
 	server *asynq.Server
+	acker  *outbox.Acker
 }
 
 // New wires the strategies and the asynq server. It fails if a task type has no strategy.
@@ -66,6 +68,8 @@ func New(cfg config.Config, in Infra) (*Worker, error) {
 		return nil, err
 	}
 	runner.Observe = in.Observe
+	acker := outbox.NewAcker(in.DB, 50*time.Millisecond, in.Log)
+	runner.Ack = acker.Ack
 	retryBase := in.RetryBase
 	if retryBase == 0 {
 		retryBase = 2 * time.Second
@@ -74,17 +78,22 @@ func New(cfg config.Config, in Infra) (*Worker, error) {
 		Concurrency: cfg.WorkerConcurrency, Weights: cfg.QueueWeights, Namespace: in.Namespace,
 		RetryBase: retryBase, DelayedInterval: in.DelayedInterval, ShutdownTimeout: cfg.ShutdownTimeout,
 	}, in.Log)
-	return &Worker{Runner: runner, Orders: orders, server: srv}, nil
+	return &Worker{Runner: runner, Orders: orders, server: srv, acker: acker}, nil
 }
 
 // Start begins processing tasks.
 func (w *Worker) Start() error {
+	w.acker.Start()
 	if err := w.server.Start(w.Runner); err != nil {
+		w.acker.Stop()
 		return fmt.Errorf("worker: start: %w", err)
 	}
 	return nil
 }
 
 // Shutdown stops taking tasks and waits for the running ones (up to the shutdown timeout;
-// unfinished tasks go back to their queue).
-func (w *Worker) Shutdown() { w.server.Shutdown() }
+// unfinished tasks go back to their queue), then deletes the outbox rows of those that finished.
+func (w *Worker) Shutdown() {
+	w.server.Shutdown()
+	w.acker.Stop()
+}

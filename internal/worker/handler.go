@@ -43,6 +43,8 @@ type Runner struct {
 	// LockExpiry is the order lock's time to live; it is extended every third of it while the
 	// strategy runs, so a crashed worker frees the order soon.
 	LockExpiry time.Duration
+	// Ack is told the outbox row of every task that finished, for good or ill (nil: none).
+	Ack func(outboxID int64)
 }
 
 // NewRunner returns the handler over a checked registry.
@@ -85,6 +87,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	}
 	err := r.run(ctx, s, t)
 	if err == nil {
+		r.finish(t)
 		r.observe(t.Type, "success", start)
 		return nil
 	}
@@ -110,6 +113,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 			}
 		}
 	}
+	r.finish(t)
 	r.observe(t.Type, "failed", start)
 	if permanent {
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
@@ -131,6 +135,13 @@ func (r *Runner) run(ctx context.Context, s Strategy, t Task) error {
 		}
 	}
 	return s.Run(ctx, t)
+}
+
+// finish acknowledges the task's outbox row: it will not run again.
+func (r *Runner) finish(t Task) {
+	if r.Ack != nil {
+		r.Ack(t.OutboxID)
+	}
 }
 
 func (r *Runner) observe(taskType, outcome string, start time.Time) {

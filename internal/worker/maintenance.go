@@ -69,7 +69,7 @@ func Reconcile(orders *order.Service, locks *redsync.Redsync, keys redisx.Prefix
 		start := time.Now()
 		rep, err := orders.Reconcile(ctx, start, p)
 		log.InfoContext(ctx, "reconciler run", "checked", rep.Checked, "paid", rep.Paid, "canceled", rep.Canceled,
-			"skipped", rep.Skipped, "failed", rep.Failed, "durationMs", time.Since(start).Milliseconds(), "err", err)
+			"skipped", rep.Skipped, "failed", rep.Failed, "requeued", rep.Requeued, "durationMs", time.Since(start).Milliseconds(), "err", err)
 		return err
 	}
 }

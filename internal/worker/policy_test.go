@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,17 +141,26 @@ func (r *recorder) strategy() Strategy {
 	}
 }
 
-// policyServer runs a Runner whose order:process, order:cancel and order:refund are recorders,
-// on a real Asynq server with fast retries.
-func policyServer(t *testing.T) (client *asynq.Client, insp *asynq.Inspector, ns tasks.Namespace, rec map[string]*recorder, outcomes func() map[string]int) {
+// policyRig is a Runner whose order:process, order:cancel and order:refund are recorders, on
+// a real Asynq server with fast retries.
+type policyRig struct {
+	client   *asynq.Client
+	insp     *asynq.Inspector
+	ns       tasks.Namespace
+	rec      map[string]*recorder
+	outcomes func() map[string]int
+	acked    func() map[int64]int // outbox row → acknowledgements
+}
+
+func policyServer(t *testing.T) policyRig {
 	t.Helper()
 	rdb, keys, _ := testenv.Redis(t)
-	ns = testenv.Namespace(t, rdb, "wt")
+	ns := testenv.Namespace(t, rdb, "wt")
 	reg := map[string]Strategy{}
 	for _, typ := range tasks.Types() {
 		reg[typ] = Strategy{Run: func(context.Context, Task) error { return nil }}
 	}
-	rec = map[string]*recorder{}
+	rec := map[string]*recorder{}
 	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund} {
 		rec[typ] = &recorder{}
 		reg[typ] = rec[typ].strategy()
@@ -160,28 +170,35 @@ func policyServer(t *testing.T) (client *asynq.Client, insp *asynq.Inspector, ns
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	seen := map[string]int{}
+	seen, acks := map[string]int{}, map[int64]int{}
 	runner.Observe = Observer{Done: func(taskType, outcome string, _ time.Duration) {
 		mu.Lock()
 		seen[taskType+" "+outcome]++
 		mu.Unlock()
 	}}
+	runner.Ack = func(id int64) {
+		mu.Lock()
+		acks[id]++
+		mu.Unlock()
+	}
 	srv := NewServer(rdb, ServerConfig{Concurrency: 4, Weights: map[string]int{tasks.QueueOrders: 1}, Namespace: ns,
 		RetryBase: 10 * time.Millisecond, DelayedInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second}, logging.Discard())
 	if err := srv.Start(runner); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	outcomes = func() map[string]int {
-		mu.Lock()
-		defer mu.Unlock()
-		out := make(map[string]int, len(seen))
-		for k, v := range seen {
-			out[k] = v
-		}
-		return out
+	return policyRig{client: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), ns: ns, rec: rec,
+		outcomes: func() map[string]int {
+			mu.Lock()
+			defer mu.Unlock()
+			return maps.Clone(seen)
+		},
+		acked: func() map[int64]int {
+			mu.Lock()
+			defer mu.Unlock()
+			return maps.Clone(acks)
+		},
 	}
-	return asynq.NewClientFromRedisClient(rdb), asynq.NewInspectorFromRedisClient(rdb), ns, rec, outcomes
 }
 
 func archivedTasks(t *testing.T, insp *asynq.Inspector, queue string, want int) map[string]*asynq.TaskInfo {
@@ -213,8 +230,9 @@ func archivedTasks(t *testing.T, insp *asynq.Inspector, queue string, want int) 
 // TestMalformedTasksLeaveOrdersAlone checks that with the production strategies.)
 func TestMalformedTasksAreNotRetried(t *testing.T) {
 	t.Parallel()
-	client, insp, ns, rec, outcomes := policyServer(t)
-	queue := ns.Queue(tasks.QueueOrders)
+	rig := policyServer(t)
+	client, insp, rec, outcomes := rig.client, rig.insp, rig.rec, rig.outcomes
+	queue := rig.ns.Queue(tasks.QueueOrders)
 	valid, _ := json.Marshal(tasks.Envelope{Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
 	bad := map[string]struct {
 		typ     string
@@ -262,8 +280,9 @@ func TestMalformedTasksAreNotRetried(t *testing.T) {
 // up to MaxRetry and then compensated once; a permanent one is compensated at once, not retried.
 func TestRetriesThenOneCompensation(t *testing.T) {
 	t.Parallel()
-	client, insp, ns, rec, outcomes := policyServer(t)
-	queue := ns.Queue(tasks.QueueOrders)
+	rig := policyServer(t)
+	client, insp, rec, outcomes := rig.client, rig.insp, rig.rec, rig.outcomes
+	queue := rig.ns.Queue(tasks.QueueOrders)
 	rec[tasks.OrderProcess].fail = func(int32) error { return payment.ErrTransient }
 	rec[tasks.OrderCancel].fail = func(int32) error { return order.ErrBadPreconditions }
 	rec[tasks.OrderRefund].fail = func(n int32) error {
@@ -272,8 +291,9 @@ func TestRetriesThenOneCompensation(t *testing.T) {
 		}
 		return nil
 	}
-	payload, _ := json.Marshal(tasks.Envelope{Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
+	outboxID := map[string]int64{tasks.OrderProcess: 101, tasks.OrderCancel: 102, tasks.OrderRefund: 103}
 	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund} {
+		payload, _ := json.Marshal(tasks.Envelope{OutboxID: outboxID[typ], Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
 		if _, err := client.Enqueue(asynq.NewTask(typ, payload), asynq.Queue(queue), asynq.TaskID(typ), asynq.MaxRetry(2)); err != nil {
 			t.Fatal(err)
 		}
@@ -299,6 +319,10 @@ func TestRetriesThenOneCompensation(t *testing.T) {
 		if c.retried >= 0 && archived[c.typ].Retried != c.retried {
 			t.Errorf("%s: archived after %d retries, want %d", c.typ, archived[c.typ].Retried, c.retried)
 		}
+	}
+	// Each task's outbox row is acknowledged once, when the task is over, not at a retry.
+	if got, want := rig.acked(), map[int64]int{101: 1, 102: 1, 103: 1}; !maps.Equal(got, want) {
+		t.Errorf("acknowledged outbox rows %v, want %v", got, want)
 	}
 }
 

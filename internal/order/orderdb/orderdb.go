@@ -345,6 +345,22 @@ func (Store) PendingBefore(ctx context.Context, db sqlx.QueryerContext, before t
 	return rows, mapErr("pending", err)
 }
 
+// stuckQuery finds orders whose task has not run in time and has no outbox row left to run it:
+// paid and not processed, or with a cancel or refund still pending.
+const stuckQuery = `SELECT o.id, o.status, COALESCE(o.pending_action, '') AS pending_action FROM orders o
+WHERE (o.status = 'PAID' OR o.pending_action IS NOT NULL) AND o.updated_at < $1 AND o.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.type IN ('order:process', 'order:cancel', 'order:refund')
+                  AND x.payload->>'orderId' = o.id::text)
+ORDER BY o.updated_at LIMIT $2`
+
+// Stuck returns up to limit orders last changed before a time whose task did not run, oldest
+// first.
+func (Store) Stuck(ctx context.Context, db sqlx.QueryerContext, before time.Time, limit int) ([]order.StuckOrder, error) {
+	var rows []order.StuckOrder
+	err := sqlx.SelectContext(ctx, db, &rows, stuckQuery, before, limit)
+	return rows, mapErr("stuck", err)
+}
+
 const recordEventQuery = `INSERT INTO stripe_events (id, type, outcome) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`
 
 // RecordStripeEvent stores a webhook event id; false means it was seen before.

@@ -57,6 +57,7 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 		return nil, nil, err
 	}
 	p.closes = append(p.closes, func() { p.Redis.Close() })
+	p.warnIfRedisForgets(ctx)
 	return p, ctx, nil
 }
 
@@ -72,5 +73,20 @@ func (p *Program) Checks() map[string]func(context.Context) error {
 func (p *Program) Close() {
 	for i := len(p.closes) - 1; i >= 0; i-- {
 		p.closes[i]()
+	}
+}
+
+// warnIfRedisForgets says at start when Redis keeps nothing on disk. Nothing is lost then
+// (PostgreSQL is the source of truth and the relay redelivers unfinished tasks), but a restart
+// delays every queued task by the redelivery delay and drops rate-limit windows and locks.
+func (p *Program) warnIfRedisForgets(ctx context.Context) {
+	d, err := redisx.ReadDurability(ctx, p.Redis)
+	switch {
+	case err != nil:
+		p.Log.Warn("Redis persistence unknown", "err", err)
+	case !d.Persistent():
+		p.Log.Warn("Redis keeps nothing on disk (appendonly no, no save points): a Redis restart loses the queues "+
+			"until the relay redelivers their tasks from the outbox (OUTBOX_REDELIVER_AFTER); run Redis with appendonly yes",
+			"appendonly", d.AppendOnly, "save", d.SavePoints)
 	}
 }

@@ -51,11 +51,21 @@ func Transition(from, to string) { transitions.WithLabelValues(from, to).Inc() }
 // Outbox and relay.
 var (
 	OutboxBacklog = promauto.NewGauge(prometheus.GaugeOpts{
-		Namespace: ns, Name: "outbox_backlog", Help: "Outbox rows waiting to be relayed.",
+		Namespace: ns, Name: "outbox_backlog", Help: "Outbox rows waiting for their first hand-off to the queues.",
 	})
 	OutboxOldestAge = promauto.NewGauge(prometheus.GaugeOpts{
-		Namespace: ns, Name: "outbox_oldest_age_seconds", Help: "Age of the oldest outbox row (0 when empty).",
+		Namespace: ns, Name: "outbox_oldest_age_seconds", Help: "Age of the oldest outbox row waiting for its first hand-off (0 when none).",
 	})
+	OutboxInFlight = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "outbox_in_flight", Help: "Outbox rows handed off whose task has not finished yet.",
+	})
+	OutboxOldestInFlightAge = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "outbox_oldest_in_flight_age_seconds", Help: "Age of the oldest outbox row whose task has not finished (0 when none).",
+	})
+	relayRedelivered = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "relay_redelivered_total",
+		Help: "Outbox rows due again, by task type and what became of their task (lost, completed, abandoned).",
+	}, []string{"type", "verdict"})
 	relayBatch = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: ns, Name: "relay_batch_size", Help: "Rows per relayed batch.",
 		Buckets: []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500},
@@ -75,6 +85,9 @@ func RelayBatch(n int, enqueue time.Duration) {
 	relayEnqueue.Observe(enqueue.Seconds())
 	relayRows.Add(float64(n))
 }
+
+// Redelivered counts an outbox row handed off again.
+func Redelivered(taskType, verdict string) { relayRedelivered.WithLabelValues(taskType, verdict).Inc() }
 
 // Tasks.
 var (

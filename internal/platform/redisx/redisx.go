@@ -4,6 +4,7 @@ package redisx
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -63,4 +64,27 @@ func (p Prefix) Key(parts ...string) string {
 		b = append(b, s...)
 	}
 	return string(b)
+}
+
+// Durability describes what Redis keeps across a restart.
+type Durability struct {
+	AppendOnly bool   // AOF on
+	SavePoints string // RDB snapshot rules ("" for none; "?" when CONFIG is not allowed)
+}
+
+// Persistent reports whether anything survives a restart.
+func (d Durability) Persistent() bool { return d.AppendOnly || (d.SavePoints != "" && d.SavePoints != "?") }
+
+// ReadDurability asks Redis how it persists. Managed services that forbid CONFIG still answer
+// INFO, which tells about AOF.
+func ReadDurability(ctx context.Context, rdb redis.UniversalClient) (Durability, error) {
+	info, err := rdb.Info(ctx, "persistence").Result()
+	if err != nil {
+		return Durability{}, err
+	}
+	d := Durability{AppendOnly: strings.Contains(info, "aof_enabled:1"), SavePoints: "?"}
+	if cfg, err := rdb.ConfigGet(ctx, "save").Result(); err == nil {
+		d.SavePoints = cfg["save"]
+	}
+	return d, nil
 }

@@ -1,0 +1,31 @@
+package outbox
+
+import (
+	"testing"
+
+	"github.com/hibiken/asynq"
+)
+
+// TestFateOf: what a row due again needs, for every state Asynq can report of its task.
+func TestFateOf(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		state   asynq.TaskState
+		lastErr string
+		want    fate
+	}{
+		{asynq.TaskStatePending, "", waiting},
+		{asynq.TaskStateScheduled, "", waiting},
+		{asynq.TaskStateAggregating, "", waiting},
+		{asynq.TaskStateActive, "", waiting},
+		{asynq.TaskStateRetry, "boom", waiting},
+		{asynq.TaskStateRetry, asynq.ErrLeaseExpired.Error(), waiting}, // Asynq retries it itself
+		{asynq.TaskStateCompleted, "", finished},
+		{asynq.TaskStateArchived, "order: payment mismatch", finished},
+		{asynq.TaskStateArchived, asynq.ErrLeaseExpired.Error(), abandoned},
+	} {
+		if got := fateOf(tc.state, tc.lastErr); got != tc.want {
+			t.Errorf("fateOf(%s, %q) = %d, want %d", tc.state, tc.lastErr, got, tc.want)
+		}
+	}
+}

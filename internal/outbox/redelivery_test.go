@@ -1,0 +1,208 @@
+package outbox_test
+
+// Redelivery: a row stays until its task has run; when it is due again the relay hands it off
+// again if Redis lost the task, leaves it if the task is still on its way, and deletes it if
+// the task ran and only the deletion was lost.
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+// redeliveries counts the relay's redelivery verdicts.
+type redeliveries struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (r *redeliveries) record(_, verdict string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == nil {
+		r.n = map[string]int{}
+	}
+	r.n[verdict]++
+}
+
+func (r *redeliveries) count(verdict string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[verdict]
+}
+
+// deliveries returns each row's hand-off count (a deleted row is absent).
+func (e *env) deliveries(ids []int64) map[int64]int {
+	e.t.Helper()
+	var rows []struct {
+		ID         int64 `db:"id"`
+		Deliveries int   `db:"deliveries"`
+	}
+	if err := e.db.Select(&rows, `SELECT id, deliveries FROM outbox WHERE id = ANY($1)`, ids); err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[int64]int{}
+	for _, r := range rows {
+		out[r.ID] = r.Deliveries
+	}
+	return out
+}
+
+// redelivering returns a relay whose rows are due again after a second.
+func (e *env) redelivering(rec *redeliveries) *outbox.Relay {
+	r := e.relay(100, time.Hour)
+	r.RedeliverAfter = time.Second
+	r.Redelivered = rec.record
+	return r
+}
+
+// runUntil runs the relay until it hands off want rows in one batch.
+func runUntil(t *testing.T, r *outbox.Relay, want int) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, "rows due again", func() bool {
+		n, err := r.RunOnce(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == want
+	})
+}
+
+func TestRedeliveryHandsLostTasksOffAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var rec redeliveries
+	r := e.redelivering(&rec)
+	ids := e.write(3)
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 3 {
+		t.Fatalf("first hand-off: %d, %v", n, err)
+	}
+	// Redis forgets the tasks (a restart without persistence).
+	queue := e.ns.Queue(tasks.QueueNotifications)
+	for _, id := range ids {
+		if err := e.insp.DeleteTask(queue, outbox.TaskID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 0 {
+		t.Fatalf("before the rows are due again: %d handed off, %v", n, err)
+	}
+	runUntil(t, r, 3)
+	for _, id := range ids {
+		if !e.queued(tasks.QueueNotifications, id) {
+			t.Fatalf("row %d was not handed off again", id)
+		}
+	}
+	if got := e.deliveries(ids); got[ids[0]] != 2 || got[ids[1]] != 2 || got[ids[2]] != 2 {
+		t.Fatalf("deliveries %v, want 2 each", got)
+	}
+	if rec.count("lost") != 3 {
+		t.Fatalf("verdicts %v, want 3 lost", rec.n)
+	}
+	// The next redelivery waits twice as long.
+	var ms float64
+	if err := e.db.Get(&ms, `SELECT EXTRACT(EPOCH FROM relay_at - now()) * 1000 FROM outbox WHERE id = $1`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if wait := time.Duration(ms) * time.Millisecond; wait < time.Second || wait > 2*time.Second {
+		t.Fatalf("next redelivery in %s, want about 2s", wait)
+	}
+}
+
+func TestRedeliveryLeavesTasksOnTheirWay(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var rec redeliveries
+	r := e.redelivering(&rec)
+	ids := e.write(2)
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 2 {
+		t.Fatalf("first hand-off: %d, %v", n, err)
+	}
+	runUntil(t, r, 2)
+	if got := e.deliveries(ids); len(got) != 2 || got[ids[0]] != 2 {
+		t.Fatalf("deliveries %v, want both rows kept, handed off twice", got)
+	}
+	info, err := e.insp.GetQueueInfo(e.ns.Queue(tasks.QueueNotifications))
+	if err != nil || info.Pending != 2 {
+		t.Fatalf("queue: %+v, %v; want the 2 tasks once each", info, err)
+	}
+	if len(rec.n) != 0 {
+		t.Fatalf("verdicts %v for tasks still queued", rec.n)
+	}
+}
+
+// TestRedeliveryDeletesRowsOfFinishedTasks: a task that completed, or failed for good, whose
+// row is still there (the worker's deletion was lost) is not run again: the row goes.
+func TestRedeliveryDeletesRowsOfFinishedTasks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var rec redeliveries
+	r := e.redelivering(&rec)
+	ids := e.write(4)
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 4 {
+		t.Fatalf("first hand-off: %d, %v", n, err)
+	}
+	// A worker runs them without deleting their rows: two succeed, two fail for good.
+	var mu sync.Mutex
+	runs := 0
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{Concurrency: 2, Queues: map[string]int{e.ns.Queue(tasks.QueueNotifications): 1},
+		Logger: quietAsynq{}, TaskCheckInterval: 10 * time.Millisecond})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
+		mu.Lock()
+		defer mu.Unlock()
+		runs++
+		if runs > 2 {
+			return errors.Join(errors.New("no such user"), asynq.SkipRetry)
+		}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	testenv.Eventually(t, 10*time.Second, "the tasks ran", func() bool {
+		info, err := e.insp.GetQueueInfo(e.ns.Queue(tasks.QueueNotifications))
+		return err == nil && info.Completed == 2 && info.Archived == 2
+	})
+	runUntil(t, r, 4)
+	if got := e.deliveries(ids); len(got) != 0 {
+		t.Fatalf("rows of finished tasks left: %v", got)
+	}
+	if rec.count("completed") != 4 || runs != 4 {
+		t.Fatalf("verdicts %v, %d runs; want 4 completed, each task run once", rec.n, runs)
+	}
+}
+
+type quietAsynq struct{}
+
+func (quietAsynq) Debug(...any) {}
+func (quietAsynq) Info(...any)  {}
+func (quietAsynq) Warn(...any)  {}
+func (quietAsynq) Error(...any) {}
+func (quietAsynq) Fatal(...any) {}
+
+// TestAckerDeletesFinishedRows: acknowledged rows are deleted in batches; Stop flushes the rest.
+func TestAckerDeletesFinishedRows(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ids := e.write(5)
+	a := outbox.NewAcker(e.db, 20*time.Millisecond, logging.Discard())
+	a.Start()
+	a.Ack(ids[0])
+	a.Ack(ids[1])
+	a.Ack(0) // not from the outbox
+	testenv.Eventually(t, 5*time.Second, "acknowledged rows deleted", func() bool { return len(e.deliveries(ids)) == 3 })
+	a.Ack(ids[2])
+	a.Stop()
+	if got := e.deliveries(ids); len(got) != 2 || got[ids[3]] != 0 || got[ids[4]] != 0 {
+		t.Fatalf("rows left after Stop: %v, want the 2 never acknowledged", got)
+	}
+}
