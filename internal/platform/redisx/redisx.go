@@ -73,7 +73,9 @@ type Durability struct {
 }
 
 // Persistent reports whether anything survives a restart.
-func (d Durability) Persistent() bool { return d.AppendOnly || (d.SavePoints != "" && d.SavePoints != "?") }
+func (d Durability) Persistent() bool {
+	return d.AppendOnly || (d.SavePoints != "" && d.SavePoints != "?")
+}
 
 // ReadDurability asks Redis how it persists. Managed services that forbid CONFIG still answer
 // INFO, which tells about AOF.
