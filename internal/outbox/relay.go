@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,9 +180,12 @@ func (r *Relay) enqueue(ctx context.Context, rw row, queue string) error {
 	}
 	_, err = r.client.EnqueueContext(ctx, asynq.NewTask(rw.Type, payload),
 		asynq.TaskID(TaskID(rw.ID)), asynq.Queue(r.ns.Queue(queue)),
-		asynq.MaxRetry(r.MaxRetry), asynq.Retention(r.Retention), asynq.Timeout(2*time.Minute))
+		asynq.MaxRetry(r.MaxRetry), asynq.Retention(r.Retention), asynq.Timeout(taskTimeout))
 	return err
 }
+
+// taskTimeout bounds one attempt of a task.
+const taskTimeout = 2 * time.Minute
 
 // settle decides what to do with a row due again whose task Asynq still knows.
 func (r *Relay) settle(ctx context.Context, rw row, queue string) (bool, error) {
@@ -239,8 +243,49 @@ func (r *Relay) redelivered(ctx context.Context, rw row, verdict string) {
 // TaskID is the Asynq task id of an outbox row.
 func TaskID(outboxID int64) string { return "outbox-" + strconv.FormatInt(outboxID, 10) }
 
+// orphanCheck is how often the relay looks for tasks left running by a worker that vanished.
+const orphanCheck = 5 * time.Second
+
+// recoverOrphans runs again, under a derived task id, every outbox task left running by a
+// worker that vanished (a SIGKILL, a lost host): one whose Asynq lease expired because its
+// worker sent no heartbeat for Asynq's lease time (30 s). Asynq would retry it too, but only
+// 30 s later still (a margin for clock skew between hosts) at its recoverer's next pass, once a
+// minute: up to two minutes after the crash instead of about half of one. It is safe: Asynq
+// cancels a handler whose lease expired and refuses its result, so the original cannot run on;
+// when Asynq retries it later, the handler finds the work done (handlers are idempotent). It
+// assumes the hosts' clocks agree within 25 s.
+func (r *Relay) recoverOrphans(ctx context.Context) {
+	for _, queue := range tasks.Queues {
+		active, err := r.inspector.ListActiveTasks(r.ns.Queue(queue), asynq.PageSize(1000))
+		if err != nil {
+			if !errors.Is(err, asynq.ErrQueueNotFound) {
+				r.log.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
+			}
+			continue
+		}
+		for _, t := range active {
+			if !t.IsOrphaned || !strings.HasPrefix(t.ID, "outbox-") {
+				continue
+			}
+			_, err := r.client.EnqueueContext(ctx, asynq.NewTask(t.Type, t.Payload), asynq.TaskID(t.ID+"~"),
+				asynq.Queue(t.Queue), asynq.MaxRetry(r.MaxRetry), asynq.Retention(r.Retention), asynq.Timeout(taskTimeout))
+			switch {
+			case errors.Is(err, asynq.ErrTaskIDConflict): // recovered already
+			case err != nil:
+				r.log.WarnContext(ctx, "orphaned task not run again", "taskId", t.ID, "err", err)
+			default:
+				r.log.WarnContext(ctx, "task of a vanished worker run again", "taskId", t.ID, "taskType", t.Type)
+				if r.Redelivered != nil {
+					r.Redelivered(t.Type, "orphaned")
+				}
+			}
+		}
+	}
+}
+
 // Run relays until ctx ends: it drains full batches back to back, then sleeps until a
 // NOTIFY on Channel or the poll interval. The batch in progress when ctx ends is finished.
+// Every orphanCheck it also runs again the tasks of vanished workers.
 func (r *Relay) Run(ctx context.Context) error {
 	listener := pq.NewListener(r.dsn, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if err != nil {
@@ -253,10 +298,15 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	orphans := time.NewTicker(orphanCheck)
+	defer orphans.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-orphans.C:
+			r.recoverOrphans(ctx)
+			continue
 		case <-listener.Notify:
 		case <-timer.C:
 		}

@@ -52,7 +52,7 @@ func NewRunner(reg map[string]Strategy, locks *redsync.Redsync, keys redisx.Pref
 	if err := Check(reg); err != nil {
 		return nil, err
 	}
-	return &Runner{reg: reg, locks: locks, keys: keys, log: log, LockExpiry: 30 * time.Second}, nil
+	return &Runner{reg: reg, locks: locks, keys: keys, log: log, LockExpiry: 10 * time.Second}, nil
 }
 
 // errMalformed marks payloads no retry can fix.
