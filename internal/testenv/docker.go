@@ -3,6 +3,8 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,16 +76,37 @@ type service struct {
 
 // start runs s and waits until it is ready, returning its published host:port. A container
 // that never gets ready is removed at once.
+//
+// The host port is chosen here, not by Docker: Docker's allocator knows only its own bindings,
+// so it may hand out a 127.0.0.1 port that another process (or another container's 0.0.0.0
+// binding) holds. A port taken between the choice and the binding is retried.
 func (c *containers) start(s service) (string, error) {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var addr string
+		if addr, err = c.startOnce(s); err == nil || !portTaken(err) {
+			return addr, err
+		}
+	}
+	return "", err
+}
+
+func (c *containers) startOnce(s service) (string, error) {
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
 	tmpfs := map[string]string{}
 	for _, dir := range s.tmpfs {
 		tmpfs[dir] = "rw"
 	}
+	// A name of its own, to remove a container that was created but could not start.
+	name := "dispatch-test-" + strings.ReplaceAll(s.repo, "/", "-") + "-" + randomSuffix()
 	r, err := c.pool.RunWithOptions(&dockertest.RunOptions{
-		Repository: s.repo, Tag: s.tag, Env: s.env, Cmd: s.cmd,
+		Name: name, Repository: s.repo, Tag: s.tag, Env: s.env, Cmd: s.cmd,
 		Labels:       map[string]string{ownerLabel: c.owner},
 		ExposedPorts: []string{s.port},
-		PortBindings: map[dc.Port][]dc.PortBinding{dc.Port(s.port): {{HostIP: "127.0.0.1"}}},
+		PortBindings: map[dc.Port][]dc.PortBinding{dc.Port(s.port): {{HostIP: "127.0.0.1", HostPort: strconv.Itoa(port)}}},
 	}, func(hc *dc.HostConfig) {
 		hc.AutoRemove = true
 		hc.RestartPolicy = dc.NeverRestart()
@@ -91,6 +114,7 @@ func (c *containers) start(s service) (string, error) {
 		hc.Tmpfs = tmpfs
 	})
 	if err != nil {
+		_ = c.pool.RemoveContainerByName(name)
 		return "", fmt.Errorf("start %s:%s: %w", s.repo, s.tag, err)
 	}
 	addr := r.GetHostPort(s.port)
@@ -99,6 +123,12 @@ func (c *containers) start(s service) (string, error) {
 		return "", fmt.Errorf("%s:%s on %s never got ready: %w", s.repo, s.tag, addr, err)
 	}
 	return addr, nil
+}
+
+// portTaken reports Docker's failure to bind a published port that something else holds.
+func portTaken(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "address already in use") || strings.Contains(msg, "port is already allocated")
 }
 
 func (c *containers) postgres() (string, error) {
