@@ -17,10 +17,6 @@ import (
 // the test binary needs no other program, image or TestMain.
 const watcherEnv = "DISPATCH_TESTENV_WATCH"
 
-// watcherPipe is the write end of the watcher's stdin, held (never written) for the life of
-// this process; keeping a reference stops its finalizer from closing it early.
-var watcherPipe *os.File
-
 func init() {
 	if owner := os.Getenv(watcherEnv); owner != "" {
 		watch(owner)
@@ -34,10 +30,13 @@ func startWatcher(owner string) error {
 	if err != nil {
 		return err
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
+	// The write end stays a bare descriptor, never closed: no finalizer can close it early,
+	// and close-on-exec keeps it from the other programs this process starts.
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
 		return err
 	}
+	r := os.NewFile(uintptr(fds[0]), "watcher-stdin")
 	defer r.Close()
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), watcherEnv+"="+owner)
@@ -46,10 +45,9 @@ func startWatcher(owner string) error {
 	// close it. A session of its own: Ctrl-C in the terminal must not stop the cleanup.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		w.Close()
+		_ = syscall.Close(fds[1])
 		return err
 	}
-	watcherPipe = w
 	return cmd.Process.Release()
 }
 
