@@ -1,10 +1,13 @@
-# syntax=docker/dockerfile:1
-#
 # One image holds every Dispatch program; the command picks which one runs:
 #   docker run dispatch            → /app/api (the default CMD)
 #   docker-compose.yml sets command: ["/app/worker"], ["/app/outbox-relay"], ["/app/migrate", "up"].
 # /app/dispatchctl (signed test webhooks, timelines) is in the image too:
 #   docker compose exec api /app/dispatchctl webhook succeeded <order-id>
+#
+# Build with BuildKit (the default builder since Docker 23; DOCKER_BUILDKIT=1 before that): the
+# RUN --mount caches keep Go's module and build caches between builds. There is no `# syntax=`
+# line on purpose: the frontend built into BuildKit reads this file, so building needs no image
+# besides the two below.
 #
 # Base image: alpine, not distroless. The programs have no "healthcheck" mode of their own and
 # distroless has no shell and no HTTP client, so a container health check there would need extra

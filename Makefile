@@ -6,6 +6,10 @@ GOBIN       := $(shell go env GOPATH)/bin
 STRIPE_MOCK := $(GOBIN)/stripe-mock
 STATICCHECK := $(GOBIN)/staticcheck
 K6          := $(GOBIN)/k6
+# Grafana Loki for `make observability-check`, built from its Go module: the version
+# docker-compose.yml runs. (Debian's package named loki is another program.)
+LOKI_VERSION := v3.5.1
+LOKI         := $(GOBIN)/loki-$(LOKI_VERSION)
 
 # `make load` drives a stack that is already running (BASE_URL); it starts nothing itself.
 BASE_URL       ?= http://127.0.0.1:8080
@@ -16,10 +20,10 @@ K6_FLAGS       ?= --summary-trend-stats 'avg,min,med,p(90),p(95),p(99),max'
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 export TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
 
-.PHONY: help run test build migrate lint bench load tools
+.PHONY: help run test build migrate lint bench load tools test-docker image compose-check observability-check
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 run: build $(STRIPE_MOCK) ## start everything: stripe-mock, migrations, demo data, API on :8080
 	@./scripts/run.sh
@@ -54,6 +58,26 @@ load: $(K6) ## k6 load test against a running `make run`
 	$(K6) run $(K6_FLAGS) -e BASE_URL=$(BASE_URL) -e WEBHOOK_SECRET=$(WEBHOOK_SECRET) k6/smoke.js
 	$(K6) run $(K6_FLAGS) -e BASE_URL=$(BASE_URL) -e WEBHOOK_SECRET=$(WEBHOOK_SECRET) k6/order-pipeline.js
 
+# The container paths need a Docker engine and Compose (on the project's machines, which reach
+# no registry: sudo ../shared/tools/docker-setup.sh, once). `make test` and .ci/run never use
+# Docker. See README.md, "Operations".
+test-docker: ## the tests through dockertest: Postgres, Redis, stripe-mock in containers, none left after
+	./scripts/test-docker.sh
+
+image: ## build the image dispatch:local from the Dockerfile (with BuildKit)
+	./scripts/build-image.sh
+
+compose-check: ## build the image, run the compose app services: an order, 3 workers, down -v
+	TEST_COMPOSE=1 go test -count=1 -timeout 40m -run '^TestComposeStack$$' -v ./internal/deploycheck/
+
+# Prometheus from Debian's package (installed when missing), Loki built from its Go module, both
+# as local processes on free ports against the programs started locally: no Docker.
+observability-check: $(LOKI) ## Prometheus and Loki for real: every program scraped, logs queryable
+	@command -v prometheus >/dev/null || { echo "installing Debian's prometheus"; \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+	TEST_OBSERVABILITY=1 LOKI_BIN=$(LOKI) go test -count=1 -timeout 20m -run '^TestObservability$$' -v ./internal/deploycheck/
+
 tools: $(STRIPE_MOCK) $(STATICCHECK)
 
 $(STRIPE_MOCK):
@@ -64,3 +88,6 @@ $(STATICCHECK):
 
 $(K6):
 	go install go.k6.io/k6@v1.8.1
+
+$(LOKI):
+	./scripts/build-loki.sh $(LOKI_VERSION) $@

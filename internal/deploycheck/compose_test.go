@@ -223,6 +223,17 @@ func TestComposeCommandsAndScaling(t *testing.T) {
 			t.Errorf("%s: port %d is not published", name, port)
 		}
 	}
+	// Every container in a network namespace of its own, reachable from this host only.
+	for name, svc := range p.Services {
+		if svc.NetworkMode != "" {
+			t.Errorf("%s: network_mode %q, want the project's network", name, svc.NetworkMode)
+		}
+		for _, pc := range svc.Ports {
+			if pc.HostIP != "127.0.0.1" {
+				t.Errorf("%s: port %d published on %q, want 127.0.0.1 only", name, pc.Target, pc.HostIP)
+			}
+		}
+	}
 	// Bind mounts name files of the repository that exist.
 	for name, svc := range p.Services {
 		for _, v := range svc.Volumes {
@@ -262,6 +273,15 @@ func TestComposeDependenciesAndHealthChecks(t *testing.T) {
 			}
 		}
 	}
+	// The app services start without the observability images: nothing they need, however
+	// indirectly, is Prometheus, Loki, promtail or Grafana.
+	for _, name := range []string{"api", "outbox-relay", "worker"} {
+		for _, dep := range dependencies(p, name) {
+			if _, app := appServices[dep]; !app && !slices.Contains([]string{"postgres", "redis", "stripe-mock"}, dep) {
+				t.Errorf("%s depends on %s: docker compose up %s would need its image", name, dep, name)
+			}
+		}
+	}
 	for name, svc := range p.Services {
 		hc := svc.HealthCheck
 		if name == "migrate" {
@@ -281,6 +301,27 @@ func TestComposeDependenciesAndHealthChecks(t *testing.T) {
 			}
 		}
 	}
+}
+
+// dependencies returns every service name depends on, directly or not.
+func dependencies(p *types.Project, name string) []string {
+	seen := map[string]bool{}
+	var walk func(string)
+	walk = func(n string) {
+		for dep := range p.Services[n].DependsOn {
+			if !seen[dep] {
+				seen[dep] = true
+				walk(dep)
+			}
+		}
+	}
+	walk(name)
+	out := make([]string, 0, len(seen))
+	for dep := range seen {
+		out = append(out, dep)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // TestDockerComposeConfig asks the docker CLI's compose plugin to validate the file, when the

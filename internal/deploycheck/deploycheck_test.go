@@ -4,7 +4,10 @@
 // deploy/grafana. The dashboard's queries are checked against the metrics that the real
 // programs — the binaries the Dockerfile builds — expose after orders went through them.
 //
-// There is no Docker engine on the development machines: nothing here starts a container.
+// `make test` starts no container here. Two tests run the real thing when asked:
+// TestComposeStack builds the image and runs the compose app services on a Docker engine
+// (TEST_COMPOSE=1, make compose-check); TestObservability runs Prometheus and Loki against the
+// programs (TEST_OBSERVABILITY=1, make observability-check).
 package deploycheck_test
 
 import (

@@ -32,41 +32,10 @@ import (
 // panel filters on.
 func TestProgramsExposeDashboardMetrics(t *testing.T) {
 	queries := dashboardQueries(t)
-	ctx := testenv.Context(t)
-
-	// migrate up, as the compose one-shot.
-	dbURL := testenv.EmptyDB(t)
-	migrate := startProgram(t, "migrate", serviceEnv(t, "migrate", "DATABASE_URL", dbURL), "up")
-	select {
-	case <-migrate.Done():
-	case <-time.After(2 * time.Minute):
-		t.Fatal("migrate up did not finish")
-	}
-	if migrate.Err() != nil || !strings.Contains(migrate.Output(6000), "(dirty: false)") {
-		t.Fatalf("migrate up: %v\n%s", migrate.Err(), migrate.Output(6000))
-	}
-	db, err := postgres.Open(ctx, dbURL, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-
-	redisURL, _ := isolatedRedis(t)
-	stripe := testenv.NewStripeProxy(t, testenv.StripeURL(t))
 	loki := newFakeLoki(t)
-	apiAddr, relayAddr, workerAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	common := []string{"DATABASE_URL", dbURL, "REDIS_URL", redisURL, "LOKI_URL", loki.URL}
+	sys := startSystem(t, loki.URL, 1)
+	d, stripe := sys.driver, sys.stripe
 
-	api := startProgram(t, "api", serviceEnv(t, "api", append(common, "HTTP_ADDR", apiAddr,
-		"STRIPE_API_BASE", stripe.URL, "RATE_LIMIT_ENABLED", "false")...))
-	relay := startProgram(t, "outbox-relay", serviceEnv(t, "outbox-relay", append(common, "OPS_ADDR", relayAddr)...))
-	worker := startProgram(t, "worker", serviceEnv(t, "worker", append(common, "OPS_ADDR", workerAddr,
-		"STRIPE_API_BASE", stripe.URL)...))
-	api.WaitReady(apiAddr)
-	relay.WaitReady(relayAddr)
-	worker.WaitReady(workerAddr)
-
-	d := newDriver(t, "http://"+apiAddr, db, composeEnv(loadCompose(t).Services["api"])["STRIPE_WEBHOOK_SECRET"])
 	admin := d.login("admin@dispatch.local", demo.Password)
 	var item struct{ ID string }
 	admin.Do("POST", "/v1/admin/items", map[string]any{"name": "Deploy check " + uuid.NewString()[:6],
@@ -102,7 +71,7 @@ func TestProgramsExposeDashboardMetrics(t *testing.T) {
 	financial.Do("PATCH", "/v1/admin/orders/"+c.ID+"/cancel", map[string]string{"reason": "deploy check"}).Expect(t, 202)
 	d.waitStatus(c.ID, "CANCELED")
 
-	targets := map[string]string{"api": apiAddr, "outbox-relay": relayAddr, "worker": workerAddr}
+	targets := map[string]string{"api": sys.api, "outbox-relay": sys.relay, "worker": sys.workers[0]}
 	var problems []string
 	var exposed exposition
 	deadline := time.Now().Add(30 * time.Second)

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/config"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -57,6 +59,55 @@ func serviceEnv(t *testing.T, service string, overrides ...string) []string {
 func startProgram(t *testing.T, name string, env []string, args ...string) *testenv.Program {
 	t.Helper()
 	return testenv.StartProgram(t, name, filepath.Join(dockerBuild(t), name), env, args...)
+}
+
+// system is Dispatch running as docker-compose.yml runs it, on this machine's services.
+type system struct {
+	db      *postgres.DB
+	stripe  *testenv.StripeProxy
+	api     string   // the API's address
+	relay   string   // the relay's ops address
+	workers []string // the workers' ops addresses
+	driver  *driver
+}
+
+// startSystem runs migrate up on a database of its own, then api, outbox-relay and the given
+// number of workers with the compose environment, pushing their logs to lokiURL, and waits
+// until each is ready. The programs listen on free ports, never on the compose defaults.
+func startSystem(t *testing.T, lokiURL string, workers int) *system {
+	t.Helper()
+	dbURL := testenv.EmptyDB(t)
+	migrate := startProgram(t, "migrate", serviceEnv(t, "migrate", "DATABASE_URL", dbURL), "up")
+	select {
+	case <-migrate.Done():
+	case <-time.After(2 * time.Minute):
+		t.Fatal("migrate up did not finish")
+	}
+	if migrate.Err() != nil || !strings.Contains(migrate.Output(6000), "(dirty: false)") {
+		t.Fatalf("migrate up: %v\n%s", migrate.Err(), migrate.Output(6000))
+	}
+	db, err := postgres.Open(testenv.Context(t), dbURL, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+
+	redisURL, _ := isolatedRedis(t)
+	s := &system{db: db, stripe: testenv.NewStripeProxy(t, testenv.StripeURL(t)), api: freeAddr(t), relay: freeAddr(t)}
+	common := []string{"DATABASE_URL", dbURL, "REDIS_URL", redisURL, "LOKI_URL", lokiURL}
+	api := startProgram(t, "api", serviceEnv(t, "api", append(common, "HTTP_ADDR", s.api,
+		"STRIPE_API_BASE", s.stripe.URL, "RATE_LIMIT_ENABLED", "false")...))
+	relay := startProgram(t, "outbox-relay", serviceEnv(t, "outbox-relay", append(common, "OPS_ADDR", s.relay)...))
+	api.WaitReady(s.api)
+	relay.WaitReady(s.relay)
+	for i := 0; i < workers; i++ {
+		addr := freeAddr(t)
+		w := startProgram(t, "worker", serviceEnv(t, "worker", append(common, "OPS_ADDR", addr, "STRIPE_API_BASE", s.stripe.URL)...))
+		w.WaitReady(addr)
+		s.workers = append(s.workers, addr)
+	}
+	s.driver = newDriver(t, "http://"+s.api, db, composeEnv(loadCompose(t).Services["api"])["STRIPE_WEBHOOK_SECRET"])
+	return s
 }
 
 func freeAddr(t *testing.T) string {

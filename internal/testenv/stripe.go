@@ -21,14 +21,14 @@ var (
 )
 
 // StripeURL returns the base URL of a stripe-mock: TEST_STRIPE_URL, else one started from the
-// stripe-mock binary (killed with the test process), else a container.
+// stripe-mock binary (killed with the test process) unless TEST_DOCKER=1, else a container.
 func StripeURL(t testing.TB) string {
 	t.Helper()
 	stripeOnce.Do(func() {
 		if stripeURL = os.Getenv("TEST_STRIPE_URL"); stripeURL != "" {
 			return
 		}
-		if bin := stripeMockBinary(); bin != "" {
+		if bin := stripeMockBinary(); bin != "" && !dockerWanted() {
 			stripeURL, stripeErr = startStripeMock(bin)
 			return
 		}

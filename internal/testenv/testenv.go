@@ -1,9 +1,11 @@
 // Package testenv gives tests real PostgreSQL, Redis and stripe-mock.
 //
 // It uses TEST_DATABASE_URL, TEST_REDIS_URL and TEST_STRIPE_URL when set (CI and the local
-// services), otherwise starts containers with dockertest when a Docker engine answers, and
-// otherwise fails the test saying how to provide them. stripe-mock may also come from its
-// binary on PATH or in GOPATH/bin.
+// services), otherwise starts containers with dockertest when a Docker engine answers (see
+// docker.go: they are removed when the test process ends), and otherwise fails the test saying
+// how to provide them. stripe-mock may also come from its binary on PATH or in GOPATH/bin,
+// except with TEST_DOCKER=1, which puts every service not given by URL in a container (make
+// test-docker).
 //
 // Isolation: every test gets its own database, created from a template migrated once per
 // migration set, and its own Redis key prefix, so tests run in parallel without sharing state
@@ -70,6 +72,9 @@ func serviceURLs() (pg, redis string, err error) {
 	})
 	return urls.pg, urls.redis, urls.err
 }
+
+// dockerWanted reports TEST_DOCKER=1.
+func dockerWanted() bool { return os.Getenv("TEST_DOCKER") == "1" }
 
 // Context returns a context cancelled when the test ends.
 func Context(t testing.TB) context.Context {
