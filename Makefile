@@ -68,7 +68,7 @@ image: ## build the image dispatch:local from the Dockerfile (with BuildKit)
 	./scripts/build-image.sh
 
 compose-check: ## build the image, run the compose app services: an order, 3 workers, down -v
-	TEST_COMPOSE=1 go test -count=1 -timeout 40m -run '^TestComposeStack$$' -v ./internal/deploycheck/
+	go test -tags compose -count=1 -timeout 40m -run '^TestComposeStack$$' -v ./internal/deploycheck/
 
 # Prometheus from Debian's package (installed when missing), Loki built from its Go module, both
 # as local processes on free ports against the programs started locally: no Docker.
@@ -76,7 +76,7 @@ observability-check: $(LOKI) ## Prometheus and Loki for real: every program scra
 	@command -v prometheus >/dev/null || { echo "installing Debian's prometheus"; \
 	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
-	TEST_OBSERVABILITY=1 LOKI_BIN=$(LOKI) go test -count=1 -timeout 20m -run '^TestObservability$$' -v ./internal/deploycheck/
+	LOKI_BIN=$(LOKI) go test -tags observability -count=1 -timeout 20m -run '^TestObservability$$' -v ./internal/deploycheck/
 
 tools: $(STRIPE_MOCK) $(STATICCHECK)
 

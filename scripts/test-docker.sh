@@ -32,7 +32,7 @@ volumes_before=$(docker volume ls -q | wc -l)
 status=0
 start=$SECONDS
 env -u TEST_DATABASE_URL -u TEST_REDIS_URL -u TEST_STRIPE_URL TEST_DOCKER=1 \
-  go test -race -count=1 -timeout 30m "${@:-./...}" || status=$?
+  go test -tags docker -race -count=1 -timeout 30m "${@:-./...}" || status=$?
 echo "test-docker: go test took $((SECONDS - start)) s (exit $status)"
 
 # The watchers remove their owner's containers within seconds of its end.

@@ -6,8 +6,8 @@
 //
 // `make test` starts no container here. Two tests run the real thing when asked:
 // TestComposeStack builds the image and runs the compose app services on a Docker engine
-// (TEST_COMPOSE=1, make compose-check); TestObservability runs Prometheus and Loki against the
-// programs (TEST_OBSERVABILITY=1, make observability-check).
+// (built with the compose tag, make compose-check); TestObservability runs Prometheus and Loki against the
+// programs (built with the observability tag, make observability-check).
 package deploycheck_test
 
 import (

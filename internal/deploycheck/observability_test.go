@@ -1,3 +1,5 @@
+//go:build observability
+
 package deploycheck_test
 
 import (
@@ -33,11 +35,8 @@ import (
 // series, that the dashboard's queries evaluate, and that Loki returns the programs' lines by
 // service and by correlationId, the way the dashboard's logs panel asks.
 //
-// It runs with TEST_OBSERVABILITY=1 (make observability-check).
+// It is built only with the observability tag (make observability-check).
 func TestObservability(t *testing.T) {
-	if os.Getenv("TEST_OBSERVABILITY") != "1" {
-		t.Skip("runs with TEST_OBSERVABILITY=1 (make observability-check): it needs Prometheus and Loki binaries")
-	}
 	dir := t.TempDir()
 	loki := startLoki(t, binary(t, "LOKI_BIN", "loki"), dir)
 	sys := startSystem(t, loki, 2)

@@ -1,3 +1,5 @@
+//go:build compose
+
 package deploycheck_test
 
 import (
@@ -25,14 +27,11 @@ var composeApp = []string{"postgres", "redis", "stripe-mock", "migrate", "api", 
 // goes to PROCESSED; then with --scale worker=3 every replica takes work; then down -v leaves
 // no container, volume or network. It logs how long each step took.
 //
-// It needs Docker, Compose and the images (or their stand-ins), so it runs only with
-// TEST_COMPOSE=1 (make compose-check). The project name is of its own and the API is
+// It needs Docker, Compose and the images (or their stand-ins), so it is built only with the
+// compose tag (make compose-check). The project name is of its own and the API is
 // published on a free port of 127.0.0.1 (COMPOSE_API_PORT to choose it), so a running
 // `docker compose up` or local stack is not disturbed.
 func TestComposeStack(t *testing.T) {
-	if os.Getenv("TEST_COMPOSE") != "1" {
-		t.Skip("runs with TEST_COMPOSE=1 (make compose-check): it needs a Docker engine")
-	}
 	c := newComposeRun(t)
 	c.step("image build", func() { c.buildImage() })
 	c.step("up (app services healthy)", func() {

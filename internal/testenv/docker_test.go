@@ -1,3 +1,5 @@
+//go:build docker
+
 package testenv
 
 import (
@@ -33,16 +35,13 @@ func init() {
 	select {}
 }
 
-// requireDocker returns the engine when TEST_DOCKER=1 and fails without one; other runs
-// (make test, CI) keep away from Docker.
+// requireDocker returns the engine and fails without one. These tests are built only with the
+// docker tag (make test-docker); other runs (make test, CI) keep away from Docker.
 func requireDocker(t *testing.T) *containers {
 	t.Helper()
-	if !dockerWanted() {
-		t.Skip("the container path is tested with TEST_DOCKER=1 (make test-docker)")
-	}
 	c, err := docker()
 	if err != nil {
-		t.Fatalf("TEST_DOCKER=1 but no Docker engine: %v", err)
+		t.Fatalf("no Docker engine: %v", err)
 	}
 	return c
 }
