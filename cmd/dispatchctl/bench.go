@@ -32,7 +32,8 @@ scenarios (against a running stack with RATE_LIMIT_ENABLED=false):
   orders                                     POST /v1/orders, closed loop (-clients) or open loop (-rate)
   pipeline                                   order + signed webhook at -rate/s; webhook → PROCESSED latency
   relay                                      -rows outbox rows; time for the running relay to drain them
-  reconcile                                  seeds -orders PENDING orders, times one reconciler run (in-process)`
+  reconcile                                  seeds -orders PENDING orders, times bounded reconciler runs until
+                                             they checked them all (in-process; -stripe-delay slows Stripe)`
 
 func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []string, out io.Writer) error {
 	if len(args) == 0 {
@@ -48,6 +49,7 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 	items := fs.Int("items", 50, "items created for the run; orders take one or two at random")
 	rows := fs.Int("rows", 100000, "outbox rows (relay)")
 	orders := fs.Int("orders", 10000, "PENDING orders (reconcile)")
+	stripeDelay := fs.Duration("stripe-delay", 0, "added to every Stripe call (reconcile)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -56,7 +58,7 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 	case "relay":
 		return benchRelay(ctx, db, *rows, out)
 	case "reconcile":
-		return benchReconcile(ctx, db, cfg, *orders, out)
+		return benchReconcile(ctx, db, cfg, *orders, *stripeDelay, out)
 	}
 
 	rdb, err := redisx.Open(ctx, cfg.RedisURL)
@@ -126,7 +128,7 @@ func benchRelay(ctx context.Context, db *postgres.DB, rows int, out io.Writer) e
 	return nil
 }
 
-func benchReconcile(ctx context.Context, db *postgres.DB, cfg config.Config, n int, out io.Writer) error {
+func benchReconcile(ctx context.Context, db *postgres.DB, cfg config.Config, n int, stripeDelay time.Duration, out io.Writer) error {
 	var userID uuid.UUID
 	if err := db.GetContext(ctx, &userID, `SELECT id FROM users WHERE email = 'admin@dispatch.local'`); err != nil {
 		return fmt.Errorf("the demo admin (seeded by the API) is needed: %w", err)
@@ -147,15 +149,38 @@ created_at, updated_at, deleted_at FROM items WHERE deleted_at IS NULL ORDER BY 
 		return err
 	}
 	defer rdb.Close()
-	gateway := payment.NewStripe(cfg.StripeSecretKey, cfg.StripeAPIBase)
+	stripeBase := cfg.StripeAPIBase
+	if stripeDelay > 0 {
+		if stripeBase == "" {
+			return errors.New("-stripe-delay needs STRIPE_API_BASE (a stripe-mock), never the real Stripe")
+		}
+		if stripeBase, err = loadtest.SlowProxy(ctx, stripeBase, stripeDelay); err != nil {
+			return err
+		}
+	}
+	gateway := payment.NewStripe(cfg.StripeSecretKey, stripeBase)
 	log := logging.Discard()
 	orders := order.NewService(db, orderdb.Store{}, catalogdb.Store{}, catalog.NewCache(rdb, redisx.DefaultPrefix, cfg.CacheTTL, log),
 		gateway, idempotency.NewStore(db), user.NewCustomerSync(db, userdb.Store{}, gateway), log)
-	rep, d, err := loadtest.Reconcile(ctx, orders, policy)
-	if err != nil {
-		return err
+	var (
+		from    *order.PendingOrder
+		checked int
+		total   time.Duration
+	)
+	for run := 1; ; run++ {
+		rep, d, err := loadtest.Reconcile(ctx, orders, policy, from)
+		if err != nil {
+			return err
+		}
+		checked += rep.Checked
+		total += d
+		fmt.Fprintf(out, "run %d: checked %d PENDING orders in %s (%.0f orders/s), finished=%t\n", run, rep.Checked,
+			d.Round(time.Millisecond), float64(rep.Checked)/d.Seconds(), rep.Next == nil)
+		if from = rep.Next; from == nil {
+			break
+		}
 	}
-	fmt.Fprintf(out, "reconciler checked %d PENDING orders in %s (%.0f orders/s): %+v\n", rep.Checked, d.Round(time.Millisecond),
-		float64(rep.Checked)/d.Seconds(), rep)
+	fmt.Fprintf(out, "reconciler checked %d orders in %s of runs (%.0f orders/s), Stripe delay %s, at most %d orders or %s per run, %d lookups at a time\n",
+		checked, total.Round(time.Millisecond), float64(checked)/total.Seconds(), stripeDelay, policy.MaxOrders, policy.Budget, policy.Lookups)
 	return nil
 }

@@ -205,7 +205,7 @@ func TestOverlappingReconcilerRunSkips(t *testing.T) {
 	run := func(stripeURL string) (func(context.Context) error, *testenv.Buffer) {
 		rec := s.reconciler(stripeURL)
 		log := logging.New("worker", slog.LevelDebug, "json", rec.log)
-		return worker.Reconcile(rec.orders, redsync.New(goredis.NewPool(s.rdb)), s.keys, policy, log), rec.log
+		return worker.Reconcile(rec.orders, s.rdb, redsync.New(goredis.NewPool(s.rdb)), s.keys, policy, log), rec.log
 	}
 	runA, logA := run(slow.URL)
 	runB, logB := run(s.stripe.URL)
@@ -298,7 +298,7 @@ func TestReconcilerPagesThroughManyOrders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := w.Orders.Reconcile(context.Background(), now, order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL))
+	rep, err := w.Orders.Reconcile(context.Background(), now, order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,5 +327,56 @@ func TestReconcilerPagesThroughManyOrders(t *testing.T) {
 	}
 	if stock != orders {
 		t.Fatalf("stock = %d, want %d (each order's unit released once)", stock, orders)
+	}
+}
+
+// TestReconcilerPositionIsKeptBetweenRuns: a bounded run leaves its position in Redis; the next
+// run, on any worker, resumes there, and the run that reaches the end clears it.
+func TestReconcilerPositionIsKeptBetweenRuns(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noRelay, noWorker)
+	item := s.item(10, 1200)
+	_, c := s.customer()
+	var intents []string
+	for range 3 {
+		o := s.order(c, 1, item)
+		s.setAge(o.ID, time.Now(), 12*time.Minute) // looked up, still unpaid
+		intents = append(intents, *o.Payment.PaymentIntentID)
+	}
+	policy := order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL)
+	policy.MaxOrders = 2
+	cursor := s.keys.Key("reconcile", "cursor")
+	run := func() map[string]any {
+		t.Helper()
+		rec := s.reconciler()
+		log := logging.New("worker", slog.LevelDebug, "json", rec.log)
+		if err := worker.Reconcile(rec.orders, s.rdb, redsync.New(goredis.NewPool(s.rdb)), s.keys, policy, log)(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		lines := jsonLines(rec.log.String(), "reconciler run")
+		if len(lines) != 1 {
+			t.Fatalf("reconciler run lines: %v", lines)
+		}
+		return lines[0]
+	}
+
+	first := run()
+	if first["checked"] != float64(2) || first["finished"] != false || first["resumed"] != false {
+		t.Fatalf("first run: %v, want 2 checked, not finished", first)
+	}
+	if ttl, err := s.rdb.TTL(context.Background(), cursor).Result(); err != nil || ttl <= 0 {
+		t.Fatalf("position %s after a bounded run: ttl %s, %v; want kept with a TTL", cursor, ttl, err)
+	}
+	second := run()
+	if second["checked"] != float64(1) || second["finished"] != true || second["resumed"] != true {
+		t.Fatalf("second run: %v, want the last order checked, resumed, finished", second)
+	}
+	if n, _ := s.rdb.Exists(context.Background(), cursor).Result(); n != 0 {
+		t.Fatal("position kept after a run that reached the end")
+	}
+	for _, pi := range intents {
+		if n := s.intentLookups(pi); n != 1 {
+			t.Errorf("PaymentIntent %s looked up %d times over two runs, want 1", pi, n)
+		}
 	}
 }

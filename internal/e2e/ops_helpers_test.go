@@ -63,7 +63,13 @@ func (s *stack) reconciler(stripeURL ...string) *reconcilerRig {
 // runAt runs the reconciler as if the clock read now.
 func (rr *reconcilerRig) runAt(now time.Time) order.ReconcileReport {
 	rr.t.Helper()
-	rep, err := rr.orders.Reconcile(context.Background(), now, rr.policy)
+	return rr.resume(now, nil)
+}
+
+// resume runs the reconciler from a position, as if the clock read now.
+func (rr *reconcilerRig) resume(now time.Time, from *order.PendingOrder) order.ReconcileReport {
+	rr.t.Helper()
+	rep, err := rr.orders.Reconcile(context.Background(), now, rr.policy, from)
 	if err != nil {
 		rr.t.Fatalf("Reconcile: %v", err)
 	}

@@ -326,3 +326,53 @@ func snapshotOf(r *rig, id uuid.UUID) string {
 	return fmt.Sprintf("%s/%s events=%d outbox=%d payment=%s stock=%v notifications=%d", st, a, len(r.timeline(id)), r.outboxRows(id),
 		mustJSON(r.get(id).Payment), stock, r.count(`SELECT count(*) FROM notifications WHERE data->>'orderId' = $1`, id.String()))
 }
+
+// A run is bounded: it stops at MaxOrders or its time budget, says where, and the next run
+// resumes there, so a backlog of any size is looked at exactly once per pass.
+func TestReconcilerRunsAreBoundedAndResume(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	_, c := r.customer()
+	now := time.Now().Add(time.Minute)
+	item := r.item(100, 300)
+	var intents []string
+	for range 12 {
+		o := r.place(c, 1, item)
+		r.setAge(o.ID, now, 12*time.Minute) // looked up, still unpaid, not yet past the TTL
+		intents = append(intents, *o.Payment.PaymentIntentID)
+	}
+	r.quiesce()
+	rec := r.reconciler()
+
+	rec.policy.MaxOrders = 5
+	var runs []int
+	var from *order.PendingOrder
+	for {
+		rep := rec.resume(now, from)
+		runs = append(runs, rep.Checked)
+		if from = rep.Next; from == nil || len(runs) > 5 {
+			break
+		}
+	}
+	if fmt.Sprint(runs) != "[5 5 2]" {
+		t.Fatalf("orders checked per run %v, want [5 5 2]", runs)
+	}
+	for _, pi := range intents {
+		if n := r.intentLookups(pi); n != 1 {
+			t.Errorf("PaymentIntent %s looked up %d times over one pass, want 1", pi, n)
+		}
+	}
+
+	// Over its time budget a run still takes one order, so every run moves on.
+	rec.policy.MaxOrders, rec.policy.Budget = 0, time.Nanosecond
+	rep := rec.runAt(now)
+	if rep.Checked != 1 || rep.Next == nil {
+		t.Fatalf("a run over budget: %+v, want one order checked and a position to resume at", rep)
+	}
+	if rep = rec.resume(now, rep.Next); rep.Checked != 1 || rep.Next == nil {
+		t.Fatalf("the next run over budget: %+v, want the following order", rep)
+	}
+	if n := r.intentLookups(intents[1]); n != 2 {
+		t.Fatalf("second order looked up %d times after two passes, want 2", n)
+	}
+}

@@ -119,7 +119,7 @@ func TestReconcilerRequeuesStuckOrders(t *testing.T) {
 	}
 
 	w, _ := s.startWorker(50 * time.Millisecond)
-	rep, err := w.Orders.Reconcile(context.Background(), time.Now(), order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL))
+	rep, err := w.Orders.Reconcile(context.Background(), time.Now(), order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL), nil)
 	if err != nil || rep.Requeued != 2 {
 		t.Fatalf("reconcile: %+v, %v; want the 2 stuck orders requeued", rep, err)
 	}
@@ -136,7 +136,7 @@ func TestReconcilerRequeuesStuckOrders(t *testing.T) {
 		t.Errorf("an order with its outbox row was requeued %d times", n)
 	}
 	// A second run finds nothing to do.
-	if rep, err := w.Orders.Reconcile(context.Background(), time.Now(), order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL)); err != nil || rep.Requeued != 0 {
+	if rep, err := w.Orders.Reconcile(context.Background(), time.Now(), order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL), nil); err != nil || rep.Requeued != 0 {
 		t.Fatalf("second reconcile: %+v, %v", rep, err)
 	}
 }

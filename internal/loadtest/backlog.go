@@ -64,9 +64,9 @@ SELECT id, 'pi_bench_' || replace(id::text, '-', ''), 'requires_payment' FROM o`
 	return err
 }
 
-// Reconcile times one reconciler run.
-func Reconcile(ctx context.Context, orders *order.Service, p order.ReconcilePolicy) (order.ReconcileReport, time.Duration, error) {
+// Reconcile times one reconciler run resuming at from.
+func Reconcile(ctx context.Context, orders *order.Service, p order.ReconcilePolicy, from *order.PendingOrder) (order.ReconcileReport, time.Duration, error) {
 	start := time.Now()
-	rep, err := orders.Reconcile(ctx, start, p)
+	rep, err := orders.Reconcile(ctx, start, p, from)
 	return rep, time.Since(start), err
 }

@@ -3,10 +3,11 @@ package order
 import (
 	"context"
 	"errors"
-	"sync"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
@@ -14,7 +15,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
-// ReconcilePolicy holds the reconciler's thresholds (SPEC §5).
+// ReconcilePolicy holds the reconciler's thresholds (SPEC §5) and the bounds of one run.
 type ReconcilePolicy struct {
 	IntentAge   time.Duration // ask Stripe about PaymentIntents older than this (10 min)
 	NoIntentAge time.Duration // cancel orders still without a PaymentIntent after this (5 min)
@@ -22,12 +23,21 @@ type ReconcilePolicy struct {
 	// StuckAfter is how long a paid order may wait for processing, or a cancel or refund for
 	// its run, with no task left to do it, before the reconciler asks for the task again.
 	StuckAfter time.Duration
+
+	// A run stops taking new orders after Budget or MaxOrders (zero: no bound), whichever comes
+	// first, and says where it stopped; the next run resumes there. So a run costs the same whatever the
+	// backlog, and a backlog larger than one run drains over several.
+	Budget    time.Duration
+	MaxOrders int
+	// Lookups bounds the Stripe lookups in flight.
+	Lookups int
 }
 
-// DefaultReconcilePolicy is SPEC §5's, with the configured unpaid TTL.
+// DefaultReconcilePolicy is SPEC §5's, with the configured unpaid TTL. A run fits well inside
+// the one-minute period: 40 s, at most 5,000 orders, 16 lookups at a time.
 func DefaultReconcilePolicy(unpaidTTL time.Duration) ReconcilePolicy {
 	return ReconcilePolicy{IntentAge: 10 * time.Minute, NoIntentAge: 5 * time.Minute, UnpaidTTL: unpaidTTL,
-		StuckAfter: 10 * time.Minute}
+		StuckAfter: 10 * time.Minute, Budget: 40 * time.Second, MaxOrders: 5000, Lookups: 16}
 }
 
 // ReconcileReport counts what a reconciler run did.
@@ -35,6 +45,31 @@ type ReconcileReport struct {
 	Checked, Paid, Canceled, Skipped, Failed int
 	// Requeued counts stuck orders whose task was asked for again.
 	Requeued int
+	// Next is where the following run resumes; nil when this one reached the end.
+	Next *PendingOrder
+}
+
+// Results of reconciling one order.
+const (
+	reconcileNothing  = ""
+	reconcilePaid     = "paid"
+	reconcileCanceled = "canceled"
+	reconcileSkipped  = "skipped"
+	reconcileFailed   = "failed"
+)
+
+func (r *ReconcileReport) count(result string) {
+	r.Checked++
+	switch result {
+	case reconcilePaid:
+		r.Paid++
+	case reconcileCanceled:
+		r.Canceled++
+	case reconcileSkipped:
+		r.Skipped++
+	case reconcileFailed:
+		r.Failed++
+	}
 }
 
 // StuckOrder is an order whose task did not run in time.
@@ -47,97 +82,105 @@ type StuckOrder struct {
 // maxRequeued bounds the stuck orders one run requeues; the rest wait for the next run.
 const maxRequeued = 500
 
-// PendingOrder is what the reconciler reads of a PENDING order.
+// PendingOrder is what the reconciler reads of a PENDING order; it is also a run's position.
 type PendingOrder struct {
 	ID        uuid.UUID `db:"id"`
 	CreatedAt time.Time `db:"created_at"`
 	IntentID  *string   `db:"payment_intent_id"`
 }
 
-// reconcileWorkers bounds the Stripe lookups in flight.
-const reconcileWorkers = 8
+// reconcilePage is how many PENDING orders a run reads at a time.
+const reconcilePage = 500
 
-// Reconcile finds what lost webhooks left behind. PENDING orders whose PaymentIntent is old
-// enough are looked up at Stripe: succeeded and canceled are applied exactly as the webhook
-// would (same code, actor "reconciler"); still unpaid past the TTL, the order is canceled
-// through order:cancel (PaymentIntent canceled at Stripe, stock back). Orders that never got a
-// PaymentIntent are canceled at once. A PaymentIntent Stripe no longer knows is logged and
-// skipped; the run goes on with the rest.
-func (s *Service) Reconcile(ctx context.Context, now time.Time, p ReconcilePolicy) (ReconcileReport, error) {
+// Reconcile finds what lost webhooks left behind, starting after from (nil: from the oldest).
+// PENDING orders whose PaymentIntent is old enough are looked up at Stripe: succeeded and
+// canceled are applied exactly as the webhook would (same code, actor "reconciler"); still
+// unpaid past the TTL, the order is canceled through order:cancel (PaymentIntent canceled at
+// Stripe, stock back). Orders that never got a PaymentIntent are canceled at once. A
+// PaymentIntent Stripe no longer knows is logged and skipped; the run goes on with the rest.
+// The run ends at the policy's bounds and reports in Next where the next one should resume.
+func (s *Service) Reconcile(ctx context.Context, now time.Time, p ReconcilePolicy, from *PendingOrder) (ReconcileReport, error) {
 	var rep ReconcileReport
 	if err := s.requeueStuck(ctx, now.Add(-p.StuckAfter), &rep); err != nil {
 		return rep, err
 	}
+	deadline := time.Now().Add(p.Budget)
+	if p.Budget <= 0 {
+		deadline = time.Now().Add(24 * time.Hour)
+	}
+	maxOrders := p.MaxOrders
+	if maxOrders <= 0 {
+		maxOrders = math.MaxInt
+	}
 	before := now.Add(-min(p.IntentAge, p.NoIntentAge, p.UnpaidTTL))
-	var after *PendingOrder
+	after := from
 	for {
-		page, err := s.store.PendingBefore(ctx, s.db, before, after, 500)
+		limit := min(reconcilePage, maxOrders-rep.Checked)
+		page, err := s.store.PendingBefore(ctx, s.db, before, after, limit)
 		if err != nil {
 			return rep, err
 		}
-		s.reconcilePage(ctx, now, p, page, &rep)
-		if len(page) < 500 {
+		done := s.reconcilePage(ctx, now, p, page, deadline, &rep)
+		if done < len(page) || (len(page) == limit && rep.Checked >= maxOrders) {
+			if done > 0 {
+				rep.Next = &page[done-1]
+			} else {
+				rep.Next = after
+			}
+			return rep, ctx.Err()
+		}
+		if len(page) < limit {
 			return rep, nil
 		}
 		after = &page[len(page)-1]
 	}
 }
 
-func (s *Service) reconcilePage(ctx context.Context, now time.Time, p ReconcilePolicy, page []PendingOrder, rep *ReconcileReport) {
-	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		next = make(chan PendingOrder)
-	)
-	for w := 0; w < reconcileWorkers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for o := range next {
-				result := s.reconcileOne(ctx, now, p, o)
-				mu.Lock()
-				rep.Checked++
-				switch result {
-				case "paid":
-					rep.Paid++
-				case "canceled":
-					rep.Canceled++
-				case "skipped":
-					rep.Skipped++
-				case "failed":
-					rep.Failed++
-				}
-				mu.Unlock()
-			}
-		}()
+// reconcilePage reconciles the page's orders in order, p.Lookups at a time, and returns how
+// many of them it took before the deadline passed (at least one, so every run moves on):
+// those all ran to their end.
+func (s *Service) reconcilePage(ctx context.Context, now time.Time, p ReconcilePolicy, page []PendingOrder, deadline time.Time, rep *ReconcileReport) int {
+	results := make([]string, len(page))
+	g := new(errgroup.Group)
+	g.SetLimit(max(p.Lookups, 1))
+	taken := 0
+	for i, o := range page {
+		if ctx.Err() != nil || (taken > 0 && time.Now().After(deadline)) {
+			break
+		}
+		g.Go(func() error {
+			results[i] = s.reconcileOne(ctx, now, p, o)
+			return nil
+		})
+		taken++
 	}
-	for _, o := range page {
-		next <- o
+	_ = g.Wait() // the goroutines never fail: each order's failure is its result
+	for _, r := range results[:taken] {
+		rep.count(r)
 	}
-	close(next)
-	wg.Wait()
+	return taken
 }
 
 func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePolicy, po PendingOrder) string {
 	age := now.Sub(po.CreatedAt)
 	if po.IntentID == nil {
 		if age < p.NoIntentAge {
-			return ""
+			return reconcileNothing
 		}
 		o, err := s.CancelUnpaid(ctx, po.ID, ActorReconciler, "no payment intent after "+p.NoIntentAge.String())
-		return s.reconciled(ctx, po, err, o.Status == Canceled, "canceled")
+		return s.reconciled(ctx, po, err, o.Status == Canceled, reconcileCanceled)
 	}
 	if age < p.IntentAge && age < p.UnpaidTTL {
-		return ""
+		return reconcileNothing
 	}
 	pi, err := s.gateway.GetPaymentIntent(ctx, *po.IntentID)
 	if errors.Is(err, payment.ErrNotFound) {
 		s.log.WarnContext(ctx, "reconciler: Stripe does not know the PaymentIntent; skipped", "orderId", po.ID, "paymentIntentId", *po.IntentID)
-		return "skipped"
+		return reconcileSkipped
 	}
 	if err != nil {
 		s.log.ErrorContext(ctx, "reconciler: PaymentIntent lookup failed", "orderId", po.ID, "err", err)
-		return "failed"
+		return reconcileFailed
 	}
 	outcome := ""
 	switch {
@@ -146,12 +189,12 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 		_, err = s.apply(ctx, po.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 			return s.paymentSucceeded(ctx, tx, o, ev, ActorReconciler, &outcome)
 		})
-		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, "paid")
+		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, reconcilePaid)
 	case pi.Status == payment.IntentCanceled:
 		_, err = s.apply(ctx, po.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 			return s.intentCanceled(ctx, tx, o, ActorReconciler, &outcome)
 		})
-		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, "canceled")
+		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, reconcileCanceled)
 	case age >= p.UnpaidTTL:
 		reason := "unpaid after " + p.UnpaidTTL.String()
 		_, err = s.apply(ctx, po.ID, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
@@ -163,21 +206,21 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 			return actionEvent(EventCancelRequested, ActorReconciler, reason),
 				[]outbox.Message{task(tasks.OrderCancel, o, ActorReconciler, reason)}, nil
 		})
-		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, "canceled")
+		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, reconcileCanceled)
 	}
-	return ""
+	return reconcileNothing
 }
 
 func (s *Service) reconciled(ctx context.Context, po PendingOrder, err error, changed bool, result string) string {
 	switch {
 	case err != nil:
 		s.log.ErrorContext(ctx, "reconciler: order not reconciled", "orderId", po.ID, "err", err)
-		return "failed"
+		return reconcileFailed
 	case changed:
 		s.log.InfoContext(ctx, "reconciler: order reconciled", "orderId", po.ID, "result", result)
 		return result
 	}
-	return ""
+	return reconcileNothing
 }
 
 // requeueStuck asks again for the task of every order stuck since before: order:process for a

@@ -60,7 +60,7 @@ func New(cfg config.Config, in Infra) (*Worker, error) {
 		Orders: orders, Notifications: notification.NewStore(in.DB), Customers: customers,
 		Maintenance: map[string]func(context.Context) error{
 			tasks.CleanupExpired:    Cleanup(in.DB, in.Log),
-			tasks.ReconcilePayments: Reconcile(orders, locks, in.Keys, order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL), in.Log),
+			tasks.ReconcilePayments: Reconcile(orders, in.Redis, locks, in.Keys, order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL), in.Log),
 		},
 	})
 	runner, err := NewRunner(reg, locks, in.Keys, in.Log)

@@ -15,6 +15,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/lock"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -160,25 +161,9 @@ func (r *Runner) lock(ctx context.Context, orderID string) (func(), error) {
 	if err := m.LockContext(ctx); err != nil {
 		return nil, fmt.Errorf("lock order %s: %w", orderID, err)
 	}
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(r.LockExpiry / 3)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if ok, err := m.ExtendContext(ctx); !ok || err != nil {
-					r.log.WarnContext(ctx, "order lock not extended", "err", err)
-				}
-			}
-		}
-	}()
+	stop := lock.Keep(ctx, m, r.LockExpiry/3, r.log)
 	return func() {
-		close(stop)
-		<-done
+		stop()
 		if _, err := m.UnlockContext(context.WithoutCancel(ctx)); err != nil {
 			r.log.WarnContext(ctx, "order lock not released; it expires", "err", err)
 		}

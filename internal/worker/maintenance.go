@@ -2,15 +2,18 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/auth/authdb"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/platform/lock"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 )
@@ -36,9 +39,12 @@ func Cleanup(db *postgres.DB, log *slog.Logger) func(context.Context) error {
 	}
 }
 
-// Reconcile runs the payment reconciler under a cluster-wide lock, so a run that outlasts its
-// minute never overlaps the next one: the next finds the lock taken and skips.
-func Reconcile(orders *order.Service, locks *redsync.Redsync, keys redisx.Prefix, p order.ReconcilePolicy, log *slog.Logger) func(context.Context) error {
+// Reconcile runs the payment reconciler under a cluster-wide lock, so a run never overlaps
+// another: a worker that finds the lock taken skips. A run is bounded (ReconcilePolicy); where it
+// stopped is kept in Redis for an hour, and the next run, on any worker, resumes there. If the
+// position is lost the next run starts from the oldest order, which only repeats lookups.
+func Reconcile(orders *order.Service, rdb *redis.Client, locks *redsync.Redsync, keys redisx.Prefix, p order.ReconcilePolicy, log *slog.Logger) func(context.Context) error {
+	cursor := keys.Key("reconcile", "cursor")
 	return func(ctx context.Context) error {
 		m := locks.NewMutex(keys.Key("lock", "reconcile"), redsync.WithExpiry(time.Minute), redsync.WithTries(1))
 		if err := m.TryLockContext(ctx); err != nil {
@@ -49,27 +55,52 @@ func Reconcile(orders *order.Service, locks *redsync.Redsync, keys redisx.Prefix
 			}
 			return err
 		}
-		stop := make(chan struct{})
-		go func() {
-			tick := time.NewTicker(20 * time.Second)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-					_, _ = m.ExtendContext(ctx)
-				}
-			}
-		}()
+		stop := lock.Keep(ctx, m, 20*time.Second, log)
 		defer func() {
-			close(stop)
+			stop()
 			_, _ = m.UnlockContext(context.WithoutCancel(ctx))
 		}()
+		from := loadCursor(ctx, rdb, cursor, log)
 		start := time.Now()
-		rep, err := orders.Reconcile(ctx, start, p)
+		rep, err := orders.Reconcile(ctx, start, p, from)
+		saveCursor(context.WithoutCancel(ctx), rdb, cursor, rep.Next, log)
 		log.InfoContext(ctx, "reconciler run", "checked", rep.Checked, "paid", rep.Paid, "canceled", rep.Canceled,
-			"skipped", rep.Skipped, "failed", rep.Failed, "requeued", rep.Requeued, "durationMs", time.Since(start).Milliseconds(), "err", err)
+			"skipped", rep.Skipped, "failed", rep.Failed, "requeued", rep.Requeued, "resumed", from != nil,
+			"finished", rep.Next == nil, "durationMs", time.Since(start).Milliseconds(), "err", err)
 		return err
+	}
+}
+
+// cursorTTL bounds how long a reconciler position is kept: long after the next run has used it.
+const cursorTTL = time.Hour
+
+func loadCursor(ctx context.Context, rdb *redis.Client, key string, log *slog.Logger) *order.PendingOrder {
+	raw, err := rdb.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	var at order.PendingOrder
+	if err == nil {
+		err = json.Unmarshal(raw, &at)
+	}
+	if err != nil {
+		log.WarnContext(ctx, "reconciler position not read; starting from the oldest order", "err", err)
+		return nil
+	}
+	return &at
+}
+
+func saveCursor(ctx context.Context, rdb *redis.Client, key string, at *order.PendingOrder, log *slog.Logger) {
+	var err error
+	if at == nil {
+		err = rdb.Del(ctx, key).Err()
+	} else {
+		var raw []byte
+		if raw, err = json.Marshal(at); err == nil {
+			err = rdb.Set(ctx, key, raw, cursorTTL).Err()
+		}
+	}
+	if err != nil {
+		log.WarnContext(ctx, "reconciler position not saved; the next run starts from the oldest order", "err", err)
 	}
 }
