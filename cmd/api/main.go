@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
@@ -43,7 +44,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			return err
 		}
 	}
-	err = server.Serve(ctx, server.New(p.Cfg.HTTPAddr, api.Handler()), p.Cfg.ShutdownTimeout, p.Log, nil)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return server.Serve(gctx, server.New(p.Cfg.HTTPAddr, api.Handler()), p.Cfg.ShutdownTimeout, p.Log, nil)
+	})
+	if p.Cfg.PprofEnabled { // the API serves /metrics itself; its ops port is for the profiles
+		g.Go(func() error {
+			return server.Serve(gctx, server.OpsServer(p.Cfg.OpsAddr, p.Checks(), nil, true), p.Cfg.ShutdownTimeout, p.Log, nil)
+		})
+	}
+	err = g.Wait()
 	p.Log.Info("stopped", "err", err)
 	return err
 }

@@ -54,8 +54,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		worker.Periodic{Type: tasks.CleanupExpired, Every: time.Hour},
 	).Run(ctx)
 
-	ops := server.Ops(p.Checks(), metrics.Handler())
-	err = server.Serve(ctx, server.New(p.Cfg.OpsAddr, ops), p.Cfg.ShutdownTimeout, p.Log, nil)
+	ops := server.OpsServer(p.Cfg.OpsAddr, p.Checks(), metrics.Handler(), p.Cfg.PprofEnabled)
+	err = server.Serve(ctx, ops, p.Cfg.ShutdownTimeout, p.Log, nil)
 	p.Log.Info("stopping: waiting for running tasks")
 	return err
 }

@@ -47,6 +47,7 @@ type Config struct {
 
 	HTTPAddr        string
 	OpsAddr         string
+	PprofEnabled    bool // /debug/pprof on the ops port
 	ShutdownTimeout time.Duration
 	TrustedProxies  []string
 	CORSOrigins     []string
@@ -109,7 +110,7 @@ func (c Config) Production() bool { return c.Env == "production" }
 // Vars lists every environment variable Load reads, for documentation and deployment checks.
 func Vars() []string {
 	return []string{
-		"APP_ENV", "DATABASE_URL", "REDIS_URL", "HTTP_ADDR", "OPS_ADDR", "SHUTDOWN_TIMEOUT",
+		"APP_ENV", "DATABASE_URL", "REDIS_URL", "HTTP_ADDR", "OPS_ADDR", "PPROF_ENABLED", "SHUTDOWN_TIMEOUT",
 		"TRUSTED_PROXIES", "CORS_ORIGINS", "JWT_ACCESS_SECRET", "JWT_REFRESH_SECRET",
 		"JWT_ACCESS_TTL", "JWT_REFRESH_TTL", "ARGON2_MEMORY_KIB", "ARGON2_TIME", "ARGON2_THREADS",
 		"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "RATE_LIMIT_ENABLED",
@@ -137,6 +138,7 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 		opsDefault = ":9100"
 	}
 	c.OpsAddr = p.addr("OPS_ADDR", opsDefault)
+	c.PprofEnabled = p.boolean("PPROF_ENABLED", false)
 	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 15*time.Second)
 	// No proxy is trusted unless named: a client that could reach the API from a trusted address
 	// would otherwise pick its own IP (and rate-limit budget) with X-Forwarded-For.
@@ -253,6 +255,22 @@ func (p *parser) production(c Config) {
 	if c.SeedDemoData {
 		p.fail("SEED_DEMO_DATA", "demo data is never seeded in production")
 	}
+	if c.PprofEnabled && !loopback(c.OpsAddr) {
+		p.fail("PPROF_ENABLED", "profiles expose memory contents: in production only with OPS_ADDR on a loopback address, not %q", c.OpsAddr)
+	}
+}
+
+// loopback reports whether addr (host:port) listens on a loopback address only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // LogValue renders the configuration for the start-up log line with secrets masked.
@@ -263,6 +281,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("redisUrl", maskURL(c.RedisURL)),
 		slog.String("httpAddr", c.HTTPAddr),
 		slog.String("opsAddr", c.OpsAddr),
+		slog.Bool("pprofEnabled", c.PprofEnabled),
 		slog.String("stripeApiBase", c.StripeAPIBase),
 		slog.Bool("rateLimitEnabled", c.RateLimitEnabled),
 		slog.String("cacheTtl", c.CacheTTL.String()),

@@ -388,6 +388,27 @@ func TestProductionRefusesWeakValues(t *testing.T) {
 	load(t, config.API, "JWT_ACCESS_SECRET", strings.Repeat("a", 32), "ADMIN_UI_PASSWORD", "x")
 }
 
+// TestPprofIsOptInAndLoopbackOnlyInProduction: profiles are off by default; production allows
+// them only on an ops port bound to a loopback address.
+func TestPprofIsOptInAndLoopbackOnlyInProduction(t *testing.T) {
+	t.Parallel()
+	if load(t, config.Worker).PprofEnabled {
+		t.Fatal("pprof on by default")
+	}
+	if !load(t, config.Worker, "PPROF_ENABLED", "true").PprofEnabled {
+		t.Fatal("PPROF_ENABLED=true not read")
+	}
+	prod := func(kv ...string) []string { return append(slices.Clone(productionSecrets), kv...) }
+	for _, addr := range []string{":9101", "0.0.0.0:9101", "10.0.0.5:9101"} {
+		if msg := loadErr(t, config.Worker, prod("PPROF_ENABLED", "true", "OPS_ADDR", addr)...); !strings.Contains(msg, "PPROF_ENABLED:") {
+			t.Errorf("production pprof on %s: %s", addr, msg)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:9101", "localhost:9101", "[::1]:9101"} {
+		load(t, config.Worker, prod("PPROF_ENABLED", "true", "OPS_ADDR", addr)...)
+	}
+}
+
 func TestWarnings(t *testing.T) {
 	t.Parallel()
 	if w := load(t, config.API).Warnings; len(w) != 0 {

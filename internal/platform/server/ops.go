@@ -4,11 +4,22 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	httppprof "net/http/pprof"
+	"time"
 )
 
-// Ops is the handler of a background program's ops port: /health (alive while serving),
-// /ready (200 only when every check passes within a second) and /metrics.
-func Ops(checks map[string]func(context.Context) error, metrics http.Handler) http.Handler {
+// OpsServer is the server of a program's ops port (Ops). Its write timeout leaves room for a
+// CPU profile's default 30 s.
+func OpsServer(addr string, checks map[string]func(context.Context) error, metrics http.Handler, pprof bool) *http.Server {
+	srv := New(addr, Ops(checks, metrics, pprof))
+	srv.WriteTimeout = 2 * time.Minute
+	return srv
+}
+
+// Ops is the handler of a program's ops port: /health (alive while serving), /ready (200 only
+// when every check passes within a second), /metrics, and with pprof the Go profiles under
+// /debug/pprof/ (opt-in: a heap profile shows memory contents).
+func Ops(checks map[string]func(context.Context) error, metrics http.Handler, pprof bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
@@ -22,6 +33,13 @@ func Ops(checks map[string]func(context.Context) error, metrics http.Handler) ht
 	})
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
+	}
+	if pprof {
+		mux.HandleFunc("GET /debug/pprof/", httppprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", httppprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", httppprof.Trace)
 	}
 	return mux
 }
