@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,6 +51,8 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 	items := fs.Int("items", 50, "items created for the run; orders take one or two at random")
 	rows := fs.Int("rows", 100000, "outbox rows (relay)")
 	orders := fs.Int("orders", 10000, "PENDING orders (reconcile)")
+	self, _ := os.Executable()
+	programs := fs.String("programs", filepath.Dir(self), "directory of the running api, outbox-relay and worker (CPU per process)")
 	stripeDelay := fs.Duration("stripe-delay", 0, "added to every Stripe call (reconcile)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -71,6 +75,11 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 	if err := s.Prepare(ctx, *customers, *items); err != nil {
 		return fmt.Errorf("prepare (are rate limits off?): %w", err)
 	}
+	meter, err := loadtest.FindProcesses(ctx, db, rdb, *programs)
+	if err != nil {
+		fmt.Fprintf(out, "no CPU per process: %v\n", err)
+		meter = &loadtest.CPUMeter{}
+	}
 	if scenario == "pipeline" {
 		if *rate == 0 {
 			return errors.New("pipeline needs -rate")
@@ -78,8 +87,9 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 		if *warmup > 0 {
 			_, _ = s.Pipeline(ctx, *rate, *warmup)
 		}
+		before := meter.Sample()
 		res, err := s.Pipeline(ctx, *rate, *duration)
-		fmt.Fprint(out, res)
+		fmt.Fprint(out, res, meter.Report(before, meter.Sample(), len(res.Latencies), "paid and processed order"))
 		return err
 	}
 	var (
@@ -107,11 +117,13 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 		run(*warmup)
 	}
 	cpu0, cpuErr := s.ServerCPU(ctx)
+	before := meter.Sample()
 	res := run(*duration)
+	after := meter.Sample()
 	if cpu1, err := s.ServerCPU(ctx); err == nil && cpuErr == nil {
 		res.ServerCPU = cpu1 - cpu0
 	}
-	fmt.Fprint(out, res)
+	fmt.Fprint(out, res, meter.Report(before, after, res.Requests-res.Errors, "request"))
 	return nil
 }
 
