@@ -1,0 +1,69 @@
+package payment_test
+
+// The Stripe adapter against stripe-mock: the fields Dispatch reads come through its minimal
+// decoding, and Stripe's errors are sorted into the gateway's classes.
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+func TestStripeAdapterReadsTheFieldsItNeeds(t *testing.T) {
+	t.Parallel()
+	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))
+	s := payment.NewStripe("sk_test_dispatch", proxy.URL)
+	ctx := context.Background()
+
+	pi, err := s.CreatePaymentIntent(ctx, payment.IntentParams{Amount: 2500, Currency: "usd", OrderID: "order-1", IdempotencyKey: "create-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pi.ID == "" || pi.ClientSecret == "" || pi.Status == "" || pi.Amount != 2500 || pi.Currency != "usd" {
+		t.Fatalf("created intent %+v", pi)
+	}
+	if c := proxy.Calls("POST", "/v1/payment_intents"); len(c) != 1 || c[0].IdempotencyKey != "create-1" {
+		t.Fatalf("create calls %+v, want one with the idempotency key", c)
+	}
+	got, err := s.GetPaymentIntent(ctx, pi.ID)
+	if err != nil || got.ID != pi.ID || got.Status == "" {
+		t.Fatalf("get %s: %+v, %v", pi.ID, got, err)
+	}
+	canceled, err := s.CancelPaymentIntent(ctx, pi.ID, "cancel-1")
+	if err != nil || canceled.ID != pi.ID || canceled.Status == "" { // stripe-mock answers its fixture's status
+		t.Fatalf("cancel: %+v, %v", canceled, err)
+	}
+	if c := proxy.Calls("POST", "/v1/payment_intents/"+pi.ID+"/cancel"); len(c) != 1 || c[0].IdempotencyKey != "cancel-1" {
+		t.Fatalf("cancel calls %+v", c)
+	}
+	r, err := s.Refund(ctx, payment.RefundParams{PaymentIntentID: pi.ID, Amount: 700, IdempotencyKey: "refund-1"})
+	if err != nil || r.ID == "" || r.Status == "" || r.Amount <= 0 || r.Currency == "" {
+		t.Fatalf("refund: %+v, %v", r, err)
+	}
+}
+
+func TestStripeAdapterSortsErrors(t *testing.T) {
+	t.Parallel()
+	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))
+	s := payment.NewStripe("sk_test_dispatch", proxy.URL)
+	ctx := context.Background()
+	for _, c := range []struct {
+		f     testenv.Fault
+		want  error
+	}{
+		{f: testenv.Fault{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "resource_missing", Message: "No such payment_intent"}, want: payment.ErrNotFound},
+		{f: testenv.Fault{Status: http.StatusPaymentRequired, Type: "card_error", Code: "card_declined", Message: "declined"}, want: payment.ErrRejected},
+		{f: testenv.Fault{Status: http.StatusServiceUnavailable, Type: "api_error", Message: "down"}, want: payment.ErrTransient},
+	} {
+		proxy.Clear()
+		proxy.Fail("GET", "/v1/payment_intents/", c.f)
+		_, err := s.GetPaymentIntent(ctx, "pi_123")
+		if !errors.Is(err, c.want) {
+			t.Errorf("Stripe %d %s: err %v, want %v", c.f.Status, c.f.Code, err, c.want)
+		}
+	}
+}
