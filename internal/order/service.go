@@ -33,7 +33,7 @@ type Store interface {
 	LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (Order, error)
 	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]Order, error)
 	Create(ctx context.Context, tx sqlx.QueryerContext, o *Order, ev Event) (customerID string, err error)
-	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action) error
+	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action, ev *Event) error
 	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
 	Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]Event, error)
 	SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string) error
@@ -143,16 +143,17 @@ func (s *Service) applyTx(ctx context.Context, tx *postgres.Tx, id uuid.UUID, mu
 	if err != nil || (ev == nil && len(msgs) == 0 && o.Status == was && o.PendingAction == wasAction) {
 		return o, err
 	}
-	if o.Status != was || o.PendingAction != wasAction {
-		if err := s.store.Save(ctx, tx, &o, was, wasAction); err != nil {
-			return Order{}, err
-		}
-	}
 	if ev != nil {
 		ev.ID, ev.OrderID, ev.CorrelationID = uuid.Must(uuid.NewV7()), o.ID, logging.CorrelationID(ctx)
-		if err := s.store.AddEvent(ctx, tx, *ev); err != nil {
-			return Order{}, err
-		}
+	}
+	switch {
+	case o.Status != was || o.PendingAction != wasAction: // the event goes with the change
+		err = s.store.Save(ctx, tx, &o, was, wasAction, ev)
+	case ev != nil:
+		err = s.store.AddEvent(ctx, tx, *ev)
+	}
+	if err != nil {
+		return Order{}, err
 	}
 	if err := outbox.Write(ctx, tx, msgs...); err != nil {
 		return Order{}, err

@@ -198,17 +198,31 @@ func (Store) Create(ctx context.Context, tx sqlx.QueryerContext, o *order.Order,
 	return customer, mapErr("create", err)
 }
 
-const saveQuery = `UPDATE orders SET status = $4, pending_action = $5, tracking_number = $6, carrier = $7,
-  shipped_at = $8, delivered_at = $9, canceled_at = $10, refunded_at = $11, updated_at = now()
-WHERE id = $1 AND status = $2 AND pending_action IS NOT DISTINCT FROM $3
-RETURNING updated_at`
+// saveQuery is a compare-and-set update of the order and, when $12 is not null, the timeline
+// event of the change, inserted only if the update matched: one round trip for both.
+const saveQuery = `WITH o AS (
+    UPDATE orders SET status = $4, pending_action = $5, tracking_number = $6, carrier = $7,
+      shipped_at = $8, delivered_at = $9, canceled_at = $10, refunded_at = $11, updated_at = now()
+    WHERE id = $1 AND status = $2 AND pending_action IS NOT DISTINCT FROM $3
+    RETURNING id, updated_at
+), e AS (
+    INSERT INTO order_events (id, order_id, type, from_status, to_status, actor, reason, correlation_id)
+    SELECT $12, o.id, $13, $14, $15, $16, $17, $18 FROM o WHERE $12::uuid IS NOT NULL
+)
+SELECT updated_at FROM o`
 
 // Save persists o's status, pending action and fulfilment fields as a compare-and-set against
-// the status and action it was read with. No row matching means someone else moved the order:
-// ErrConcurrentUpdate, never an overwrite.
-func (Store) Save(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, was order.Status, wasAction order.Action) error {
+// the status and action it was read with, with ev (when not nil) on the timeline. No row
+// matching means someone else moved the order: ErrConcurrentUpdate, never an overwrite.
+func (Store) Save(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, was order.Status, wasAction order.Action, ev *order.Event) error {
+	var e order.Event
+	var evID *uuid.UUID
+	if ev != nil {
+		e, evID = *ev, &ev.ID
+	}
 	err := tx.QueryRowxContext(ctx, saveQuery, o.ID, was, nullAction(wasAction), o.Status, nullAction(o.PendingAction),
-		o.TrackingNumber, o.Carrier, o.ShippedAt, o.DeliveredAt, o.CanceledAt, o.RefundedAt).Scan(&o.UpdatedAt)
+		o.TrackingNumber, o.Carrier, o.ShippedAt, o.DeliveredAt, o.CanceledAt, o.RefundedAt,
+		evID, e.Type, e.From, e.To, e.Actor, e.Reason, e.CorrelationID).Scan(&o.UpdatedAt)
 	if postgres.IsNoRows(err) {
 		return order.ErrConcurrentUpdate
 	}
