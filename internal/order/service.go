@@ -44,7 +44,6 @@ type Store interface {
 	PendingBefore(ctx context.Context, db sqlx.QueryerContext, before time.Time, after *PendingOrder, limit int) ([]PendingOrder, error)
 	Stuck(ctx context.Context, db sqlx.QueryerContext, before time.Time, limit int) ([]StuckOrder, error)
 	RecordStripeEvent(ctx context.Context, tx sqlx.ExecerContext, id, typ, outcome string) (bool, error)
-	SetStripeEventOutcome(ctx context.Context, tx sqlx.ExecerContext, id, outcome string) error
 }
 
 // Stock reserves and releases item quantities (implemented by catalogdb).

@@ -30,27 +30,32 @@ const (
 // HandlePaymentEvent applies a verified Stripe event. The event id, the state change and the
 // outbox rows commit in one transaction; an event seen before does nothing.
 func (s *Service) HandlePaymentEvent(ctx context.Context, ev payment.Event) (string, error) {
-	outcome := OutcomeIgnored
+	var outcome string
 	err := postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
-		fresh, err := s.store.RecordStripeEvent(ctx, tx, ev.ID, ev.Type, "received")
-		if err != nil {
+		var err error
+		if outcome, err = s.applyEvent(ctx, tx, ev); err != nil {
 			return err
 		}
-		if !fresh {
-			outcome = OutcomeDuplicate
-			return nil
+		// Recorded after the effect, with its outcome, in one statement; an id seen before
+		// rolls the effect back. A concurrent twin waits on the first one's row and then
+		// finds it.
+		fresh, err := s.store.RecordStripeEvent(ctx, tx, ev.ID, ev.Type, outcome)
+		if err == nil && !fresh {
+			err = errSeenBefore
 		}
-		outcome, err = s.applyEvent(ctx, tx, ev)
-		if err != nil {
-			return err
-		}
-		return s.store.SetStripeEventOutcome(ctx, tx, ev.ID, outcome)
+		return err
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, errSeenBefore):
+		return OutcomeDuplicate, nil
+	case err != nil:
 		return "", err
 	}
 	return outcome, nil
 }
+
+// errSeenBefore rolls back the handling of a webhook event whose id is already recorded.
+var errSeenBefore = errors.New("stripe event seen before")
 
 func (s *Service) applyEvent(ctx context.Context, tx *postgres.Tx, ev payment.Event) (string, error) {
 	if !ev.SupportedVersion() {

@@ -377,7 +377,8 @@ func (Store) Stuck(ctx context.Context, db sqlx.QueryerContext, before time.Time
 
 const recordEventQuery = `INSERT INTO stripe_events (id, type, outcome) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`
 
-// RecordStripeEvent stores a webhook event id; false means it was seen before.
+// RecordStripeEvent stores a webhook event id with what handling it did; false means the id
+// was seen before.
 func (Store) RecordStripeEvent(ctx context.Context, tx sqlx.ExecerContext, id, typ, outcome string) (bool, error) {
 	res, err := tx.ExecContext(ctx, recordEventQuery, id, typ, outcome)
 	if err != nil {
@@ -385,14 +386,6 @@ func (Store) RecordStripeEvent(ctx context.Context, tx sqlx.ExecerContext, id, t
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
-}
-
-const eventOutcomeQuery = `UPDATE stripe_events SET outcome = $2 WHERE id = $1`
-
-// SetStripeEventOutcome records what handling the event did.
-func (Store) SetStripeEventOutcome(ctx context.Context, tx sqlx.ExecerContext, id, outcome string) error {
-	_, err := tx.ExecContext(ctx, eventOutcomeQuery, id, outcome)
-	return mapErr("stripe event outcome", err)
 }
 
 func mapErr(op string, err error) error {
