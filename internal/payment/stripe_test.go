@@ -52,8 +52,8 @@ func TestStripeAdapterSortsErrors(t *testing.T) {
 	s := payment.NewStripe("sk_test_dispatch", proxy.URL)
 	ctx := context.Background()
 	for _, c := range []struct {
-		f     testenv.Fault
-		want  error
+		f    testenv.Fault
+		want error
 	}{
 		{f: testenv.Fault{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "resource_missing", Message: "No such payment_intent"}, want: payment.ErrNotFound},
 		{f: testenv.Fault{Status: http.StatusPaymentRequired, Type: "card_error", Code: "card_declined", Message: "declined"}, want: payment.ErrRejected},
