@@ -42,11 +42,13 @@ func startSentinelRedis(t *testing.T) *sentinelRedis {
 	t.Helper()
 	r := &sentinelRedis{t: t, master: testenv.StartRedisServer(t, "redis-master")}
 	r.replica = testenv.StartRedisServer(t, "redis-replica", fmt.Sprintf("replicaof 127.0.0.1 %d", r.master.Port))
+	// Down after 1 s; an election that fails (a split vote) is tried again after twice the
+	// failover timeout.
 	for i := 1; i <= 3; i++ {
 		r.sentinels = append(r.sentinels, testenv.StartRedisSentinel(t, fmt.Sprintf("sentinel-%d", i),
 			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2", sentinelMaster, r.master.Port),
 			"sentinel down-after-milliseconds "+sentinelMaster+" 1000",
-			"sentinel failover-timeout "+sentinelMaster+" 10000",
+			"sentinel failover-timeout "+sentinelMaster+" 4000",
 			"sentinel parallel-syncs "+sentinelMaster+" 1"))
 	}
 	ctx := context.Background()
@@ -233,7 +235,7 @@ func TestRedisSentinelFailoverUnderLoad(t *testing.T) {
 	killed := time.Now()
 
 	// The sentinels promote the replica; the programs' readiness checks pass again on it.
-	testenv.Eventually(t, 30*time.Second, "the sentinels name a new master", func() bool {
+	testenv.Eventually(t, 45*time.Second, "the sentinels name a new master", func() bool {
 		p := redis.masterPort()
 		return p != "" && p != oldPort
 	})

@@ -112,7 +112,7 @@ func TestRedactHidesEveryPassword(t *testing.T) {
 		"redis://:pw@cache:6379/0":  "redis://:xxxxx@cache:6379/0",
 		"redis://user@cache:6379/0": "redis://user@cache:6379/0",
 		"redis-sentinel://app:pw@[::1]:26379,s2/1?master=m&sentinel_password=spw": "redis-sentinel://app:xxxxx@[::1]:26379,s2/1?master=m&sentinel_password=xxxxx",
-		"redis-sentinel://s1,s2/0?master=m": "redis-sentinel://s1,s2/0?master=m",
+		"redis-sentinel://s1,s2/0?master=m":                                       "redis-sentinel://s1,s2/0?master=m",
 	} {
 		if got := redisx.Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
