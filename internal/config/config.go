@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 )
 
 // Service names the program loading the configuration; it picks the ops port default.
@@ -130,7 +132,7 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 	prod := c.Env == "production"
 
 	c.DatabaseURL = p.url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/dispatch?sslmode=disable", "postgres", "postgresql")
-	c.RedisURL = p.url("REDIS_URL", "redis://127.0.0.1:6379/0", "redis", "rediss")
+	c.RedisURL = p.redisURL("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 	c.HTTPAddr = p.addr("HTTP_ADDR", ":8080")
 	opsDefault := map[Service]string{Worker: ":9101", Relay: ":9102"}[service]
@@ -278,7 +280,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("env", c.Env),
 		slog.String("databaseUrl", maskURL(c.DatabaseURL)),
-		slog.String("redisUrl", maskURL(c.RedisURL)),
+		slog.String("redisUrl", redisx.Redact(c.RedisURL)),
 		slog.String("httpAddr", c.HTTPAddr),
 		slog.String("opsAddr", c.OpsAddr),
 		slog.Bool("pprofEnabled", c.PprofEnabled),
@@ -360,6 +362,15 @@ func (p *parser) checkURL(name, v string, schemes ...string) string {
 		}
 	}
 	p.fail(name, "scheme %q is not one of %s", u.Scheme, strings.Join(schemes, ", "))
+	return v
+}
+
+// redisURL accepts the forms redisx.Parse does: redis://, rediss:// and redis-sentinel://.
+func (p *parser) redisURL(name, def string) string {
+	v := p.str(name, def)
+	if _, err := redisx.Parse(v); err != nil {
+		p.fail(name, "%q: %s", redisx.Redact(v), strings.TrimPrefix(err.Error(), "redis: parse url: "))
+	}
 	return v
 }
 

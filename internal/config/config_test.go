@@ -485,3 +485,29 @@ func TestLogValueMasksSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestRedisURLTakesASentinelConfiguration(t *testing.T) {
+	t.Parallel()
+	good := "redis-sentinel://:redis-pass-456@s1:26379,s2:26379,s3:26379/1?master=dispatch&sentinel_password=sentinel-pass-789"
+	c := load(t, config.API, "REDIS_URL", good)
+	if c.RedisURL != good {
+		t.Fatalf("RedisURL = %q", c.RedisURL)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
+	if out := buf.String(); strings.Contains(out, "redis-pass-456") || strings.Contains(out, "sentinel-pass-789") ||
+		!strings.Contains(out, "s1:26379,s2:26379,s3:26379") {
+		t.Errorf("the configuration log line shows a password or hides the sentinels:\n%s", out)
+	}
+	// A Sentinel URL without its master name, or with a bad address, is refused with the reason.
+	for value, reason := range map[string]string{
+		"redis-sentinel://:pw-1@s1:26379,s2:26379/0":   "?master=",
+		"redis-sentinel://s1:26379,s2:x/0?master=m":    "no valid port",
+		"redis-sentinel://s1,s2/0?master=m&masterr=m2": `unknown parameter "masterr"`,
+	} {
+		msg := loadErr(t, config.API, "REDIS_URL", value)
+		if !strings.Contains(msg, "REDIS_URL:") || !strings.Contains(msg, reason) || strings.Contains(msg, "pw-1") {
+			t.Errorf("REDIS_URL=%s: error %q, want one naming REDIS_URL and %q without the password", value, msg, reason)
+		}
+	}
+}

@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
 
 	"github.com/dispatchhq/dispatch/api"
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 )
 
 // QueueUIPath is where the Asynq web UI is mounted.
@@ -25,11 +25,12 @@ var errQueueUIAuth = apperr.New(apperr.Unauthorized, "auth.errors.basicAuth")
 // every attempt from that IP is refused with 429 until the window ends, so the password cannot
 // be guessed at speed (the UI shows task payloads: user ids, login IPs).
 func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
-	opt, err := asynq.ParseRedisURI(s.cfg.RedisURL)
+	target, err := redisx.Parse(s.cfg.RedisURL)
 	if err != nil {
 		return nil, nil, err
 	}
-	mon := asynqmon.New(asynqmon.Options{RootPath: QueueUIPath, RedisConnOpt: opt})
+	// Its own connections, to the same target: through Sentinel when REDIS_URL names one.
+	mon := asynqmon.New(asynqmon.Options{RootPath: QueueUIPath, RedisConnOpt: target.AsynqConnOpt()})
 	user, pass := sha256.Sum256([]byte(s.cfg.AdminUIUser)), sha256.Sum256([]byte(s.cfg.AdminUIPassword))
 	limit := s.cfg.RateLimits.Login
 	return func(c *gin.Context) {

@@ -10,37 +10,42 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Open parses url, connects and pings.
+// Open parses url (any form Parse accepts), connects and pings.
 func Open(ctx context.Context, url string) (*redis.Client, error) {
-	opts, err := ParseURL(url)
+	t, err := Parse(url)
 	if err != nil {
 		return nil, err
 	}
-	c := redis.NewClient(opts)
+	c := t.NewClient()
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := c.Ping(pingCtx).Err(); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("redis: ping: %w", err)
+		return nil, fmt.Errorf("redis: ping %s: %w", t, err)
 	}
 	return c, nil
 }
 
-// ParseURL turns a redis:// URL into client options with short timeouts: Redis is a cache and
-// a queue here, and a slow Redis must degrade a request, not hang it.
+// ParseURL turns a single-server redis:// or rediss:// URL into client options with short
+// timeouts: Redis is a cache and a queue here, and a slow Redis must degrade a request, not
+// hang it.
 func ParseURL(url string) (*redis.Options, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis: parse url: %w", err)
 	}
-	opts.DialTimeout = 2 * time.Second
-	opts.ReadTimeout = time.Second
-	opts.WriteTimeout = time.Second
+	opts.DialTimeout = dialTimeout
+	opts.ReadTimeout, opts.WriteTimeout = ioTimeout, ioTimeout
 	opts.MaxRetries = 1
 	// During an outage every call would otherwise redial five times, 100 ms apart.
 	opts.DialerRetries, opts.DialerRetryTimeout = 1, 10*time.Millisecond
 	return opts, nil
 }
+
+const (
+	dialTimeout = 2 * time.Second
+	ioTimeout   = time.Second
+)
 
 // Prefix namespaces every key the application writes (cache, rate limits, denylist, locks).
 // Production uses DefaultPrefix; tests use a fresh prefix each so they never share keys.
