@@ -139,6 +139,7 @@ func TestChaos(t *testing.T) {
 	}
 	c.check(t, v, l, initial, rec, faults.windows)
 	c.printFigures(t, l, rec, faults, conv)
+	c.saveLogs()
 	v.fail("a retry under the same Idempotency-Key answered unlike its first attempt", l.replays)
 	v.fail("the load got answers no scenario allows", l.problems)
 	if len(v.broken) > 0 {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +43,8 @@ type cluster struct {
 	slots  []*slot
 	apis   []string // base URLs of the API replicas
 	logDir string
+
+	logsSaved atomic.Bool
 }
 
 // startCluster builds the programs, starts the servers and every slot, and waits until every
@@ -173,9 +176,10 @@ func (c *cluster) killRandom(rng *lockedRand) *slot {
 	return nil
 }
 
-// saveLogs writes each program's output (all its runs) and the servers' logs to logDir.
+// saveLogs writes each program's output (all its runs) and PostgreSQL's log to logDir, once:
+// at the end of the test while the programs still run, or when the test stops early.
 func (c *cluster) saveLogs() {
-	if c.logDir == "" {
+	if c.logDir == "" || c.logsSaved.Swap(true) {
 		return
 	}
 	for _, s := range c.slots {
