@@ -20,7 +20,7 @@ K6_FLAGS       ?= --summary-trend-stats 'avg,min,med,p(90),p(95),p(99),max'
 export TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 export TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
 
-.PHONY: help run test build migrate lint bench load tools test-docker image compose-check observability-check
+.PHONY: help run test build migrate lint bench load tools test-docker image compose-check observability-check chaos chaos-short
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -77,6 +77,16 @@ observability-check: $(LOKI) ## Prometheus and Loki for real: every program scra
 	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
 	LOKI_BIN=$(LOKI) go test -tags observability -count=1 -timeout 20m -run '^TestObservability$$' -v ./internal/deploycheck/
+
+# The chaos suite (docs/chaos.md): built only with its tag, on a PostgreSQL and a Redis of its
+# own (Debian's server binaries, redis-server), never the local services. CHAOS_DURATION is the
+# time under load and faults; convergence and the checks add about a minute.
+CHAOS_DURATION ?= 2m
+chaos: $(STRIPE_MOCK) ## chaos suite: 2 APIs, 2 relays, 3 workers under load, SIGKILLs, Redis and Postgres restarts (CHAOS_DURATION=2m)
+	CHAOS_DURATION=$(CHAOS_DURATION) go test -tags chaos -count=1 -timeout 30m -run '^TestChaos$$' -v ./internal/chaos/
+
+chaos-short: $(STRIPE_MOCK) ## the chaos suite with 40 s of faults (CI), about 2.5 minutes
+	CHAOS_DURATION=40s go test -tags chaos -count=1 -timeout 15m -run '^TestChaos$$' -v ./internal/chaos/
 
 tools: $(STRIPE_MOCK) $(STATICCHECK)
 

@@ -3,6 +3,7 @@ package testenv
 import (
 	"net/http"
 	"os/exec"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -10,12 +11,13 @@ import (
 
 // Program is a built program a test runs as a child process.
 type Program struct {
-	t    testing.TB
-	name string
-	cmd  *exec.Cmd
-	out  *Buffer
-	done chan struct{}
-	err  error
+	t     testing.TB
+	name  string
+	cmd   *exec.Cmd
+	out   *Buffer
+	done  chan struct{}
+	err   error
+	quiet atomic.Bool
 }
 
 // StartProgram runs bin with exactly env and args. The process is killed when the test ends
@@ -24,9 +26,20 @@ func StartProgram(t testing.TB, name, bin string, env []string, args ...string) 
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
+	return StartCommand(t, name, cmd)
+}
+
+// StartCommand runs a prepared command (its own working directory or credentials) like
+// StartProgram: output captured, killed with the test or with the test binary.
+func StartCommand(t testing.TB, name string, cmd *exec.Cmd) *Program {
+	t.Helper()
 	out := &Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	// Go sets the parent-death signal after switching credentials, so it holds for those too.
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -34,12 +47,19 @@ func StartProgram(t testing.TB, name, bin string, env []string, args ...string) 
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		p.Kill()
-		if t.Failed() {
+		if t.Failed() && !p.quiet.Load() {
 			t.Logf("--- output of %s (pid %d) ---\n%s", name, cmd.Process.Pid, p.Output(8000))
 		}
 	})
 	return p
 }
+
+// Quiet keeps the output out of the test log when the test fails: for a test that starts a
+// program many times and keeps the output itself.
+func (p *Program) Quiet() { p.quiet.Store(true) }
+
+// Pid is the process id.
+func (p *Program) Pid() int { return p.cmd.Process.Pid }
 
 // Done is closed when the process has exited; Err then tells how.
 func (p *Program) Done() <-chan struct{} { return p.done }
@@ -70,6 +90,15 @@ func (p *Program) Running() bool {
 func (p *Program) Kill() {
 	if p.Running() {
 		_ = p.cmd.Process.Kill()
+	}
+	<-p.done
+}
+
+// Stop sends sig (SIGTERM, SIGINT, SIGQUIT… as the program defines them) and waits for the
+// process to end.
+func (p *Program) Stop(sig syscall.Signal) {
+	if p.Running() {
+		_ = p.cmd.Process.Signal(sig)
 	}
 	<-p.done
 }

@@ -87,6 +87,28 @@ func (s *RedisServer) Start() {
 // Kill sends SIGKILL and waits for the process to end: what it had not written to disk is lost.
 func (s *RedisServer) Kill() { s.proc.Kill() }
 
+// ForgetData deletes what the stopped server wrote to its directory (RDB and AOF files), so
+// that it starts again empty, as a node that lost its disk or never persisted.
+func (s *RedisServer) ForgetData() {
+	s.t.Helper()
+	if s.Running() {
+		s.t.Fatalf("%s: ForgetData while running", s.name)
+	}
+	dir := filepath.Dir(s.conf)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() == filepath.Base(s.conf) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+}
+
 // Running reports whether the process is alive.
 func (s *RedisServer) Running() bool { return s.proc.Running() }
 
