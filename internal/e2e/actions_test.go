@@ -408,3 +408,53 @@ func TestDeleteOrderOnlyWhenFinal(t *testing.T) {
 		t.Fatalf("the order row is not soft-deleted")
 	}
 }
+
+// TestOrderCommandsResumeAfterACrashLostTheirResponse: when the API dies after a cancel,
+// refund or ship committed but before its idempotency record kept the response, the client's
+// retry with the same key (once the lease is over) answers as the first attempt would have,
+// with the order as it is now, and the change is not made twice.
+func TestOrderCommandsResumeAfterACrashLostTheirResponse(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 900)
+	_, c := r.customer()
+	// The record as a crash right after the change's commit leaves it: in flight, no
+	// response, the dead process's lease over.
+	crash := func(key string) {
+		t.Helper()
+		if n := r.count(`WITH u AS (UPDATE idempotency_keys SET state = 'in_flight', response_status = NULL, response_body = NULL,
+			locked_until = now() - interval '1 second' WHERE key = $1 RETURNING 1) SELECT count(*) FROM u`, key); n != 1 {
+			t.Fatalf("idempotency record %s not found", key)
+		}
+	}
+	for _, step := range []struct {
+		role, action string
+		order        func() fullOrder
+		status       int
+		event        []string
+	}{
+		{"financial", "cancel", func() fullOrder { return r.place(c, 1, item) }, 202, []string{"cancelRequested"}},
+		{"financial", "refund", func() fullOrder { return r.processed(c, 1, item) }, 202, []string{"refundRequested"}},
+		{"shipper", "ship", func() fullOrder { return r.processed(c, 1, item) }, 200, []string{"statusChanged", "PROCESSED", "SHIPPED"}},
+	} {
+		o := step.order()
+		path := "/v1/admin/orders/" + o.ID.String() + "/" + step.action
+		body := map[string]string{"reason": "asked"}
+		if step.action == "ship" {
+			body = map[string]string{"trackingNumber": "TRK-1", "carrier": "DHL"}
+		}
+		key := uuid.NewString()
+		r.as(step.role).Do("PATCH", path, body, "Idempotency-Key", key).Expect(t, step.status)
+		crash(key)
+		var again fullOrder
+		r.as(step.role).Do("PATCH", path, body, "Idempotency-Key", key).Expect(t, step.status).Decode(t, &again)
+		if again.ID != o.ID {
+			t.Fatalf("%s retried after a crash answered order %s, want %s", step.action, again.ID, o.ID)
+		}
+		if n := len(r.events(o.ID, step.event[0], step.event[1:]...)); n != 1 {
+			t.Fatalf("%s: %d %v events after the retry, want 1: %v", step.action, n, step.event, r.timeline(o.ID))
+		}
+		// The retry's answer is kept: a third attempt replays it.
+		r.as(step.role).Do("PATCH", path, body, "Idempotency-Key", key).Expect(t, step.status)
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/auth"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/pkg/cursor"
@@ -155,7 +156,7 @@ func (s *Server) shipOrder(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	o, err := s.orders.Ship(c.Request.Context(), actor(c), id, req, notification.EventOrderShipped)
+	o, err := s.orders.Ship(c.Request.Context(), actor(c), id, req, notification.EventOrderShipped, idempotency.ClaimFrom(c.Request.Context()))
 	s.respondOrder(c, o, err, http.StatusOK)
 }
 
@@ -170,7 +171,7 @@ func (s *Server) deliverOrder(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	o, err := s.orders.Deliver(c.Request.Context(), actor(c), id, notification.EventOrderDelivered)
+	o, err := s.orders.Deliver(c.Request.Context(), actor(c), id, notification.EventOrderDelivered, idempotency.ClaimFrom(c.Request.Context()))
 	s.respondOrder(c, o, err, http.StatusOK)
 }
 
@@ -198,9 +199,9 @@ func (s *Server) requestAction(c *gin.Context, a order.Action) {
 	}
 	var o order.Order
 	if a == order.ActionCancel {
-		o, err = s.orders.RequestCancel(c.Request.Context(), actor(c), id, reason)
+		o, err = s.orders.RequestCancel(c.Request.Context(), actor(c), id, reason, idempotency.ClaimFrom(c.Request.Context()))
 	} else {
-		o, err = s.orders.RequestRefund(c.Request.Context(), actor(c), id, reason)
+		o, err = s.orders.RequestRefund(c.Request.Context(), actor(c), id, reason, idempotency.ClaimFrom(c.Request.Context()))
 	}
 	s.respondOrder(c, o, err, http.StatusAccepted)
 }
@@ -216,7 +217,7 @@ func (s *Server) setOrderStatus(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	o, accepted, err := s.orders.SetStatus(c.Request.Context(), actor(c), id, req)
+	o, accepted, err := s.orders.SetStatus(c.Request.Context(), actor(c), id, req, idempotency.ClaimFrom(c.Request.Context()))
 	status := http.StatusOK
 	if accepted {
 		status = http.StatusAccepted

@@ -241,11 +241,11 @@ func (in *ShipInput) validate() error {
 }
 
 // Ship moves a PROCESSED order to SHIPPED.
-func (s *Service) Ship(ctx context.Context, actor string, id uuid.UUID, in ShipInput, event string) (Order, error) {
+func (s *Service) Ship(ctx context.Context, actor string, id uuid.UUID, in ShipInput, event string, claim *idempotency.Claim) (Order, error) {
 	if err := in.validate(); err != nil {
 		return Order{}, err
 	}
-	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+	return s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != ActionNone {
 			return nil, nil, ErrActionPending.With("action", o.PendingAction)
 		}
@@ -261,8 +261,8 @@ func (s *Service) Ship(ctx context.Context, actor string, id uuid.UUID, in ShipI
 }
 
 // Deliver moves a SHIPPED order to DELIVERED.
-func (s *Service) Deliver(ctx context.Context, actor string, id uuid.UUID, event string) (Order, error) {
-	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+func (s *Service) Deliver(ctx context.Context, actor string, id uuid.UUID, event string, claim *idempotency.Claim) (Order, error) {
+	return s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != ActionNone {
 			return nil, nil, ErrActionPending.With("action", o.PendingAction)
 		}
@@ -276,17 +276,17 @@ func (s *Service) Deliver(ctx context.Context, actor string, id uuid.UUID, event
 
 // RequestCancel accepts a cancel: the order gets pendingAction "cancel" and the worker's
 // order:cancel strategy does the rest.
-func (s *Service) RequestCancel(ctx context.Context, actor string, id uuid.UUID, reason string) (Order, error) {
-	return s.request(ctx, actor, id, ActionCancel, reason)
+func (s *Service) RequestCancel(ctx context.Context, actor string, id uuid.UUID, reason string, claim *idempotency.Claim) (Order, error) {
+	return s.request(ctx, actor, id, ActionCancel, reason, claim)
 }
 
 // RequestRefund accepts a refund: the order gets pendingAction "refund" and the worker's
 // order:refund strategy does the rest.
-func (s *Service) RequestRefund(ctx context.Context, actor string, id uuid.UUID, reason string) (Order, error) {
-	return s.request(ctx, actor, id, ActionRefund, reason)
+func (s *Service) RequestRefund(ctx context.Context, actor string, id uuid.UUID, reason string, claim *idempotency.Claim) (Order, error) {
+	return s.request(ctx, actor, id, ActionRefund, reason, claim)
 }
 
-func (s *Service) request(ctx context.Context, actor string, id uuid.UUID, a Action, reason string) (Order, error) {
+func (s *Service) request(ctx context.Context, actor string, id uuid.UUID, a Action, reason string, claim *idempotency.Claim) (Order, error) {
 	if len([]rune(reason)) > 500 {
 		var v apperr.Validation
 		v.Add("reason", "validation.length", "min", 0, "max", 500)
@@ -296,7 +296,7 @@ func (s *Service) request(ctx context.Context, actor string, id uuid.UUID, a Act
 	if a == ActionRefund {
 		typ, evType = tasks.OrderRefund, EventRefundRequested
 	}
-	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+	return s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if err := o.request(a); err != nil {
 			return nil, nil, err
 		}
@@ -316,7 +316,7 @@ type StatusInput struct {
 // exactly as the dedicated route would. Statuses only the payment flow and the worker reach
 // (PAID, PROCESSED) are refused like any unreachable target. accepted reports an asynchronous
 // action (cancel, refund).
-func (s *Service) SetStatus(ctx context.Context, actor string, id uuid.UUID, in StatusInput) (o Order, accepted bool, err error) {
+func (s *Service) SetStatus(ctx context.Context, actor string, id uuid.UUID, in StatusInput, claim *idempotency.Claim) (o Order, accepted bool, err error) {
 	to := Status(in.Status)
 	if !to.Valid() {
 		var v apperr.Validation
@@ -340,14 +340,14 @@ func (s *Service) SetStatus(ctx context.Context, actor string, id uuid.UUID, in 
 		if in.Carrier != nil {
 			ship.Carrier = *in.Carrier
 		}
-		o, err = s.Ship(ctx, actor, id, ship, notification.EventOrderStatusChanged)
+		o, err = s.Ship(ctx, actor, id, ship, notification.EventOrderStatusChanged, claim)
 	case Delivered:
-		o, err = s.Deliver(ctx, actor, id, notification.EventOrderStatusChanged)
+		o, err = s.Deliver(ctx, actor, id, notification.EventOrderStatusChanged, claim)
 	case Canceled:
-		o, err = s.RequestCancel(ctx, actor, id, reason)
+		o, err = s.RequestCancel(ctx, actor, id, reason, claim)
 		accepted = true
 	case Refunded:
-		o, err = s.RequestRefund(ctx, actor, id, reason)
+		o, err = s.RequestRefund(ctx, actor, id, reason, claim)
 		accepted = true
 	default:
 		o, err = s.Get(ctx, id)

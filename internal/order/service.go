@@ -129,6 +129,27 @@ func (s *Service) apply(ctx context.Context, id uuid.UUID, mutate change) (Order
 	return o, err
 }
 
+// RecoveryOrderChanged is the idempotency recovery point of an order command whose change
+// committed.
+const RecoveryOrderChanged = "order_changed"
+
+// applyOnce is apply for a request under an idempotency claim (nil without a key). The
+// checkpoint commits with the change, so a retry after a crash that lost the stored response
+// finds it and answers with the order as it is now, where trying the change again would be
+// refused (the order has moved on).
+func (s *Service) applyOnce(ctx context.Context, claim *idempotency.Claim, id uuid.UUID, mutate change) (Order, error) {
+	if claim != nil && claim.RecoveryPoint == RecoveryOrderChanged && claim.ResourceID != nil && *claim.ResourceID == id {
+		return s.Get(ctx, id)
+	}
+	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		ev, msgs, err := mutate(tx, o)
+		if err == nil && claim != nil {
+			err = s.idem.Checkpoint(ctx, tx, claim, RecoveryOrderChanged, o.ID)
+		}
+		return ev, msgs, err
+	})
+}
+
 func (s *Service) applyTx(ctx context.Context, tx *postgres.Tx, id uuid.UUID, mutate change) (Order, error) {
 	o, err := s.store.Lock(ctx, tx, id)
 	if err != nil {
