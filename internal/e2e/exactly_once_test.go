@@ -19,7 +19,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
-	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -340,7 +340,7 @@ func TestTwoRelaysDrainOneBacklog(t *testing.T) {
 		bDuring   = make(chan struct{})
 		closeOnce sync.Once
 	)
-	s.startRelayWith(s.rdb, s.ns, batch, 50*time.Millisecond, func(r *outbox.Relay) {
+	s.startRelayWith(s.rdb, s.ns, batch, 50*time.Millisecond, func(r *relay.Relay) {
 		first := true
 		r.Observe = func(n int, _ time.Duration) {
 			mu.Lock()
@@ -360,7 +360,7 @@ func TestTwoRelaysDrainOneBacklog(t *testing.T) {
 		}
 	})
 	testenv.Eventually(t, 15*time.Second, "the first relay holds its first batch", holding.Load)
-	s.startRelayWith(s.rdb, s.ns, batch, 50*time.Millisecond, func(r *outbox.Relay) {
+	s.startRelayWith(s.rdb, s.ns, batch, 50*time.Millisecond, func(r *relay.Relay) {
 		r.Observe = func(n int, _ time.Duration) {
 			mu.Lock()
 			delivered[1] += n
@@ -406,7 +406,7 @@ func TestRelayCrashBetweenEnqueueAndCommit(t *testing.T) {
 	// Two crashed batches in a row: the same first batch is claimed and enqueued twice.
 	for attempt := 0; attempt < 2; attempt++ {
 		ctx, cancel := context.WithCancel(context.Background())
-		crashing := outbox.NewRelay(s.db, s.dbURL, s.rdb, s.ns, batch, time.Hour, s.log)
+		crashing := relay.New(s.db, s.dbURL, s.rdb, s.ns, batch, time.Hour, s.log)
 		observed := 0
 		crashing.Observe = func(n int, _ time.Duration) { observed = n; cancel() }
 		n, err := crashing.RunOnce(ctx)
@@ -419,18 +419,18 @@ func TestRelayCrashBetweenEnqueueAndCommit(t *testing.T) {
 			t.Fatalf("after the crash %d outbox rows are marked handed off, want none", marked)
 		}
 		for _, id := range ids[:batch] {
-			if !q.taskExists(tasks.QueueNotifications, outbox.TaskID(id)) {
-				t.Fatalf("task %s of the crashed batch is not in Redis", outbox.TaskID(id))
+			if !q.taskExists(tasks.QueueNotifications, relay.TaskID(id)) {
+				t.Fatalf("task %s of the crashed batch is not in Redis", relay.TaskID(id))
 			}
 		}
 	}
 
 	// The restarted relay hands off every row left (the worker meanwhile deletes the rows of
 	// the crashed batch whose tasks it ran).
-	relay := outbox.NewRelay(s.db, s.dbURL, s.rdb, s.ns, batch, time.Hour, s.log)
+	r := relay.New(s.db, s.dbURL, s.rdb, s.ns, batch, time.Hour, s.log)
 	total := 0
 	for {
-		n, err := relay.RunOnce(context.Background())
+		n, err := r.RunOnce(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}

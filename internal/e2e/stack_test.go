@@ -21,7 +21,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
-	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
@@ -104,7 +104,7 @@ func testLogger() *slog.Logger {
 // startRelay runs one more relay until the test ends; the returned function stops it.
 func (s *stack) startRelay(batch int, redeliverAfter time.Duration) func() {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := outbox.NewRelay(s.db, s.dbURL, s.rdb, s.ns, batch, 50*time.Millisecond, s.log)
+	r := relay.New(s.db, s.dbURL, s.rdb, s.ns, batch, 50*time.Millisecond, s.log)
 	r.RedeliverAfter = redeliverAfter
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.Run(ctx) }()

@@ -18,7 +18,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
-	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -46,7 +46,7 @@ type Worker struct {
 	Runner *Runner
 	Orders *order.Service
 	server *asynq.Server
-	acker  *outbox.Acker
+	acker  *relay.Acker
 }
 
 // New wires the strategies and the asynq server. It fails if a task type has no strategy.
@@ -68,7 +68,7 @@ func New(cfg config.Config, in Infra) (*Worker, error) {
 		return nil, err
 	}
 	runner.Observe = in.Observe
-	acker := outbox.NewAcker(in.DB, 50*time.Millisecond, in.Log)
+	acker := relay.NewAcker(in.DB, 50*time.Millisecond, in.Log)
 	runner.Ack = acker.Ack
 	retryBase := in.RetryBase
 	if retryBase == 0 {
