@@ -19,7 +19,8 @@ func (s *Server) createOrder(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	o, err := s.orders.Create(c.Request.Context(), principal(c).UserID, req)
+	ctx := c.Request.Context()
+	o, err := s.orders.Create(ctx, principal(c).UserID, req, idempotencyClaim(ctx))
 	if err != nil {
 		s.respondError(c, err)
 		return

@@ -73,13 +73,14 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 }
 
 // Create places an order for userID: the order is written and its stock reserved in one
-// transaction, then the PaymentIntent is created with no transaction open. With an idempotency
-// claim that already got past the commit, it resumes at the PaymentIntent instead.
+// transaction, then the PaymentIntent is created with no transaction open. claim is the
+// request's hold on its Idempotency-Key (nil without one): the commit records its recovery
+// point, and with a claim that already got past the commit, Create resumes at the
+// PaymentIntent instead.
 //
 // Names and prices are read first without locks; the reservation is the transaction's last
 // statement, so the rows of popular items stay locked only until the commit right after it.
-func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) (Order, error) {
-	claim := idempotency.ClaimFrom(ctx)
+func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, claim *idempotency.Claim) (Order, error) {
 	if claim != nil && claim.RecoveryPoint == RecoveryOrderCreated && claim.ResourceID != nil {
 		o, err := s.store.Get(ctx, s.db, *claim.ResourceID)
 		if err != nil {
