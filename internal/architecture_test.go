@@ -37,7 +37,7 @@ var forbidden = []string{
 	module + "internal/httpapi",
 	module + "internal/worker",
 	module + "internal/outbox/relay",
-	module + "internal/app",
+	module + "internal/assembly",
 }
 
 func TestDomainIsFreeOfTransport(t *testing.T) {

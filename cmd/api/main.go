@@ -9,10 +9,10 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
-	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/boot"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/platform/server"
@@ -33,16 +33,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer p.Close()
 
 	gin.SetMode(gin.ReleaseMode)
-	api := httpapi.New(p.Cfg, httpapi.Infra{
-		DB: p.DB, Redis: p.Redis, Keys: redisx.DefaultPrefix, Log: p.Log,
-		Gateway: payment.NewStripe(p.Cfg.StripeSecretKey, p.Cfg.StripeAPIBase),
-	})
-	defer api.Close()
+	a := assembly.New(p.Cfg, assembly.Infra{DB: p.DB, Redis: p.Redis, Keys: redisx.DefaultPrefix, Log: p.Log, Gateway: assembly.Stripe(p.Cfg)})
 	if p.Cfg.SeedDemoData {
-		if err := demo.Seed(ctx, p.DB, api.Users(), api.Catalog(), p.Log); err != nil {
+		if err := demo.Seed(ctx, p.DB, a.Users, a.Catalog, p.Log); err != nil {
 			return err
 		}
 	}
+	api := httpapi.New(p.Cfg, a, httpapi.Options{})
+	defer api.Close()
 	err = server.Serve(ctx, server.New(p.Cfg.HTTPAddr, api.Handler()), p.Cfg.ShutdownTimeout, p.Log, nil)
 	p.Log.Info("stopped", "err", err)
 	return err

@@ -12,8 +12,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
-	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/boot"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -36,10 +36,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer p.Close()
 
-	w, err := worker.New(p.Cfg, worker.Infra{
-		DB: p.DB, Redis: p.Redis, Keys: redisx.DefaultPrefix, Log: p.Log,
-		Gateway: payment.NewStripe(p.Cfg.StripeSecretKey, p.Cfg.StripeAPIBase),
-	})
+	a := assembly.New(p.Cfg, assembly.Infra{DB: p.DB, Redis: p.Redis, Keys: redisx.DefaultPrefix, Log: p.Log, Gateway: assembly.Stripe(p.Cfg)})
+	w, err := worker.New(p.Cfg, a, worker.Options{})
 	if err != nil {
 		return err
 	}

@@ -183,7 +183,7 @@ func TestTaskDeliveredTwice(t *testing.T) {
 	}
 
 	log := newTaskLog()
-	s.startWorkerWith(s.rdb, s.ns, func(in *worker.Infra) { in.Observe = log.observer() })
+	s.startWorkerWith(s.rdb, s.ns, func(o *worker.Options) { o.Observe = log.observer() })
 	s.waitStatus(toCancel.ID, "CANCELED")
 	s.waitStatus(toRefund.ID, "REFUNDED")
 	s.waitStatus(toProcess.ID, "PROCESSED")
@@ -264,19 +264,19 @@ func TestStrategiesRunConcurrentlyWithoutTheLock(t *testing.T) {
 	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+toCancel.ID.String()+"/cancel", nil).Expect(t, 202)
 	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+toRefund.ID.String()+"/refund", nil).Expect(t, 202)
 
-	// A worker on a namespace nobody writes to: only its services are used.
-	w, _ := s.startWorkerWith(s.rdb, tasks.Namespace("unused-"+uuid.NewString()[:8]+":"), nil)
+	// The services alone, as a worker runs them.
+	orders := s.assemble(s.rdb, s.stripe.URL, s.log).Orders
 	ctx := context.Background()
 	const n = 10
 	errs := make([]error, 3*n)
 	parallel(3*n, func(i int) {
 		switch i % 3 {
 		case 0:
-			errs[i] = w.Orders.Cancel(ctx, toCancel.ID, order.ActorWorker, "race")
+			errs[i] = orders.Cancel(ctx, toCancel.ID, order.ActorWorker, "race")
 		case 1:
-			errs[i] = w.Orders.Refund(ctx, toRefund.ID, order.ActorWorker, "race")
+			errs[i] = orders.Refund(ctx, toRefund.ID, order.ActorWorker, "race")
 		case 2:
-			errs[i] = w.Orders.Process(ctx, toProcess.ID)
+			errs[i] = orders.Process(ctx, toProcess.ID)
 		}
 	})
 	for i, err := range errs {
@@ -330,7 +330,7 @@ func TestTwoRelaysDrainOneBacklog(t *testing.T) {
 	ids := writeNotifyBacklog(t, s.db, s.userIDs(), rows)
 
 	log := newTaskLog()
-	s.startWorkerWith(s.rdb, s.ns, func(in *worker.Infra) { in.Observe = log.observer() })
+	s.startWorkerWith(s.rdb, s.ns, func(o *worker.Options) { o.Observe = log.observer() })
 
 	var (
 		mu        sync.Mutex
@@ -400,7 +400,7 @@ func TestRelayCrashBetweenEnqueueAndCommit(t *testing.T) {
 	s.drainOutbox()
 	ids := writeNotifyBacklog(t, s.db, s.userIDs(), rows)
 	log := newTaskLog()
-	s.startWorkerWith(s.rdb, s.ns, func(in *worker.Infra) { in.Observe = log.observer() })
+	s.startWorkerWith(s.rdb, s.ns, func(o *worker.Options) { o.Observe = log.observer() })
 	q := newQueues(t, s.rdb, s.ns)
 
 	// Two crashed batches in a row: the same first batch is claimed and enqueued twice.

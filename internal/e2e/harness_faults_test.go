@@ -266,16 +266,12 @@ func (s *stack) startRelayWith(rdb *redis.Client, ns tasks.Namespace, batch int,
 }
 
 // startWorkerWith runs a worker on rdb and ns with its infrastructure adjusted by configure.
-func (s *stack) startWorkerWith(rdb *redis.Client, ns tasks.Namespace, configure func(*worker.Infra)) (*worker.Worker, func()) {
-	in := worker.Infra{
-		DB: s.db, Redis: rdb, Keys: s.keys, Namespace: ns, Log: s.log,
-		Gateway:   payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL),
-		RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond,
-	}
+func (s *stack) startWorkerWith(rdb *redis.Client, ns tasks.Namespace, configure func(*worker.Options)) (*worker.Worker, func()) {
+	opts := worker.Options{Namespace: ns, RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond}
 	if configure != nil {
-		configure(&in)
+		configure(&opts)
 	}
-	w, err := worker.New(s.cfg, in)
+	w, err := worker.New(s.cfg, s.assemble(rdb, s.stripe.URL, s.log), opts)
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/outbox/relay"
@@ -43,11 +44,8 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 	// The consumer: a worker in this process on the relay's Redis database and queue names.
 	log := newTaskLog()
 	cfg := testenv.Config(t, config.Worker, dbURL, redisURL, "WORKER_CONCURRENCY", "20")
-	w, err := worker.New(cfg, worker.Infra{
-		DB: db, Redis: rdb, Keys: redisx.Prefix("test:" + uuid.NewString()[:8] + ":"), Namespace: "", Log: testLogger(),
-		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t)), Observe: log.observer(),
-		RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond,
-	})
+	w, err := worker.New(cfg, assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: redisx.Prefix("test:" + uuid.NewString()[:8] + ":"), Log: testLogger(), Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))}),
+		worker.Options{Observe: log.observer(), RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

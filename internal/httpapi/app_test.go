@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
@@ -29,6 +30,7 @@ func TestMain(m *testing.M) {
 type app struct {
 	t    *testing.T
 	srv  *httpapi.Server
+	svc  *assembly.App
 	db   *postgres.DB
 	rdb  *redis.Client
 	keys redisx.Prefix
@@ -51,14 +53,15 @@ func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL stri
 	cfg := testenv.Config(t, config.API, dbURL, redisURL, overrides...)
 	logs := &testenv.Buffer{}
 	log := logging.New("api", cfg.LogLevel, "json", logs)
-	srv := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,
+	services := assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})
-	if err := demo.Seed(testenv.Context(t), db, srv.Users(), srv.Catalog(), log); err != nil {
+	srv := httpapi.New(cfg, services, httpapi.Options{})
+	if err := demo.Seed(testenv.Context(t), db, services.Users, services.Catalog, log); err != nil {
 		t.Fatalf("seed: %v", err)
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &app{t: t, srv: srv, db: db, rdb: rdb, keys: keys, cfg: cfg, api: testenv.NewClient(t, hs.URL), logs: logs}
+	return &app{t: t, srv: srv, svc: services, db: db, rdb: rdb, keys: keys, cfg: cfg, api: testenv.NewClient(t, hs.URL), logs: logs}
 }
 
 // login returns an access and a refresh token.

@@ -51,7 +51,7 @@ type account struct {
 func (a *app) provision(t *testing.T, role auth.Role) account {
 	t.Helper()
 	email := uniqueEmail(string(role))
-	u, err := a.srv.Users().Provision(testenv.Context(t), user.SignUp{Name: "Test " + string(role), Email: email, Password: testPassword}, role)
+	u, err := a.svc.Users.Provision(testenv.Context(t), user.SignUp{Name: "Test " + string(role), Email: email, Password: testPassword}, role)
 	if err != nil {
 		t.Fatalf("provision %s: %v", role, err)
 	}

@@ -697,7 +697,7 @@ func TestAdminListFilters(t *testing.T) {
 	admin := a.demoAccount(t, "admin@dispatch.local")
 	c := a.api.As(admin.Access)
 	mk := func(name, email string, role auth.Role) string {
-		u, err := a.srv.Users().Provision(t.Context(), signUpOf(name, email), role)
+		u, err := a.svc.Users.Provision(t.Context(), signUpOf(name, email), role)
 		if err != nil {
 			t.Fatal(err)
 		}
