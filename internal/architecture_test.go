@@ -22,7 +22,7 @@ var domain = []string{
 	"internal/auth", "internal/auth/authdb",
 	"internal/catalog", "internal/catalog/catalogdb",
 	"internal/idempotency",
-	"internal/notification",
+	"internal/notification", "internal/notification/notificationdb",
 	"internal/order", "internal/order/orderdb",
 	"internal/outbox",
 	"internal/payment",

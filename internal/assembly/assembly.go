@@ -16,6 +16,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/notification/notificationdb"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/payment"
@@ -42,7 +43,7 @@ type App struct {
 	Catalog       *catalog.Service
 	Orders        *order.Service
 	Customers     *user.CustomerSync
-	Notifications *notification.Store
+	Notifications notification.Store
 	Idempotency   *idempotency.Store
 }
 
@@ -56,7 +57,7 @@ func New(cfg config.Config, in Infra) *App {
 		Auth:          auth.NewService(in.DB, in.Redis, in.Keys, hasher, tokens, userdb.Credentials{DB: in.DB}, in.Log),
 		Catalog:       catalog.NewService(in.DB, catalogdb.Store{}, cache),
 		Customers:     user.NewCustomerSync(in.DB, userdb.Store{}, in.Gateway),
-		Notifications: notification.NewStore(in.DB),
+		Notifications: notificationdb.New(in.DB),
 		Idempotency:   idempotency.NewStore(in.DB),
 	}
 	a.Users = user.NewService(in.DB, userdb.Store{}, a.Auth, in.Log)

@@ -41,7 +41,7 @@ type Server struct {
 	users         *user.Service
 	catalog       *catalog.Service
 	orders        *order.Service
-	notifications *notification.Store
+	notifications notification.Store
 	idem          *idempotency.Store
 	limiter       *ratelimit.Limiter
 	engine        *gin.Engine
