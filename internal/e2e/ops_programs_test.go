@@ -280,7 +280,7 @@ func relayReadinessFollowsTheOutbox(t *testing.T, bin string) {
 		return id
 	}
 	hold := func(id int64) *sqlx.Tx {
-		tx, err := db.Beginx()
+		tx, err := db.Pool().Beginx()
 		if err != nil {
 			t.Fatal(err)
 		}
