@@ -40,6 +40,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		metrics.OutboxInFlight.Set(float64(b.InFlight))
 		metrics.OutboxOldestInFlightAge.Set(b.OldestInFlight.Seconds())
 	})
+	monitor.Failed = func(error) { metrics.OutboxBacklogReadFailures.Inc() }
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); monitor.Run(ctx, 5*time.Second) }()

@@ -47,13 +47,17 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer w.Shutdown() // running tasks finish (or go back to their queue) before the pools close
 
 	prometheus.MustRegister(worker.NewQueueCollector(p.Redis, ""))
-	go worker.NewScheduler(asynq.NewClientFromRedisClient(p.Redis), "", p.Log,
+	scheduler := worker.NewScheduler(asynq.NewClientFromRedisClient(p.Redis), "", p.Log,
 		worker.Periodic{Type: tasks.ReconcilePayments, Every: time.Minute},
 		worker.Periodic{Type: tasks.CleanupExpired, Every: time.Hour},
-	).Run(ctx)
+	)
+	scheduled := make(chan struct{})
+	go func() { defer close(scheduled); scheduler.Run(ctx) }()
 
 	ops := server.Ops(p.Checks(), metrics.Handler())
 	err = server.Serve(ctx, server.New(p.Cfg.OpsAddr, ops), p.Cfg.ShutdownTimeout, p.Log, nil)
+	p.Stop()
+	<-scheduled // no enqueue is in flight when the Redis client closes
 	p.Log.Info("stopping: waiting for running tasks")
 	return err
 }

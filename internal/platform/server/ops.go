@@ -4,7 +4,22 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+
+	"github.com/redis/go-redis/v9"
 )
+
+// Pinger is what answers a readiness check of a dependency.
+type Pinger interface {
+	PingContext(ctx context.Context) error
+}
+
+// Dependencies are the readiness checks every program shares: PostgreSQL and Redis answer.
+func Dependencies(db Pinger, rdb redis.UniversalClient) map[string]func(context.Context) error {
+	return map[string]func(context.Context) error{
+		"postgres": db.PingContext,
+		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+	}
+}
 
 // Ops is the handler of a background program's ops port: /health (alive while serving),
 // /ready (200 only when every check passes within a second) and /metrics.
