@@ -64,18 +64,10 @@ func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL stri
 	return &app{t: t, srv: srv, svc: services, db: db, rdb: rdb, keys: keys, cfg: cfg, api: testenv.NewClient(t, hs.URL), logs: logs}
 }
 
-// login returns an access and a refresh token.
-func (a *app) login(email, password string) (access, refresh string) {
-	a.t.Helper()
-	var pair struct{ AccessToken, RefreshToken string }
-	a.api.Do("POST", "/v1/auth/login", map[string]string{"email": email, "password": password}).Expect(a.t, 200).Decode(a.t, &pair)
-	return pair.AccessToken, pair.RefreshToken
-}
-
 // as returns a client logged in as a demo user.
 func (a *app) as(email string) *testenv.Client {
 	a.t.Helper()
-	access, _ := a.login(email, demo.Password)
+	access, _ := a.login(a.t, email, demo.Password)
 	return a.api.As(access)
 }
 
@@ -88,6 +80,6 @@ func (a *app) signUp(email string) (string, *testenv.Client) {
 	var u struct{ ID string }
 	a.api.Do("POST", "/v1/users", map[string]any{"name": "Customer", "email": email, "password": "password123"}, key()...).
 		Expect(a.t, 201).Decode(a.t, &u)
-	access, _ := a.login(email, "password123")
+	access, _ := a.login(a.t, email, "password123")
 	return u.ID, a.api.As(access)
 }

@@ -660,7 +660,7 @@ func TestOpenAPIResponsesMatchTheCode(t *testing.T) {
 	decodeInto(t, refresh, &pair)
 	ok(a.call(t, "POST", "/v1/auth/logout", pair.AccessToken, nil), 204)
 	refused(a.call(t, "POST", "/v1/auth/refresh", pair.RefreshToken, nil), 401)
-	access, _ := a.loginAs(t, email, testPassword)
+	access, _ := a.login(t, email, testPassword)
 	ok(a.call(t, "DELETE", "/v1/users/me", access, nil), 204)
 
 }
