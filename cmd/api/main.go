@@ -10,10 +10,10 @@ import (
 	"github.com/gin-gonic/gin"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
-	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/boot"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/platform/server"
@@ -34,16 +34,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer p.Close()
 
 	gin.SetMode(gin.ReleaseMode)
-	api := httpapi.New(p.Cfg, httpapi.Infra{
-		DB: p.DB, Redis: p.Redis, Keys: redisx.DefaultPrefix, Log: p.Log,
-		Gateway: payment.NewStripe(p.Cfg.StripeSecretKey, p.Cfg.StripeAPIBase),
-	})
-	defer api.Close()
+	a := assembly.New(p.Cfg, assembly.Infra{DB: p.DB, Redis: p.Redis, Keys: redisx.DefaultPrefix, Log: p.Log, Gateway: assembly.Stripe(p.Cfg)})
 	if p.Cfg.SeedDemoData {
-		if err := demo.Seed(ctx, p.DB, api.Users(), api.Catalog(), p.Log); err != nil {
+		if err := demo.Seed(ctx, p.DB, a.Users, a.Catalog, p.Log); err != nil {
 			return err
 		}
 	}
+	api := httpapi.New(p.Cfg, a, httpapi.Options{})
+	defer api.Close()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return server.Serve(gctx, server.New(p.Cfg.HTTPAddr, api.Handler()), p.Cfg.ShutdownTimeout, p.Log, nil)

@@ -12,19 +12,15 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/catalog"
-	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
 	"github.com/dispatchhq/dispatch/internal/config"
-	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/loadtest"
 	"github.com/dispatchhq/dispatch/internal/order"
-	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
-	"github.com/dispatchhq/dispatch/internal/user"
-	"github.com/dispatchhq/dispatch/internal/user/userdb"
 )
 
 const benchUsage = `usage: dispatchctl bench <scenario> [flags]
@@ -170,17 +166,15 @@ created_at, updated_at, deleted_at FROM items WHERE deleted_at IS NULL ORDER BY 
 			return err
 		}
 	}
-	gateway := payment.NewStripe(cfg.StripeSecretKey, stripeBase)
-	log := logging.Discard()
-	orders := order.NewService(db, orderdb.Store{}, catalogdb.Store{}, catalog.NewCache(rdb, redisx.DefaultPrefix, cfg.CacheTTL, log),
-		gateway, idempotency.NewStore(db), user.NewCustomerSync(db, userdb.Store{}, gateway), log)
+	a := assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: redisx.DefaultPrefix, Log: logging.Discard(),
+		Gateway: payment.NewStripe(cfg.StripeSecretKey, stripeBase)})
 	var (
 		from    *order.PendingOrder
 		checked int
 		total   time.Duration
 	)
 	for run := 1; ; run++ {
-		rep, d, err := loadtest.Reconcile(ctx, orders, policy, from)
+		rep, d, err := loadtest.Reconcile(ctx, a.Orders, policy, from)
 		if err != nil {
 			return err
 		}

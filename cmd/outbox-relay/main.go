@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/dispatchhq/dispatch/internal/config"
-	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/platform/boot"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/server"
@@ -31,21 +31,22 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer p.Close()
 
-	relay := outbox.NewRelay(p.DB, p.Cfg.DatabaseURL, p.Redis, "", p.Cfg.OutboxBatchSize, p.Cfg.OutboxPollInterval, p.Log)
-	relay.RedeliverAfter = p.Cfg.OutboxRedeliverAfter
-	relay.Observe, relay.Redelivered = metrics.RelayBatch, metrics.Redelivered
-	monitor := outbox.NewMonitor(p.DB, p.Log, func(b outbox.Backlog) {
+	r := relay.New(p.DB, p.Cfg.DatabaseURL, p.Redis, "", p.Cfg.OutboxBatchSize, p.Cfg.OutboxPollInterval, p.Log)
+	r.RedeliverAfter = p.Cfg.OutboxRedeliverAfter
+	r.Observe, r.Redelivered = metrics.RelayBatch, metrics.Redelivered
+	monitor := relay.NewMonitor(p.DB, p.Log, func(b relay.Backlog) {
 		metrics.OutboxBacklog.Set(float64(b.Waiting))
 		metrics.OutboxOldestAge.Set(b.OldestWaiting.Seconds())
 		metrics.OutboxInFlight.Set(float64(b.InFlight))
 		metrics.OutboxOldestInFlightAge.Set(b.OldestInFlight.Seconds())
 	})
+	monitor.Failed = func(error) { metrics.OutboxBacklogReadFailures.Inc() }
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); monitor.Run(ctx, 5*time.Second) }()
 	go func() {
 		defer wg.Done()
-		if err := relay.Run(ctx); err != nil {
+		if err := r.Run(ctx); err != nil {
 			p.Log.Error("relay stopped", "err", err)
 			p.Stop()
 		}

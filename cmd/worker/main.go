@@ -12,8 +12,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
-	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/boot"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -36,10 +36,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer p.Close()
 
-	w, err := worker.New(p.Cfg, worker.Infra{
-		DB: p.DB, Redis: p.Redis, Keys: redisx.DefaultPrefix, Log: p.Log,
-		Gateway: payment.NewStripe(p.Cfg.StripeSecretKey, p.Cfg.StripeAPIBase),
-	})
+	a := assembly.New(p.Cfg, assembly.Infra{DB: p.DB, Redis: p.Redis, Keys: redisx.DefaultPrefix, Log: p.Log, Gateway: assembly.Stripe(p.Cfg)})
+	w, err := worker.New(p.Cfg, a, worker.Options{})
 	if err != nil {
 		return err
 	}
@@ -49,13 +47,17 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer w.Shutdown() // running tasks finish (or go back to their queue) before the pools close
 
 	prometheus.MustRegister(worker.NewQueueCollector(p.Redis, ""))
-	go worker.NewScheduler(asynq.NewClientFromRedisClient(p.Redis), "", p.Log,
+	scheduler := worker.NewScheduler(asynq.NewClientFromRedisClient(p.Redis), "", p.Log,
 		worker.Periodic{Type: tasks.ReconcilePayments, Every: time.Minute},
 		worker.Periodic{Type: tasks.CleanupExpired, Every: time.Hour},
-	).Run(ctx)
+	)
+	scheduled := make(chan struct{})
+	go func() { defer close(scheduled); scheduler.Run(ctx) }()
 
 	ops := server.OpsServer(p.Cfg.OpsAddr, p.Checks(), metrics.Handler(), p.Cfg.PprofEnabled)
 	err = server.Serve(ctx, ops, p.Cfg.ShutdownTimeout, p.Log, nil)
+	p.Stop()
+	<-scheduled // no enqueue is in flight when the Redis client closes
 	p.Log.Info("stopping: waiting for running tasks")
 	return err
 }

@@ -19,7 +19,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
-	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -183,7 +183,7 @@ func TestTaskDeliveredTwice(t *testing.T) {
 	}
 
 	log := newTaskLog()
-	s.startWorkerWith(s.rdb, s.ns, func(in *worker.Infra) { in.Observe = log.observer() })
+	s.startWorkerWith(s.rdb, s.ns, func(o *worker.Options) { o.Observe = log.observer() })
 	s.waitStatus(toCancel.ID, "CANCELED")
 	s.waitStatus(toRefund.ID, "REFUNDED")
 	s.waitStatus(toProcess.ID, "PROCESSED")
@@ -264,19 +264,19 @@ func TestStrategiesRunConcurrentlyWithoutTheLock(t *testing.T) {
 	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+toCancel.ID.String()+"/cancel", nil).Expect(t, 202)
 	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+toRefund.ID.String()+"/refund", nil).Expect(t, 202)
 
-	// A worker on a namespace nobody writes to: only its services are used.
-	w, _ := s.startWorkerWith(s.rdb, tasks.Namespace("unused-"+uuid.NewString()[:8]+":"), nil)
+	// The services alone, as a worker runs them.
+	orders := s.assemble(s.rdb, s.stripe.URL, s.log).Orders
 	ctx := context.Background()
 	const n = 10
 	errs := make([]error, 3*n)
 	parallel(3*n, func(i int) {
 		switch i % 3 {
 		case 0:
-			errs[i] = w.Orders.Cancel(ctx, toCancel.ID, order.ActorWorker, "race")
+			errs[i] = orders.Cancel(ctx, toCancel.ID, order.ActorWorker, "race")
 		case 1:
-			errs[i] = w.Orders.Refund(ctx, toRefund.ID, order.ActorWorker, "race")
+			errs[i] = orders.Refund(ctx, toRefund.ID, order.ActorWorker, "race")
 		case 2:
-			errs[i] = w.Orders.Process(ctx, toProcess.ID)
+			errs[i] = orders.Process(ctx, toProcess.ID)
 		}
 	})
 	for i, err := range errs {
@@ -330,7 +330,7 @@ func TestTwoRelaysDrainOneBacklog(t *testing.T) {
 	ids := writeNotifyBacklog(t, s.db, s.userIDs(), rows)
 
 	log := newTaskLog()
-	s.startWorkerWith(s.rdb, s.ns, func(in *worker.Infra) { in.Observe = log.observer() })
+	s.startWorkerWith(s.rdb, s.ns, func(o *worker.Options) { o.Observe = log.observer() })
 
 	var (
 		mu        sync.Mutex
@@ -340,7 +340,7 @@ func TestTwoRelaysDrainOneBacklog(t *testing.T) {
 		bDuring   = make(chan struct{})
 		closeOnce sync.Once
 	)
-	s.startRelayWith(s.rdb, s.ns, batch, 50*time.Millisecond, func(r *outbox.Relay) {
+	s.startRelayWith(s.rdb, s.ns, batch, 50*time.Millisecond, func(r *relay.Relay) {
 		first := true
 		r.Observe = func(n int, _ time.Duration) {
 			mu.Lock()
@@ -360,7 +360,7 @@ func TestTwoRelaysDrainOneBacklog(t *testing.T) {
 		}
 	})
 	testenv.Eventually(t, 15*time.Second, "the first relay holds its first batch", holding.Load)
-	s.startRelayWith(s.rdb, s.ns, batch, 50*time.Millisecond, func(r *outbox.Relay) {
+	s.startRelayWith(s.rdb, s.ns, batch, 50*time.Millisecond, func(r *relay.Relay) {
 		r.Observe = func(n int, _ time.Duration) {
 			mu.Lock()
 			delivered[1] += n
@@ -400,13 +400,13 @@ func TestRelayCrashBetweenEnqueueAndCommit(t *testing.T) {
 	s.drainOutbox()
 	ids := writeNotifyBacklog(t, s.db, s.userIDs(), rows)
 	log := newTaskLog()
-	s.startWorkerWith(s.rdb, s.ns, func(in *worker.Infra) { in.Observe = log.observer() })
+	s.startWorkerWith(s.rdb, s.ns, func(o *worker.Options) { o.Observe = log.observer() })
 	q := newQueues(t, s.rdb, s.ns)
 
 	// Two crashed batches in a row: the same first batch is claimed and enqueued twice.
 	for attempt := 0; attempt < 2; attempt++ {
 		ctx, cancel := context.WithCancel(context.Background())
-		crashing := outbox.NewRelay(s.db, s.dbURL, s.rdb, s.ns, batch, time.Hour, s.log)
+		crashing := relay.New(s.db, s.dbURL, s.rdb, s.ns, batch, time.Hour, s.log)
 		observed := 0
 		crashing.Observe = func(n int, _ time.Duration) { observed = n; cancel() }
 		n, err := crashing.RunOnce(ctx)
@@ -419,8 +419,8 @@ func TestRelayCrashBetweenEnqueueAndCommit(t *testing.T) {
 			t.Fatalf("after the crash %d outbox rows are marked handed off, want none", marked)
 		}
 		for _, id := range ids[:batch] {
-			if !q.taskExists(tasks.QueueNotifications, outbox.TaskID(id)) {
-				t.Fatalf("task %s of the crashed batch is not in Redis", outbox.TaskID(id))
+			if !q.taskExists(tasks.QueueNotifications, relay.TaskID(id)) {
+				t.Fatalf("task %s of the crashed batch is not in Redis", relay.TaskID(id))
 			}
 		}
 	}
@@ -430,17 +430,17 @@ func TestRelayCrashBetweenEnqueueAndCommit(t *testing.T) {
 	// of the first (then those were enqueued, ran, and their rows are gone too).
 	never := 0
 	for _, id := range ids {
-		if !q.taskExists(tasks.QueueNotifications, outbox.TaskID(id)) {
+		if !q.taskExists(tasks.QueueNotifications, relay.TaskID(id)) {
 			never++
 		}
 	}
 
 	// The restarted relay hands off every row left (the worker meanwhile deletes the rows of
 	// the crashed batch whose tasks it ran).
-	relay := outbox.NewRelay(s.db, s.dbURL, s.rdb, s.ns, batch, time.Hour, s.log)
+	r := relay.New(s.db, s.dbURL, s.rdb, s.ns, batch, time.Hour, s.log)
 	total := 0
 	for {
-		n, err := relay.RunOnce(context.Background())
+		n, err := r.RunOnce(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -161,7 +162,7 @@ func (s *stack) userIDs() []uuid.UUID {
 // queues, so that a test's own backlog is all the outbox holds.
 func (s *stack) drainOutbox() {
 	s.t.Helper()
-	r := outbox.NewRelay(s.db, s.dbURL, s.rdb, s.ns, 500, time.Hour, s.log)
+	r := relay.New(s.db, s.dbURL, s.rdb, s.ns, 500, time.Hour, s.log)
 	for {
 		n, err := r.RunOnce(context.Background())
 		if err != nil {
@@ -251,9 +252,9 @@ func int64Array(ids []int64) string {
 
 // startRelayWith runs a relay on rdb and ns, configured by configure before it starts, until
 // the test ends; the returned function stops it (finishing the batch in progress).
-func (s *stack) startRelayWith(rdb *redis.Client, ns tasks.Namespace, batch int, poll time.Duration, configure func(*outbox.Relay)) func() {
+func (s *stack) startRelayWith(rdb *redis.Client, ns tasks.Namespace, batch int, poll time.Duration, configure func(*relay.Relay)) func() {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := outbox.NewRelay(s.db, s.dbURL, rdb, ns, batch, poll, s.log)
+	r := relay.New(s.db, s.dbURL, rdb, ns, batch, poll, s.log)
 	if configure != nil {
 		configure(r)
 	}
@@ -265,16 +266,12 @@ func (s *stack) startRelayWith(rdb *redis.Client, ns tasks.Namespace, batch int,
 }
 
 // startWorkerWith runs a worker on rdb and ns with its infrastructure adjusted by configure.
-func (s *stack) startWorkerWith(rdb *redis.Client, ns tasks.Namespace, configure func(*worker.Infra)) (*worker.Worker, func()) {
-	in := worker.Infra{
-		DB: s.db, Redis: rdb, Keys: s.keys, Namespace: ns, Log: s.log,
-		Gateway:   payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL),
-		RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond,
-	}
+func (s *stack) startWorkerWith(rdb *redis.Client, ns tasks.Namespace, configure func(*worker.Options)) (*worker.Worker, func()) {
+	opts := worker.Options{Namespace: ns, RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond}
 	if configure != nil {
-		configure(&in)
+		configure(&opts)
 	}
-	w, err := worker.New(s.cfg, in)
+	w, err := worker.New(s.cfg, s.assemble(rdb, s.stripe.URL, s.log), opts)
 	if err != nil {
 		s.t.Fatal(err)
 	}

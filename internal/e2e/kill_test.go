@@ -15,9 +15,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/notification"
-	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -43,11 +44,8 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 	// The consumer: a worker in this process on the relay's Redis database and queue names.
 	log := newTaskLog()
 	cfg := testenv.Config(t, config.Worker, dbURL, redisURL, "WORKER_CONCURRENCY", "20")
-	w, err := worker.New(cfg, worker.Infra{
-		DB: db, Redis: rdb, Keys: redisx.Prefix("test:" + uuid.NewString()[:8] + ":"), Namespace: "", Log: testLogger(),
-		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t)), Observe: log.observer(),
-		RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond,
-	})
+	w, err := worker.New(cfg, assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: redisx.Prefix("test:" + uuid.NewString()[:8] + ":"), Log: testLogger(), Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))}),
+		worker.Options{Observe: log.observer(), RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +55,7 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 	t.Cleanup(w.Shutdown)
 	q := newQueues(t, rdb, "")
 
-	relay := func() *testenv.Program {
+	startRelay := func() *testenv.Program {
 		return startProc(t, "outbox-relay", bin, "APP_ENV=test", "DATABASE_URL="+dbURL, "REDIS_URL="+redisURL,
 			"OPS_ADDR="+opsAddr(t), "OUTBOX_BATCH_SIZE="+strconv.Itoa(batch), "OUTBOX_POLL_INTERVAL=100ms", "LOG_LEVEL=warn")
 	}
@@ -75,7 +73,7 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 		if before < 3*batch {
 			break
 		}
-		p := relay()
+		p := startRelay()
 		// Kill once it has committed at least one batch of this run: it is mid-drain.
 		testenv.Eventually(t, 60*time.Second, "relay makes progress", func() bool {
 			if !p.Running() {
@@ -96,7 +94,7 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 		}
 		enqueued := 0
 		for _, id := range lowest {
-			if q.taskExists(tasks.QueueNotifications, outbox.TaskID(id)) {
+			if q.taskExists(tasks.QueueNotifications, relay.TaskID(id)) {
 				enqueued++
 			}
 		}
@@ -107,7 +105,7 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 		t.Fatal("no kill landed between a batch's enqueue and its commit")
 	}
 
-	relay() // the last restart drains the rest
+	startRelay() // the last restart drains the rest
 	waitQuiet(t, db, q, 3*time.Minute)
 	if got := log.count(tasks.NotifyUser, "success"); got != rows {
 		t.Fatalf("notify:user tasks run = %d, want %d (one per row); %s", got, rows, log)

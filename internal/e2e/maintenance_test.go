@@ -20,6 +20,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/payment"
@@ -68,11 +69,8 @@ func TestMaintenanceOncePerPeriodWithTwoWorkers(t *testing.T) {
 	cfg := testenv.Config(t, config.Worker, r.dbURL, r.cfg.RedisURL, "ORDER_UNPAID_TTL", "2m", "WORKER_CONCURRENCY", "4")
 	logs := []*taskLog{newTaskLog(), newTaskLog()}
 	for _, l := range logs {
-		w, err := worker.New(cfg, worker.Infra{
-			DB: r.db, Redis: r.rdb, Keys: r.keys, Namespace: r.ns, Log: r.log,
-			Gateway:   payment.NewStripe(cfg.StripeSecretKey, r.stripe.URL),
-			RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond, Observe: l.observer(),
-		})
+		w, err := worker.New(cfg, assembly.New(cfg, assembly.Infra{DB: r.db, Redis: r.rdb, Keys: r.keys, Log: r.log, Gateway: payment.NewStripe(cfg.StripeSecretKey, r.stripe.URL)}),
+			worker.Options{Namespace: r.ns, RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond, Observe: l.observer()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,12 +291,9 @@ func TestReconcilerPagesThroughManyOrders(t *testing.T) {
 		JOIN (SELECT id, name, row_number() OVER (ORDER BY id) - 1 AS k FROM items) i USING (k)`); err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(cfg, worker.Infra{DB: db, Redis: rdb, Keys: keys, Namespace: "unused:", Log: logging.Discard(),
+	a := assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: keys, Log: logging.Discard(),
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := w.Orders.Reconcile(context.Background(), now, order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL), nil)
+	rep, err := a.Orders.Reconcile(context.Background(), now, order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,6 @@ import (
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/testenv"
-	"github.com/dispatchhq/dispatch/internal/worker"
 )
 
 // --- the reconciler ----------------------------------------------------------------------
@@ -50,14 +49,8 @@ func (s *stack) reconciler(stripeURL ...string) *reconcilerRig {
 		base = stripeURL[0]
 	}
 	buf := &testenv.Buffer{}
-	w, err := worker.New(s.cfg, worker.Infra{
-		DB: s.db, Redis: s.rdb, Keys: s.keys, Namespace: s.ns, Log: logging.New("worker", slog.LevelDebug, "json", buf),
-		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, base),
-	})
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return &reconcilerRig{t: s.t, orders: w.Orders, policy: order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL), log: buf}
+	a := s.assemble(s.rdb, base, logging.New("worker", slog.LevelDebug, "json", buf))
+	return &reconcilerRig{t: s.t, orders: a.Orders, policy: order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL), log: buf}
 }
 
 // runAt runs the reconciler as if the clock read now.

@@ -22,7 +22,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
-	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -265,7 +265,7 @@ func programsExportMetricsOfWhatTheyDid(t *testing.T, apiBin, relayBin, workerBi
 }
 
 // relayReadinessFollowsTheOutbox: the real relay's /ready fails while the oldest outbox
-// row waits longer than outbox.StaleAfter and passes once it is gone, even with a younger row
+// row waits longer than relay.StaleAfter and passes once it is gone, even with a younger row
 // still waiting; its gauges report the backlog and the oldest row's age. Rows are kept from
 // the relay by holding their row locks (it claims with SKIP LOCKED).
 func relayReadinessFollowsTheOutbox(t *testing.T, bin string) {
@@ -280,7 +280,7 @@ func relayReadinessFollowsTheOutbox(t *testing.T, bin string) {
 		return id
 	}
 	hold := func(id int64) *sqlx.Tx {
-		tx, err := db.Beginx()
+		tx, err := db.Pool().Beginx()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,7 +291,7 @@ func relayReadinessFollowsTheOutbox(t *testing.T, bin string) {
 		}
 		return tx
 	}
-	stale := insert(outbox.StaleAfter + 5*time.Minute)
+	stale := insert(relay.StaleAfter + 5*time.Minute)
 	young := insert(time.Minute)
 	holdStale, holdYoung := hold(stale), hold(young)
 
@@ -325,7 +325,7 @@ func relayReadinessFollowsTheOutbox(t *testing.T, bin string) {
 	}
 	testenv.Eventually(t, 20*time.Second, "the gauges report two rows, the oldest stale", func() bool {
 		m := scrapeMetrics(t, "http://"+ops+"/metrics")
-		return m.value("dispatch_outbox_backlog") == 2 && m.value("dispatch_outbox_oldest_age_seconds") >= (outbox.StaleAfter+5*time.Minute).Seconds()
+		return m.value("dispatch_outbox_backlog") == 2 && m.value("dispatch_outbox_oldest_age_seconds") >= (relay.StaleAfter+5*time.Minute).Seconds()
 	})
 
 	// The stale row goes; a younger one still waits: ready.
@@ -341,7 +341,7 @@ func relayReadinessFollowsTheOutbox(t *testing.T, bin string) {
 	testenv.Eventually(t, 20*time.Second, "the gauges report one young row", func() bool {
 		m := scrapeMetrics(t, "http://"+ops+"/metrics")
 		age := m.value("dispatch_outbox_oldest_age_seconds")
-		return m.value("dispatch_outbox_backlog") == 1 && age >= 60 && age < outbox.StaleAfter.Seconds()
+		return m.value("dispatch_outbox_backlog") == 1 && age >= 60 && age < relay.StaleAfter.Seconds()
 	})
 
 	// Released, the young row is handed off (no worker runs it: it stays, in flight) and the

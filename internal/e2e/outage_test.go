@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
@@ -40,8 +41,8 @@ func TestPostgresOutageAnswers503(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	api := httpapi.New(s.cfg, httpapi.Infra{DB: db, Redis: s.rdb, Keys: s.keys, Log: s.log,
-		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL)})
+	api := httpapi.New(s.cfg, assembly.New(s.cfg, assembly.Infra{DB: db, Redis: s.rdb, Keys: s.keys, Log: s.log,
+		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL)}), httpapi.Options{})
 	t.Cleanup(api.Close)
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(hs.Close)

@@ -118,8 +118,9 @@ func TestReconcilerRequeuesStuckOrders(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w, _ := s.startWorker(50 * time.Millisecond)
-	rep, err := w.Orders.Reconcile(context.Background(), time.Now(), order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL), nil)
+	s.startWorker(50 * time.Millisecond)
+	orders := s.assemble(s.rdb, s.stripe.URL, s.log).Orders
+	rep, err := orders.Reconcile(context.Background(), time.Now(), order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL), nil)
 	if err != nil || rep.Requeued != 2 {
 		t.Fatalf("reconcile: %+v, %v; want the 2 stuck orders requeued", rep, err)
 	}
@@ -136,7 +137,7 @@ func TestReconcilerRequeuesStuckOrders(t *testing.T) {
 		t.Errorf("an order with its outbox row was requeued %d times", n)
 	}
 	// A second run finds nothing to do.
-	if rep, err := w.Orders.Reconcile(context.Background(), time.Now(), order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL), nil); err != nil || rep.Requeued != 0 {
+	if rep, err := orders.Reconcile(context.Background(), time.Now(), order.DefaultReconcilePolicy(s.cfg.OrderUnpaidTTL), nil); err != nil || rep.Requeued != 0 {
 		t.Fatalf("second reconcile: %+v, %v", rep, err)
 	}
 }

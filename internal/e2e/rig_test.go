@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -67,12 +68,8 @@ func (r *rig) pauseWorker() { r.stopWorker() }
 
 // resumeWorker starts a worker (with the observer) on the stack's queues.
 func (r *rig) resumeWorker() {
-	w, err := worker.New(r.cfg, worker.Infra{
-		DB: r.db, Redis: r.rdb, Keys: r.keys, Namespace: r.ns, Log: r.log,
-		Gateway:   payment.NewStripe(r.cfg.StripeSecretKey, r.stripe.URL),
-		RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond,
-		Observe: worker.Observer{Done: r.obs.done, Compensated: r.obs.compensated},
-	})
+	w, err := worker.New(r.cfg, assembly.New(r.cfg, assembly.Infra{DB: r.db, Redis: r.rdb, Keys: r.keys, Log: r.log, Gateway: payment.NewStripe(r.cfg.StripeSecretKey, r.stripe.URL)}),
+		worker.Options{Namespace: r.ns, RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond, Observe: worker.Observer{Done: r.obs.done, Compensated: r.obs.compensated}})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -18,10 +18,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
-	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
@@ -75,11 +76,11 @@ func newStack(t *testing.T, opts ...func(*stackOptions)) *stack {
 	s := &stack{t: t, cfg: cfg, db: db, dbURL: dbURL, rdb: rdb, keys: keys, stripe: proxy,
 		ns: testenv.Namespace(t, rdb, "t"), log: testLogger()}
 
-	gateway := payment.NewStripe(cfg.StripeSecretKey, proxy.URL)
-	api := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: s.log, Gateway: gateway})
-	if err := demo.Seed(context.Background(), db, api.Users(), api.Catalog(), s.log); err != nil {
+	a := s.assemble(rdb, proxy.URL, s.log)
+	if err := demo.Seed(context.Background(), db, a.Users, a.Catalog, s.log); err != nil {
 		t.Fatal(err)
 	}
+	api := httpapi.New(cfg, a, httpapi.Options{})
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(hs.Close)
 	s.api = testenv.NewClient(t, hs.URL)
@@ -101,10 +102,16 @@ func testLogger() *slog.Logger {
 	return logging.New("e2e", slog.LevelError, "json", io.Discard)
 }
 
+// assemble builds the services on the stack's database, with rdb, the Stripe at stripeURL and log.
+func (s *stack) assemble(rdb *redis.Client, stripeURL string, log *slog.Logger) *assembly.App {
+	return assembly.New(s.cfg, assembly.Infra{DB: s.db, Redis: rdb, Keys: s.keys, Log: log,
+		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, stripeURL)})
+}
+
 // startRelay runs one more relay until the test ends; the returned function stops it.
 func (s *stack) startRelay(batch int, redeliverAfter time.Duration) func() {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := outbox.NewRelay(s.db, s.dbURL, s.rdb, s.ns, batch, 50*time.Millisecond, s.log)
+	r := relay.New(s.db, s.dbURL, s.rdb, s.ns, batch, 50*time.Millisecond, s.log)
 	r.RedeliverAfter = redeliverAfter
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.Run(ctx) }()
@@ -115,11 +122,7 @@ func (s *stack) startRelay(batch int, redeliverAfter time.Duration) func() {
 
 // startWorker runs one more worker until the test ends; the returned function stops it.
 func (s *stack) startWorker(retryBase time.Duration) (*worker.Worker, func()) {
-	w, err := worker.New(s.cfg, worker.Infra{
-		DB: s.db, Redis: s.rdb, Keys: s.keys, Namespace: s.ns, Log: s.log,
-		Gateway:   payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL),
-		RetryBase: retryBase, DelayedInterval: 100 * time.Millisecond,
-	})
+	w, err := worker.New(s.cfg, s.assemble(s.rdb, s.stripe.URL, s.log), worker.Options{Namespace: s.ns, RetryBase: retryBase, DelayedInterval: 100 * time.Millisecond})
 	if err != nil {
 		s.t.Fatal(err)
 	}

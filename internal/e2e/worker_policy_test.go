@@ -30,7 +30,7 @@ func TestMalformedTasksLeaveOrdersAlone(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, noWorker)
 	log := newTaskLog()
-	s.startWorkerWith(s.rdb, s.ns, func(in *worker.Infra) { in.Observe = log.observer() })
+	s.startWorkerWith(s.rdb, s.ns, func(o *worker.Options) { o.Observe = log.observer() })
 	item := s.item(20, 1500)
 	uid, c := s.customer()
 	processed := s.processed(c, 1, item)
@@ -118,7 +118,7 @@ func TestPeriodicTaskOncePerPeriod(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, noWorker)
 	log := newTaskLog()
-	s.startWorkerWith(s.rdb, s.ns, func(in *worker.Infra) { in.Observe = log.observer() })
+	s.startWorkerWith(s.rdb, s.ns, func(o *worker.Options) { o.Observe = log.observer() })
 	// Something for the cleanup to do: an idempotency record past its retention.
 	if _, err := s.db.Exec(`INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, state, expires_at)
 		VALUES ('anonymous', 'POST', '/v1/users', 'old-key', '\x00', 'completed', now() - interval '1 hour')`); err != nil {

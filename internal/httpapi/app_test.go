@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
@@ -29,6 +30,7 @@ func TestMain(m *testing.M) {
 type app struct {
 	t    *testing.T
 	srv  *httpapi.Server
+	svc  *assembly.App
 	db   *postgres.DB
 	rdb  *redis.Client
 	keys redisx.Prefix
@@ -51,28 +53,21 @@ func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL stri
 	cfg := testenv.Config(t, config.API, dbURL, redisURL, overrides...)
 	logs := &testenv.Buffer{}
 	log := logging.New("api", cfg.LogLevel, "json", logs)
-	srv := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,
+	services := assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})
-	if err := demo.Seed(testenv.Context(t), db, srv.Users(), srv.Catalog(), log); err != nil {
+	srv := httpapi.New(cfg, services, httpapi.Options{})
+	if err := demo.Seed(testenv.Context(t), db, services.Users, services.Catalog, log); err != nil {
 		t.Fatalf("seed: %v", err)
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &app{t: t, srv: srv, db: db, rdb: rdb, keys: keys, cfg: cfg, api: testenv.NewClient(t, hs.URL), logs: logs}
-}
-
-// login returns an access and a refresh token.
-func (a *app) login(email, password string) (access, refresh string) {
-	a.t.Helper()
-	var pair struct{ AccessToken, RefreshToken string }
-	a.api.Do("POST", "/v1/auth/login", map[string]string{"email": email, "password": password}).Expect(a.t, 200).Decode(a.t, &pair)
-	return pair.AccessToken, pair.RefreshToken
+	return &app{t: t, srv: srv, svc: services, db: db, rdb: rdb, keys: keys, cfg: cfg, api: testenv.NewClient(t, hs.URL), logs: logs}
 }
 
 // as returns a client logged in as a demo user.
 func (a *app) as(email string) *testenv.Client {
 	a.t.Helper()
-	access, _ := a.login(email, demo.Password)
+	access, _ := a.login(a.t, email, demo.Password)
 	return a.api.As(access)
 }
 
@@ -85,6 +80,6 @@ func (a *app) signUp(email string) (string, *testenv.Client) {
 	var u struct{ ID string }
 	a.api.Do("POST", "/v1/users", map[string]any{"name": "Customer", "email": email, "password": "password123"}, key()...).
 		Expect(a.t, 201).Decode(a.t, &u)
-	access, _ := a.login(email, "password123")
+	access, _ := a.login(a.t, email, "password123")
 	return u.ID, a.api.As(access)
 }

@@ -44,7 +44,7 @@ func TestLoginRefreshLogout(t *testing.T) {
 	a.api.As(access).Do("GET", "/v1/users/me", nil).ExpectError(t, 401, "auth.errors.invalidToken")
 
 	// Logout kills both tokens of a fresh session at once.
-	access, refresh = a.login("admin@dispatch.local", demo.Password)
+	access, refresh = a.login(t, "admin@dispatch.local", demo.Password)
 	a.api.As(access).Do("POST", "/v1/auth/logout", nil).Expect(t, 204)
 	a.api.As(access).Do("GET", "/v1/users/me", nil).ExpectError(t, 401, "auth.errors.invalidToken")
 	a.api.As(refresh).Do("POST", "/v1/auth/refresh", nil).ExpectError(t, 401, "auth.errors.invalidToken")

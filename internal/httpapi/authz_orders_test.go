@@ -21,8 +21,8 @@ func (a *app) orderIn(t *testing.T, userID string, status order.Status) uuid.UUI
 	}
 	uid := uuid.MustParse(userID)
 	qty := 1
-	o, err := a.srv.Orders().Create(testenv.Context(t), uid, order.CreateInput{
-		Items: []order.LineInput{{ItemID: demo.Items[0].ID.String(), Quantity: &qty}}})
+	o, err := a.svc.Orders.Create(testenv.Context(t), uid, order.CreateInput{
+		Items: []order.LineInput{{ItemID: demo.Items[0].ID.String(), Quantity: &qty}}}, nil)
 	if err != nil {
 		t.Fatalf("create order: %v", err)
 	}
@@ -141,7 +141,7 @@ func orderMatrixRoutes() []matrixRoute {
 			if uid == "" {
 				uid = other(t, a)
 			}
-			if _, err := a.srv.Notifications().Deliver(testenv.Context(t), 0, time.Time{}, uuid.MustParse(uid), "order.created", nil); err != nil {
+			if _, err := a.svc.Notifications.Deliver(testenv.Context(t), 0, time.Time{}, uuid.MustParse(uid), "order.created", nil); err != nil {
 				t.Fatal(err)
 			}
 			var id string

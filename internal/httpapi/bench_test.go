@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
@@ -68,10 +69,11 @@ func benchAPI(b *testing.B, unobserved bool) (http.Handler, string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(closeLog)
-	srv := httpapi.New(cfg, httpapi.Infra{DB: db, Redis: rdb, Keys: keys, Log: log, Unobserved: unobserved,
+	services := assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, "http://127.0.0.1:1")})
+	srv := httpapi.New(cfg, services, httpapi.Options{Unobserved: unobserved})
 	b.Cleanup(srv.Close)
-	if err := demo.Seed(testenv.Context(b), db, srv.Users(), srv.Catalog(), logging.New("seed", cfg.LogLevel, "json", io.Discard)); err != nil {
+	if err := demo.Seed(testenv.Context(b), db, services.Users, services.Catalog, logging.New("seed", cfg.LogLevel, "json", io.Discard)); err != nil {
 		b.Fatal(err)
 	}
 	body := `{"email":"admin@dispatch.local","password":"` + demo.Password + `"}`

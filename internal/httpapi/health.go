@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -16,7 +15,7 @@ func (s *Server) health(c *gin.Context) {
 
 // ready answers 200 only when Postgres and Redis both answer within a second.
 func (s *Server) ready(c *gin.Context) {
-	if failed := server.Check(c.Request.Context(), s.checks()); len(failed) > 0 {
+	if failed := server.Check(c.Request.Context(), server.Dependencies(s.db, s.rdb)); len(failed) > 0 {
 		var v []apperr.FieldError
 		for _, name := range failed {
 			v = append(v, apperr.Field(name, "common.errors.dependencyDown"))
@@ -25,11 +24,4 @@ func (s *Server) ready(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ready"})
-}
-
-func (s *Server) checks() map[string]func(context.Context) error {
-	return map[string]func(context.Context) error{
-		"postgres": s.db.PingContext,
-		"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
-	}
 }

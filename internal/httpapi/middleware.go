@@ -197,7 +197,7 @@ func (s *Server) limit(limit int) gin.HandlerFunc {
 // first: the record is keyed on the concrete path, and a path of any length would not fit the
 // key's index (a 500 instead of the handler's 400).
 func (s *Server) idempotent(required bool) gin.HandlerFunc {
-	guard := s.idem.Middleware(required, func(c *gin.Context) string {
+	guard := idempotencyGuard(s.idem, required, func(c *gin.Context) string {
 		if p := principal(c); p.UserID != uuid.Nil {
 			return p.UserID.String()
 		}

@@ -603,7 +603,7 @@ func TestOpenAPIResponsesMatchTheCode(t *testing.T) {
 	refused(a.call(t, "GET", "/v1/orders/"+uuid.NewString(), customer, nil), 404)
 	// The worker's part, run in-process: the cancel refunds the captured payment.
 	ctx := testenv.Context(t)
-	if err := a.srv.Orders().Cancel(ctx, uuid.MustParse(o.ID), "worker", "customer asked"); err != nil {
+	if err := a.svc.Orders.Cancel(ctx, uuid.MustParse(o.ID), "worker", "customer asked"); err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
 	canceled := a.call(t, "GET", "/v1/orders/"+o.ID, customer, nil)
@@ -619,14 +619,14 @@ func TestOpenAPIResponsesMatchTheCode(t *testing.T) {
 	event = payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: o.Payment.PaymentIntentID,
 		OrderID: o.ID, Amount: o.Total, Currency: o.Currency}.Build()
 	ok(a.call(t, "POST", "/stripe/webhook", "", event, "Stripe-Signature", payment.Sign(event, a.cfg.StripeWebhookSecret, time.Now())), 200)
-	if err := a.srv.Orders().Process(ctx, uuid.MustParse(o.ID)); err != nil {
+	if err := a.svc.Orders.Process(ctx, uuid.MustParse(o.ID)); err != nil {
 		t.Fatalf("process: %v", err)
 	}
 	ok(a.call(t, "PATCH", "/v1/admin/orders/"+o.ID+"/ship", a.as("shipper@dispatch.local").Token,
 		map[string]any{"trackingNumber": "TRK-1", "carrier": "UPS"}, idem()...), 200)
 	ok(a.call(t, "PATCH", "/v1/admin/orders/"+o.ID+"/deliver", a.as("delivery@dispatch.local").Token, nil), 200)
 	ok(a.call(t, "PATCH", "/v1/admin/orders/"+o.ID, admin, map[string]any{"status": "REFUNDED", "reason": "damaged"}), 202)
-	if err := a.srv.Orders().Refund(ctx, uuid.MustParse(o.ID), "worker", "damaged"); err != nil {
+	if err := a.svc.Orders.Refund(ctx, uuid.MustParse(o.ID), "worker", "damaged"); err != nil {
 		t.Fatalf("refund: %v", err)
 	}
 	refunded := a.call(t, "GET", "/v1/admin/orders/"+o.ID, financial, nil)
@@ -636,7 +636,7 @@ func TestOpenAPIResponsesMatchTheCode(t *testing.T) {
 	refused(a.call(t, "PATCH", "/v1/admin/orders/"+o.ID, admin, map[string]any{"status": "LOST"}), 400)
 
 	// Notifications (written by the worker; stored here directly).
-	if _, err := a.srv.Notifications().Deliver(ctx, 0, time.Time{}, uuid.MustParse(pair.UserID), "order.paid",
+	if _, err := a.svc.Notifications.Deliver(ctx, 0, time.Time{}, uuid.MustParse(pair.UserID), "order.paid",
 		map[string]any{"orderId": o.ID, "number": 1, "total": o.Total, "currency": o.Currency, "status": "PAID"}); err != nil {
 		t.Fatal(err)
 	}
@@ -660,7 +660,7 @@ func TestOpenAPIResponsesMatchTheCode(t *testing.T) {
 	decodeInto(t, refresh, &pair)
 	ok(a.call(t, "POST", "/v1/auth/logout", pair.AccessToken, nil), 204)
 	refused(a.call(t, "POST", "/v1/auth/refresh", pair.RefreshToken, nil), 401)
-	access, _ := a.loginAs(t, email, testPassword)
+	access, _ := a.login(t, email, testPassword)
 	ok(a.call(t, "DELETE", "/v1/users/me", access, nil), 204)
 
 }

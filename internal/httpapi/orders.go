@@ -8,7 +8,6 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/auth"
-	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/pkg/cursor"
@@ -20,7 +19,8 @@ func (s *Server) createOrder(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	o, err := s.orders.Create(c.Request.Context(), principal(c).UserID, req)
+	ctx := c.Request.Context()
+	o, err := s.orders.Create(ctx, principal(c).UserID, req, idempotencyClaim(ctx))
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -156,7 +156,7 @@ func (s *Server) shipOrder(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	o, err := s.orders.Ship(c.Request.Context(), actor(c), id, req, notification.EventOrderShipped, idempotency.ClaimFrom(c.Request.Context()))
+	o, err := s.orders.Ship(c.Request.Context(), actor(c), id, req, notification.EventOrderShipped, idempotencyClaim(c.Request.Context()))
 	s.respondOrder(c, o, err, http.StatusOK)
 }
 
@@ -171,7 +171,7 @@ func (s *Server) deliverOrder(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	o, err := s.orders.Deliver(c.Request.Context(), actor(c), id, notification.EventOrderDelivered, idempotency.ClaimFrom(c.Request.Context()))
+	o, err := s.orders.Deliver(c.Request.Context(), actor(c), id, notification.EventOrderDelivered, idempotencyClaim(c.Request.Context()))
 	s.respondOrder(c, o, err, http.StatusOK)
 }
 
@@ -199,9 +199,9 @@ func (s *Server) requestAction(c *gin.Context, a order.Action) {
 	}
 	var o order.Order
 	if a == order.ActionCancel {
-		o, err = s.orders.RequestCancel(c.Request.Context(), actor(c), id, reason, idempotency.ClaimFrom(c.Request.Context()))
+		o, err = s.orders.RequestCancel(c.Request.Context(), actor(c), id, reason, idempotencyClaim(c.Request.Context()))
 	} else {
-		o, err = s.orders.RequestRefund(c.Request.Context(), actor(c), id, reason, idempotency.ClaimFrom(c.Request.Context()))
+		o, err = s.orders.RequestRefund(c.Request.Context(), actor(c), id, reason, idempotencyClaim(c.Request.Context()))
 	}
 	s.respondOrder(c, o, err, http.StatusAccepted)
 }
@@ -217,7 +217,7 @@ func (s *Server) setOrderStatus(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	o, accepted, err := s.orders.SetStatus(c.Request.Context(), actor(c), id, req, idempotency.ClaimFrom(c.Request.Context()))
+	o, accepted, err := s.orders.SetStatus(c.Request.Context(), actor(c), id, req, idempotencyClaim(c.Request.Context()))
 	status := http.StatusOK
 	if accepted {
 		status = http.StatusAccepted

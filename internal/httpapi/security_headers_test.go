@@ -13,7 +13,7 @@ import (
 func TestSecurityHeaders(t *testing.T) {
 	t.Parallel()
 	a := newApp(t, "CORS_ORIGINS", "https://shop.example")
-	access, refresh := a.login("admin@dispatch.local", "admin12345")
+	access, refresh := a.login(t, "admin@dispatch.local", "admin12345")
 	admin := a.api.As(access)
 	for name, resp := range map[string]testenv.Response{
 		"login":            a.api.Do("POST", "/v1/auth/login", map[string]string{"email": "admin@dispatch.local", "password": "admin12345"}).Expect(t, 200),

@@ -5,41 +5,32 @@ package httpapi
 import (
 	"log/slog"
 	"net/http"
-	"runtime"
 
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/catalog"
-	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
-	"github.com/dispatchhq/dispatch/internal/order/orderdb"
-	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/ratelimit"
 	"github.com/dispatchhq/dispatch/internal/user"
-	"github.com/dispatchhq/dispatch/internal/user/userdb"
 )
 
-// Infra is what the API runs on.
-type Infra struct {
-	DB      *postgres.DB
-	Redis   *redis.Client
-	Keys    redisx.Prefix
-	Log     *slog.Logger
-	Gateway payment.Gateway
+// Options adjust the API beyond its configuration.
+type Options struct {
 	// Unobserved drops the access log and the request metrics; only the benchmark that
 	// measures their cost sets it.
 	Unobserved bool
 }
 
-// Server is the API: its services and the gin engine routing to them.
+// Server is the API: the services it serves and the gin engine routing to them.
 type Server struct {
 	cfg           config.Config
 	log           *slog.Logger
@@ -50,7 +41,7 @@ type Server struct {
 	users         *user.Service
 	catalog       *catalog.Service
 	orders        *order.Service
-	notifications *notification.Store
+	notifications notification.Store
 	idem          *idempotency.Store
 	limiter       *ratelimit.Limiter
 	engine        *gin.Engine
@@ -58,25 +49,18 @@ type Server struct {
 	unobserved    bool
 }
 
-// New wires the services and the routes.
-func New(cfg config.Config, in Infra) *Server {
-	hasher := auth.NewHasher(auth.Params(cfg.Argon2), 2*runtime.GOMAXPROCS(0))
-	tokens := auth.NewTokens(cfg.JWTAccessSecret, cfg.JWTRefreshSecret, cfg.JWTAccessTTL, cfg.JWTRefreshTTL)
-	authSvc := auth.NewService(in.DB, in.Redis, in.Keys, hasher, tokens, userdb.Credentials{DB: in.DB}, in.Log)
-	cache := catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)
-	idem := idempotency.NewStore(in.DB)
-	orders := order.NewService(in.DB, orderdb.Store{}, catalogdb.Store{}, cache, in.Gateway, idem,
-		user.NewCustomerSync(in.DB, userdb.Store{}, in.Gateway), in.Log)
+// New routes to the services of a (built by package assembly).
+func New(cfg config.Config, a *assembly.App, opts Options) *Server {
 	s := &Server{
-		cfg: cfg, log: in.Log, db: in.DB, rdb: in.Redis, keys: in.Keys,
-		auth:          authSvc,
-		users:         user.NewService(in.DB, userdb.Store{}, authSvc, in.Log),
-		catalog:       catalog.NewService(in.DB, catalogdb.Store{}, cache),
-		orders:        orders,
-		notifications: notification.NewStore(in.DB),
-		idem:          idem,
-		limiter:       ratelimit.New(in.Redis),
-		unobserved:    in.Unobserved,
+		cfg: cfg, log: a.Log, db: a.DB, rdb: a.Redis, keys: a.Keys,
+		auth:          a.Auth,
+		users:         a.Users,
+		catalog:       a.Catalog,
+		orders:        a.Orders,
+		notifications: a.Notifications,
+		idem:          a.Idempotency,
+		limiter:       ratelimit.New(a.Redis),
+		unobserved:    opts.Unobserved,
 	}
 	s.engine = s.newEngine()
 	s.routes()
@@ -97,18 +81,6 @@ func (s *Server) Handler() http.Handler { return s.engine }
 
 // Engine exposes the gin engine (its route table is checked against the OpenAPI document).
 func (s *Server) Engine() *gin.Engine { return s.engine }
-
-// Users exposes the users service (demo data seeding uses it).
-func (s *Server) Users() *user.Service { return s.users }
-
-// Orders exposes the orders service.
-func (s *Server) Orders() *order.Service { return s.orders }
-
-// Notifications exposes the notifications store.
-func (s *Server) Notifications() *notification.Store { return s.notifications }
-
-// Catalog exposes the catalog service.
-func (s *Server) Catalog() *catalog.Service { return s.catalog }
 
 func (s *Server) newEngine() *gin.Engine {
 	e := gin.New()

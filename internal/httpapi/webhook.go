@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 )
@@ -51,7 +52,7 @@ func (s *Server) stripeWebhook(c *gin.Context) {
 	}
 	s.observeWebhook(ev.Type, outcome)
 	level := s.log.InfoContext
-	if outcome != "applied" && outcome != "duplicate" {
+	if outcome != order.OutcomeApplied && outcome != order.OutcomeDuplicate {
 		level = s.log.WarnContext
 	}
 	level(ctx, "stripe event", "eventId", ev.ID, "eventType", ev.Type, "apiVersion", ev.APIVersion,

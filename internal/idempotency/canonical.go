@@ -29,3 +29,16 @@ func Canonical(body []byte) []byte {
 	}
 	return out
 }
+
+// ValidKey reports whether k is 1..255 printable ASCII characters.
+func ValidKey(k string) bool {
+	if len(k) == 0 || len(k) > 255 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

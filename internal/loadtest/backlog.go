@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 )
 
@@ -48,20 +49,7 @@ FROM generate_series(1, $2) AS g`, userID, rows)
 // SeedPending creates n PENDING orders of one unit of itemID, each with a PaymentIntent id,
 // created age ago, so that a reconciler run has them all to look at.
 func SeedPending(ctx context.Context, db *postgres.DB, userID, itemID uuid.UUID, price int64, n int, age time.Duration) error {
-	_, err := db.ExecContext(ctx, `
-WITH o AS (
-    INSERT INTO orders (id, user_id, status, total, currency, created_at, updated_at)
-    SELECT gen_random_uuid(), $1, 'PENDING', $3, 'usd', now() - $5 * interval '1 second', now() - $5 * interval '1 second'
-    FROM generate_series(1, $4)
-    RETURNING id
-), l AS (
-    INSERT INTO order_lines (id, order_id, position, item_id, name, unit_price, quantity, subtotal)
-    SELECT gen_random_uuid(), id, 1, $2, 'Bench item', $3, 1, $3 FROM o
-)
-INSERT INTO payments (order_id, payment_intent_id, status)
-SELECT id, 'pi_bench_' || replace(id::text, '-', ''), 'requires_payment' FROM o`,
-		userID, itemID, price, n, int(age.Seconds()))
-	return err
+	return orderdb.Store{}.SeedPending(ctx, db, userID, itemID, price, n, age)
 }
 
 // Reconcile times one reconciler run resuming at from.

@@ -1,17 +1,16 @@
+// Package notification is the in-app notifications of users: what one is, how it reads in
+// the reader's language, and the store that keeps them (notificationdb implements it).
 package notification
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/i18n"
-	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/pkg/cursor"
 )
 
@@ -76,119 +75,21 @@ func (n Notification) Render(lang string) (title, message string) {
 	return i18n.T(lang, key+".title", params), i18n.T(lang, key+".message", params)
 }
 
-// Store holds notifications in Postgres.
-type Store struct{ db *postgres.DB }
-
-// NewStore returns the notifications store.
-func NewStore(db *postgres.DB) *Store { return &Store{db: db} }
-
-const insertQuery = `INSERT INTO notifications (id, user_id, event, data, outbox_id, created_at)
-VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
-ON CONFLICT (outbox_id) DO NOTHING`
-
-// Deliver stores a notification asked for by outbox row outboxID, dated at (when the event
-// happened, so the list follows the events; now when zero). A second delivery of the same row
-// stores nothing. It reports whether a row was inserted.
-func (s *Store) Deliver(ctx context.Context, outboxID int64, at time.Time, userID uuid.UUID, event string, data map[string]any) (bool, error) {
-	raw, err := json.Marshal(data)
-	if err != nil {
-		return false, err
-	}
-	if data == nil {
-		raw = []byte("{}")
-	}
-	var src *int64
-	if outboxID > 0 {
-		src = &outboxID
-	}
-	var when *time.Time
-	if !at.IsZero() {
-		when = &at
-	}
-	res, err := s.db.ExecContext(ctx, insertQuery, uuid.Must(uuid.NewV7()), userID, event, string(raw), src, when)
-	if postgres.IsCode(err, postgres.ForeignKeyViolation) {
-		return false, nil // the user is gone: nobody to notify
-	}
-	if err != nil {
-		return false, fmt.Errorf("notification: insert: %w", err)
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
-}
-
-const columns = `id, user_id, event, data, read_at, created_at`
-
-// List returns a page of a user's notifications, newest first.
-func (s *Store) List(ctx context.Context, userID uuid.UUID, unreadOnly bool, page cursor.Request) (cursor.Page[Notification], error) {
-	var q postgres.Query
-	q.Where("user_id = " + q.Arg(userID))
-	if unreadOnly {
-		q.Where("read_at IS NULL")
-	}
-	if page.After != nil {
-		q.Keyset("created_at", "id", page.After.At, page.After.ID, false)
-	}
-	query := `SELECT ` + columns + ` FROM notifications` + q.WhereSQL() + ` ORDER BY created_at DESC, id DESC LIMIT ` + q.Arg(page.Limit+1)
-	var rows []Notification
-	if err := sqlx.SelectContext(ctx, s.db, &rows, query, q.Args...); err != nil {
-		return cursor.Page[Notification]{}, fmt.Errorf("notification: list: %w", err)
-	}
-	for i := range rows {
-		if err := rows[i].decode(); err != nil {
-			return cursor.Page[Notification]{}, err
-		}
-	}
-	return cursor.NewPage(rows, page.Limit, func(n Notification) (time.Time, string) { return n.CreatedAt, n.ID.String() }), nil
-}
-
-func (n *Notification) decode() error {
-	if err := json.Unmarshal(n.RawData, &n.Data); err != nil {
-		return fmt.Errorf("notification: decode data: %w", err)
-	}
-	return nil
-}
-
-const unreadQuery = `SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL`
-
-// UnreadCount counts a user's unread notifications.
-func (s *Store) UnreadCount(ctx context.Context, userID uuid.UUID) (int, error) {
-	var n int
-	err := s.db.GetContext(ctx, &n, unreadQuery, userID)
-	return n, err
-}
-
-const hasNewQuery = `SELECT EXISTS (SELECT 1 FROM notifications WHERE user_id = $1 AND read_at IS NULL)`
-
-// HasNew reports whether a user has at least one unread notification.
-func (s *Store) HasNew(ctx context.Context, userID uuid.UUID) (bool, error) {
-	var b bool
-	err := s.db.GetContext(ctx, &b, hasNewQuery, userID)
-	return b, err
-}
-
-const markReadQuery = `UPDATE notifications SET read_at = COALESCE(read_at, now())
-WHERE id = $1 AND user_id = $2 RETURNING ` + columns
-
-// MarkRead marks one of the user's notifications read (reading it again keeps the first time).
-func (s *Store) MarkRead(ctx context.Context, userID, id uuid.UUID) (Notification, error) {
-	var n Notification
-	err := s.db.GetContext(ctx, &n, markReadQuery, id, userID)
-	if postgres.IsNoRows(err) {
-		return n, ErrNotFound
-	}
-	if err != nil {
-		return n, fmt.Errorf("notification: mark read: %w", err)
-	}
-	return n, n.decode()
-}
-
-const readAllQuery = `UPDATE notifications SET read_at = now() WHERE user_id = $1 AND read_at IS NULL`
-
-// ReadAll marks every unread notification of the user read and returns how many.
-func (s *Store) ReadAll(ctx context.Context, userID uuid.UUID) (int64, error) {
-	res, err := s.db.ExecContext(ctx, readAllQuery, userID)
-	if err != nil {
-		return 0, fmt.Errorf("notification: read all: %w", err)
-	}
-	return res.RowsAffected()
+// Store keeps notifications (implemented by notificationdb).
+type Store interface {
+	// Deliver stores a notification asked for by outbox row outboxID, dated at (now when
+	// zero). A second delivery of the same row stores nothing. It reports whether a row was
+	// inserted.
+	Deliver(ctx context.Context, outboxID int64, at time.Time, userID uuid.UUID, event string, data map[string]any) (bool, error)
+	// List returns a page of a user's notifications, newest first.
+	List(ctx context.Context, userID uuid.UUID, unreadOnly bool, page cursor.Request) (cursor.Page[Notification], error)
+	// UnreadCount counts a user's unread notifications.
+	UnreadCount(ctx context.Context, userID uuid.UUID) (int, error)
+	// HasNew reports whether a user has at least one unread notification.
+	HasNew(ctx context.Context, userID uuid.UUID) (bool, error)
+	// MarkRead marks one of the user's notifications read (reading it again keeps the first
+	// time); another user's answers ErrNotFound.
+	MarkRead(ctx context.Context, userID, id uuid.UUID) (Notification, error)
+	// ReadAll marks every unread notification of the user read and returns how many.
+	ReadAll(ctx context.Context, userID uuid.UUID) (int64, error)
 }

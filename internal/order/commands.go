@@ -73,13 +73,14 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 }
 
 // Create places an order for userID: the order is written and its stock reserved in one
-// transaction, then the PaymentIntent is created with no transaction open. With an idempotency
-// claim that already got past the commit, it resumes at the PaymentIntent instead.
+// transaction, then the PaymentIntent is created with no transaction open. claim is the
+// request's hold on its Idempotency-Key (nil without one): the commit records its recovery
+// point, and with a claim that already got past the commit, Create resumes at the
+// PaymentIntent instead.
 //
 // Names and prices are read first without locks; the reservation is the transaction's last
 // statement, so the rows of popular items stay locked only until the commit right after it.
-func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) (Order, error) {
-	claim := idempotency.ClaimFrom(ctx)
+func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, claim *idempotency.Claim) (Order, error) {
 	if claim != nil && claim.RecoveryPoint == RecoveryOrderCreated && claim.ResourceID != nil {
 		o, err := s.store.Get(ctx, s.db, *claim.ResourceID)
 		if err != nil {
@@ -95,7 +96,7 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput) 
 	if err != nil {
 		return Order{}, err
 	}
-	o := Order{ID: uuid.Must(uuid.NewV7()), UserID: userID, Status: Pending, Payment: Payment{Status: PaymentPending}}
+	o := newOrder(userID)
 	items, err := s.stock.Snapshot(ctx, s.db, rs)
 	if err != nil {
 		return Order{}, err
@@ -150,34 +151,6 @@ func checkReserved(rs []catalog.Reservation, items []catalog.ReservedItem) error
 	return nil
 }
 
-// fill snapshots names and prices into the lines. A line whose item is missing, deleted or
-// visibly short fails the order before anything is written.
-func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) error {
-	byID := make(map[uuid.UUID]catalog.ReservedItem, len(items))
-	for _, it := range items {
-		byID[it.ID] = it
-	}
-	for _, r := range rs {
-		it, ok := byID[r.ItemID]
-		if !ok || it.Deleted {
-			return catalog.ErrNotFound.With("item", r.ItemID)
-		}
-		if it.Stock < int64(r.Quantity) {
-			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
-		}
-		if o.Currency == "" {
-			o.Currency = it.Currency
-		} else if it.Currency != o.Currency {
-			return ErrMixedCurrencies
-		}
-		sub := it.Price * int64(r.Quantity)
-		o.Lines = append(o.Lines, Line{ID: uuid.Must(uuid.NewV7()), ItemID: it.ID, Name: it.Name,
-			UnitPrice: it.Price, Quantity: r.Quantity, Subtotal: sub})
-		o.Total += sub
-	}
-	return nil
-}
-
 // ensureIntent gives a PENDING order its PaymentIntent. A transient Stripe failure leaves the
 // order PENDING for a retry (or the reconciler); a definitive one cancels it and frees the stock.
 func (s *Service) ensureIntent(ctx context.Context, o Order, customer string) (Order, error) {
@@ -207,8 +180,7 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string) (O
 	if err := s.store.SetIntent(ctx, s.db, o.ID, pi.ID, pi.ClientSecret, PaymentRequiresPayment); err != nil {
 		return o, err
 	}
-	o.Payment.IntentID, o.Payment.ClientSecret, o.Payment.Status = &pi.ID, &pi.ClientSecret, PaymentRequiresPayment
-	return o, nil
+	return o, o.attachIntent(pi.ID, pi.ClientSecret)
 }
 
 // CancelUnpaid cancels a PENDING order that has no open PaymentIntent at once (no Stripe call):
@@ -246,14 +218,10 @@ func (s *Service) Ship(ctx context.Context, actor string, id uuid.UUID, in ShipI
 		return Order{}, err
 	}
 	return s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if o.PendingAction != ActionNone {
-			return nil, nil, ErrActionPending.With("action", o.PendingAction)
-		}
 		from := o.Status
-		if err := o.transition(Shipped, time.Now()); err != nil {
+		if err := o.ship(in.TrackingNumber, in.Carrier, time.Now()); err != nil {
 			return nil, nil, err
 		}
-		o.TrackingNumber, o.Carrier = &in.TrackingNumber, &in.Carrier
 		return statusEvent(from, Shipped, actor, ""), []outbox.Message{
 			notify(o, event, map[string]any{"trackingNumber": in.TrackingNumber, "carrier": in.Carrier}),
 		}, nil
@@ -263,11 +231,8 @@ func (s *Service) Ship(ctx context.Context, actor string, id uuid.UUID, in ShipI
 // Deliver moves a SHIPPED order to DELIVERED.
 func (s *Service) Deliver(ctx context.Context, actor string, id uuid.UUID, event string, claim *idempotency.Claim) (Order, error) {
 	return s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if o.PendingAction != ActionNone {
-			return nil, nil, ErrActionPending.With("action", o.PendingAction)
-		}
 		from := o.Status
-		if err := o.transition(Delivered, time.Now()); err != nil {
+		if err := o.deliver(time.Now()); err != nil {
 			return nil, nil, err
 		}
 		return statusEvent(from, Delivered, actor, ""), []outbox.Message{notify(o, event, nil)}, nil

@@ -2,9 +2,12 @@ package order
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/catalog"
 )
 
 // Order is the order aggregate: the order, its lines, its payment and its refund.
@@ -111,6 +114,42 @@ const (
 	ActorCustomer   = "customer"
 )
 
+// Every change to an order's fields is one of the methods below: the services decide when,
+// these decide what changes and refuse what the state machine (status.go) does not allow.
+
+// newOrder is a PENDING order of userID, its lines filled from the snapshot of items (fill).
+func newOrder(userID uuid.UUID) Order {
+	return Order{ID: uuid.Must(uuid.NewV7()), UserID: userID, Status: Pending, Payment: Payment{Status: PaymentPending}}
+}
+
+// fill snapshots names and prices into the lines. A line whose item is missing, deleted or
+// visibly short fails the order before anything is written.
+func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) error {
+	byID := make(map[uuid.UUID]catalog.ReservedItem, len(items))
+	for _, it := range items {
+		byID[it.ID] = it
+	}
+	for _, r := range rs {
+		it, ok := byID[r.ItemID]
+		if !ok || it.Deleted {
+			return catalog.ErrNotFound.With("item", r.ItemID)
+		}
+		if it.Stock < int64(r.Quantity) {
+			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
+		}
+		if o.Currency == "" {
+			o.Currency = it.Currency
+		} else if it.Currency != o.Currency {
+			return ErrMixedCurrencies
+		}
+		sub := it.Price * int64(r.Quantity)
+		o.Lines = append(o.Lines, Line{ID: uuid.Must(uuid.NewV7()), ItemID: it.ID, Name: it.Name,
+			UnitPrice: it.Price, Quantity: r.Quantity, Subtotal: sub})
+		o.Total += sub
+	}
+	return nil
+}
+
 // transition moves o to status to if the state machine allows it, setting the timestamps the
 // new status carries. It changes nothing and returns ErrBadPreconditions otherwise.
 func (o *Order) transition(to Status, at time.Time) error {
@@ -142,6 +181,116 @@ func (o *Order) request(a Action) error {
 	o.PendingAction = a
 	return nil
 }
+
+// failAction clears pending action a whose retries ran out; the status stays. It reports
+// whether a was pending.
+func (o *Order) failAction(a Action) bool {
+	if o.PendingAction != a {
+		return false
+	}
+	o.PendingAction = ActionNone
+	return true
+}
+
+// attachIntent records the PaymentIntent created for a PENDING order.
+func (o *Order) attachIntent(id, clientSecret string) error {
+	if o.Status != Pending {
+		return badTransition(o.Status, Paid)
+	}
+	o.Payment.IntentID, o.Payment.ClientSecret, o.Payment.Status = &id, &clientSecret, PaymentRequiresPayment
+	return nil
+}
+
+// pay records a captured payment. A PENDING order becomes PAID; a CANCELED one keeps its
+// status (the late payment is refunded).
+func (o *Order) pay(amount int64, currency string, at time.Time) error {
+	if o.Status != Canceled && !CanTransition(o.Status, Paid) {
+		return badTransition(o.Status, Paid)
+	}
+	currency = strings.ToLower(currency)
+	o.Payment.Status, o.Payment.AmountReceived, o.Payment.ReceivedCurrency, o.Payment.LastError =
+		PaymentSucceeded, &amount, &currency, nil
+	if o.Status == Canceled {
+		return nil
+	}
+	return o.transition(Paid, at)
+}
+
+// failPayment records a failed attempt on a PENDING order; the customer may retry.
+func (o *Order) failPayment(msg string) error {
+	if o.Status != Pending {
+		return badTransition(o.Status, Pending)
+	}
+	o.Payment.Status, o.Payment.LastError = PaymentFailed, &msg
+	return nil
+}
+
+// intentCanceled records that a PENDING order's PaymentIntent was canceled at Stripe and
+// requests the order's cancel.
+func (o *Order) intentCanceled() error {
+	if err := o.request(ActionCancel); err != nil {
+		return err
+	}
+	o.Payment.Status = PaymentCanceled
+	return nil
+}
+
+// process moves a PAID order to PROCESSED once the payment covers exactly its total and
+// currency; a mismatch is ErrPaymentMismatch.
+func (o *Order) process(at time.Time) error {
+	p := o.Payment
+	if !p.Captured() || p.AmountReceived == nil || *p.AmountReceived != o.Total ||
+		p.ReceivedCurrency == nil || !strings.EqualFold(*p.ReceivedCurrency, o.Currency) {
+		return ErrPaymentMismatch
+	}
+	return o.transition(Processed, at)
+}
+
+// ship moves o to SHIPPED with its tracking number and carrier.
+func (o *Order) ship(trackingNumber, carrier string, at time.Time) error {
+	if o.PendingAction != ActionNone {
+		return ErrActionPending.With("action", o.PendingAction)
+	}
+	if err := o.transition(Shipped, at); err != nil {
+		return err
+	}
+	o.TrackingNumber, o.Carrier = &trackingNumber, &carrier
+	return nil
+}
+
+// deliver moves o to DELIVERED.
+func (o *Order) deliver(at time.Time) error {
+	if o.PendingAction != ActionNone {
+		return ErrActionPending.With("action", o.PendingAction)
+	}
+	return o.transition(Delivered, at)
+}
+
+// cancel moves o to CANCELED and clears its pending action. Without a refund, a payment that
+// did not succeed is canceled too; paymentChanged reports it.
+func (o *Order) cancel(refunded bool, at time.Time) (paymentChanged bool, err error) {
+	if err := o.transition(Canceled, at); err != nil {
+		return false, err
+	}
+	o.PendingAction = ActionNone
+	if refunded || o.Payment.Status == PaymentSucceeded {
+		return false, nil
+	}
+	o.Payment.Status = PaymentCanceled
+	return true, nil
+}
+
+// refund moves o to REFUNDED and clears its pending action.
+func (o *Order) refund(at time.Time) error {
+	if err := o.transition(Refunded, at); err != nil {
+		return err
+	}
+	o.PendingAction = ActionNone
+	return nil
+}
+
+// recordRefund notes a refund made at Stripe.
+func (o *Order) recordRefund(r Refund) { o.Refund = &r }
 
 // Shipped reports whether the goods left: a refund then does not restock.
 func (o *Order) hasShipped() bool { return o.ShippedAt != nil }

@@ -40,12 +40,9 @@ func (s *Service) Process(ctx context.Context, id uuid.UUID) error {
 		default:
 			return nil, nil, nil // processed already, or canceled meanwhile
 		}
-		p := o.Payment
-		if !p.Captured() || p.AmountReceived == nil || *p.AmountReceived != o.Total ||
-			p.ReceivedCurrency == nil || !strings.EqualFold(*p.ReceivedCurrency, o.Currency) {
-			return nil, nil, ErrPaymentMismatch
+		if err := o.process(time.Now()); err != nil {
+			return nil, nil, err
 		}
-		_ = o.transition(Processed, time.Now())
 		return statusEvent(Paid, Processed, ActorWorker, ""), []outbox.Message{notify(o, notification.EventOrderProcessed, nil)}, nil
 	})
 	return err
@@ -113,16 +110,15 @@ func (s *Service) cancelIntent(ctx context.Context, o *Order) error {
 // customer told.
 func (s *Service) finishCancel(ctx context.Context, tx *postgres.Tx, o *Order, actor, reason string, refund *payment.Refund) (*Event, []outbox.Message, error) {
 	from := o.Status
-	if err := o.transition(Canceled, time.Now()); err != nil {
+	paymentChanged, err := o.cancel(refund != nil, time.Now())
+	if err != nil {
 		return nil, nil, err
 	}
-	o.PendingAction = ActionNone
 	if refund != nil {
 		if err := s.recordRefund(ctx, tx, o, RefundOrder, *refund); err != nil {
 			return nil, nil, err
 		}
-	} else if o.Payment.Status != PaymentSucceeded {
-		o.Payment.Status = PaymentCanceled
+	} else if paymentChanged {
 		if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
 			return nil, nil, err
 		}
@@ -168,10 +164,9 @@ func (s *Service) Refund(ctx context.Context, id uuid.UUID, actor, reason string
 // finishRefund is the REFUNDED side of a refund or a compensation.
 func (s *Service) finishRefund(ctx context.Context, tx *postgres.Tx, o *Order, actor, reason string, r payment.Refund, event string) (*Event, []outbox.Message, error) {
 	from := o.Status
-	if err := o.transition(Refunded, time.Now()); err != nil {
+	if err := o.refund(time.Now()); err != nil {
 		return nil, nil, err
 	}
-	o.PendingAction = ActionNone
 	if err := s.recordRefund(ctx, tx, o, RefundOrder, r); err != nil {
 		return nil, nil, err
 	}
@@ -233,7 +228,7 @@ func (s *Service) recordRefund(ctx context.Context, tx *postgres.Tx, o *Order, k
 	if err := s.store.PutRefund(ctx, tx, o.ID, rec); err != nil {
 		return err
 	}
-	o.Refund = &rec
+	o.recordRefund(rec)
 	return nil
 }
 
@@ -281,10 +276,9 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause string) (bool, error) {
 	done := false
 	_, err := s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if o.PendingAction != a {
+		if done = o.failAction(a); !done {
 			return nil, nil, nil
 		}
-		o.PendingAction, done = ActionNone, true
 		return actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause), nil, nil
 	})
 	return done && err == nil, ignoreMissing(err)

@@ -3,7 +3,6 @@ package order
 import (
 	"context"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -127,29 +126,25 @@ func (s *Service) paymentSucceeded(ctx context.Context, tx *postgres.Tx, o *Orde
 	if o.Payment.Captured() {
 		return nil, nil, nil
 	}
-	currency := strings.ToLower(ev.Currency)
-	o.Payment.Status, o.Payment.AmountReceived, o.Payment.ReceivedCurrency, o.Payment.LastError =
-		PaymentSucceeded, &ev.AmountReceived, &currency, nil
-	switch o.Status {
-	case Pending:
-		if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
-			return nil, nil, err
-		}
-		_ = o.transition(Paid, time.Now())
-		*outcome = OutcomeApplied
-		return statusEvent(Pending, Paid, actor, ""), []outbox.Message{
-			task(tasks.OrderProcess, o, actor, ""),
-			notify(o, notification.EventOrderPaid, nil),
-		}, nil
-	case Canceled:
-		if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
-			return nil, nil, err
-		}
+	if o.Status != Pending && o.Status != Canceled {
+		return nil, nil, nil
+	}
+	if err := o.pay(ev.AmountReceived, ev.Currency, time.Now()); err != nil {
+		return nil, nil, err
+	}
+	if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
+		return nil, nil, err
+	}
+	if o.Status == Canceled {
 		*outcome = OutcomeLatePayment
 		return actionEvent(EventLatePayment, actor, "payment received after cancellation"),
 			[]outbox.Message{task(tasks.OrderRefund, o, actor, "late payment")}, nil
 	}
-	return nil, nil, nil
+	*outcome = OutcomeApplied
+	return statusEvent(Pending, Paid, actor, ""), []outbox.Message{
+		task(tasks.OrderProcess, o, actor, ""),
+		notify(o, notification.EventOrderPaid, nil),
+	}, nil
 }
 
 // paymentFailed keeps the order PENDING, stores the error and tells the customer, who may retry.
@@ -161,7 +156,9 @@ func (s *Service) paymentFailed(ctx context.Context, tx *postgres.Tx, o *Order, 
 	if msg == "" {
 		msg = "payment failed"
 	}
-	o.Payment.Status, o.Payment.LastError = PaymentFailed, &msg
+	if err := o.failPayment(msg); err != nil {
+		return nil, nil, err
+	}
 	if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
 		return nil, nil, err
 	}
@@ -176,11 +173,10 @@ func (s *Service) intentCanceled(ctx context.Context, tx *postgres.Tx, o *Order,
 	if o.Status != Pending || o.PendingAction != ActionNone || o.Payment.Captured() {
 		return nil, nil, nil
 	}
-	o.Payment.Status = PaymentCanceled
-	if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
+	if err := o.intentCanceled(); err != nil {
 		return nil, nil, err
 	}
-	if err := o.request(ActionCancel); err != nil {
+	if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
 		return nil, nil, err
 	}
 	*outcome = OutcomeApplied

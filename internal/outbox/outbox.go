@@ -1,5 +1,5 @@
-// Package outbox writes messages in the transaction of the change they announce, and relays
-// them to the task queue (see Relay).
+// Package outbox writes messages in the transaction of the change they announce; package
+// outbox/relay hands them to the task queue.
 //
 // Why: a change and its consequence (a task, a notification) must commit together. Writing the
 // message to the same database transaction means a crash can never leave one without the other;

@@ -116,7 +116,7 @@ func buildTemplate(base string) (string, error) {
 		return "", err
 	}
 	ctx := context.Background()
-	conn, err := admin.Connx(ctx)
+	conn, err := admin.Pool().Connx(ctx)
 	if err != nil {
 		return "", err
 	}

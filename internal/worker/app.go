@@ -3,38 +3,22 @@ package worker
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
-	"github.com/dispatchhq/dispatch/internal/catalog"
-	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
-	"github.com/dispatchhq/dispatch/internal/idempotency"
-	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
-	"github.com/dispatchhq/dispatch/internal/order/orderdb"
-	"github.com/dispatchhq/dispatch/internal/outbox"
-	"github.com/dispatchhq/dispatch/internal/payment"
-	"github.com/dispatchhq/dispatch/internal/platform/postgres"
-	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/tasks"
-	"github.com/dispatchhq/dispatch/internal/user"
-	"github.com/dispatchhq/dispatch/internal/user/userdb"
 )
 
-// Infra is what the worker runs on.
-type Infra struct {
-	DB        *postgres.DB
-	Redis     *redis.Client
-	Keys      redisx.Prefix
+// Options adjust the worker beyond its configuration.
+type Options struct {
 	Namespace tasks.Namespace
-	Log       *slog.Logger
-	Gateway   payment.Gateway
 	// RetryBase is the first retry delay (SPEC §5: 2 s); tests shorten it, with DelayedInterval.
 	RetryBase       time.Duration
 	DelayedInterval time.Duration
@@ -44,41 +28,37 @@ type Infra struct {
 // Worker is the task server with its strategies.
 type Worker struct {
 	Runner *Runner
-	Orders *order.Service
 	server *asynq.Server
-	acker  *outbox.Acker
+	acker  *relay.Acker
 }
 
-// New wires the strategies and the asynq server. It fails if a task type has no strategy.
-func New(cfg config.Config, in Infra) (*Worker, error) {
-	cache := catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)
-	customers := user.NewCustomerSync(in.DB, userdb.Store{}, in.Gateway)
-	locks := redsync.New(goredis.NewPool(in.Redis))
-	orders := order.NewService(in.DB, orderdb.Store{}, catalogdb.Store{}, cache, in.Gateway,
-		idempotency.NewStore(in.DB), customers, in.Log)
+// New runs the strategies on the services of a (built by package assembly) behind the asynq
+// server. It fails if a task type has no strategy.
+func New(cfg config.Config, a *assembly.App, opts Options) (*Worker, error) {
+	locks := redsync.New(goredis.NewPool(a.Redis))
 	reg := Registry(Deps{
-		Orders: orders, Notifications: notification.NewStore(in.DB), Customers: customers,
+		Orders: a.Orders, Notifications: a.Notifications, Customers: a.Customers,
 		Maintenance: map[string]func(context.Context) error{
-			tasks.CleanupExpired:    Cleanup(in.DB, in.Log),
-			tasks.ReconcilePayments: Reconcile(orders, in.Redis, locks, in.Keys, order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL), in.Log),
+			tasks.CleanupExpired:    Cleanup(a.DB, a.Log),
+			tasks.ReconcilePayments: Reconcile(a.Orders, a.Redis, locks, a.Keys, order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL), a.Log),
 		},
 	})
-	runner, err := NewRunner(reg, locks, in.Keys, in.Log)
+	runner, err := NewRunner(reg, locks, a.Keys, a.Log)
 	if err != nil {
 		return nil, err
 	}
-	runner.Observe = in.Observe
-	acker := outbox.NewAcker(in.DB, 50*time.Millisecond, in.Log)
+	runner.Observe = opts.Observe
+	acker := relay.NewAcker(a.DB, 50*time.Millisecond, a.Log)
 	runner.Ack = acker.Ack
-	retryBase := in.RetryBase
+	retryBase := opts.RetryBase
 	if retryBase == 0 {
 		retryBase = 2 * time.Second
 	}
-	srv := NewServer(in.Redis, ServerConfig{
-		Concurrency: cfg.WorkerConcurrency, Weights: cfg.QueueWeights, Namespace: in.Namespace,
-		RetryBase: retryBase, DelayedInterval: in.DelayedInterval, ShutdownTimeout: cfg.ShutdownTimeout,
-	}, in.Log)
-	return &Worker{Runner: runner, Orders: orders, server: srv, acker: acker}, nil
+	srv := NewServer(a.Redis, ServerConfig{
+		Concurrency: cfg.WorkerConcurrency, Weights: cfg.QueueWeights, Namespace: opts.Namespace,
+		RetryBase: retryBase, DelayedInterval: opts.DelayedInterval, ShutdownTimeout: cfg.ShutdownTimeout,
+	}, a.Log)
+	return &Worker{Runner: runner, server: srv, acker: acker}, nil
 }
 
 // Start begins processing tasks.

@@ -89,7 +89,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	err := r.run(ctx, s, t)
 	if err == nil {
 		r.finish(t)
-		r.observe(t.Type, "success", start)
+		r.observe(t.Type, metrics.TaskSuccess, start)
 		return nil
 	}
 	permanent := isPermanent(err)
@@ -97,7 +97,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if !permanent && retried < maxRetry {
 		r.log.WarnContext(ctx, "task failed; will retry", "err", err, "attempt", retried+1, "maxRetry", maxRetry)
-		r.observe(t.Type, "retry", start)
+		r.observe(t.Type, metrics.TaskRetry, start)
 		return err
 	}
 	r.log.ErrorContext(ctx, "task failed for good", "err", err, "permanent", permanent, "attempt", retried+1)
@@ -115,7 +115,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 		}
 	}
 	r.finish(t)
-	r.observe(t.Type, "failed", start)
+	r.observe(t.Type, metrics.TaskFailed, start)
 	if permanent {
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}

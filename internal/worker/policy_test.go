@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/payment"
@@ -38,8 +39,9 @@ func newTestWorker(t *testing.T) *Worker {
 	db, dbURL := testenv.DB(t)
 	rdb, keys, redisURL := testenv.Redis(t)
 	cfg := testenv.Config(t, config.Worker, dbURL, redisURL)
-	w, err := New(cfg, Infra{DB: db, Redis: rdb, Keys: keys, Namespace: testenv.Namespace(t, rdb, "wt"), Log: logging.Discard(),
+	a := assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: keys, Log: logging.Discard(),
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})
+	w, err := New(cfg, a, Options{Namespace: testenv.Namespace(t, rdb, "wt")})
 	if err != nil {
 		t.Fatal(err)
 	}

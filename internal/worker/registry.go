@@ -45,7 +45,7 @@ func (t Task) Decode(v any) error {
 // Deps are the services the strategies call.
 type Deps struct {
 	Orders        *order.Service
-	Notifications *notification.Store
+	Notifications notification.Store
 	Customers     *user.CustomerSync
 	Maintenance   map[string]func(ctx context.Context) error // periodic tasks by type
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+	"github.com/dispatchhq/dispatch/internal/platform/server"
 )
 
 // Program is a started program's configuration and dependencies.
@@ -63,10 +64,7 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 
 // Checks are the readiness checks every program shares.
 func (p *Program) Checks() map[string]func(context.Context) error {
-	return map[string]func(context.Context) error{
-		"postgres": p.DB.PingContext,
-		"redis":    func(ctx context.Context) error { return p.Redis.Ping(ctx).Err() },
-	}
+	return server.Dependencies(p.DB, p.Redis)
 }
 
 // Close releases everything in reverse order; the logger is flushed last.

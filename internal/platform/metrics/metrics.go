@@ -62,6 +62,11 @@ var (
 	OutboxOldestInFlightAge = promauto.NewGauge(prometheus.GaugeOpts{
 		Namespace: ns, Name: "outbox_oldest_in_flight_age_seconds", Help: "Age of the oldest outbox row whose task has not finished (0 when none).",
 	})
+	// OutboxBacklogReadFailures counts backlog readings that failed: the backlog gauges keep
+	// their last good value meanwhile, so a rising count says they are stale.
+	OutboxBacklogReadFailures = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "outbox_backlog_read_failures_total", Help: "Outbox backlog readings that failed (the backlog gauges are stale meanwhile).",
+	})
 	relayRedelivered = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Name: "relay_redelivered_total",
 		Help: "Outbox rows due again, by task type and what became of their task (lost, completed, abandoned).",
@@ -106,11 +111,18 @@ var (
 	}, []string{"type"})
 )
 
+// How a task attempt ended (the outcome label of the task metrics).
+const (
+	TaskSuccess = "success"
+	TaskRetry   = "retry"
+	TaskFailed  = "failed"
+)
+
 // TaskDone records a task attempt.
 func TaskDone(taskType, outcome string, d time.Duration) {
 	tasksDone.WithLabelValues(taskType, outcome).Inc()
 	taskDuration.WithLabelValues(taskType, outcome).Observe(d.Seconds())
-	if outcome == "retry" {
+	if outcome == TaskRetry {
 		retries.WithLabelValues(taskType).Inc()
 	}
 }

@@ -26,7 +26,7 @@ func NewMigrator(ctx context.Context, url string) (*Migrator, error) {
 		db.Close()
 		return nil, fmt.Errorf("migrate: source: %w", err)
 	}
-	drv, err := migratepg.WithInstance(db.DB.DB, &migratepg.Config{})
+	drv, err := migratepg.WithInstance(db.pool.DB, &migratepg.Config{})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate: driver: %w", err)

@@ -12,20 +12,42 @@ import (
 // parsed and planned once per connection, then only bound and executed. On the order path,
 // planning was close to half of Postgres's time per statement.
 //
-// The sqlx helpers (sqlx.GetContext, SelectContext…) go through the methods below, so stores
-// taking sqlx interfaces get prepared statements without knowing it. Methods reached through
-// the embedded *sqlx.DB (db.Get, db.Exec…) run unprepared.
+// DB does not embed *sqlx.DB: every query method it has takes the prepared path, so db.GetContext,
+// sqlx.GetContext(ctx, db) and a store taking sqlx.ExtContext all run the same way, and there is
+// no unprepared method to reach by accident. Pool returns the bare pool for what needs it.
 type DB struct {
-	*sqlx.DB
+	pool    *sqlx.DB
 	stmts   sync.Map // query text → *sqlx.Stmt
 	priming sync.Map // query text → struct{}, while a background prepare runs
+
+	// mu guards closed; background prepares are counted in bg so Close waits for them.
+	mu     sync.RWMutex
+	closed bool
+	bg     sync.WaitGroup
+}
+
+// Pool is the underlying sqlx pool, unprepared: for settings and statistics, not for queries.
+func (db *DB) Pool() *sqlx.DB { return db.pool }
+
+// PingContext checks that the database answers.
+func (db *DB) PingContext(ctx context.Context) error { return db.pool.PingContext(ctx) }
+
+// DriverName, Rebind and BindNamed make DB an sqlx.ExtContext.
+func (db *DB) DriverName() string { return db.pool.DriverName() }
+
+// Rebind is sqlx's Rebind for the pool's driver.
+func (db *DB) Rebind(query string) string { return db.pool.Rebind(query) }
+
+// BindNamed is sqlx's BindNamed for the pool's driver.
+func (db *DB) BindNamed(query string, arg any) (string, []any, error) {
+	return db.pool.BindNamed(query, arg)
 }
 
 func (db *DB) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 	if s, ok := db.stmts.Load(query); ok {
 		return s.(*sqlx.Stmt), nil
 	}
-	s, err := db.DB.PreparexContext(ctx, query)
+	s, err := db.pool.PreparexContext(ctx, query)
 	if err != nil {
 		return nil, err
 	}
@@ -34,6 +56,25 @@ func (db *DB) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 		return prev.(*sqlx.Stmt), nil
 	}
 	return s, nil
+}
+
+// prime prepares query in the background unless a prepare of it runs already or the pool is
+// closing. Close waits for the prepares in flight.
+func (db *DB) prime(query string) {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if db.closed {
+		return
+	}
+	if _, busy := db.priming.LoadOrStore(query, struct{}{}); busy {
+		return
+	}
+	db.bg.Add(1)
+	go func() {
+		defer db.bg.Done()
+		defer db.priming.Delete(query)
+		_, _ = db.stmt(context.Background(), query)
+	}()
 }
 
 // QueryContext runs query as a prepared statement.
@@ -59,42 +100,81 @@ func (db *DB) QueryxContext(ctx context.Context, query string, args ...any) (*sq
 func (db *DB) QueryRowxContext(ctx context.Context, query string, args ...any) *sqlx.Row {
 	s, err := db.stmt(ctx, query)
 	if err != nil {
-		return db.DB.QueryRowxContext(ctx, query, args...)
+		return db.pool.QueryRowxContext(ctx, query, args...)
 	}
 	return s.QueryRowxContext(ctx, args...)
 }
 
-// ExecContext runs query as a prepared statement.
+// ExecContext runs query as a prepared statement. A query that cannot be prepared (several
+// statements in one string, as scripts and tests send) runs unprepared, which also reports
+// the error of a query that is wrong.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	s, err := db.stmt(ctx, query)
 	if err != nil {
-		return nil, err
+		return db.pool.ExecContext(ctx, query, args...)
 	}
 	return s.ExecContext(ctx, args...)
 }
 
-// Close closes the prepared statements and the pool.
+// Exec is ExecContext without a deadline (scripts and tests).
+func (db *DB) Exec(query string, args ...any) (sql.Result, error) {
+	return db.ExecContext(context.Background(), query, args...)
+}
+
+// Get is GetContext without a deadline (scripts and tests).
+func (db *DB) Get(dest any, query string, args ...any) error {
+	return db.GetContext(context.Background(), dest, query, args...)
+}
+
+// Select is SelectContext without a deadline (scripts and tests).
+func (db *DB) Select(dest any, query string, args ...any) error {
+	return db.SelectContext(context.Background(), dest, query, args...)
+}
+
+// Close waits for the background prepares, closes the prepared statements and the pool.
 func (db *DB) Close() error {
+	db.mu.Lock()
+	db.closed = true
+	db.mu.Unlock()
+	db.bg.Wait()
 	db.stmts.Range(func(_, s any) bool {
 		s.(*sqlx.Stmt).Close()
 		return true
 	})
-	return db.DB.Close()
+	return db.pool.Close()
 }
 
 // BeginTxx starts a transaction whose queries use the pool's prepared statements.
 func (db *DB) BeginTxx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) {
-	tx, err := db.DB.BeginTxx(ctx, opts)
+	tx, err := db.pool.BeginTxx(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &Tx{Tx: tx, db: db}, nil
+	return &Tx{tx: tx, db: db}, nil
 }
 
-// Tx is a transaction running the pool's prepared statements on its connection.
+// Tx is a transaction running the pool's prepared statements on its connection. Like DB, it
+// does not embed its sqlx type, so no query method of it skips the prepared path.
 type Tx struct {
-	*sqlx.Tx
+	tx *sqlx.Tx
 	db *DB
+}
+
+// Commit commits the transaction.
+func (tx *Tx) Commit() error { return tx.tx.Commit() }
+
+// Rollback aborts the transaction.
+func (tx *Tx) Rollback() error { return tx.tx.Rollback() }
+
+// DriverName, Rebind and BindNamed make Tx an sqlx.ExtContext.
+func (tx *Tx) DriverName() string { return tx.tx.DriverName() }
+
+// Rebind is sqlx's Rebind for the transaction's driver.
+func (tx *Tx) Rebind(query string) string { return tx.tx.Rebind(query) }
+
+// BindNamed is sqlx's BindNamed for the transaction's driver.
+func (tx *Tx) BindNamed(query string, arg any) (string, []any, error) {
+	return tx.tx.BindNamed(query, arg)
 }
 
 // stmt returns the transaction's handle on query's prepared statement, or nil when the pool
@@ -103,14 +183,9 @@ type Tx struct {
 // use runs unprepared and the statement is prepared in the background for the next.
 func (tx *Tx) stmt(ctx context.Context, query string) *sqlx.Stmt {
 	if s, ok := tx.db.stmts.Load(query); ok {
-		return tx.Tx.StmtxContext(ctx, s.(*sqlx.Stmt))
+		return tx.tx.StmtxContext(ctx, s.(*sqlx.Stmt))
 	}
-	if _, busy := tx.db.priming.LoadOrStore(query, struct{}{}); !busy {
-		go func() {
-			defer tx.db.priming.Delete(query)
-			_, _ = tx.db.stmt(context.Background(), query)
-		}()
-	}
+	tx.db.prime(query)
 	return nil
 }
 
@@ -119,7 +194,7 @@ func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql
 	if s := tx.stmt(ctx, query); s != nil {
 		return s.QueryContext(ctx, args...)
 	}
-	return tx.Tx.QueryContext(ctx, query, args...)
+	return tx.tx.QueryContext(ctx, query, args...)
 }
 
 // QueryxContext runs query as a prepared statement in the transaction.
@@ -127,7 +202,7 @@ func (tx *Tx) QueryxContext(ctx context.Context, query string, args ...any) (*sq
 	if s := tx.stmt(ctx, query); s != nil {
 		return s.QueryxContext(ctx, args...)
 	}
-	return tx.Tx.QueryxContext(ctx, query, args...)
+	return tx.tx.QueryxContext(ctx, query, args...)
 }
 
 // QueryRowxContext runs query as a prepared statement in the transaction.
@@ -135,7 +210,7 @@ func (tx *Tx) QueryRowxContext(ctx context.Context, query string, args ...any) *
 	if s := tx.stmt(ctx, query); s != nil {
 		return s.QueryRowxContext(ctx, args...)
 	}
-	return tx.Tx.QueryRowxContext(ctx, query, args...)
+	return tx.tx.QueryRowxContext(ctx, query, args...)
 }
 
 // ExecContext runs query as a prepared statement in the transaction.
@@ -143,10 +218,10 @@ func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 	if s := tx.stmt(ctx, query); s != nil {
 		return s.ExecContext(ctx, args...)
 	}
-	return tx.Tx.ExecContext(ctx, query, args...)
+	return tx.tx.ExecContext(ctx, query, args...)
 }
 
-// SelectContext and GetContext keep sqlx's helpers on the prepared path.
+// SelectContext is sqlx.SelectContext on the prepared path.
 func (tx *Tx) SelectContext(ctx context.Context, dest any, query string, args ...any) error {
 	return sqlx.SelectContext(ctx, tx, dest, query, args...)
 }
@@ -164,4 +239,19 @@ func (db *DB) SelectContext(ctx context.Context, dest any, query string, args ..
 // GetContext is sqlx.GetContext on the prepared path.
 func (db *DB) GetContext(ctx context.Context, dest any, query string, args ...any) error {
 	return sqlx.GetContext(ctx, db, dest, query, args...)
+}
+
+// Exec is ExecContext without a deadline (scripts and tests).
+func (tx *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	return tx.ExecContext(context.Background(), query, args...)
+}
+
+// Get is GetContext without a deadline (scripts and tests).
+func (tx *Tx) Get(dest any, query string, args ...any) error {
+	return tx.GetContext(context.Background(), dest, query, args...)
+}
+
+// Select is SelectContext without a deadline (scripts and tests).
+func (tx *Tx) Select(dest any, query string, args ...any) error {
+	return tx.SelectContext(context.Background(), dest, query, args...)
 }

@@ -2,8 +2,11 @@ package postgres_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -59,7 +62,6 @@ func TestQueriesRunPrepared(t *testing.T) {
 		GetContext(context.Context, any, string, ...any) error
 	}) bool {
 		var found bool
-		// Run unprepared through the embedded handle: only the checked query matters here.
 		if err := q.GetContext(ctx, &found,
 			"SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE statement = $1) AS found", query); err != nil {
 			t.Fatal(err)
@@ -68,6 +70,24 @@ func TestQueriesRunPrepared(t *testing.T) {
 	}
 	if !prepared(db) {
 		t.Fatal("a pool query is not a prepared statement on its connection")
+	}
+	// Every way of running a query on the pool takes the prepared path: the short methods and
+	// sqlx's helpers given the pool run the same statements.
+	for name, get := range map[string]func(q string) error{
+		"db.Get":          func(q string) error { return db.Get(&n, q, "x@example.com") },
+		"sqlx.GetContext": func(q string) error { return sqlx.GetContext(ctx, db, &n, q, "x@example.com") },
+	} {
+		q := "SELECT count(*) FROM users WHERE email = $1 -- " + name
+		if err := get(q); err != nil {
+			t.Fatal(err)
+		}
+		var found bool
+		if err := db.GetContext(ctx, &found, "SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE statement = $1) AS found", q); err != nil {
+			t.Fatal(err)
+		}
+		if !found {
+			t.Errorf("%s ran unprepared", name)
+		}
 	}
 	err = postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
 		if err := tx.GetContext(ctx, &n, query, "nobody@example.com"); err != nil {
@@ -85,5 +105,35 @@ func TestQueriesRunPrepared(t *testing.T) {
 	// A query whose statement fails to prepare reports the error to its caller.
 	if err := db.GetContext(ctx, &n, "SELECT count(*) FROM no_such_table"); err == nil {
 		t.Fatal("query on a missing table: no error")
+	}
+}
+
+// Close waits for the background prepares a transaction started: none runs on a closed pool
+// or stores a statement after the others were closed (run with -race).
+func TestCloseWaitsForBackgroundPrepares(t *testing.T) {
+	_, url := testenv.DB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := postgres.Open(ctx, url, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
+		for i := range 20 {
+			if _, err := tx.ExecContext(ctx, "SELECT $1::int + "+strconv.Itoa(i), i); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.GetContext(ctx, &n, "SELECT 1"); err == nil {
+		t.Fatal("a query ran on a closed pool")
 	}
 }

@@ -6,7 +6,22 @@ import (
 	"net/http"
 	httppprof "net/http/pprof"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
+
+// Pinger is what answers a readiness check of a dependency.
+type Pinger interface {
+	PingContext(ctx context.Context) error
+}
+
+// Dependencies are the readiness checks every program shares: PostgreSQL and Redis answer.
+func Dependencies(db Pinger, rdb redis.UniversalClient) map[string]func(context.Context) error {
+	return map[string]func(context.Context) error{
+		"postgres": db.PingContext,
+		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+	}
+}
 
 // OpsServer is the server of a program's ops port (Ops). Its write timeout leaves room for a
 // CPU profile's default 30 s.

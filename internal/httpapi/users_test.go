@@ -59,7 +59,7 @@ func TestSignUpReturnsTheSelfView(t *testing.T) {
 	if strings.Contains(row.Hash, testPassword) || !strings.HasPrefix(row.Hash, "$argon2id$") {
 		t.Fatalf("password not stored as an argon2id hash: %q", row.Hash)
 	}
-	access, _ := a.loginAs(t, "ANA.SOUZA@example.com", testPassword)
+	access, _ := a.login(t, "ANA.SOUZA@example.com", testPassword)
 	me := a.api.As(access).Do("GET", "/v1/users/me", nil).Expect(t, 200).JSON(t)
 	expectKeys(t, me, selfViewKeys...)
 	for _, k := range selfViewKeys {
@@ -177,7 +177,7 @@ func TestSignUpValidation(t *testing.T) {
 				m := resp.Expect(t, 201).JSON(t)
 				expectKeys(t, m, selfViewKeys...)
 				if pw, ok := body["password"].(string); ok {
-					a.loginAs(t, m["email"].(string), pw) // the account works with the password given
+					a.login(t, m["email"].(string), pw) // the account works with the password given
 				}
 				return
 			}
@@ -224,13 +224,13 @@ func TestEmailUniqueness(t *testing.T) {
 	}
 
 	// A deleted user's email is free again, for sign-up and for updates.
-	access, _ := a.loginAs(t, "dup@example.com", testPassword)
+	access, _ := a.login(t, "dup@example.com", testPassword)
 	a.api.As(access).Do("DELETE", "/v1/users/me", nil).Expect(t, 204)
 	again := signUp(t, "DUP@example.com")
 	if again["id"] == nil || again["id"] == first["id"] || again["email"] != "dup@example.com" {
 		t.Fatalf("re-registration after delete: %v", again)
 	}
-	a.loginAs(t, "dup@example.com", testPassword)
+	a.login(t, "dup@example.com", testPassword)
 	gone := a.signUpAccount(t, nil)
 	a.api.As(gone.Access).Do("DELETE", "/v1/users/me", nil).Expect(t, 204)
 	a.api.As(other.Access).Do("PATCH", "/v1/users/me", map[string]any{"email": gone.Email}).Expect(t, 200)
@@ -321,7 +321,7 @@ func TestUpdateMe(t *testing.T) {
 		t.Fatalf("GET /me after PATCH: %v", me)
 	}
 	// Non-credential changes keep the session; login works with the new email only.
-	a.loginAs(t, newEmail, testPassword)
+	a.login(t, newEmail, testPassword)
 	expectError(t, a.api.Do("POST", "/v1/auth/login", map[string]string{"email": acc.Email, "password": testPassword}),
 		401, "auth.errors.invalidCredentials", "/v1/auth/login")
 
@@ -373,7 +373,7 @@ func TestPasswordChange(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)
 	acc := a.signUpAccount(t, nil)
-	access2, refresh2 := a.loginAs(t, acc.Email, testPassword) // a second session
+	access2, refresh2 := a.login(t, acc.Email, testPassword) // a second session
 	c := a.api.As(acc.Access)
 	hash := a.userRow(t, acc.ID).Hash
 
@@ -410,14 +410,14 @@ func TestPasswordChange(t *testing.T) {
 	}
 	expectError(t, a.api.Do("POST", "/v1/auth/login", map[string]string{"email": acc.Email, "password": testPassword}),
 		401, "auth.errors.invalidCredentials", "/v1/auth/login")
-	a.loginAs(t, acc.Email, "brand-new-pass")
+	a.login(t, acc.Email, "brand-new-pass")
 }
 
 func TestDeleteMe(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)
 	acc := a.signUpAccount(t, nil)
-	access2, refresh2 := a.loginAs(t, acc.Email, testPassword)
+	access2, refresh2 := a.login(t, acc.Email, testPassword)
 	viewer := a.signUpAccount(t, nil)
 	admin := a.demoAccount(t, "admin@dispatch.local")
 
@@ -521,7 +521,7 @@ func TestAdminCreateUser(t *testing.T) {
 	t.Run("created shipper works", func(t *testing.T) {
 		resp, email := create(t, admin, "shipper")
 		resp.Expect(t, 201)
-		access, _ := a.loginAs(t, email, testPassword)
+		access, _ := a.login(t, email, testPassword)
 		me := a.client(t).As(access).Do("GET", "/v1/users/me", nil).Expect(t, 200).JSON(t)
 		if me["role"] != "shipper" {
 			t.Fatalf("role %v", me["role"])
@@ -637,7 +637,7 @@ func TestAdminCredentialChangesRevokeSessions(t *testing.T) {
 
 	t.Run("role change", func(t *testing.T) {
 		target := a.provision(t, auth.RoleUser)
-		access2, refresh2 := a.loginAs(t, target.Email, target.Password)
+		access2, refresh2 := a.login(t, target.Email, target.Password)
 		path := "/v1/admin/users/" + target.ID
 		a.client(t).As(admin.Access).Do("PATCH", path, map[string]any{"role": "financial"}).Expect(t, 200)
 		for _, tok := range []string{target.Access, access2} {
@@ -647,7 +647,7 @@ func TestAdminCredentialChangesRevokeSessions(t *testing.T) {
 			expectError(t, a.client(t).As(tok).Do("POST", "/v1/auth/refresh", nil), 401, "auth.errors.invalidToken", "/v1/auth/refresh")
 		}
 		// A new login carries the new role.
-		access, _ := a.loginAs(t, target.Email, target.Password)
+		access, _ := a.login(t, target.Email, target.Password)
 		if me := a.client(t).As(access).Do("GET", "/v1/users/me", nil).Expect(t, 200).JSON(t); me["role"] != "financial" {
 			t.Fatalf("role after change: %v", me["role"])
 		}
@@ -672,7 +672,7 @@ func TestAdminCredentialChangesRevokeSessions(t *testing.T) {
 		expectError(t, a.client(t).As(target.Access).Do("GET", "/v1/users/me", nil), 401, "auth.errors.invalidToken", "/v1/users/me")
 		expectError(t, a.client(t).Do("POST", "/v1/auth/login", map[string]string{"email": target.Email, "password": target.Password}),
 			401, "auth.errors.invalidCredentials", "/v1/auth/login")
-		a.loginAs(t, target.Email, "set-by-admin")
+		a.login(t, target.Email, "set-by-admin")
 	})
 	t.Run("other fields", func(t *testing.T) {
 		target := a.provision(t, auth.RoleUser)
@@ -697,7 +697,7 @@ func TestAdminListFilters(t *testing.T) {
 	admin := a.demoAccount(t, "admin@dispatch.local")
 	c := a.api.As(admin.Access)
 	mk := func(name, email string, role auth.Role) string {
-		u, err := a.srv.Users().Provision(t.Context(), signUpOf(name, email), role)
+		u, err := a.svc.Users.Provision(t.Context(), signUpOf(name, email), role)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
@@ -218,7 +219,7 @@ func TestRateLimitSharedByReplicas(t *testing.T) {
 	t.Parallel()
 	a := newApp(t, "RATE_LIMIT_ENABLED", "true", "RATE_LIMITS", "login=4")
 	log := logging.New("api", a.cfg.LogLevel, "json", io.Discard)
-	replica := httpapi.New(a.cfg, httpapi.Infra{DB: a.db, Redis: a.rdb, Keys: a.keys, Log: log})
+	replica := httpapi.New(a.cfg, assembly.New(a.cfg, assembly.Infra{DB: a.db, Redis: a.rdb, Keys: a.keys, Log: log}), httpapi.Options{})
 	hs := httptest.NewServer(replica.Handler())
 	t.Cleanup(hs.Close)
 	b := testenv.NewClient(t, hs.URL)

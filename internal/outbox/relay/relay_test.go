@@ -1,4 +1,4 @@
-package outbox_test
+package relay_test
 
 // The relay against real PostgreSQL and Redis (SPEC §5 Outbox): batches in id order, rows
 // marked handed off only once their tasks are in Redis, unknown task types dropped without
@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
@@ -56,8 +57,8 @@ func newEnv(t *testing.T) *env {
 		client: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb)}
 }
 
-func (e *env) relay(batch int, poll time.Duration) *outbox.Relay {
-	return outbox.NewRelay(e.db, e.dbURL, e.rdb, e.ns, batch, poll, logging.Discard())
+func (e *env) relay(batch int, poll time.Duration) *relay.Relay {
+	return relay.New(e.db, e.dbURL, e.rdb, e.ns, batch, poll, logging.Discard())
 }
 
 // write inserts n notify:user rows with outbox.Write in one transaction, tagged with a
@@ -103,7 +104,7 @@ func (e *env) left() []int64 {
 
 func (e *env) queued(queue string, id int64) bool {
 	e.t.Helper()
-	n, err := e.rdb.Exists(context.Background(), "asynq:{"+e.ns.Queue(queue)+"}:t:"+outbox.TaskID(id)).Result()
+	n, err := e.rdb.Exists(context.Background(), "asynq:{"+e.ns.Queue(queue)+"}:t:"+relay.TaskID(id)).Result()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -144,7 +145,7 @@ func TestRelayBatchesInIDOrder(t *testing.T) {
 	}
 
 	// Each task carries its row: correlation id, outbox id, payload, queue and retry policy.
-	ti, err := e.insp.GetTaskInfo(e.ns.Queue(tasks.QueueNotifications), outbox.TaskID(ids[7]))
+	ti, err := e.insp.GetTaskInfo(e.ns.Queue(tasks.QueueNotifications), relay.TaskID(ids[7]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func TestRelayMarksRowsOnlyAfterEnqueue(t *testing.T) {
 	// Redis unreachable: the enqueue fails and the batch rolls back.
 	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)), DialTimeout: time.Second})
 	t.Cleanup(func() { down.Close() })
-	broken := outbox.NewRelay(e.db, e.dbURL, down, e.ns, 20, time.Hour, logging.Discard())
+	broken := relay.New(e.db, e.dbURL, down, e.ns, 20, time.Hour, logging.Discard())
 	if n, err := broken.RunOnce(context.Background()); err == nil || n != 0 {
 		t.Fatalf("RunOnce with Redis down: %d rows, err %v; want an error", n, err)
 	}
@@ -228,7 +229,7 @@ func TestRelayDropsUnknownTaskTypes(t *testing.T) {
 	last := e.write(2)
 
 	var buf testenv.Buffer
-	r := outbox.NewRelay(e.db, e.dbURL, e.rdb, e.ns, 10, time.Hour, logging.New("relay", -4, "json", &buf))
+	r := relay.New(e.db, e.dbURL, e.rdb, e.ns, 10, time.Hour, logging.New("relay", -4, "json", &buf))
 	if n, err := r.RunOnce(context.Background()); err != nil || n != 5 {
 		t.Fatalf("RunOnce: %d, %v; want 5 rows", n, err)
 	}
@@ -325,14 +326,14 @@ func TestStatsReportBacklogAndOldestRow(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
-	if b, err := outbox.Stats(ctx, e.db); err != nil || b != (outbox.Backlog{}) {
+	if b, err := relay.Stats(ctx, e.db); err != nil || b != (relay.Backlog{}) {
 		t.Fatalf("empty outbox: %+v, err %v", b, err)
 	}
 	ids := e.write(5)
 	if _, err := e.db.Exec(`UPDATE outbox SET created_at = now() - interval '5 minutes' WHERE id = $1`, ids[0]); err != nil {
 		t.Fatal(err)
 	}
-	b, err := outbox.Stats(ctx, e.db)
+	b, err := relay.Stats(ctx, e.db)
 	if err != nil || b.Waiting != 5 || b.OldestWaiting < 5*time.Minute || b.OldestWaiting > 6*time.Minute || b.InFlight != 0 {
 		t.Fatalf("stats: %+v, err %v; want 5 waiting, the oldest about 5m", b, err)
 	}
@@ -340,7 +341,7 @@ func TestStatsReportBacklogAndOldestRow(t *testing.T) {
 	if n, err := e.relay(2, time.Hour).RunOnce(ctx); err != nil || n != 2 {
 		t.Fatalf("RunOnce: %d, %v", n, err)
 	}
-	b, err = outbox.Stats(ctx, e.db)
+	b, err = relay.Stats(ctx, e.db)
 	if err != nil || b.Waiting != 3 || b.OldestWaiting > time.Minute || b.InFlight != 2 || b.OldestInFlight < 5*time.Minute {
 		t.Fatalf("stats after a hand-off: %+v, err %v", b, err)
 	}

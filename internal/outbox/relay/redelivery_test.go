@@ -1,4 +1,4 @@
-package outbox_test
+package relay_test
 
 // Redelivery: a row stays until its task has run; when it is due again the relay hands it off
 // again if Redis lost the task, leaves it if the task is still on its way, and deletes it if
@@ -13,7 +13,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -58,7 +58,7 @@ func (e *env) deliveries(ids []int64) map[int64]int {
 }
 
 // redelivering returns a relay whose rows are due again after a second.
-func (e *env) redelivering(rec *redeliveries) *outbox.Relay {
+func (e *env) redelivering(rec *redeliveries) *relay.Relay {
 	r := e.relay(100, time.Hour)
 	r.RedeliverAfter = time.Second
 	r.Redelivered = rec.record
@@ -66,7 +66,7 @@ func (e *env) redelivering(rec *redeliveries) *outbox.Relay {
 }
 
 // runUntil runs the relay until it hands off want rows in one batch.
-func runUntil(t *testing.T, r *outbox.Relay, want int) {
+func runUntil(t *testing.T, r *relay.Relay, want int) {
 	t.Helper()
 	testenv.Eventually(t, 10*time.Second, "rows due again", func() bool {
 		n, err := r.RunOnce(context.Background())
@@ -89,7 +89,7 @@ func TestRedeliveryHandsLostTasksOffAgain(t *testing.T) {
 	// Redis forgets the tasks (a restart without persistence).
 	queue := e.ns.Queue(tasks.QueueNotifications)
 	for _, id := range ids {
-		if err := e.insp.DeleteTask(queue, outbox.TaskID(id)); err != nil {
+		if err := e.insp.DeleteTask(queue, relay.TaskID(id)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -194,7 +194,7 @@ func TestAckerDeletesFinishedRows(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ids := e.write(5)
-	a := outbox.NewAcker(e.db, 20*time.Millisecond, logging.Discard())
+	a := relay.NewAcker(e.db, 20*time.Millisecond, logging.Discard())
 	a.Start()
 	a.Ack(ids[0])
 	a.Ack(ids[1])

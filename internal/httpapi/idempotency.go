@@ -1,4 +1,8 @@
-package idempotency
+package httpapi
+
+// The Idempotency-Key mechanism on the HTTP side (SPEC §7): the middleware claims a key in
+// idempotency.Store before the handler runs and records its outcome after. The store and the
+// claim are transport-free; only this file knows gin.
 
 import (
 	"bytes"
@@ -12,45 +16,33 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
 )
 
-// Header is the request header carrying the key.
-const Header = "Idempotency-Key"
+// idemHeader is the request header carrying the key.
+const idemHeader = "Idempotency-Key"
 
-// ReplayedHeader marks a replayed response.
-const ReplayedHeader = "Idempotent-Replayed"
+// idemReplayedHeader marks a replayed response.
+const idemReplayedHeader = "Idempotent-Replayed"
 
 type claimKey struct{}
 
-// ClaimFrom returns the claim of the request running with ctx, or nil when it has no key.
-func ClaimFrom(ctx context.Context) *Claim {
-	c, _ := ctx.Value(claimKey{}).(*Claim)
+// idempotencyClaim returns the claim of the request running with ctx, or nil when it has no key.
+func idempotencyClaim(ctx context.Context) *idempotency.Claim {
+	c, _ := ctx.Value(claimKey{}).(*idempotency.Claim)
 	return c
 }
 
-// ValidKey reports whether k is 1..255 printable ASCII characters.
-func ValidKey(k string) bool {
-	if len(k) == 0 || len(k) > 255 {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if k[i] < 0x20 || k[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
-// Middleware makes the routes it guards idempotent. With required, a request without a key is
+// idempotencyGuard makes the routes it guards idempotent with store. With required, a request without a key is
 // refused. owner names the caller's scope; fail renders an error (the API's single error
 // mapping).
 //
 // Outcomes: 2xx is stored and replayed to duplicates; 4xx is forgotten (nothing was written, the
 // client may fix the request and reuse the key); 5xx or a panic releases the key at its last
 // recovery point so a retry resumes.
-func (s *Store) Middleware(required bool, owner func(*gin.Context) string, fail func(*gin.Context, error), log *slog.Logger) gin.HandlerFunc {
+func idempotencyGuard(s *idempotency.Store, required bool, owner func(*gin.Context) string, fail func(*gin.Context, error), log *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		key, present := c.Request.Header[Header]
+		key, present := c.Request.Header[idemHeader]
 		if !present {
 			if required {
 				fail(c, apperr.ErrIdemKeyRequired)
@@ -59,7 +51,7 @@ func (s *Store) Middleware(required bool, owner func(*gin.Context) string, fail 
 			c.Next()
 			return
 		}
-		if len(key) != 1 || !ValidKey(key[0]) {
+		if len(key) != 1 || !idempotency.ValidKey(key[0]) {
 			fail(c, apperr.ErrIdemKeyInvalid)
 			return
 		}
@@ -78,14 +70,14 @@ func (s *Store) Middleware(required bool, owner func(*gin.Context) string, fail 
 		ctx := c.Request.Context()
 		// The escaped path is plain ASCII: a path that is not UTF-8 (or holds a NUL) can be
 		// stored, and its handler answers 400 instead of the insert failing with a 500.
-		sc := Scope{Owner: owner(c), Method: c.Request.Method, Path: c.Request.URL.EscapedPath(), Key: key[0]}
-		claim, replay, err := s.Begin(ctx, sc, Fingerprint(sc.Method, sc.Path, body))
+		sc := idempotency.Scope{Owner: owner(c), Method: c.Request.Method, Path: c.Request.URL.EscapedPath(), Key: key[0]}
+		claim, replay, err := s.Begin(ctx, sc, idempotency.Fingerprint(sc.Method, sc.Path, body))
 		if err != nil {
 			fail(c, err)
 			return
 		}
 		if replay != nil {
-			c.Header(ReplayedHeader, "true")
+			c.Header(idemReplayedHeader, "true")
 			c.Data(replay.Status, "application/json; charset=utf-8", replay.Body)
 			c.Abort()
 			return

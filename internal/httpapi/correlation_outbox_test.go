@@ -15,7 +15,7 @@ import (
 // cidClient returns a client sending a fresh X-Correlation-Id, and that id.
 func (a *app) cidClient(t *testing.T, token string) (*testenv.Client, string) {
 	t.Helper()
-	cid := "a1-" + uuid.NewString()
+	cid := "cid-" + uuid.NewString()
 	c := a.client(t).With("X-Correlation-Id", cid)
 	if token != "" {
 		c = c.As(token)
@@ -217,15 +217,15 @@ func TestOutboxNothingOnFailure(t *testing.T) {
 func (a *app) sabotageOutbox(t *testing.T) (restore func()) {
 	t.Helper()
 	for _, q := range []string{
-		`CREATE FUNCTION a1_sabotage() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'a1 sabotage: outbox refused'; END $$`,
-		`CREATE TRIGGER a1_sabotage BEFORE INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION a1_sabotage()`,
+		`CREATE FUNCTION outbox_sabotage() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'sabotage: outbox refused'; END $$`,
+		`CREATE TRIGGER outbox_sabotage BEFORE INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_sabotage()`,
 	} {
 		if _, err := a.db.Exec(q); err != nil {
 			t.Fatalf("sabotage: %v", err)
 		}
 	}
 	return func() {
-		if _, err := a.db.Exec(`DROP TRIGGER a1_sabotage ON outbox; DROP FUNCTION a1_sabotage()`); err != nil {
+		if _, err := a.db.Exec(`DROP TRIGGER outbox_sabotage ON outbox; DROP FUNCTION outbox_sabotage()`); err != nil {
 			t.Fatalf("restore: %v", err)
 		}
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/user"
 )
 
-// Helpers shared by the a1 tests (authorization, users, outbox, rate limits, i18n, bad input).
+// Helpers shared by the API tests (authorization, users, outbox, rate limits, i18n, bad input).
 // Unlike app's own helpers they take the *testing.T of the (sub)test that calls them, so they
 // are safe in parallel subtests.
 
@@ -51,17 +51,17 @@ type account struct {
 func (a *app) provision(t *testing.T, role auth.Role) account {
 	t.Helper()
 	email := uniqueEmail(string(role))
-	u, err := a.srv.Users().Provision(testenv.Context(t), user.SignUp{Name: "Test " + string(role), Email: email, Password: testPassword}, role)
+	u, err := a.svc.Users.Provision(testenv.Context(t), user.SignUp{Name: "Test " + string(role), Email: email, Password: testPassword}, role)
 	if err != nil {
 		t.Fatalf("provision %s: %v", role, err)
 	}
 	acc := account{ID: u.ID.String(), Email: email, Password: testPassword, Role: string(role)}
-	acc.Access, acc.Refresh = a.loginAs(t, email, testPassword)
+	acc.Access, acc.Refresh = a.login(t, email, testPassword)
 	return acc
 }
 
-// loginAs logs in and returns the access and refresh tokens.
-func (a *app) loginAs(t *testing.T, email, password string) (access, refresh string) {
+// login logs in and returns the access and refresh tokens.
+func (a *app) login(t *testing.T, email, password string) (access, refresh string) {
 	t.Helper()
 	var pair struct{ AccessToken, RefreshToken string }
 	a.client(t).Do("POST", "/v1/auth/login", map[string]string{"email": email, "password": password}).
@@ -80,7 +80,7 @@ func (a *app) demoAccount(t *testing.T, email string) account {
 		t.Fatalf("demo user %s: %v", email, err)
 	}
 	acc := account{ID: id, Email: email, Password: demo.Password}
-	acc.Access, acc.Refresh = a.loginAs(t, email, demo.Password)
+	acc.Access, acc.Refresh = a.login(t, email, demo.Password)
 	return acc
 }
 
@@ -95,7 +95,7 @@ func (a *app) signUpAccount(t *testing.T, extra map[string]any) account {
 	var u struct{ ID, Email string }
 	a.client(t).Do("POST", "/v1/users", body, key()...).Expect(t, 201).Decode(t, &u)
 	acc := account{ID: u.ID, Email: u.Email, Password: testPassword, Role: "user"}
-	acc.Access, acc.Refresh = a.loginAs(t, u.Email, testPassword)
+	acc.Access, acc.Refresh = a.login(t, u.Email, testPassword)
 	return acc
 }
 

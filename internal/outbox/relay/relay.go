@@ -1,4 +1,8 @@
-package outbox
+// Package relay is the transport side of the outbox: it hands the rows outbox.Write left in
+// PostgreSQL to the Asynq queues (Relay), deletes them once their tasks ran (Acker), and
+// watches the backlog (Monitor). The domain writes rows through package outbox and never
+// imports this one, so it stays free of Asynq.
+package relay
 
 import (
 	"context"
@@ -15,6 +19,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
@@ -59,7 +64,7 @@ type Relay struct {
 
 // NewRelay returns a relay claiming batchSize rows at a time from db into the queues on rdb,
 // woken by LISTEN/NOTIFY on dsn's database and polling every poll as a fallback.
-func NewRelay(db *postgres.DB, dsn string, rdb redis.UniversalClient, ns tasks.Namespace, batchSize int, poll time.Duration, log *slog.Logger) *Relay {
+func New(db *postgres.DB, dsn string, rdb redis.UniversalClient, ns tasks.Namespace, batchSize int, poll time.Duration, log *slog.Logger) *Relay {
 	return &Relay{db: db, dsn: dsn, client: asynq.NewClientFromRedisClient(rdb), inspector: asynq.NewInspectorFromRedisClient(rdb),
 		ns: ns, batchSize: batchSize, poll: poll, log: log, MaxRetry: 3, Retention: 10 * time.Minute, RedeliverAfter: time.Minute}
 }
@@ -292,7 +297,7 @@ func (r *Relay) recoverOrphans(ctx context.Context) {
 }
 
 // Run relays until ctx ends: it drains full batches back to back, then sleeps until a
-// NOTIFY on Channel or the poll interval. The batch in progress when ctx ends is finished.
+// NOTIFY on outbox.Channel or the poll interval. The batch in progress when ctx ends is finished.
 // Every orphanCheck it also runs again the tasks of vanished workers.
 func (r *Relay) Run(ctx context.Context) error {
 	listener := pq.NewListener(r.dsn, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
@@ -301,7 +306,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	})
 	defer listener.Close()
-	if err := listener.Listen(Channel); err != nil {
+	if err := listener.Listen(outbox.Channel); err != nil {
 		r.log.Warn("LISTEN failed; polling only", "err", err)
 	}
 	timer := time.NewTimer(0)

@@ -1,4 +1,4 @@
-package outbox
+package relay
 
 import (
 	"context"
@@ -54,6 +54,9 @@ type Monitor struct {
 	log *slog.Logger
 	// Publish receives each reading (metrics).
 	Publish func(Backlog)
+	// Failed is told of each reading that failed (metrics), since Publish then gets none; may
+	// be nil.
+	Failed func(error)
 }
 
 // NewMonitor returns a monitor of db's outbox.
@@ -61,8 +64,8 @@ func NewMonitor(db *postgres.DB, log *slog.Logger, publish func(Backlog)) *Monit
 	return &Monitor{db: db, log: log, Publish: publish}
 }
 
-// Run reads the stats every interval. A failed reading is logged; the gauges keep the last
-// good one until the next.
+// Run reads the stats every interval. A failed reading is logged and reported to Failed; the
+// gauges keep the last good one until the next.
 func (m *Monitor) Run(ctx context.Context, every time.Duration) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -70,7 +73,10 @@ func (m *Monitor) Run(ctx context.Context, every time.Duration) {
 		b, err := Stats(ctx, m.db)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			m.log.WarnContext(ctx, "outbox backlog not read", "err", err)
+			m.log.WarnContext(ctx, "outbox backlog not read; the backlog gauges keep their last reading", "err", err)
+			if m.Failed != nil {
+				m.Failed(err)
+			}
 		case err == nil && m.Publish != nil:
 			m.Publish(b)
 		}
