@@ -30,7 +30,7 @@ func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 		return nil, nil, err
 	}
 	// Its own connections, to the same target: through Sentinel when REDIS_URL names one.
-	mon := asynqmon.New(asynqmon.Options{RootPath: QueueUIPath, RedisConnOpt: target.AsynqConnOpt()})
+	mon := asynqmon.New(asynqmon.Options{RootPath: QueueUIPath, RedisConnOpt: queueConnOpt(target)})
 	user, pass := sha256.Sum256([]byte(s.cfg.AdminUIUser)), sha256.Sum256([]byte(s.cfg.AdminUIPassword))
 	limit := s.cfg.RateLimits.Login
 	return func(c *gin.Context) {

@@ -199,10 +199,12 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 		reason := "unpaid after " + p.UnpaidTTL.String()
 		_, err = s.apply(ctx, po.ID, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 			if o.Status != Pending || o.PendingAction != ActionNone {
-				return nil, nil, nil
+				return nil, nil, nil // paid or acted on meanwhile
+			}
+			if err := o.request(ActionCancel); err != nil {
+				return nil, nil, err
 			}
 			outcome = OutcomeApplied
-			_ = o.request(ActionCancel)
 			return actionEvent(EventCancelRequested, ActorReconciler, reason),
 				[]outbox.Message{task(tasks.OrderCancel, o, ActorReconciler, reason)}, nil
 		})

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -61,24 +60,6 @@ func (t Target) NewClient() *redis.Client {
 		return redis.NewFailoverClient(t.Failover)
 	}
 	return redis.NewClient(t.Server)
-}
-
-// AsynqConnOpt is the same target as Asynq's connection option, for the Asynq parts that
-// make their own client (the queue UI): RedisFailoverClientOpt for Sentinel.
-func (t Target) AsynqConnOpt() asynq.RedisConnOpt {
-	if f := t.Failover; f != nil {
-		return asynq.RedisFailoverClientOpt{
-			MasterName: f.MasterName, SentinelAddrs: f.SentinelAddrs,
-			SentinelUsername: f.SentinelUsername, SentinelPassword: f.SentinelPassword,
-			Username: f.Username, Password: f.Password, DB: f.DB,
-			DialTimeout: f.DialTimeout, ReadTimeout: f.ReadTimeout, WriteTimeout: f.WriteTimeout,
-		}
-	}
-	s := t.Server
-	return asynq.RedisClientOpt{
-		Network: s.Network, Addr: s.Addr, Username: s.Username, Password: s.Password, DB: s.DB,
-		DialTimeout: s.DialTimeout, ReadTimeout: s.ReadTimeout, WriteTimeout: s.WriteTimeout, TLSConfig: s.TLSConfig,
-	}
 }
 
 // String names the target without credentials, for logs and errors.

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 )
 
@@ -48,12 +46,6 @@ func TestParseSentinelURL(t *testing.T) {
 		if f.DialTimeout != 2*time.Second || f.ReadTimeout != time.Second || f.WriteTimeout != time.Second || f.MaxRetries != 1 {
 			t.Errorf("Parse(%q): timeouts %s/%s/%s, retries %d", c.url, f.DialTimeout, f.ReadTimeout, f.WriteTimeout, f.MaxRetries)
 		}
-		// Asynq's own clients (the queue UI) go through the same sentinels.
-		opt, ok := target.AsynqConnOpt().(asynq.RedisFailoverClientOpt)
-		if !ok || opt.MasterName != c.master || len(opt.SentinelAddrs) != len(c.addrs) || opt.DB != c.db ||
-			opt.Password != c.password || opt.SentinelPassword != c.sentinelPasswd {
-			t.Errorf("Parse(%q).AsynqConnOpt() = %#v", c.url, target.AsynqConnOpt())
-		}
 	}
 }
 
@@ -67,10 +59,6 @@ func TestParseSingleServerURL(t *testing.T) {
 	if s == nil || target.Failover != nil || s.Addr != "cache:6380" || s.DB != 2 || s.Password != "pw" || s.TLSConfig == nil ||
 		s.ReadTimeout != time.Second || s.MaxRetries != 1 {
 		t.Fatalf("Parse(rediss://…) = %+v", target)
-	}
-	opt, ok := target.AsynqConnOpt().(asynq.RedisClientOpt)
-	if !ok || opt.Addr != "cache:6380" || opt.DB != 2 || opt.Password != "pw" || opt.TLSConfig == nil {
-		t.Fatalf("AsynqConnOpt() = %#v", target.AsynqConnOpt())
 	}
 }
 
