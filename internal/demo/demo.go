@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/google/uuid"
 
@@ -20,8 +21,8 @@ import (
 // Password is the demo users' password.
 const Password = "admin12345"
 
-// Users are the seeded accounts by email.
-var Users = []struct {
+// accounts are the seeded users by email.
+var accounts = []struct {
 	Name, Email string
 	Role        auth.Role
 }{
@@ -32,8 +33,8 @@ var Users = []struct {
 	{"Dispatch Financial", "financial@dispatch.local", auth.RoleFinancial},
 }
 
-// Items are the seeded catalog, with fixed ids so a reseed recognizes them.
-var Items = []catalog.Item{
+// items are the seeded catalog, with fixed ids so a reseed recognizes them.
+var items = []catalog.Item{
 	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000001"), Name: "Mechanical Keyboard", Description: "Tenkeyless keyboard with hot-swappable switches.", Price: 8900, Currency: "usd", Stock: 100000},
 	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000002"), Name: "Wireless Mouse", Description: "Ergonomic mouse, 70 days on one charge.", Price: 3900, Currency: "usd", Stock: 100000},
 	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000003"), Name: "USB-C Hub", Description: "Seven ports: HDMI, Ethernet, SD and four USB.", Price: 4500, Currency: "usd", Stock: 100000},
@@ -44,7 +45,7 @@ var Items = []catalog.Item{
 
 // Seed creates whatever demo data is missing.
 func Seed(ctx context.Context, db *postgres.DB, users *user.Service, cat *catalog.Service, log *slog.Logger) error {
-	for _, u := range Users {
+	for _, u := range accounts {
 		_, err := users.Provision(ctx, user.SignUp{Name: u.Name, Email: u.Email, Password: Password}, u.Role)
 		switch {
 		case errors.Is(err, user.ErrEmailTaken):
@@ -55,7 +56,7 @@ func Seed(ctx context.Context, db *postgres.DB, users *user.Service, cat *catalo
 		}
 	}
 	var created []uuid.UUID
-	for _, it := range Items {
+	for _, it := range items {
 		err := catalogdb.Store{}.Insert(ctx, db, &it)
 		switch {
 		case postgres.IsCode(err, postgres.UniqueViolation):
@@ -71,3 +72,6 @@ func Seed(ctx context.Context, db *postgres.DB, users *user.Service, cat *catalo
 	}
 	return nil
 }
+
+// Items returns the seeded catalog (a copy: the list is the package's).
+func Items() []catalog.Item { return slices.Clone(items) }

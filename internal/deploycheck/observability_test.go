@@ -47,7 +47,7 @@ func TestObservability(t *testing.T) {
 	// the api and of the worker.
 	d := sys.driver
 	cid := "obscheck-" + uuid.NewString()
-	o := d.order(d.customer(), demo.Items[0].ID.String(), cid)
+	o := d.order(d.customer(), demo.Items()[0].ID.String(), cid)
 	d.pay(o, o.Total-1, cid)
 	d.waitStatus(o.ID, "REFUNDED")
 

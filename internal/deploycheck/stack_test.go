@@ -45,7 +45,7 @@ func TestComposeStack(t *testing.T) {
 	d := newDriver(t, api.Base, nil, composeEnv(loadCompose(t).Services["api"])["STRIPE_WEBHOOK_SECRET"])
 	customer := d.customer()
 	c.step("first order placed, paid and processed", func() {
-		o := d.order(customer, demo.Items[0].ID.String(), "")
+		o := d.order(customer, demo.Items()[0].ID.String(), "")
 		d.pay(o, o.Total, "")
 		waitOrderStatus(t, customer, o.ID, "PROCESSED")
 	})
@@ -58,7 +58,7 @@ func TestComposeStack(t *testing.T) {
 	orders := 0
 	c.step("orders until every worker has taken work", func() {
 		for orders < 30 {
-			o := d.order(customer, demo.Items[1].ID.String(), "")
+			o := d.order(customer, demo.Items()[1].ID.String(), "")
 			d.pay(o, o.Total, "")
 			waitOrderStatus(t, customer, o.ID, "PROCESSED")
 			orders++

@@ -160,7 +160,7 @@ func TestTaskDeliveredTwice(t *testing.T) {
 	q := newQueues(t, s.rdb, s.ns)
 	client := asynq.NewClientFromRedisClient(s.rdb)
 	copies := map[string]int{}
-	for _, queue := range tasks.Queues {
+	for _, queue := range tasks.Queues() {
 		if q.info(queue).Pending == 0 {
 			continue
 		}

@@ -371,7 +371,7 @@ func (q *queues) info(queue string) asynq.QueueInfo {
 // busy counts tasks not finished yet (pending, active, scheduled, retry) over every queue.
 func (q *queues) busy() int {
 	n := 0
-	for _, queue := range tasks.Queues {
+	for _, queue := range tasks.Queues() {
 		i := q.info(queue)
 		n += i.Pending + i.Active + i.Scheduled + i.Retry + i.Aggregating
 	}
@@ -381,7 +381,7 @@ func (q *queues) busy() int {
 // processed is the cumulative count of task attempts over every queue.
 func (q *queues) processed() int {
 	n := 0
-	for _, queue := range tasks.Queues {
+	for _, queue := range tasks.Queues() {
 		n += q.info(queue).ProcessedTotal
 	}
 	return n

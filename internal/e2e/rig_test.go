@@ -286,7 +286,7 @@ func (r *rig) quiesce() {
 		if r.count(`SELECT count(*) FROM outbox`) > 0 {
 			return false
 		}
-		for _, q := range tasks.Queues {
+		for _, q := range tasks.Queues() {
 			info, err := insp.GetQueueInfo(r.ns.Queue(q))
 			if err != nil {
 				continue // a queue never used has no info

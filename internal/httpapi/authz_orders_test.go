@@ -22,7 +22,7 @@ func (a *app) orderIn(t *testing.T, userID string, status order.Status) uuid.UUI
 	uid := uuid.MustParse(userID)
 	qty := 1
 	o, err := a.svc.Orders.Create(testenv.Context(t), uid, order.CreateInput{
-		Items: []order.LineInput{{ItemID: demo.Items[0].ID.String(), Quantity: &qty}}}, nil)
+		Items: []order.LineInput{{ItemID: demo.Items()[0].ID.String(), Quantity: &qty}}}, nil)
 	if err != nil {
 		t.Fatalf("create order: %v", err)
 	}
@@ -64,7 +64,7 @@ func (a *app) expectOrder(id uuid.UUID, ifAllowed, ifRefused string, pendingIfAl
 func owner(c account) string { return c.ID }
 
 func orderMatrixRoutes() []matrixRoute {
-	demoItem := demo.Items[0].ID.String()
+	demoItem := demo.Items()[0].ID.String()
 	other := func(t *testing.T, a *app) string { return a.provision(t, "user").ID }
 	return []matrixRoute{
 		{"POST", "/v1/orders", anyUser, 201, accessToken, func(t *testing.T, a *app, c account) request {

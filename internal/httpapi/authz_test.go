@@ -97,7 +97,7 @@ func itemPrice(t *testing.T, a *app, id uuid.UUID) (int64, bool) {
 }
 
 func matrixRoutes() []matrixRoute {
-	demoItem := demo.Items[0].ID.String()
+	demoItem := demo.Items()[0].ID.String()
 	return []matrixRoute{
 		{"POST", "/v1/auth/login", public, 200, accessToken, func(t *testing.T, a *app, c account) request {
 			return request{path: "/v1/auth/login", body: map[string]string{"email": c.Email, "password": c.Password}}

@@ -32,7 +32,7 @@ func BenchmarkCachedItemRead(b *testing.B) {
 	}{{"observed", false}, {"unobserved", true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			h, token := benchAPI(b, tc.unobserved)
-			path := "/v1/items/" + demo.Items[0].ID.String()
+			path := "/v1/items/" + demo.Items()[0].ID.String()
 			read := func() {
 				req := httptest.NewRequest(http.MethodGet, path, nil)
 				req.Header.Set("Authorization", "Bearer "+token)

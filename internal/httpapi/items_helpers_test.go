@@ -205,4 +205,4 @@ func customerOrAdmin(view string, customer, admin *testenv.Client) *testenv.Clie
 }
 
 // demoItemID returns the id of the i-th seeded item.
-func demoItemID(i int) string { return demo.Items[i].ID.String() }
+func demoItemID(i int) string { return demo.Items()[i].ID.String() }

@@ -169,8 +169,8 @@ func TestItemCreateValidation(t *testing.T) {
 	if err := a.db.Get(&total, `SELECT count(*) FROM items`); err != nil {
 		t.Fatal(err)
 	}
-	if total != len(demo.Items) {
-		t.Fatalf("%d items in the table, want only the %d demo items", total, len(demo.Items))
+	if total != len(demo.Items()) {
+		t.Fatalf("%d items in the table, want only the %d demo items", total, len(demo.Items()))
 	}
 
 	// Boundaries that are valid.
@@ -192,7 +192,7 @@ func TestItemTextWithNULIsRefused(t *testing.T) {
 	expectInvalidFields(t, admin.Do("POST", "/v1/admin/items", `{"name":"Bad\u0000Name","description":"d","price":1,"stock":1}`, key()...), "name")
 	expectInvalidFields(t, admin.Do("POST", "/v1/admin/items", `{"name":"Good Name","description":"d\u0000","price":1,"stock":1}`, key()...), "description")
 	expectInvalidFields(t, admin.Do("POST", "/v1/admin/items", `{"name":"Good Name","description":"d","price":1,"stock":1,"pricePaymentId":"p\u0000"}`, key()...), "pricePaymentId")
-	id := demo.Items[0].ID.String()
+	id := demo.Items()[0].ID.String()
 	expectInvalidFields(t, admin.Do("PATCH", "/v1/admin/items/"+id, `{"name":"Bad\u0000Name"}`), "name")
 	expectInvalidFields(t, admin.Do("GET", "/v1/items?name=a%00b", nil), "name")
 	expectInvalidFields(t, admin.Do("GET", "/v1/admin/items?name=a%00b", nil), "name")
@@ -448,8 +448,8 @@ func TestItemListFilters(t *testing.T) {
 		}
 	}
 	// An empty filter is no filter.
-	if n := len(listItems(t, customer, "items", "name=").Items); n != len(demo.Items)+3 {
-		t.Fatalf("empty name filter listed %d items, want %d", n, len(demo.Items)+3)
+	if n := len(listItems(t, customer, "items", "name=").Items); n != len(demo.Items())+3 {
+		t.Fatalf("empty name filter listed %d items, want %d", n, len(demo.Items())+3)
 	}
 	// Absurdly long filters are refused.
 	expectInvalidFields(t, customer.Do("GET", "/v1/items?name="+strings.Repeat("a", 201), nil), "name")

@@ -76,7 +76,7 @@ func (s *Server) listOrders(c *gin.Context, f order.Filter, owner bool) {
 
 func statusList() string {
 	out := ""
-	for i, st := range order.Statuses {
+	for i, st := range order.Statuses() {
 		if i > 0 {
 			out += ", "
 		}

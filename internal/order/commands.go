@@ -285,8 +285,8 @@ func (s *Service) SetStatus(ctx context.Context, actor string, id uuid.UUID, in 
 	to := Status(in.Status)
 	if !to.Valid() {
 		var v apperr.Validation
-		statuses := make([]string, len(Statuses))
-		for i, st := range Statuses {
+		statuses := make([]string, len(Statuses()))
+		for i, st := range Statuses() {
 			statuses[i] = string(st)
 		}
 		v.OneOf("status", in.Status, statuses...)

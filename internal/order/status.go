@@ -18,8 +18,10 @@ const (
 	Refunded  Status = "REFUNDED"
 )
 
-// Statuses lists every status in lifecycle order.
-var Statuses = []Status{Pending, Paid, Processed, Shipped, Delivered, Canceled, Refunded}
+// Statuses lists every status in lifecycle order (a copy: the list is the package's).
+func Statuses() []Status {
+	return []Status{Pending, Paid, Processed, Shipped, Delivered, Canceled, Refunded}
+}
 
 // transitions is the state machine, the only one: target status → the statuses it may be
 // reached from. Every path (API, webhook, worker, reconciler, admin PATCH) checks it.
@@ -44,7 +46,7 @@ func CanTransition(from, to Status) bool {
 
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool {
-	for _, x := range Statuses {
+	for _, x := range Statuses() {
 		if s == x {
 			return true
 		}

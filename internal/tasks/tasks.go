@@ -30,8 +30,10 @@ const (
 	QueueMaintenance   = "maintenance"
 )
 
-// Queues lists every queue.
-var Queues = []string{QueueOrders, QueuePayments, QueueNotifications, QueueMaintenance}
+// Queues lists every queue (a copy: the list is the package's).
+func Queues() []string {
+	return []string{QueueOrders, QueuePayments, QueueNotifications, QueueMaintenance}
+}
 
 var queueOf = map[string]string{
 	OrderProcess: QueueOrders, OrderCancel: QueueOrders, OrderRefund: QueueOrders,

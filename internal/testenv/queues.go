@@ -22,7 +22,7 @@ func Namespace(t testing.TB, rdb *redis.Client, prefix string) tasks.Namespace {
 // persistence forgets it.
 func ForgetQueues(rdb *redis.Client, ns tasks.Namespace) {
 	ctx := context.Background()
-	for _, q := range tasks.Queues {
+	for _, q := range tasks.Queues() {
 		name := ns.Queue(q)
 		iter := rdb.Scan(ctx, 0, "asynq:{"+name+"}*", 1000).Iterator()
 		var keys []string

@@ -37,7 +37,7 @@ func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector. A queue never used yet reports zeros.
 func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, q := range tasks.Queues {
+	for _, q := range tasks.Queues() {
 		info, err := c.inspector.GetQueueInfo(c.ns.Queue(q))
 		if err != nil {
 			info = &asynq.QueueInfo{}

@@ -12,12 +12,12 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
@@ -130,36 +130,23 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 
 // enqueueAll enqueues the batch and returns the rows that need no further delivery.
 func (r *Relay) enqueueAll(ctx context.Context, rows []row) ([]int64, error) {
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-		done     []int64
-		next     = make(chan row)
-	)
-	for w := 0; w < min(enqueueWorkers, len(rows)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for rw := range next {
-				finished, err := r.deliver(ctx, rw)
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-				if finished {
-					done = append(done, rw.ID)
-				}
-				mu.Unlock()
-			}
-		}()
+	finished := make([]bool, len(rows))
+	var g errgroup.Group
+	g.SetLimit(enqueueWorkers)
+	for i, rw := range rows {
+		g.Go(func() (err error) {
+			finished[i], err = r.deliver(ctx, rw)
+			return err
+		})
 	}
-	for _, rw := range rows {
-		next <- rw
+	err := g.Wait() // every row is tried; the first error is the batch's
+	var done []int64
+	for i, f := range finished {
+		if f {
+			done = append(done, rows[i].ID)
+		}
 	}
-	close(next)
-	wg.Wait()
-	return done, firstErr
+	return done, err
 }
 
 // deliver hands one row's task to its queue. It reports true when the row needs no further
@@ -268,7 +255,7 @@ const orphanCheck = 5 * time.Second
 // when Asynq retries it later, the handler finds the work done (handlers are idempotent). It
 // assumes the hosts' clocks agree within 25 s.
 func (r *Relay) recoverOrphans(ctx context.Context) {
-	for _, queue := range tasks.Queues {
+	for _, queue := range tasks.Queues() {
 		active, err := r.inspector.ListActiveTasks(r.ns.Queue(queue), asynq.PageSize(1000))
 		if err != nil {
 			if !errors.Is(err, asynq.ErrQueueNotFound) {

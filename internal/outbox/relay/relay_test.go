@@ -241,7 +241,7 @@ func TestRelayDropsUnknownTaskTypes(t *testing.T) {
 			t.Fatalf("row %d of the batch was not delivered", id)
 		}
 	}
-	for _, q := range tasks.Queues {
+	for _, q := range tasks.Queues() {
 		if e.queued(q, unknown) {
 			t.Fatalf("the unknown row was enqueued in %s", q)
 		}
