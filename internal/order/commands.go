@@ -135,14 +135,11 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 
 // checkReserved fails the order unless every line was reserved (the transaction rolls back).
 func checkReserved(rs []catalog.Reservation, items []catalog.ReservedItem) error {
-	byID := make(map[uuid.UUID]catalog.ReservedItem, len(items))
-	for _, it := range items {
-		byID[it.ID] = it
-	}
+	byID := indexItems(items)
 	for _, r := range rs {
-		it, ok := byID[r.ItemID]
-		if !ok || it.Deleted {
-			return catalog.ErrNotFound.With("item", r.ItemID)
+		it, err := itemOf(byID, r)
+		if err != nil {
+			return err
 		}
 		if !it.Reserved {
 			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)

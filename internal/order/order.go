@@ -122,17 +122,32 @@ func newOrder(userID uuid.UUID) Order {
 	return Order{ID: uuid.Must(uuid.NewV7()), UserID: userID, Status: Pending, Payment: Payment{Status: PaymentPending}}
 }
 
-// fill snapshots names and prices into the lines. A line whose item is missing, deleted or
-// visibly short fails the order before anything is written.
-func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) error {
+// indexItems maps items by id.
+func indexItems(items []catalog.ReservedItem) map[uuid.UUID]catalog.ReservedItem {
 	byID := make(map[uuid.UUID]catalog.ReservedItem, len(items))
 	for _, it := range items {
 		byID[it.ID] = it
 	}
+	return byID
+}
+
+// itemOf is the item a line asks for; a missing or deleted one is not found.
+func itemOf(byID map[uuid.UUID]catalog.ReservedItem, r catalog.Reservation) (catalog.ReservedItem, error) {
+	it, ok := byID[r.ItemID]
+	if !ok || it.Deleted {
+		return it, catalog.ErrNotFound.With("item", r.ItemID)
+	}
+	return it, nil
+}
+
+// fill snapshots names and prices into the lines. A line whose item is missing, deleted or
+// visibly short fails the order before anything is written.
+func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) error {
+	byID := indexItems(items)
 	for _, r := range rs {
-		it, ok := byID[r.ItemID]
-		if !ok || it.Deleted {
-			return catalog.ErrNotFound.With("item", r.ItemID)
+		it, err := itemOf(byID, r)
+		if err != nil {
+			return err
 		}
 		if it.Stock < int64(r.Quantity) {
 			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
