@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -51,7 +50,7 @@ type cluster struct {
 // program is ready.
 func startCluster(t *testing.T, logDir string) *cluster {
 	t.Helper()
-	bins := buildPrograms(t, kindAPI, kindRelay, kindWorker)
+	bins := testenv.BuildCommands(t, kindAPI, kindRelay, kindWorker)
 	c := &cluster{t: t, logDir: logDir}
 	c.pg = testenv.StartPGServer(t)
 	// Persistence on: a restart keeps the data unless the test deletes it (ForgetData).
@@ -102,24 +101,6 @@ func programEnv(dbURL, redisURL, stripeURL string, extra ...string) []string {
 		"JWT_ACCESS_TTL=1h", "LOG_LEVEL=warn", "LOG_FORMAT=json", "SHUTDOWN_TIMEOUT=2s",
 		"OUTBOX_POLL_INTERVAL=200ms", "OUTBOX_REDELIVER_AFTER=2s", "WORKER_CONCURRENCY=8",
 	}, extra...)
-}
-
-// buildPrograms builds ./cmd/<name> for each name into a temporary directory.
-func buildPrograms(t *testing.T, names ...string) map[string]string {
-	t.Helper()
-	dir := t.TempDir()
-	args := []string{"build", "-ldflags=-s -w", "-o", dir + string(os.PathSeparator)}
-	for _, n := range names {
-		args = append(args, "github.com/dispatchhq/dispatch/cmd/"+n)
-	}
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	bins := map[string]string{}
-	for _, n := range names {
-		bins[n] = filepath.Join(dir, n)
-	}
-	return bins
 }
 
 func loopback(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)) }

@@ -546,7 +546,7 @@ func releaseClaim(rdb *redis.Client, claim string) {
 // buildCmd builds ./cmd/<name> and returns the binary's path.
 func buildCmd(t *testing.T, name string) string {
 	t.Helper()
-	return buildCmds(t, name)[name]
+	return testenv.BuildCommands(t, name)[name]
 }
 
 // startProc runs bin with exactly env (plus PATH and HOME); see testenv.StartProgram.

@@ -11,9 +11,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -170,26 +167,6 @@ func (s *stack) notificationEvents(userID, orderID uuid.UUID) map[string]int {
 }
 
 // --- the real programs ----------------------------------------------------------------
-
-// buildCmds builds ./cmd/<name> for each name with one go build (the links run in parallel)
-// into a temporary directory, without debug information (the binaries are only run), and
-// returns the binaries by name.
-func buildCmds(t *testing.T, names ...string) map[string]string {
-	t.Helper()
-	dir := t.TempDir()
-	args := []string{"build", "-ldflags=-s -w", "-o", dir + string(os.PathSeparator)}
-	for _, n := range names {
-		args = append(args, "github.com/dispatchhq/dispatch/cmd/"+n)
-	}
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	bins := map[string]string{}
-	for _, n := range names {
-		bins[n] = filepath.Join(dir, n)
-	}
-	return bins
-}
 
 // --- scraping the real programs ------------------------------------------------------------
 

@@ -66,7 +66,7 @@ func assertNothingSecret(t *testing.T, program string, s scrape, secrets ...stri
 // runs the tests of the programs as processes.
 func TestOperationsOfTheRealPrograms(t *testing.T) {
 	t.Parallel()
-	bins := buildCmds(t, "api", "outbox-relay", "worker")
+	bins := testenv.BuildCommands(t, "api", "outbox-relay", "worker")
 	t.Run("MetricsMoveAfterWhatTheyCount", func(t *testing.T) {
 		t.Parallel()
 		programsExportMetricsOfWhatTheyDid(t, bins["api"], bins["outbox-relay"], bins["worker"])

@@ -175,7 +175,7 @@ func (l *pipelineLoad) run(c *testenv.Client, item uuid.UUID, webhookSecret stri
 func TestRedisSentinelFailoverUnderLoad(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	bins := buildCmds(t, "api", "outbox-relay", "worker")
+	bins := testenv.BuildCommands(t, "api", "outbox-relay", "worker")
 	t.Logf("programs built in %s", time.Since(start).Round(100*time.Millisecond))
 	redis := startSentinelRedis(t)
 	db, dbURL := testenv.DB(t)

@@ -2,7 +2,10 @@ package testenv
 
 import (
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -118,4 +121,24 @@ func (p *Program) WaitReady(addr string) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+}
+
+// BuildCommands builds ./cmd/<name> for each name with one go build (the links run in
+// parallel) into a temporary directory, without debug information (the binaries are only
+// run), and returns the binaries by name.
+func BuildCommands(t testing.TB, names ...string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	args := []string{"build", "-ldflags=-s -w", "-o", dir + string(os.PathSeparator)}
+	for _, n := range names {
+		args = append(args, "github.com/dispatchhq/dispatch/cmd/"+n)
+	}
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	bins := map[string]string{}
+	for _, n := range names {
+		bins[n] = filepath.Join(dir, n)
+	}
+	return bins
 }
