@@ -10,10 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/dispatchhq/dispatch/internal/assembly"
-	"github.com/dispatchhq/dispatch/internal/catalog"
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/loadtest"
 	"github.com/dispatchhq/dispatch/internal/order"
@@ -124,9 +121,9 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 }
 
 func benchRelay(ctx context.Context, db *postgres.DB, rows int, out io.Writer) error {
-	var userID uuid.UUID
-	if err := db.GetContext(ctx, &userID, `SELECT id FROM users WHERE email = 'admin@dispatch.local'`); err != nil {
-		return fmt.Errorf("the demo admin (seeded by the API) is needed: %w", err)
+	userID, err := loadtest.DemoAdmin(ctx, db)
+	if err != nil {
+		return err
 	}
 	d, err := loadtest.RelayDrain(ctx, db, rows, userID)
 	if err != nil {
@@ -137,13 +134,12 @@ func benchRelay(ctx context.Context, db *postgres.DB, rows int, out io.Writer) e
 }
 
 func benchReconcile(ctx context.Context, db *postgres.DB, cfg config.Config, n int, stripeDelay time.Duration, out io.Writer) error {
-	var userID uuid.UUID
-	if err := db.GetContext(ctx, &userID, `SELECT id FROM users WHERE email = 'admin@dispatch.local'`); err != nil {
-		return fmt.Errorf("the demo admin (seeded by the API) is needed: %w", err)
+	userID, err := loadtest.DemoAdmin(ctx, db)
+	if err != nil {
+		return err
 	}
-	var item catalog.Item
-	if err := db.GetContext(ctx, &item, `SELECT id, name, description, price, currency, stock, price_payment_id,
-created_at, updated_at, deleted_at FROM items WHERE deleted_at IS NULL ORDER BY created_at LIMIT 1`); err != nil {
+	item, err := loadtest.DemoItem(ctx, db)
+	if err != nil {
 		return err
 	}
 	policy := order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL)

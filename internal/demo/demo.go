@@ -21,12 +21,15 @@ import (
 // Password is the demo users' password.
 const Password = "admin12345"
 
+// AdminEmail is the email of the demo admin.
+const AdminEmail = "admin@dispatch.local"
+
 // accounts are the seeded users by email.
 var accounts = []struct {
 	Name, Email string
 	Role        auth.Role
 }{
-	{"Dispatch Admin", "admin@dispatch.local", auth.RoleAdmin},
+	{"Dispatch Admin", AdminEmail, auth.RoleAdmin},
 	{"Dispatch Superadmin", "superadmin@dispatch.local", auth.RoleSuperadmin},
 	{"Dispatch Shipper", "shipper@dispatch.local", auth.RoleShipper},
 	{"Dispatch Delivery", "delivery@dispatch.local", auth.RoleDelivery},

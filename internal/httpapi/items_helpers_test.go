@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -151,35 +150,6 @@ func (a *app) exec(query string, args ...any) {
 	a.t.Helper()
 	if _, err := a.db.Exec(query, args...); err != nil {
 		a.t.Fatalf("%s: %v", query, err)
-	}
-}
-
-// detailFields returns the field names of an error body's details.
-func detailFields(t *testing.T, body map[string]any) []string {
-	t.Helper()
-	raw, _ := body["details"].([]any)
-	var out []string
-	for _, d := range raw {
-		m, _ := d.(map[string]any)
-		f, _ := m["field"].(string)
-		if msg, _ := m["message"].(string); msg == "" {
-			t.Fatalf("detail without a message: %v", body)
-		}
-		out = append(out, f)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// expectValidation asserts a 400 validation error whose details name exactly fields.
-func expectInvalidFields(t *testing.T, r testenv.Response, fields ...string) {
-	t.Helper()
-	body := r.ExpectError(t, 400, "common.errors.validation")
-	got := detailFields(t, body)
-	want := slices.Clone(fields)
-	sort.Strings(want)
-	if !slices.Equal(got, want) {
-		t.Fatalf("details name %v, want %v\n%s", got, want, r.Body)
 	}
 }
 

@@ -239,7 +239,7 @@ func TestIdempotencyDoesNotStoreRefusedRequests(t *testing.T) {
 	admin := a.as(adminEmail)
 	k := []string{"Idempotency-Key", "fix-and-retry-" + uuid.NewString()}
 
-	expectInvalidFields(t, admin.Do("POST", itemsPath, map[string]any{"name": "Fixable", "description": "d", "price": 0, "stock": 1}, k...), "price")
+	expectValidation(t, admin.Do("POST", itemsPath, map[string]any{"name": "Fixable", "description": "d", "price": 0, "stock": 1}, k...), itemsPath, "price=validation.range")
 	if n := a.idemRows(k[1]); n != 0 {
 		t.Fatalf("a 400 left %d idempotency records", n)
 	}

@@ -209,7 +209,7 @@ func TestItemPaginationRefusesBadParameters(t *testing.T) {
 
 	for _, limit := range []string{"0", "101", "-1", "abc", "1.5", "1e1", "99999999999999999999", " 5"} {
 		for _, path := range []string{"/v1/items", "/v1/admin/items"} {
-			expectInvalidFields(t, admin.Do("GET", path+"?limit="+url.QueryEscape(limit), nil), "limit")
+			expectValidation(t, admin.Do("GET", path+"?limit="+url.QueryEscape(limit), nil), path, "limit=validation.range")
 		}
 	}
 	for _, limit := range []string{"1", "100"} {
@@ -267,5 +267,5 @@ func TestItemPaginationRefusesBadParameters(t *testing.T) {
 		}
 	}
 	// A bad limit next to a good cursor is still a bad limit.
-	expectInvalidFields(t, admin.Do("GET", "/v1/items?limit=0&cursor="+good, nil), "limit")
+	expectValidation(t, admin.Do("GET", "/v1/items?limit=0&cursor="+good, nil), "/v1/items", "limit=validation.range")
 }

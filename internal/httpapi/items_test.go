@@ -103,58 +103,59 @@ func TestItemCreateValidation(t *testing.T) {
 		return m
 	}
 	cases := []struct {
-		name  string
-		body  any
-		field string
+		name string
+		body any
+		want string // field=code
 	}{
-		{"name missing", without("name"), "name"},
-		{"name empty", valid("name", ""), "name"},
-		{"name blank", valid("name", "   "), "name"},
-		{"name one char", valid("name", "x"), "name"},
-		{"name one char after trim", valid("name", "  x  "), "name"},
-		{"name 201 chars", valid("name", strings.Repeat("n", 201)), "name"},
-		{"name 201 multibyte chars", valid("name", strings.Repeat("ñ", 201)), "name"},
-		{"name number", valid("name", 12), "name"},
-		{"name null", valid("name", nil), "name"},
-		{"description missing", without("description"), "description"},
-		{"description empty", valid("description", ""), "description"},
-		{"description 5001 chars", valid("description", strings.Repeat("d", 5001)), "description"},
-		{"description array", valid("description", []string{"a"}), "description"},
-		{"price missing", without("price"), "price"},
-		{"price null", valid("price", nil), "price"},
-		{"price zero", valid("price", 0), "price"},
-		{"price negative", valid("price", -1), "price"},
-		{"price float", valid("price", 12.5), "price"},
-		{"price string", valid("price", "1250"), "price"},
-		{"price bool", valid("price", true), "price"},
-		{"price beyond int64", `{"name":"Validation Probe","description":"d","stock":1,"price":99999999999999999999}`, "price"},
-		{"price exponent", `{"name":"Validation Probe","description":"d","stock":1,"price":1e3}`, "price"},
-		{"price 1.0", `{"name":"Validation Probe","description":"d","stock":1,"price":1.0}`, "price"},
-		{"stock missing", without("stock"), "stock"},
-		{"stock null", valid("stock", nil), "stock"},
-		{"stock negative", valid("stock", -1), "stock"},
-		{"stock float", valid("stock", 2.5), "stock"},
-		{"stock string", valid("stock", "3"), "stock"},
-		{"stock object", valid("stock", map[string]any{"n": 1}), "stock"},
-		{"currency unknown", valid("currency", "gbp"), "currency"},
-		{"currency empty", valid("currency", ""), "currency"},
-		{"currency number", valid("currency", 840), "currency"},
-		{"pricePaymentId empty", valid("pricePaymentId", ""), "pricePaymentId"},
-		{"pricePaymentId too long", valid("pricePaymentId", strings.Repeat("p", 256)), "pricePaymentId"},
-		{"unknown field", valid("color", "red"), "color"},
-		{"read-only field", valid("id", "0193a000-0000-7000-8000-000000000001"), "id"},
+		{"name missing", without("name"), "name=validation.required"},
+		{"name empty", valid("name", ""), "name=validation.required"},
+		{"name blank", valid("name", "   "), "name=validation.required"},
+		{"name one char", valid("name", "x"), "name=validation.length"},
+		{"name one char after trim", valid("name", "  x  "), "name=validation.length"},
+		{"name 201 chars", valid("name", strings.Repeat("n", 201)), "name=validation.length"},
+		{"name 201 multibyte chars", valid("name", strings.Repeat("ñ", 201)), "name=validation.length"},
+		{"name number", valid("name", 12), "name=validation.type"},
+		{"name null", valid("name", nil), "name=validation.required"},
+		{"description missing", without("description"), "description=validation.required"},
+		{"description empty", valid("description", ""), "description=validation.required"},
+		{"description 5001 chars", valid("description", strings.Repeat("d", 5001)), "description=validation.length"},
+		{"description array", valid("description", []string{"a"}), "description=validation.type"},
+		{"price missing", without("price"), "price=validation.required"},
+		{"price null", valid("price", nil), "price=validation.required"},
+		{"price zero", valid("price", 0), "price=validation.range"},
+		{"price negative", valid("price", -1), "price=validation.range"},
+		{"price float", valid("price", 12.5), "price=validation.type"},
+		{"price string", valid("price", "1250"), "price=validation.type"},
+		{"price bool", valid("price", true), "price=validation.type"},
+		{"price beyond int64", `{"name":"Validation Probe","description":"d","stock":1,"price":99999999999999999999}`, "price=validation.type"},
+		{"price exponent", `{"name":"Validation Probe","description":"d","stock":1,"price":1e3}`, "price=validation.type"},
+		{"price 1.0", `{"name":"Validation Probe","description":"d","stock":1,"price":1.0}`, "price=validation.type"},
+		{"stock missing", without("stock"), "stock=validation.required"},
+		{"stock null", valid("stock", nil), "stock=validation.required"},
+		{"stock negative", valid("stock", -1), "stock=validation.range"},
+		{"stock float", valid("stock", 2.5), "stock=validation.type"},
+		{"stock string", valid("stock", "3"), "stock=validation.type"},
+		{"stock object", valid("stock", map[string]any{"n": 1}), "stock=validation.type"},
+		{"currency unknown", valid("currency", "gbp"), "currency=validation.oneOf"},
+		{"currency empty", valid("currency", ""), "currency=validation.oneOf"},
+		{"currency number", valid("currency", 840), "currency=validation.type"},
+		{"pricePaymentId empty", valid("pricePaymentId", ""), "pricePaymentId=validation.required"},
+		{"pricePaymentId too long", valid("pricePaymentId", strings.Repeat("p", 256)), "pricePaymentId=validation.length"},
+		{"unknown field", valid("color", "red"), "color=validation.unknownField"},
+		{"read-only field", valid("id", "0193a000-0000-7000-8000-000000000001"), "id=validation.unknownField"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			expectInvalidFields(t, admin.Do("POST", "/v1/admin/items", tc.body, key()...), tc.field)
+			expectValidation(t, admin.Do("POST", itemsPath, tc.body, key()...), itemsPath, tc.want)
 		})
 	}
 
 	// Every invalid field is reported at once.
-	expectInvalidFields(t, admin.Do("POST", "/v1/admin/items", map[string]any{}, key()...), "name", "description", "price", "stock")
-	expectInvalidFields(t, admin.Do("POST", "/v1/admin/items",
-		map[string]any{"name": "x", "description": "", "price": 0, "stock": -1, "currency": "xyz"}, key()...),
-		"name", "description", "price", "stock", "currency")
+	expectValidation(t, admin.Do("POST", itemsPath, map[string]any{}, key()...), itemsPath,
+		"name=validation.required", "description=validation.required", "price=validation.required", "stock=validation.required")
+	expectValidation(t, admin.Do("POST", itemsPath,
+		map[string]any{"name": "x", "description": "", "price": 0, "stock": -1, "currency": "xyz"}, key()...), itemsPath,
+		"name=validation.length", "description=validation.required", "price=validation.range", "stock=validation.range", "currency=validation.oneOf")
 
 	// Bodies that are not one JSON object.
 	for _, raw := range []string{``, `   `, `{`, `{"name":"Lamp"`, `[]`, `"item"`, `null x`, `{} {}`, `{"name":"Lamp"} trailing`, `nope`} {
@@ -189,14 +190,14 @@ func TestItemTextWithNULIsRefused(t *testing.T) {
 	a := newApp(t)
 	admin := a.as(adminEmail)
 	// PostgreSQL text cannot hold U+0000: it must be a 400, never a 500.
-	expectInvalidFields(t, admin.Do("POST", "/v1/admin/items", `{"name":"Bad\u0000Name","description":"d","price":1,"stock":1}`, key()...), "name")
-	expectInvalidFields(t, admin.Do("POST", "/v1/admin/items", `{"name":"Good Name","description":"d\u0000","price":1,"stock":1}`, key()...), "description")
-	expectInvalidFields(t, admin.Do("POST", "/v1/admin/items", `{"name":"Good Name","description":"d","price":1,"stock":1,"pricePaymentId":"p\u0000"}`, key()...), "pricePaymentId")
+	expectValidation(t, admin.Do("POST", "/v1/admin/items", `{"name":"Bad\u0000Name","description":"d","price":1,"stock":1}`, key()...), "/v1/admin/items", "name=validation.nulCharacter")
+	expectValidation(t, admin.Do("POST", "/v1/admin/items", `{"name":"Good Name","description":"d\u0000","price":1,"stock":1}`, key()...), "/v1/admin/items", "description=validation.nulCharacter")
+	expectValidation(t, admin.Do("POST", "/v1/admin/items", `{"name":"Good Name","description":"d","price":1,"stock":1,"pricePaymentId":"p\u0000"}`, key()...), "/v1/admin/items", "pricePaymentId=validation.nulCharacter")
 	id := demo.Items()[0].ID.String()
-	expectInvalidFields(t, admin.Do("PATCH", "/v1/admin/items/"+id, `{"name":"Bad\u0000Name"}`), "name")
-	expectInvalidFields(t, admin.Do("GET", "/v1/items?name=a%00b", nil), "name")
-	expectInvalidFields(t, admin.Do("GET", "/v1/admin/items?name=a%00b", nil), "name")
-	expectInvalidFields(t, admin.Do("GET", "/v1/admin/items?description=%00", nil), "description")
+	expectValidation(t, admin.Do("PATCH", "/v1/admin/items/"+id, `{"name":"Bad\u0000Name"}`), "/v1/admin/items/"+id, "name=validation.nulCharacter")
+	expectValidation(t, admin.Do("GET", "/v1/items?name=a%00b", nil), "/v1/items", "name=validation.nulCharacter")
+	expectValidation(t, admin.Do("GET", "/v1/admin/items?name=a%00b", nil), "/v1/admin/items", "name=validation.nulCharacter")
+	expectValidation(t, admin.Do("GET", "/v1/admin/items?description=%00", nil), "/v1/admin/items", "description=validation.nulCharacter")
 }
 
 func TestItemPublicAndAdminViews(t *testing.T) {
@@ -304,25 +305,25 @@ func TestItemPatchIsPartial(t *testing.T) {
 	// Invalid patches are 400s naming the field, and change nothing, even their valid fields.
 	before := getItem(t, admin, "admin/items", it.ID)
 	for _, tc := range []struct {
-		body   any
-		fields []string
+		body any
+		want []string // field=code
 	}{
-		{map[string]any{"name": "x"}, []string{"name"}},
-		{map[string]any{"name": strings.Repeat("n", 201)}, []string{"name"}},
-		{map[string]any{"description": ""}, []string{"description"}},
-		{map[string]any{"description": strings.Repeat("d", 5001)}, []string{"description"}},
-		{map[string]any{"price": 0}, []string{"price"}},
-		{map[string]any{"price": 1.5}, []string{"price"}},
-		{map[string]any{"price": "10"}, []string{"price"}},
-		{map[string]any{"stock": -1}, []string{"stock"}},
-		{map[string]any{"stock": 0.5}, []string{"stock"}},
-		{map[string]any{"currency": "gbp"}, []string{"currency"}},
-		{map[string]any{"pricePaymentId": ""}, []string{"pricePaymentId"}},
-		{map[string]any{"deletedAt": "2024-01-01T00:00:00.000Z"}, []string{"deletedAt"}},
-		{map[string]any{"name": "Valid Name", "stock": 5, "price": -3}, []string{"price"}},
-		{map[string]any{"name": "Valid Name", "stock": -5, "price": -3}, []string{"price", "stock"}},
+		{map[string]any{"name": "x"}, []string{"name=validation.length"}},
+		{map[string]any{"name": strings.Repeat("n", 201)}, []string{"name=validation.length"}},
+		{map[string]any{"description": ""}, []string{"description=validation.required"}},
+		{map[string]any{"description": strings.Repeat("d", 5001)}, []string{"description=validation.length"}},
+		{map[string]any{"price": 0}, []string{"price=validation.range"}},
+		{map[string]any{"price": 1.5}, []string{"price=validation.type"}},
+		{map[string]any{"price": "10"}, []string{"price=validation.type"}},
+		{map[string]any{"stock": -1}, []string{"stock=validation.range"}},
+		{map[string]any{"stock": 0.5}, []string{"stock=validation.type"}},
+		{map[string]any{"currency": "gbp"}, []string{"currency=validation.oneOf"}},
+		{map[string]any{"pricePaymentId": ""}, []string{"pricePaymentId=validation.required"}},
+		{map[string]any{"deletedAt": "2024-01-01T00:00:00.000Z"}, []string{"deletedAt=validation.unknownField"}},
+		{map[string]any{"name": "Valid Name", "stock": 5, "price": -3}, []string{"price=validation.range"}},
+		{map[string]any{"name": "Valid Name", "stock": -5, "price": -3}, []string{"price=validation.range", "stock=validation.range"}},
 	} {
-		expectInvalidFields(t, admin.Do("PATCH", "/v1/admin/items/"+it.ID, tc.body), tc.fields...)
+		expectValidation(t, admin.Do("PATCH", "/v1/admin/items/"+it.ID, tc.body), "/v1/admin/items/"+it.ID, tc.want...)
 	}
 	admin.Do("PATCH", "/v1/admin/items/"+it.ID, `{"stock": 1`).ExpectError(t, 400, "common.errors.malformedJson")
 	admin.Do("PATCH", "/v1/admin/items/"+it.ID, ``).ExpectError(t, 400, "common.errors.malformedJson")
@@ -452,8 +453,8 @@ func TestItemListFilters(t *testing.T) {
 		t.Fatalf("empty name filter listed %d items, want %d", n, len(demo.Items())+3)
 	}
 	// Absurdly long filters are refused.
-	expectInvalidFields(t, customer.Do("GET", "/v1/items?name="+strings.Repeat("a", 201), nil), "name")
-	expectInvalidFields(t, admin.Do("GET", "/v1/admin/items?description="+strings.Repeat("a", 201), nil), "description")
+	expectValidation(t, customer.Do("GET", "/v1/items?name="+strings.Repeat("a", 201), nil), "/v1/items", "name=validation.length")
+	expectValidation(t, admin.Do("GET", "/v1/admin/items?description="+strings.Repeat("a", 201), nil), "/v1/admin/items", "description=validation.length")
 }
 
 func TestItemBodyTooLarge(t *testing.T) {
@@ -492,5 +493,5 @@ func TestItemBodyTooLarge(t *testing.T) {
 	}
 	// Just under the limit is read (and then validated).
 	almost := `{"name":"Huge","description":"` + strings.Repeat("x", httpapi.MaxBodyBytes-100) + `","price":1,"stock":1}`
-	expectInvalidFields(t, admin.Do("POST", itemsPath, almost, key()...), "description")
+	expectValidation(t, admin.Do("POST", itemsPath, almost, key()...), itemsPath, "description=validation.length")
 }

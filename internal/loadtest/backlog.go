@@ -7,32 +7,57 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
+	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+	"github.com/dispatchhq/dispatch/internal/user/userdb"
 )
 
-// RelayDrain writes rows notify:user outbox rows for userID in one statement and measures how
-// long the running relay(s) take to empty the outbox. Run it with the relay up and the worker
-// down to measure the relay alone.
+// DemoAdmin returns the id of the demo admin, whom the API seeds at start.
+func DemoAdmin(ctx context.Context, db *postgres.DB) (uuid.UUID, error) {
+	c, ok, err := userdb.Store{}.CredentialsByEmail(ctx, db, demo.AdminEmail)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	if !ok {
+		return uuid.Nil, fmt.Errorf("the demo admin %s is needed: start the API once to seed it", demo.AdminEmail)
+	}
+	return c.UserID, nil
+}
+
+// DemoItem returns the first demo item as stored.
+func DemoItem(ctx context.Context, db *postgres.DB) (catalog.Item, error) {
+	return catalogdb.Store{}.Get(ctx, db, demo.Items()[0].ID, false)
+}
+
+// RelayDrain writes rows notify:user outbox messages for userID in one transaction and measures
+// how long the running relay(s) take to empty the outbox. Run it with the relay up and the
+// worker down to measure the relay alone.
 func RelayDrain(ctx context.Context, db *postgres.DB, rows int, userID uuid.UUID) (time.Duration, error) {
-	var backlog int
-	if err := db.GetContext(ctx, &backlog, `SELECT count(*) FROM outbox`); err != nil {
+	if n, err := backlog(ctx, db); err != nil || n > 0 {
+		if err == nil {
+			err = fmt.Errorf("the outbox already holds %d rows; drain it first", n)
+		}
 		return 0, err
 	}
-	if backlog > 0 {
-		return 0, fmt.Errorf("the outbox already holds %d rows; drain it first", backlog)
+	msgs := make([]outbox.Message, rows)
+	for i := range msgs {
+		msgs[i] = outbox.Message{Type: tasks.NotifyUser,
+			Payload: tasks.Notify{UserID: userID, Event: "auth.login", Data: map[string]any{"n": i}}}
 	}
-	_, err := db.ExecContext(ctx, `INSERT INTO outbox (type, payload, correlation_id)
-SELECT 'notify:user', jsonb_build_object('userId', $1::text, 'event', 'auth.login', 'data', jsonb_build_object('n', g)), 'bench-relay'
-FROM generate_series(1, $2) AS g`, userID, rows)
-	if err != nil {
+	if err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error { return outbox.Write(ctx, tx, msgs...) }); err != nil {
 		return 0, err
 	}
 	start := time.Now()
 	for {
-		var n int
-		if err := db.GetContext(ctx, &n, `SELECT count(*) FROM outbox`); err != nil {
+		n, err := backlog(ctx, db)
+		if err != nil {
 			return 0, err
 		}
 		if n == 0 {
@@ -44,6 +69,12 @@ FROM generate_series(1, $2) AS g`, userID, rows)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// backlog counts the outbox rows, delivered or not.
+func backlog(ctx context.Context, db *postgres.DB) (int64, error) {
+	b, err := relay.Stats(ctx, db)
+	return b.Waiting + b.InFlight, err
 }
 
 // SeedPending creates n PENDING orders of one unit of itemID, each with a PaymentIntent id,

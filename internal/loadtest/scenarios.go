@@ -17,6 +17,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -40,7 +41,7 @@ type Stack struct {
 // (orders pick one or two of them: few items make hot rows, many spread the load).
 func (s *Stack) Prepare(ctx context.Context, n, items int) error {
 	var err error
-	if s.admin, err = s.login(ctx, "admin@dispatch.local", "admin12345"); err != nil {
+	if s.admin, err = s.login(ctx, demo.AdminEmail, demo.Password); err != nil {
 		return err
 	}
 	for i := 0; i < n; i++ {
@@ -144,7 +145,7 @@ func (s *Stack) ItemRead(list, miss bool) (Request, OK) {
 // Login returns the request of a demo login.
 func (s *Stack) Login() (Request, OK) {
 	return func(ctx context.Context, _ int) (*http.Request, error) {
-		return s.request(ctx, "POST", "/v1/auth/login", "", map[string]string{"email": "admin@dispatch.local", "password": "admin12345"})
+		return s.request(ctx, "POST", "/v1/auth/login", "", map[string]string{"email": demo.AdminEmail, "password": demo.Password})
 	}, is(200)
 }
 
