@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -14,10 +15,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/demo"
+	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -192,7 +193,7 @@ func (s *Stack) ServerCPU(ctx context.Context) (time.Duration, error) {
 // the database recorded it (same machine, same clock), read after the run.
 func (s *Stack) Pipeline(ctx context.Context, rate float64, d time.Duration) (Result, error) {
 	type paid struct {
-		order  string
+		order  uuid.UUID
 		sentAt time.Time
 	}
 	var (
@@ -209,7 +210,7 @@ func (s *Stack) Pipeline(ctx context.Context, rate float64, d time.Duration) (Re
 			return nil, err
 		}
 		var o struct {
-			ID       string
+			ID       uuid.UUID
 			Total    int64
 			Currency string
 			Payment  struct{ PaymentIntentID string }
@@ -218,7 +219,7 @@ func (s *Stack) Pipeline(ctx context.Context, rate float64, d time.Duration) (Re
 			return nil, err
 		}
 		ev := payment.TestEvent{ID: "evt_bench_" + uuid.NewString(), Type: payment.EventIntentSucceeded,
-			PaymentIntentID: o.Payment.PaymentIntentID, OrderID: o.ID, Amount: o.Total, Currency: o.Currency}.Build()
+			PaymentIntentID: o.Payment.PaymentIntentID, OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency}.Build()
 		req, err := http.NewRequestWithContext(ctx, "POST", s.Base+"/stripe/webhook", bytes.NewReader(ev))
 		if err != nil {
 			return nil, err
@@ -234,29 +235,20 @@ func (s *Stack) Pipeline(ctx context.Context, rate float64, d time.Duration) (Re
 		rate, ms(res.Percentile(50)), ms(res.Percentile(99)))
 
 	deadline := time.Now().Add(2 * time.Minute)
-	ids := make([]string, len(sent))
+	ids := make([]uuid.UUID, len(sent))
 	for i, p := range sent {
 		ids[i] = p.order
 	}
 	// Polled once a second for the orders not seen processed yet, so that the poll adds little
 	// to the database's CPU the run reports.
-	processed := map[string]time.Time{}
+	processed := map[uuid.UUID]time.Time{}
 	for time.Now().Before(deadline) && len(ids) > 0 {
-		var rows []struct {
-			OrderID string    `db:"order_id"`
-			At      time.Time `db:"created_at"`
-		}
-		q, args, err := sqlx.In(`SELECT order_id, created_at FROM order_events WHERE to_status = 'PROCESSED' AND order_id IN (?)`, ids)
+		seen, err := orderdb.Store{}.ProcessedAt(ctx, s.DB, ids)
 		if err != nil {
 			return res, err
 		}
-		if err := s.DB.SelectContext(ctx, &rows, s.DB.Rebind(q), args...); err != nil {
-			return res, err
-		}
-		for _, r := range rows {
-			processed[r.OrderID] = r.At
-		}
-		ids = slices.DeleteFunc(ids, func(id string) bool { _, ok := processed[id]; return ok })
+		maps.Copy(processed, seen)
+		ids = slices.DeleteFunc(ids, func(id uuid.UUID) bool { _, ok := processed[id]; return ok })
 		if len(ids) > 0 {
 			time.Sleep(time.Second)
 		}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 )
 
 const seedPendingQuery = `
@@ -28,4 +29,27 @@ SELECT id, 'pi_bench_' || replace(id::text, '-', ''), 'requires_payment' FROM o`
 func (Store) SeedPending(ctx context.Context, db sqlx.ExecerContext, userID, itemID uuid.UUID, price int64, n int, age time.Duration) error {
 	_, err := db.ExecContext(ctx, seedPendingQuery, userID, itemID, price, n, int(age.Seconds()))
 	return mapErr("seed pending", err)
+}
+
+const processedAtQuery = `SELECT order_id, created_at FROM order_events WHERE to_status = 'PROCESSED' AND order_id = ANY($1::uuid[])`
+
+// ProcessedAt returns when each of ids that has been processed reached PROCESSED. It exists
+// for the load generator's pipeline latency (dispatchctl bench pipeline).
+func (Store) ProcessedAt(ctx context.Context, db sqlx.QueryerContext, ids []uuid.UUID) (map[uuid.UUID]time.Time, error) {
+	var rows []struct {
+		OrderID uuid.UUID `db:"order_id"`
+		At      time.Time `db:"created_at"`
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = id.String()
+	}
+	if err := sqlx.SelectContext(ctx, db, &rows, processedAtQuery, pq.Array(keys)); err != nil {
+		return nil, mapErr("processed at", err)
+	}
+	out := make(map[uuid.UUID]time.Time, len(rows))
+	for _, r := range rows {
+		out[r.OrderID] = r.At
+	}
+	return out, nil
 }
