@@ -33,7 +33,7 @@ type Store interface {
 	LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (Order, error)
 	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]Order, error)
 	Create(ctx context.Context, tx sqlx.QueryerContext, o *Order, ev Event) (customerID string, err error)
-	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action, ev *Event) error
+	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action, ev *Event, msgs outbox.Rows) error
 	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
 	Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]Event, error)
 	SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string) error
@@ -155,6 +155,11 @@ func (s *Service) applyTx(ctx context.Context, tx *postgres.Tx, id uuid.UUID, mu
 	if err != nil {
 		return Order{}, err
 	}
+	return s.applyLocked(ctx, tx, o, mutate)
+}
+
+// applyLocked is applyTx for an order already read FOR UPDATE in tx.
+func (s *Service) applyLocked(ctx context.Context, tx *postgres.Tx, o Order, mutate change) (Order, error) {
 	if o.DeletedAt != nil {
 		return Order{}, ErrNotFound
 	}
@@ -166,17 +171,23 @@ func (s *Service) applyTx(ctx context.Context, tx *postgres.Tx, id uuid.UUID, mu
 	if ev != nil {
 		ev.ID, ev.OrderID, ev.CorrelationID = uuid.Must(uuid.NewV7()), o.ID, logging.CorrelationID(ctx)
 	}
-	switch {
-	case o.Status != was || o.PendingAction != wasAction: // the event goes with the change
-		err = s.store.Save(ctx, tx, &o, was, wasAction, ev)
-	case ev != nil:
-		err = s.store.AddEvent(ctx, tx, *ev)
-	}
-	if err != nil {
-		return Order{}, err
-	}
-	if err := outbox.Write(ctx, tx, msgs...); err != nil {
-		return Order{}, err
+	if o.Status != was || o.PendingAction != wasAction { // the event and messages go with the change
+		rows, err := outbox.Encode(ctx, msgs...)
+		if err == nil {
+			err = s.store.Save(ctx, tx, &o, was, wasAction, ev, rows)
+		}
+		if err != nil {
+			return Order{}, err
+		}
+	} else {
+		if ev != nil {
+			if err := s.store.AddEvent(ctx, tx, *ev); err != nil {
+				return Order{}, err
+			}
+		}
+		if err := outbox.Write(ctx, tx, msgs...); err != nil {
+			return Order{}, err
+		}
 	}
 	if o.Status != was {
 		metrics.Transition(string(was), string(o.Status))

@@ -67,7 +67,7 @@ func (s *Service) applyEvent(ctx context.Context, tx *postgres.Tx, ev payment.Ev
 	default:
 		return OutcomeUnknownType, nil
 	}
-	id, err := s.orderOfIntent(ctx, tx, ev)
+	locked, err := s.orderOfIntent(ctx, tx, ev)
 	if errors.Is(err, ErrNotFound) {
 		return OutcomeUnknownIntent, nil
 	}
@@ -75,7 +75,7 @@ func (s *Service) applyEvent(ctx context.Context, tx *postgres.Tx, ev payment.Ev
 		return "", err
 	}
 	outcome := OutcomeIgnored
-	_, err = s.applyTx(ctx, tx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+	_, err = s.applyLocked(ctx, tx, locked, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		var (
 			e    *Event
 			msgs []outbox.Message
@@ -94,29 +94,31 @@ func (s *Service) applyEvent(ctx context.Context, tx *postgres.Tx, ev payment.Ev
 	return outcome, err
 }
 
-// orderOfIntent finds the order of the event's PaymentIntent, falling back to the order id in
-// its metadata for an order whose PaymentIntent id was never stored (a crash right after
-// Stripe created it); that id is stored now.
-func (s *Service) orderOfIntent(ctx context.Context, tx *postgres.Tx, ev payment.Event) (uuid.UUID, error) {
+// orderOfIntent finds and locks the order of the event's PaymentIntent, falling back to the
+// order id in its metadata for an order whose PaymentIntent id was never stored (a crash right
+// after Stripe created it); that id is stored now.
+func (s *Service) orderOfIntent(ctx context.Context, tx *postgres.Tx, ev payment.Event) (Order, error) {
 	if ev.PaymentIntentID == "" {
-		return uuid.Nil, ErrNotFound
+		return Order{}, ErrNotFound
 	}
 	o, err := s.store.LockByIntent(ctx, tx, ev.PaymentIntentID)
 	if err == nil || !errors.Is(err, ErrNotFound) {
-		return o.ID, err
+		return o, err
 	}
 	id, perr := uuid.Parse(ev.OrderID)
 	if perr != nil {
-		return uuid.Nil, ErrNotFound
+		return Order{}, ErrNotFound
 	}
-	o, err = s.store.Lock(ctx, tx, id)
-	if err != nil {
-		return uuid.Nil, err
+	if o, err = s.store.Lock(ctx, tx, id); err != nil {
+		return Order{}, err
 	}
 	if o.Payment.IntentID != nil {
-		return uuid.Nil, ErrNotFound // the order pays through another PaymentIntent
+		return Order{}, ErrNotFound // the order pays through another PaymentIntent
 	}
-	return id, s.store.SetIntent(ctx, tx, id, ev.PaymentIntentID, "", PaymentRequiresPayment)
+	if err := s.store.SetIntent(ctx, tx, id, ev.PaymentIntentID, "", PaymentRequiresPayment); err != nil {
+		return Order{}, err
+	}
+	return s.store.Lock(ctx, tx, id) // as stored, with its PaymentIntent
 }
 
 // paymentSucceeded records the payment: PENDING → PAID with order:process queued; on a

@@ -27,7 +27,44 @@ type Message struct {
 	Payload any
 }
 
-const insertQuery = `INSERT INTO outbox (type, payload, correlation_id) SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[])`
+// Rows are messages encoded for an insert; a statement that writes them beside the change they
+// announce takes Args as the parameters of Insert.
+type Rows struct{ types, payloads, cids []string }
+
+// Encode checks and encodes msgs, tagged with the correlation id carried by ctx.
+func Encode(ctx context.Context, msgs ...Message) (Rows, error) {
+	r := Rows{make([]string, len(msgs)), make([]string, len(msgs)), make([]string, len(msgs))}
+	cid := logging.CorrelationID(ctx)
+	for i, m := range msgs {
+		if _, ok := tasks.QueueOf(m.Type); !ok {
+			return Rows{}, fmt.Errorf("outbox: unknown task type %q", m.Type)
+		}
+		raw, err := json.Marshal(m.Payload)
+		if err != nil {
+			return Rows{}, fmt.Errorf("outbox: encode %s: %w", m.Type, err)
+		}
+		r.types[i], r.payloads[i], r.cids[i] = m.Type, string(raw), cid
+	}
+	return r, nil
+}
+
+// Len is the number of rows.
+func (r Rows) Len() int { return len(r.types) }
+
+// Args are the three parameters of Insert.
+func (r Rows) Args() []any {
+	return []any{pq.Array(r.types), pq.Array(r.payloads), pq.Array(r.cids)}
+}
+
+// Insert is the INSERT of a Rows whose Args are the parameters $n, $n+1 and $n+2, written only
+// when the condition cond (SQL) holds: a statement that changes a row and announces it in one
+// round trip writes the messages only if the change matched.
+func Insert(n int, cond string) string {
+	return fmt.Sprintf(`INSERT INTO outbox (type, payload, correlation_id)
+    SELECT * FROM unnest($%d::text[], $%d::jsonb[], $%d::text[]) WHERE %s`, n, n+1, n+2, cond)
+}
+
+var insertQuery = Insert(1, "true")
 
 // Write inserts msgs with tx, tagged with the correlation id carried by ctx. It must be called
 // with the transaction of the change the messages announce.
@@ -35,21 +72,11 @@ func Write(ctx context.Context, tx sqlx.ExtContext, msgs ...Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	types := make([]string, len(msgs))
-	payloads := make([]string, len(msgs))
-	cids := make([]string, len(msgs))
-	cid := logging.CorrelationID(ctx)
-	for i, m := range msgs {
-		if _, ok := tasks.QueueOf(m.Type); !ok {
-			return fmt.Errorf("outbox: unknown task type %q", m.Type)
-		}
-		raw, err := json.Marshal(m.Payload)
-		if err != nil {
-			return fmt.Errorf("outbox: encode %s: %w", m.Type, err)
-		}
-		types[i], payloads[i], cids[i] = m.Type, string(raw), cid
+	r, err := Encode(ctx, msgs...)
+	if err != nil {
+		return err
 	}
-	if _, err := tx.ExecContext(ctx, insertQuery, pq.Array(types), pq.Array(payloads), pq.Array(cids)); err != nil {
+	if _, err := tx.ExecContext(ctx, insertQuery, r.Args()...); err != nil {
 		return fmt.Errorf("outbox: insert: %w", err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 	"github.com/dispatchhq/dispatch/internal/user"
 	"github.com/dispatchhq/dispatch/internal/user/userdb"
@@ -22,15 +23,7 @@ import (
 func TestSeedPendingAndProcessedAt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db, _ := testenv.DB(t)
-	u := user.User{ID: uuid.New(), Name: "Bench", Email: "bench@example.com", PasswordHash: "x", Role: auth.RoleUser, Language: "en"}
-	if err := (userdb.Store{}).Insert(ctx, db, &u); err != nil {
-		t.Fatal(err)
-	}
-	it := catalog.Item{ID: uuid.New(), Name: "Bench item", Description: "d", Price: 500, Currency: "usd", Stock: 10}
-	if err := (catalogdb.Store{}).Insert(ctx, db, &it); err != nil {
-		t.Fatal(err)
-	}
+	db, u, it := seed(t)
 	if err := (orderdb.Store{}).SeedPending(ctx, db, u.ID, it.ID, it.Price, 3, time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -58,4 +51,20 @@ func TestSeedPendingAndProcessedAt(t *testing.T) {
 	if _, ok := got[pending[0].ID]; len(got) != 1 || !ok {
 		t.Fatalf("ProcessedAt = %v, want only %s", got, pending[0].ID)
 	}
+}
+
+// seed returns a fresh database with one customer and one item.
+func seed(t *testing.T) (*postgres.DB, user.User, catalog.Item) {
+	t.Helper()
+	ctx := context.Background()
+	db, _ := testenv.DB(t)
+	u := user.User{ID: uuid.New(), Name: "Bench", Email: "bench@example.com", PasswordHash: "x", Role: auth.RoleUser, Language: "en"}
+	if err := (userdb.Store{}).Insert(ctx, db, &u); err != nil {
+		t.Fatal(err)
+	}
+	it := catalog.Item{ID: uuid.New(), Name: "Bench item", Description: "d", Price: 500, Currency: "usd", Stock: 10}
+	if err := (catalogdb.Store{}).Insert(ctx, db, &it); err != nil {
+		t.Fatal(err)
+	}
+	return db, u, it
 }

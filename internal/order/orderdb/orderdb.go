@@ -14,6 +14,7 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/pkg/cursor"
 )
@@ -166,6 +167,7 @@ func (Store) List(ctx context.Context, db sqlx.QueryerContext, f order.Filter, p
 }
 
 // createQuery inserts the order, its lines, its payment and its first timeline event at once.
+// (Its outbox message carries the order number this statement assigns, so it comes after.)
 const createQuery = `
 WITH o AS (
     INSERT INTO orders (id, user_id, status, total, currency) VALUES ($1, $2, $3, $4, $5)
@@ -200,7 +202,13 @@ func (Store) Create(ctx context.Context, tx sqlx.QueryerContext, o *order.Order,
 
 // saveQuery is a compare-and-set update of the order and, when $12 is not null, the timeline
 // event of the change, inserted only if the update matched: one round trip for both.
-const saveQuery = `WITH o AS (
+// saveAnnouncedQuery also writes the outbox messages $19..$21, on the same condition.
+var (
+	saveQuery          = saveCTE + "\nSELECT updated_at FROM o"
+	saveAnnouncedQuery = saveCTE + ", m AS (\n    " + outbox.Insert(19, "EXISTS (SELECT 1 FROM o)") + "\n)\nSELECT updated_at FROM o"
+)
+
+const saveCTE = `WITH o AS (
     UPDATE orders SET status = $4, pending_action = $5, tracking_number = $6, carrier = $7,
       shipped_at = $8, delivered_at = $9, canceled_at = $10, refunded_at = $11, updated_at = now()
     WHERE id = $1 AND status = $2 AND pending_action IS NOT DISTINCT FROM $3
@@ -208,21 +216,25 @@ const saveQuery = `WITH o AS (
 ), e AS (
     INSERT INTO order_events (id, order_id, type, from_status, to_status, actor, reason, correlation_id)
     SELECT $12, o.id, $13, $14, $15, $16, $17, $18 FROM o WHERE $12::uuid IS NOT NULL
-)
-SELECT updated_at FROM o`
+)`
 
 // Save persists o's status, pending action and fulfilment fields as a compare-and-set against
-// the status and action it was read with, with ev (when not nil) on the timeline. No row
-// matching means someone else moved the order: ErrConcurrentUpdate, never an overwrite.
-func (Store) Save(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, was order.Status, wasAction order.Action, ev *order.Event) error {
+// the status and action it was read with, with ev (when not nil) on the timeline and msgs in
+// the outbox. No row matching means someone else moved the order: ErrConcurrentUpdate, never
+// an overwrite, and nothing written.
+func (Store) Save(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, was order.Status, wasAction order.Action, ev *order.Event, msgs outbox.Rows) error {
 	var e order.Event
 	var evID *uuid.UUID
 	if ev != nil {
 		e, evID = *ev, &ev.ID
 	}
-	err := tx.QueryRowxContext(ctx, saveQuery, o.ID, was, nullAction(wasAction), o.Status, nullAction(o.PendingAction),
+	query, args := saveQuery, []any{o.ID, was, nullAction(wasAction), o.Status, nullAction(o.PendingAction),
 		o.TrackingNumber, o.Carrier, o.ShippedAt, o.DeliveredAt, o.CanceledAt, o.RefundedAt,
-		evID, e.Type, e.From, e.To, e.Actor, e.Reason, e.CorrelationID).Scan(&o.UpdatedAt)
+		evID, e.Type, e.From, e.To, e.Actor, e.Reason, e.CorrelationID}
+	if msgs.Len() > 0 { // without messages, no insert (its trigger would wake the relays for nothing)
+		query, args = saveAnnouncedQuery, append(args, msgs.Args()...)
+	}
+	err := tx.QueryRowxContext(ctx, query, args...).Scan(&o.UpdatedAt)
 	if postgres.IsNoRows(err) {
 		return order.ErrConcurrentUpdate
 	}

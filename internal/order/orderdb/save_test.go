@@ -1,0 +1,64 @@
+package orderdb_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+)
+
+// Save writes the change, its event and its messages in one statement, and none of them when
+// the compare-and-set does not match.
+func TestSaveWritesItsMessagesOnlyWithTheChange(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, u, it := seed(t)
+	o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending, Total: it.Price, Currency: "usd",
+		Lines: []order.Line{{ID: uuid.New(), ItemID: it.ID, Name: it.Name, UnitPrice: it.Price, Quantity: 1, Subtotal: it.Price}}}
+	if _, err := (orderdb.Store{}).Create(ctx, db, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := outbox.Encode(ctx,
+		outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{UserID: u.ID, Event: "order.paid"}},
+		outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{UserID: u.ID, Event: "order.other"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Outside a transaction, so that what the statement itself writes is what commits.
+	save := func(was order.Status, to order.Status) error {
+		o.Status = to
+		from := was
+		ev := order.Event{ID: uuid.New(), OrderID: o.ID, Type: order.EventStatusChanged, From: &from, To: &to, Actor: "t", CorrelationID: "t"}
+		return orderdb.Store{}.Save(ctx, db, &o, was, order.ActionNone, &ev, msgs)
+	}
+	counts := func() (outboxRows, events int) {
+		t.Helper()
+		if err := db.GetContext(ctx, &outboxRows, `SELECT count(*) FROM outbox`); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.GetContext(ctx, &events, `SELECT count(*) FROM order_events WHERE order_id = $1`, o.ID); err != nil {
+			t.Fatal(err)
+		}
+		return outboxRows, events
+	}
+
+	// Read as PAID by someone who was too late: nothing is written.
+	if err := save(order.Paid, order.Processed); !errors.Is(err, order.ErrConcurrentUpdate) {
+		t.Fatalf("save over a stale status: %v, want ErrConcurrentUpdate", err)
+	}
+	if n, e := counts(); n != 0 || e != 1 {
+		t.Fatalf("a refused save wrote %d outbox rows and %d events beyond creation", n, e-1)
+	}
+	if err := save(order.Pending, order.Paid); err != nil {
+		t.Fatal(err)
+	}
+	if n, e := counts(); n != 2 || e != 2 {
+		t.Fatalf("a save wrote %d outbox rows and %d events, want 2 and 1", n, e-1)
+	}
+}
