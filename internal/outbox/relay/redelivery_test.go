@@ -6,6 +6,7 @@ package relay_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -204,5 +205,61 @@ func TestAckerDeletesFinishedRows(t *testing.T) {
 	a.Stop()
 	if got := e.deliveries(ids); len(got) != 2 || got[ids[3]] != 0 || got[ids[4]] != 0 {
 		t.Fatalf("rows left after Stop: %v, want the 2 never acknowledged", got)
+	}
+}
+
+// TestTasksOfAnEarlierDatabaseAreReplaced: a database recreated or restored numbers its outbox
+// rows from where it was, while Redis still keeps the finished tasks of the rows it had. A
+// task under a row's id that carries another row is replaced, never taken for the row's own.
+func TestTasksOfAnEarlierDatabaseAreReplaced(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var rec redeliveries
+	r := e.redelivering(&rec)
+	ids := e.write(2)
+	queue := e.ns.Queue(tasks.QueueNotifications)
+	for _, id := range ids {
+		old, _ := json.Marshal(tasks.Envelope{OutboxID: id, CreatedAt: time.Now().Add(-time.Hour), Data: json.RawMessage(`{"old":true}`)})
+		if _, err := e.client.Enqueue(asynq.NewTask(tasks.NotifyUser, old), asynq.TaskID(relay.TaskID(id)),
+			asynq.Queue(queue), asynq.Retention(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{Concurrency: 2, Queues: map[string]int{queue: 1},
+		Logger: quietAsynq{}, TaskCheckInterval: 10 * time.Millisecond})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the earlier tasks ran", func() bool {
+		info, err := e.insp.GetQueueInfo(queue)
+		return err == nil && info.Completed == 2
+	})
+	srv.Shutdown()
+
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 2 {
+		t.Fatalf("hand-off: %d, %v", n, err)
+	}
+	if got := e.deliveries(ids); len(got) != 2 {
+		t.Fatalf("rows left after the hand-off: %v, want both (their own tasks have not run)", got)
+	}
+	for _, id := range ids {
+		var created time.Time
+		if err := e.db.Get(&created, `SELECT created_at FROM outbox WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		info, err := e.insp.GetTaskInfo(queue, relay.TaskID(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var env tasks.Envelope
+		if err := json.Unmarshal(info.Payload, &env); err != nil {
+			t.Fatal(err)
+		}
+		if info.State != asynq.TaskStatePending || !env.CreatedAt.Equal(created) {
+			t.Fatalf("task %s is %v, written at %v; want the row's own (written at %v), pending", info.ID, info.State, env.CreatedAt, created)
+		}
+	}
+	if rec.count("replaced") != 2 {
+		t.Fatalf("verdicts %v, want 2 replaced", rec.n)
 	}
 }

@@ -160,10 +160,8 @@ func (r *Relay) deliver(ctx context.Context, rw row) (bool, error) {
 	}
 	err := r.enqueue(ctx, rw, queue)
 	switch {
-	case errors.Is(err, asynq.ErrTaskIDConflict) && rw.Deliveries > 1:
-		return r.settle(ctx, rw, queue)
 	case errors.Is(err, asynq.ErrTaskIDConflict):
-		return false, nil // enqueued by an earlier attempt of this hand-off
+		return r.settle(ctx, rw, queue)
 	case err != nil:
 		return false, fmt.Errorf("outbox: enqueue row %d: %w", rw.ID, err)
 	}
@@ -187,7 +185,7 @@ func (r *Relay) enqueue(ctx context.Context, rw row, queue string) error {
 // taskTimeout bounds one attempt of a task.
 const taskTimeout = 2 * time.Minute
 
-// settle decides what to do with a row due again whose task Asynq still knows.
+// settle decides what to do with a row whose task id Asynq already knows.
 func (r *Relay) settle(ctx context.Context, rw row, queue string) (bool, error) {
 	q, id := r.ns.Queue(queue), TaskID(rw.ID)
 	info, err := r.inspector.GetTaskInfo(q, id)
@@ -196,6 +194,19 @@ func (r *Relay) settle(ctx context.Context, rw row, queue string) (bool, error) 
 	}
 	if err != nil {
 		return false, fmt.Errorf("outbox: look up task %s: %w", id, err)
+	}
+	if !carries(info.Payload, rw) {
+		// The task of another row with the same id: the database was recreated or restored
+		// and its ids start over, while Redis keeps the tasks of the rows it had. Taking that
+		// task for this row's would drop this row's work.
+		if err := r.inspector.DeleteTask(q, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+			return false, fmt.Errorf("outbox: delete the task of an earlier row %s: %w", id, err)
+		}
+		r.redelivered(ctx, rw, "replaced")
+		return false, r.enqueue(ctx, rw, queue)
+	}
+	if rw.Deliveries <= 1 {
+		return false, nil // enqueued by an earlier attempt of this hand-off
 	}
 	switch fateOf(info.State, info.LastErr) {
 	case finished:
@@ -209,6 +220,16 @@ func (r *Relay) settle(ctx context.Context, rw row, queue string) (bool, error) 
 		return false, r.enqueue(ctx, rw, queue)
 	}
 	return false, nil
+}
+
+// carries reports whether a task's payload is the envelope of rw: the same row id written at
+// the same time. A payload that is no envelope is not rw's.
+func carries(payload []byte, rw row) bool {
+	var env tasks.Envelope
+	if err := json.Unmarshal(payload, &env); err != nil {
+		return false
+	}
+	return env.OutboxID == rw.ID && env.CreatedAt.Equal(rw.CreatedAt)
 }
 
 // fate is what a row due again needs, given its task's state in Asynq.

@@ -69,7 +69,7 @@ var (
 	})
 	relayRedelivered = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Name: "relay_redelivered_total",
-		Help: "Outbox rows due again, by task type and what became of their task (lost, completed, abandoned).",
+		Help: "Outbox rows due again, by task type and what became of their task (lost, completed, abandoned, replaced).",
 	}, []string{"type", "verdict"})
 	relayBatch = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: ns, Name: "relay_batch_size", Help: "Rows per relayed batch.",
