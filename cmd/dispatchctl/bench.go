@@ -73,6 +73,7 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 		fmt.Fprintf(out, "no CPU per process: %v\n", err)
 		meter = &loadtest.CPUMeter{}
 	}
+	stmts := loadtest.NewStatementMeter(ctx, db)
 	if scenario == "pipeline" {
 		if *rate == 0 {
 			return errors.New("pipeline needs -rate")
@@ -80,9 +81,11 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 		if *warmup > 0 {
 			_, _ = s.Pipeline(ctx, *rate, *warmup)
 		}
-		before := meter.Sample()
+		before, stmts0 := meter.Sample(), stmts.Sample(ctx)
 		res, err := s.Pipeline(ctx, *rate, *duration)
-		fmt.Fprint(out, res, meter.Report(before, meter.Sample(), len(res.Latencies), "paid and processed order"))
+		const unit = "paid and processed order"
+		fmt.Fprint(out, res, meter.Report(before, meter.Sample(), len(res.Latencies), unit),
+			stmts.Report(stmts0, stmts.Sample(ctx), len(res.Latencies), unit))
 		return err
 	}
 	var (
@@ -110,13 +113,14 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 		run(*warmup)
 	}
 	cpu0, cpuErr := s.ServerCPU(ctx)
-	before := meter.Sample()
+	before, stmts0 := meter.Sample(), stmts.Sample(ctx)
 	res := run(*duration)
-	after := meter.Sample()
+	after, stmts1 := meter.Sample(), stmts.Sample(ctx)
 	if cpu1, err := s.ServerCPU(ctx); err == nil && cpuErr == nil {
 		res.ServerCPU = cpu1 - cpu0
 	}
-	fmt.Fprint(out, res, meter.Report(before, after, res.Requests-res.Errors, "request"))
+	served := res.Requests - res.Errors
+	fmt.Fprint(out, res, meter.Report(before, after, served, "request"), stmts.Report(stmts0, stmts1, served, "request"))
 	return nil
 }
 

@@ -105,7 +105,8 @@ func (s *PGServer) Start() {
 	s.t.Helper()
 	cmd := exec.Command(filepath.Join(s.bin, "postgres"), "-D", s.dir, "-p", strconv.Itoa(s.Port),
 		"-c", "unix_socket_directories=", "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-		"-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=64MB")
+		"-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=64MB",
+		"-c", "shared_preload_libraries=pg_stat_statements")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
 	s.proc = StartCommand(s.t, "postgres", cmd)
 	Eventually(s.t, 60*time.Second, "postgres accepts connections on "+strconv.Itoa(s.Port), func() bool {
