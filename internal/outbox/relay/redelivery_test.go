@@ -263,3 +263,32 @@ func TestTasksOfAnEarlierDatabaseAreReplaced(t *testing.T) {
 		t.Fatalf("verdicts %v, want 2 replaced", rec.n)
 	}
 }
+
+// TestRedeliveryAfterRedisLostItsQueueIndex: Redis restarted without its data and the relay's
+// Asynq client, which indexes a queue only once, went on enqueuing into it, so the inspector
+// does not see the queue. A redelivery must still find the row's task, not fail its batch on
+// a conflict with it again and again.
+func TestRedeliveryAfterRedisLostItsQueueIndex(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var rec redeliveries
+	r := e.redelivering(&rec)
+	ids := e.write(2)
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 2 {
+		t.Fatalf("first hand-off: %d, %v", n, err)
+	}
+	queue := e.ns.Queue(tasks.QueueNotifications)
+	if err := e.rdb.SRem(context.Background(), "asynq:queues", queue).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.insp.GetTaskInfo(queue, relay.TaskID(ids[0])); !errors.Is(err, asynq.ErrQueueNotFound) {
+		t.Fatalf("the inspector still sees the queue: %v", err)
+	}
+	runUntil(t, r, 2) // fails on the first batch error
+	if got := e.deliveries(ids); got[ids[0]] != 2 || got[ids[1]] != 2 {
+		t.Fatalf("deliveries after the redelivery: %v, want 2 each", got)
+	}
+	if _, err := e.insp.GetTaskInfo(queue, relay.TaskID(ids[0])); err != nil {
+		t.Fatalf("the queue is not indexed again: %v", err)
+	}
+}

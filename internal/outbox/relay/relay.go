@@ -41,6 +41,7 @@ import (
 // idempotent.
 type Relay struct {
 	db        *postgres.DB
+	rdb       redis.UniversalClient
 	client    *asynq.Client
 	inspector *asynq.Inspector
 	ns        tasks.Namespace
@@ -65,7 +66,7 @@ type Relay struct {
 // NewRelay returns a relay claiming batchSize rows at a time from db into the queues on rdb,
 // woken by LISTEN/NOTIFY on dsn's database and polling every poll as a fallback.
 func New(db *postgres.DB, dsn string, rdb redis.UniversalClient, ns tasks.Namespace, batchSize int, poll time.Duration, log *slog.Logger) *Relay {
-	return &Relay{db: db, dsn: dsn, client: asynq.NewClientFromRedisClient(rdb), inspector: asynq.NewInspectorFromRedisClient(rdb),
+	return &Relay{db: db, rdb: rdb, dsn: dsn, client: asynq.NewClientFromRedisClient(rdb), inspector: asynq.NewInspectorFromRedisClient(rdb),
 		ns: ns, batchSize: batchSize, poll: poll, log: log, MaxRetry: 3, Retention: 10 * time.Minute, RedeliverAfter: time.Minute}
 }
 
@@ -182,6 +183,9 @@ func (r *Relay) enqueue(ctx context.Context, rw row, queue string) error {
 	return err
 }
 
+// asynqQueues is the Redis set in which Asynq indexes its queues (asynq's base.AllQueues).
+const asynqQueues = "asynq:queues"
+
 // taskTimeout bounds one attempt of a task.
 const taskTimeout = 2 * time.Minute
 
@@ -189,8 +193,22 @@ const taskTimeout = 2 * time.Minute
 func (r *Relay) settle(ctx context.Context, rw row, queue string) (bool, error) {
 	q, id := r.ns.Queue(queue), TaskID(rw.ID)
 	info, err := r.inspector.GetTaskInfo(q, id)
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		// Asynq's index of queues went with a Redis restart that kept no data, while this
+		// client, which adds a queue to it once, went on enqueuing. Its tasks are there but
+		// the inspector cannot see them until the queue is indexed again.
+		if err := r.rdb.SAdd(ctx, asynqQueues, q).Err(); err != nil {
+			return false, fmt.Errorf("outbox: index queue %s: %w", q, err)
+		}
+		info, err = r.inspector.GetTaskInfo(q, id)
+	}
 	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
-		return false, r.enqueue(ctx, rw, queue) // gone meanwhile: hand it off again
+		// Gone meanwhile: hand it off again. A conflict now means it came back meanwhile;
+		// the next redelivery looks again.
+		if err := r.enqueue(ctx, rw, queue); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			return false, err
+		}
+		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("outbox: look up task %s: %w", id, err)
@@ -200,7 +218,9 @@ func (r *Relay) settle(ctx context.Context, rw row, queue string) (bool, error) 
 		// and its ids start over, while Redis keeps the tasks of the rows it had. Taking that
 		// task for this row's would drop this row's work.
 		if err := r.inspector.DeleteTask(q, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-			return false, fmt.Errorf("outbox: delete the task of an earlier row %s: %w", id, err)
+			// It is running; the row's next redelivery tries again, without holding up the batch.
+			r.log.WarnContext(ctx, "task of an earlier row not replaced yet", "taskId", id, "err", err)
+			return false, nil
 		}
 		r.redelivered(ctx, rw, "replaced")
 		return false, r.enqueue(ctx, rw, queue)
