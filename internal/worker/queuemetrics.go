@@ -1,6 +1,9 @@
 package worker
 
 import (
+	"context"
+	"time"
+
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -11,6 +14,7 @@ import (
 // QueueCollector exports the depth of each queue by task state, read from Asynq when
 // Prometheus scrapes.
 type QueueCollector struct {
+	rdb       redis.UniversalClient
 	inspector *asynq.Inspector
 	ns        tasks.Namespace
 	depth     *prometheus.Desc
@@ -20,6 +24,7 @@ type QueueCollector struct {
 // NewQueueCollector returns a collector of the namespaced queues.
 func NewQueueCollector(rdb redis.UniversalClient, ns tasks.Namespace) *QueueCollector {
 	return &QueueCollector{
+		rdb:       rdb,
 		inspector: asynq.NewInspectorFromRedisClient(rdb),
 		ns:        ns,
 		depth: prometheus.NewDesc("dispatch_queue_depth", "Tasks in each queue by state.",
@@ -35,8 +40,23 @@ func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.latency
 }
 
+// asynqQueues is the Redis set in which Asynq indexes its queues (asynq's base.AllQueues).
+const asynqQueues = "asynq:queues"
+
 // Collect implements prometheus.Collector. A queue never used yet reports zeros.
+//
+// It indexes the queues first: Asynq's clients add a queue to the index only the first time
+// they enqueue into it, so after a Redis restart that kept no data the index can miss queues
+// that hold tasks, and Asynq's inspector (these gauges, the queue UI) would show them empty
+// during the very incident one looks at them for.
 func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	queues := make([]any, 0, len(tasks.Queues()))
+	for _, q := range tasks.Queues() {
+		queues = append(queues, c.ns.Queue(q))
+	}
+	_ = c.rdb.SAdd(ctx, asynqQueues, queues...).Err() // on failure the reads below fail too
 	for _, q := range tasks.Queues() {
 		info, err := c.inspector.GetQueueInfo(c.ns.Queue(q))
 		if err != nil {
