@@ -66,6 +66,32 @@ func (e *env) redelivering(rec *redeliveries) *relay.Relay {
 	return r
 }
 
+// handedOff writes n rows and hands them off once with a relay whose rows are due again after
+// a second.
+func (e *env) handedOff(n int) (*relay.Relay, *redeliveries, []int64) {
+	e.t.Helper()
+	rec := &redeliveries{}
+	r := e.redelivering(rec)
+	ids := e.write(n)
+	if got, err := r.RunOnce(context.Background()); err != nil || got != n {
+		e.t.Fatalf("first hand-off: %d, %v", got, err)
+	}
+	return r, rec, ids
+}
+
+// serve runs handler on the notifications queue until the test ends, as a worker that never
+// deletes outbox rows would.
+func (e *env) serve(handler asynq.HandlerFunc) *asynq.Server {
+	e.t.Helper()
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{Concurrency: 2, Queues: map[string]int{e.ns.Queue(tasks.QueueNotifications): 1},
+		Logger: quietAsynq{}, TaskCheckInterval: 10 * time.Millisecond})
+	if err := srv.Start(handler); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(srv.Shutdown)
+	return srv
+}
+
 // runUntil runs the relay until it hands off want rows in one batch.
 func runUntil(t *testing.T, r *relay.Relay, want int) {
 	t.Helper()
@@ -81,12 +107,7 @@ func runUntil(t *testing.T, r *relay.Relay, want int) {
 func TestRedeliveryHandsLostTasksOffAgain(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	var rec redeliveries
-	r := e.redelivering(&rec)
-	ids := e.write(3)
-	if n, err := r.RunOnce(context.Background()); err != nil || n != 3 {
-		t.Fatalf("first hand-off: %d, %v", n, err)
-	}
+	r, rec, ids := e.handedOff(3)
 	// Redis forgets the tasks (a restart without persistence).
 	queue := e.ns.Queue(tasks.QueueNotifications)
 	for _, id := range ids {
@@ -122,12 +143,7 @@ func TestRedeliveryHandsLostTasksOffAgain(t *testing.T) {
 func TestRedeliveryLeavesTasksOnTheirWay(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	var rec redeliveries
-	r := e.redelivering(&rec)
-	ids := e.write(2)
-	if n, err := r.RunOnce(context.Background()); err != nil || n != 2 {
-		t.Fatalf("first hand-off: %d, %v", n, err)
-	}
+	r, rec, ids := e.handedOff(2)
 	runUntil(t, r, 2)
 	if got := e.deliveries(ids); len(got) != 2 || got[ids[0]] != 2 {
 		t.Fatalf("deliveries %v, want both rows kept, handed off twice", got)
@@ -146,18 +162,11 @@ func TestRedeliveryLeavesTasksOnTheirWay(t *testing.T) {
 func TestRedeliveryDeletesRowsOfFinishedTasks(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	var rec redeliveries
-	r := e.redelivering(&rec)
-	ids := e.write(4)
-	if n, err := r.RunOnce(context.Background()); err != nil || n != 4 {
-		t.Fatalf("first hand-off: %d, %v", n, err)
-	}
+	r, rec, ids := e.handedOff(4)
 	// A worker runs them without deleting their rows: two succeed, two fail for good.
 	var mu sync.Mutex
 	runs := 0
-	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{Concurrency: 2, Queues: map[string]int{e.ns.Queue(tasks.QueueNotifications): 1},
-		Logger: quietAsynq{}, TaskCheckInterval: 10 * time.Millisecond})
-	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
+	e.serve(func(context.Context, *asynq.Task) error {
 		mu.Lock()
 		defer mu.Unlock()
 		runs++
@@ -165,10 +174,7 @@ func TestRedeliveryDeletesRowsOfFinishedTasks(t *testing.T) {
 			return errors.Join(errors.New("no such user"), asynq.SkipRetry)
 		}
 		return nil
-	})); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	})
 	testenv.Eventually(t, 10*time.Second, "the tasks ran", func() bool {
 		info, err := e.insp.GetQueueInfo(e.ns.Queue(tasks.QueueNotifications))
 		return err == nil && info.Completed == 2 && info.Archived == 2
@@ -225,16 +231,12 @@ func TestTasksOfAnEarlierDatabaseAreReplaced(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{Concurrency: 2, Queues: map[string]int{queue: 1},
-		Logger: quietAsynq{}, TaskCheckInterval: 10 * time.Millisecond})
-	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
-		t.Fatal(err)
-	}
+	srv := e.serve(func(context.Context, *asynq.Task) error { return nil })
 	testenv.Eventually(t, 10*time.Second, "the earlier tasks ran", func() bool {
 		info, err := e.insp.GetQueueInfo(queue)
 		return err == nil && info.Completed == 2
 	})
-	srv.Shutdown()
+	srv.Shutdown() // before the rows' own tasks are enqueued: they must stay pending
 
 	if n, err := r.RunOnce(context.Background()); err != nil || n != 2 {
 		t.Fatalf("hand-off: %d, %v", n, err)
@@ -271,12 +273,7 @@ func TestTasksOfAnEarlierDatabaseAreReplaced(t *testing.T) {
 func TestRedeliveryAfterRedisLostItsQueueIndex(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	var rec redeliveries
-	r := e.redelivering(&rec)
-	ids := e.write(2)
-	if n, err := r.RunOnce(context.Background()); err != nil || n != 2 {
-		t.Fatalf("first hand-off: %d, %v", n, err)
-	}
+	r, rec, ids := e.handedOff(2)
 	queue := e.ns.Queue(tasks.QueueNotifications)
 	if err := e.rdb.SRem(context.Background(), "asynq:queues", queue).Err(); err != nil {
 		t.Fatal(err)
@@ -290,5 +287,8 @@ func TestRedeliveryAfterRedisLostItsQueueIndex(t *testing.T) {
 	}
 	if _, err := e.insp.GetTaskInfo(queue, relay.TaskID(ids[0])); err != nil {
 		t.Fatalf("the queue is not indexed again: %v", err)
+	}
+	if len(rec.n) != 0 {
+		t.Fatalf("verdicts %v for tasks still queued", rec.n)
 	}
 }
