@@ -354,7 +354,7 @@ func newQueues(t testing.TB, rdb *redis.Client, ns tasks.Namespace) *queues {
 func (q *queues) info(queue string) asynq.QueueInfo {
 	q.t.Helper()
 	name := q.ns.Queue(queue)
-	known, err := q.rdb.SIsMember(context.Background(), "asynq:queues", name).Result()
+	known, err := q.rdb.SIsMember(context.Background(), tasks.QueueIndex, name).Result()
 	if err != nil {
 		q.t.Fatal(err)
 	}

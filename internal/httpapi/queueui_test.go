@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/dispatchhq/dispatch/internal/config"
+	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
@@ -62,7 +63,7 @@ func TestQueueUIBehindBasicAuth(t *testing.T) {
 		for iter.Next(ctx) {
 			a.rdb.Del(ctx, iter.Val())
 		}
-		a.rdb.SRem(ctx, "asynq:queues", queue)
+		a.rdb.SRem(ctx, tasks.QueueIndex, queue)
 	})
 
 	refusals := map[string]testenv.Response{

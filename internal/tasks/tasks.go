@@ -64,6 +64,11 @@ type Namespace string
 // Queue returns the namespaced name of queue q.
 func (n Namespace) Queue(q string) string { return string(n) + q }
 
+// QueueIndex is the Redis set in which Asynq lists its queues (its inspector and UI see only
+// those). Asynq's clients add a queue to it the first time they enqueue into it, and never
+// again: after a Redis restart that kept no data, a queue holding tasks can be missing from it.
+const QueueIndex = "asynq:queues"
+
 // Envelope is every task's payload: the producer's data plus what every consumer needs to log
 // and deduplicate.
 type Envelope struct {

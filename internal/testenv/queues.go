@@ -32,6 +32,6 @@ func ForgetQueues(rdb *redis.Client, ns tasks.Namespace) {
 		if len(keys) > 0 {
 			rdb.Del(ctx, keys...)
 		}
-		rdb.SRem(ctx, "asynq:queues", name)
+		rdb.SRem(ctx, tasks.QueueIndex, name)
 	}
 }

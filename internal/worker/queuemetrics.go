@@ -40,15 +40,11 @@ func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.latency
 }
 
-// asynqQueues is the Redis set in which Asynq indexes its queues (asynq's base.AllQueues).
-const asynqQueues = "asynq:queues"
-
 // Collect implements prometheus.Collector. A queue never used yet reports zeros.
 //
-// It indexes the queues first: Asynq's clients add a queue to the index only the first time
-// they enqueue into it, so after a Redis restart that kept no data the index can miss queues
-// that hold tasks, and Asynq's inspector (these gauges, the queue UI) would show them empty
-// during the very incident one looks at them for.
+// It indexes the queues first (tasks.QueueIndex): after a Redis restart that kept no data the
+// index can miss queues that hold tasks, and Asynq's inspector (these gauges, the queue UI)
+// would show them empty during the very incident one looks at them for.
 func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -56,7 +52,7 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, q := range tasks.Queues() {
 		queues = append(queues, c.ns.Queue(q))
 	}
-	_ = c.rdb.SAdd(ctx, asynqQueues, queues...).Err() // on failure the reads below fail too
+	_ = c.rdb.SAdd(ctx, tasks.QueueIndex, queues...).Err() // on failure the reads below fail too
 	for _, q := range tasks.Queues() {
 		info, err := c.inspector.GetQueueInfo(c.ns.Queue(q))
 		if err != nil {

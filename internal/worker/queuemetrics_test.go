@@ -25,7 +25,7 @@ func TestQueueGaugesCountAQueueMissingFromAsynqsIndex(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := rdb.SRem(context.Background(), "asynq:queues", queue).Err(); err != nil {
+	if err := rdb.SRem(context.Background(), tasks.QueueIndex, queue).Err(); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewPedanticRegistry()

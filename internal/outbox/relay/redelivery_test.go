@@ -275,7 +275,7 @@ func TestRedeliveryAfterRedisLostItsQueueIndex(t *testing.T) {
 	e := newEnv(t)
 	r, rec, ids := e.handedOff(2)
 	queue := e.ns.Queue(tasks.QueueNotifications)
-	if err := e.rdb.SRem(context.Background(), "asynq:queues", queue).Err(); err != nil {
+	if err := e.rdb.SRem(context.Background(), tasks.QueueIndex, queue).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.insp.GetTaskInfo(queue, relay.TaskID(ids[0])); !errors.Is(err, asynq.ErrQueueNotFound) {

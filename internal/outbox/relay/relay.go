@@ -183,9 +183,6 @@ func (r *Relay) enqueue(ctx context.Context, rw row, queue string) error {
 	return err
 }
 
-// asynqQueues is the Redis set in which Asynq indexes its queues (asynq's base.AllQueues).
-const asynqQueues = "asynq:queues"
-
 // taskTimeout bounds one attempt of a task.
 const taskTimeout = 2 * time.Minute
 
@@ -194,10 +191,9 @@ func (r *Relay) settle(ctx context.Context, rw row, queue string) (bool, error) 
 	q, id := r.ns.Queue(queue), TaskID(rw.ID)
 	info, err := r.inspector.GetTaskInfo(q, id)
 	if errors.Is(err, asynq.ErrQueueNotFound) {
-		// Asynq's index of queues went with a Redis restart that kept no data, while this
-		// client, which adds a queue to it once, went on enqueuing. Its tasks are there but
-		// the inspector cannot see them until the queue is indexed again.
-		if err := r.rdb.SAdd(ctx, asynqQueues, q).Err(); err != nil {
+		// The queue's tasks are there but missing from Asynq's index after a Redis restart
+		// that kept no data (tasks.QueueIndex): the inspector sees them once it is indexed.
+		if err := r.rdb.SAdd(ctx, tasks.QueueIndex, q).Err(); err != nil {
 			return false, fmt.Errorf("outbox: index queue %s: %w", q, err)
 		}
 		info, err = r.inspector.GetTaskInfo(q, id)
