@@ -135,16 +135,52 @@ func (s *Store) Begin(ctx context.Context, sc Scope, fingerprint []byte) (*Claim
 	return nil, nil, errors.New("idempotency: key kept changing hands")
 }
 
-const checkpointQuery = `UPDATE idempotency_keys SET recovery_point = $5, resource_id = $6, updated_at = now()
-WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4`
+// CheckpointSQL is the UPDATE that records a recovery point, run only when the condition cond
+// (SQL) holds: a statement that writes a step records its checkpoint in the same round trip,
+// only if the step was written. Point.Args are its parameters $n to $n+5.
+func CheckpointSQL(n int, cond string) string {
+	return fmt.Sprintf(`UPDATE idempotency_keys SET recovery_point = $%d, resource_id = $%d, updated_at = now()
+WHERE scope = $%d AND method = $%d AND path = $%d AND key = $%d AND %s`, n+4, n+5, n, n+1, n+2, n+3, cond)
+}
+
+var checkpointQuery = CheckpointSQL(1, "true")
+
+// Point is a recovery point a claim is to reach in a step's statement (CheckpointSQL).
+type Point struct {
+	claim *Claim
+	name  string
+	id    uuid.UUID
+}
+
+// At is the recovery point name with the resource id; on a nil claim (a request without a key)
+// it is a point whose checkpoint updates nothing.
+func (c *Claim) At(name string, resourceID uuid.UUID) Point {
+	return Point{claim: c, name: name, id: resourceID}
+}
+
+// Args are the six parameters of CheckpointSQL. A nil claim's scope is NULL, which no key matches.
+func (p Point) Args() []any {
+	if p.claim == nil {
+		return []any{nil, nil, nil, nil, p.name, p.id}
+	}
+	sc := p.claim.Scope
+	return []any{sc.Owner, sc.Method, sc.Path, sc.Key, p.name, p.id}
+}
+
+// Reached tells the claim its step committed.
+func (p Point) Reached() {
+	if p.claim != nil {
+		p.claim.RecoveryPoint, p.claim.ResourceID = p.name, &p.id
+	}
+}
 
 // Checkpoint records how far the request got, in the transaction that got it there.
 func (s *Store) Checkpoint(ctx context.Context, tx sqlx.ExecerContext, c *Claim, point string, resourceID uuid.UUID) error {
-	sc := c.Scope
-	if _, err := tx.ExecContext(ctx, checkpointQuery, sc.Owner, sc.Method, sc.Path, sc.Key, point, resourceID); err != nil {
+	p := c.At(point, resourceID)
+	if _, err := tx.ExecContext(ctx, checkpointQuery, p.Args()...); err != nil {
 		return fmt.Errorf("idempotency: checkpoint: %w", err)
 	}
-	c.RecoveryPoint, c.ResourceID = point, &resourceID
+	p.Reached()
 	return nil
 }
 

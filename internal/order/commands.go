@@ -73,13 +73,13 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 }
 
 // Create places an order for userID: the order is written and its stock reserved in one
-// transaction, then the PaymentIntent is created with no transaction open. claim is the
-// request's hold on its Idempotency-Key (nil without one): the commit records its recovery
-// point, and with a claim that already got past the commit, Create resumes at the
-// PaymentIntent instead.
+// statement, then the PaymentIntent is created with no transaction open. claim is the
+// request's hold on its Idempotency-Key (nil without one): the statement records its recovery
+// point, and with a claim that already got past it, Create resumes at the PaymentIntent.
 //
-// Names and prices are read first without locks; the reservation is the transaction's last
-// statement, so the rows of popular items stay locked only until the commit right after it.
+// Names and prices are read first without locks, so that the rules of an order (items exist,
+// one currency, visible stock) are checked here; the statement then takes the stock of every
+// line or of none, with the rows of popular items locked only for its own duration.
 func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, claim *idempotency.Claim) (Order, error) {
 	if claim != nil && claim.RecoveryPoint == RecoveryOrderCreated && claim.ResourceID != nil {
 		o, err := s.store.Get(ctx, s.db, *claim.ResourceID)
@@ -104,48 +104,38 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 	if err := o.fill(rs, items); err != nil {
 		return Order{}, err
 	}
-	var customer string
-	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
-		created := Event{ID: uuid.Must(uuid.NewV7()), Type: EventCreated, Actor: userID.String(),
-			CorrelationID: logging.CorrelationID(ctx)}
-		if customer, err = s.store.Create(ctx, tx, &o, created); err != nil {
-			return err
-		}
-		if claim != nil {
-			if err := s.idem.Checkpoint(ctx, tx, claim, RecoveryOrderCreated, o.ID); err != nil {
-				return err
-			}
-		}
-		if err := outbox.Write(ctx, tx, notify(&o, notification.EventOrderCreated, nil)); err != nil {
-			return err
-		}
-		reserved, err := s.stock.Reserve(ctx, tx, rs)
-		if err != nil {
-			return err
-		}
-		return checkReserved(rs, reserved)
-	})
+	created := Event{ID: uuid.Must(uuid.NewV7()), Type: EventCreated, Actor: userID.String(),
+		CorrelationID: logging.CorrelationID(ctx)}
+	msgs, err := outbox.Encode(ctx, notify(&o, notification.EventOrderCreated, nil)) // the number is the statement's
 	if err != nil {
 		return Order{}, err
 	}
+	placed, err := s.store.Create(ctx, s.db, &o, created, msgs, claim.At(RecoveryOrderCreated, o.ID))
+	if err != nil {
+		return Order{}, err
+	}
+	if !placed.Placed {
+		return Order{}, unavailable(rs, placed.Items)
+	}
 	s.cache.Invalidate(ctx, itemIDs(&o)...)
 	metrics.OrdersCreated.Inc()
-	return s.ensureIntent(ctx, o, customer)
+	return s.ensureIntent(ctx, o, placed.Customer)
 }
 
-// checkReserved fails the order unless every line was reserved (the transaction rolls back).
-func checkReserved(rs []catalog.Reservation, items []catalog.ReservedItem) error {
+// unavailable is the error of an order whose stock could not be reserved: the first line whose
+// item is missing, deleted or short, as the reservation found it.
+func unavailable(rs []catalog.Reservation, items []catalog.ReservedItem) error {
 	byID := indexItems(items)
 	for _, r := range rs {
 		it, err := itemOf(byID, r)
 		if err != nil {
 			return err
 		}
-		if !it.Reserved {
+		if it.Stock < int64(r.Quantity) {
 			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
 		}
 	}
-	return nil
+	return errors.New("order: stock not reserved, yet every item was found with enough")
 }
 
 // ensureIntent gives a PENDING order its PaymentIntent. A transient Stripe failure leaves the

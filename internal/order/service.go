@@ -32,7 +32,7 @@ type Store interface {
 	Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (Order, error)
 	LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (Order, error)
 	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]Order, error)
-	Create(ctx context.Context, tx sqlx.QueryerContext, o *Order, ev Event) (customerID string, err error)
+	Create(ctx context.Context, db sqlx.QueryerContext, o *Order, ev Event, msgs outbox.Rows, checkpoint idempotency.Point) (Placement, error)
 	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action, ev *Event, msgs outbox.Rows) error
 	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
 	Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]Event, error)
@@ -49,8 +49,14 @@ type Store interface {
 // Stock reserves and releases item quantities (implemented by catalogdb).
 type Stock interface {
 	Snapshot(ctx context.Context, db sqlx.QueryerContext, rs []catalog.Reservation) ([]catalog.ReservedItem, error)
-	Reserve(ctx context.Context, tx sqlx.QueryerContext, rs []catalog.Reservation) ([]catalog.ReservedItem, error)
 	Release(ctx context.Context, tx sqlx.ExecerContext, rs []catalog.Reservation) error
+}
+
+// Placement is the outcome of Store.Create.
+type Placement struct {
+	Placed   bool                   // false: an item was missing, deleted or short, and nothing was written
+	Items    []catalog.ReservedItem // when not placed, the items as the reservation found them
+	Customer string                 // the buyer's Stripe Customer id ("" while none is known)
 }
 
 // Customers finds the Stripe Customer of a user ("" while none is known).

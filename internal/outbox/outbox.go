@@ -59,9 +59,18 @@ func (r Rows) Args() []any {
 // Insert is the INSERT of a Rows whose Args are the parameters $n, $n+1 and $n+2, written only
 // when the condition cond (SQL) holds: a statement that changes a row and announces it in one
 // round trip writes the messages only if the change matched.
-func Insert(n int, cond string) string {
+func Insert(n int, cond string) string { return insert(n, cond, "p") }
+
+// InsertSetting is Insert with the value at path (as jsonb_set takes it, '{data,number}') of
+// every payload set to value (SQL): for messages that carry what their statement assigns.
+func InsertSetting(n int, cond, path, value string) string {
+	return insert(n, cond, fmt.Sprintf("jsonb_set(p, '%s', %s)", path, value))
+}
+
+func insert(n int, cond, payload string) string {
 	return fmt.Sprintf(`INSERT INTO outbox (type, payload, correlation_id)
-    SELECT * FROM unnest($%d::text[], $%d::jsonb[], $%d::text[]) WHERE %s`, n, n+1, n+2, cond)
+    SELECT t, %s, c FROM unnest($%d::text[], $%d::jsonb[], $%d::text[]) AS m(t, p, c) WHERE %s`,
+		payload, n, n+1, n+2, cond)
 }
 
 var insertQuery = Insert(1, "true")

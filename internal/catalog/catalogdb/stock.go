@@ -2,7 +2,11 @@ package catalogdb
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -10,24 +14,59 @@ import (
 	"github.com/dispatchhq/dispatch/internal/catalog"
 )
 
-// reserveQuery locks the wanted items in id order (so concurrent orders never deadlock; NO KEY
-// UPDATE, because the order lines inserted before it hold KEY SHARE locks on them), takes
-// the quantities from those with enough stock, and reports for every item found whether it was
-// reserved. The caller rolls back unless every line was.
-const reserveQuery = `
-WITH locked AS MATERIALIZED (
-    SELECT i.id, i.name, i.price, i.currency, i.stock, i.deleted_at, w.qty
-    FROM items i JOIN unnest($1::uuid[], $2::int[]) AS w(id, qty) ON w.id = i.id
+// ReserveAll is the part of a statement that takes the stock of a whole order or none of it,
+// for a statement that writes the order in the same round trip. It defines two named
+// subqueries: `stock_locked`, the wanted items locked in id order (so concurrent orders never
+// deadlock; NO KEY UPDATE, because the order lines inserted with them hold KEY SHARE locks),
+// and `stock_ok`, one row whose column ok is true when every item was found, is not deleted and
+// has enough stock. Only then are the quantities taken; whatever else the statement writes must
+// be conditioned on ok too. ReservationArgs are its parameters $n and $n+1.
+func ReserveAll(n int) string {
+	return fmt.Sprintf(`stock_locked AS MATERIALIZED (
+    SELECT i.id, i.name, i.stock, i.deleted_at, w.qty
+    FROM items i JOIN unnest($%[1]d::uuid[], $%[2]d::int[]) AS w(id, qty) ON w.id = i.id
     ORDER BY i.id
     FOR NO KEY UPDATE OF i
-), taken AS (
+), stock_ok AS MATERIALIZED (
+    SELECT count(*) = cardinality($%[1]d::uuid[]) AND COALESCE(bool_and(deleted_at IS NULL AND stock >= qty), false) AS ok
+    FROM stock_locked
+), stock_taken AS (
     UPDATE items i SET stock = i.stock - l.qty, updated_at = now()
-    FROM locked l
-    WHERE i.id = l.id AND l.deleted_at IS NULL AND i.stock >= l.qty
-    RETURNING i.id
-)
-SELECT l.id, l.name, l.price, l.currency, l.stock, l.deleted_at IS NOT NULL AS deleted, t.id IS NOT NULL AS reserved
-FROM locked l LEFT JOIN taken t ON t.id = l.id`
+    FROM stock_locked l, stock_ok
+    WHERE i.id = l.id AND stock_ok.ok
+)`, n, n+1)
+}
+
+// ReservedItems is the SQL expression that reports, after ReserveAll, the items as it found
+// them (JSON that DecodeReserved reads), for the error of an order it could not reserve.
+const ReservedItems = `(SELECT json_agg(json_build_object('id', id, 'name', name, 'stock', stock,
+    'deleted', deleted_at IS NOT NULL)) FROM stock_locked)`
+
+// DecodeReserved reads what ReservedItems reported (Reserved stays false: nothing was taken).
+func DecodeReserved(raw []byte) ([]catalog.ReservedItem, error) {
+	var rows []struct {
+		ID      uuid.UUID `json:"id"`
+		Name    string    `json:"name"`
+		Stock   int64     `json:"stock"`
+		Deleted bool      `json:"deleted"`
+	}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &rows); err != nil {
+			return nil, fmt.Errorf("catalogdb: decode reserved items: %w", err)
+		}
+	}
+	items := make([]catalog.ReservedItem, len(rows))
+	for i, r := range rows {
+		items[i] = catalog.ReservedItem{ID: r.ID, Name: r.Name, Stock: r.Stock, Deleted: r.Deleted}
+	}
+	return items, nil
+}
+
+// ReservationArgs are the two parameters of ReserveAll.
+func ReservationArgs(rs []catalog.Reservation) []any {
+	ids, qty := split(rs)
+	return []any{pq.Array(ids), pq.Array(qty)}
+}
 
 const snapshotQuery = `SELECT id, name, price, currency, stock, deleted_at IS NOT NULL AS deleted, false AS reserved
 FROM items WHERE id = ANY($1::uuid[])`
@@ -38,14 +77,6 @@ func (Store) Snapshot(ctx context.Context, db sqlx.QueryerContext, rs []catalog.
 	var rows []catalog.ReservedItem
 	err := sqlx.SelectContext(ctx, db, &rows, snapshotQuery, pq.Array(ids))
 	return rows, mapErr("snapshot", err)
-}
-
-// Reserve takes stock for every reservation with conditional decrements in tx.
-func (Store) Reserve(ctx context.Context, tx sqlx.QueryerContext, rs []catalog.Reservation) ([]catalog.ReservedItem, error) {
-	ids, qty := split(rs)
-	var rows []catalog.ReservedItem
-	err := sqlx.SelectContext(ctx, tx, &rows, reserveQuery, pq.Array(ids), pq.Array(qty))
-	return rows, mapErr("reserve", err)
 }
 
 const releaseQuery = `

@@ -13,6 +13,9 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
+	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
@@ -166,38 +169,76 @@ func (Store) List(ctx context.Context, db sqlx.QueryerContext, f order.Filter, p
 	return out, nil
 }
 
-// createQuery inserts the order, its lines, its payment and its first timeline event at once.
-// (Its outbox message carries the order number this statement assigns, so it comes after.)
-const createQuery = `
-WITH o AS (
-    INSERT INTO orders (id, user_id, status, total, currency) VALUES ($1, $2, $3, $4, $5)
+// createQuery places an order in one statement, so in one round trip and one implicit
+// transaction: it reserves the stock of every line or of none (catalogdb.ReserveAll) and, only
+// when all of it was taken, inserts the order, its lines, its payment, its first timeline event
+// and its outbox messages (their payloads get the order number the statement assigns), and
+// records the request's idempotency checkpoint. Otherwise it writes nothing and reports the
+// items as it found them.
+var createQuery = `
+WITH ` + catalogdb.ReserveAll(14) + `, o AS (
+    INSERT INTO orders (id, user_id, status, total, currency)
+    SELECT $1, $2, $3, $4, $5 FROM stock_ok WHERE ok
     RETURNING number, created_at, updated_at
 ), l AS (
     INSERT INTO order_lines (id, order_id, position, item_id, name, unit_price, quantity, subtotal)
     SELECT id, $1, position, item_id, name, unit_price, quantity, unit_price * quantity
     FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::bigint[], $10::int[]) WITH ORDINALITY
-         AS x(id, item_id, name, unit_price, quantity, position)
-), p AS (
-    INSERT INTO payments (order_id, status) VALUES ($1, 'pending')
-), e AS (
-    INSERT INTO order_events (id, order_id, type, actor, correlation_id) VALUES ($11, $1, 'created', $12, $13)
+         AS x(id, item_id, name, unit_price, quantity, position), o
+), pay AS (
+    INSERT INTO payments (order_id, status) SELECT $1, 'pending' FROM o
+), ev AS (
+    INSERT INTO order_events (id, order_id, type, actor, correlation_id) SELECT $11, $1, 'created', $12, $13 FROM o
+), msg AS (
+    ` + outbox.InsertSetting(16, "EXISTS (SELECT FROM o)", "{data,number}", "to_jsonb((SELECT number FROM o))") + `
+), chk AS (
+    ` + idempotency.CheckpointSQL(19, "EXISTS (SELECT FROM o)") + `
 )
-SELECT number, created_at, updated_at, COALESCE((SELECT stripe_customer_id FROM users WHERE id = $2), '') FROM o`
+SELECT s.ok, o.number, o.created_at, o.updated_at,
+       COALESCE((SELECT stripe_customer_id FROM users WHERE id = $2), '') AS customer,
+       CASE WHEN s.ok THEN NULL ELSE ` + catalogdb.ReservedItems + ` END AS items
+FROM stock_ok s LEFT JOIN o ON true`
 
-// Create inserts a new order aggregate, fills its number and timestamps, and returns the
-// buyer's Stripe Customer id ("" while none is known) for the PaymentIntent.
-func (Store) Create(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, ev order.Event) (string, error) {
-	var customer string
+// Create places a new order aggregate (see createQuery) on db, which must not be in a
+// transaction of its own that outlives it: the statement is the order's whole transaction.
+// It fills the order's number and timestamps and announces it with msgs; checkpoint is reached
+// when it returns placed.
+func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order, ev order.Event,
+	msgs outbox.Rows, checkpoint idempotency.Point) (order.Placement, error) {
 	n := len(o.Lines)
 	ids, items, names := make([]string, n), make([]string, n), make([]string, n)
 	prices, qty := make([]int64, n), make([]int64, n)
+	rs := make([]catalog.Reservation, n)
 	for i, l := range o.Lines {
 		ids[i], items[i], names[i], prices[i], qty[i] = l.ID.String(), l.ItemID.String(), l.Name, l.UnitPrice, int64(l.Quantity)
+		rs[i] = catalog.Reservation{ItemID: l.ItemID, Quantity: l.Quantity}
 	}
-	err := tx.QueryRowxContext(ctx, createQuery, o.ID, o.UserID, o.Status, o.Total, o.Currency,
+	args := []any{o.ID, o.UserID, o.Status, o.Total, o.Currency,
 		pq.Array(ids), pq.Array(items), pq.Array(names), pq.Array(prices), pq.Array(qty),
-		ev.ID, ev.Actor, ev.CorrelationID).Scan(&o.Number, &o.CreatedAt, &o.UpdatedAt, &customer)
-	return customer, mapErr("create", err)
+		ev.ID, ev.Actor, ev.CorrelationID}
+	args = append(append(append(args, catalogdb.ReservationArgs(rs)...), msgs.Args()...), checkpoint.Args()...)
+	var (
+		got struct {
+			OK        bool       `db:"ok"`
+			Number    *int64     `db:"number"`
+			CreatedAt *time.Time `db:"created_at"`
+			UpdatedAt *time.Time `db:"updated_at"`
+			Customer  string     `db:"customer"`
+			Items     []byte     `db:"items"`
+		}
+		res order.Placement
+	)
+	if err := sqlx.GetContext(ctx, db, &got, createQuery, args...); err != nil {
+		return res, mapErr("create", err)
+	}
+	if !got.OK {
+		var err error
+		res.Items, err = catalogdb.DecodeReserved(got.Items)
+		return res, err
+	}
+	o.Number, o.CreatedAt, o.UpdatedAt = *got.Number, *got.CreatedAt, *got.UpdatedAt
+	checkpoint.Reached()
+	return order.Placement{Placed: true, Customer: got.Customer}, nil
 }
 
 // saveQuery is a compare-and-set update of the order and, when $12 is not null, the timeline

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/outbox"
@@ -21,8 +22,9 @@ func TestSaveWritesItsMessagesOnlyWithTheChange(t *testing.T) {
 	db, u, it := seed(t)
 	o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending, Total: it.Price, Currency: "usd",
 		Lines: []order.Line{{ID: uuid.New(), ItemID: it.ID, Name: it.Name, UnitPrice: it.Price, Quantity: 1, Subtotal: it.Price}}}
-	if _, err := (orderdb.Store{}).Create(ctx, db, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"}); err != nil {
-		t.Fatal(err)
+	if p, err := (orderdb.Store{}).Create(ctx, db, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
+		outbox.Rows{}, (*idempotency.Claim)(nil).At(order.RecoveryOrderCreated, o.ID)); err != nil || !p.Placed {
+		t.Fatal(p, err)
 	}
 	msgs, err := outbox.Encode(ctx,
 		outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{UserID: u.ID, Event: "order.paid"}},

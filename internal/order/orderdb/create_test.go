@@ -1,0 +1,147 @@
+package orderdb_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+)
+
+// Create is an order's whole transaction in one statement: all of it when every line's stock
+// can be taken (with the number in its message and the request's checkpoint), none of it
+// otherwise, with the items reported as the reservation found them.
+func TestCreateWritesAllOrNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, u, a := seed(t) // a: 10 in stock
+	b := catalog.Item{ID: uuid.New(), Name: "Scarce", Description: "d", Price: 700, Currency: "usd", Stock: 2}
+	gone := catalog.Item{ID: uuid.New(), Name: "Gone", Description: "d", Price: 100, Currency: "usd", Stock: 5}
+	for _, it := range []*catalog.Item{&b, &gone} {
+		if err := (catalogdb.Store{}).Insert(ctx, db, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := (catalogdb.Store{}).SoftDelete(ctx, db, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	idem := idempotency.NewStore(db)
+	claim, _, err := idem.Begin(ctx, idempotency.Scope{Owner: u.ID.String(), Method: "POST", Path: "/v1/orders", Key: "k1"}, []byte("fp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	newOrder := func(lines ...order.Line) *order.Order {
+		o := &order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending, Currency: "usd", Lines: lines}
+		for _, l := range lines {
+			o.Total += l.Subtotal
+		}
+		return o
+	}
+	line := func(it catalog.Item, qty int) order.Line {
+		return order.Line{ID: uuid.New(), ItemID: it.ID, Name: it.Name, UnitPrice: it.Price, Quantity: qty, Subtotal: it.Price * int64(qty)}
+	}
+	create := func(o *order.Order, claim *idempotency.Claim) order.Placement {
+		t.Helper()
+		msgs, err := outbox.Encode(ctx, outbox.Message{Type: tasks.NotifyUser,
+			Payload: tasks.Notify{UserID: u.ID, Event: "order.created", Data: map[string]any{"orderId": o.ID, "number": 0}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := orderdb.Store{}.Create(ctx, db, o, order.Event{ID: uuid.New(), Actor: u.ID.String(), CorrelationID: "t"},
+			msgs, claim.At(order.RecoveryOrderCreated, o.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	type state struct{ orders, outbox, stockA, stockB int }
+	now := func() state {
+		t.Helper()
+		var s state
+		for q, dst := range map[string]*int{
+			`SELECT count(*) FROM orders`: &s.orders, `SELECT count(*) FROM outbox`: &s.outbox,
+			`SELECT stock FROM items WHERE id = '` + a.ID.String() + `'`: &s.stockA,
+			`SELECT stock FROM items WHERE id = '` + b.ID.String() + `'`: &s.stockB,
+		} {
+			if err := db.GetContext(ctx, dst, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return s
+	}
+
+	// One line short, one that could be taken: nothing is written, not even the other line's stock.
+	for name, o := range map[string]*order.Order{
+		"short":   newOrder(line(a, 3), line(b, 3)),
+		"deleted": newOrder(line(a, 3), line(gone, 1)),
+		"missing": newOrder(line(a, 3), line(catalog.Item{ID: uuid.New(), Name: "None", Price: 1}, 1)),
+	} {
+		p := create(o, claim)
+		if p.Placed {
+			t.Fatalf("%s: placed", name)
+		}
+		if got := now(); got != (state{0, 0, 10, 2}) {
+			t.Fatalf("%s: refused order left %+v, want nothing written", name, got)
+		}
+		if claim.RecoveryPoint != idempotency.Started {
+			t.Fatalf("%s: recovery point %q after a refused order", name, claim.RecoveryPoint)
+		}
+	}
+	p := create(newOrder(line(a, 3), line(b, 3)), nil)
+	if len(p.Items) != 2 {
+		t.Fatalf("refused order reported items %+v, want both", p.Items)
+	}
+	for _, it := range p.Items {
+		if it.ID == b.ID && (it.Stock != 2 || it.Name != "Scarce" || it.Deleted) {
+			t.Fatalf("reported %+v for the scarce item", it)
+		}
+	}
+
+	// Every line available: all of it, the message numbered, the checkpoint recorded.
+	o := newOrder(line(a, 3), line(b, 2))
+	if p := create(o, claim); !p.Placed {
+		t.Fatalf("order refused: %+v", p.Items)
+	}
+	if got := now(); got != (state{1, 1, 7, 0}) {
+		t.Fatalf("placed order left %+v", got)
+	}
+	if o.Number == 0 || o.CreatedAt.IsZero() {
+		t.Fatalf("number %d, created %v not filled", o.Number, o.CreatedAt)
+	}
+	var number int64
+	if err := db.GetContext(ctx, &number, `SELECT (payload->'data'->>'number')::bigint FROM outbox`); err != nil || number != o.Number {
+		t.Fatalf("message carries number %d (%v), want %d", number, err, o.Number)
+	}
+	if claim.RecoveryPoint != order.RecoveryOrderCreated || claim.ResourceID == nil || *claim.ResourceID != o.ID {
+		t.Fatalf("claim after the order: %q %v", claim.RecoveryPoint, claim.ResourceID)
+	}
+	var stored string
+	if err := db.GetContext(ctx, &stored, `SELECT recovery_point FROM idempotency_keys WHERE key = 'k1' AND resource_id = $1`, o.ID); err != nil || stored != order.RecoveryOrderCreated {
+		t.Fatalf("stored recovery point %q (%v)", stored, err)
+	}
+	got, err := orderdb.Store{}.Get(ctx, db, o.ID)
+	if err != nil || len(got.Lines) != 2 || got.Total != o.Total || got.Payment.Status != order.PaymentPending {
+		t.Fatalf("stored order %+v (%v)", got, err)
+	}
+
+	// The statement is the transaction: an error (here a second order with the same id) leaves
+	// the stock as it was.
+	dup := newOrder(line(a, 1))
+	dup.ID = o.ID
+	_, err = orderdb.Store{}.Create(ctx, db, dup, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
+		outbox.Rows{}, (*idempotency.Claim)(nil).At(order.RecoveryOrderCreated, dup.ID))
+	if err == nil {
+		t.Fatal("second order with the same id: no error")
+	}
+	if got := now(); got != (state{1, 1, 7, 0}) {
+		t.Fatalf("failed statement left %+v", got)
+	}
+}
