@@ -282,17 +282,16 @@ func (o *Order) deliver(at time.Time) error {
 }
 
 // cancel moves o to CANCELED and clears its pending action. Without a refund, a payment that
-// did not succeed is canceled too; paymentChanged reports it.
-func (o *Order) cancel(refunded bool, at time.Time) (paymentChanged bool, err error) {
+// did not succeed is canceled too.
+func (o *Order) cancel(refunded bool, at time.Time) error {
 	if err := o.transition(Canceled, at); err != nil {
-		return false, err
+		return err
 	}
 	o.PendingAction = ActionNone
-	if refunded || o.Payment.Status == PaymentSucceeded {
-		return false, nil
+	if !refunded && o.Payment.Status != PaymentSucceeded {
+		o.Payment.Status = PaymentCanceled
 	}
-	o.Payment.Status = PaymentCanceled
-	return true, nil
+	return nil
 }
 
 // refund moves o to REFUNDED and clears its pending action.

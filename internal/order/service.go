@@ -33,7 +33,7 @@ type Store interface {
 	LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (Order, error)
 	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]Order, error)
 	Create(ctx context.Context, db sqlx.QueryerContext, o *Order, ev Event, msgs outbox.Rows, checkpoint idempotency.Point) (Placement, error)
-	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action, ev *Event, msgs outbox.Rows) error
+	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action, ev *Event, paid bool, msgs outbox.Rows) error
 	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
 	Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]Event, error)
 	SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string) error
@@ -119,9 +119,10 @@ func (s *Service) Events(ctx context.Context, id uuid.UUID, page cursor.Request)
 }
 
 // change is one command on one order inside a transaction: it locks the order, lets mutate
-// change it, then persists the change as a compare-and-set with its timeline event and outbox
-// messages. mutate may write rows of the order's aggregate with tx (payment, refund, stock); it
-// returns the event to append (nil for none) and the messages to send.
+// change it, then persists the change as a compare-and-set with its timeline event, its
+// payment (when mutate changed o.Payment) and its outbox messages. mutate may write other rows
+// of the order's aggregate with tx (refund, stock); it returns the event to append (nil for
+// none) and the messages to send.
 type change func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error)
 
 // apply runs a change in its own transaction and returns the order as saved.
@@ -169,9 +170,10 @@ func (s *Service) applyLocked(ctx context.Context, tx *postgres.Tx, o Order, mut
 	if o.DeletedAt != nil {
 		return Order{}, ErrNotFound
 	}
-	was, wasAction := o.Status, o.PendingAction
+	was, wasAction, wasPayment := o.Status, o.PendingAction, o.Payment
 	ev, msgs, err := mutate(tx, &o)
-	if err != nil || (ev == nil && len(msgs) == 0 && o.Status == was && o.PendingAction == wasAction) {
+	paid := o.Payment != wasPayment
+	if err != nil || (ev == nil && len(msgs) == 0 && o.Status == was && o.PendingAction == wasAction && !paid) {
 		return o, err
 	}
 	if ev != nil {
@@ -180,12 +182,17 @@ func (s *Service) applyLocked(ctx context.Context, tx *postgres.Tx, o Order, mut
 	if o.Status != was || o.PendingAction != wasAction { // the event and messages go with the change
 		rows, err := outbox.Encode(ctx, msgs...)
 		if err == nil {
-			err = s.store.Save(ctx, tx, &o, was, wasAction, ev, rows)
+			err = s.store.Save(ctx, tx, &o, was, wasAction, ev, paid, rows)
 		}
 		if err != nil {
 			return Order{}, err
 		}
 	} else {
+		if paid {
+			if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
+				return Order{}, err
+			}
+		}
 		if ev != nil {
 			if err := s.store.AddEvent(ctx, tx, *ev); err != nil {
 				return Order{}, err

@@ -110,16 +110,11 @@ func (s *Service) cancelIntent(ctx context.Context, o *Order) error {
 // customer told.
 func (s *Service) finishCancel(ctx context.Context, tx *postgres.Tx, o *Order, actor, reason string, refund *payment.Refund) (*Event, []outbox.Message, error) {
 	from := o.Status
-	paymentChanged, err := o.cancel(refund != nil, time.Now())
-	if err != nil {
+	if err := o.cancel(refund != nil, time.Now()); err != nil {
 		return nil, nil, err
 	}
 	if refund != nil {
 		if err := s.recordRefund(ctx, tx, o, RefundOrder, *refund); err != nil {
-			return nil, nil, err
-		}
-	} else if paymentChanged {
-		if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
 			return nil, nil, err
 		}
 	}

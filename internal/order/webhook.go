@@ -134,9 +134,6 @@ func (s *Service) paymentSucceeded(ctx context.Context, tx *postgres.Tx, o *Orde
 	if err := o.pay(ev.AmountReceived, ev.Currency, time.Now()); err != nil {
 		return nil, nil, err
 	}
-	if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
-		return nil, nil, err
-	}
 	if o.Status == Canceled {
 		*outcome = OutcomeLatePayment
 		return actionEvent(EventLatePayment, actor, "payment received after cancellation"),
@@ -161,9 +158,6 @@ func (s *Service) paymentFailed(ctx context.Context, tx *postgres.Tx, o *Order, 
 	if err := o.failPayment(msg); err != nil {
 		return nil, nil, err
 	}
-	if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
-		return nil, nil, err
-	}
 	*outcome = OutcomeApplied
 	return actionEvent(EventPaymentFailed, ActorWebhook, msg),
 		[]outbox.Message{notify(o, notification.EventOrderPaymentFailed, map[string]any{"error": msg})}, nil
@@ -176,9 +170,6 @@ func (s *Service) intentCanceled(ctx context.Context, tx *postgres.Tx, o *Order,
 		return nil, nil, nil
 	}
 	if err := o.intentCanceled(); err != nil {
-		return nil, nil, err
-	}
-	if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
 		return nil, nil, err
 	}
 	*outcome = OutcomeApplied

@@ -241,12 +241,13 @@ func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order,
 	return order.Placement{Placed: true, Customer: got.Customer}, nil
 }
 
-// saveQuery is a compare-and-set update of the order and, when $12 is not null, the timeline
-// event of the change, inserted only if the update matched: one round trip for both.
-// saveAnnouncedQuery also writes the outbox messages $19..$21, on the same condition.
+// saveQuery is a compare-and-set update of the order and, only if it matched, the timeline
+// event of the change (when $12 is not null) and the payment's new state (when $19 is not
+// null): one round trip for all. saveAnnouncedQuery also writes the outbox messages $23..$25,
+// on the same condition.
 var (
 	saveQuery          = saveCTE + "\nSELECT updated_at FROM o"
-	saveAnnouncedQuery = saveCTE + ", m AS (\n    " + outbox.Insert(19, "EXISTS (SELECT 1 FROM o)") + "\n)\nSELECT updated_at FROM o"
+	saveAnnouncedQuery = saveCTE + ", m AS (\n    " + outbox.Insert(23, "EXISTS (SELECT 1 FROM o)") + "\n)\nSELECT updated_at FROM o"
 )
 
 const saveCTE = `WITH o AS (
@@ -257,21 +258,31 @@ const saveCTE = `WITH o AS (
 ), e AS (
     INSERT INTO order_events (id, order_id, type, from_status, to_status, actor, reason, correlation_id)
     SELECT $12, o.id, $13, $14, $15, $16, $17, $18 FROM o WHERE $12::uuid IS NOT NULL
+), pay AS (
+    UPDATE payments SET status = $19, amount_received = $20, received_currency = $21, last_error = $22, updated_at = now()
+    FROM o WHERE payments.order_id = o.id AND $19::text IS NOT NULL
 )`
 
 // Save persists o's status, pending action and fulfilment fields as a compare-and-set against
-// the status and action it was read with, with ev (when not nil) on the timeline and msgs in
-// the outbox. No row matching means someone else moved the order: ErrConcurrentUpdate, never
-// an overwrite, and nothing written.
-func (Store) Save(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, was order.Status, wasAction order.Action, ev *order.Event, msgs outbox.Rows) error {
+// the status and action it was read with, with ev (when not nil) on the timeline, the payment
+// (when paid is true: it changed) and msgs in the outbox. No row matching means someone else
+// moved the order: ErrConcurrentUpdate, never an overwrite, and nothing written.
+func (Store) Save(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, was order.Status, wasAction order.Action,
+	ev *order.Event, paid bool, msgs outbox.Rows) error {
 	var e order.Event
 	var evID *uuid.UUID
 	if ev != nil {
 		e, evID = *ev, &ev.ID
 	}
+	var p order.Payment
+	var payStatus *string
+	if paid {
+		p, payStatus = o.Payment, &o.Payment.Status
+	}
 	query, args := saveQuery, []any{o.ID, was, nullAction(wasAction), o.Status, nullAction(o.PendingAction),
 		o.TrackingNumber, o.Carrier, o.ShippedAt, o.DeliveredAt, o.CanceledAt, o.RefundedAt,
-		evID, e.Type, e.From, e.To, e.Actor, e.Reason, e.CorrelationID}
+		evID, e.Type, e.From, e.To, e.Actor, e.Reason, e.CorrelationID,
+		payStatus, p.AmountReceived, p.ReceivedCurrency, p.LastError}
 	if msgs.Len() > 0 { // without messages, no insert (its trigger would wake the relays for nothing)
 		query, args = saveAnnouncedQuery, append(args, msgs.Args()...)
 	}
