@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -170,42 +171,77 @@ func (s *Service) applyLocked(ctx context.Context, tx *postgres.Tx, o Order, mut
 	if o.DeletedAt != nil {
 		return Order{}, ErrNotFound
 	}
-	was, wasAction, wasPayment := o.Status, o.PendingAction, o.Payment
+	was := o
 	ev, msgs, err := mutate(tx, &o)
-	paid := o.Payment != wasPayment
-	if err != nil || (ev == nil && len(msgs) == 0 && o.Status == was && o.PendingAction == wasAction && !paid) {
+	paid := o.Payment != was.Payment
+	if err != nil || (ev == nil && len(msgs) == 0 && !moved(was, o) && !paid) {
 		return o, err
 	}
+	if moved(was, o) { // the event, payment and messages go with the change
+		return o, s.save(ctx, tx, &o, was, ev, msgs)
+	}
+	if paid {
+		if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
+			return Order{}, err
+		}
+	}
 	if ev != nil {
-		ev.ID, ev.OrderID, ev.CorrelationID = uuid.Must(uuid.NewV7()), o.ID, logging.CorrelationID(ctx)
-	}
-	if o.Status != was || o.PendingAction != wasAction { // the event and messages go with the change
-		rows, err := outbox.Encode(ctx, msgs...)
-		if err == nil {
-			err = s.store.Save(ctx, tx, &o, was, wasAction, ev, paid, rows)
-		}
-		if err != nil {
-			return Order{}, err
-		}
-	} else {
-		if paid {
-			if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
-				return Order{}, err
-			}
-		}
-		if ev != nil {
-			if err := s.store.AddEvent(ctx, tx, *ev); err != nil {
-				return Order{}, err
-			}
-		}
-		if err := outbox.Write(ctx, tx, msgs...); err != nil {
+		stamp(ctx, ev, o.ID)
+		if err := s.store.AddEvent(ctx, tx, *ev); err != nil {
 			return Order{}, err
 		}
 	}
-	if o.Status != was {
-		metrics.Transition(string(was), string(o.Status))
+	return o, outbox.Write(ctx, tx, msgs...)
+}
+
+// applyRead runs a change that writes nothing but what Save writes (mutate gets no
+// transaction) on the order as read without a lock: Save's compare-and-set is then the whole
+// transaction, two round trips where apply takes four. When the order moved meanwhile, when
+// the change fails or would write anything else, it runs the locking way instead.
+func (s *Service) applyRead(ctx context.Context, id uuid.UUID, mutate func(o *Order) (*Event, []outbox.Message, error)) (Order, error) {
+	locking := func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) { return mutate(o) }
+	o, err := s.store.Get(ctx, s.db, id)
+	if err != nil {
+		return Order{}, err
+	}
+	was := o
+	ev, msgs, err := mutate(&o)
+	switch {
+	case err != nil || !moved(was, o) && (ev != nil || len(msgs) > 0 || o.Payment != was.Payment):
+		return s.apply(ctx, id, locking)
+	case !moved(was, o):
+		return o, nil
+	}
+	if err := s.save(ctx, s.db, &o, was, ev, msgs); errors.Is(err, ErrConcurrentUpdate) {
+		return s.apply(ctx, id, locking)
+	} else if err != nil {
+		return Order{}, err
 	}
 	return o, nil
+}
+
+// moved reports whether a change moved the order's status or pending action: what Save's
+// compare-and-set is about.
+func moved(was, o Order) bool { return o.Status != was.Status || o.PendingAction != was.PendingAction }
+
+// save writes a change that moved o from was with its event, payment and messages (Save).
+func (s *Service) save(ctx context.Context, q sqlx.QueryerContext, o *Order, was Order, ev *Event, msgs []outbox.Message) error {
+	if ev != nil {
+		stamp(ctx, ev, o.ID)
+	}
+	rows, err := outbox.Encode(ctx, msgs...)
+	if err == nil {
+		err = s.store.Save(ctx, q, o, was.Status, was.PendingAction, ev, o.Payment != was.Payment, rows)
+	}
+	if err == nil && o.Status != was.Status {
+		metrics.Transition(string(was.Status), string(o.Status))
+	}
+	return err
+}
+
+// stamp gives a timeline event its id, order and correlation id.
+func stamp(ctx context.Context, ev *Event, orderID uuid.UUID) {
+	ev.ID, ev.OrderID, ev.CorrelationID = uuid.Must(uuid.NewV7()), orderID, logging.CorrelationID(ctx)
 }
 
 // statusEvent is the timeline entry of a transition.

@@ -32,7 +32,7 @@ var (
 // Process runs order:process: PAID → PROCESSED once the payment recorded from Stripe covers
 // exactly the order's total and currency. A mismatch is permanent (its compensation refunds).
 func (s *Service) Process(ctx context.Context, id uuid.UUID) error {
-	_, err := s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+	_, err := s.applyRead(ctx, id, func(o *Order) (*Event, []outbox.Message, error) {
 		switch o.Status {
 		case Paid:
 		case Pending:
