@@ -128,8 +128,8 @@ type Reservation struct {
 	Quantity int
 }
 
-// ReservedItem is an item as an order sees it: a snapshot before the order (Stock), or the
-// outcome of the stock reservation (Reserved is false when it was deleted or short).
+// ReservedItem is an item as an order sees it: a snapshot before the order, or as the
+// reservation found it when it could not take the order's stock.
 type ReservedItem struct {
 	ID       uuid.UUID `db:"id"`
 	Name     string    `db:"name"`
@@ -137,5 +137,4 @@ type ReservedItem struct {
 	Currency string    `db:"currency"`
 	Stock    int64     `db:"stock"`
 	Deleted  bool      `db:"deleted"`
-	Reserved bool      `db:"reserved"`
 }

@@ -178,7 +178,10 @@ func (s *Service) applyLocked(ctx context.Context, tx *postgres.Tx, o Order, mut
 		return o, err
 	}
 	if moved(was, o) { // the event, payment and messages go with the change
-		return o, s.save(ctx, tx, &o, was, ev, msgs)
+		if err := s.save(ctx, tx, &o, was, ev, msgs); err != nil {
+			return Order{}, err
+		}
+		return o, nil
 	}
 	if paid {
 		if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
@@ -191,7 +194,10 @@ func (s *Service) applyLocked(ctx context.Context, tx *postgres.Tx, o Order, mut
 			return Order{}, err
 		}
 	}
-	return o, outbox.Write(ctx, tx, msgs...)
+	if err := outbox.Write(ctx, tx, msgs...); err != nil {
+		return Order{}, err
+	}
+	return o, nil
 }
 
 // applyRead runs a change that writes nothing but what Save writes (mutate gets no

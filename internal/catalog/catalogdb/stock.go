@@ -42,7 +42,7 @@ func ReserveAll(n int) string {
 const ReservedItems = `(SELECT json_agg(json_build_object('id', id, 'name', name, 'stock', stock,
     'deleted', deleted_at IS NOT NULL)) FROM stock_locked)`
 
-// DecodeReserved reads what ReservedItems reported (Reserved stays false: nothing was taken).
+// DecodeReserved reads what ReservedItems reported.
 func DecodeReserved(raw []byte) ([]catalog.ReservedItem, error) {
 	var rows []struct {
 		ID      uuid.UUID `json:"id"`
@@ -68,7 +68,7 @@ func ReservationArgs(rs []catalog.Reservation) []any {
 	return []any{pq.Array(ids), pq.Array(qty)}
 }
 
-const snapshotQuery = `SELECT id, name, price, currency, stock, deleted_at IS NOT NULL AS deleted, false AS reserved
+const snapshotQuery = `SELECT id, name, price, currency, stock, deleted_at IS NOT NULL AS deleted
 FROM items WHERE id = ANY($1::uuid[])`
 
 // Snapshot reads the items an order asks for, without locking them.

@@ -217,24 +217,20 @@ func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order,
 		pq.Array(ids), pq.Array(items), pq.Array(names), pq.Array(prices), pq.Array(qty),
 		ev.ID, ev.Actor, ev.CorrelationID}
 	args = append(append(append(args, catalogdb.ReservationArgs(rs)...), msgs.Args()...), checkpoint.Args()...)
-	var (
-		got struct {
-			OK        bool       `db:"ok"`
-			Number    *int64     `db:"number"`
-			CreatedAt *time.Time `db:"created_at"`
-			UpdatedAt *time.Time `db:"updated_at"`
-			Customer  string     `db:"customer"`
-			Items     []byte     `db:"items"`
-		}
-		res order.Placement
-	)
+	var got struct {
+		OK        bool       `db:"ok"`
+		Number    *int64     `db:"number"`
+		CreatedAt *time.Time `db:"created_at"`
+		UpdatedAt *time.Time `db:"updated_at"`
+		Customer  string     `db:"customer"`
+		Items     []byte     `db:"items"`
+	}
 	if err := sqlx.GetContext(ctx, db, &got, createQuery, args...); err != nil {
-		return res, mapErr("create", err)
+		return order.Placement{}, mapErr("create", err)
 	}
 	if !got.OK {
-		var err error
-		res.Items, err = catalogdb.DecodeReserved(got.Items)
-		return res, err
+		items, err := catalogdb.DecodeReserved(got.Items)
+		return order.Placement{Items: items}, err
 	}
 	o.Number, o.CreatedAt, o.UpdatedAt = *got.Number, *got.CreatedAt, *got.UpdatedAt
 	checkpoint.Reached()
