@@ -5,6 +5,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,9 +30,10 @@ import (
 // Why it is shaped this way: a batch of due rows is claimed inside a transaction (FOR UPDATE
 // SKIP LOCKED, so several relays share the work without blocking each other), every row is
 // enqueued with a task id derived from its row id, and only then does the transaction commit,
-// marking the rows handed off and due again RedeliverAfter later. A crash or a Redis error
-// before the commit rolls the batch back for a later try; a row enqueued before such a crash is
-// enqueued again under the same task id, which Asynq refuses as a conflict (delivered).
+// marking the rows handed off and due again RedeliverAfter later. A crash, or a Redis error
+// that fails every row, before the commit rolls the batch back for a later try; a row enqueued
+// before such a crash is enqueued again under the same task id, which Asynq refuses as a
+// conflict (delivered). A row that fails alone is tried again shortly, without its batch.
 //
 // The row itself stays until the worker deletes it once its task has run (Acker). A row still
 // there when it is due again is handed off again: its task was lost (a Redis without
@@ -93,7 +95,10 @@ const relaxedCommit = `SET LOCAL synchronous_commit = off`
 // enqueueWorkers bounds the Redis round trips of one batch in flight at once.
 const enqueueWorkers = 32
 
-// RunOnce relays one batch and returns how many rows it handed off.
+// RunOnce relays one batch and returns how many rows it claimed. A row whose hand-off failed
+// while others went through is tried again after retryFailed, with its delivery count as it
+// was, so that one row failing for good cannot hold up the rows behind it; when no row went
+// through (Redis is down, most likely) the batch rolls back and is tried again at once.
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	n := 0
 	err := postgres.WithTx(ctx, r.db, func(tx *postgres.Tx) error {
@@ -111,12 +116,18 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 			return nil
 		}
 		start := time.Now()
-		done, err := r.enqueueAll(ctx, rows)
-		if err != nil {
+		done, failed, err := r.enqueueAll(ctx, rows)
+		if len(failed) == len(rows) {
 			return err
 		}
 		if r.Observe != nil {
 			r.Observe(len(rows), time.Since(start))
+		}
+		if len(failed) > 0 {
+			r.log.ErrorContext(ctx, "outbox rows not handed off; tried again shortly", "rows", len(failed), "err", err)
+			if _, err := tx.ExecContext(ctx, retryQuery, pq.Array(failed), retryFailed.Milliseconds()); err != nil {
+				return fmt.Errorf("outbox: reschedule failed rows: %w", err)
+			}
 		}
 		if len(done) > 0 {
 			if _, err := tx.ExecContext(ctx, deleteQuery, pq.Array(done)); err != nil {
@@ -129,25 +140,37 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// enqueueAll enqueues the batch and returns the rows that need no further delivery.
-func (r *Relay) enqueueAll(ctx context.Context, rows []row) ([]int64, error) {
+// retryFailed is how long a row whose hand-off failed waits for its next try.
+const retryFailed = time.Second
+
+// retryQuery gives rows back the delivery the claim counted and makes them due after $2 ms.
+const retryQuery = `UPDATE outbox SET deliveries = deliveries - 1, relay_at = now() + $2 * interval '1 millisecond'
+WHERE id = ANY($1)`
+
+// enqueueAll enqueues the batch. It returns the rows that need no further delivery, the rows
+// whose hand-off failed and the first of their errors.
+func (r *Relay) enqueueAll(ctx context.Context, rows []row) (done, failed []int64, err error) {
 	finished := make([]bool, len(rows))
+	errs := make([]error, len(rows))
 	var g errgroup.Group
 	g.SetLimit(enqueueWorkers)
 	for i, rw := range rows {
-		g.Go(func() (err error) {
-			finished[i], err = r.deliver(ctx, rw)
-			return err
+		g.Go(func() error {
+			finished[i], errs[i] = r.deliver(ctx, rw)
+			return nil
 		})
 	}
-	err := g.Wait() // every row is tried; the first error is the batch's
-	var done []int64
-	for i, f := range finished {
-		if f {
-			done = append(done, rows[i].ID)
+	_ = g.Wait()
+	for i, rw := range rows {
+		switch {
+		case errs[i] != nil:
+			failed = append(failed, rw.ID)
+			err = cmp.Or(err, errs[i])
+		case finished[i]:
+			done = append(done, rw.ID)
 		}
 	}
-	return done, err
+	return done, failed, err
 }
 
 // deliver hands one row's task to its queue. It reports true when the row needs no further

@@ -213,6 +213,57 @@ func TestRelayMarksRowsOnlyAfterEnqueue(t *testing.T) {
 	}
 }
 
+// TestOneFailingRowDoesNotHoldUpItsBatch: a row whose hand-off fails while the others' succeed
+// (here Redis holds a value of the wrong type under its task id, so looking the task up fails)
+// is tried again a second later with its delivery count as it was; the rest of its batch, and
+// the rows behind it, are handed off meanwhile.
+func TestOneFailingRowDoesNotHoldUpItsBatch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	ids := e.write(6)
+	bad := ids[1]
+	key := "asynq:{" + e.ns.Queue(tasks.QueueNotifications) + "}:t:" + relay.TaskID(bad)
+	if err := e.rdb.Set(ctx, key, "not a task", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := e.relay(3, time.Hour)
+	for range 2 { // the batch with the failing row, then the rows behind it
+		if n, err := r.RunOnce(ctx); err != nil || n != 3 {
+			t.Fatalf("RunOnce: %d, %v; want 3 rows and no error", n, err)
+		}
+	}
+	if left := e.left(); !equal(left, []int64{bad}) {
+		t.Fatalf("rows not handed off: %v, want only %d", left, bad)
+	}
+	for _, id := range ids {
+		if id != bad && !e.queued(tasks.QueueNotifications, id) {
+			t.Fatalf("row %d is not in Redis", id)
+		}
+	}
+	var wait time.Duration
+	if err := e.db.Get(&wait, `SELECT (extract(epoch FROM relay_at - now()) * 1e9)::bigint FROM outbox WHERE id = $1`, bad); err != nil {
+		t.Fatal(err)
+	}
+	if wait <= 0 || wait > 2*time.Second {
+		t.Fatalf("failed row due in %v, want within a couple of seconds", wait)
+	}
+
+	// Once Redis is sound again, the row goes through like any first hand-off.
+	if err := e.rdb.Del(ctx, key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the failed row handed off", func() bool {
+		if _, err := r.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return len(e.left()) == 0
+	})
+	if !e.queued(tasks.QueueNotifications, bad) {
+		t.Fatalf("row %d is not in Redis", bad)
+	}
+}
+
 // TestRelayDropsUnknownTaskTypes: a row no worker can handle (written by an older or newer
 // release) is dropped with an error log naming it; the rest of its batch is delivered.
 func TestRelayDropsUnknownTaskTypes(t *testing.T) {
