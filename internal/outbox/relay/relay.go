@@ -81,16 +81,19 @@ type row struct {
 	Deliveries    int             `db:"deliveries"`
 }
 
-// claimQuery takes the due rows in order and schedules their next delivery.
-const claimQuery = `UPDATE outbox SET deliveries = deliveries + 1,
+// claimQuery takes the due rows in order and schedules their next delivery. It also relaxes
+// the commit of its transaction (SET LOCAL, in the same round trip): the relay's own
+// bookkeeping need not wait for the disk. If a crash loses its last commits, the rows come back
+// due and are delivered again, which consumers tolerate; the changes the rows announce were
+// committed durably by their writers.
+const claimQuery = `WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE outbox SET deliveries = deliveries + 1,
     relay_at = now() + $2 * interval '1 millisecond' * power(2, least(deliveries, 4))
 WHERE id IN (
-    SELECT id FROM outbox WHERE relay_at <= now() ORDER BY relay_at, id LIMIT $1 FOR UPDATE SKIP LOCKED
+    SELECT id FROM outbox, relaxed WHERE relay_at <= now() ORDER BY relay_at, id LIMIT $1 FOR UPDATE OF outbox SKIP LOCKED
 ) RETURNING id, type, payload, correlation_id, created_at, deliveries`
 
 const deleteQuery = `DELETE FROM outbox WHERE id = ANY($1)`
-
-const relaxedCommit = `SET LOCAL synchronous_commit = off`
 
 // enqueueWorkers bounds the Redis round trips of one batch in flight at once.
 const enqueueWorkers = 32
@@ -102,12 +105,6 @@ const enqueueWorkers = 32
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	n := 0
 	err := postgres.WithTx(ctx, r.db, func(tx *postgres.Tx) error {
-		// The relay's own bookkeeping need not wait for the disk: if a crash loses its last
-		// commits, the rows come back due and are delivered again, which consumers tolerate.
-		// The changes the rows announce were committed durably by their writers.
-		if _, err := tx.ExecContext(ctx, relaxedCommit); err != nil {
-			return fmt.Errorf("outbox: %w", err)
-		}
 		var rows []row
 		if err := tx.SelectContext(ctx, &rows, claimQuery, r.batchSize, r.RedeliverAfter.Milliseconds()); err != nil {
 			return fmt.Errorf("outbox: claim: %w", err)
