@@ -101,7 +101,7 @@ const enqueueWorkers = 32
 // RunOnce relays one batch and returns how many rows it claimed. A row whose hand-off failed
 // while others went through is tried again after retryFailed, with its delivery count as it
 // was, so that one row failing for good cannot hold up the rows behind it; when no row went
-// through (Redis is down, most likely) the batch rolls back and is tried again at once.
+// through (Redis is down, most likely) the batch rolls back for a later try.
 func (r *Relay) RunOnce(ctx context.Context) (int, error) {
 	n := 0
 	err := postgres.WithTx(ctx, r.db, func(tx *postgres.Tx) error {
