@@ -122,22 +122,6 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 	return s.ensureIntent(ctx, o, placed.Customer)
 }
 
-// unavailable is the error of an order whose stock could not be reserved: the first line whose
-// item is missing, deleted or short, as the reservation found it.
-func unavailable(rs []catalog.Reservation, items []catalog.ReservedItem) error {
-	byID := indexItems(items)
-	for _, r := range rs {
-		it, err := itemOf(byID, r)
-		if err != nil {
-			return err
-		}
-		if it.Stock < int64(r.Quantity) {
-			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
-		}
-	}
-	return errors.New("order: stock not reserved, yet every item was found with enough")
-}
-
 // ensureIntent gives a PENDING order its PaymentIntent. A transient Stripe failure leaves the
 // order PENDING for a retry (or the reconciler); a definitive one cancels it and frees the stock.
 func (s *Service) ensureIntent(ctx context.Context, o Order, customer string) (Order, error) {

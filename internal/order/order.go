@@ -1,6 +1,7 @@
 package order
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -122,6 +123,15 @@ func newOrder(userID uuid.UUID) Order {
 	return Order{ID: uuid.Must(uuid.NewV7()), UserID: userID, Status: Pending, Payment: Payment{Status: PaymentPending}}
 }
 
+// Reservations are the stock quantities of the order's lines.
+func (o *Order) Reservations() []catalog.Reservation {
+	rs := make([]catalog.Reservation, len(o.Lines))
+	for i, l := range o.Lines {
+		rs[i] = catalog.Reservation{ItemID: l.ItemID, Quantity: l.Quantity}
+	}
+	return rs
+}
+
 // indexItems maps items by id.
 func indexItems(items []catalog.ReservedItem) map[uuid.UUID]catalog.ReservedItem {
 	byID := make(map[uuid.UUID]catalog.ReservedItem, len(items))
@@ -131,11 +141,15 @@ func indexItems(items []catalog.ReservedItem) map[uuid.UUID]catalog.ReservedItem
 	return byID
 }
 
-// itemOf is the item a line asks for; a missing or deleted one is not found.
-func itemOf(byID map[uuid.UUID]catalog.ReservedItem, r catalog.Reservation) (catalog.ReservedItem, error) {
+// available is the item a line asks for, with enough stock for it: a missing or deleted one is
+// not found, a short one is insufficient stock.
+func available(byID map[uuid.UUID]catalog.ReservedItem, r catalog.Reservation) (catalog.ReservedItem, error) {
 	it, ok := byID[r.ItemID]
-	if !ok || it.Deleted {
+	switch {
+	case !ok || it.Deleted:
 		return it, catalog.ErrNotFound.With("item", r.ItemID)
+	case it.Stock < int64(r.Quantity):
+		return it, catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
 	}
 	return it, nil
 }
@@ -145,12 +159,9 @@ func itemOf(byID map[uuid.UUID]catalog.ReservedItem, r catalog.Reservation) (cat
 func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) error {
 	byID := indexItems(items)
 	for _, r := range rs {
-		it, err := itemOf(byID, r)
+		it, err := available(byID, r)
 		if err != nil {
 			return err
-		}
-		if it.Stock < int64(r.Quantity) {
-			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
 		}
 		if o.Currency == "" {
 			o.Currency = it.Currency
@@ -163,6 +174,18 @@ func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) err
 		o.Total += sub
 	}
 	return nil
+}
+
+// unavailable is the error of an order whose stock the create statement could not take: that
+// of the first line whose item is missing, deleted or short, as the statement found it.
+func unavailable(rs []catalog.Reservation, items []catalog.ReservedItem) error {
+	byID := indexItems(items)
+	for _, r := range rs {
+		if _, err := available(byID, r); err != nil {
+			return err
+		}
+	}
+	return errors.New("order: stock not reserved, yet every item was found with enough")
 }
 
 // transition moves o to status to if the state machine allows it, setting the timestamps the

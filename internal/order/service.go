@@ -282,15 +282,6 @@ func task(typ string, o *Order, actor, reason string) outbox.Message {
 	return outbox.Message{Type: typ, Payload: tasks.Order{OrderID: o.ID, Actor: actor, Reason: reason}}
 }
 
-// reservations are the stock quantities of an order's lines.
-func reservations(o *Order) []catalog.Reservation {
-	rs := make([]catalog.Reservation, len(o.Lines))
-	for i, l := range o.Lines {
-		rs[i] = catalog.Reservation{ItemID: l.ItemID, Quantity: l.Quantity}
-	}
-	return rs
-}
-
 // itemIDs are the items of an order, for cache invalidation.
 func itemIDs(o *Order) []uuid.UUID {
 	ids := make([]uuid.UUID, len(o.Lines))

@@ -118,7 +118,7 @@ func (s *Service) finishCancel(ctx context.Context, tx *postgres.Tx, o *Order, a
 			return nil, nil, err
 		}
 	}
-	if err := s.stock.Release(ctx, tx, reservations(o)); err != nil {
+	if err := s.stock.Release(ctx, tx, o.Reservations()); err != nil {
 		return nil, nil, err
 	}
 	return statusEvent(from, Canceled, actor, reason), []outbox.Message{notify(o, notification.EventOrderCanceled, nil)}, nil
@@ -166,7 +166,7 @@ func (s *Service) finishRefund(ctx context.Context, tx *postgres.Tx, o *Order, a
 		return nil, nil, err
 	}
 	if !o.hasShipped() {
-		if err := s.stock.Release(ctx, tx, reservations(o)); err != nil {
+		if err := s.stock.Release(ctx, tx, o.Reservations()); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
-	"github.com/dispatchhq/dispatch/internal/catalog"
 	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
@@ -208,15 +207,13 @@ func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order,
 	n := len(o.Lines)
 	ids, items, names := make([]string, n), make([]string, n), make([]string, n)
 	prices, qty := make([]int64, n), make([]int64, n)
-	rs := make([]catalog.Reservation, n)
 	for i, l := range o.Lines {
 		ids[i], items[i], names[i], prices[i], qty[i] = l.ID.String(), l.ItemID.String(), l.Name, l.UnitPrice, int64(l.Quantity)
-		rs[i] = catalog.Reservation{ItemID: l.ItemID, Quantity: l.Quantity}
 	}
 	args := []any{o.ID, o.UserID, o.Status, o.Total, o.Currency,
 		pq.Array(ids), pq.Array(items), pq.Array(names), pq.Array(prices), pq.Array(qty),
 		ev.ID, ev.Actor, ev.CorrelationID}
-	args = append(append(append(args, catalogdb.ReservationArgs(rs)...), msgs.Args()...), checkpoint.Args()...)
+	args = append(append(append(args, catalogdb.ReservationArgs(o.Reservations())...), msgs.Args()...), checkpoint.Args()...)
 	var got struct {
 		OK        bool       `db:"ok"`
 		Number    *int64     `db:"number"`
