@@ -68,9 +68,14 @@ func Fingerprint(method, path string, body []byte) []byte {
 // beginQuery claims a new key, takes over an expired record, or resumes an in-flight record
 // whose lease ran out (a crash) or was released (a 5xx). It returns no row when another request
 // holds the key, when it completed, or when the body differs.
-const beginQuery = `
+//
+// Its commit does not wait for the disk (postgres.Relaxed): whatever the request then writes
+// commits durably, which flushes the claim first, and a claim lost with nothing after it cost
+// nothing.
+const beginQuery = `WITH ` + postgres.Relaxed + `
 INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, state, locked_until, expires_at)
-VALUES ($1, $2, $3, $4, $5, 'in_flight', now() + $6 * interval '1 millisecond', now() + $7 * interval '1 millisecond')
+SELECT $1, $2, $3, $4, $5, 'in_flight', now() + $6 * interval '1 millisecond', now() + $7 * interval '1 millisecond'
+FROM relaxed
 ON CONFLICT (scope, method, path, key) DO UPDATE SET
     fingerprint     = EXCLUDED.fingerprint,
     state           = 'in_flight',
@@ -184,17 +189,36 @@ func (s *Store) Checkpoint(ctx context.Context, tx sqlx.ExecerContext, c *Claim,
 	return nil
 }
 
-const completeQuery = `UPDATE idempotency_keys SET state = 'completed', response_status = $5, response_body = $6,
-locked_until = NULL, updated_at = now() WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4`
+const (
+	completeSet = `UPDATE idempotency_keys SET state = 'completed', response_status = $5, response_body = $6,
+locked_until = NULL, updated_at = now()`
+	completeWhere = `WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4`
 
-// Complete stores the response; later duplicates replay it.
+	completeQuery        = completeSet + "\n" + completeWhere
+	completeRelaxedQuery = `WITH ` + postgres.Relaxed + "\n" + completeSet + " FROM relaxed\n" + completeWhere
+)
+
+// Complete stores the response; later duplicates replay it. A request past a recovery point
+// stores it without waiting for the disk: its writes committed durably with the checkpoint,
+// and should a server crash lose the response, a retry resumes there and answers from what
+// was written. A request without one (nothing to resume from) waits for the disk.
 func (s *Store) Complete(ctx context.Context, c *Claim, status int, body []byte) error {
 	sc := c.Scope
-	_, err := s.db.ExecContext(ctx, completeQuery, sc.Owner, sc.Method, sc.Path, sc.Key, status, body)
+	_, err := s.db.ExecContext(ctx, c.completeQuery(), sc.Owner, sc.Method, sc.Path, sc.Key, status, body)
 	return wrap("complete", err)
 }
 
-const releaseQuery = `UPDATE idempotency_keys SET locked_until = now(), updated_at = now()
+func (c *Claim) completeQuery() string {
+	if c.RecoveryPoint == Started {
+		return completeQuery
+	}
+	return completeRelaxedQuery
+}
+
+// releaseQuery and abandonQuery end a lease early; losing either in a crash only leaves the
+// lease to run out, so they do not wait for the disk.
+const releaseQuery = `WITH ` + postgres.Relaxed + `
+UPDATE idempotency_keys SET locked_until = now(), updated_at = now() FROM relaxed
 WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND state = 'in_flight'`
 
 // Release ends the lease but keeps the recovery point, so a retry resumes at once.
@@ -204,7 +228,8 @@ func (s *Store) Release(ctx context.Context, c *Claim) error {
 	return wrap("release", err)
 }
 
-const abandonQuery = `DELETE FROM idempotency_keys
+const abandonQuery = `WITH ` + postgres.Relaxed + `
+DELETE FROM idempotency_keys USING relaxed
 WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4 AND state = 'in_flight' AND recovery_point = 'started'`
 
 // Abandon forgets a request that wrote nothing (a 4xx): the key may be used again.

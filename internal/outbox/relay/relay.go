@@ -82,11 +82,11 @@ type row struct {
 }
 
 // claimQuery takes the due rows in order and schedules their next delivery. It also relaxes
-// the commit of its transaction (SET LOCAL, in the same round trip): the relay's own
+// the commit of its transaction (postgres.Relaxed, in the same round trip): the relay's own
 // bookkeeping need not wait for the disk. If a crash loses its last commits, the rows come back
 // due and are delivered again, which consumers tolerate; the changes the rows announce were
 // committed durably by their writers.
-const claimQuery = `WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
+const claimQuery = `WITH ` + postgres.Relaxed + `
 UPDATE outbox SET deliveries = deliveries + 1,
     relay_at = now() + $2 * interval '1 millisecond' * power(2, least(deliveries, 4))
 WHERE id IN (

@@ -50,6 +50,12 @@ func withBinaryParameters(dsn string) string {
 	return u.String()
 }
 
+// Relaxed is a WITH item, named relaxed and of one row, that turns synchronous commit off for
+// its statement's transaction alone: for bookkeeping whose loss in a server crash costs only a
+// repeat (a later durable commit flushes the WAL before it, or a retry redoes it). It runs
+// only where the statement reads it (FROM relaxed); money and stock changes never use it.
+const Relaxed = `relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))`
+
 // WithTx runs fn in a transaction, committing when fn returns nil and rolling back otherwise.
 // The commit error is returned: a failed commit means nothing was written.
 func WithTx(ctx context.Context, db *DB, fn func(tx *Tx) error) (err error) {
