@@ -128,13 +128,12 @@ type Reservation struct {
 	Quantity int
 }
 
-// ReservedItem is an item as an order sees it: a snapshot before the order, or as the
-// reservation found it when it could not take the order's stock.
+// ReservedItem is an item as an order's reservation found it, with its row locked.
 type ReservedItem struct {
-	ID       uuid.UUID `db:"id"`
-	Name     string    `db:"name"`
-	Price    int64     `db:"price"`
-	Currency string    `db:"currency"`
-	Stock    int64     `db:"stock"`
-	Deleted  bool      `db:"deleted"`
+	ID       uuid.UUID `json:"id"`
+	Name     string    `json:"name"`
+	Price    int64     `json:"price"`
+	Currency string    `json:"currency"`
+	Stock    int64     `json:"stock"`
+	Deleted  bool      `json:"deleted"`
 }

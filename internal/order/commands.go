@@ -77,9 +77,9 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 // request's hold on its Idempotency-Key (nil without one): the statement records its recovery
 // point, and with a claim that already got past it, Create resumes at the PaymentIntent.
 //
-// Names and prices are read first without locks, so that the rules of an order (items exist,
-// one currency, visible stock) are checked here; the statement then takes the stock of every
-// line or of none, with the rows of popular items locked only for its own duration.
+// The statement locks the items, checks that the order can be placed (items found and not
+// deleted, stock enough, one currency) and prices it from the items as locked; it reports
+// them, and price explains a refusal from them with the error of the line at fault.
 func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, claim *idempotency.Claim) (Order, error) {
 	if claim != nil && claim.RecoveryPoint == RecoveryOrderCreated && claim.ResourceID != nil {
 		o, err := s.store.Get(ctx, s.db, *claim.ResourceID)
@@ -96,17 +96,11 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 	if err != nil {
 		return Order{}, err
 	}
-	o := newOrder(userID)
-	items, err := s.stock.Snapshot(ctx, s.db, rs)
-	if err != nil {
-		return Order{}, err
-	}
-	if err := o.fill(rs, items); err != nil {
-		return Order{}, err
-	}
+	o := newOrder(userID, rs)
 	created := Event{ID: uuid.Must(uuid.NewV7()), Type: EventCreated, Actor: userID.String(),
 		CorrelationID: logging.CorrelationID(ctx)}
-	msgs, err := outbox.Encode(ctx, notify(&o, notification.EventOrderCreated, nil)) // the number is the statement's
+	// The number, total and currency in the message are the statement's.
+	msgs, err := outbox.Encode(ctx, notify(&o, notification.EventOrderCreated, nil))
 	if err != nil {
 		return Order{}, err
 	}
@@ -114,8 +108,14 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 	if err != nil {
 		return Order{}, err
 	}
-	if !placed.Placed {
-		return Order{}, unavailable(rs, placed.Items)
+	err = o.price(placed.Items)
+	switch {
+	case !placed.Placed && err != nil:
+		return Order{}, err
+	case !placed.Placed:
+		return Order{}, errors.New("order: not placed, yet every item was fit for it")
+	case err != nil:
+		return Order{}, fmt.Errorf("order: %s placed, yet its items were not fit for it: %v", o.ID, err)
 	}
 	s.cache.Invalidate(ctx, itemIDs(&o)...)
 	metrics.OrdersCreated.Inc()

@@ -1,7 +1,6 @@
 package order
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -118,9 +117,15 @@ const (
 // Every change to an order's fields is one of the methods below: the services decide when,
 // these decide what changes and refuse what the state machine (status.go) does not allow.
 
-// newOrder is a PENDING order of userID, its lines filled from the snapshot of items (fill).
-func newOrder(userID uuid.UUID) Order {
-	return Order{ID: uuid.Must(uuid.NewV7()), UserID: userID, Status: Pending, Payment: Payment{Status: PaymentPending}}
+// newOrder is a PENDING order of userID with a line for each reservation, to be named and
+// priced from its items (price).
+func newOrder(userID uuid.UUID, rs []catalog.Reservation) Order {
+	o := Order{ID: uuid.Must(uuid.NewV7()), UserID: userID, Status: Pending, Payment: Payment{Status: PaymentPending},
+		Lines: make([]Line, len(rs))}
+	for i, r := range rs {
+		o.Lines[i] = Line{ID: uuid.Must(uuid.NewV7()), ItemID: r.ItemID, Quantity: r.Quantity}
+	}
+	return o
 }
 
 // Reservations are the stock quantities of the order's lines.
@@ -154,12 +159,15 @@ func available(byID map[uuid.UUID]catalog.ReservedItem, r catalog.Reservation) (
 	return it, nil
 }
 
-// fill snapshots names and prices into the lines. A line whose item is missing, deleted or
-// visibly short fails the order before anything is written.
-func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) error {
+// price names and prices the lines from their items as the create statement found them, or
+// says why the order cannot be placed: the first line whose item is missing, deleted or short,
+// or items in more than one currency.
+func (o *Order) price(items []catalog.ReservedItem) error {
 	byID := indexItems(items)
-	for _, r := range rs {
-		it, err := available(byID, r)
+	o.Total, o.Currency = 0, ""
+	for i := range o.Lines {
+		l := &o.Lines[i]
+		it, err := available(byID, catalog.Reservation{ItemID: l.ItemID, Quantity: l.Quantity})
 		if err != nil {
 			return err
 		}
@@ -168,24 +176,10 @@ func (o *Order) fill(rs []catalog.Reservation, items []catalog.ReservedItem) err
 		} else if it.Currency != o.Currency {
 			return ErrMixedCurrencies
 		}
-		sub := it.Price * int64(r.Quantity)
-		o.Lines = append(o.Lines, Line{ID: uuid.Must(uuid.NewV7()), ItemID: it.ID, Name: it.Name,
-			UnitPrice: it.Price, Quantity: r.Quantity, Subtotal: sub})
-		o.Total += sub
+		l.Name, l.UnitPrice, l.Subtotal = it.Name, it.Price, it.Price*int64(l.Quantity)
+		o.Total += l.Subtotal
 	}
 	return nil
-}
-
-// unavailable is the error of an order whose stock the create statement could not take: that
-// of the first line whose item is missing, deleted or short, as the statement found it.
-func unavailable(rs []catalog.Reservation, items []catalog.ReservedItem) error {
-	byID := indexItems(items)
-	for _, r := range rs {
-		if _, err := available(byID, r); err != nil {
-			return err
-		}
-	}
-	return errors.New("order: stock not reserved, yet every item was found with enough")
 }
 
 // transition moves o to status to if the state machine allows it, setting the timestamps the

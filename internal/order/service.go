@@ -49,14 +49,13 @@ type Store interface {
 
 // Stock reserves and releases item quantities (implemented by catalogdb).
 type Stock interface {
-	Snapshot(ctx context.Context, db sqlx.QueryerContext, rs []catalog.Reservation) ([]catalog.ReservedItem, error)
 	Release(ctx context.Context, tx sqlx.ExecerContext, rs []catalog.Reservation) error
 }
 
 // Placement is the outcome of Store.Create.
 type Placement struct {
-	Placed   bool                   // false: an item was missing, deleted or short, and nothing was written
-	Items    []catalog.ReservedItem // when not placed, the items as the reservation found them
+	Placed   bool                   // false: the order could not be placed, and nothing was written
+	Items    []catalog.ReservedItem // the items as the statement found them
 	Customer string                 // the buyer's Stripe Customer id ("" while none is known)
 }
 

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
@@ -18,46 +16,39 @@ import (
 // for a statement that writes the order in the same round trip. It defines two named
 // subqueries: `stock_locked`, the wanted items locked in id order (so concurrent orders never
 // deadlock; NO KEY UPDATE, because the order lines inserted with them hold KEY SHARE locks),
-// and `stock_ok`, one row whose column ok is true when every item was found, is not deleted and
-// has enough stock. Only then are the quantities taken; whatever else the statement writes must
-// be conditioned on ok too. ReservationArgs are its parameters $n and $n+1.
-func ReserveAll(n int) string {
+// with their names and prices as the order takes them and the quantity wanted (qty), and
+// `stock_ok`, one row whose column ok is true when every item was found, is not deleted and has
+// enough stock, and the aggregate cond over stock_locked holds (the order's own rules). Only
+// then are the quantities taken; whatever else the statement writes must be conditioned on ok
+// too. ReservationArgs are its parameters $n and $n+1.
+func ReserveAll(n int, cond string) string {
 	return fmt.Sprintf(`stock_locked AS MATERIALIZED (
-    SELECT i.id, i.name, i.stock, i.deleted_at, w.qty
+    SELECT i.id, i.name, i.price, i.currency, i.stock, i.deleted_at, w.qty
     FROM items i JOIN unnest($%[1]d::uuid[], $%[2]d::int[]) AS w(id, qty) ON w.id = i.id
     ORDER BY i.id
     FOR NO KEY UPDATE OF i
 ), stock_ok AS MATERIALIZED (
-    SELECT count(*) = cardinality($%[1]d::uuid[]) AND COALESCE(bool_and(deleted_at IS NULL AND stock >= qty), false) AS ok
+    SELECT count(*) = cardinality($%[1]d::uuid[]) AND COALESCE(bool_and(deleted_at IS NULL AND stock >= qty) AND %[3]s, false) AS ok
     FROM stock_locked
 ), stock_taken AS (
     UPDATE items i SET stock = i.stock - l.qty, updated_at = now()
     FROM stock_locked l, stock_ok
     WHERE i.id = l.id AND stock_ok.ok
-)`, n, n+1)
+)`, n, n+1, cond)
 }
 
 // ReservedItems is the SQL expression that reports, after ReserveAll, the items as it found
-// them (JSON that DecodeReserved reads), for the error of an order it could not reserve.
-const ReservedItems = `(SELECT json_agg(json_build_object('id', id, 'name', name, 'stock', stock,
-    'deleted', deleted_at IS NOT NULL)) FROM stock_locked)`
+// them (JSON that DecodeReserved reads): what the order is made of, or why it was refused.
+const ReservedItems = `(SELECT json_agg(json_build_object('id', id, 'name', name, 'price', price,
+    'currency', currency, 'stock', stock, 'deleted', deleted_at IS NOT NULL)) FROM stock_locked)`
 
 // DecodeReserved reads what ReservedItems reported.
 func DecodeReserved(raw []byte) ([]catalog.ReservedItem, error) {
-	var rows []struct {
-		ID      uuid.UUID `json:"id"`
-		Name    string    `json:"name"`
-		Stock   int64     `json:"stock"`
-		Deleted bool      `json:"deleted"`
-	}
+	var items []catalog.ReservedItem
 	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &rows); err != nil {
+		if err := json.Unmarshal(raw, &items); err != nil {
 			return nil, fmt.Errorf("catalogdb: decode reserved items: %w", err)
 		}
-	}
-	items := make([]catalog.ReservedItem, len(rows))
-	for i, r := range rows {
-		items[i] = catalog.ReservedItem{ID: r.ID, Name: r.Name, Stock: r.Stock, Deleted: r.Deleted}
 	}
 	return items, nil
 }
@@ -66,17 +57,6 @@ func DecodeReserved(raw []byte) ([]catalog.ReservedItem, error) {
 func ReservationArgs(rs []catalog.Reservation) []any {
 	ids, qty := split(rs)
 	return []any{pq.Array(ids), pq.Array(qty)}
-}
-
-const snapshotQuery = `SELECT id, name, price, currency, stock, deleted_at IS NOT NULL AS deleted
-FROM items WHERE id = ANY($1::uuid[])`
-
-// Snapshot reads the items an order asks for, without locking them.
-func (Store) Snapshot(ctx context.Context, db sqlx.QueryerContext, rs []catalog.Reservation) ([]catalog.ReservedItem, error) {
-	ids, _ := split(rs)
-	var rows []catalog.ReservedItem
-	err := sqlx.SelectContext(ctx, db, &rows, snapshotQuery, pq.Array(ids))
-	return rows, mapErr("snapshot", err)
 }
 
 const releaseQuery = `

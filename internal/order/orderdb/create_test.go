@@ -24,7 +24,8 @@ func TestCreateWritesAllOrNothing(t *testing.T) {
 	db, u, a := seed(t) // a: 10 in stock
 	b := catalog.Item{ID: uuid.New(), Name: "Scarce", Description: "d", Price: 700, Currency: "usd", Stock: 2}
 	gone := catalog.Item{ID: uuid.New(), Name: "Gone", Description: "d", Price: 100, Currency: "usd", Stock: 5}
-	for _, it := range []*catalog.Item{&b, &gone} {
+	euro := catalog.Item{ID: uuid.New(), Name: "Euro", Description: "d", Price: 100, Currency: "eur", Stock: 5}
+	for _, it := range []*catalog.Item{&b, &gone, &euro} {
 		if err := (catalogdb.Store{}).Insert(ctx, db, it); err != nil {
 			t.Fatal(err)
 		}
@@ -83,6 +84,7 @@ func TestCreateWritesAllOrNothing(t *testing.T) {
 		"short":   newOrder(line(a, 3), line(b, 3)),
 		"deleted": newOrder(line(a, 3), line(gone, 1)),
 		"missing": newOrder(line(a, 3), line(catalog.Item{ID: uuid.New(), Name: "None", Price: 1}, 1)),
+		"mixed":   newOrder(line(a, 3), line(euro, 1)),
 	} {
 		p := create(o, claim)
 		if p.Placed {
@@ -105,10 +107,13 @@ func TestCreateWritesAllOrNothing(t *testing.T) {
 		}
 	}
 
-	// Every line available: all of it, the message numbered, the checkpoint recorded.
+	// Every line available: all of it, priced from the items as locked (not from the names and
+	// prices the caller passed), the message numbered and priced, the checkpoint recorded.
 	o := newOrder(line(a, 3), line(b, 2))
-	if p := create(o, claim); !p.Placed {
-		t.Fatalf("order refused: %+v", p.Items)
+	o.Lines[0].Name, o.Lines[0].UnitPrice = "stale", 1
+	p = create(o, claim)
+	if !p.Placed || len(p.Items) != 2 {
+		t.Fatalf("order refused or items not reported: %+v", p)
 	}
 	if got := now(); got != (state{1, 1, 7, 0}) {
 		t.Fatalf("placed order left %+v", got)
@@ -116,9 +121,18 @@ func TestCreateWritesAllOrNothing(t *testing.T) {
 	if o.Number == 0 || o.CreatedAt.IsZero() {
 		t.Fatalf("number %d, created %v not filled", o.Number, o.CreatedAt)
 	}
-	var number int64
-	if err := db.GetContext(ctx, &number, `SELECT (payload->'data'->>'number')::bigint FROM outbox`); err != nil || number != o.Number {
-		t.Fatalf("message carries number %d (%v), want %d", number, err, o.Number)
+	wantTotal := a.Price*3 + b.Price*2
+	var msg struct {
+		Number   int64  `db:"number"`
+		Total    int64  `db:"total"`
+		Currency string `db:"currency"`
+		OrderID  string `db:"order_id"`
+	}
+	if err := db.GetContext(ctx, &msg, `SELECT (payload->'data'->>'number')::bigint AS number,
+		(payload->'data'->>'total')::bigint AS total, payload->'data'->>'currency' AS currency,
+		payload->'data'->>'orderId' AS order_id FROM outbox`); err != nil ||
+		msg.Number != o.Number || msg.Total != wantTotal || msg.Currency != "usd" || msg.OrderID != o.ID.String() {
+		t.Fatalf("message carries %+v (%v), want number %d, total %d usd of %s", msg, err, o.Number, wantTotal, o.ID)
 	}
 	if claim.RecoveryPoint != order.RecoveryOrderCreated || claim.ResourceID == nil || *claim.ResourceID != o.ID {
 		t.Fatalf("claim after the order: %q %v", claim.RecoveryPoint, claim.ResourceID)
@@ -128,8 +142,14 @@ func TestCreateWritesAllOrNothing(t *testing.T) {
 		t.Fatalf("stored recovery point %q (%v)", stored, err)
 	}
 	got, err := orderdb.Store{}.Get(ctx, db, o.ID)
-	if err != nil || len(got.Lines) != 2 || got.Total != o.Total || got.Payment.Status != order.PaymentPending {
+	if err != nil || len(got.Lines) != 2 || got.Total != wantTotal || got.Currency != "usd" || got.Payment.Status != order.PaymentPending {
 		t.Fatalf("stored order %+v (%v)", got, err)
+	}
+	for i, it := range []catalog.Item{a, b} {
+		if l := got.Lines[i]; l.ID != o.Lines[i].ID || l.ItemID != it.ID || l.Name != it.Name || l.UnitPrice != it.Price ||
+			l.Subtotal != it.Price*int64(l.Quantity) {
+			t.Fatalf("stored line %d %+v, want item %s at %d", i, l, it.Name, it.Price)
+		}
 	}
 
 	// The statement is the transaction: an error (here a second order with the same id) leaves

@@ -169,50 +169,51 @@ func (Store) List(ctx context.Context, db sqlx.QueryerContext, f order.Filter, p
 }
 
 // createQuery places an order in one statement, so in one round trip and one implicit
-// transaction: it reserves the stock of every line or of none (catalogdb.ReserveAll) and, only
-// when all of it was taken, inserts the order, its lines, its payment, its first timeline event
-// and its outbox messages (their payloads get the order number the statement assigns), and
-// records the request's idempotency checkpoint. Otherwise it writes nothing and reports the
-// items as it found them.
+// transaction: it locks the items of the lines and reserves the stock of every line or of none
+// (catalogdb.ReserveAll, with the order's own rule that its items share one currency) and, only
+// when all of it was taken, inserts the order priced from the locked items, its lines, its
+// payment, its first timeline event and its outbox messages (their payloads get the number,
+// total and currency the statement assigns), and records the request's idempotency checkpoint.
+// Otherwise it writes nothing. Either way it reports the items as it found them.
 var createQuery = `
-WITH ` + catalogdb.ReserveAll(14) + `, o AS (
+WITH ` + catalogdb.ReserveAll(9, "count(DISTINCT currency) = 1") + `, o AS (
     INSERT INTO orders (id, user_id, status, total, currency)
-    SELECT $1, $2, $3, $4, $5 FROM stock_ok WHERE ok
-    RETURNING number, created_at, updated_at
+    SELECT $1, $2, $3, (SELECT sum(price * qty) FROM stock_locked), (SELECT min(currency) FROM stock_locked)
+    FROM stock_ok WHERE ok
+    RETURNING number, total, currency, created_at, updated_at
 ), l AS (
     INSERT INTO order_lines (id, order_id, position, item_id, name, unit_price, quantity, subtotal)
-    SELECT id, $1, position, item_id, name, unit_price, quantity, unit_price * quantity
-    FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::bigint[], $10::int[]) WITH ORDINALITY
-         AS x(id, item_id, name, unit_price, quantity, position), o
+    SELECT x.id, $1, x.position, s.id, s.name, s.price, s.qty, s.price * s.qty
+    FROM unnest($4::uuid[], $5::uuid[]) WITH ORDINALITY AS x(id, item_id, position)
+    JOIN stock_locked s ON s.id = x.item_id, o
 ), pay AS (
     INSERT INTO payments (order_id, status) SELECT $1, 'pending' FROM o
 ), ev AS (
-    INSERT INTO order_events (id, order_id, type, actor, correlation_id) SELECT $11, $1, 'created', $12, $13 FROM o
+    INSERT INTO order_events (id, order_id, type, actor, correlation_id) SELECT $6, $1, 'created', $7, $8 FROM o
 ), msg AS (
-    ` + outbox.InsertSetting(16, "EXISTS (SELECT FROM o)", "{data,number}", "to_jsonb((SELECT number FROM o))") + `
+    ` + outbox.InsertSetting(11, "EXISTS (SELECT FROM o)", "{data}",
+	"p->'data' || (SELECT jsonb_build_object('number', number, 'total', total, 'currency', currency) FROM o)") + `
 ), chk AS (
-    ` + idempotency.CheckpointSQL(19, "EXISTS (SELECT FROM o)") + `
+    ` + idempotency.CheckpointSQL(14, "EXISTS (SELECT FROM o)") + `
 )
 SELECT s.ok, o.number, o.created_at, o.updated_at,
        COALESCE((SELECT stripe_customer_id FROM users WHERE id = $2), '') AS customer,
-       CASE WHEN s.ok THEN NULL ELSE ` + catalogdb.ReservedItems + ` END AS items
+       ` + catalogdb.ReservedItems + ` AS items
 FROM stock_ok s LEFT JOIN o ON true`
 
 // Create places a new order aggregate (see createQuery) on db, which must not be in a
 // transaction of its own that outlives it: the statement is the order's whole transaction.
-// It fills the order's number and timestamps and announces it with msgs; checkpoint is reached
-// when it returns placed.
+// o holds the id, buyer, status and the lines' ids, items and quantities; names and prices
+// come from the items as the statement locked them, reported in the placement for the caller
+// to price o with (or to tell why it was refused). It fills the order's number and timestamps
+// and announces it with msgs; checkpoint is reached when it returns placed.
 func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order, ev order.Event,
 	msgs outbox.Rows, checkpoint idempotency.Point) (order.Placement, error) {
-	n := len(o.Lines)
-	ids, items, names := make([]string, n), make([]string, n), make([]string, n)
-	prices, qty := make([]int64, n), make([]int64, n)
+	ids, items := make([]string, len(o.Lines)), make([]string, len(o.Lines))
 	for i, l := range o.Lines {
-		ids[i], items[i], names[i], prices[i], qty[i] = l.ID.String(), l.ItemID.String(), l.Name, l.UnitPrice, int64(l.Quantity)
+		ids[i], items[i] = l.ID.String(), l.ItemID.String()
 	}
-	args := []any{o.ID, o.UserID, o.Status, o.Total, o.Currency,
-		pq.Array(ids), pq.Array(items), pq.Array(names), pq.Array(prices), pq.Array(qty),
-		ev.ID, ev.Actor, ev.CorrelationID}
+	args := []any{o.ID, o.UserID, o.Status, pq.Array(ids), pq.Array(items), ev.ID, ev.Actor, ev.CorrelationID}
 	args = append(append(append(args, catalogdb.ReservationArgs(o.Reservations())...), msgs.Args()...), checkpoint.Args()...)
 	var got struct {
 		OK        bool       `db:"ok"`
@@ -225,13 +226,13 @@ func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order,
 	if err := sqlx.GetContext(ctx, db, &got, createQuery, args...); err != nil {
 		return order.Placement{}, mapErr("create", err)
 	}
-	if !got.OK {
-		items, err := catalogdb.DecodeReserved(got.Items)
-		return order.Placement{Items: items}, err
+	reserved, err := catalogdb.DecodeReserved(got.Items)
+	if err != nil || !got.OK {
+		return order.Placement{Items: reserved}, err
 	}
 	o.Number, o.CreatedAt, o.UpdatedAt = *got.Number, *got.CreatedAt, *got.UpdatedAt
 	checkpoint.Reached()
-	return order.Placement{Placed: true, Customer: got.Customer}, nil
+	return order.Placement{Placed: true, Items: reserved, Customer: got.Customer}, nil
 }
 
 // saveQuery is a compare-and-set update of the order and, only if it matched, the timeline
