@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -16,44 +17,16 @@ import (
 )
 
 // Store holds notifications in Postgres.
-type Store struct{ db *postgres.DB }
+type Store struct {
+	db *postgres.DB
+
+	mu      sync.Mutex
+	queue   []*delivery // deliveries waiting for the insert in flight to return
+	writing bool        // an insert is in flight
+}
 
 // New returns the notifications store on db.
 func New(db *postgres.DB) *Store { return &Store{db: db} }
-
-const insertQuery = `INSERT INTO notifications (id, user_id, event, data, outbox_id, created_at)
-VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))
-ON CONFLICT (outbox_id) DO NOTHING`
-
-// Deliver stores a notification asked for by outbox row outboxID, dated at (when the event
-// happened, so the list follows the events; now when zero). A second delivery of the same row
-// stores nothing. It reports whether a row was inserted.
-func (s *Store) Deliver(ctx context.Context, outboxID int64, at time.Time, userID uuid.UUID, event string, data map[string]any) (bool, error) {
-	raw, err := json.Marshal(data)
-	if err != nil {
-		return false, err
-	}
-	if data == nil {
-		raw = []byte("{}")
-	}
-	var src *int64
-	if outboxID > 0 {
-		src = &outboxID
-	}
-	var when *time.Time
-	if !at.IsZero() {
-		when = &at
-	}
-	res, err := s.db.ExecContext(ctx, insertQuery, uuid.Must(uuid.NewV7()), userID, event, string(raw), src, when)
-	if postgres.IsCode(err, postgres.ForeignKeyViolation) {
-		return false, nil // the user is gone: nobody to notify
-	}
-	if err != nil {
-		return false, fmt.Errorf("notification: insert: %w", err)
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
-}
 
 const columns = `id, user_id, event, data, read_at, created_at`
 
