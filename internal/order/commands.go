@@ -78,8 +78,9 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 // point, and with a claim that already got past it, Create resumes at the PaymentIntent.
 //
 // The statement locks the items, checks that the order can be placed (items found and not
-// deleted, stock enough, one currency) and prices it from the items as locked; it reports
-// them, and price explains a refusal from them with the error of the line at fault.
+// deleted, stock enough, one currency) and prices it from the items as locked. It reports
+// them: Order.price names and prices the lines from them, or gives the error of the first
+// line at fault when the statement refused the order.
 func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, claim *idempotency.Claim) (Order, error) {
 	if claim != nil && claim.RecoveryPoint == RecoveryOrderCreated && claim.ResourceID != nil {
 		o, err := s.store.Get(ctx, s.db, *claim.ResourceID)

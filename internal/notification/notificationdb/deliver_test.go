@@ -16,6 +16,13 @@ import (
 	"github.com/dispatchhq/dispatch/internal/user/userdb"
 )
 
+// setup is a store on a fresh database with one user to notify.
+func setup(t *testing.T) (context.Context, *postgres.DB, *notificationdb.Store, uuid.UUID) {
+	t.Helper()
+	db, _ := testenv.DB(t)
+	return testenv.Context(t), db, notificationdb.New(db), newUser(t, db)
+}
+
 func newUser(t *testing.T, db *postgres.DB) uuid.UUID {
 	t.Helper()
 	u := user.User{ID: uuid.New(), Name: "Notified", Email: uuid.NewString() + "@example.com", PasswordHash: "x", Role: auth.RoleUser, Language: "en"}
@@ -31,17 +38,13 @@ type result struct {
 }
 
 // TestDeliveriesWaitingShareOneCommit holds the first delivery's insert on a lock and queues
-// more behind it, two of them for the same outbox row, then lets go: the queued deliveries are
-// written together in one transaction, the repeated row is stored once, and no delivery returns
-// before its row is committed. Then one queued delivery for a user that does not exist fails
-// the batch's statement: the others are stored all the same, and it stores nothing, without
-// an error (nobody to notify).
+// more behind it, then lets go: the queued deliveries are written together in one transaction,
+// no delivery returns before its row is committed, and one delivered again stores nothing.
+// Then one queued delivery for a user that does not exist fails the batch's statement: the
+// others are stored all the same, and it stores nothing, without an error (nobody to notify).
 func TestDeliveriesWaitingShareOneCommit(t *testing.T) {
 	t.Parallel()
-	ctx := testenv.Context(t)
-	db, _ := testenv.DB(t)
-	store := notificationdb.New(db)
-	uid := newUser(t, db)
+	ctx, db, store, uid := setup(t)
 	deliver := func(outboxID int64, who uuid.UUID) <-chan result {
 		out := make(chan result, 1)
 		go func() {
@@ -139,10 +142,7 @@ func TestDeliveriesWaitingShareOneCommit(t *testing.T) {
 // give one row per outbox row and report exactly one insert for each.
 func TestConcurrentDeliveriesStoreEachOnce(t *testing.T) {
 	t.Parallel()
-	ctx := testenv.Context(t)
-	db, _ := testenv.DB(t)
-	store := notificationdb.New(db)
-	uid := newUser(t, db)
+	ctx, db, store, uid := setup(t)
 	const n = 300
 	var wg sync.WaitGroup
 	inserted := make([]int, n+1)
