@@ -22,7 +22,7 @@ func (a *app) orderIn(t *testing.T, userID string, status order.Status) uuid.UUI
 	uid := uuid.MustParse(userID)
 	qty := 1
 	o, err := a.svc.Orders.Create(testenv.Context(t), uid, order.CreateInput{
-		Items: []order.LineInput{{ItemID: demo.Items()[0].ID.String(), Quantity: &qty}}}, nil)
+		Items: []order.LineInput{{ItemID: demo.Items()[0].ID.String(), Quantity: &qty}}}, nil, nil)
 	if err != nil {
 		t.Fatalf("create order: %v", err)
 	}

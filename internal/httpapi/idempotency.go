@@ -93,6 +93,7 @@ func idempotencyGuard(s *idempotency.Store, required bool, owner func(*gin.Conte
 			defer cancel()
 			var err error
 			switch status := w.Status(); {
+			case claim.Completed: // stored by the request's last write
 			case !finished || status >= 500:
 				err = s.Release(done, claim)
 			case status >= 400:

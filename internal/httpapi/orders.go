@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -19,13 +20,25 @@ func (s *Server) createOrder(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
+	// The body is rendered where the service asks for it, so that it is stored with the
+	// PaymentIntent in one statement; a resumed request whose PaymentIntent was stored before
+	// renders it here, and the idempotency guard stores it.
+	var body []byte
+	answer := func(o order.Order) (int, []byte, error) {
+		var err error
+		body, err = json.Marshal(orderView(o, true))
+		return http.StatusCreated, body, err
+	}
 	ctx := c.Request.Context()
-	o, err := s.orders.Create(ctx, principal(c).UserID, req, idempotencyClaim(ctx))
+	o, err := s.orders.Create(ctx, principal(c).UserID, req, idempotencyClaim(ctx), answer)
+	if err == nil && body == nil {
+		_, _, err = answer(o)
+	}
 	if err != nil {
 		s.respondError(c, err)
 		return
 	}
-	c.JSON(http.StatusCreated, orderView(o, true))
+	c.Data(http.StatusCreated, "application/json; charset=utf-8", body)
 }
 
 func (s *Server) myOrders(c *gin.Context) {

@@ -38,11 +38,13 @@ type Scope struct {
 }
 
 // Claim is a request's hold on its key. RecoveryPoint and ResourceID tell a resumed request
-// how far the previous attempt got.
+// how far the previous attempt got. Completed is set when the request's last write stored the
+// response in its own statement (Completion): nothing is left to store.
 type Claim struct {
 	Scope         Scope
 	RecoveryPoint string
 	ResourceID    *uuid.UUID
+	Completed     bool
 }
 
 // Replay is the stored outcome of a completed request.
@@ -189,14 +191,50 @@ func (s *Store) Checkpoint(ctx context.Context, tx sqlx.ExecerContext, c *Claim,
 	return nil
 }
 
-const (
-	completeSet = `UPDATE idempotency_keys SET state = 'completed', response_status = $5, response_body = $6,
-locked_until = NULL, updated_at = now()`
-	completeWhere = `WHERE scope = $1 AND method = $2 AND path = $3 AND key = $4`
+// CompleteSQL is the statement part that stores a request's response, for the request's last
+// write to run in its own statement (a WITH item): the response then commits with the write.
+// Completion.Args are its parameters $n to $n+5.
+func CompleteSQL(n int) string { return completeSQL(n, "") }
 
-	completeQuery        = completeSet + "\n" + completeWhere
-	completeRelaxedQuery = `WITH ` + postgres.Relaxed + "\n" + completeSet + " FROM relaxed\n" + completeWhere
+func completeSQL(n int, from string) string {
+	return fmt.Sprintf(`UPDATE idempotency_keys SET state = 'completed', response_status = $%d, response_body = $%d,
+locked_until = NULL, updated_at = now() %sWHERE scope = $%d AND method = $%d AND path = $%d AND key = $%d`,
+		n+4, n+5, from, n, n+1, n+2, n+3)
+}
+
+var (
+	completeQuery        = CompleteSQL(1)
+	completeRelaxedQuery = `WITH ` + postgres.Relaxed + "\n" + completeSQL(1, "FROM relaxed ")
 )
+
+// Completion is a response that a claim is to store in a write's statement (CompleteSQL).
+type Completion struct {
+	claim  *Claim
+	status int
+	body   []byte
+}
+
+// Completion is the response status and body to store; on a nil claim (a request without a
+// key) it is a completion that stores nothing.
+func (c *Claim) Completion(status int, body []byte) Completion {
+	return Completion{claim: c, status: status, body: body}
+}
+
+// Args are the six parameters of CompleteSQL. A nil claim's scope is NULL, which no key matches.
+func (c Completion) Args() []any {
+	if c.claim == nil {
+		return []any{nil, nil, nil, nil, nil, nil}
+	}
+	sc := c.claim.Scope
+	return []any{sc.Owner, sc.Method, sc.Path, sc.Key, c.status, c.body}
+}
+
+// Stored tells the claim its response committed.
+func (c Completion) Stored() {
+	if c.claim != nil {
+		c.claim.Completed = true
+	}
+}
 
 // Complete stores the response; later duplicates replay it. A request past a recovery point
 // stores it without waiting for the disk: its writes committed durably with the checkpoint,

@@ -81,7 +81,11 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 // deleted, stock enough, one currency) and prices it from the items as locked. It reports
 // them: Order.price names and prices the lines from them, or gives the error of the first
 // line at fault when the statement refused the order.
-func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, claim *idempotency.Claim) (Order, error) {
+//
+// answer, when not nil, renders the response to the request from the order as it ends: it is
+// stored with the PaymentIntent, the request's last write, in one statement (the claim is then
+// Completed).
+func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, claim *idempotency.Claim, answer Answer) (Order, error) {
 	if claim != nil && claim.RecoveryPoint == RecoveryOrderCreated && claim.ResourceID != nil {
 		o, err := s.store.Get(ctx, s.db, *claim.ResourceID)
 		if err != nil {
@@ -91,7 +95,7 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 		if err != nil {
 			s.log.WarnContext(ctx, "customer lookup failed; creating the PaymentIntent without it", "err", err)
 		}
-		return s.ensureIntent(ctx, o, customer)
+		return s.ensureIntent(ctx, o, customer, claim, answer)
 	}
 	rs, err := in.reservations()
 	if err != nil {
@@ -120,12 +124,28 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 	}
 	s.cache.Invalidate(ctx, itemIDs(&o)...)
 	metrics.OrdersCreated.Inc()
-	return s.ensureIntent(ctx, o, placed.Customer)
+	return s.ensureIntent(ctx, o, placed.Customer, claim, answer)
+}
+
+// Answer renders the response to a request from the order it ends with.
+type Answer func(Order) (status int, body []byte, err error)
+
+// answered is the completion that stores the response to claim's request with its last write
+// (none without a claim or an answer).
+func answered(o Order, claim *idempotency.Claim, answer Answer) (idempotency.Completion, error) {
+	if claim == nil || answer == nil {
+		return idempotency.Completion{}, nil
+	}
+	status, body, err := answer(o)
+	if err != nil {
+		return idempotency.Completion{}, err
+	}
+	return claim.Completion(status, body), nil
 }
 
 // ensureIntent gives a PENDING order its PaymentIntent. A transient Stripe failure leaves the
 // order PENDING for a retry (or the reconciler); a definitive one cancels it and frees the stock.
-func (s *Service) ensureIntent(ctx context.Context, o Order, customer string) (Order, error) {
+func (s *Service) ensureIntent(ctx context.Context, o Order, customer string, claim *idempotency.Claim, answer Answer) (Order, error) {
 	switch {
 	case o.Payment.IntentID != nil:
 		return o, nil
@@ -149,10 +169,14 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string) (O
 		}
 		return o, ErrGatewayRejected.Wrap(err)
 	}
-	if err := s.store.SetIntent(ctx, s.db, o.ID, pi.ID, pi.ClientSecret, PaymentRequiresPayment); err != nil {
+	if err := o.attachIntent(pi.ID, pi.ClientSecret); err != nil {
 		return o, err
 	}
-	return o, o.attachIntent(pi.ID, pi.ClientSecret)
+	done, err := answered(o, claim, answer)
+	if err != nil {
+		return o, err
+	}
+	return o, s.store.SetIntent(ctx, s.db, o.ID, pi.ID, pi.ClientSecret, PaymentRequiresPayment, done)
 }
 
 // CancelUnpaid cancels a PENDING order that has no open PaymentIntent at once (no Stripe call):

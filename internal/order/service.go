@@ -37,7 +37,7 @@ type Store interface {
 	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action, ev *Event, paid bool, msgs outbox.Rows) error
 	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
 	Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]Event, error)
-	SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string) error
+	SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string, done idempotency.Completion) error
 	UpdatePayment(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, p Payment) error
 	PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r Refund) error
 	SetRefundStatus(ctx context.Context, tx sqlx.QueryerContext, refundID, intentID, status string) ([]uuid.UUID, error)

@@ -345,13 +345,23 @@ func status(s *string) *order.Status {
 	return &st
 }
 
-const setIntentQuery = `UPDATE payments SET payment_intent_id = $2, client_secret = NULLIF($3, ''), status = $4, updated_at = now()
+var setIntentQuery = `WITH answered AS (
+    ` + idempotency.CompleteSQL(5) + `
+)
+UPDATE payments SET payment_intent_id = $2, client_secret = NULLIF($3, ''), status = $4, updated_at = now()
 WHERE order_id = $1 AND (payment_intent_id IS NULL OR payment_intent_id = $2)`
 
-// SetIntent records the order's PaymentIntent (once; the same id again is a no-op).
-func (Store) SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string) error {
-	_, err := db.ExecContext(ctx, setIntentQuery, orderID, intentID, clientSecret, status)
-	return mapErr("set intent", err)
+// SetIntent records the order's PaymentIntent (once; the same id again is a no-op) and, in the
+// same statement, the response of the request it ends (done; a completion without a claim
+// stores none). Both commit durably.
+func (Store) SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string,
+	done idempotency.Completion) error {
+	_, err := db.ExecContext(ctx, setIntentQuery, append([]any{orderID, intentID, clientSecret, status}, done.Args()...)...)
+	if err != nil {
+		return mapErr("set intent", err)
+	}
+	done.Stored()
+	return nil
 }
 
 const updatePaymentQuery = `UPDATE payments SET status = $2, amount_received = $3, received_currency = $4,
