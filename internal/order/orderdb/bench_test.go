@@ -10,8 +10,10 @@ import (
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/catalog"
 	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 	"github.com/dispatchhq/dispatch/internal/user"
@@ -67,4 +69,20 @@ func seed(t *testing.T) (*postgres.DB, user.User, catalog.Item) {
 		t.Fatal(err)
 	}
 	return db, u, it
+}
+
+// place writes a PENDING order of one unit of it for u, with claim's checkpoint (nil: a request
+// without a key); the test fails unless it is placed.
+func place(t *testing.T, db *postgres.DB, u user.User, it catalog.Item, claim *idempotency.Claim) order.Order {
+	t.Helper()
+	o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending,
+		Lines: []order.Line{{ID: uuid.New(), ItemID: it.ID, Quantity: 1}}}
+	p, err := (orderdb.Store{}).Create(context.Background(), db, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
+		outbox.Rows{}, claim.At(order.RecoveryOrderCreated, o.ID))
+	if err != nil || !p.Placed {
+		t.Fatal(p, err)
+	}
+	o.Lines[0].Name, o.Lines[0].UnitPrice, o.Lines[0].Subtotal = it.Name, it.Price, it.Price
+	o.Total, o.Currency = it.Price, it.Currency
+	return o
 }

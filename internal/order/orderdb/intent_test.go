@@ -9,7 +9,6 @@ import (
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
-	"github.com/dispatchhq/dispatch/internal/outbox"
 )
 
 // SetIntent stores the PaymentIntent and, in the same statement, the response of the request
@@ -19,16 +18,6 @@ func TestSetIntentStoresTheResponseWithIt(t *testing.T) {
 	ctx := context.Background()
 	db, u, it := seed(t)
 	idem := idempotency.NewStore(db)
-	place := func(claim *idempotency.Claim) order.Order {
-		t.Helper()
-		o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending,
-			Lines: []order.Line{{ID: uuid.New(), ItemID: it.ID, Quantity: 1}}}
-		if p, err := (orderdb.Store{}).Create(ctx, db, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
-			outbox.Rows{}, claim.At(order.RecoveryOrderCreated, o.ID)); err != nil || !p.Placed {
-			t.Fatal(p, err)
-		}
-		return o
-	}
 	intent := func(id uuid.UUID) string {
 		t.Helper()
 		var pi string
@@ -42,7 +31,7 @@ func TestSetIntentStoresTheResponseWithIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := place(claim)
+	o := place(t, db, u, it, claim)
 	body := []byte(`{"id":"` + o.ID.String() + `"}`)
 	if err := (orderdb.Store{}).SetIntent(ctx, db, o.ID, "pi_1", "secret", order.PaymentRequiresPayment, claim.Completion(201, body)); err != nil {
 		t.Fatal(err)
@@ -55,7 +44,7 @@ func TestSetIntentStoresTheResponseWithIt(t *testing.T) {
 		t.Fatalf("replay %+v (%v), want 201 %s", replay, err, body)
 	}
 
-	alone := place(nil)
+	alone := place(t, db, u, it, nil)
 	var none *idempotency.Claim
 	if err := (orderdb.Store{}).SetIntent(ctx, db, alone.ID, "pi_2", "", order.PaymentRequiresPayment, none.Completion(201, body)); err != nil {
 		t.Fatal(err)

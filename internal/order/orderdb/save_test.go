@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/outbox"
@@ -20,12 +19,7 @@ func TestSaveWritesItsMessagesOnlyWithTheChange(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db, u, it := seed(t)
-	o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending, Total: it.Price, Currency: "usd",
-		Lines: []order.Line{{ID: uuid.New(), ItemID: it.ID, Name: it.Name, UnitPrice: it.Price, Quantity: 1, Subtotal: it.Price}}}
-	if p, err := (orderdb.Store{}).Create(ctx, db, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
-		outbox.Rows{}, (*idempotency.Claim)(nil).At(order.RecoveryOrderCreated, o.ID)); err != nil || !p.Placed {
-		t.Fatal(p, err)
-	}
+	o := place(t, db, u, it, nil)
 	msgs, err := outbox.Encode(ctx,
 		outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{UserID: u.ID, Event: "order.paid"}},
 		outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{UserID: u.ID, Event: "order.other"}})
