@@ -19,6 +19,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/notification/notificationdb"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
@@ -52,16 +53,17 @@ func New(cfg config.Config, in Infra) *App {
 	hasher := auth.NewHasher(auth.Params(cfg.Argon2), 2*runtime.GOMAXPROCS(0))
 	tokens := auth.NewTokens(cfg.JWTAccessSecret, cfg.JWTRefreshSecret, cfg.JWTAccessTTL, cfg.JWTRefreshTTL)
 	cache := catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)
+	wake := outbox.NewWaker(in.DB, in.Log)
 	a := &App{
 		Infra:         in,
-		Auth:          auth.NewService(in.DB, in.Redis, in.Keys, hasher, tokens, userdb.Credentials{DB: in.DB}, in.Log),
+		Auth:          auth.NewService(in.DB, in.Redis, in.Keys, hasher, tokens, userdb.Credentials{DB: in.DB}, wake, in.Log),
 		Catalog:       catalog.NewService(in.DB, catalogdb.Store{}, cache),
 		Customers:     user.NewCustomerSync(in.DB, userdb.Store{}, in.Gateway),
 		Notifications: notificationdb.New(in.DB),
 		Idempotency:   idempotency.NewStore(in.DB),
 	}
-	a.Users = user.NewService(in.DB, userdb.Store{}, a.Auth, in.Log)
-	a.Orders = order.NewService(in.DB, orderdb.Store{}, catalogdb.Store{}, cache, in.Gateway, a.Idempotency, a.Customers, in.Log)
+	a.Users = user.NewService(in.DB, userdb.Store{}, a.Auth, wake, in.Log)
+	a.Orders = order.NewService(in.DB, orderdb.Store{}, catalogdb.Store{}, cache, in.Gateway, a.Idempotency, a.Customers, wake, in.Log)
 	return a
 }
 

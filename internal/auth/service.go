@@ -70,13 +70,15 @@ type Service struct {
 	Hasher *Hasher
 	Tokens *Tokens
 	users  CredentialStore
+	wake   *outbox.Waker
 	log    *slog.Logger
 	cache  identityCache
 }
 
 // NewService wires the auth service.
-func NewService(db *postgres.DB, rdb *redis.Client, keys redisx.Prefix, h *Hasher, t *Tokens, users CredentialStore, log *slog.Logger) *Service {
-	return &Service{db: db, rdb: rdb, keys: keys, Hasher: h, Tokens: t, users: users, log: log,
+func NewService(db *postgres.DB, rdb *redis.Client, keys redisx.Prefix, h *Hasher, t *Tokens, users CredentialStore,
+	wake *outbox.Waker, log *slog.Logger) *Service {
+	return &Service{db: db, rdb: rdb, keys: keys, Hasher: h, Tokens: t, users: users, wake: wake, log: log,
 		cache: identityCache{m: map[uuid.UUID]cachedIdentity{}}}
 }
 
@@ -99,7 +101,7 @@ func (s *Service) Login(ctx context.Context, email, password string, client Clie
 	if err != nil {
 		return TokenPair{}, err
 	}
-	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err = s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
 		if err := authdb.Create(ctx, tx, authdb.Session{
 			ID: sid, UserID: cred.UserID, RefreshTokenHash: hash,
 			ExpiresAt: time.Now().Add(s.Tokens.RefreshTTL), UserAgent: truncate(client.UserAgent, 512), IP: client.IP,

@@ -122,6 +122,7 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 	case err != nil:
 		return Order{}, fmt.Errorf("order: %s placed, yet its items were not fit for it: %v", o.ID, err)
 	}
+	s.wake.Wake()
 	s.cache.Invalidate(ctx, itemIDs(&o)...)
 	metrics.OrdersCreated.Inc()
 	return s.ensureIntent(ctx, o, placed.Customer, claim, answer)

@@ -73,14 +73,15 @@ type Service struct {
 	gateway   payment.Gateway
 	idem      *idempotency.Store
 	customers Customers
+	wake      *outbox.Waker
 	log       *slog.Logger
 }
 
 // NewService wires the orders service.
 func NewService(db *postgres.DB, store Store, stock Stock, cache *catalog.Cache, gateway payment.Gateway,
-	idem *idempotency.Store, customers Customers, log *slog.Logger) *Service {
+	idem *idempotency.Store, customers Customers, wake *outbox.Waker, log *slog.Logger) *Service {
 	return &Service{db: db, store: store, stock: stock, cache: cache, gateway: gateway, idem: idem,
-		customers: customers, log: log}
+		customers: customers, wake: wake, log: log}
 }
 
 // Get returns an order that is not deleted.
@@ -128,7 +129,7 @@ type change func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error)
 // apply runs a change in its own transaction and returns the order as saved.
 func (s *Service) apply(ctx context.Context, id uuid.UUID, mutate change) (Order, error) {
 	var o Order
-	err := postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err := s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
 		var err error
 		o, err = s.applyTx(ctx, tx, id, mutate)
 		return err
@@ -222,6 +223,7 @@ func (s *Service) applyRead(ctx context.Context, id uuid.UUID, mutate func(o *Or
 	} else if err != nil {
 		return Order{}, err
 	}
+	s.wake.Wake()
 	return o, nil
 }
 

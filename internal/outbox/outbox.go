@@ -18,7 +18,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
-// Channel is the LISTEN/NOTIFY channel a trigger on the outbox table signals on insert.
+// Channel is the LISTEN/NOTIFY channel on which writers wake the relays (Waker).
 const Channel = "dispatch_outbox"
 
 // Message is one task to enqueue once the transaction commits.

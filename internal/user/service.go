@@ -35,12 +35,13 @@ type Service struct {
 	db    *postgres.DB
 	store Store
 	auth  *auth.Service
+	wake  *outbox.Waker
 	log   *slog.Logger
 }
 
 // NewService wires the users service.
-func NewService(db *postgres.DB, store Store, a *auth.Service, log *slog.Logger) *Service {
-	return &Service{db: db, store: store, auth: a, log: log}
+func NewService(db *postgres.DB, store Store, a *auth.Service, wake *outbox.Waker, log *slog.Logger) *Service {
+	return &Service{db: db, store: store, auth: a, wake: wake, log: log}
 }
 
 // SignUp creates a customer account.
@@ -87,7 +88,7 @@ func (s *Service) create(ctx context.Context, in SignUp, role auth.Role) (User, 
 	if in.Language != nil {
 		u.Language = *in.Language
 	}
-	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err = s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
 		if err := s.store.Insert(ctx, tx, &u); err != nil {
 			return err
 		}
@@ -201,7 +202,7 @@ func (s *Service) update(ctx context.Context, id uuid.UUID, change func(*User) e
 		u       User
 		revoked []uuid.UUID
 	)
-	err := postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err := s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
 		var err error
 		if u, err = s.store.Lock(ctx, tx, id); err != nil {
 			return err
@@ -244,7 +245,7 @@ func (s *Service) DeleteByAdmin(ctx context.Context, actor auth.Principal, id uu
 
 func (s *Service) delete(ctx context.Context, id uuid.UUID, allowed func(User) error) error {
 	var revoked []uuid.UUID
-	err := postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err := s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
 		u, err := s.store.Lock(ctx, tx, id)
 		if err != nil {
 			return err

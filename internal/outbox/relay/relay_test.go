@@ -46,6 +46,7 @@ type env struct {
 	ns     tasks.Namespace
 	client *asynq.Client
 	insp   *asynq.Inspector
+	wake   *outbox.Waker
 }
 
 func newEnv(t *testing.T) *env {
@@ -53,7 +54,7 @@ func newEnv(t *testing.T) *env {
 	db, dbURL := testenv.DB(t)
 	rdb, _, _ := testenv.Redis(t)
 	ns := testenv.Namespace(t, rdb, "ot")
-	return &env{t: t, db: db, dbURL: dbURL, rdb: rdb, ns: ns,
+	return &env{t: t, db: db, dbURL: dbURL, rdb: rdb, ns: ns, wake: outbox.NewWaker(db, logging.Discard()),
 		client: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb)}
 }
 
@@ -62,7 +63,7 @@ func (e *env) relay(batch int, poll time.Duration) *relay.Relay {
 }
 
 // write inserts n notify:user rows with outbox.Write in one transaction, tagged with a
-// correlation id, and returns their ids.
+// correlation id, wakes the relays as the services do, and returns their ids.
 func (e *env) write(n int) []int64 {
 	e.t.Helper()
 	ctx := logging.WithCorrelationID(context.Background(), "cid-"+uuid.NewString()[:8])
@@ -89,6 +90,7 @@ func (e *env) write(n int) []int64 {
 	if err := tx.Commit(); err != nil {
 		e.t.Fatal(err)
 	}
+	e.wake.Wake()
 	return ids
 }
 
@@ -312,9 +314,9 @@ func TestRelayDropsUnknownTaskTypes(t *testing.T) {
 	}
 }
 
-// TestRelayWakesOnNotify: with a one-hour poll interval only LISTEN/NOTIFY can wake the relay;
-// rows written one transaction at a time are each delivered.
-func TestRelayWakesOnNotify(t *testing.T) {
+// TestRelayWakesOnTheWritersNotify: with a one-hour poll interval only the writers' NOTIFY
+// (outbox.Waker) can wake the relay; rows written one transaction at a time are each delivered.
+func TestRelayWakesOnTheWritersNotify(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	first := e.write(1)
