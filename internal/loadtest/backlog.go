@@ -14,6 +14,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/outbox/relay"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/user/userdb"
@@ -51,7 +52,8 @@ func RelayDrain(ctx context.Context, db *postgres.DB, rows int, userID uuid.UUID
 		msgs[i] = outbox.Message{Type: tasks.NotifyUser,
 			Payload: tasks.Notify{UserID: userID, Event: "auth.login", Data: map[string]any{"n": i}}}
 	}
-	if err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error { return outbox.Write(ctx, tx, msgs...) }); err != nil {
+	write := func(tx *postgres.Tx) error { return outbox.Write(ctx, tx, msgs...) }
+	if err := outbox.NewWaker(db, logging.Discard()).InTx(ctx, db, write); err != nil {
 		return 0, err
 	}
 	start := time.Now()
