@@ -399,3 +399,50 @@ func TestStatsReportBacklogAndOldestRow(t *testing.T) {
 		t.Fatalf("stats after a hand-off: %+v, err %v", b, err)
 	}
 }
+
+// TestAWakeUpClaimsTheRecentRowsAndThePollAllOfThem: a wake-up claims the rows that came due
+// in the last seconds; a row due for longer (its writer ran long, say) is left to the full claim
+// of the poll interval, which comes however many wake-ups keep the relay busy.
+func TestAWakeUpClaimsTheRecentRowsAndThePollAllOfThem(t *testing.T) {
+	t.Parallel()
+	for _, poll := range []time.Duration{time.Hour, 300 * time.Millisecond} {
+		e := newEnv(t)
+		insert := func(age string) int64 {
+			var id int64
+			if err := e.db.Get(&id, `INSERT INTO outbox (type, payload, relay_at)
+				VALUES ('notify:user', '{"userId": "00000000-0000-0000-0000-000000000001", "event": "auth.login"}', now() - $1::interval)
+				RETURNING id`, age); err != nil {
+				t.Fatal(err)
+			}
+			return id
+		}
+		// No wake-up for this one: only the start-up drain, a full claim, can take it.
+		first := insert("0")
+		r := e.relay(100, poll)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = r.Run(ctx) }()
+		testenv.Eventually(t, 10*time.Second, "start-up drain", func() bool { return e.queued(tasks.QueueNotifications, first) })
+
+		old := insert("1 hour")
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) { // wake-ups every 50 ms, each for a fresh row
+			ids := e.write(1)
+			testenv.Eventually(t, 5*time.Second, "a fresh row delivered on its wake-up", func() bool {
+				return e.queued(tasks.QueueNotifications, ids[0])
+			})
+			time.Sleep(50 * time.Millisecond)
+		}
+		if poll == time.Hour {
+			if e.queued(tasks.QueueNotifications, old) {
+				t.Fatal("a wake-up claimed a row due for an hour; only the full claim should")
+			}
+		} else {
+			testenv.Eventually(t, 5*time.Second, "the row due for an hour delivered by the full claim", func() bool {
+				return e.queued(tasks.QueueNotifications, old)
+			})
+		}
+		cancel()
+		<-done
+	}
+}
