@@ -101,7 +101,7 @@ func (s *Service) Login(ctx context.Context, email, password string, client Clie
 	if err != nil {
 		return TokenPair{}, err
 	}
-	err = s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err = s.wake.InTx(ctx, func(tx *postgres.Tx) error {
 		if err := authdb.Create(ctx, tx, authdb.Session{
 			ID: sid, UserID: cred.UserID, RefreshTokenHash: hash,
 			ExpiresAt: time.Now().Add(s.Tokens.RefreshTTL), UserAgent: truncate(client.UserAgent, 512), IP: client.IP,

@@ -53,7 +53,7 @@ func RelayDrain(ctx context.Context, db *postgres.DB, rows int, userID uuid.UUID
 			Payload: tasks.Notify{UserID: userID, Event: "auth.login", Data: map[string]any{"n": i}}}
 	}
 	write := func(tx *postgres.Tx) error { return outbox.Write(ctx, tx, msgs...) }
-	if err := outbox.NewWaker(db, logging.Discard()).InTx(ctx, db, write); err != nil {
+	if err := outbox.NewWaker(db, logging.Discard()).InTx(ctx, write); err != nil {
 		return 0, err
 	}
 	start := time.Now()

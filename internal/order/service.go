@@ -129,7 +129,7 @@ type change func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error)
 // apply runs a change in its own transaction and returns the order as saved.
 func (s *Service) apply(ctx context.Context, id uuid.UUID, mutate change) (Order, error) {
 	var o Order
-	err := s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err := s.wake.InTx(ctx, func(tx *postgres.Tx) error {
 		var err error
 		o, err = s.applyTx(ctx, tx, id, mutate)
 		return err

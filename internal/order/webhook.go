@@ -31,7 +31,7 @@ const (
 // outbox rows commit in one transaction; an event seen before does nothing.
 func (s *Service) HandlePaymentEvent(ctx context.Context, ev payment.Event) (string, error) {
 	var outcome string
-	err := s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err := s.wake.InTx(ctx, func(tx *postgres.Tx) error {
 		var err error
 		if outcome, err = s.applyEvent(ctx, tx, ev); err != nil {
 			return err

@@ -54,10 +54,10 @@ func (w *Waker) Wake() {
 	}
 }
 
-// InTx runs fn in a transaction (postgres.WithTx) and wakes the relays once it committed: the
-// way to run a transaction that writes outbox rows.
-func (w *Waker) InTx(ctx context.Context, db *postgres.DB, fn func(tx *postgres.Tx) error) error {
-	err := postgres.WithTx(ctx, db, fn)
+// InTx runs fn in a transaction on the Waker's database (postgres.WithTx) and wakes the relays
+// once it committed: the way to run a transaction that writes outbox rows.
+func (w *Waker) InTx(ctx context.Context, fn func(tx *postgres.Tx) error) error {
+	err := postgres.WithTx(ctx, w.db, fn)
 	if err == nil {
 		w.Wake()
 	}

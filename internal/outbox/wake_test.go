@@ -46,7 +46,7 @@ func TestTheWritingTransactionSendsNoNotify(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 
-	if err := outbox.NewWaker(db, logging.Discard()).InTx(ctx, db, write); err != nil {
+	if err := outbox.NewWaker(db, logging.Discard()).InTx(ctx, write); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -88,7 +88,7 @@ func (s *Service) create(ctx context.Context, in SignUp, role auth.Role) (User, 
 	if in.Language != nil {
 		u.Language = *in.Language
 	}
-	err = s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err = s.wake.InTx(ctx, func(tx *postgres.Tx) error {
 		if err := s.store.Insert(ctx, tx, &u); err != nil {
 			return err
 		}
@@ -202,7 +202,7 @@ func (s *Service) update(ctx context.Context, id uuid.UUID, change func(*User) e
 		u       User
 		revoked []uuid.UUID
 	)
-	err := s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err := s.wake.InTx(ctx, func(tx *postgres.Tx) error {
 		var err error
 		if u, err = s.store.Lock(ctx, tx, id); err != nil {
 			return err
@@ -245,7 +245,7 @@ func (s *Service) DeleteByAdmin(ctx context.Context, actor auth.Principal, id uu
 
 func (s *Service) delete(ctx context.Context, id uuid.UUID, allowed func(User) error) error {
 	var revoked []uuid.UUID
-	err := s.wake.InTx(ctx, s.db, func(tx *postgres.Tx) error {
+	err := s.wake.InTx(ctx, func(tx *postgres.Tx) error {
 		u, err := s.store.Lock(ctx, tx, id)
 		if err != nil {
 			return err
