@@ -21,10 +21,16 @@ import (
 // enough stock, and the aggregate cond over stock_locked holds (the order's own rules). Only
 // then are the quantities taken; whatever else the statement writes must be conditioned on ok
 // too. ReservationArgs are its parameters $n and $n+1.
+//
+// Each read of items names the ids with `i.id = ANY(...)` as well as joining them: the
+// statements run prepared, and in its generic plan PostgreSQL guessed 10 rows for the unnest
+// and joined it by hashing the whole items table, two scans of the catalog per order
+// (docs/performance.md). With the ANY condition it looks them up by the primary key.
 func ReserveAll(n int, cond string) string {
 	return fmt.Sprintf(`stock_locked AS MATERIALIZED (
     SELECT i.id, i.name, i.price, i.currency, i.stock, i.deleted_at, w.qty
     FROM items i JOIN unnest($%[1]d::uuid[], $%[2]d::int[]) AS w(id, qty) ON w.id = i.id
+    WHERE i.id = ANY($%[1]d::uuid[])
     ORDER BY i.id
     FOR NO KEY UPDATE OF i
 ), stock_ok AS MATERIALIZED (
@@ -33,7 +39,7 @@ func ReserveAll(n int, cond string) string {
 ), stock_taken AS (
     UPDATE items i SET stock = i.stock - l.qty, updated_at = now()
     FROM stock_locked l, stock_ok
-    WHERE i.id = l.id AND stock_ok.ok
+    WHERE i.id = l.id AND i.id = ANY($%[1]d::uuid[]) AND stock_ok.ok
 )`, n, n+1, cond)
 }
 
@@ -62,11 +68,12 @@ func ReservationArgs(rs []catalog.Reservation) []any {
 const releaseQuery = `
 WITH locked AS MATERIALIZED (
     SELECT i.id, w.qty FROM items i JOIN unnest($1::uuid[], $2::int[]) AS w(id, qty) ON w.id = i.id
+    WHERE i.id = ANY($1::uuid[])
     ORDER BY i.id
     FOR NO KEY UPDATE OF i
 )
 UPDATE items i SET stock = i.stock + l.qty, updated_at = $3
-FROM locked l WHERE i.id = l.id`
+FROM locked l WHERE i.id = l.id AND i.id = ANY($1::uuid[])`
 
 // Release gives reserved quantities back to stock (deleted items included).
 func (Store) Release(ctx context.Context, tx sqlx.ExecerContext, rs []catalog.Reservation) error {

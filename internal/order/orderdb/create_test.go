@@ -2,6 +2,7 @@ package orderdb_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/google/uuid"
@@ -12,6 +13,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
@@ -163,5 +165,66 @@ func TestCreateWritesAllOrNothing(t *testing.T) {
 	}
 	if got := now(); got != (state{1, 1, 7, 0}) {
 		t.Fatalf("failed statement left %+v", got)
+	}
+}
+
+// Taking and giving back stock looks the items up by key, also in the plan a prepared
+// statement settles on after its first executions: PostgreSQL's generic plan guessed the
+// order's lines at 10 rows and hashed the whole catalog to join them, two scans of every
+// item per order.
+func TestStockIsTakenAndGivenBackWithoutScanningTheCatalog(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, u, _ := seed(t)
+	if _, err := db.Pool().ExecContext(ctx, `INSERT INTO items (id, name, description, price, currency, stock)
+		SELECT gen_random_uuid(), 'Item ' || g, 'd', 100 + g, 'usd', 1000 FROM generate_series(1, 2000) g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool().ExecContext(ctx, `ANALYZE items`); err != nil {
+		t.Fatal(err)
+	}
+	var ids []uuid.UUID
+	if err := db.Pool().SelectContext(ctx, &ids, `SELECT id FROM items ORDER BY price LIMIT 40`); err != nil {
+		t.Fatal(err)
+	}
+	type scans struct {
+		Seq   int64 `db:"seq_scan"`
+		Index int64 `db:"idx_scan"`
+	}
+	// The counts of this transaction, with whatever this connection has not reported yet.
+	count := func(tx *postgres.Tx) (scans, error) {
+		var n scans
+		err := tx.GetContext(ctx, &n, `SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'items'`)
+		return n, err
+	}
+	err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
+		before, err := count(tx)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < 20; i++ { // a prepared statement's first five runs are planned for their values
+			a, b := ids[2*i], ids[2*i+1]
+			o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending,
+				Lines: []order.Line{{ID: uuid.New(), ItemID: a, Quantity: 1}, {ID: uuid.New(), ItemID: b, Quantity: 2}}}
+			p, err := orderdb.Store{}.Create(ctx, tx, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
+				outbox.Rows{}, (*idempotency.Claim)(nil).At(order.RecoveryOrderCreated, o.ID))
+			if err != nil || !p.Placed {
+				return fmt.Errorf("order %d: %+v %v", i, p, err)
+			}
+			if err := (catalogdb.Store{}).Release(ctx, tx, o.Reservations()); err != nil {
+				return err
+			}
+		}
+		after, err := count(tx)
+		if err != nil {
+			return err
+		}
+		if seq, idx := after.Seq-before.Seq, after.Index-before.Index; seq != 0 || idx == 0 {
+			return fmt.Errorf("items scanned whole %d times, by index %d times, for 20 orders and their release", seq, idx)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
