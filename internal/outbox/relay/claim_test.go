@@ -48,3 +48,54 @@ func TestClaimRelaxesOnlyItsOwnCommit(t *testing.T) {
 		t.Fatalf("synchronous_commit after the claim's transaction = %q, want on", got)
 	}
 }
+
+// A claim finds its rows by the relay_at index and updates them by key, also in the plan a
+// prepared statement settles on after its first executions: the generic plan of an
+// `id IN (...)` read the whole outbox for every batch, so that draining a backlog took time
+// growing with its square.
+func TestAClaimReadsOnlyTheRowsItTakes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := testenv.DB(t)
+	if _, err := db.Pool().ExecContext(ctx, `INSERT INTO outbox (type, payload, correlation_id)
+		SELECT 'notify:user', '{}', 'c' FROM generate_series(1, 5000)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool().ExecContext(ctx, `ANALYZE outbox`); err != nil {
+		t.Fatal(err)
+	}
+	// This transaction's counts, with whatever the connection has not reported yet.
+	seqScans := func(tx *postgres.Tx) int64 {
+		t.Helper()
+		var n int64
+		if err := tx.GetContext(ctx, &n, `SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'outbox'`); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
+		before, claimed := seqScans(tx), 0
+		for i := 0; i < 10; i++ { // a prepared statement's first five runs are planned for their values
+			for _, q := range []struct {
+				sql  string
+				args []any
+			}{
+				{claimQuery, []any{50, time.Minute.Milliseconds()}},
+				{claimRecentQuery, []any{50, time.Minute.Milliseconds(), time.Hour.Milliseconds()}},
+			} {
+				var rows []row
+				if err := tx.SelectContext(ctx, &rows, q.sql, q.args...); err != nil {
+					return err
+				}
+				claimed += len(rows)
+			}
+		}
+		if n := seqScans(tx) - before; n != 0 || claimed != 1000 {
+			t.Fatalf("20 claims of 50 took %d rows and read the whole outbox %d times", claimed, n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

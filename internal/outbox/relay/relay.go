@@ -94,6 +94,10 @@ type row struct {
 // rows just committed, whose relay_at is their writer's start, so the relay claims those by
 // the recent window alone; rows older than it (a writer that ran longer, a redelivery that
 // came due while no wake-up came) wait for the full claim, once per poll interval.
+//
+// The claimed ids come back as an array the update looks up by key: the statement runs
+// prepared, and its generic plan joined an `id IN (...)` by reading the whole outbox, every
+// row and dead row of a backlog for each batch taken from it (docs/performance.md).
 var (
 	claimQuery       = claimSQL("relay_at <= now()")
 	claimRecentQuery = claimSQL("relay_at <= now() AND relay_at > now() - $3 * interval '1 millisecond'")
@@ -103,9 +107,9 @@ func claimSQL(due string) string {
 	return `WITH ` + postgres.Relaxed + `
 UPDATE outbox SET deliveries = deliveries + 1,
     relay_at = now() + $2 * interval '1 millisecond' * power(2, least(deliveries, 4))
-WHERE id IN (
+WHERE id = ANY(ARRAY(
     SELECT id FROM outbox, relaxed WHERE ` + due + ` ORDER BY relay_at, id LIMIT $1 FOR UPDATE OF outbox SKIP LOCKED
-) RETURNING id, type, payload, correlation_id, created_at, deliveries`
+)) RETURNING id, type, payload, correlation_id, created_at, deliveries`
 }
 
 // recentWindow is how far back a claim after a wake-up looks.
