@@ -49,10 +49,10 @@ func TestClaimRelaxesOnlyItsOwnCommit(t *testing.T) {
 	}
 }
 
-// A claim finds its rows by the relay_at index and updates them by key, also in the plan a
-// prepared statement settles on after its first executions: the generic plan of an
-// `id IN (...)` read the whole outbox for every batch, so that draining a backlog took time
-// growing with its square.
+// A claim finds its rows by the relay_at index and updates them by key, in the plans of a
+// prepared statement's first executions and in the one it settles on: an `id IN (...)` was
+// planned as a join that read the whole outbox for every batch, so that draining a backlog
+// took time growing with its square.
 func TestAClaimReadsOnlyTheRowsItTakes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -95,9 +95,9 @@ type row struct {
 // the recent window alone; rows older than it (a writer that ran longer, a redelivery that
 // came due while no wake-up came) wait for the full claim, once per poll interval.
 //
-// The claimed ids come back as an array the update looks up by key: the statement runs
-// prepared, and its generic plan joined an `id IN (...)` by reading the whole outbox, every
-// row and dead row of a backlog for each batch taken from it (docs/performance.md).
+// The claimed ids come back as an array the update looks up by key: PostgreSQL planned an
+// `id IN (...)` as a join that read the whole outbox, every row and dead row of a backlog,
+// for each batch taken from it (docs/performance.md).
 var (
 	claimQuery       = claimSQL("relay_at <= now()")
 	claimRecentQuery = claimSQL("relay_at <= now() AND relay_at > now() - $3 * interval '1 millisecond'")
