@@ -194,3 +194,21 @@ func withDatabase(base, name string) string {
 	u.Path = "/" + name
 	return u.String()
 }
+
+// Scans are the sequential and index scans of a table counted in tx's transaction, plus those
+// its connection has not reported yet: compare two readings taken in the same transaction.
+type Scans struct {
+	Seq   int64 `db:"seq_scan"`
+	Index int64 `db:"idx_scan"`
+}
+
+// ScansOf reads the scans of table counted so far in tx's transaction (pg_stat_xact_user_tables).
+func ScansOf(t testing.TB, tx *postgres.Tx, table string) Scans {
+	t.Helper()
+	var s Scans
+	if err := tx.GetContext(context.Background(), &s,
+		`SELECT seq_scan, COALESCE(idx_scan, 0) AS idx_scan FROM pg_stat_xact_user_tables WHERE relname = $1`, table); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/catalog"
 	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
@@ -15,6 +16,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
+	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
 // Create is an order's whole transaction in one statement: all of it when every line's stock
@@ -187,38 +189,32 @@ func TestStockIsTakenAndGivenBackWithoutScanningTheCatalog(t *testing.T) {
 	if err := db.Pool().SelectContext(ctx, &ids, `SELECT id FROM items ORDER BY price LIMIT 40`); err != nil {
 		t.Fatal(err)
 	}
-	type scans struct {
-		Seq   int64 `db:"seq_scan"`
-		Index int64 `db:"idx_scan"`
+	placeAndRelease := func(q interface {
+		sqlx.QueryerContext
+		sqlx.ExecerContext
+	}, a, b uuid.UUID) error {
+		o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending,
+			Lines: []order.Line{{ID: uuid.New(), ItemID: a, Quantity: 1}, {ID: uuid.New(), ItemID: b, Quantity: 2}}}
+		p, err := orderdb.Store{}.Create(ctx, q, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
+			outbox.Rows{}, (*idempotency.Claim)(nil).At(order.RecoveryOrderCreated, o.ID))
+		if err != nil || !p.Placed {
+			return fmt.Errorf("order: %+v %v", p, err)
+		}
+		return (catalogdb.Store{}).Release(ctx, q, o.Reservations())
 	}
-	// The counts of this transaction, with whatever this connection has not reported yet.
-	count := func(tx *postgres.Tx) (scans, error) {
-		var n scans
-		err := tx.GetContext(ctx, &n, `SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'items'`)
-		return n, err
+	// Outside a transaction the pool prepares the statements before running them; inside
+	// one it runs a statement it has not prepared yet as it is, planned for its values.
+	if err := placeAndRelease(db, ids[0], ids[1]); err != nil {
+		t.Fatal(err)
 	}
 	err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
-		before, err := count(tx)
-		if err != nil {
-			return err
-		}
+		before := testenv.ScansOf(t, tx, "items")
 		for i := 0; i < 20; i++ { // a prepared statement's first five runs are planned for their values
-			a, b := ids[2*i], ids[2*i+1]
-			o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending,
-				Lines: []order.Line{{ID: uuid.New(), ItemID: a, Quantity: 1}, {ID: uuid.New(), ItemID: b, Quantity: 2}}}
-			p, err := orderdb.Store{}.Create(ctx, tx, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
-				outbox.Rows{}, (*idempotency.Claim)(nil).At(order.RecoveryOrderCreated, o.ID))
-			if err != nil || !p.Placed {
-				return fmt.Errorf("order %d: %+v %v", i, p, err)
-			}
-			if err := (catalogdb.Store{}).Release(ctx, tx, o.Reservations()); err != nil {
-				return err
+			if err := placeAndRelease(tx, ids[2*i], ids[2*i+1]); err != nil {
+				return fmt.Errorf("order %d: %w", i, err)
 			}
 		}
-		after, err := count(tx)
-		if err != nil {
-			return err
-		}
+		after := testenv.ScansOf(t, tx, "items")
 		if seq, idx := after.Seq-before.Seq, after.Index-before.Index; seq != 0 || idx == 0 {
 			return fmt.Errorf("items scanned whole %d times, by index %d times, for 20 orders and their release", seq, idx)
 		}

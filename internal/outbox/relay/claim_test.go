@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -64,33 +66,38 @@ func TestAClaimReadsOnlyTheRowsItTakes(t *testing.T) {
 	if _, err := db.Pool().ExecContext(ctx, `ANALYZE outbox`); err != nil {
 		t.Fatal(err)
 	}
-	// This transaction's counts, with whatever the connection has not reported yet.
-	seqScans := func(tx *postgres.Tx) int64 {
-		t.Helper()
-		var n int64
-		if err := tx.GetContext(ctx, &n, `SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'outbox'`); err != nil {
-			t.Fatal(err)
+	claims := func(q sqlx.QueryerContext, batch int) (int, error) {
+		n := 0
+		for _, c := range []struct {
+			sql  string
+			args []any
+		}{
+			{claimQuery, []any{batch, time.Minute.Milliseconds()}},
+			{claimRecentQuery, []any{batch, time.Minute.Milliseconds(), time.Hour.Milliseconds()}},
+		} {
+			var rows []row
+			if err := sqlx.SelectContext(ctx, q, &rows, c.sql, c.args...); err != nil {
+				return n, err
+			}
+			n += len(rows)
 		}
-		return n
+		return n, nil
+	}
+	// Outside a transaction the pool prepares the statements before running them (here
+	// claiming nothing); inside one it runs a statement it has not prepared yet as it is.
+	if _, err := claims(db, 0); err != nil {
+		t.Fatal(err)
 	}
 	err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
-		before, claimed := seqScans(tx), 0
+		before, claimed := testenv.ScansOf(t, tx, "outbox"), 0
 		for i := 0; i < 10; i++ { // a prepared statement's first five runs are planned for their values
-			for _, q := range []struct {
-				sql  string
-				args []any
-			}{
-				{claimQuery, []any{50, time.Minute.Milliseconds()}},
-				{claimRecentQuery, []any{50, time.Minute.Milliseconds(), time.Hour.Milliseconds()}},
-			} {
-				var rows []row
-				if err := tx.SelectContext(ctx, &rows, q.sql, q.args...); err != nil {
-					return err
-				}
-				claimed += len(rows)
+			n, err := claims(tx, 50)
+			if err != nil {
+				return err
 			}
+			claimed += n
 		}
-		if n := seqScans(tx) - before; n != 0 || claimed != 1000 {
+		if n := testenv.ScansOf(t, tx, "outbox").Seq - before.Seq; n != 0 || claimed != 1000 {
 			t.Fatalf("20 claims of 50 took %d rows and read the whole outbox %d times", claimed, n)
 		}
 		return nil
