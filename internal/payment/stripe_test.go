@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"testing"
 
 	"github.com/dispatchhq/dispatch/internal/payment"
@@ -65,5 +66,32 @@ func TestStripeAdapterSortsErrors(t *testing.T) {
 		if !errors.Is(err, c.want) {
 			t.Errorf("Stripe %d %s: err %v, want %v", c.f.Status, c.f.Code, err, c.want)
 		}
+	}
+}
+
+func TestStripeConnectionsAreReused(t *testing.T) {
+	t.Parallel()
+	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))
+	s := payment.NewStripe("sk_test_dispatch", proxy.URL)
+	const inFlight, rounds = 16, 5
+	proxy.Gather(inFlight) // every round has all its calls in flight at once
+	for range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, inFlight)
+		for range inFlight {
+			wg.Go(func() {
+				if _, err := s.GetPaymentIntent(context.Background(), "pi_123"); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	if n := proxy.Connections(); n > inFlight {
+		t.Fatalf("%d rounds of %d calls at once opened %d connections, want at most %d", rounds, inFlight, n, inFlight)
 	}
 }

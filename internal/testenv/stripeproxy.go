@@ -2,12 +2,14 @@ package testenv
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -18,9 +20,14 @@ import (
 type StripeProxy struct {
 	URL string
 
-	mu     sync.Mutex
-	faults []fault
-	calls  []Call
+	conns atomic.Int64
+
+	mu      sync.Mutex
+	faults  []fault
+	calls   []Call
+	gather  int
+	waiting int
+	release chan struct{}
 }
 
 // Call is one request the proxy received.
@@ -52,7 +59,8 @@ func NewStripeProxy(t testing.TB, target string) *StripeProxy {
 	}
 	p := &StripeProxy{}
 	rp := httputil.NewSingleHostReverseProxy(u)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.gate()
 		call := Call{Method: r.Method, Path: r.URL.Path, IdempotencyKey: r.Header.Get("Idempotency-Key")}
 		if f, ok := p.match(r.Method, r.URL.Path); ok {
 			call.Status = f.Status
@@ -72,6 +80,12 @@ func NewStripeProxy(t testing.TB, target string) *StripeProxy {
 		call.Status = rec.status
 		p.record(call)
 	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			p.conns.Add(1)
+		}
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	p.URL = srv.URL
 	return p
@@ -83,6 +97,35 @@ func (p *StripeProxy) Fail(method, prefix string, f Fault) {
 	defer p.mu.Unlock()
 	p.faults = append(p.faults, fault{method: method, prefix: prefix, Fault: f})
 }
+
+// Gather holds every call until n calls are held, then lets them through together, so that a
+// test can have n calls in flight at once. Gather(0) holds none.
+func (p *StripeProxy) Gather(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gather = n
+}
+
+func (p *StripeProxy) gate() {
+	p.mu.Lock()
+	if p.gather == 0 {
+		p.mu.Unlock()
+		return
+	}
+	if p.release == nil {
+		p.release = make(chan struct{})
+	}
+	release := p.release
+	if p.waiting++; p.waiting == p.gather {
+		close(release)
+		p.release, p.waiting = nil, 0
+	}
+	p.mu.Unlock()
+	<-release
+}
+
+// Connections returns how many connections the proxy accepted.
+func (p *StripeProxy) Connections() int { return int(p.conns.Load()) }
 
 // Clear removes every fault.
 func (p *StripeProxy) Clear() {
