@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -212,3 +214,51 @@ func ScansOf(t testing.TB, tx *postgres.Tx, table string) Scans {
 	}
 	return s
 }
+
+// GenericPlan returns the plan PostgreSQL keeps for query once it stops planning each call for
+// its values (EXPLAIN, costs off), args being SQL literals for its parameters. On a database
+// from DB no table was ever analyzed: the state in which a generic plan may take an index that
+// merely matches the statement's predicate, and keep it for the connection's life.
+func GenericPlan(t testing.TB, db *postgres.DB, query string, args ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := db.Pool().Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	name := "generic_" + randomSuffix()
+	for _, stmt := range []string{`SET plan_cache_mode = force_generic_plan`, `PREPARE ` + name + ` AS ` + query} {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	defer func() {
+		_, _ = conn.ExecContext(ctx, `DEALLOCATE `+name+`; RESET plan_cache_mode`)
+	}()
+	var lines []string
+	if err := conn.SelectContext(ctx, &lines, `EXPLAIN (COSTS OFF) EXECUTE `+name+`(`+strings.Join(args, ", ")+`)`); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ScansIn returns how plan reads table, in order: the name of each index it scans the table
+// through, "seq" for each sequential scan. A bitmap scan is counted by its index's name when that
+// starts with the table's.
+func ScansIn(plan, table string) []string {
+	var out []string
+	for _, m := range planScan.FindAllStringSubmatch(plan, -1) {
+		switch {
+		case m[1] != "" && m[2] == table:
+			out = append(out, m[1])
+		case m[3] == table:
+			out = append(out, "seq")
+		case strings.HasPrefix(m[4], table+"_"):
+			out = append(out, m[4])
+		}
+	}
+	return out
+}
+
+var planScan = regexp.MustCompile(`Index (?:Only )?Scan(?: Backward)? using (\S+) on (\S+)|Seq Scan on (\S+)|Bitmap Index Scan on (\S+)`)
