@@ -187,12 +187,12 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 	case pi.Status == payment.IntentSucceeded:
 		ev := payment.Event{PaymentIntentID: pi.ID, AmountReceived: pi.AmountReceived, Currency: pi.Currency}
 		_, err = s.apply(ctx, po.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-			return s.paymentSucceeded(ctx, tx, o, ev, ActorReconciler, &outcome)
+			return s.paymentSucceeded(ctx, o, ev, ActorReconciler, &outcome)
 		})
 		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, reconcilePaid)
 	case pi.Status == payment.IntentCanceled:
 		_, err = s.apply(ctx, po.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-			return s.intentCanceled(ctx, tx, o, ActorReconciler, &outcome)
+			return s.intentCanceled(ctx, o, ActorReconciler, &outcome)
 		})
 		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, reconcileCanceled)
 	case age >= p.UnpaidTTL:

@@ -31,10 +31,11 @@ type Filter struct {
 type Store interface {
 	Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (Order, error)
 	Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (Order, error)
+	GetByIntent(ctx context.Context, db sqlx.QueryerContext, intentID string) (Order, error)
 	LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (Order, error)
 	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]Order, error)
 	Create(ctx context.Context, db sqlx.QueryerContext, o *Order, ev Event, msgs outbox.Rows, checkpoint idempotency.Point) (Placement, error)
-	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, was Status, wasAction Action, ev *Event, paid bool, msgs outbox.Rows) error
+	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, c Change) error
 	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
 	Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]Event, error)
 	SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string, done idempotency.Completion) error
@@ -46,6 +47,20 @@ type Store interface {
 	Stuck(ctx context.Context, db sqlx.QueryerContext, before time.Time, limit int) ([]StuckOrder, error)
 	RecordStripeEvent(ctx context.Context, tx sqlx.ExecerContext, id, typ, outcome string) (bool, error)
 }
+
+// Change is what Store.Save writes with an order's new state, all of it only if the order still
+// has the status and pending action it was read with.
+type Change struct {
+	Was       Status
+	WasAction Action
+	Event     *Event       // the timeline entry, or nil
+	Paid      bool         // the payment changed
+	Msgs      outbox.Rows  // the messages announcing the change
+	Stripe    *StripeEvent // the webhook event behind the change, recorded with it
+}
+
+// StripeEvent is a webhook event as recorded, with what handling it did.
+type StripeEvent struct{ ID, Type, Outcome string }
 
 // Stock reserves and releases item quantities (implemented by catalogdb).
 type Stock interface {
@@ -178,7 +193,7 @@ func (s *Service) applyLocked(ctx context.Context, tx *postgres.Tx, o Order, mut
 		return o, err
 	}
 	if moved(was, o) { // the event, payment and messages go with the change
-		if err := s.save(ctx, tx, &o, was, ev, msgs); err != nil {
+		if err := s.save(ctx, tx, &o, was, ev, msgs, nil); err != nil {
 			return Order{}, err
 		}
 		return o, nil
@@ -218,7 +233,7 @@ func (s *Service) applyRead(ctx context.Context, id uuid.UUID, mutate func(o *Or
 	case !moved(was, o):
 		return o, nil
 	}
-	if err := s.save(ctx, s.db, &o, was, ev, msgs); errors.Is(err, ErrConcurrentUpdate) {
+	if err := s.save(ctx, s.db, &o, was, ev, msgs, nil); errors.Is(err, ErrConcurrentUpdate) {
 		return s.apply(ctx, id, locking)
 	} else if err != nil {
 		return Order{}, err
@@ -231,14 +246,16 @@ func (s *Service) applyRead(ctx context.Context, id uuid.UUID, mutate func(o *Or
 // compare-and-set is about.
 func moved(was, o Order) bool { return o.Status != was.Status || o.PendingAction != was.PendingAction }
 
-// save writes a change that moved o from was with its event, payment and messages (Save).
-func (s *Service) save(ctx context.Context, q sqlx.QueryerContext, o *Order, was Order, ev *Event, msgs []outbox.Message) error {
+// save writes a change that moved o from was with its event, payment and messages, and the
+// Stripe event behind it when se is not nil (Save).
+func (s *Service) save(ctx context.Context, q sqlx.QueryerContext, o *Order, was Order, ev *Event, msgs []outbox.Message, se *StripeEvent) error {
 	if ev != nil {
 		stamp(ctx, ev, o.ID)
 	}
 	rows, err := outbox.Encode(ctx, msgs...)
 	if err == nil {
-		err = s.store.Save(ctx, q, o, was.Status, was.PendingAction, ev, o.Payment != was.Payment, rows)
+		err = s.store.Save(ctx, q, o, Change{Was: was.Status, WasAction: was.PendingAction, Event: ev,
+			Paid: o.Payment != was.Payment, Msgs: rows, Stripe: se})
 	}
 	if err == nil && o.Status != was.Status {
 		metrics.Transition(string(was.Status), string(o.Status))

@@ -110,19 +110,40 @@ FROM orders o
 JOIN payments p ON p.order_id = o.id
 LEFT JOIN LATERAL (SELECT * FROM refunds r WHERE r.order_id = o.id ORDER BY r.kind = 'order' DESC LIMIT 1) r ON true`
 
+// The lookups by key leave deleted orders out in Go, not in SQL: a statement that says
+// `deleted_at IS NULL` matches the predicate of the partial list indexes, and on tables not
+// analyzed yet the generic plan of such a lookup scanned a whole list index for its one key
+// (docs/decisions.md, "Lookups by key").
+const (
+	getQuery         = selectOrder + ` WHERE o.id = $1`
+	getByIntentQuery = selectOrder + ` WHERE p.payment_intent_id = $1`
+)
+
 // Get returns an order that is not deleted.
 func (Store) Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (order.Order, error) {
-	return getOne(ctx, db, selectOrder+` WHERE o.id = $1 AND o.deleted_at IS NULL`, id)
+	return live(getOne(ctx, db, getQuery, id))
+}
+
+// GetByIntent reads the order paid by a PaymentIntent, without a lock; not a deleted one.
+func (Store) GetByIntent(ctx context.Context, db sqlx.QueryerContext, intentID string) (order.Order, error) {
+	return live(getOne(ctx, db, getByIntentQuery, intentID))
 }
 
 // Lock reads an order (deleted ones included) and locks its row for the transaction.
 func (Store) Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (order.Order, error) {
-	return getOne(ctx, tx, selectOrder+` WHERE o.id = $1 FOR UPDATE OF o`, id)
+	return getOne(ctx, tx, getQuery+` FOR UPDATE OF o`, id)
 }
 
 // LockByIntent locks the order paid by a PaymentIntent.
 func (Store) LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (order.Order, error) {
-	return getOne(ctx, tx, selectOrder+` WHERE p.payment_intent_id = $1 FOR UPDATE OF o`, intentID)
+	return getOne(ctx, tx, getByIntentQuery+` FOR UPDATE OF o`, intentID)
+}
+
+func live(o order.Order, err error) (order.Order, error) {
+	if err == nil && o.DeletedAt != nil {
+		return order.Order{}, order.ErrNotFound
+	}
+	return o, err
 }
 
 func getOne(ctx context.Context, db sqlx.QueryerContext, query string, arg any) (order.Order, error) {
@@ -235,14 +256,34 @@ func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order,
 	return order.Placement{Placed: true, Items: reserved, Customer: got.Customer}, nil
 }
 
-// saveQuery is a compare-and-set update of the order and, only if it matched, the timeline
-// event of the change (when $12 is not null) and the payment's new state (when $19 is not
-// null): one round trip for all. saveAnnouncedQuery also writes the outbox messages $23..$25,
-// on the same condition.
-var (
-	saveQuery          = saveCTE + "\nSELECT updated_at FROM o"
-	saveAnnouncedQuery = saveCTE + ", m AS (\n    " + outbox.Insert(23, "EXISTS (SELECT 1 FROM o)") + "\n)\nSELECT updated_at FROM o"
-)
+// saveQueries[announced][recorded] is a compare-and-set update of the order and, only if it
+// matched, the timeline event of the change (when $12 is not null) and the payment's new state
+// (when $19 is not null): one round trip for all. Announced also writes the outbox messages,
+// recorded the Stripe event behind the change, on the same condition. The event's primary key
+// refuses one seen before, and with it the whole statement.
+var saveQueries = func() (q [2][2]string) {
+	for _, announced := range []bool{false, true} {
+		for _, recorded := range []bool{false, true} {
+			query, n := saveCTE, 22
+			if announced {
+				query += ", m AS (\n    " + outbox.Insert(n+1, "EXISTS (SELECT 1 FROM o)") + "\n)"
+				n += 3
+			}
+			if recorded {
+				query += fmt.Sprintf(", se AS (\n    INSERT INTO stripe_events (id, type, outcome) SELECT $%d, $%d, $%d FROM o\n)", n+1, n+2, n+3)
+			}
+			q[b2i(announced)][b2i(recorded)] = query + "\nSELECT updated_at FROM o"
+		}
+	}
+	return q
+}()
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 const saveCTE = `WITH o AS (
     UPDATE orders SET status = $4, pending_action = $5, tracking_number = $6, carrier = $7,
@@ -257,31 +298,35 @@ const saveCTE = `WITH o AS (
     FROM o WHERE payments.order_id = o.id AND $19::text IS NOT NULL
 )`
 
-// Save persists o's status, pending action and fulfilment fields as a compare-and-set against
-// the status and action it was read with, with ev (when not nil) on the timeline, the payment
-// (when paid is true: it changed) and msgs in the outbox. No row matching means someone else
-// moved the order: ErrConcurrentUpdate, never an overwrite, and nothing written.
-func (Store) Save(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, was order.Status, wasAction order.Action,
-	ev *order.Event, paid bool, msgs outbox.Rows) error {
+// Save persists o's status, pending action and fulfilment fields with what c carries, as a
+// compare-and-set against the status and action it was read with. No row matching means
+// someone else moved the order, and a Stripe event that was recorded before means
+// someone else handled it: ErrConcurrentUpdate, never an overwrite, and nothing written.
+func (Store) Save(ctx context.Context, q sqlx.QueryerContext, o *order.Order, c order.Change) error {
 	var e order.Event
 	var evID *uuid.UUID
-	if ev != nil {
-		e, evID = *ev, &ev.ID
+	if c.Event != nil {
+		e, evID = *c.Event, &c.Event.ID
 	}
 	var p order.Payment
 	var payStatus *string
-	if paid {
+	if c.Paid {
 		p, payStatus = o.Payment, &o.Payment.Status
 	}
-	query, args := saveQuery, []any{o.ID, was, nullAction(wasAction), o.Status, nullAction(o.PendingAction),
+	args := []any{o.ID, c.Was, nullAction(c.WasAction), o.Status, nullAction(o.PendingAction),
 		o.TrackingNumber, o.Carrier, o.ShippedAt, o.DeliveredAt, o.CanceledAt, o.RefundedAt,
 		evID, e.Type, e.From, e.To, e.Actor, e.Reason, e.CorrelationID,
 		payStatus, p.AmountReceived, p.ReceivedCurrency, p.LastError}
-	if msgs.Len() > 0 { // without messages, no insert (its trigger would wake the relays for nothing)
-		query, args = saveAnnouncedQuery, append(args, msgs.Args()...)
+	announced := c.Msgs.Len() > 0 // without messages, no insert
+	if announced {
+		args = append(args, c.Msgs.Args()...)
 	}
-	err := tx.QueryRowxContext(ctx, query, args...).Scan(&o.UpdatedAt)
-	if postgres.IsNoRows(err) {
+	if c.Stripe != nil {
+		args = append(args, c.Stripe.ID, c.Stripe.Type, c.Stripe.Outcome)
+	}
+	err := q.QueryRowxContext(ctx, saveQueries[b2i(announced)][b2i(c.Stripe != nil)], args...).Scan(&o.UpdatedAt)
+	if postgres.IsNoRows(err) ||
+		postgres.IsCode(err, postgres.UniqueViolation) && postgres.Constraint(err) == "stripe_events_pkey" {
 		return order.ErrConcurrentUpdate
 	}
 	return mapErr("save", err)
