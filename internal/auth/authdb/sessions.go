@@ -81,15 +81,28 @@ func RevokeUser(ctx context.Context, db sqlx.ExtContext, userID uuid.UUID, reaso
 	return ids, wrap("revoke user", err)
 }
 
-const identityQuery = `SELECT u.id AS user_id, u.role, u.language
+// identityQuery finds the session and its user by key and tells whether both are live: with
+// `revoked_at IS NULL` and `deleted_at IS NULL` among its conditions, the generic plan made
+// while the tables were unanalyzed read users through users_keyset_idx, every live user for
+// one (docs/decisions.md, "Lookups by key").
+const identityQuery = `SELECT u.id AS user_id, u.role, u.language,
+  s.revoked_at IS NULL AND s.expires_at > now() AND u.deleted_at IS NULL AS live
 FROM sessions s JOIN users u ON u.id = s.user_id
-WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.deleted_at IS NULL`
+WHERE s.id = $1 AND s.user_id = $2`
 
 // IdentityOf returns the live user behind a live session.
 func IdentityOf(ctx context.Context, db sqlx.QueryerContext, sessionID, userID uuid.UUID) (Identity, error) {
-	var id Identity
-	err := sqlx.GetContext(ctx, db, &id, identityQuery, sessionID, userID)
-	return id, wrap("identity", err)
+	var r struct {
+		Identity
+		Live bool `db:"live"`
+	}
+	if err := sqlx.GetContext(ctx, db, &r, identityQuery, sessionID, userID); err != nil {
+		return Identity{}, wrap("identity", err)
+	}
+	if !r.Live {
+		return Identity{}, ErrNotFound
+	}
+	return r.Identity, nil
 }
 
 const deleteExpiredQuery = `DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1`
