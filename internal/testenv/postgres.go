@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -243,10 +244,22 @@ func GenericPlan(t testing.TB, db *postgres.DB, query string, args ...string) st
 	return strings.Join(lines, "\n")
 }
 
-// ScansIn returns how plan reads table, in order: the name of each index it scans the table
+// PlanReads checks that the generic plan of query (GenericPlan, args being SQL literals) reads
+// each table of want through the indexes named there, in order, and shows the plan otherwise.
+func PlanReads(t testing.TB, db *postgres.DB, name, query string, args []string, want map[string][]string) {
+	t.Helper()
+	plan := GenericPlan(t, db, query, args...)
+	for table, indexes := range want {
+		if got := scansIn(plan, table); !slices.Equal(got, indexes) {
+			t.Errorf("%s reads %s through %v, want %v:\n%s", name, table, got, indexes, plan)
+		}
+	}
+}
+
+// scansIn returns how plan reads table, in order: the name of each index it scans the table
 // through, "seq" for each sequential scan. A bitmap scan is counted by its index's name when that
 // starts with the table's.
-func ScansIn(plan, table string) []string {
+func scansIn(plan, table string) []string {
 	var out []string
 	for _, m := range planScan.FindAllStringSubmatch(plan, -1) {
 		switch {

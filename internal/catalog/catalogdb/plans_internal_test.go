@@ -1,7 +1,6 @@
 package catalogdb
 
 import (
-	"slices"
 	"testing"
 
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -12,17 +11,8 @@ import (
 func TestLookupsByKeyUseTheKeyBeforeAnyAnalyze(t *testing.T) {
 	t.Parallel()
 	db, _ := testenv.DB(t)
-	for _, c := range []struct{ name, query, args string }{
-		{"get", getQuery, "false"},
-		{"lock", lockQuery, ""},
-	} {
-		args := []string{`'00000000-0000-0000-0000-000000000000'`}
-		if c.args != "" {
-			args = append(args, c.args)
-		}
-		plan := testenv.GenericPlan(t, db, c.query, args...)
-		if got := testenv.ScansIn(plan, "items"); !slices.Equal(got, []string{"items_pkey"}) {
-			t.Errorf("%s reads items through %v, want items_pkey:\n%s", c.name, got, plan)
-		}
-	}
+	const id = `'00000000-0000-0000-0000-000000000000'`
+	want := map[string][]string{"items": {"items_pkey"}}
+	testenv.PlanReads(t, db, "get", getQuery, []string{id, "false"}, want)
+	testenv.PlanReads(t, db, "lock", lockQuery, []string{id}, want)
 }

@@ -1,7 +1,6 @@
 package orderdb
 
 import (
-	"slices"
 	"testing"
 
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -14,30 +13,17 @@ import (
 func TestLookupsByKeyUseTheKeyBeforeAnyAnalyze(t *testing.T) {
 	t.Parallel()
 	db, _ := testenv.DB(t)
-	const id, intent = `'00000000-0000-0000-0000-000000000000'`, `'pi_none'`
-	for _, c := range []struct {
-		name, query, arg string
-		orders, payments []string
-	}{
-		{"get", getQuery, id, []string{"orders_pkey"}, []string{"payments_pkey"}},
-		{"lock", getQuery + ` FOR UPDATE OF o`, id, []string{"orders_pkey"}, []string{"payments_pkey"}},
-		{"get by intent", getByIntentQuery, intent, []string{"orders_pkey"}, []string{"payments_payment_intent_id_key"}},
-		{"lock by intent", getByIntentQuery + ` FOR UPDATE OF o`, intent, []string{"orders_pkey"}, []string{"payments_payment_intent_id_key"}},
-	} {
-		plan := testenv.GenericPlan(t, db, c.query, c.arg)
-		if got := testenv.ScansIn(plan, "orders"); !slices.Equal(got, c.orders) {
-			t.Errorf("%s reads orders through %v, want %v:\n%s", c.name, got, c.orders, plan)
-		}
-		if got := testenv.ScansIn(plan, "payments"); !slices.Equal(got, c.payments) {
-			t.Errorf("%s reads payments through %v, want %v:\n%s", c.name, got, c.payments, plan)
-		}
-	}
-	args := []string{id, `'PENDING'`, `NULL`, `'PAID'`}
+	id, intent := []string{`'00000000-0000-0000-0000-000000000000'`}, []string{`'pi_none'`}
+	byID := map[string][]string{"orders": {"orders_pkey"}, "payments": {"payments_pkey"}}
+	byIntent := map[string][]string{"orders": {"orders_pkey"}, "payments": {"payments_payment_intent_id_key"}}
+	testenv.PlanReads(t, db, "get", getQuery, id, byID)
+	testenv.PlanReads(t, db, "lock", getQuery+` FOR UPDATE OF o`, id, byID)
+	testenv.PlanReads(t, db, "get by intent", getByIntentQuery, intent, byIntent)
+	testenv.PlanReads(t, db, "lock by intent", getByIntentQuery+` FOR UPDATE OF o`, intent, byIntent)
+
+	save := append(id, `'PENDING'`, `NULL`, `'PAID'`)
 	for range 18 {
-		args = append(args, `NULL`)
+		save = append(save, `NULL`)
 	}
-	plan := testenv.GenericPlan(t, db, saveQueries[0][0], args...)
-	if got := testenv.ScansIn(plan, "orders"); !slices.Equal(got, []string{"orders_pkey"}) {
-		t.Errorf("save reads orders through %v, want its key:\n%s", got, plan)
-	}
+	testenv.PlanReads(t, db, "save", saveQueries[0][0], save, map[string][]string{"orders": {"orders_pkey"}})
 }
