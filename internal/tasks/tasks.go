@@ -64,6 +64,10 @@ type Namespace string
 // Queue returns the namespaced name of queue q.
 func (n Namespace) Queue(q string) string { return string(n) + q }
 
+// Marker returns the Redis key the relays keep while Redis holds the queues: a Redis that
+// restarted without its data, or was flushed, has lost it with the tasks.
+func (n Namespace) Marker() string { return "dispatch:relay:" + string(n) + "queues-kept" }
+
 // QueueIndex is the Redis set in which Asynq lists its queues (its inspector and UI see only
 // those). Asynq's clients add a queue to it the first time they enqueue into it, and never
 // again: after a Redis restart that kept no data, a queue holding tasks can be missing from it.

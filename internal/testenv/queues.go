@@ -34,4 +34,5 @@ func ForgetQueues(rdb *redis.Client, ns tasks.Namespace) {
 		}
 		rdb.SRem(ctx, tasks.QueueIndex, name)
 	}
+	rdb.Del(ctx, ns.Marker())
 }

@@ -292,3 +292,40 @@ func TestRedeliveryAfterRedisLostItsQueueIndex(t *testing.T) {
 		t.Fatalf("verdicts %v for tasks still queued", rec.n)
 	}
 }
+
+// A Redis that lost its data took the tasks of every row in flight with it: the relay notices
+// at its next poll and hands those rows off again then, not a redelivery delay (here an hour)
+// later. While the marker is in place it hands nothing off again.
+func TestRowsInFlightAreHandedOffAgainOnceRedisLostTheQueues(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	rec := &redeliveries{}
+	r := e.relay(100, 20*time.Millisecond)
+	r.RedeliverAfter = time.Hour
+	r.Redelivered = rec.record
+	ids := e.write(3)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	queued := func() bool {
+		for _, id := range ids {
+			if !e.queued(tasks.QueueNotifications, id) {
+				return false
+			}
+		}
+		return true
+	}
+	testenv.Eventually(t, 10*time.Second, "first hand-off", queued)
+
+	testenv.ForgetQueues(e.rdb, e.ns)
+	testenv.Eventually(t, 10*time.Second, "hand-off after Redis lost the queues", queued)
+	if n := rec.count("lost"); n != len(ids) {
+		t.Fatalf("%d rows handed off again as lost, want %d", n, len(ids))
+	}
+	for id, n := range e.deliveries(ids) {
+		if n != 2 {
+			t.Fatalf("row %d handed off %d times, want 2", id, n)
+		}
+	}
+}

@@ -371,8 +371,9 @@ func (r *Relay) recoverOrphans(ctx context.Context) {
 
 // Run relays until ctx ends: it drains full batches back to back, then sleeps until a
 // NOTIFY on outbox.Channel (the rows of the recent window) or the poll interval (every due
-// row; also at start and when the listener reconnected). The batch in progress when ctx ends
-// is finished. Every orphanCheck it also runs again the tasks of vanished workers.
+// row; also at start and when the listener reconnected), looking first whether Redis lost the
+// queues (noticeLostQueues). The batch in progress when ctx ends is finished. Every
+// orphanCheck it also runs again the tasks of vanished workers.
 func (r *Relay) Run(ctx context.Context) error {
 	listener := pq.NewListener(r.dsn, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if err != nil {
@@ -387,6 +388,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer poll.Stop()
 	orphans := time.NewTicker(orphanCheck)
 	defer orphans.Stop()
+	r.noticeLostQueues(ctx)
 	r.drain(ctx, false)
 	for {
 		select {
@@ -398,8 +400,38 @@ func (r *Relay) Run(ctx context.Context) error {
 			// nil: the listener reconnected, and wake-ups may have been missed meanwhile.
 			r.drain(ctx, gather(listener.Notify) && n != nil)
 		case <-poll.C:
+			r.noticeLostQueues(ctx)
 			r.drain(ctx, false)
 		}
+	}
+}
+
+// dueAgainQuery makes every row handed off and not due yet due now.
+const dueAgainQuery = `WITH ` + postgres.Relaxed + `
+UPDATE outbox SET relay_at = now() FROM relaxed WHERE deliveries > 0 AND relay_at > now()`
+
+// noticeLostQueues hands off again at once the rows whose tasks a Redis that lost its data
+// (a restart without persistence, a flush) took with it, instead of when they come due, up to
+// RedeliverAfter (doubling) later. The relays keep a marker key in Redis; finding it gone,
+// a relay makes every handed-off row due now, then sets it again. The rows' tasks that Redis
+// still holds are left alone when handed off again (settle), so a marker lost alone (evicted,
+// or Redis's first start) costs a look at each. Rows are made due before the marker is set,
+// so a relay that fails in between leaves the marker missing for the next look.
+func (r *Relay) noticeLostQueues(ctx context.Context) {
+	n, err := r.rdb.Exists(ctx, r.ns.Marker()).Result()
+	if err != nil || n == 1 {
+		return // Redis down: the batch that follows says so
+	}
+	res, err := r.db.ExecContext(ctx, dueAgainQuery)
+	if err != nil {
+		r.log.ErrorContext(ctx, "rows of tasks Redis may have lost not made due; they come due in time", "err", err)
+		return
+	}
+	if rows, _ := res.RowsAffected(); rows > 0 {
+		r.log.WarnContext(ctx, "Redis lost the queues (restart without persistence, or a flush): handing off again every row in flight", "rows", rows)
+	}
+	if err := r.rdb.Set(ctx, r.ns.Marker(), time.Now().UTC().Format(time.RFC3339), 0).Err(); err != nil {
+		r.log.WarnContext(ctx, "queue marker not set", "err", err)
 	}
 }
 
