@@ -75,8 +75,8 @@ func (p *Program) Close() {
 }
 
 // warnIfRedisForgets says at start when Redis keeps nothing on disk. Nothing is lost then
-// (PostgreSQL is the source of truth and the relay redelivers unfinished tasks), but a restart
-// delays every queued task by the redelivery delay and drops rate-limit windows and locks.
+// (PostgreSQL is the source of truth and the relays hand unfinished tasks off again once they
+// notice), but a restart delays every queued task and drops rate-limit windows and locks.
 func (p *Program) warnIfRedisForgets(ctx context.Context) {
 	d, err := redisx.ReadDurability(ctx, p.Redis)
 	switch {
@@ -84,7 +84,7 @@ func (p *Program) warnIfRedisForgets(ctx context.Context) {
 		p.Log.Warn("Redis persistence unknown", "err", err)
 	case !d.Persistent():
 		p.Log.Warn("Redis keeps nothing on disk (appendonly no, no save points): a Redis restart loses the queues "+
-			"until the relay redelivers their tasks from the outbox (OUTBOX_REDELIVER_AFTER); run Redis with appendonly yes",
+			"until the relays hand their tasks off again from the outbox (at their next poll); run Redis with appendonly yes",
 			"appendonly", d.AppendOnly, "save", d.SavePoints)
 	}
 }
