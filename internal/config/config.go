@@ -77,6 +77,9 @@ type Config struct {
 	OutboxRedeliverAfter time.Duration
 	WorkerConcurrency    int
 	QueueWeights         map[string]int
+	// QueueConcurrency gives the queues named in it Asynq servers of their own with that many
+	// slots; the others share WorkerConcurrency by QueueWeights. Empty: all share.
+	QueueConcurrency map[string]int
 
 	LogLevel  slog.Level
 	LogFormat string // json | text
@@ -117,7 +120,7 @@ func Vars() []string {
 		"JWT_ACCESS_TTL", "JWT_REFRESH_TTL", "ARGON2_MEMORY_KIB", "ARGON2_TIME", "ARGON2_THREADS",
 		"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "RATE_LIMIT_ENABLED",
 		"RATE_LIMITS", "CACHE_TTL", "ORDER_UNPAID_TTL", "OUTBOX_BATCH_SIZE", "OUTBOX_POLL_INTERVAL", "OUTBOX_REDELIVER_AFTER",
-		"WORKER_CONCURRENCY", "QUEUE_WEIGHTS", "LOG_LEVEL", "LOG_FORMAT", "LOKI_URL",
+		"WORKER_CONCURRENCY", "QUEUE_WEIGHTS", "QUEUE_CONCURRENCY", "LOG_LEVEL", "LOG_FORMAT", "LOKI_URL",
 		"ADMIN_UI_USER", "ADMIN_UI_PASSWORD", "SEED_DEMO_DATA",
 	}
 }
@@ -198,6 +201,12 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 	c.OutboxRedeliverAfter = p.duration("OUTBOX_REDELIVER_AFTER", time.Minute)
 	c.WorkerConcurrency = p.intRange("WORKER_CONCURRENCY", 20, 1, 10000)
 	c.QueueWeights = p.weights("QUEUE_WEIGHTS", "orders=6,payments=3,notifications=2,maintenance=1")
+	c.QueueConcurrency = p.queues("QUEUE_CONCURRENCY", p.pairs("QUEUE_CONCURRENCY", ""))
+	for q, n := range c.QueueConcurrency {
+		if n > 10000 {
+			p.fail("QUEUE_CONCURRENCY", "%s=%d is over 10000", q, n)
+		}
+	}
 
 	c.LogLevel = p.level("LOG_LEVEL", slog.LevelInfo)
 	c.LogFormat = p.oneOf("LOG_FORMAT", "json", "json", "text")
@@ -292,6 +301,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("outboxRedeliverAfter", c.OutboxRedeliverAfter.String()),
 		slog.Int("workerConcurrency", c.WorkerConcurrency),
 		slog.Any("queueWeights", c.QueueWeights),
+		slog.Any("queueConcurrency", c.QueueConcurrency),
 		slog.Bool("lokiEnabled", c.LokiURL != ""),
 		slog.Bool("seedDemoData", c.SeedDemoData),
 		slog.Any("argon2", c.Argon2),
@@ -454,20 +464,38 @@ func (p *parser) pairs(name, def string) map[string]int {
 }
 
 func (p *parser) weights(name, def string) map[string]int {
-	w := p.pairs(name, def)
+	w := p.queues(name, p.pairs(name, def))
 	for _, q := range []string{"orders", "payments", "notifications", "maintenance"} {
 		if _, ok := w[q]; !ok {
 			p.fail(name, "missing a weight for queue %q", q)
 		}
 	}
-	for q := range w {
+	return w
+}
+
+// queues refuses names in m that are not queues.
+func (p *parser) queues(name string, m map[string]int) map[string]int {
+	for q := range m {
 		switch q {
 		case "orders", "payments", "notifications", "maintenance":
 		default:
 			p.fail(name, "unknown queue %q", q)
 		}
 	}
-	return w
+	return m
+}
+
+// WorkerSlots is how many tasks a worker runs at once: the shared slots, unless every queue
+// has its own, plus each queue's own.
+func (c Config) WorkerSlots() int {
+	n := 0
+	for _, k := range c.QueueConcurrency {
+		n += k
+	}
+	if len(c.QueueConcurrency) < len(c.QueueWeights) {
+		n += c.WorkerConcurrency
+	}
+	return n
 }
 
 func (p *parser) rateLimits(name string, def RateLimits) RateLimits {

@@ -290,6 +290,23 @@ func TestQueueWeightsAndRateLimits(t *testing.T) {
 			t.Errorf("QUEUE_WEIGHTS=%q: %s", bad, msg)
 		}
 	}
+	for _, bad := range []string{"critical=2", "orders=0", "orders=x", "notifications=10001"} {
+		if msg := loadErr(t, config.Worker, "QUEUE_CONCURRENCY", bad); !strings.Contains(msg, "QUEUE_CONCURRENCY") {
+			t.Errorf("QUEUE_CONCURRENCY=%q: %s", bad, msg)
+		}
+	}
+	w := load(t, config.Worker)
+	if len(w.QueueConcurrency) != 0 || w.WorkerSlots() != 20 {
+		t.Errorf("by default every queue shares the 20 slots: %v, %d slots", w.QueueConcurrency, w.WorkerSlots())
+	}
+	w = load(t, config.Worker, "QUEUE_CONCURRENCY", "orders=8, notifications=4")
+	if !maps.Equal(w.QueueConcurrency, map[string]int{"orders": 8, "notifications": 4}) || w.WorkerSlots() != 32 {
+		t.Errorf("QueueConcurrency = %v, %d slots; want orders 8, notifications 4 and 32 slots", w.QueueConcurrency, w.WorkerSlots())
+	}
+	w = load(t, config.Worker, "QUEUE_CONCURRENCY", "orders=8,payments=2,notifications=4,maintenance=1")
+	if w.WorkerSlots() != 15 {
+		t.Errorf("every queue with slots of its own: %d slots, want 15 (none shared)", w.WorkerSlots())
+	}
 	for _, bad := range []string{"burst=5", "login=0", "login=-2", "login=five", "login", "create=1,session=x"} {
 		if msg := loadErr(t, config.API, "RATE_LIMITS", bad); !strings.Contains(msg, "RATE_LIMITS") {
 			t.Errorf("RATE_LIMITS=%q: %s", bad, msg)

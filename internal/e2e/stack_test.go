@@ -57,6 +57,7 @@ type stack struct {
 
 type stackOptions struct {
 	noRelay, noWorker bool
+	env               []string // configuration variables beyond the stack's, name then value
 	retryBase         time.Duration
 	batchSize         int
 	redeliverAfter    time.Duration
@@ -72,7 +73,7 @@ func newStack(t *testing.T, opts ...func(*stackOptions)) *stack {
 	db, dbURL := testenv.DB(t)
 	rdb, keys, redisURL := testenv.Redis(t)
 	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))
-	cfg := testenv.Config(t, config.API, dbURL, redisURL, "STRIPE_API_BASE", proxy.URL, "WORKER_CONCURRENCY", "10")
+	cfg := testenv.Config(t, config.API, dbURL, redisURL, append([]string{"STRIPE_API_BASE", proxy.URL, "WORKER_CONCURRENCY", "10"}, o.env...)...)
 	s := &stack{t: t, cfg: cfg, db: db, dbURL: dbURL, rdb: rdb, keys: keys, stripe: proxy,
 		ns: testenv.Namespace(t, rdb, "t"), log: testLogger()}
 

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
@@ -25,11 +26,11 @@ type Options struct {
 	Observe         Observer
 }
 
-// Worker is the task server with its strategies.
+// Worker is the task servers with their strategies.
 type Worker struct {
-	Runner *Runner
-	server *asynq.Server
-	acker  *relay.Acker
+	Runner  *Runner
+	servers []*asynq.Server
+	acker   *relay.Acker
 }
 
 // New runs the strategies on the services of a (built by package assembly) behind the asynq
@@ -54,19 +55,25 @@ func New(cfg config.Config, a *assembly.App, opts Options) (*Worker, error) {
 	if retryBase == 0 {
 		retryBase = 2 * time.Second
 	}
-	srv := NewServer(a.Redis, ServerConfig{
-		Concurrency: cfg.WorkerConcurrency, Weights: cfg.QueueWeights, Namespace: opts.Namespace,
+	servers := NewServers(a.Redis, ServerConfig{
+		Concurrency: cfg.WorkerConcurrency, Weights: cfg.QueueWeights, Own: cfg.QueueConcurrency, Namespace: opts.Namespace,
 		RetryBase: retryBase, DelayedInterval: opts.DelayedInterval, ShutdownTimeout: cfg.ShutdownTimeout,
 	}, a.Log)
-	return &Worker{Runner: runner, server: srv, acker: acker}, nil
+	return &Worker{Runner: runner, servers: servers, acker: acker}, nil
 }
+
+// Servers returns the worker's asynq servers (NewServers).
+func (w *Worker) Servers() []*asynq.Server { return w.servers }
 
 // Start begins processing tasks.
 func (w *Worker) Start() error {
 	w.acker.Start()
-	if err := w.server.Start(w.Runner); err != nil {
-		w.acker.Stop()
-		return fmt.Errorf("worker: start: %w", err)
+	for i, srv := range w.servers {
+		if err := srv.Start(w.Runner); err != nil {
+			w.shutdown(w.servers[:i])
+			w.acker.Stop()
+			return fmt.Errorf("worker: start: %w", err)
+		}
 	}
 	return nil
 }
@@ -74,6 +81,15 @@ func (w *Worker) Start() error {
 // Shutdown stops taking tasks and waits for the running ones (up to the shutdown timeout;
 // unfinished tasks go back to their queue), then deletes the outbox rows of those that finished.
 func (w *Worker) Shutdown() {
-	w.server.Shutdown()
+	w.shutdown(w.servers)
 	w.acker.Stop()
+}
+
+// shutdown stops servers together, so that the shutdown timeout bounds them all at once.
+func (w *Worker) shutdown(servers []*asynq.Server) {
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		wg.Go(srv.Shutdown)
+	}
+	wg.Wait()
 }

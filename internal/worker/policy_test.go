@@ -183,8 +183,8 @@ func policyServer(t *testing.T) policyRig {
 		acks[id]++
 		mu.Unlock()
 	}
-	srv := NewServer(rdb, ServerConfig{Concurrency: 4, Weights: map[string]int{tasks.QueueOrders: 1}, Namespace: ns,
-		RetryBase: 10 * time.Millisecond, DelayedInterval: 50 * time.Millisecond, ShutdownTimeout: time.Second}, logging.Discard())
+	srv := NewServer(rdb, ServerConfig{Namespace: ns, RetryBase: 10 * time.Millisecond, DelayedInterval: 50 * time.Millisecond,
+		ShutdownTimeout: time.Second}, map[string]int{tasks.QueueOrders: 1}, 4, logging.Discard())
 	if err := srv.Start(runner); err != nil {
 		t.Fatal(err)
 	}

@@ -11,10 +11,11 @@ import (
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
-// ServerConfig tunes the asynq server.
+// ServerConfig tunes the asynq servers.
 type ServerConfig struct {
-	Concurrency     int
+	Concurrency     int            // slots the queues without their own share
 	Weights         map[string]int // queue priorities by queue name
+	Own             map[string]int // queues that run on a server of their own, with its slots
 	Namespace       tasks.Namespace
 	RetryBase       time.Duration // first retry delay (SPEC §5: 2 s)
 	ShutdownTimeout time.Duration
@@ -25,10 +26,32 @@ type ServerConfig struct {
 	DelayedInterval time.Duration
 }
 
-// NewServer returns the asynq server processing the namespaced queues by weight.
-func NewServer(rdb redis.UniversalClient, cfg ServerConfig, log *slog.Logger) *asynq.Server {
-	queues := make(map[string]int, len(cfg.Weights))
+// NewServers returns the asynq servers of a worker: one per queue that has slots of its own
+// (cfg.Own), and one processing the other queues by weight on the shared slots. A queue of its
+// own cannot borrow idle slots from the others nor lend its own; its tasks are dequeued without
+// first trying the other queues, one script per task where the shared server runs one per queue
+// it tries.
+func NewServers(rdb redis.UniversalClient, cfg ServerConfig, log *slog.Logger) []*asynq.Server {
+	var servers []*asynq.Server
+	shared := map[string]int{}
 	for q, w := range cfg.Weights {
+		if n, own := cfg.Own[q]; own {
+			servers = append(servers, NewServer(rdb, cfg, map[string]int{q: 1}, n, log))
+		} else {
+			shared[q] = w
+		}
+	}
+	if len(shared) > 0 {
+		servers = append(servers, NewServer(rdb, cfg, shared, cfg.Concurrency, log))
+	}
+	return servers
+}
+
+// NewServer returns an asynq server processing the namespaced queues (by weight) with
+// concurrency slots.
+func NewServer(rdb redis.UniversalClient, cfg ServerConfig, weights map[string]int, concurrency int, log *slog.Logger) *asynq.Server {
+	queues := make(map[string]int, len(weights))
+	for q, w := range weights {
 		queues[cfg.Namespace.Queue(q)] = w
 	}
 	if cfg.PollInterval == 0 {
@@ -38,7 +61,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, log *slog.Logger) *a
 		cfg.DelayedInterval = time.Second
 	}
 	return asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:              cfg.Concurrency,
+		Concurrency:              concurrency,
 		TaskCheckInterval:        cfg.PollInterval,
 		DelayedTaskCheckInterval: cfg.DelayedInterval,
 		Queues:                   queues,
