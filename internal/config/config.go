@@ -463,9 +463,12 @@ func (p *parser) pairs(name, def string) map[string]int {
 	return out
 }
 
+// queueNames are the worker's queues (SPEC §5).
+var queueNames = []string{"orders", "payments", "notifications", "maintenance"}
+
 func (p *parser) weights(name, def string) map[string]int {
 	w := p.queues(name, p.pairs(name, def))
-	for _, q := range []string{"orders", "payments", "notifications", "maintenance"} {
+	for _, q := range queueNames {
 		if _, ok := w[q]; !ok {
 			p.fail(name, "missing a weight for queue %q", q)
 		}
@@ -476,9 +479,7 @@ func (p *parser) weights(name, def string) map[string]int {
 // queues refuses names in m that are not queues.
 func (p *parser) queues(name string, m map[string]int) map[string]int {
 	for q := range m {
-		switch q {
-		case "orders", "payments", "notifications", "maintenance":
-		default:
+		if !slices.Contains(queueNames, q) {
 			p.fail(name, "unknown queue %q", q)
 		}
 	}

@@ -220,26 +220,39 @@ func (s *Service) applyLocked(ctx context.Context, tx *postgres.Tx, o Order, mut
 // transaction, two round trips where apply takes four. When the order moved meanwhile, when
 // the change fails or would write anything else, it runs the locking way instead.
 func (s *Service) applyRead(ctx context.Context, id uuid.UUID, mutate func(o *Order) (*Event, []outbox.Message, error)) (Order, error) {
-	locking := func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) { return mutate(o) }
 	o, err := s.store.Get(ctx, s.db, id)
 	if err != nil {
 		return Order{}, err
 	}
+	if o, done, err := s.changeRead(ctx, o, mutate, nil); done || err != nil {
+		return o, err
+	}
+	return s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) { return mutate(o) })
+}
+
+// changeRead makes mutate's change to o, read without a lock, when Save writes all of it:
+// Save's compare-and-set stands for the lock, and records se (when not nil) with the change.
+// It reports false, having written nothing, when the locking way must run instead: mutate
+// failed, the change writes more than Save does (or records se without moving the order), the
+// order moved meanwhile, or se was recorded before.
+func (s *Service) changeRead(ctx context.Context, o Order, mutate func(o *Order) (*Event, []outbox.Message, error), se *StripeEvent) (Order, bool, error) {
 	was := o
 	ev, msgs, err := mutate(&o)
 	switch {
-	case err != nil || !moved(was, o) && (ev != nil || len(msgs) > 0 || o.Payment != was.Payment):
-		return s.apply(ctx, id, locking)
+	case err != nil || !moved(was, o) && (se != nil || ev != nil || len(msgs) > 0 || o.Payment != was.Payment):
+		return Order{}, false, nil
 	case !moved(was, o):
-		return o, nil
+		return o, true, nil // nothing to write
 	}
-	if err := s.save(ctx, s.db, &o, was, ev, msgs, nil); errors.Is(err, ErrConcurrentUpdate) {
-		return s.apply(ctx, id, locking)
-	} else if err != nil {
-		return Order{}, err
+	err = s.save(ctx, s.db, &o, was, ev, msgs, se)
+	switch {
+	case errors.Is(err, ErrConcurrentUpdate):
+		return Order{}, false, nil
+	case err != nil:
+		return Order{}, false, err
 	}
 	s.wake.Wake()
-	return o, nil
+	return o, true, nil
 }
 
 // moved reports whether a change moved the order's status or pending action: what Save's

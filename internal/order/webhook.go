@@ -57,11 +57,11 @@ func (s *Service) HandlePaymentEvent(ctx context.Context, ev payment.Event) (str
 	return outcome, nil
 }
 
-// applyEventRead handles the common event, one that moves its order, the way applyRead does:
-// the order read without a lock, then the change and the event's record in one compare-and-set
-// statement, two round trips where the locking way takes five. It reports false, having
-// written nothing, when the locking way must decide: the order is not found by its
-// PaymentIntent, the event moves nothing, or someone moved the order or recorded the event
+// applyEventRead handles the common event, one that moves its order, the way applyRead does
+// (changeRead): the order read without a lock, then the change and the event's record in one
+// compare-and-set statement, two round trips where the locking way takes five. It reports
+// false, having written nothing, when the locking way must decide: the order is not found by
+// its PaymentIntent, the event moves nothing, or someone moved the order or recorded the event
 // meanwhile.
 func (s *Service) applyEventRead(ctx context.Context, ev payment.Event) (string, bool, error) {
 	switch {
@@ -77,20 +77,11 @@ func (s *Service) applyEventRead(ctx context.Context, ev payment.Event) (string,
 	if err != nil {
 		return "", false, err
 	}
-	was, outcome := o, OutcomeIgnored
-	e, msgs, err := s.intentChange(ctx, &o, ev, &outcome)
-	if err != nil || !moved(was, o) {
-		return "", false, nil
-	}
-	err = s.save(ctx, s.db, &o, was, e, msgs, &StripeEvent{ID: ev.ID, Type: ev.Type, Outcome: outcome})
-	switch {
-	case errors.Is(err, ErrConcurrentUpdate):
-		return "", false, nil
-	case err != nil:
-		return "", false, err
-	}
-	s.wake.Wake()
-	return outcome, true, nil
+	se := &StripeEvent{ID: ev.ID, Type: ev.Type, Outcome: OutcomeIgnored}
+	_, done, err := s.changeRead(ctx, o, func(o *Order) (*Event, []outbox.Message, error) {
+		return s.intentChange(ctx, o, ev, &se.Outcome)
+	}, se)
+	return se.Outcome, done, err
 }
 
 // errSeenBefore rolls back the handling of a webhook event whose id is already recorded.
