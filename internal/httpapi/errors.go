@@ -55,14 +55,7 @@ const outageRetryAfter = 3 * time.Second
 // code and translated message; an unreachable PostgreSQL or Redis is a 503 with Retry-After;
 // anything else is a 500 whose cause goes to the log only.
 func (s *Server) respondError(c *gin.Context, err error) {
-	var e *apperr.Error
-	switch {
-	case errors.As(err, &e):
-	case outage.Is(err):
-		e = apperr.ErrUnavailable.WithRetryAfter(outageRetryAfter).Wrap(err)
-	default:
-		e = apperr.ErrInternal.Wrap(err)
-	}
+	e := asAppErr(err)
 	status := statusOf[e.Kind]
 	ctx := c.Request.Context()
 	switch {
@@ -87,3 +80,19 @@ func (s *Server) respondError(c *gin.Context, err error) {
 	}
 	c.AbortWithStatusJSON(status, body)
 }
+
+// asAppErr is the API error err is answered with.
+func asAppErr(err error) *apperr.Error {
+	var e *apperr.Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case outage.Is(err):
+		return apperr.ErrUnavailable.WithRetryAfter(outageRetryAfter).Wrap(err)
+	default:
+		return apperr.ErrInternal.Wrap(err)
+	}
+}
+
+// statusOfErr is the HTTP status err is answered with.
+func statusOfErr(err error) int { return statusOf[asAppErr(err).Kind] }

@@ -33,18 +33,29 @@ func idempotencyClaim(ctx context.Context) *idempotency.Claim {
 	return c
 }
 
-// idempotencyGuard makes the routes it guards idempotent with store. With required, a request without a key is
-// refused. owner names the caller's scope; fail renders an error (the API's single error
-// mapping).
+// keyUse is how a route uses the Idempotency-Key.
+type keyUse int
+
+const (
+	keyOptional keyUse = iota
+	keyRequired
+	// keyInWrite: required, and taken by the handler's first write in its own statement
+	// (idempotency.Defer); the handler ends through refuse.
+	keyInWrite
+)
+
+// idempotencyGuard makes the routes it guards idempotent with store. A request without a key
+// is refused unless use is keyOptional. owner names the caller's scope; fail renders an error
+// (the API's single error mapping).
 //
 // Outcomes: 2xx is stored and replayed to duplicates; 4xx is forgotten (nothing was written, the
 // client may fix the request and reuse the key); 5xx or a panic releases the key at its last
 // recovery point so a retry resumes.
-func idempotencyGuard(s *idempotency.Store, required bool, owner func(*gin.Context) string, fail func(*gin.Context, error), log *slog.Logger) gin.HandlerFunc {
+func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context) string, fail func(*gin.Context, error), log *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		key, present := c.Request.Header[idemHeader]
 		if !present {
-			if required {
+			if use != keyOptional {
 				fail(c, apperr.ErrIdemKeyRequired)
 				return
 			}
@@ -71,16 +82,21 @@ func idempotencyGuard(s *idempotency.Store, required bool, owner func(*gin.Conte
 		// The escaped path is plain ASCII: a path that is not UTF-8 (or holds a NUL) can be
 		// stored, and its handler answers 400 instead of the insert failing with a 500.
 		sc := idempotency.Scope{Owner: owner(c), Method: c.Request.Method, Path: c.Request.URL.EscapedPath(), Key: key[0]}
-		claim, replay, err := s.Begin(ctx, sc, idempotency.Fingerprint(sc.Method, sc.Path, body))
-		if err != nil {
-			fail(c, err)
-			return
-		}
-		if replay != nil {
-			c.Header(idemReplayedHeader, "true")
-			c.Data(replay.Status, "application/json; charset=utf-8", replay.Body)
-			c.Abort()
-			return
+		fingerprint := idempotency.Fingerprint(sc.Method, sc.Path, body)
+		var claim *idempotency.Claim
+		if use == keyInWrite {
+			claim = idempotency.Defer(sc, fingerprint)
+		} else {
+			var replay *idempotency.Replay
+			claim, replay, err = s.Begin(ctx, sc, fingerprint)
+			if err != nil {
+				fail(c, err)
+				return
+			}
+			if replay != nil {
+				writeReplay(c, replay)
+				return
+			}
 		}
 
 		w := &capture{ResponseWriter: c.Writer}
@@ -93,6 +109,7 @@ func idempotencyGuard(s *idempotency.Store, required bool, owner func(*gin.Conte
 			defer cancel()
 			var err error
 			switch status := w.Status(); {
+			case !claim.Held(): // never taken: nothing was written
 			case claim.Completed: // stored by the request's last write
 			case !finished || status >= 500:
 				err = s.Release(done, claim)
@@ -108,6 +125,31 @@ func idempotencyGuard(s *idempotency.Store, required bool, owner func(*gin.Conte
 		c.Next()
 		finished = true
 	}
+}
+
+// writeReplay answers with the stored response of a finished request.
+func writeReplay(c *gin.Context, r *idempotency.Replay) {
+	c.Header(idemReplayedHeader, "true")
+	c.Data(r.Status, "application/json; charset=utf-8", r.Body)
+	c.Abort()
+}
+
+// refuse ends a keyInWrite request with err. A claim its write never took (the request was
+// refused before writing) is taken first, as the guard does before other handlers, so that a
+// key used before gets the answer it would have had there (the stored response, 409 or 422)
+// rather than err; a 4xx then forgets it again. A replay the service ended with is written.
+func (s *Server) refuse(c *gin.Context, err error) {
+	ctx := c.Request.Context()
+	if claim := idempotencyClaim(ctx); claim != nil && !claim.Held() && statusOfErr(err) < 500 {
+		if terr := s.idem.Take(ctx, claim); terr != nil {
+			err = terr
+		}
+	}
+	if replay := (*idempotency.Replay)(nil); errors.As(err, &replay) {
+		writeReplay(c, replay)
+		return
+	}
+	s.respondError(c, err)
 }
 
 // capture tees the response body so a successful response can be stored.

@@ -196,8 +196,8 @@ func (s *Server) limit(limit int) gin.HandlerFunc {
 // idempotent guards a route with the Idempotency-Key mechanism. The route's :id is checked
 // first: the record is keyed on the concrete path, and a path of any length would not fit the
 // key's index (a 500 instead of the handler's 400).
-func (s *Server) idempotent(required bool) gin.HandlerFunc {
-	guard := idempotencyGuard(s.idem, required, func(c *gin.Context) string {
+func (s *Server) idempotent(use keyUse) gin.HandlerFunc {
+	guard := idempotencyGuard(s.idem, use, func(c *gin.Context) string {
 		if p := principal(c); p.UserID != uuid.Nil {
 			return p.UserID.String()
 		}

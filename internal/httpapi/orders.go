@@ -17,7 +17,7 @@ import (
 func (s *Server) createOrder(c *gin.Context) {
 	var req order.CreateInput
 	if err := decode(c, &req); err != nil {
-		s.respondError(c, err)
+		s.refuse(c, err)
 		return
 	}
 	// The body is rendered where the service asks for it, so that it is stored with the
@@ -35,7 +35,7 @@ func (s *Server) createOrder(c *gin.Context) {
 		_, _, err = answer(o)
 	}
 	if err != nil {
-		s.respondError(c, err)
+		s.refuse(c, err)
 		return
 	}
 	c.Data(http.StatusCreated, "application/json; charset=utf-8", body)

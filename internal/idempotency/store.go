@@ -40,18 +40,55 @@ type Scope struct {
 // Claim is a request's hold on its key. RecoveryPoint and ResourceID tell a resumed request
 // how far the previous attempt got. Completed is set when the request's last write stored the
 // response in its own statement (Completion): nothing is left to store.
+//
+// A claim made by Defer holds nothing until the request's first write takes the key in its
+// own statement (ClaimSQL) or Take claims it the way Begin does.
 type Claim struct {
 	Scope         Scope
 	RecoveryPoint string
 	ResourceID    *uuid.UUID
 	Completed     bool
+
+	deferred    bool // the key is not held yet
+	fingerprint []byte
 }
 
-// Replay is the stored outcome of a completed request.
+// Defer is a claim on sc that holds nothing yet, for a request whose first write takes the key
+// in its own statement: one round trip and one commit fewer than Begin before the write. When
+// that statement finds the key in use, or the request ends before writing, Take claims it.
+func Defer(sc Scope, fingerprint []byte) *Claim {
+	return &Claim{Scope: sc, RecoveryPoint: Started, deferred: true, fingerprint: fingerprint}
+}
+
+// Held reports whether the claim holds its key: false for a deferred claim not taken yet.
+func (c *Claim) Held() bool { return !c.deferred }
+
+// Take claims a deferred claim's key as Begin would: afterwards the claim holds it, at the
+// recovery point an earlier attempt reached, or the error says why not (ErrIdemKeyInFlight,
+// ErrIdemKeyReused, or a *Replay of the finished request). A held claim is left as it is.
+func (s *Store) Take(ctx context.Context, c *Claim) error {
+	if c.Held() {
+		return nil
+	}
+	got, replay, err := s.Begin(ctx, c.Scope, c.fingerprint)
+	switch {
+	case err != nil:
+		return err
+	case replay != nil:
+		return replay
+	}
+	*c = *got
+	return nil
+}
+
+// Replay is the stored outcome of a completed request. As an error, it is what a request
+// that turned out to be a duplicate ends with: the answer given before.
 type Replay struct {
 	Status int
 	Body   []byte
 }
+
+func (r *Replay) Error() string { return fmt.Sprintf("idempotency: answered before with %d", r.Status) }
 
 // Store keeps idempotency records in Postgres.
 type Store struct{ db *postgres.DB }
@@ -144,13 +181,27 @@ func (s *Store) Begin(ctx context.Context, sc Scope, fingerprint []byte) (*Claim
 
 // CheckpointSQL is the UPDATE that records a recovery point, run only when the condition cond
 // (SQL) holds: a statement that writes a step records its checkpoint in the same round trip,
-// only if the step was written. Point.Args are its parameters $n to $n+5.
+// only if the step was written. Point.Args are its parameters $n to $n+5 for a held claim.
 func CheckpointSQL(n int, cond string) string {
 	return fmt.Sprintf(`UPDATE idempotency_keys SET recovery_point = $%d, resource_id = $%d, updated_at = now()
 WHERE scope = $%d AND method = $%d AND path = $%d AND key = $%d AND %s`, n+4, n+5, n, n+1, n+2, n+3, cond)
 }
 
 var checkpointQuery = CheckpointSQL(1, "true")
+
+// ClaimSQL is the INSERT that takes a deferred claim's key in the statement of the request's
+// first write, at the recovery point when the condition cond (SQL) holds (the step was
+// written) and at Started otherwise (the write was refused; the 4xx then forgets the key). A
+// key in use is left alone and the INSERT returns no row: the statement must condition every
+// write of its own on the row it returns. Point.Args are its parameters $n to $n+8 for a
+// deferred claim (Point.Takes).
+func ClaimSQL(n int, cond string) string {
+	return fmt.Sprintf(`INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, state, locked_until, expires_at, recovery_point, resource_id)
+SELECT $%[1]d, $%[2]d, $%[3]d, $%[4]d, $%[5]d, 'in_flight', now() + $%[6]d * interval '1 millisecond', now() + $%[7]d * interval '1 millisecond',
+    CASE WHEN %[10]s THEN $%[8]d ELSE '`+Started+`' END, CASE WHEN %[10]s THEN $%[9]d::uuid END
+ON CONFLICT (scope, method, path, key) DO NOTHING
+RETURNING true AS taken`, n, n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, cond)
+}
 
 // Point is a recovery point a claim is to reach in a step's statement (CheckpointSQL).
 type Point struct {
@@ -165,18 +216,37 @@ func (c *Claim) At(name string, resourceID uuid.UUID) Point {
 	return Point{claim: c, name: name, id: resourceID}
 }
 
-// Args are the six parameters of CheckpointSQL. A nil claim's scope is NULL, which no key matches.
+// Takes reports whether the point's statement must take the key (ClaimSQL) rather than record
+// a checkpoint (CheckpointSQL): the claim is deferred.
+func (p Point) Takes() bool { return p.claim != nil && p.claim.deferred }
+
+// Args are the parameters of the point's statement: the nine of ClaimSQL when it Takes, else
+// the six of CheckpointSQL. A nil claim's scope is NULL, which no key matches.
 func (p Point) Args() []any {
-	if p.claim == nil {
+	switch {
+	case p.claim == nil:
 		return []any{nil, nil, nil, nil, p.name, p.id}
+	case p.Takes():
+		sc := p.claim.Scope
+		return []any{sc.Owner, sc.Method, sc.Path, sc.Key, p.claim.fingerprint,
+			Lease.Milliseconds(), Retention.Milliseconds(), p.name, p.id}
 	}
 	sc := p.claim.Scope
 	return []any{sc.Owner, sc.Method, sc.Path, sc.Key, p.name, p.id}
 }
 
-// Reached tells the claim its step committed.
+// Took tells a deferred claim its statement took the key (and its step was refused: it stays
+// at Started).
+func (p Point) Took() {
+	if p.claim != nil {
+		p.claim.deferred = false
+	}
+}
+
+// Reached tells the claim its step committed (and, if deferred, took the key).
 func (p Point) Reached() {
 	if p.claim != nil {
+		p.Took()
 		p.claim.RecoveryPoint, p.claim.ResourceID = p.name, &p.id
 	}
 }

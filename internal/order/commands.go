@@ -74,8 +74,11 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 
 // Create places an order for userID: the order is written and its stock reserved in one
 // statement, then the PaymentIntent is created with no transaction open. claim is the
-// request's hold on its Idempotency-Key (nil without one): the statement records its recovery
-// point, and with a claim that already got past it, Create resumes at the PaymentIntent.
+// request's hold on its Idempotency-Key (nil without one): the statement takes the key when
+// the claim is deferred (SPEC §3: the record is written in the order's transaction) and records
+// its recovery point; with a claim that already got past it, Create resumes at the
+// PaymentIntent. A deferred claim whose key is in use is taken the usual way first, and the
+// request ends as that says: resumed, refused, or a *idempotency.Replay.
 //
 // The statement locks the items, checks that the order can be placed (items found and not
 // deleted, stock enough, one currency) and prices it from the items as locked. It reports
@@ -112,6 +115,14 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 	placed, err := s.store.Create(ctx, s.db, &o, created, msgs, claim.At(RecoveryOrderCreated, o.ID))
 	if err != nil {
 		return Order{}, err
+	}
+	if placed.KeyInUse {
+		// The key is a retry's or a duplicate's: claim it the usual way, then resume, replay
+		// or refuse as that says.
+		if err := s.idem.Take(ctx, claim); err != nil {
+			return Order{}, err
+		}
+		return s.Create(ctx, userID, in, claim, answer)
 	}
 	err = o.price(placed.Items)
 	switch {

@@ -72,6 +72,7 @@ type Placement struct {
 	Placed   bool                   // false: the order could not be placed, and nothing was written
 	Items    []catalog.ReservedItem // the items as the statement found them
 	Customer string                 // the buyer's Stripe Customer id ("" while none is known)
+	KeyInUse bool                   // the statement was to take the request's key, held by another record: nothing was written
 }
 
 // Customers finds the Stripe Customer of a user ("" while none is known).

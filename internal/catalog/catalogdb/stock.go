@@ -12,21 +12,20 @@ import (
 	"github.com/dispatchhq/dispatch/internal/catalog"
 )
 
-// ReserveAll is the part of a statement that takes the stock of a whole order or none of it,
-// for a statement that writes the order in the same round trip. It defines two named
-// subqueries: `stock_locked`, the wanted items locked in id order (so concurrent orders never
-// deadlock; NO KEY UPDATE, because the order lines inserted with them hold KEY SHARE locks),
-// with their names and prices as the order takes them and the quantity wanted (qty), and
-// `stock_ok`, one row whose column ok is true when every item was found, is not deleted and has
-// enough stock, and the aggregate cond over stock_locked holds (the order's own rules). Only
-// then are the quantities taken; whatever else the statement writes must be conditioned on ok
-// too. ReservationArgs are its parameters $n and $n+1.
+// LockStock and TakeStock are the parts of a statement that takes the stock of a whole order
+// or none of it, for a statement that writes the order in the same round trip. LockStock
+// defines two named subqueries: `stock_locked`, the wanted items locked in id order (so
+// concurrent orders never deadlock; NO KEY UPDATE, because the order lines inserted with them
+// hold KEY SHARE locks), with their names and prices as the order takes them and the quantity
+// wanted (qty), and `stock_ok`, one row whose column ok is true when every item was found, is
+// not deleted and has enough stock, and the aggregate cond over stock_locked holds (the
+// order's own rules). ReservationArgs are its parameters $n and $n+1.
 //
 // Each read of items names the ids with `i.id = ANY(...)` as well as joining them: the
 // statements run prepared, and in its generic plan PostgreSQL guessed 10 rows for the unnest
 // and joined it by hashing the whole items table, two scans of the catalog per order
 // (docs/performance.md). With the ANY condition it looks them up by the primary key.
-func ReserveAll(n int, cond string) string {
+func LockStock(n int, cond string) string {
 	return fmt.Sprintf(`stock_locked AS MATERIALIZED (
     SELECT i.id, i.name, i.price, i.currency, i.stock, i.deleted_at, w.qty
     FROM items i JOIN unnest($%[1]d::uuid[], $%[2]d::int[]) AS w(id, qty) ON w.id = i.id
@@ -36,14 +35,21 @@ func ReserveAll(n int, cond string) string {
 ), stock_ok AS MATERIALIZED (
     SELECT count(*) = cardinality($%[1]d::uuid[]) AND COALESCE(bool_and(deleted_at IS NULL AND stock >= qty) AND %[3]s, false) AS ok
     FROM stock_locked
-), stock_taken AS (
-    UPDATE items i SET stock = i.stock - l.qty, updated_at = now()
-    FROM stock_locked l, stock_ok
-    WHERE i.id = l.id AND i.id = ANY($%[1]d::uuid[]) AND stock_ok.ok
 )`, n, n+1, cond)
 }
 
-// ReservedItems is the SQL expression that reports, after ReserveAll, the items as it found
+// TakeStock, after LockStock (with the same n), takes the quantities locked when the SQL
+// condition when holds: stock_ok.ok, and whatever else the statement requires first.
+// Whatever else the statement writes must be conditioned on the same.
+func TakeStock(n int, when string) string {
+	return fmt.Sprintf(`stock_taken AS (
+    UPDATE items i SET stock = i.stock - l.qty, updated_at = now()
+    FROM stock_locked l
+    WHERE i.id = l.id AND i.id = ANY($%d::uuid[]) AND %s
+)`, n, when)
+}
+
+// ReservedItems is the SQL expression that reports, after LockStock, the items as it found
 // them (JSON that DecodeReserved reads): what the order is made of, or why it was refused.
 const ReservedItems = `(SELECT json_agg(json_build_object('id', id, 'name', name, 'price', price,
     'currency', currency, 'stock', stock, 'deleted', deleted_at IS NOT NULL)) FROM stock_locked)`
@@ -59,7 +65,7 @@ func DecodeReserved(raw []byte) ([]catalog.ReservedItem, error) {
 	return items, nil
 }
 
-// ReservationArgs are the two parameters of ReserveAll.
+// ReservationArgs are the two parameters of LockStock.
 func ReservationArgs(rs []catalog.Reservation) []any {
 	ids, qty := split(rs)
 	return []any{pq.Array(ids), pq.Array(qty)}

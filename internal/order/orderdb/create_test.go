@@ -224,3 +224,73 @@ func TestStockIsTakenAndGivenBackWithoutScanningTheCatalog(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A create with a deferred claim takes the request's key in its own statement: at the order's
+// recovery point when placed, at Started when refused (for the 4xx to forget it), and when the
+// key is in use (a retry, a duplicate) it writes nothing at all, placeable or not.
+func TestCreateTakesTheKeyOrWritesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, u, a := seed(t) // a: 10 in stock
+	sc := idempotency.Scope{Owner: u.ID.String(), Method: "POST", Path: "/v1/orders", Key: "deferred"}
+	create := func(qty int, claim *idempotency.Claim) (*order.Order, order.Placement) {
+		t.Helper()
+		o := &order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending,
+			Lines: []order.Line{{ID: uuid.New(), ItemID: a.ID, Quantity: qty}}}
+		p, err := orderdb.Store{}.Create(ctx, db, o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
+			outbox.Rows{}, claim.At(order.RecoveryOrderCreated, o.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o, p
+	}
+	type record struct {
+		Point    string    `db:"recovery_point"`
+		Resource uuid.UUID `db:"resource_id"`
+		State    string    `db:"state"`
+		Orders   int       `db:"orders"`
+		Stock    int       `db:"stock"`
+	}
+	now := func() (r record) {
+		t.Helper()
+		if err := db.GetContext(ctx, &r, `SELECT k.recovery_point, COALESCE(k.resource_id, '`+uuid.Nil.String()+`') AS resource_id, k.state,
+			(SELECT count(*) FROM orders) AS orders, (SELECT stock FROM items WHERE id = $1) AS stock
+			FROM idempotency_keys k WHERE k.key = 'deferred'`, a.ID); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+
+	refused := idempotency.Defer(sc, []byte("fp"))
+	if _, p := create(11, refused); p.Placed || p.KeyInUse || len(p.Items) != 1 {
+		t.Fatalf("refused order: %+v", p)
+	}
+	if !refused.Held() || refused.RecoveryPoint != idempotency.Started {
+		t.Fatalf("refused order's claim: held %v at %q", refused.Held(), refused.RecoveryPoint)
+	}
+	if got := now(); got != (record{Point: idempotency.Started, State: "in_flight", Orders: 0, Stock: 10}) {
+		t.Fatalf("after a refused order: %+v", got)
+	}
+	if err := idempotency.NewStore(db).Abandon(ctx, refused); err != nil {
+		t.Fatal(err)
+	}
+
+	claim := idempotency.Defer(sc, []byte("fp"))
+	o, p := create(3, claim)
+	if !p.Placed || !claim.Held() || claim.RecoveryPoint != order.RecoveryOrderCreated || *claim.ResourceID != o.ID {
+		t.Fatalf("placed: %+v, claim %+v", p, claim)
+	}
+	if got := now(); got != (record{Point: order.RecoveryOrderCreated, Resource: o.ID, State: "in_flight", Orders: 1, Stock: 7}) {
+		t.Fatalf("after the order: %+v", got)
+	}
+
+	for _, qty := range []int{1, 11} {
+		again := idempotency.Defer(sc, []byte("fp"))
+		if _, p := create(qty, again); !p.KeyInUse || p.Placed || again.Held() {
+			t.Fatalf("key in use, %d wanted: %+v, held %v", qty, p, again.Held())
+		}
+		if got := now(); got.Orders != 1 || got.Stock != 7 || got.Resource != o.ID {
+			t.Fatalf("a create under a key in use wrote: %+v", got)
+		}
+	}
+}

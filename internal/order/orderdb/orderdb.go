@@ -189,18 +189,33 @@ func (Store) List(ctx context.Context, db sqlx.QueryerContext, f order.Filter, p
 	return out, nil
 }
 
-// createQuery places an order in one statement, so in one round trip and one implicit
-// transaction: it locks the items of the lines and reserves the stock of every line or of none
-// (catalogdb.ReserveAll, with the order's own rule that its items share one currency) and, only
-// when all of it was taken, inserts the order priced from the locked items, its lines, its
+// createQueries[takes] place an order in one statement, so in one round trip and one implicit
+// transaction: it locks the items of the lines and checks that every line's stock can be
+// taken (catalogdb.LockStock, with the order's own rule that its items share one currency);
+// with takes, it then takes the request's idempotency key (idempotency.ClaimSQL). Only when
+// all of it can be taken and the key is the request's does it take the stock
+// (catalogdb.TakeStock) and insert the order priced from the locked items, its lines, its
 // payment, its first timeline event and its outbox messages (their payloads get the number,
-// total and currency the statement assigns), and records the request's idempotency checkpoint.
-// Otherwise it writes nothing. Either way it reports the items as it found them.
-var createQuery = `
-WITH ` + catalogdb.ReserveAll(9, "count(DISTINCT currency) = 1") + `, o AS (
+// total and currency the statement assigns), with the request's recovery point: in the key it
+// took, or, without takes, as a checkpoint of the key the request holds. Otherwise it writes
+// nothing but, with takes, the key at its first recovery point when the order was refused.
+// Either way it reports the items as it found them, and whether it took the key.
+var createQueries = [2]string{createQuery(false), createQuery(true)}
+
+func createQuery(takes bool) string {
+	claim, placing, took, chk := "", "(SELECT ok FROM stock_ok)", "true", ""
+	if takes {
+		claim = ", claim AS (\n    " + idempotency.ClaimSQL(14, "(SELECT ok FROM stock_ok)") + "\n)"
+		placing += " AND EXISTS (SELECT FROM claim)"
+		took = "EXISTS (SELECT FROM claim)"
+	} else {
+		chk = ", chk AS (\n    " + idempotency.CheckpointSQL(14, "EXISTS (SELECT FROM o)") + "\n)"
+	}
+	return `
+WITH ` + catalogdb.LockStock(9, "count(DISTINCT currency) = 1") + claim + `, ` + catalogdb.TakeStock(9, placing) + `, o AS (
     INSERT INTO orders (id, user_id, status, total, currency)
     SELECT $1, $2, $3, (SELECT sum(price * qty) FROM stock_locked), (SELECT min(currency) FROM stock_locked)
-    FROM stock_ok WHERE ok
+    WHERE ` + placing + `
     RETURNING number, total, currency, created_at, updated_at
 ), l AS (
     INSERT INTO order_lines (id, order_id, position, item_id, name, unit_price, quantity, subtotal)
@@ -213,21 +228,21 @@ WITH ` + catalogdb.ReserveAll(9, "count(DISTINCT currency) = 1") + `, o AS (
     INSERT INTO order_events (id, order_id, type, actor, correlation_id) SELECT $6, $1, 'created', $7, $8 FROM o
 ), msg AS (
     ` + outbox.InsertSetting(11, "EXISTS (SELECT FROM o)", "{data}",
-	"p->'data' || (SELECT jsonb_build_object('number', number, 'total', total, 'currency', currency) FROM o)") + `
-), chk AS (
-    ` + idempotency.CheckpointSQL(14, "EXISTS (SELECT FROM o)") + `
-)
-SELECT s.ok, o.number, o.created_at, o.updated_at,
+		"p->'data' || (SELECT jsonb_build_object('number', number, 'total', total, 'currency', currency) FROM o)") + `
+)` + chk + `
+SELECT s.ok, ` + took + ` AS took, o.number, o.created_at, o.updated_at,
        COALESCE((SELECT stripe_customer_id FROM users WHERE id = $2), '') AS customer,
        ` + catalogdb.ReservedItems + ` AS items
 FROM stock_ok s LEFT JOIN o ON true`
+}
 
-// Create places a new order aggregate (see createQuery) on db, which must not be in a
+// Create places a new order aggregate (see createQueries) on db, which must not be in a
 // transaction of its own that outlives it: the statement is the order's whole transaction.
 // o holds the id, buyer, status and the lines' ids, items and quantities; names and prices
 // come from the items as the statement locked them, reported in the placement for the caller
 // to price o with (or to tell why it was refused). It fills the order's number and timestamps
-// and announces it with msgs; checkpoint is reached when it returns placed.
+// and announces it with msgs; checkpoint is reached when it returns placed. A checkpoint that
+// Takes the key and finds it in use writes nothing and reports KeyInUse.
 func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order, ev order.Event,
 	msgs outbox.Rows, checkpoint idempotency.Point) (order.Placement, error) {
 	ids, items := make([]string, len(o.Lines)), make([]string, len(o.Lines))
@@ -238,15 +253,20 @@ func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order,
 	args = append(append(append(args, catalogdb.ReservationArgs(o.Reservations())...), msgs.Args()...), checkpoint.Args()...)
 	var got struct {
 		OK        bool       `db:"ok"`
+		Took      bool       `db:"took"`
 		Number    *int64     `db:"number"`
 		CreatedAt *time.Time `db:"created_at"`
 		UpdatedAt *time.Time `db:"updated_at"`
 		Customer  string     `db:"customer"`
 		Items     []byte     `db:"items"`
 	}
-	if err := sqlx.GetContext(ctx, db, &got, createQuery, args...); err != nil {
+	if err := sqlx.GetContext(ctx, db, &got, createQueries[b2i(checkpoint.Takes())], args...); err != nil {
 		return order.Placement{}, mapErr("create", err)
 	}
+	if !got.Took {
+		return order.Placement{KeyInUse: true}, nil
+	}
+	checkpoint.Took()
 	reserved, err := catalogdb.DecodeReserved(got.Items)
 	if err != nil || !got.OK {
 		return order.Placement{Items: reserved}, err
