@@ -55,14 +55,26 @@ func TestCreateTakesItsKeyInTheOrdersTransaction(t *testing.T) {
 		t.Fatalf("%d orders, stock %d after replays and reuses; want 1 and 3", n, s.stock(item))
 	}
 
+	// Past its retention the key is another request's: a new order, not a replay.
+	if _, err := s.db.Exec(`UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = $1`, key); err != nil {
+		t.Fatal(err)
+	}
+	again := c.Do("POST", "/v1/orders", body(1), "Idempotency-Key", key).Expect(t, 201)
+	var second orderView
+	again.Decode(t, &second)
+	if again.Header.Get("Idempotent-Replayed") != "" || second.ID == o.ID || orders() != 2 || s.stock(item) != 2 {
+		t.Fatalf("expired key: replayed %q, order %s (first %s), %d orders, stock %d",
+			again.Header.Get("Idempotent-Replayed"), second.ID, o.ID, orders(), s.stock(item))
+	}
+
 	// Refused for stock under a new key: nothing is kept, and the key runs the fixed request.
 	fresh := "refused-" + uuid.NewString()
-	c.Do("POST", "/v1/orders", body(4), "Idempotency-Key", fresh).ExpectError(t, 409, "items.errors.insufficientStock")
+	c.Do("POST", "/v1/orders", body(3), "Idempotency-Key", fresh).ExpectError(t, 409, "items.errors.insufficientStock")
 	c.Do("POST", "/v1/orders", map[string]any{"items": []any{}}, "Idempotency-Key", fresh).ExpectError(t, 400, "common.errors.validation")
 	if n := s.count(`SELECT count(*) FROM idempotency_keys WHERE key = $1`, fresh); n != 0 {
 		t.Fatalf("refused requests left %d records", n)
 	}
-	c.Do("POST", "/v1/orders", body(3), "Idempotency-Key", fresh).Expect(t, 201)
+	c.Do("POST", "/v1/orders", body(2), "Idempotency-Key", fresh).Expect(t, 201)
 	if s.stock(item) != 0 {
 		t.Fatalf("stock %d, want 0", s.stock(item))
 	}
@@ -78,15 +90,15 @@ func TestCreateTakesItsKeyInTheOrdersTransaction(t *testing.T) {
 		t.Fatalf("Begin: %v %v", claim, err)
 	}
 	c.Do("POST", "/v1/orders", raw, "Idempotency-Key", held).ExpectError(t, 409, "common.errors.idempotencyKeyInFlight")
-	if n := orders(); n != 2 || s.stock(other) != 5 {
-		t.Fatalf("%d orders, stock %d while the key was held; want 2 and 5", n, s.stock(other))
+	if n := orders(); n != 3 || s.stock(other) != 5 {
+		t.Fatalf("%d orders, stock %d while the key was held; want 3 and 5", n, s.stock(other))
 	}
 	// The holder failed (a 5xx) before writing: the next attempt takes the key over and runs.
 	if err := idempotency.NewStore(s.db).Release(context.Background(), claim); err != nil {
 		t.Fatal(err)
 	}
 	r := c.Do("POST", "/v1/orders", raw, "Idempotency-Key", held).Expect(t, 201)
-	if r.Header.Get("Idempotent-Replayed") != "" || orders() != 3 || s.stock(other) != 4 {
+	if r.Header.Get("Idempotent-Replayed") != "" || orders() != 4 || s.stock(other) != 4 {
 		t.Fatalf("takeover: replayed %q, %d orders, stock %d", r.Header.Get("Idempotent-Replayed"), orders(), s.stock(other))
 	}
 }
