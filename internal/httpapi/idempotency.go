@@ -82,19 +82,10 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 		// The escaped path is plain ASCII: a path that is not UTF-8 (or holds a NUL) can be
 		// stored, and its handler answers 400 instead of the insert failing with a 500.
 		sc := idempotency.Scope{Owner: owner(c), Method: c.Request.Method, Path: c.Request.URL.EscapedPath(), Key: key[0]}
-		fingerprint := idempotency.Fingerprint(sc.Method, sc.Path, body)
-		var claim *idempotency.Claim
-		if use == keyInWrite {
-			claim = idempotency.Defer(sc, fingerprint)
-		} else {
-			var replay *idempotency.Replay
-			claim, replay, err = s.Begin(ctx, sc, fingerprint)
-			if err != nil {
-				fail(c, err)
-				return
-			}
-			if replay != nil {
-				writeReplay(c, replay)
+		claim := idempotency.Defer(sc, idempotency.Fingerprint(sc.Method, sc.Path, body))
+		if use != keyInWrite {
+			if err := s.Take(ctx, claim); err != nil {
+				answer(c, err, fail)
 				return
 			}
 		}
@@ -127,10 +118,16 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 	}
 }
 
-// writeReplay answers with the stored response of a finished request.
-func writeReplay(c *gin.Context, r *idempotency.Replay) {
+// answer ends a request with err: the stored response when err is the *idempotency.Replay of
+// a finished request, else fail's rendering of err.
+func answer(c *gin.Context, err error, fail func(*gin.Context, error)) {
+	var replay *idempotency.Replay
+	if !errors.As(err, &replay) {
+		fail(c, err)
+		return
+	}
 	c.Header(idemReplayedHeader, "true")
-	c.Data(r.Status, "application/json; charset=utf-8", r.Body)
+	c.Data(replay.Status, "application/json; charset=utf-8", replay.Body)
 	c.Abort()
 }
 
@@ -145,11 +142,7 @@ func (s *Server) refuse(c *gin.Context, err error) {
 			err = terr
 		}
 	}
-	if replay := (*idempotency.Replay)(nil); errors.As(err, &replay) {
-		writeReplay(c, replay)
-		return
-	}
-	s.respondError(c, err)
+	answer(c, err, s.respondError)
 }
 
 // capture tees the response body so a successful response can be stored.

@@ -53,9 +53,10 @@ type Claim struct {
 	fingerprint []byte
 }
 
-// Defer is a claim on sc that holds nothing yet, for a request whose first write takes the key
-// in its own statement: one round trip and one commit fewer than Begin before the write. When
-// that statement finds the key in use, or the request ends before writing, Take claims it.
+// Defer is a claim on sc that holds nothing yet. Take claims it the way Begin does; or the
+// request's first write takes the key in its own statement (ClaimSQL), one round trip and one
+// commit fewer, and Take claims it only when that statement finds the key in use or the request
+// ends before writing.
 func Defer(sc Scope, fingerprint []byte) *Claim {
 	return &Claim{Scope: sc, RecoveryPoint: Started, deferred: true, fingerprint: fingerprint}
 }
@@ -235,8 +236,7 @@ func (p Point) Args() []any {
 	return []any{sc.Owner, sc.Method, sc.Path, sc.Key, p.name, p.id}
 }
 
-// Took tells a deferred claim its statement took the key (and its step was refused: it stays
-// at Started).
+// Took tells a deferred claim its statement took the key; it stays at Started until Reached.
 func (p Point) Took() {
 	if p.claim != nil {
 		p.claim.deferred = false
