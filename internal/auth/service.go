@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -72,14 +71,15 @@ type Service struct {
 	users  CredentialStore
 	wake   *outbox.Waker
 	log    *slog.Logger
-	cache  identityCache
+	// cache keeps identities for IdentityTTL so a burst of requests on one session costs one
+	// database read per second.
+	cache expiring[uuid.UUID, authdb.Identity]
 }
 
 // NewService wires the auth service.
 func NewService(db *postgres.DB, rdb *redis.Client, keys redisx.Prefix, h *Hasher, t *Tokens, users CredentialStore,
 	wake *outbox.Waker, log *slog.Logger) *Service {
-	return &Service{db: db, rdb: rdb, keys: keys, Hasher: h, Tokens: t, users: users, wake: wake, log: log,
-		cache: identityCache{m: map[uuid.UUID]cachedIdentity{}}}
+	return &Service{db: db, rdb: rdb, keys: keys, Hasher: h, Tokens: t, users: users, wake: wake, log: log}
 }
 
 // Login checks the password and opens a session. A wrong email and a wrong password fail
@@ -211,7 +211,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	if denied > 0 {
 		return Principal{}, ErrInvalidToken
 	}
-	if id, ok := s.cache.get(sid); ok && redisOK && id.UserID == uid {
+	if id, ok := s.cache.get(sid, time.Now()); ok && redisOK && id.UserID == uid {
 		return principal(id, sid), nil
 	}
 	id, err := authdb.IdentityOf(ctx, s.db, sid, uid)
@@ -221,7 +221,8 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	if err != nil {
 		return Principal{}, err
 	}
-	s.cache.put(sid, id)
+	now := time.Now()
+	s.cache.put(sid, id, now.Add(IdentityTTL), now)
 	return principal(id, sid), nil
 }
 
@@ -251,49 +252,4 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n]
-}
-
-// identityCache keeps identities for IdentityTTL so a burst of requests on one session costs
-// one database read per second.
-type identityCache struct {
-	mu sync.Mutex
-	m  map[uuid.UUID]cachedIdentity
-}
-
-type cachedIdentity struct {
-	id      authdb.Identity
-	expires time.Time
-}
-
-func (c *identityCache) get(sid uuid.UUID) (authdb.Identity, bool) {
-	c.mu.Lock()
-	e, ok := c.m[sid]
-	c.mu.Unlock()
-	if !ok || time.Now().After(e.expires) {
-		return authdb.Identity{}, false
-	}
-	return e.id, true
-}
-
-func (c *identityCache) put(sid uuid.UUID, id authdb.Identity) {
-	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= 10000 {
-		for k, e := range c.m {
-			if now.After(e.expires) {
-				delete(c.m, k)
-			}
-		}
-		if len(c.m) >= 10000 {
-			clear(c.m)
-		}
-	}
-	c.m[sid] = cachedIdentity{id: id, expires: now.Add(IdentityTTL)}
-}
-
-func (c *identityCache) drop(sid uuid.UUID) {
-	c.mu.Lock()
-	delete(c.m, sid)
-	c.mu.Unlock()
 }

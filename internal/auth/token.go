@@ -17,7 +17,14 @@ type Tokens struct {
 	accessSecret, refreshSecret []byte
 	AccessTTL, RefreshTTL       time.Duration
 	now                         func() time.Time
+	// verified keeps the access tokens already verified, by their whole text (signature
+	// included), until they expire: every request presents one, and verifying it again
+	// (decoding, JSON, HMAC) would give the same answer.
+	verified expiring[string, session]
 }
+
+// session is who an access token speaks for.
+type session struct{ userID, sessionID uuid.UUID }
 
 // NewTokens returns a token issuer.
 func NewTokens(accessSecret, refreshSecret string, accessTTL, refreshTTL time.Duration) *Tokens {
@@ -80,11 +87,18 @@ func HashToken(token string) []byte {
 
 // ParseAccess verifies an access token and returns the user and session ids.
 func (t *Tokens) ParseAccess(token string) (userID, sessionID uuid.UUID, err error) {
+	now := t.now()
+	if s, ok := t.verified.get(token, now); ok {
+		return s.userID, s.sessionID, nil
+	}
 	var c AccessClaims
 	if err := t.parse(token, &c, t.accessSecret); err != nil {
 		return uuid.Nil, uuid.Nil, err
 	}
-	return ids(c.Subject, c.ID)
+	if userID, sessionID, err = ids(c.Subject, c.ID); err == nil {
+		t.verified.put(token, session{userID, sessionID}, c.ExpiresAt.Time, now)
+	}
+	return userID, sessionID, err
 }
 
 // ParseRefresh verifies a refresh token and returns the user and session ids.
