@@ -478,18 +478,26 @@ func (Store) SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID
 // PendingBefore returns PENDING orders without a pending action created before a time, oldest
 // first, after a position (nil for the start).
 func (Store) PendingBefore(ctx context.Context, db sqlx.QueryerContext, before time.Time, after *order.PendingOrder, limit int) ([]order.PendingOrder, error) {
+	query, args := pendingQuery(before, after, limit)
+	var rows []order.PendingOrder
+	err := sqlx.SelectContext(ctx, db, &rows, query, args...)
+	return rows, mapErr("pending", err)
+}
+
+// pendingQuery is PendingBefore's statement. A pending order is never deleted, so deleted_at
+// IS NULL changes no answer; it lets the plan read the PENDING part of orders_status_keyset_idx
+// (there is no index of pending orders of their own: every order would be written to it).
+func pendingQuery(before time.Time, after *order.PendingOrder, limit int) (string, []any) {
 	var q postgres.Query
 	q.Where("o.status = 'PENDING'")
+	q.Where("o.deleted_at IS NULL")
 	q.Where("o.pending_action IS NULL")
 	q.Where("o.created_at < " + q.Arg(before))
 	if after != nil {
 		q.Keyset("o.created_at", "o.id", after.CreatedAt, after.ID, true)
 	}
-	query := `SELECT o.id, o.created_at, p.payment_intent_id FROM orders o JOIN payments p ON p.order_id = o.id` +
-		q.WhereSQL() + ` ORDER BY o.created_at, o.id LIMIT ` + q.Arg(limit)
-	var rows []order.PendingOrder
-	err := sqlx.SelectContext(ctx, db, &rows, query, q.Args...)
-	return rows, mapErr("pending", err)
+	return `SELECT o.id, o.created_at, p.payment_intent_id FROM orders o JOIN payments p ON p.order_id = o.id` +
+		q.WhereSQL() + ` ORDER BY o.created_at, o.id LIMIT ` + q.Arg(limit), q.Args
 }
 
 // stuckQuery finds orders whose task has not run in time and has no outbox row left to run it:

@@ -2,8 +2,11 @@ package orderdb
 
 import (
 	"testing"
+	"time"
 
+	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/testenv"
+	"github.com/google/uuid"
 )
 
 // The lookups by key keep to their key's index in the plan PostgreSQL keeps once it stops
@@ -26,4 +29,17 @@ func TestLookupsByKeyUseTheKeyBeforeAnyAnalyze(t *testing.T) {
 		save = append(save, `NULL`)
 	}
 	testenv.PlanReads(t, db, "save", saveQueries[0][0], save, map[string][]string{"orders": {"orders_pkey"}})
+}
+
+// The reconciler's scan of unpaid orders reads the PENDING part of the status index, from the
+// first page on, and never the whole list of orders.
+func TestPendingOrdersAreReadThroughTheStatusIndex(t *testing.T) {
+	t.Parallel()
+	db, _ := testenv.DB(t)
+	want := map[string][]string{"orders": {"orders_status_keyset_idx"}, "payments": {"payments_pkey"}}
+	first, _ := pendingQuery(time.Now(), nil, 100)
+	testenv.PlanReads(t, db, "first page", first, []string{`now()`, `100`}, want)
+	next, _ := pendingQuery(time.Now(), &order.PendingOrder{ID: uuid.New(), CreatedAt: time.Now()}, 100)
+	testenv.PlanReads(t, db, "next page", next,
+		[]string{`now()`, `now() - interval '1 hour'`, `'00000000-0000-0000-0000-000000000000'`, `100`}, want)
 }
