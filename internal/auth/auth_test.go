@@ -143,6 +143,16 @@ func TestTokens(t *testing.T) {
 	if _, _, err := tk.ParseAccess(access[:len(access)-2] + "xx"); err == nil {
 		t.Fatal("tampered token accepted")
 	}
+	// The signature's last character carries two unused bits: a token that differs from a
+	// genuine one only there is not the token that was issued.
+	for _, tok := range []string{access, refresh} {
+		if _, _, err := tk.ParseAccess(padded(t, tok)); err == nil && tok == access {
+			t.Fatal("access token with its unused signature bits set accepted")
+		}
+		if _, _, err := tk.ParseRefresh(padded(t, tok)); err == nil && tok == refresh {
+			t.Fatal("refresh token with its unused signature bits set accepted")
+		}
+	}
 	expired := auth.NewTokens(strings.Repeat("a", 32), strings.Repeat("b", 32), -time.Second, time.Hour)
 	old, _ := expired.Access(uid, sid, auth.RoleUser, "en")
 	if _, _, err := tk.ParseAccess(old); err == nil {
@@ -151,4 +161,20 @@ func TestTokens(t *testing.T) {
 	if _, _, err := tk.ParseAccess(access + strings.Repeat("a", 5000)); err == nil {
 		t.Fatal("oversized token accepted")
 	}
+}
+
+// padded returns tok with the unused low bits of its last base64url character set: the same
+// bytes to a lenient decoder, another text to anyone else.
+func padded(t *testing.T, tok string) string {
+	t.Helper()
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	sig := tok[strings.LastIndexByte(tok, '.')+1:]
+	if len(sig)%4 != 3 { // 32 bytes of HMAC-SHA256: 43 characters, the last with 2 unused bits
+		t.Fatalf("signature of %d characters", len(sig))
+	}
+	v := strings.IndexByte(alphabet, tok[len(tok)-1])
+	if v < 0 || v&3 != 0 {
+		t.Fatalf("last character %q is not canonical", tok[len(tok)-1])
+	}
+	return tok[:len(tok)-1] + string(alphabet[v|1])
 }

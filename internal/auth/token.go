@@ -110,12 +110,14 @@ func (t *Tokens) ParseRefresh(token string) (userID, sessionID uuid.UUID, err er
 	return ids(c.Subject, c.SessionID)
 }
 
+// parse verifies a token of either kind. Decoding is strict: a text that differs from the one
+// issued only in the unused bits of a base64url character is refused, not read as the same token.
 func (t *Tokens) parse(token string, claims jwt.Claims, secret []byte) error {
 	if len(token) > 4096 {
 		return errBadToken
 	}
 	_, err := jwt.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) { return secret, nil },
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithStrictDecoding(),
 		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithTimeFunc(t.now))
 	if err != nil {
 		return errBadToken
