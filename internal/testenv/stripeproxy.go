@@ -1,7 +1,9 @@
 package testenv
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -33,6 +35,7 @@ type StripeProxy struct {
 // Call is one request the proxy received.
 type Call struct {
 	Method, Path, IdempotencyKey string
+	Form                         url.Values // the query and the form-encoded body
 	Status                       int
 }
 
@@ -61,7 +64,15 @@ func NewStripeProxy(t testing.TB, target string) *StripeProxy {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.gate()
-		call := Call{Method: r.Method, Path: r.URL.Path, IdempotencyKey: r.Header.Get("Idempotency-Key")}
+		call := Call{Method: r.Method, Path: r.URL.Path, IdempotencyKey: r.Header.Get("Idempotency-Key"), Form: r.URL.Query()}
+		if body, err := io.ReadAll(r.Body); err == nil {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if form, err := url.ParseQuery(string(body)); err == nil {
+				for k, v := range form {
+					call.Form[k] = append(call.Form[k], v...)
+				}
+			}
+		}
 		if f, ok := p.match(r.Method, r.URL.Path); ok {
 			call.Status = f.Status
 			p.record(call)
