@@ -64,8 +64,6 @@ const IdentityTTL = time.Second
 // Service runs logins, refreshes, logouts and per-request authentication.
 type Service struct {
 	db     *postgres.DB
-	rdb    *redis.Client
-	keys   redisx.Prefix
 	Hasher *Hasher
 	Tokens *Tokens
 	users  CredentialStore
@@ -73,14 +71,20 @@ type Service struct {
 	log    *slog.Logger
 	// cache keeps identities for IdentityTTL so a burst of requests on one session costs one
 	// database read per second.
-	cache expiring[uuid.UUID, authdb.Identity]
+	cache  expiring[uuid.UUID, authdb.Identity]
+	denied *denylist
 }
 
 // NewService wires the auth service.
 func NewService(db *postgres.DB, rdb *redis.Client, keys redisx.Prefix, h *Hasher, t *Tokens, users CredentialStore,
 	wake *outbox.Waker, log *slog.Logger) *Service {
-	return &Service{db: db, rdb: rdb, keys: keys, Hasher: h, Tokens: t, users: users, wake: wake, log: log}
+	return &Service{db: db, Hasher: h, Tokens: t, users: users, wake: wake, log: log,
+		denied: newDenylist(rdb, keys.Key("denylist"), keys.Key("denylist", "added"))}
 }
+
+// FollowDenylist keeps a copy of the denylist in this process until ctx ends, so requests are
+// checked against it without a round trip to Redis (the API runs it; see denylist).
+func (s *Service) FollowDenylist(ctx context.Context) { s.denied.follow(ctx, s.log) }
 
 // Login checks the password and opens a session. A wrong email and a wrong password fail
 // alike and take the same time.
@@ -180,18 +184,17 @@ func (s *Service) RevokeUser(ctx context.Context, tx sqlx.ExtContext, userID uui
 	return authdb.RevokeUser(ctx, tx, userID, reason)
 }
 
-// Deny puts sessions on the Redis denylist until their access tokens expire. A failure is
-// logged: the database check behind the identity cache still ends access within IdentityTTL.
+// Deny puts sessions on the denylist until their access tokens expire: in this process at
+// once, in Redis and in every API following it. A failure to reach Redis is logged: the
+// database check behind the identity cache still ends access elsewhere within IdentityTTL.
 func (s *Service) Deny(ctx context.Context, sessionIDs ...uuid.UUID) {
 	if len(sessionIDs) == 0 {
 		return
 	}
-	pipe := s.rdb.Pipeline()
 	for _, sid := range sessionIDs {
-		pipe.Set(ctx, s.denyKey(sid), 1, s.Tokens.AccessTTL)
 		s.cache.drop(sid)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := s.denied.add(ctx, time.Now().Add(s.Tokens.AccessTTL), sessionIDs...); err != nil {
 		s.log.ErrorContext(ctx, "denylist write failed", "err", err, "sessions", len(sessionIDs))
 	}
 }
@@ -203,12 +206,12 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	if err != nil {
 		return Principal{}, ErrInvalidToken
 	}
-	denied, err := s.rdb.Exists(ctx, s.denyKey(sid)).Result()
+	denied, err := s.denied.has(ctx, sid)
 	redisOK := err == nil
 	if !redisOK {
 		s.log.WarnContext(ctx, "denylist unavailable; checking the session in the database", "err", err)
 	}
-	if denied > 0 {
+	if denied {
 		return Principal{}, ErrInvalidToken
 	}
 	if id, ok := s.cache.get(sid, time.Now()); ok && redisOK && id.UserID == uid {
@@ -238,8 +241,6 @@ func (s *Service) pair(uid, sid uuid.UUID, role Role, lang, refresh string) (Tok
 	return TokenPair{AccessToken: access, RefreshToken: refresh, ExpiresIn: int(s.Tokens.AccessTTL.Seconds()),
 		UserID: uid, Language: lang}, nil
 }
-
-func (s *Service) denyKey(sid uuid.UUID) string { return s.keys.Key("denylist", sid.String()) }
 
 // truncate cuts s to at most n bytes of valid UTF-8 (never inside a character): the result is
 // stored in a PostgreSQL text column, which refuses invalid UTF-8.

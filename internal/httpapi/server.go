@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 
@@ -64,10 +65,18 @@ func New(cfg config.Config, a *assembly.App, opts Options) *Server {
 	}
 	s.engine = s.newEngine()
 	s.routes()
+	ctx, stop := context.WithCancel(context.Background())
+	following := make(chan struct{})
+	go func() {
+		defer close(following)
+		a.Auth.FollowDenylist(ctx)
+	}()
+	s.closers = append(s.closers, func() error { stop(); <-following; return nil })
 	return s
 }
 
-// Close releases what the server holds beyond its dependencies (the queue UI's Redis client).
+// Close releases what the server holds beyond its dependencies: the copy of the denylist it
+// follows, the queue UI's Redis client.
 func (s *Server) Close() {
 	for _, f := range s.closers {
 		if err := f(); err != nil {

@@ -1,0 +1,125 @@
+package auth
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+// Two APIs on one Redis: what one denies, the other refuses, whether it follows the list or not;
+// a follower answers from its copy, which holds what was denied before it started and what is
+// announced after; entries lapse at their time.
+func TestDenylistIsSharedAndFollowed(t *testing.T) {
+	t.Parallel()
+	rdb, prefix, url := testenv.Redis(t)
+	ctx := testenv.Context(t)
+	list := func(c *redis.Client) *denylist {
+		return newDenylist(c, prefix.Key("denylist"), prefix.Key("denylist", "added"))
+	}
+	other, err := redisx.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	a, b := list(rdb), list(other)
+	later := time.Now().Add(time.Hour)
+
+	before := uuid.New()
+	if err := a.add(ctx, later, before); err != nil {
+		t.Fatal(err)
+	}
+	expectDenied(t, a, before, true)
+	expectDenied(t, b, before, true) // not following: asks Redis
+	expectDenied(t, b, uuid.New(), false)
+
+	go b.follow(ctx, slog.New(slog.DiscardHandler))
+	testenv.Eventually(t, 10*time.Second, "the follower's copy is complete", b.live.Load)
+	// The copy answers alone: with the set gone from Redis, what was loaded is still refused.
+	if err := rdb.Del(ctx, prefix.Key("denylist")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	expectDenied(t, b, before, true)
+
+	announced := uuid.New()
+	if err := a.add(ctx, later, announced); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the follower learns of a session denied elsewhere", func() bool {
+		denied, err := b.has(ctx, announced)
+		return err == nil && denied
+	})
+	expectDenied(t, b, uuid.New(), false)
+
+	short := uuid.New()
+	until := time.Now().Add(300 * time.Millisecond)
+	if err := a.add(ctx, until, short); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the follower learns of the short entry", func() bool {
+		denied, _ := b.has(ctx, short)
+		return denied
+	})
+	time.Sleep(time.Until(until) + 10*time.Millisecond)
+	expectDenied(t, b, short, false)           // from the copy
+	expectDenied(t, list(other), short, false) // from Redis
+}
+
+// A follower whose subscription is cut, or whose Redis restarts empty, asks Redis until it has
+// subscribed and loaded the list again, so a session denied meanwhile is not let through by a
+// stale copy.
+func TestDenylistFollowerRecovers(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedisServer(t, "denylist-redis")
+	ctx := testenv.Context(t)
+	admin := srv.Client()
+	list := func() *denylist {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: 200 * time.Millisecond})
+		t.Cleanup(func() { c.Close() })
+		return newDenylist(c, "denylist", "denylist:added")
+	}
+	a, b := list(), list()
+	go b.follow(ctx, slog.New(slog.DiscardHandler))
+	testenv.Eventually(t, 10*time.Second, "the follower's copy is complete", b.live.Load)
+
+	loads := b.loads.Load()
+	if err := admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	missed := uuid.New() // announced while nobody listens
+	if err := a.add(ctx, time.Now().Add(time.Hour), missed); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the follower loads the list again", func() bool { return b.loads.Load() > loads })
+	expectDenied(t, b, missed, true)
+
+	srv.Kill()
+	testenv.Eventually(t, 10*time.Second, "the follower stops trusting its copy", func() bool { return !b.live.Load() })
+	if _, err := b.has(ctx, missed); err == nil {
+		t.Fatal("with Redis down and no complete copy, has answered without an error")
+	}
+	srv.Start() // empty: nothing was saved
+	testenv.Eventually(t, 20*time.Second, "the follower follows the restarted Redis", b.live.Load)
+	again := uuid.New()
+	if err := a.add(ctx, time.Now().Add(time.Hour), again); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the follower learns of a session denied after the restart", func() bool {
+		denied, _ := b.has(ctx, again)
+		return denied
+	})
+}
+
+func expectDenied(t *testing.T, d *denylist, sid uuid.UUID, want bool) {
+	t.Helper()
+	got, err := d.has(context.Background(), sid)
+	if err != nil || got != want {
+		t.Fatalf("has(%s) = %v, %v; want %v", sid, got, err, want)
+	}
+}
