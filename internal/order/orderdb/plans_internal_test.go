@@ -18,11 +18,13 @@ func TestLookupsByKeyUseTheKeyBeforeAnyAnalyze(t *testing.T) {
 	db, _ := testenv.DB(t)
 	id, intent := []string{`'00000000-0000-0000-0000-000000000000'`}, []string{`'pi_none'`}
 	byID := map[string][]string{"orders": {"orders_pkey"}, "payments": {"payments_pkey"}}
-	byIntent := map[string][]string{"orders": {"orders_pkey"}, "payments": {"payments_payment_intent_id_key"}}
+	byIntent := map[string][]string{"orders": {"orders_pkey"}, "payments": {"payments_intent_idx"}}
 	testenv.PlanReads(t, db, "get", getQuery, id, byID)
 	testenv.PlanReads(t, db, "lock", getQuery+` FOR UPDATE OF o`, id, byID)
 	testenv.PlanReads(t, db, "get by intent", getByIntentQuery, intent, byIntent)
 	testenv.PlanReads(t, db, "lock by intent", getByIntentQuery+` FOR UPDATE OF o`, intent, byIntent)
+	testenv.PlanReads(t, db, "refunds of an intent", refundStatusQuery, []string{`''`, `'pi_none'`, `'succeeded'`},
+		map[string][]string{"payments": {"payments_intent_idx"}})
 
 	save := append(id, `'PENDING'`, `NULL`, `'PAID'`)
 	for range 18 {
