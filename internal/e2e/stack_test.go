@@ -82,6 +82,7 @@ func newStack(t *testing.T, opts ...func(*stackOptions)) *stack {
 		t.Fatal(err)
 	}
 	api := httpapi.New(cfg, a, httpapi.Options{})
+	t.Cleanup(api.Close)
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(hs.Close)
 	s.api = testenv.NewClient(t, hs.URL)

@@ -56,6 +56,7 @@ func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL stri
 	services := assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})
 	srv := httpapi.New(cfg, services, httpapi.Options{})
+	t.Cleanup(srv.Close)
 	if err := demo.Seed(testenv.Context(t), db, services.Users, services.Catalog, log); err != nil {
 		t.Fatalf("seed: %v", err)
 	}

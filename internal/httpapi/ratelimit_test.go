@@ -220,6 +220,7 @@ func TestRateLimitSharedByReplicas(t *testing.T) {
 	a := newApp(t, "RATE_LIMIT_ENABLED", "true", "RATE_LIMITS", "login=4")
 	log := logging.New("api", a.cfg.LogLevel, "json", io.Discard)
 	replica := httpapi.New(a.cfg, assembly.New(a.cfg, assembly.Infra{DB: a.db, Redis: a.rdb, Keys: a.keys, Log: log}), httpapi.Options{})
+	t.Cleanup(replica.Close)
 	hs := httptest.NewServer(replica.Handler())
 	t.Cleanup(hs.Close)
 	b := testenv.NewClient(t, hs.URL)
