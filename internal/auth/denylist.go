@@ -131,6 +131,8 @@ func (d *denylist) follow(ctx context.Context, log *slog.Logger) {
 func (d *denylist) subscription(ctx context.Context) (wasLive bool, err error) {
 	ps := d.rdb.Subscribe(ctx, d.channel)
 	defer ps.Close()
+	// A read waiting for the next message does not watch ctx; closing the subscription ends it.
+	defer context.AfterFunc(ctx, func() { ps.Close() })()
 	pinged := false
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, followPing)

@@ -39,7 +39,12 @@ func TestDenylistIsSharedAndFollowed(t *testing.T) {
 	expectDenied(t, b, before, true) // not following: asks Redis
 	expectDenied(t, b, uuid.New(), false)
 
-	go b.follow(ctx, slog.New(slog.DiscardHandler))
+	followCtx, stop := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		b.follow(followCtx, slog.New(slog.DiscardHandler))
+	}()
 	testenv.Eventually(t, 10*time.Second, "the follower's copy is complete", b.live.Load)
 	// The copy answers alone: with the set gone from Redis, what was loaded is still refused.
 	if err := rdb.Del(ctx, prefix.Key("denylist")).Err(); err != nil {
@@ -69,6 +74,18 @@ func TestDenylistIsSharedAndFollowed(t *testing.T) {
 	time.Sleep(time.Until(until) + 10*time.Millisecond)
 	expectDenied(t, b, short, false)           // from the copy
 	expectDenied(t, list(other), short, false) // from Redis
+
+	// Stopping does not wait for a message or a ping to end the read in progress (a server's
+	// Close waits for it).
+	stop()
+	select {
+	case <-stopped:
+	case <-time.After(followPing / 2):
+		t.Fatal("the follower did not stop while its subscription was quiet")
+	}
+	if b.live.Load() {
+		t.Fatal("a stopped follower still trusts its copy")
+	}
 }
 
 // A follower whose subscription is cut, or whose Redis restarts empty, asks Redis until it has
