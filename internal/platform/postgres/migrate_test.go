@@ -199,10 +199,10 @@ func TestSchemaConstraints(t *testing.T) {
 		constraintPrefix string
 	}{
 		{1, -1, "usd", "Negative stock", "items_stock"},
-		{0, 1, "usd", "Free item", "items_price"},
-		{-100, 1, "usd", "Negative price", "items_price"},
-		{1, 1, "gbp", "Pound item", "items_currency"},
-		{1, 1, "usd", "x", "items_name"},
+		{0, 1, "usd", "Free item", "positive_amount"},
+		{-100, 1, "usd", "Negative price", "positive_amount"},
+		{1, 1, "gbp", "Pound item", "currency_code"},
+		{1, 1, "usd", "x", "item_name"},
 	} {
 		err := insertItem(tc.price, tc.stock, tc.currency, tc.name)
 		if !postgres.IsCode(err, postgres.CheckViolation) || !strings.HasPrefix(postgres.Constraint(err), tc.constraintPrefix) {
@@ -224,6 +224,41 @@ func TestSchemaConstraints(t *testing.T) {
 	}
 	if _, err := db.Exec(`UPDATE items SET price = 0 WHERE id = $1`, id); !postgres.IsCode(err, postgres.CheckViolation) {
 		t.Fatalf("price update to 0: %v, want a check violation", err)
+	}
+
+	// The orders' value rules (domains since migration 0009) hold on insert and on update.
+	buyer := uuid.New()
+	if _, err := db.Exec(`INSERT INTO users (id, name, email, password_hash, role) VALUES ($1, 'Buyer', $2, 'x', 'user')`,
+		buyer, buyer.String()+"@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	order := uuid.New()
+	if _, err := db.Exec(`INSERT INTO orders (id, user_id, status, total, currency) VALUES ($1, $2, 'PENDING', 300, 'usd')`, order, buyer); err != nil {
+		t.Fatalf("a valid order is refused: %v", err)
+	}
+	if _, err := db.Exec(`INSERT INTO payments (order_id, status) VALUES ($1, 'pending')`, order); err != nil {
+		t.Fatalf("a valid payment is refused: %v", err)
+	}
+	if _, err := db.Exec(`INSERT INTO order_lines (id, order_id, position, item_id, name, unit_price, quantity, subtotal)
+		VALUES ($1, $2, 1, $3, 'Three Left', 100, 3, 300)`, uuid.New(), order, id); err != nil {
+		t.Fatalf("a valid line is refused: %v", err)
+	}
+	for _, tc := range []struct{ sql, constraint string }{
+		{`INSERT INTO orders (id, user_id, status, total, currency) VALUES ('` + uuid.NewString() + `', '` + buyer.String() + `', 'LOST', 1, 'usd')`, "order_status_check"},
+		{`INSERT INTO orders (id, user_id, status, total, currency) VALUES ('` + uuid.NewString() + `', '` + buyer.String() + `', 'PENDING', 0, 'usd')`, "positive_amount_check"},
+		{`UPDATE orders SET status = 'LOST' WHERE id = '` + order.String() + `'`, "order_status_check"},
+		{`UPDATE orders SET pending_action = 'ship' WHERE id = '` + order.String() + `'`, "order_action_check"},
+		{`UPDATE orders SET currency = 'gbp' WHERE id = '` + order.String() + `'`, "currency_code_check"},
+		{`UPDATE orders SET status = 'SHIPPED' WHERE id = '` + order.String() + `'`, "orders_check"},
+		{`UPDATE payments SET status = 'paid' WHERE order_id = '` + order.String() + `'`, "payment_status_check"},
+		{`UPDATE order_lines SET quantity = 1001, subtotal = 100100 WHERE order_id = '` + order.String() + `'`, "line_quantity_check"},
+		{`UPDATE order_lines SET subtotal = 1 WHERE order_id = '` + order.String() + `'`, "order_lines_check"},
+		{`INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, state, expires_at) VALUES ('s', 'POST', '/p', 'k', '\x00', 'done', now())`, "idempotency_state_check"},
+	} {
+		_, err := db.Exec(tc.sql)
+		if !postgres.IsCode(err, postgres.CheckViolation) || postgres.Constraint(err) != tc.constraint {
+			t.Errorf("%s: %v (constraint %q), want a check violation of %s", tc.sql, err, postgres.Constraint(err), tc.constraint)
+		}
 	}
 
 	// Email: unique case-insensitively among live users; deleted users free their email.
