@@ -1,5 +1,3 @@
-ALTER TABLE order_lines DROP CONSTRAINT order_lines_pkey;
-ALTER TABLE order_lines ADD PRIMARY KEY (id);
 ALTER TABLE order_lines ADD CONSTRAINT order_lines_order_id_position_key UNIQUE (order_id, position);
 
 DROP INDEX payments_intent_idx;

@@ -4,9 +4,7 @@
 ALTER TABLE payments DROP CONSTRAINT payments_payment_intent_id_key;
 CREATE UNIQUE INDEX payments_intent_idx ON payments (payment_intent_id) WHERE payment_intent_id IS NOT NULL;
 
--- A line is read with its order, in its position: that pair, unique already, is its key. The
--- line's id stays, shown by the API, without an index of its own that nothing read.
-ALTER TABLE order_lines
-    DROP CONSTRAINT order_lines_pkey,
-    DROP CONSTRAINT order_lines_order_id_position_key,
-    ADD PRIMARY KEY (order_id, position);
+-- A line's position is given by the one statement that writes an order's lines (in the order of
+-- the request, WITH ORDINALITY) and never changes. Its unique index was written for every line
+-- and read by nothing that the index of (order_id, item_id) does not serve.
+ALTER TABLE order_lines DROP CONSTRAINT order_lines_order_id_position_key;

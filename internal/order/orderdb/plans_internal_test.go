@@ -17,8 +17,9 @@ func TestLookupsByKeyUseTheKeyBeforeAnyAnalyze(t *testing.T) {
 	t.Parallel()
 	db, _ := testenv.DB(t)
 	id, intent := []string{`'00000000-0000-0000-0000-000000000000'`}, []string{`'pi_none'`}
-	byID := map[string][]string{"orders": {"orders_pkey"}, "payments": {"payments_pkey"}}
-	byIntent := map[string][]string{"orders": {"orders_pkey"}, "payments": {"payments_intent_idx"}}
+	lines := []string{"order_lines_order_id_item_id_key"}
+	byID := map[string][]string{"orders": {"orders_pkey"}, "payments": {"payments_pkey"}, "order_lines": lines}
+	byIntent := map[string][]string{"orders": {"orders_pkey"}, "payments": {"payments_intent_idx"}, "order_lines": lines}
 	testenv.PlanReads(t, db, "get", getQuery, id, byID)
 	testenv.PlanReads(t, db, "lock", getQuery+` FOR UPDATE OF o`, id, byID)
 	testenv.PlanReads(t, db, "get by intent", getByIntentQuery, intent, byIntent)
