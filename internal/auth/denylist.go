@@ -30,11 +30,11 @@ type denylist struct {
 	key     string // the sorted set
 	channel string
 
-	mu     sync.RWMutex
-	local  map[uuid.UUID]time.Time // session → when its entry lapses
-	swept  int                     // entries left by the last sweep of lapsed ones
-	live   atomic.Bool
-	loads  atomic.Int64 // completed reads of the whole set (tests wait on them)
+	mu    sync.RWMutex
+	local map[uuid.UUID]time.Time // session → when its entry lapses
+	swept int                     // entries left by the last sweep of lapsed ones
+	live  atomic.Bool
+	loads atomic.Int64 // completed reads of the whole set (tests wait on them)
 }
 
 func newDenylist(rdb *redis.Client, key, channel string) *denylist {
