@@ -8,10 +8,16 @@ import (
 // cacheCap bounds each cache: past it, lapsed entries go, and if that is not enough, all do.
 const cacheCap = 10000
 
-// expiring is a small in-process map whose entries lapse at a time of their own.
+// expiring is a small in-process map whose entries lapse at a time of their own. As a cache
+// (the zero value) it holds at most cacheCap entries and may forget live ones to stay there.
+// With keepAll (the denylist's copy, which must not forget a session before it lapses) it is
+// unbounded, and sweeps its lapsed entries each time it has doubled since the last sweep.
 type expiring[K comparable, V any] struct {
-	mu sync.Mutex
-	m  map[K]expiringEntry[V]
+	keepAll bool
+
+	mu    sync.Mutex
+	m     map[K]expiringEntry[V]
+	swept int // entries left by the last sweep (keepAll)
 }
 
 type expiringEntry[V any] struct {
@@ -38,17 +44,24 @@ func (c *expiring[K, V]) put(k K, v V, until, now time.Time) {
 	if c.m == nil {
 		c.m = map[K]expiringEntry[V]{}
 	}
-	if len(c.m) >= cacheCap {
-		for key, e := range c.m {
-			if !now.Before(e.until) {
-				delete(c.m, key)
-			}
-		}
-		if len(c.m) >= cacheCap {
+	switch {
+	case c.keepAll && len(c.m) > 2*c.swept+1024:
+		c.sweep(now)
+		c.swept = len(c.m)
+	case !c.keepAll && len(c.m) >= cacheCap:
+		if c.sweep(now); len(c.m) >= cacheCap {
 			clear(c.m)
 		}
 	}
 	c.m[k] = expiringEntry[V]{v: v, until: until}
+}
+
+func (c *expiring[K, V]) sweep(now time.Time) {
+	for k, e := range c.m {
+		if !now.Before(e.until) {
+			delete(c.m, k)
+		}
+	}
 }
 
 func (c *expiring[K, V]) drop(k K) {

@@ -68,6 +68,34 @@ func TestExpiringStaysBounded(t *testing.T) {
 	if _, ok := c.get(-2, now); ok {
 		t.Fatal("dropped entry still there")
 	}
+
+	// keepAll forgets nothing live, however many entries, and sweeps the lapsed ones: with one
+	// entry in a hundred live, at most twice the live ones plus 1,024 stay between sweeps.
+	all := expiring[int, int]{keepAll: true}
+	const n, live = 3 * cacheCap, 3 * cacheCap / 100
+	for i := range n {
+		until := now // lapsed already
+		if i%100 == 0 {
+			until = now.Add(time.Hour)
+		}
+		all.put(i, i, until, now)
+	}
+	for i := 0; i < n; i += 100 {
+		if _, ok := all.get(i, now); !ok {
+			t.Fatalf("keepAll forgot live entry %d", i)
+		}
+	}
+	if len(all.m) > 2*live+1025 {
+		t.Fatalf("keepAll kept %d entries for %d live ones", len(all.m), live)
+	}
+	for i := range cacheCap + 1 { // more live entries than a cache may hold
+		all.put(n+i, i, now.Add(time.Hour), now)
+	}
+	for i := range cacheCap + 1 {
+		if _, ok := all.get(n+i, now); !ok {
+			t.Fatalf("keepAll forgot live entry %d past the cache bound", n+i)
+		}
+	}
 }
 
 // BenchmarkParseAccess prices a request's token check: verified (the first time a process

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,15 +29,13 @@ type denylist struct {
 	key     string // the sorted set
 	channel string
 
-	mu    sync.RWMutex
-	local map[uuid.UUID]time.Time // session → when its entry lapses
-	swept int                     // entries left by the last sweep of lapsed ones
+	local expiring[uuid.UUID, struct{}] // session → when its entry lapses; kept until then
 	live  atomic.Bool
 	loads atomic.Int64 // completed reads of the whole set (tests wait on them)
 }
 
 func newDenylist(rdb *redis.Client, key, channel string) *denylist {
-	return &denylist{rdb: rdb, key: key, channel: channel, local: map[uuid.UUID]time.Time{}}
+	return &denylist{rdb: rdb, key: key, channel: channel, local: expiring[uuid.UUID, struct{}]{keepAll: true}}
 }
 
 // add puts sessions on the list until the given time: in this process at once, then in Redis,
@@ -61,14 +58,12 @@ func (d *denylist) add(ctx context.Context, until time.Time, sids ...uuid.UUID) 
 	return err
 }
 
-// has reports whether sid is on the list, from the copy while it is complete, else from Redis.
-func (d *denylist) has(ctx context.Context, sid uuid.UUID) (bool, error) {
-	now := time.Now()
+// has reports whether sid is on the list at now, from the copy while it is complete, else from
+// Redis.
+func (d *denylist) has(ctx context.Context, sid uuid.UUID, now time.Time) (bool, error) {
 	if d.live.Load() {
-		d.mu.RLock()
-		until, ok := d.local[sid]
-		d.mu.RUnlock()
-		return ok && now.Before(until), nil
+		_, ok := d.local.get(sid, now)
+		return ok, nil
 	}
 	score, err := d.rdb.ZScore(ctx, d.key, sid.String()).Result()
 	if errors.Is(err, redis.Nil) {
@@ -80,22 +75,13 @@ func (d *denylist) has(ctx context.Context, sid uuid.UUID) (bool, error) {
 	return now.UnixMilli() < int64(score), nil
 }
 
+// remember puts sessions in the copy until the given time, replacing an entry's time: any time
+// given for a session is at least its first denial plus the access tokens' lifetime, which
+// outlives every token of the session (none is issued once it is revoked).
 func (d *denylist) remember(until time.Time, sids ...uuid.UUID) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	now := time.Now()
 	for _, sid := range sids {
-		if until.After(d.local[sid]) {
-			d.local[sid] = until
-		}
-	}
-	if len(d.local) > 2*d.swept+1024 {
-		now := time.Now()
-		for sid, u := range d.local {
-			if !now.Before(u) {
-				delete(d.local, sid)
-			}
-		}
-		d.swept = len(d.local)
+		d.local.put(sid, struct{}{}, until, now)
 	}
 }
 

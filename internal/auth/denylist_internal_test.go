@@ -57,7 +57,7 @@ func TestDenylistIsSharedAndFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 10*time.Second, "the follower learns of a session denied elsewhere", func() bool {
-		denied, err := b.has(ctx, announced)
+		denied, err := b.has(ctx, announced, time.Now())
 		return err == nil && denied
 	})
 	expectDenied(t, b, uuid.New(), false)
@@ -68,7 +68,7 @@ func TestDenylistIsSharedAndFollowed(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 10*time.Second, "the follower learns of the short entry", func() bool {
-		denied, _ := b.has(ctx, short)
+		denied, _ := b.has(ctx, short, time.Now())
 		return denied
 	})
 	time.Sleep(time.Until(until) + 10*time.Millisecond)
@@ -118,7 +118,7 @@ func TestDenylistFollowerRecovers(t *testing.T) {
 
 	srv.Kill()
 	testenv.Eventually(t, 10*time.Second, "the follower stops trusting its copy", func() bool { return !b.live.Load() })
-	if _, err := b.has(ctx, missed); err == nil {
+	if _, err := b.has(ctx, missed, time.Now()); err == nil {
 		t.Fatal("with Redis down and no complete copy, has answered without an error")
 	}
 	srv.Start() // empty: nothing was saved
@@ -128,14 +128,14 @@ func TestDenylistFollowerRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 10*time.Second, "the follower learns of a session denied after the restart", func() bool {
-		denied, _ := b.has(ctx, again)
+		denied, _ := b.has(ctx, again, time.Now())
 		return denied
 	})
 }
 
 func expectDenied(t *testing.T, d *denylist, sid uuid.UUID, want bool) {
 	t.Helper()
-	got, err := d.has(context.Background(), sid)
+	got, err := d.has(context.Background(), sid, time.Now())
 	if err != nil || got != want {
 		t.Fatalf("has(%s) = %v, %v; want %v", sid, got, err, want)
 	}

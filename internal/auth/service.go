@@ -206,7 +206,8 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	if err != nil {
 		return Principal{}, ErrInvalidToken
 	}
-	denied, err := s.denied.has(ctx, sid)
+	now := time.Now()
+	denied, err := s.denied.has(ctx, sid, now)
 	redisOK := err == nil
 	if !redisOK {
 		s.log.WarnContext(ctx, "denylist unavailable; checking the session in the database", "err", err)
@@ -214,7 +215,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	if denied {
 		return Principal{}, ErrInvalidToken
 	}
-	if id, ok := s.cache.get(sid, time.Now()); ok && redisOK && id.UserID == uid {
+	if id, ok := s.cache.get(sid, now); ok && redisOK && id.UserID == uid {
 		return principal(id, sid), nil
 	}
 	id, err := authdb.IdentityOf(ctx, s.db, sid, uid)
@@ -224,7 +225,6 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	if err != nil {
 		return Principal{}, err
 	}
-	now := time.Now()
 	s.cache.put(sid, id, now.Add(IdentityTTL), now)
 	return principal(id, sid), nil
 }
