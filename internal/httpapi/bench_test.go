@@ -47,7 +47,7 @@ func BenchmarkCachedItemRead(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				read()
 			}
-			b.ReportMetric(float64((testenv.ProcessCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			testenv.ReportCPU(b, cpu0)
 		})
 	}
 }

@@ -123,5 +123,5 @@ func BenchmarkCreatePaymentIntent(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(testenv.ProcessCPU()-start)/float64(b.N), "cpu-ns/op")
+	testenv.ReportCPU(b, start)
 }
