@@ -243,19 +243,24 @@ func TestSchemaConstraints(t *testing.T) {
 		VALUES ($1, $2, 1, $3, 'Three Left', 100, 3, 300)`, uuid.New(), order, id); err != nil {
 		t.Fatalf("a valid line is refused: %v", err)
 	}
-	for _, tc := range []struct{ sql, constraint string }{
-		{`INSERT INTO orders (id, user_id, status, total, currency) VALUES ('` + uuid.NewString() + `', '` + buyer.String() + `', 'LOST', 1, 'usd')`, "order_status_check"},
-		{`INSERT INTO orders (id, user_id, status, total, currency) VALUES ('` + uuid.NewString() + `', '` + buyer.String() + `', 'PENDING', 0, 'usd')`, "positive_amount_check"},
-		{`UPDATE orders SET status = 'LOST' WHERE id = '` + order.String() + `'`, "order_status_check"},
-		{`UPDATE orders SET pending_action = 'ship' WHERE id = '` + order.String() + `'`, "order_action_check"},
-		{`UPDATE orders SET currency = 'gbp' WHERE id = '` + order.String() + `'`, "currency_code_check"},
-		{`UPDATE orders SET status = 'SHIPPED' WHERE id = '` + order.String() + `'`, "orders_check"},
-		{`UPDATE payments SET status = 'paid' WHERE order_id = '` + order.String() + `'`, "payment_status_check"},
-		{`UPDATE order_lines SET quantity = 1001, subtotal = 100100 WHERE order_id = '` + order.String() + `'`, "line_quantity_check"},
-		{`UPDATE order_lines SET subtotal = 1 WHERE order_id = '` + order.String() + `'`, "order_lines_check"},
-		{`INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, state, expires_at) VALUES ('s', 'POST', '/p', 'k', '\x00', 'done', now())`, "idempotency_state_check"},
+	for _, tc := range []struct {
+		sql        string
+		arg        uuid.UUID
+		constraint string
+	}{
+		{`INSERT INTO orders (id, user_id, status, total, currency) VALUES (gen_random_uuid(), $1, 'LOST', 1, 'usd')`, buyer, "order_status_check"},
+		{`INSERT INTO orders (id, user_id, status, total, currency) VALUES (gen_random_uuid(), $1, 'PENDING', 0, 'usd')`, buyer, "positive_amount_check"},
+		{`UPDATE orders SET status = 'LOST' WHERE id = $1`, order, "order_status_check"},
+		{`UPDATE orders SET pending_action = 'ship' WHERE id = $1`, order, "order_action_check"},
+		{`UPDATE orders SET currency = 'gbp' WHERE id = $1`, order, "currency_code_check"},
+		{`UPDATE orders SET status = 'SHIPPED' WHERE id = $1`, order, "orders_check"},
+		{`UPDATE payments SET status = 'paid' WHERE order_id = $1`, order, "payment_status_check"},
+		{`UPDATE order_lines SET quantity = 1001, subtotal = 100100 WHERE order_id = $1`, order, "line_quantity_check"},
+		{`UPDATE order_lines SET subtotal = 1 WHERE order_id = $1`, order, "order_lines_check"},
+		{`INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, state, expires_at)
+		  VALUES ($1::text, 'POST', '/p', 'k', '\x00', 'done', now())`, buyer, "idempotency_state_check"},
 	} {
-		_, err := db.Exec(tc.sql)
+		_, err := db.Exec(tc.sql, tc.arg)
 		if !postgres.IsCode(err, postgres.CheckViolation) || postgres.Constraint(err) != tc.constraint {
 			t.Errorf("%s: %v (constraint %q), want a check violation of %s", tc.sql, err, postgres.Constraint(err), tc.constraint)
 		}
