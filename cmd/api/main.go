@@ -27,7 +27,7 @@ func main() {
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	p, ctx, err := boot.Start(ctx, config.API, getenv, stdout, func(config.Config) int { return 64 })
+	p, ctx, err := boot.Start(ctx, config.API, getenv, stdout)
 	if err != nil {
 		return err
 	}

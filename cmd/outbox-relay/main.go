@@ -25,7 +25,7 @@ func main() {
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	p, ctx, err := boot.Start(ctx, config.Relay, getenv, stdout, func(config.Config) int { return 4 })
+	p, ctx, err := boot.Start(ctx, config.Relay, getenv, stdout)
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ func main() {
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	p, ctx, err := boot.Start(ctx, config.Worker, getenv, stdout, func(c config.Config) int { return c.WorkerSlots() + 4 })
+	p, ctx, err := boot.Start(ctx, config.Worker, getenv, stdout)
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,9 @@ type Config struct {
 	Env     string // development | test | production
 
 	DatabaseURL string
-	RedisURL    string
+	// DBMaxConns is the most connections the program opens to PostgreSQL.
+	DBMaxConns int
+	RedisURL   string
 
 	HTTPAddr        string
 	OpsAddr         string
@@ -115,7 +117,7 @@ func (c Config) Production() bool { return c.Env == "production" }
 // Vars lists every environment variable Load reads, for documentation and deployment checks.
 func Vars() []string {
 	return []string{
-		"APP_ENV", "DATABASE_URL", "REDIS_URL", "HTTP_ADDR", "OPS_ADDR", "PPROF_ENABLED", "SHUTDOWN_TIMEOUT",
+		"APP_ENV", "DATABASE_URL", "DB_MAX_CONNS", "REDIS_URL", "HTTP_ADDR", "OPS_ADDR", "PPROF_ENABLED", "SHUTDOWN_TIMEOUT",
 		"TRUSTED_PROXIES", "CORS_ORIGINS", "JWT_ACCESS_SECRET", "JWT_REFRESH_SECRET",
 		"JWT_ACCESS_TTL", "JWT_REFRESH_TTL", "ARGON2_MEMORY_KIB", "ARGON2_TIME", "ARGON2_THREADS",
 		"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "RATE_LIMIT_ENABLED",
@@ -208,6 +210,8 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 		}
 	}
 
+	c.DBMaxConns = p.intRange("DB_MAX_CONNS", c.defaultDBMaxConns(), 1, 10000)
+
 	c.LogLevel = p.level("LOG_LEVEL", slog.LevelInfo)
 	c.LogFormat = p.oneOf("LOG_FORMAT", "json", "json", "text")
 	if c.LokiURL = p.str("LOKI_URL", ""); c.LokiURL != "" {
@@ -289,6 +293,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("env", c.Env),
 		slog.String("databaseUrl", maskURL(c.DatabaseURL)),
+		slog.Int("dbMaxConns", c.DBMaxConns),
 		slog.String("redisUrl", redisx.Redact(c.RedisURL)),
 		slog.String("httpAddr", c.HTTPAddr),
 		slog.String("opsAddr", c.OpsAddr),
@@ -484,6 +489,22 @@ func (p *parser) queues(name string, m map[string]int) map[string]int {
 		}
 	}
 	return m
+}
+
+// defaultDBMaxConns is the pool a program opens unless DB_MAX_CONNS says otherwise. The API's
+// is small on purpose: a statement waiting in the pool costs nothing, while one more inside a
+// PostgreSQL of a few cores queues there on CPU and on the row locks of the items everyone
+// orders, and makes every statement slower (docs/performance.md, eleventh pass). The worker's
+// has one connection per task slot and four for its schedulers; the relay claims in batches.
+func (c Config) defaultDBMaxConns() int {
+	switch c.Service {
+	case API:
+		return 8
+	case Worker:
+		return c.WorkerSlots() + 4
+	default:
+		return 4
+	}
 }
 
 // WorkerSlots is how many tasks a worker runs at once: the shared slots, unless every queue

@@ -111,6 +111,23 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("%s OpsAddr = %s, want %s", svc, got, want)
 		}
 	}
+	// So does the database pool: the worker's follows its task slots.
+	for _, p := range []struct {
+		svc  config.Service
+		env  []string
+		want int
+	}{
+		{config.API, nil, 8},
+		{config.Relay, nil, 4},
+		{config.Migrate, nil, 4},
+		{config.Worker, nil, 24},
+		{config.Worker, []string{"WORKER_CONCURRENCY", "6"}, 10},
+		{config.Worker, []string{"QUEUE_CONCURRENCY", "orders=8,payments=2,notifications=2,maintenance=1"}, 17},
+	} {
+		if got := load(t, p.svc, p.env...).DBMaxConns; got != p.want {
+			t.Errorf("%s %v DBMaxConns = %d, want %d", p.svc, p.env, got, p.want)
+		}
+	}
 }
 
 func TestValuesAreParsed(t *testing.T) {
@@ -118,6 +135,7 @@ func TestValuesAreParsed(t *testing.T) {
 	c := load(t, config.Worker,
 		"APP_ENV", "test",
 		"DATABASE_URL", "postgresql://u:p@db:5432/x",
+		"DB_MAX_CONNS", "3",
 		"REDIS_URL", "rediss://cache:6380/2",
 		"HTTP_ADDR", "0.0.0.0:8000",
 		"OPS_ADDR", "localhost:9999",
@@ -145,6 +163,7 @@ func TestValuesAreParsed(t *testing.T) {
 	checks := map[string][2]any{
 		"Env":                {c.Env, "test"},
 		"DatabaseURL":        {c.DatabaseURL, "postgresql://u:p@db:5432/x"},
+		"DBMaxConns":         {c.DBMaxConns, 3},
 		"RedisURL":           {c.RedisURL, "rediss://cache:6380/2"},
 		"HTTPAddr":           {c.HTTPAddr, "0.0.0.0:8000"},
 		"OpsAddr":            {c.OpsAddr, "localhost:9999"},
@@ -227,6 +246,7 @@ func TestEveryBadValueIsReported(t *testing.T) {
 		{"OUTBOX_BATCH_SIZE", "10001"},
 		{"OUTBOX_POLL_INTERVAL", "1 second"},
 		{"WORKER_CONCURRENCY", "0"},
+		{"DB_MAX_CONNS", "0"},
 		{"QUEUE_WEIGHTS", "orders=1"},
 		{"LOG_LEVEL", "loud"},
 		{"LOG_FORMAT", "xml"},

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -222,7 +223,30 @@ func matrixRoutes() []matrixRoute {
 // the route's group, else the route's success status, and that refused calls change nothing.
 func TestAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
-	a := newApp(t)
+	authorizationMatrix(t, newApp(t))
+}
+
+// TestEveryRouteRunsOnOneConnection: no request holds a database connection while it waits for
+// another, so a full pool (DB_MAX_CONNS) makes requests queue, never deadlock. The whole
+// matrix, its calls in parallel, runs on a pool of one.
+func TestEveryRouteRunsOnOneConnection(t *testing.T) {
+	t.Parallel()
+	a := newApp(t, "DB_MAX_CONNS", "1")
+	if n := a.db.Pool().Stats().MaxOpenConnections; n != 1 {
+		t.Fatalf("pool of %d connections", n)
+	}
+	// A request that needs a second connection waits forever, and so does everything after it
+	// on the pool, the test's own queries too: end the run with every goroutine's stack (the
+	// request's among them) instead of hanging until the package's timeout.
+	watchdog := time.AfterFunc(2*time.Minute, func() {
+		debug.SetTraceback("all")
+		panic("the matrix on a pool of one connection is stuck after 2 minutes: a request holds a connection while it waits for another")
+	})
+	t.Cleanup(func() { watchdog.Stop() })
+	authorizationMatrix(t, a)
+}
+
+func authorizationMatrix(t *testing.T, a *app) {
 	routes := append(matrixRoutes(), orderMatrixRoutes()...)
 
 	// The matrix covers exactly the routes the engine serves (ops routes aside).

@@ -31,8 +31,8 @@ type Program struct {
 }
 
 // Start loads service's configuration from getenv, builds its logger, opens Postgres (with
-// poolSize(cfg) connections) and Redis, and returns a context cancelled by SIGINT or SIGTERM.
-func Start(ctx context.Context, service config.Service, getenv func(string) string, stdout io.Writer, poolSize func(config.Config) int) (*Program, context.Context, error) {
+// cfg.DBMaxConns connections) and Redis, and returns a context cancelled by SIGINT or SIGTERM.
+func Start(ctx context.Context, service config.Service, getenv func(string) string, stdout io.Writer) (*Program, context.Context, error) {
 	cfg, err := config.Load(service, getenv)
 	if err != nil {
 		return nil, nil, err
@@ -48,7 +48,7 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 	}
 	ctx, p.Stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	p.closes = append(p.closes, p.Stop)
-	if p.DB, err = postgres.Open(ctx, cfg.DatabaseURL, poolSize(cfg)); err != nil {
+	if p.DB, err = postgres.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns); err != nil {
 		p.Close()
 		return nil, nil, err
 	}
