@@ -158,6 +158,23 @@ func programsExportMetricsOfWhatTheyDid(t *testing.T, apiBin, relayBin, workerBi
 		return st == "PROCESSED"
 	})
 
+	// Each program's connections carry its name, and the API's stay within its pool.
+	var conns []struct {
+		Name string `db:"application_name"`
+		N    int    `db:"n"`
+	}
+	if err := db.Select(&conns, `SELECT application_name, count(*) AS n FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name LIKE 'dispatch-%' GROUP BY 1 ORDER BY 1`); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]int{}
+	for _, c := range conns {
+		names[c.Name] = c.N
+	}
+	if len(names) != 3 || names["dispatch-api"] == 0 || names["dispatch-worker"] == 0 || names["dispatch-outbox-relay"] == 0 || names["dispatch-api"] > 8 {
+		t.Errorf("connections by program: %v, want dispatch-api (at most 8), dispatch-worker and dispatch-outbox-relay", names)
+	}
+
 	// The API.
 	a := apiMetrics()
 	delta := func(after, before scrape, name string, labels ...string) float64 {

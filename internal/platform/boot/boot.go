@@ -37,6 +37,7 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 	if err != nil {
 		return nil, nil, err
 	}
+	cfg.DatabaseURL = postgres.Named(cfg.DatabaseURL, "dispatch-"+string(service))
 	log, closeLog, err := logging.Setup(string(service), cfg.LogLevel, cfg.LogFormat, cfg.LokiURL, stdout, metrics.LogsDropped.Inc)
 	if err != nil {
 		return nil, nil, err

@@ -37,14 +37,22 @@ func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 	return db, nil
 }
 
-func withBinaryParameters(dsn string) string {
+func withBinaryParameters(dsn string) string { return withDefault(dsn, "binary_parameters", "yes") }
+
+// Named gives a URL's connections the application_name name (as pg_stat_activity shows them),
+// unless the URL names one.
+func Named(dsn, name string) string { return withDefault(dsn, "application_name", name) }
+
+// withDefault sets the URL's query parameter key to value unless it is set. A DSN that is not a
+// postgres URL is returned as it is.
+func withDefault(dsn, key, value string) string {
 	u, err := url.Parse(dsn)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return dsn
 	}
 	q := u.Query()
-	if q.Get("binary_parameters") == "" {
-		q.Set("binary_parameters", "yes")
+	if q.Get(key) == "" {
+		q.Set(key, value)
 		u.RawQuery = q.Encode()
 	}
 	return u.String()
