@@ -495,7 +495,7 @@ func (p *parser) queues(name string, m map[string]int) map[string]int {
 // is small on purpose: a statement waiting in the pool costs nothing, while one more inside a
 // PostgreSQL of a few cores queues there on CPU and on the row locks of the items everyone
 // orders, and makes every statement slower (docs/performance.md, eleventh pass). The worker's
-// has one connection per task slot and four for its schedulers; the relay claims in batches.
+// covers its task slots with four to spare; the relay claims in batches.
 func (c Config) defaultDBMaxConns() int {
 	switch c.Service {
 	case API:
