@@ -1,11 +1,11 @@
 package e2e_test
 
 import (
-	"runtime/debug"
 	"testing"
 	"time"
 
 	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
 // TestEveryTaskRunsOnOneConnection: with API, relay and worker sharing one database connection,
@@ -16,13 +16,8 @@ func TestEveryTaskRunsOnOneConnection(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
 	s.db.Pool().SetMaxOpenConns(1)
-	// Work stuck on the pool stops everything after it, the test's own queries too: end the run
-	// with every goroutine's stack rather than hang until the package's timeout.
-	watchdog := time.AfterFunc(2*time.Minute, func() {
-		debug.SetTraceback("all")
-		panic("the stack on one database connection is stuck after 2 minutes: something holds a connection while it waits for another")
-	})
-	t.Cleanup(func() { watchdog.Stop() })
+	// Work stuck on the pool stops everything after it, the test's own queries too.
+	testenv.Watchdog(t, 2*time.Minute, "the stack on one database connection (work holding a connection while it waits for another)")
 
 	item := s.item(10, 1250)
 	uid, c := s.customer()

@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"net/http"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -236,13 +235,8 @@ func TestEveryRouteRunsOnOneConnection(t *testing.T) {
 		t.Fatalf("pool of %d connections", n)
 	}
 	// A request that needs a second connection waits forever, and so does everything after it
-	// on the pool, the test's own queries too: end the run with every goroutine's stack (the
-	// request's among them) instead of hanging until the package's timeout.
-	watchdog := time.AfterFunc(2*time.Minute, func() {
-		debug.SetTraceback("all")
-		panic("the matrix on a pool of one connection is stuck after 2 minutes: a request holds a connection while it waits for another")
-	})
-	t.Cleanup(func() { watchdog.Stop() })
+	// on the pool, the test's own queries too.
+	testenv.Watchdog(t, 2*time.Minute, "the matrix on a pool of one connection (a request holding a connection while it waits for another)")
 	authorizationMatrix(t, a)
 }
 

@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
@@ -94,4 +95,15 @@ func Eventually(t testing.TB, timeout time.Duration, msg string, cond func() boo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Watchdog ends the whole run with every goroutine's stack when t is still running after d:
+// a test whose failure is a deadlock would otherwise hang until the package's timeout and
+// show nothing of where it was stuck. what says what was stuck.
+func Watchdog(t testing.TB, d time.Duration, what string) {
+	timer := time.AfterFunc(d, func() {
+		debug.SetTraceback("all")
+		panic(fmt.Sprintf("%s is stuck after %s", what, d))
+	})
+	t.Cleanup(func() { timer.Stop() })
 }
