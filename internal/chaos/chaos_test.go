@@ -49,8 +49,9 @@ func loadSettings(t *testing.T) settings {
 		seed:      uint64(envInt(t, "CHAOS_SEED", int(time.Now().UnixNano()%1e9))),
 		logDir:    os.Getenv("CHAOS_LOG_DIR"),
 	}
-	// Five outages at least, so that a short run has each kind; at most one every 15 s.
-	s.outageEvery = min(max(s.duration/5, 6*time.Second), 15*time.Second)
+	// Outages start six times a run at least, so that a short run has each of the five kinds
+	// (the first after one interval); at most one every 15 s.
+	s.outageEvery = min(max(s.duration/6, 6*time.Second), 15*time.Second)
 	return s
 }
 
@@ -205,13 +206,14 @@ func (c *cluster) setUp(t *testing.T, l *load) map[uuid.UUID]int64 {
 
 // faultLog is what the chaos did besides the kills (the slots count those).
 type faultLog struct {
-	windows                                    []window
-	redisKept, redisWiped, pgFast, pgImmediate int
+	windows                                               []window
+	redisKept, redisWiped, redisFull, pgFast, pgImmediate int
 }
 
-// chaos SIGKILLs a random program every killEvery (±50 %) and restarts Redis or PostgreSQL
-// every outageEvery, in turn: Redis keeping its AOF, PostgreSQL fast, Redis losing its data,
-// PostgreSQL immediate (a crash: WAL replay). It returns at until.
+// chaos SIGKILLs a random program every killEvery (±50 %) and breaks Redis or PostgreSQL
+// every outageEvery, in turn: Redis restarted keeping its AOF, PostgreSQL fast, Redis restarted
+// losing its data, PostgreSQL immediate (a crash: WAL replay), Redis out of memory. It returns
+// at until.
 func (c *cluster) chaos(t *testing.T, rng *lockedRand, until time.Time, set settings) faultLog {
 	var f faultLog
 	outages := []func() window{
@@ -219,6 +221,7 @@ func (c *cluster) chaos(t *testing.T, rng *lockedRand, until time.Time, set sett
 		func() window { f.pgFast++; return c.restartPG(testenv.StopFast) },
 		func() window { f.redisWiped++; return c.restartRedis(t, false) },
 		func() window { f.pgImmediate++; return c.restartPG(testenv.StopImmediate) },
+		func() window { f.redisFull++; return c.fillRedis(t) },
 	}
 	jitter := func() time.Duration {
 		return time.Duration(float64(set.killEvery) * (0.5 + rng.Float64()))
@@ -235,7 +238,7 @@ func (c *cluster) chaos(t *testing.T, rng *lockedRand, until time.Time, set sett
 			i++
 			f.windows = append(f.windows, w)
 			t.Logf("%s: %s, down %s", w.start.Format("15:04:05.000"), w.what, w.end.Sub(w.start).Round(time.Millisecond))
-			nextOutage = time.Now().Add(set.outageEvery)
+			nextOutage = w.start.Add(set.outageEvery)
 		case !now.Before(nextKill):
 			if s := c.killRandom(rng); s != nil {
 				t.Logf("%s: SIGKILL %s", now.Format("15:04:05.000"), s.name)
@@ -257,6 +260,36 @@ func (c *cluster) restartRedis(t *testing.T, keep bool) window {
 		c.redis.ForgetData()
 	}
 	c.redis.Start()
+	w.end = time.Now()
+	return w
+}
+
+// fillRedis caps Redis's memory at what it uses, with the policy that evicts nothing, for
+// three seconds: every command that would take memory (every Asynq script, the caches' writes)
+// is refused with OOM while reads go on. Then it lifts the cap.
+func (c *cluster) fillRedis(t *testing.T) window {
+	w := window{what: "Redis full (maxmemory reached, noeviction)", start: time.Now()}
+	ctx, rdb := context.Background(), c.redis.Client()
+	info, err := rdb.Info(ctx, "memory").Result()
+	var used int64
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			used, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	if err != nil || used == 0 {
+		t.Fatalf("reading Redis's memory: %v (used %d)", err, used)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatalf("setting Redis's eviction policy: %v", err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(used, 10)).Err(); err != nil {
+		t.Fatalf("capping Redis's memory: %v", err)
+	}
+	time.Sleep(3 * time.Second)
+	if err := rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatalf("lifting Redis's memory cap: %v", err)
+	}
 	w.end = time.Now()
 	return w
 }
@@ -357,6 +390,7 @@ func (c *cluster) printFigures(t *testing.T, l *load, rec *recorder, f faultLog,
 		exitsInOutage[kindAPI], exitsInOutage[kindRelay], exitsInOutage[kindWorker]))
 	row("other exits api / relay / worker", fmt.Sprintf("%d / %d / %d", exits[kindAPI], exits[kindRelay], exits[kindWorker]))
 	row("Redis restarts with AOF / without data", fmt.Sprintf("%d / %d", f.redisKept, f.redisWiped))
+	row("Redis out of memory for 3 s", f.redisFull)
 	row("PostgreSQL restarts fast / immediate", fmt.Sprintf("%d / %d", f.pgFast, f.pgImmediate))
 	answers, fivexx, noAnswer := rec.totals()
 	row("HTTP answers / 5xx / unanswered tries", fmt.Sprintf("%d / %d / %d", answers, fivexx, noAnswer))
