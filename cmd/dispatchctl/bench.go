@@ -41,7 +41,9 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 	duration := fs.Duration("duration", 20*time.Second, "length of the run")
 	warmup := fs.Duration("warmup", 3*time.Second, "unmeasured run before the measured one")
 	customers := fs.Int("customers", 16, "customers created for the run")
-	items := fs.Int("items", 50, "items created for the run; orders take one or two at random")
+	items := fs.Int("items", 50, "items created for the run; orders take some of them at random")
+	lines := fs.Int("lines", 2, "order i has i%lines+1 lines, distinct items")
+	units := fs.Int("units", 1, "units per line, 1 to this at random")
 	rows := fs.Int("rows", 100000, "outbox rows (relay)")
 	orders := fs.Int("orders", 10000, "PENDING orders (reconcile)")
 	self, _ := os.Executable()
@@ -64,7 +66,7 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 	}
 	defer rdb.Close()
 	s := &loadtest.Stack{Base: *base, DB: db, Redis: rdb, Keys: redisx.DefaultPrefix,
-		WebhookSecret: cfg.StripeWebhookSecret, HTTP: loadtest.Client(max(*clients, 64))}
+		WebhookSecret: cfg.StripeWebhookSecret, HTTP: loadtest.Client(max(*clients, 64)), Lines: *lines, Units: *units}
 	if err := s.Prepare(ctx, *customers, *items); err != nil {
 		return fmt.Errorf("prepare (are rate limits off?): %w", err)
 	}

@@ -32,6 +32,9 @@ type Stack struct {
 	Keys          redisx.Prefix
 	WebhookSecret string
 	HTTP          *http.Client
+	// Lines and Units shape the orders: order i has i%Lines+1 lines of distinct items chosen at
+	// random, each of 1 to Units units. Prepare makes them at least 1.
+	Lines, Units int
 
 	admin     string
 	customers []string
@@ -39,8 +42,9 @@ type Stack struct {
 }
 
 // Prepare logs in as the demo admin, creates n customers and items items with ample stock
-// (orders pick one or two of them: few items make hot rows, many spread the load).
+// (orders pick up to Lines of them: few items make hot rows, many spread the load).
 func (s *Stack) Prepare(ctx context.Context, n, items int) error {
+	s.Lines, s.Units = max(s.Lines, 1), max(s.Units, 1)
 	var err error
 	if s.admin, err = s.login(ctx, demo.AdminEmail, demo.Password); err != nil {
 		return err
@@ -56,7 +60,7 @@ func (s *Stack) Prepare(ctx context.Context, n, items int) error {
 		}
 		s.customers = append(s.customers, tok)
 	}
-	for i := 0; i < max(items, 2); i++ {
+	for i := 0; i < max(items, s.Lines, 2); i++ {
 		var it struct{ ID string }
 		body, err := s.call(ctx, "POST", "/v1/admin/items", s.admin, map[string]any{"name": "Bench item " + uuid.NewString()[:6],
 			"description": "load test", "price": 1000 + i, "stock": 1_000_000_000}, 201)
@@ -150,7 +154,7 @@ func (s *Stack) Login() (Request, OK) {
 	}, is(200)
 }
 
-// CreateOrder returns the request of POST /v1/orders: one or two items, one unit each.
+// CreateOrder returns the request of POST /v1/orders, shaped by Lines and Units.
 func (s *Stack) CreateOrder() (Request, OK) {
 	return func(ctx context.Context, i int) (*http.Request, error) {
 		return s.request(ctx, "POST", "/v1/orders", s.customers[i%len(s.customers)], s.orderBody(i))
@@ -158,10 +162,10 @@ func (s *Stack) CreateOrder() (Request, OK) {
 }
 
 func (s *Stack) orderBody(i int) map[string]any {
-	a := rand.IntN(len(s.items))
-	lines := []map[string]any{{"itemId": s.items[a], "quantity": 1}}
-	if i%2 == 1 {
-		lines = append(lines, map[string]any{"itemId": s.items[(a+1+rand.IntN(len(s.items)-1))%len(s.items)], "quantity": 1})
+	picked := rand.Perm(len(s.items))[:i%s.Lines+1]
+	lines := make([]map[string]any, len(picked))
+	for k, p := range picked {
+		lines[k] = map[string]any{"itemId": s.items[p], "quantity": 1 + rand.IntN(s.Units)}
 	}
 	return map[string]any{"items": lines}
 }
