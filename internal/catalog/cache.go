@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,12 +25,21 @@ import (
 // counts only while that generation is current, so a reader that loaded old rows while a writer
 // committed can at worst store an entry nobody will accept. A read is one MGET.
 //
-// Redis failures are logged and degrade to loading from the database.
+// Redis failures are logged and degrade to loading from the database. An invalidation Redis
+// did not take (it was down, or full) would leave the entries from before the change to be
+// served until they expire, so the cache sends it again every second until Redis takes it or
+// those entries have expired; until then this process's reads of what it changed skip the
+// cache.
 type Cache struct {
 	rdb  *redis.Client
 	keys redisx.Prefix
 	ttl  time.Duration
 	log  *slog.Logger
+
+	mu       sync.Mutex
+	missed   map[string]time.Time // generation keys not yet bumped, with when their entries expire
+	nMissed  atomic.Int32         // len(missed), read without the lock on every cache read
+	retrying bool
 }
 
 // NewCache returns a cache with entries living ttl.
@@ -52,15 +63,99 @@ func (c *Cache) List(ctx context.Context, view, query string, load func() ([]byt
 // Invalidate retires the entries of the given items and every list. Call it after the commit
 // of any change to items, before answering.
 func (c *Cache) Invalidate(ctx context.Context, ids ...uuid.UUID) {
+	keys := append(c.genKeys(ids), c.keys.Key("items", "gen"))
+	if err := c.bump(ctx, keys); err != nil {
+		c.log.ErrorContext(ctx, "item cache invalidation failed; sending it again until Redis takes it",
+			"err", err, "items", len(ids))
+		c.miss(keys)
+	}
+}
+
+// bump moves the generation counters of keys on.
+func (c *Cache) bump(ctx context.Context, keys []string) error {
 	pipe := c.rdb.Pipeline()
-	for _, key := range append(c.genKeys(ids), c.keys.Key("items", "gen")) {
+	for _, key := range keys {
 		pipe.Incr(ctx, key)
 		pipe.Expire(ctx, key, genTTL)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		c.log.ErrorContext(ctx, "item cache invalidation failed; entries may be stale until they expire",
-			"err", err, "items", len(ids))
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// retryEvery is how often missed invalidations are sent again.
+const retryEvery = time.Second
+
+// miss records generation keys whose bump failed and makes sure they are sent again.
+func (c *Cache) miss(keys []string) {
+	expire := time.Now().Add(c.ttl)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.missed == nil {
+		c.missed = map[string]time.Time{}
 	}
+	for _, k := range keys {
+		c.missed[k] = expire
+	}
+	c.nMissed.Store(int32(len(c.missed)))
+	if !c.retrying {
+		c.retrying = true
+		go c.resend()
+	}
+}
+
+// resend bumps the missed keys every retryEvery until none is left: bumped, or past the time
+// the entries it retires expire anyway.
+func (c *Cache) resend() {
+	for {
+		time.Sleep(retryEvery)
+		c.mu.Lock()
+		now, due := time.Now(), map[string]time.Time{}
+		for k, expire := range c.missed {
+			if now.After(expire) {
+				delete(c.missed, k)
+			} else {
+				due[k] = expire
+			}
+		}
+		c.nMissed.Store(int32(len(c.missed)))
+		if len(due) == 0 {
+			c.retrying = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+
+		keys := make([]string, 0, len(due))
+		for k := range due {
+			keys = append(keys, k)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), retryEvery)
+		err := c.bump(ctx, keys)
+		cancel()
+		if err != nil {
+			continue
+		}
+		c.log.Info("item cache invalidation sent again", "keys", len(keys))
+		c.mu.Lock()
+		for k, expire := range due {
+			if c.missed[k].Equal(expire) { // not missed again meanwhile
+				delete(c.missed, k)
+			}
+		}
+		c.nMissed.Store(int32(len(c.missed)))
+		c.mu.Unlock()
+	}
+}
+
+// stale reports whether genKey's bump is still owed, so its entries must not be served.
+func (c *Cache) stale(genKey string) bool {
+	if c.nMissed.Load() == 0 {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, owed := c.missed[genKey]
+	return owed
 }
 
 func (c *Cache) genKeys(ids []uuid.UUID) []string {
@@ -72,6 +167,10 @@ func (c *Cache) genKeys(ids []uuid.UUID) []string {
 }
 
 func (c *Cache) get(ctx context.Context, kind, genKey, key string, load func() ([]byte, error)) ([]byte, error) {
+	if c.stale(genKey) {
+		metrics.Cache(kind, false)
+		return load()
+	}
 	vals, err := c.rdb.MGet(ctx, genKey, key).Result()
 	if err != nil {
 		c.log.WarnContext(ctx, "item cache unavailable; reading the database", "err", err)

@@ -361,3 +361,51 @@ func TestCacheDegradesWhenRedisIsDown(t *testing.T) {
 		t.Fatalf("load error during the outage: %v", err)
 	}
 }
+
+// An invalidation that Redis missed (it was down, or full) is sent again until Redis takes it:
+// once Redis is back with its data, another replica's reads stop serving the entry from before
+// the change within seconds, not after the entry's TTL; the replica that made the change reads
+// past the cache meanwhile.
+func TestCacheInvalidationMissedDuringAnOutageIsSentAgain(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedisServer(t, "cache", "appendonly yes", "appendfsync always")
+	replica := func() *catalog.Cache {
+		opts, err := redisx.ParseURL(srv.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.MaxRetries = -1
+		rdb := redis.NewClient(opts)
+		t.Cleanup(func() { rdb.Close() })
+		return catalog.NewCache(rdb, "test:missed:", time.Hour, quiet)
+	}
+	writer, other := replica(), replica()
+	ctx := context.Background()
+	id := uuid.New()
+	before, after := &loader{body: "before"}, &loader{body: "after"}
+	if got := must(t)(writer.Item(ctx, "public", id, before.load)); got != "before" {
+		t.Fatalf("first read: %q", got)
+	}
+	if got := must(t)(other.Item(ctx, "public", id, after.load)); got != "before" {
+		t.Fatalf("the other replica's first read: %q, want the cached entry", got)
+	}
+
+	srv.Kill()
+	writer.Invalidate(ctx, id) // the change committed; Redis is gone
+	srv.Start()                // back with its data, the entry from before the change included
+
+	if got := must(t)(writer.Item(ctx, "public", id, after.load)); got != "after" {
+		t.Fatalf("the writer read %q right after its change", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := must(t)(other.Item(ctx, "public", id, after.load))
+		if got == "after" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other replica still reads %q 10 s after Redis came back", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
