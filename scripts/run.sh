@@ -28,9 +28,13 @@ fi
 ./bin/api &
 pids+=($!)
 # Each background program has its own ops port; OPS_ADDR would give both the same.
-OPS_ADDR="${RELAY_OPS_ADDR:-:9102}" ./bin/outbox-relay &
+# Here every program shares the machine's cores with PostgreSQL, Redis and stripe-mock; the relay
+# and the worker wait on them far more than they compute. One Go scheduler thread each
+# (GOMAXPROCS=1 unless set) cut their CPU per order by 10-20 % and the idle worker's by about
+# half on two cores (docs/performance.md, twelfth pass).
+OPS_ADDR="${RELAY_OPS_ADDR:-:9102}" GOMAXPROCS="${GOMAXPROCS:-1}" ./bin/outbox-relay &
 pids+=($!)
-OPS_ADDR="${WORKER_OPS_ADDR:-:9101}" ./bin/worker &
+OPS_ADDR="${WORKER_OPS_ADDR:-:9101}" GOMAXPROCS="${GOMAXPROCS:-1}" ./bin/worker &
 pids+=($!)
 
 echo "Dispatch is up: API on ${HTTP_ADDR:-:8080}. Ctrl-C stops it." >&2
