@@ -115,3 +115,19 @@ export function poll(fetch, done, timeoutMs, intervalMs) {
     sleep(intervalMs / 1000);
   }
 }
+
+// pickLines returns an order's lines: 1–3 distinct demo items, 1–3 units each.
+export function pickLines() {
+  const n = 1 + Math.floor(Math.random() * 3);
+  const ids = DEMO_ITEMS.slice().sort(() => Math.random() - 0.5).slice(0, n);
+  return ids.map((itemId) => ({ itemId, quantity: 1 + Math.floor(Math.random() * 3) }));
+}
+
+// durationSeconds reads a k6 duration ('1m30s', '500ms') as seconds.
+export function durationSeconds(d) {
+  let total = 0;
+  for (const [, n, unit] of String(d).matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
+    total += Number(n) * { ms: 0.001, s: 1, m: 60, h: 3600 }[unit];
+  }
+  return total;
+}

@@ -22,7 +22,7 @@ import { check } from 'k6';
 import exec from 'k6/execution';
 import { Counter, Rate, Trend } from 'k6/metrics';
 import {
-  BASE_URL, DEMO_ITEMS, request, json, login, uuid, hex, webhookEvent, sign, sendWebhook, poll,
+  BASE_URL, DEMO_ITEMS, request, json, login, uuid, hex, webhookEvent, sign, sendWebhook, poll, pickLines, durationSeconds,
 } from './lib.js';
 
 const RATE = Number(__ENV.RATE || 2);
@@ -72,14 +72,6 @@ export const options = {
 
 http.setResponseCallback(http.expectedStatuses({ min: 200, max: 399 }));
 
-function durationSeconds(d) {
-  let total = 0;
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
-  let m;
-  while ((m = re.exec(String(d))) !== null) total += Number(m[1]) * { ms: 0.001, s: 1, m: 60, h: 3600 }[m[2]];
-  return total;
-}
-
 export function setup() {
   const ready = request('GET', '/ready');
   if (ready.status !== 200) exec.test.abort(`${BASE_URL}/ready answered ${ready.status}: start the stack first (make run)`);
@@ -104,12 +96,6 @@ export function setup() {
     }
   }
   return { staff };
-}
-
-function pickLines() {
-  const n = 1 + Math.floor(Math.random() * 3);
-  const ids = DEMO_ITEMS.slice().sort(() => Math.random() - 0.5).slice(0, n);
-  return ids.map((itemId) => ({ itemId, quantity: 1 + Math.floor(Math.random() * 3) }));
 }
 
 function step(res, name, status, more = {}) {

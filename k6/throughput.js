@@ -19,7 +19,7 @@ import { check } from 'k6';
 import exec from 'k6/execution';
 import { Counter, Trend } from 'k6/metrics';
 import {
-  DEMO_ITEMS, request, json, login, uuid, hex, webhookEvent, sign, sendWebhook, poll,
+  DEMO_ITEMS, request, json, login, uuid, hex, webhookEvent, sign, sendWebhook, poll, pickLines, durationSeconds,
 } from './lib.js';
 
 const SCENARIO = __ENV.SCENARIO || 'orders';
@@ -72,12 +72,6 @@ export function setup() {
   return { tokens };
 }
 
-function pickLines() {
-  const n = 1 + Math.floor(Math.random() * 3);
-  const ids = DEMO_ITEMS.slice().sort(() => Math.random() - 0.5).slice(0, n);
-  return ids.map((itemId) => ({ itemId, quantity: 1 + Math.floor(Math.random() * 3) }));
-}
-
 export default function (data) {
   const token = data.tokens[(exec.vu.idInTest + exec.vu.iterationInScenario) % data.tokens.length];
   const res = request('POST', '/v1/orders', { token, idem: uuid(), body: { items: pickLines() } });
@@ -121,12 +115,4 @@ export function handleSummary(data) {
   const checks = m.checks ? m.checks.values : { passes: 0, fails: 0 };
   lines.push(`  checks passed ${checks.passes}, failed ${checks.fails}; failed requests ${m.http_req_failed ? m.http_req_failed.values.passes : 0} of ${count('http_reqs')}`);
   return { stdout: lines.join('\n') + '\n' };
-}
-
-function durationSeconds(d) {
-  let total = 0;
-  for (const [, n, unit] of String(d).matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
-    total += Number(n) * { ms: 0.001, s: 1, m: 60, h: 3600 }[unit];
-  }
-  return total;
 }

@@ -10,6 +10,7 @@ package chaos_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -270,14 +271,9 @@ func (c *cluster) restartRedis(t *testing.T, keep bool) window {
 func (c *cluster) fillRedis(t *testing.T) window {
 	w := window{what: "Redis full (maxmemory reached, noeviction)", start: time.Now()}
 	ctx, rdb := context.Background(), c.redis.Client()
-	info, err := rdb.Info(ctx, "memory").Result()
-	var used int64
-	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
-			used, _ = strconv.ParseInt(v, 10, 64)
-		}
-	}
-	if err != nil || used == 0 {
+	info := rdb.InfoMap(ctx, "memory")
+	used, err := strconv.ParseInt(info.Item("Memory", "used_memory"), 10, 64)
+	if err = errors.Join(info.Err(), err); err != nil || used == 0 {
 		t.Fatalf("reading Redis's memory: %v (used %d)", err, used)
 	}
 	if err := rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
