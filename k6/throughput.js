@@ -9,9 +9,9 @@
 //   k6 run -e VUS=8 -e SCENARIO=orders k6/throughput.js
 //
 // The stack must run with RATE_LIMIT_ENABLED=false (SPEC §1): one IP sends everything. Every
-// order takes stock: the demo items start with 50,000 or 100,000 units, enough for about 75,000
-// such orders; after that orders are refused with 409 (insufficient stock), and the run stops
-// and says so. See k6/README.md.
+// order takes stock: the demo items start with 10,000,000 units each, enough for about 15
+// million such orders; should they run out, orders are refused with 409 (insufficient stock),
+// and the run stops and says so. See k6/README.md.
 //
 // Environment: BASE_URL, WEBHOOK_SECRET, SCENARIO (orders), VUS (8), DURATION (30s), CUSTOMERS
 // (50), POLL_MS (10), PROCESS_TIMEOUT_MS (30000).

@@ -36,14 +36,15 @@ var accounts = []struct {
 	{"Dispatch Financial", "financial@dispatch.local", auth.RoleFinancial},
 }
 
-// items are the seeded catalog, with fixed ids so a reseed recognizes them.
+// items are the seeded catalog, with fixed ids so a reseed recognizes them. Their stock lasts
+// hours of load at the rates a laptop serves (docs/decisions.md, Demo data).
 var items = []catalog.Item{
-	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000001"), Name: "Mechanical Keyboard", Description: "Tenkeyless keyboard with hot-swappable switches.", Price: 8900, Currency: "usd", Stock: 100000},
-	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000002"), Name: "Wireless Mouse", Description: "Ergonomic mouse, 70 days on one charge.", Price: 3900, Currency: "usd", Stock: 100000},
-	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000003"), Name: "USB-C Hub", Description: "Seven ports: HDMI, Ethernet, SD and four USB.", Price: 4500, Currency: "usd", Stock: 100000},
-	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000004"), Name: "27-inch Monitor", Description: "1440p IPS panel at 144 Hz.", Price: 32900, Currency: "usd", Stock: 50000},
-	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000005"), Name: "Laptop Stand", Description: "Aluminium stand with adjustable height.", Price: 2900, Currency: "usd", Stock: 100000},
-	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000006"), Name: "Noise-Cancelling Headphones", Description: "Over-ear, 30 hours of battery.", Price: 19900, Currency: "usd", Stock: 50000},
+	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000001"), Name: "Mechanical Keyboard", Description: "Tenkeyless keyboard with hot-swappable switches.", Price: 8900, Currency: "usd", Stock: 10_000_000},
+	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000002"), Name: "Wireless Mouse", Description: "Ergonomic mouse, 70 days on one charge.", Price: 3900, Currency: "usd", Stock: 10_000_000},
+	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000003"), Name: "USB-C Hub", Description: "Seven ports: HDMI, Ethernet, SD and four USB.", Price: 4500, Currency: "usd", Stock: 10_000_000},
+	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000004"), Name: "27-inch Monitor", Description: "1440p IPS panel at 144 Hz.", Price: 32900, Currency: "usd", Stock: 10_000_000},
+	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000005"), Name: "Laptop Stand", Description: "Aluminium stand with adjustable height.", Price: 2900, Currency: "usd", Stock: 10_000_000},
+	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000006"), Name: "Noise-Cancelling Headphones", Description: "Over-ear, 30 hours of battery.", Price: 19900, Currency: "usd", Stock: 10_000_000},
 }
 
 // Seed creates whatever demo data is missing.
