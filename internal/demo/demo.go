@@ -37,7 +37,7 @@ var accounts = []struct {
 }
 
 // items are the seeded catalog, with fixed ids so a reseed recognizes them. Their stock lasts
-// hours of load at the rates a laptop serves (docs/decisions.md, Demo data).
+// hours of load at the rates a two-core machine serves (docs/decisions.md, "Demo stock").
 var items = []catalog.Item{
 	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000001"), Name: "Mechanical Keyboard", Description: "Tenkeyless keyboard with hot-swappable switches.", Price: 8900, Currency: "usd", Stock: 10_000_000},
 	{ID: uuid.MustParse("0193a000-0000-7000-8000-000000000002"), Name: "Wireless Mouse", Description: "Ergonomic mouse, 70 days on one charge.", Price: 3900, Currency: "usd", Stock: 10_000_000},
