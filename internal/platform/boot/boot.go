@@ -31,7 +31,8 @@ type Program struct {
 }
 
 // Start loads service's configuration from getenv, builds its logger, opens Postgres (with
-// cfg.DBMaxConns connections) and Redis, and returns a context cancelled by SIGINT or SIGTERM.
+// cfg.DBMaxConns connections, watched by metrics.WatchPool under the service's name) and Redis,
+// and returns a context cancelled by SIGINT or SIGTERM.
 func Start(ctx context.Context, service config.Service, getenv func(string) string, stdout io.Writer) (*Program, context.Context, error) {
 	cfg, err := config.Load(service, getenv)
 	if err != nil {
@@ -54,6 +55,7 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 		return nil, nil, err
 	}
 	p.closes = append(p.closes, func() { p.DB.Close() })
+	metrics.WatchPool(string(service), p.DB.Pool().DB)
 	if p.Redis, err = redisx.Open(ctx, cfg.RedisURL); err != nil {
 		p.Close()
 		return nil, nil, err

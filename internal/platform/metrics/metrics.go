@@ -4,11 +4,14 @@
 package metrics
 
 import (
+	"database/sql"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -186,3 +189,22 @@ var LogsDropped = promauto.NewCounter(prometheus.CounterOpts{
 
 // Handler serves the metrics of the process.
 func Handler() http.Handler { return promhttp.Handler() }
+
+// WatchPool exports the figures of a program's PostgreSQL pool under db_name=name, as
+// Prometheus's Go collector names them: go_sql_max_open_connections, go_sql_in_use_connections,
+// go_sql_wait_count_total, go_sql_wait_duration_seconds_total and the rest. A request that finds
+// every connection taken waits for one in the pool (docs/decisions.md, DB_MAX_CONNS); the wait
+// figures say how often and how long. Watching another pool under the same name replaces the
+// first.
+func WatchPool(name string, db *sql.DB) {
+	c := collectors.NewDBStatsCollector(db, name)
+	err := prometheus.Register(c)
+	var dup prometheus.AlreadyRegisteredError
+	if errors.As(err, &dup) {
+		prometheus.Unregister(dup.ExistingCollector)
+		err = prometheus.Register(c)
+	}
+	if err != nil {
+		panic(err) // a collector clashing with another is a programming error
+	}
+}
