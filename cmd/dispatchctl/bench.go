@@ -75,7 +75,7 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 		fmt.Fprintf(out, "no CPU per process: %v\n", err)
 		meter = &loadtest.CPUMeter{}
 	}
-	stmts := loadtest.NewStatementMeter(ctx, db)
+	stmts, pool := loadtest.NewStatementMeter(ctx, db), loadtest.NewPoolMeter(ctx, s.HTTP, *base)
 	if scenario == "pipeline" {
 		if *rate == 0 {
 			return errors.New("pipeline needs -rate")
@@ -83,11 +83,12 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 		if *warmup > 0 {
 			_, _ = s.Pipeline(ctx, *rate, *warmup)
 		}
-		before, stmts0 := meter.Sample(), stmts.Sample(ctx)
+		before, stmts0, pool0 := meter.Sample(), stmts.Sample(ctx), pool.Sample(ctx)
 		res, err := s.Pipeline(ctx, *rate, *duration)
 		const unit = "paid and processed order"
-		fmt.Fprint(out, res, meter.Report(before, meter.Sample(), len(res.Latencies), unit),
-			stmts.Report(stmts0, stmts.Sample(ctx), len(res.Latencies), unit))
+		n := len(res.Latencies)
+		fmt.Fprint(out, res, meter.Report(before, meter.Sample(), n, unit),
+			stmts.Report(stmts0, stmts.Sample(ctx), n, unit), pool.Report(pool0, pool.Sample(ctx), n, unit))
 		return err
 	}
 	var (
@@ -115,14 +116,15 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 		run(*warmup)
 	}
 	cpu0, cpuErr := s.ServerCPU(ctx)
-	before, stmts0 := meter.Sample(), stmts.Sample(ctx)
+	before, stmts0, pool0 := meter.Sample(), stmts.Sample(ctx), pool.Sample(ctx)
 	res := run(*duration)
-	after, stmts1 := meter.Sample(), stmts.Sample(ctx)
+	after, stmts1, pool1 := meter.Sample(), stmts.Sample(ctx), pool.Sample(ctx)
 	if cpu1, err := s.ServerCPU(ctx); err == nil && cpuErr == nil {
 		res.ServerCPU = cpu1 - cpu0
 	}
 	served := res.Requests - res.Errors
-	fmt.Fprint(out, res, meter.Report(before, after, served, "request"), stmts.Report(stmts0, stmts1, served, "request"))
+	fmt.Fprint(out, res, meter.Report(before, after, served, "request"), stmts.Report(stmts0, stmts1, served, "request"),
+		pool.Report(pool0, pool1, served, "request"))
 	return nil
 }
 

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -172,22 +171,12 @@ func (s *Stack) orderBody(i int) map[string]any {
 
 // ServerCPU reads the API process's CPU seconds from its /metrics.
 func (s *Stack) ServerCPU(ctx context.Context) (time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", s.Base+"/metrics", nil)
+	families, err := scrape(ctx, s.HTTP, s.Base+"/metrics")
 	if err != nil {
 		return 0, err
 	}
-	resp, err := s.HTTP.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	_, _ = buf.ReadFrom(resp.Body)
-	for _, line := range strings.Split(buf.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, "process_cpu_seconds_total "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return time.Duration(f * float64(time.Second)), err
-		}
+	if ms := families["process_cpu_seconds_total"].GetMetric(); len(ms) > 0 {
+		return time.Duration(ms[0].GetCounter().GetValue() * float64(time.Second)), nil
 	}
 	return 0, fmt.Errorf("no process_cpu_seconds_total on %s/metrics", s.Base)
 }
