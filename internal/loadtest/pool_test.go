@@ -36,28 +36,7 @@ func TestPoolMeter(t *testing.T) {
 
 	m := loadtest.NewPoolMeter(ctx, api.Client(), api.URL)
 	before := m.Sample(ctx)
-	tx, err := db.BeginTxx(ctx, nil) // holds the only connection
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		var one int
-		done <- db.GetContext(ctx, &one, `SELECT 1`)
-	}()
-	for deadline := time.Now().Add(10 * time.Second); db.Pool().Stats().WaitCount == 0; {
-		if time.Now().After(deadline) {
-			t.Fatal("a query waiting for the pool's only connection was never counted as waiting")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(20 * time.Millisecond)
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	testenv.PoolWait(t, db, 20*time.Millisecond)
 	got := m.Report(before, m.Sample(ctx), 2, "order")
 	if !strings.Contains(got, "per order: 0.50,") {
 		t.Fatalf("one wait over two orders reported as %q", got)

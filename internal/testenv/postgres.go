@@ -275,3 +275,35 @@ func scansIn(plan, table string) []string {
 }
 
 var planScan = regexp.MustCompile(`Index (?:Only )?Scan(?: Backward)? using (\S+) on (\S+)|Seq Scan on (\S+)|Bitmap Index Scan on (\S+)`)
+
+// PoolWait makes one query on db, a pool of one connection, wait at least d for it: a
+// transaction holds the connection until the pool counts the query as waiting, then d longer.
+// It returns when the query has run.
+func PoolWait(t testing.TB, db *postgres.DB, d time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	waits := db.Pool().Stats().WaitCount
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var one int
+		done <- db.GetContext(ctx, &one, `SELECT 1`)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); db.Pool().Stats().WaitCount == waits; {
+		if time.Now().After(deadline) {
+			_ = tx.Rollback()
+			t.Fatal("a query on a pool whose only connection was taken never waited for it")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(d)
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
