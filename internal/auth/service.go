@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
@@ -180,7 +179,7 @@ func (s *Service) Logout(ctx context.Context, p Principal) error {
 
 // RevokeUser revokes every session of a user inside the caller's transaction and returns their
 // ids; call Deny with them after the commit.
-func (s *Service) RevokeUser(ctx context.Context, tx sqlx.ExtContext, userID uuid.UUID, reason string) ([]uuid.UUID, error) {
+func (s *Service) RevokeUser(ctx context.Context, tx postgres.Querier, userID uuid.UUID, reason string) ([]uuid.UUID, error) {
 	return authdb.RevokeUser(ctx, tx, userID, reason)
 }
 

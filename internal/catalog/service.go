@@ -13,12 +13,12 @@ import (
 
 // Store is the persistence the service needs (implemented by catalogdb).
 type Store interface {
-	Insert(ctx context.Context, db sqlx.QueryerContext, it *Item) error
-	Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID, includeDeleted bool) (Item, error)
-	Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (Item, error)
-	Update(ctx context.Context, tx sqlx.QueryerContext, it *Item) error
+	Insert(ctx context.Context, db postgres.Querier, it *Item) error
+	Get(ctx context.Context, db postgres.Querier, id uuid.UUID, includeDeleted bool) (Item, error)
+	Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (Item, error)
+	Update(ctx context.Context, tx postgres.Querier, it *Item) error
 	SoftDelete(ctx context.Context, db sqlx.ExecerContext, id uuid.UUID) error
-	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]Item, error)
+	List(ctx context.Context, db postgres.Querier, f Filter, page cursor.Request) ([]Item, error)
 }
 
 // Service changes and reads items; every change invalidates the cache after its commit.

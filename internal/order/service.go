@@ -29,22 +29,22 @@ type Filter struct {
 
 // Store is the persistence of orders (implemented by orderdb).
 type Store interface {
-	Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (Order, error)
-	Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (Order, error)
-	GetByIntent(ctx context.Context, db sqlx.QueryerContext, intentID string) (Order, error)
-	LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (Order, error)
-	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]Order, error)
-	Create(ctx context.Context, db sqlx.QueryerContext, o *Order, ev Event, msgs outbox.Rows, checkpoint idempotency.Point) (Placement, error)
-	Save(ctx context.Context, tx sqlx.QueryerContext, o *Order, c Change) error
+	Get(ctx context.Context, db postgres.Querier, id uuid.UUID) (Order, error)
+	Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (Order, error)
+	GetByIntent(ctx context.Context, db postgres.Querier, intentID string) (Order, error)
+	LockByIntent(ctx context.Context, tx postgres.Querier, intentID string) (Order, error)
+	List(ctx context.Context, db postgres.Querier, f Filter, page cursor.Request) ([]Order, error)
+	Create(ctx context.Context, db postgres.Querier, o *Order, ev Event, msgs outbox.Rows, checkpoint idempotency.Point) (Placement, error)
+	Save(ctx context.Context, tx postgres.Querier, o *Order, c Change) error
 	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
-	Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]Event, error)
+	Events(ctx context.Context, db postgres.Querier, orderID uuid.UUID, page cursor.Request) ([]Event, error)
 	SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string, done idempotency.Completion) error
 	UpdatePayment(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, p Payment) error
 	PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r Refund) error
-	SetRefundStatus(ctx context.Context, tx sqlx.QueryerContext, refundID, intentID, status string) ([]uuid.UUID, error)
+	SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, intentID, status string) ([]uuid.UUID, error)
 	SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID) error
-	PendingBefore(ctx context.Context, db sqlx.QueryerContext, before time.Time, after *PendingOrder, limit int) ([]PendingOrder, error)
-	Stuck(ctx context.Context, db sqlx.QueryerContext, before time.Time, limit int) ([]StuckOrder, error)
+	PendingBefore(ctx context.Context, db postgres.Querier, before time.Time, after *PendingOrder, limit int) ([]PendingOrder, error)
+	Stuck(ctx context.Context, db postgres.Querier, before time.Time, limit int) ([]StuckOrder, error)
 	RecordStripeEvent(ctx context.Context, tx sqlx.ExecerContext, id, typ, outcome string) (bool, error)
 }
 
@@ -262,7 +262,7 @@ func moved(was, o Order) bool { return o.Status != was.Status || o.PendingAction
 
 // save writes a change that moved o from was with its event, payment and messages, and the
 // Stripe event behind it when se is not nil (Save).
-func (s *Service) save(ctx context.Context, q sqlx.QueryerContext, o *Order, was Order, ev *Event, msgs []outbox.Message, se *StripeEvent) error {
+func (s *Service) save(ctx context.Context, q postgres.Querier, o *Order, was Order, ev *Event, msgs []outbox.Message, se *StripeEvent) error {
 	if ev != nil {
 		stamp(ctx, ev, o.ID)
 	}

@@ -11,10 +11,10 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
@@ -77,7 +77,7 @@ var insertQuery = Insert(1, "true")
 
 // Write inserts msgs with tx, tagged with the correlation id carried by ctx. It must be called
 // with the transaction of the change the messages announce.
-func Write(ctx context.Context, tx sqlx.ExtContext, msgs ...Message) error {
+func Write(ctx context.Context, tx postgres.Querier, msgs ...Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}

@@ -13,9 +13,9 @@ import (
 
 // CustomerStore is what the Stripe Customer sync reads and writes (implemented by userdb).
 type CustomerStore interface {
-	GetAny(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (User, error)
+	GetAny(ctx context.Context, db postgres.Querier, id uuid.UUID) (User, error)
 	SetStripeCustomer(ctx context.Context, db sqlx.ExecerContext, id uuid.UUID, customerID string) (bool, error)
-	StripeCustomerID(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (string, error)
+	StripeCustomerID(ctx context.Context, db postgres.Querier, id uuid.UUID) (string, error)
 }
 
 // CustomerSync keeps each user's Stripe Customer in step with the account: the payments-queue

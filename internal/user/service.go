@@ -20,12 +20,12 @@ import (
 
 // Store is the persistence the service needs (implemented by userdb).
 type Store interface {
-	Insert(ctx context.Context, db sqlx.ExtContext, u *User) error
-	Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (User, error)
-	Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (User, error)
-	Update(ctx context.Context, tx sqlx.ExtContext, u *User) error
+	Insert(ctx context.Context, db postgres.Querier, u *User) error
+	Get(ctx context.Context, db postgres.Querier, id uuid.UUID) (User, error)
+	Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (User, error)
+	Update(ctx context.Context, tx postgres.Querier, u *User) error
 	SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID) error
-	List(ctx context.Context, db sqlx.QueryerContext, f Filter, page cursor.Request) ([]User, error)
+	List(ctx context.Context, db postgres.Querier, f Filter, page cursor.Request) ([]User, error)
 }
 
 // Service changes users. Every change writes its Stripe Customer sync row to the outbox in the

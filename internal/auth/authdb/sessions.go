@@ -39,7 +39,7 @@ const createQuery = `INSERT INTO sessions (id, user_id, refresh_token_hash, expi
 VALUES ($1, $2, $3, $4, $5, $6)`
 
 // Create inserts a session.
-func Create(ctx context.Context, db sqlx.ExtContext, s Session) error {
+func Create(ctx context.Context, db postgres.Querier, s Session) error {
 	_, err := db.ExecContext(ctx, createQuery, s.ID, s.UserID, s.RefreshTokenHash, s.ExpiresAt, s.UserAgent, s.IP)
 	return wrap("create", err)
 }
@@ -48,9 +48,9 @@ const lockQuery = `SELECT id, user_id, refresh_token_hash, expires_at, revoked_a
 FROM sessions WHERE id = $1 FOR UPDATE`
 
 // Lock reads a session (revoked or not) and locks it for the transaction.
-func Lock(ctx context.Context, tx sqlx.ExtContext, id uuid.UUID) (Session, error) {
+func Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (Session, error) {
 	var s Session
-	err := sqlx.GetContext(ctx, tx, &s, lockQuery, id)
+	err := tx.GetContext(ctx, &s, lockQuery, id)
 	return s, wrap("lock", err)
 }
 
@@ -58,7 +58,7 @@ const rotateQuery = `UPDATE sessions SET refresh_token_hash = $2, expires_at = $
 WHERE id = $1 AND revoked_at IS NULL`
 
 // Rotate replaces the session's refresh token hash and expiry.
-func Rotate(ctx context.Context, tx sqlx.ExtContext, id uuid.UUID, hash []byte, expiresAt time.Time) error {
+func Rotate(ctx context.Context, tx postgres.Querier, id uuid.UUID, hash []byte, expiresAt time.Time) error {
 	return wrapRows("rotate")(tx.ExecContext(ctx, rotateQuery, id, hash, expiresAt))
 }
 
@@ -66,7 +66,7 @@ const revokeQuery = `UPDATE sessions SET revoked_at = now(), revoke_reason = $2
 WHERE id = $1 AND revoked_at IS NULL`
 
 // Revoke revokes one session. Revoking a revoked session is not an error.
-func Revoke(ctx context.Context, db sqlx.ExtContext, id uuid.UUID, reason string) error {
+func Revoke(ctx context.Context, db postgres.Querier, id uuid.UUID, reason string) error {
 	_, err := db.ExecContext(ctx, revokeQuery, id, reason)
 	return wrap("revoke", err)
 }
@@ -75,9 +75,9 @@ const revokeUserQuery = `UPDATE sessions SET revoked_at = now(), revoke_reason =
 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING id`
 
 // RevokeUser revokes every live session of a user and returns their ids.
-func RevokeUser(ctx context.Context, db sqlx.ExtContext, userID uuid.UUID, reason string) ([]uuid.UUID, error) {
+func RevokeUser(ctx context.Context, db postgres.Querier, userID uuid.UUID, reason string) ([]uuid.UUID, error) {
 	var ids []uuid.UUID
-	err := sqlx.SelectContext(ctx, db, &ids, revokeUserQuery, userID, reason)
+	err := db.SelectContext(ctx, &ids, revokeUserQuery, userID, reason)
 	return ids, wrap("revoke user", err)
 }
 
@@ -91,12 +91,12 @@ FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.id = $1 AND s.user_id = $2`
 
 // IdentityOf returns the live user behind a live session.
-func IdentityOf(ctx context.Context, db sqlx.QueryerContext, sessionID, userID uuid.UUID) (Identity, error) {
+func IdentityOf(ctx context.Context, db postgres.Querier, sessionID, userID uuid.UUID) (Identity, error) {
 	var r struct {
 		Identity
 		Live bool `db:"live"`
 	}
-	if err := sqlx.GetContext(ctx, db, &r, identityQuery, sessionID, userID); err != nil {
+	if err := db.GetContext(ctx, &r, identityQuery, sessionID, userID); err != nil {
 		return Identity{}, wrap("identity", err)
 	}
 	if !r.Live {

@@ -23,17 +23,17 @@ const insertQuery = `INSERT INTO items (id, name, description, price, currency, 
 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at, updated_at`
 
 // Insert adds it, filling its timestamps.
-func (Store) Insert(ctx context.Context, db sqlx.QueryerContext, it *catalog.Item) error {
-	return mapErr("insert", sqlx.GetContext(ctx, db, it, insertQuery,
+func (Store) Insert(ctx context.Context, db postgres.Querier, it *catalog.Item) error {
+	return mapErr("insert", db.GetContext(ctx, it, insertQuery,
 		it.ID, it.Name, it.Description, it.Price, it.Currency, it.Stock, it.PricePaymentID))
 }
 
 const getQuery = `SELECT ` + columns + ` FROM items WHERE id = $1 AND (deleted_at IS NULL OR $2)`
 
 // Get returns an item; a deleted one only when includeDeleted.
-func (Store) Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID, includeDeleted bool) (catalog.Item, error) {
+func (Store) Get(ctx context.Context, db postgres.Querier, id uuid.UUID, includeDeleted bool) (catalog.Item, error) {
 	var it catalog.Item
-	err := sqlx.GetContext(ctx, db, &it, getQuery, id, includeDeleted)
+	err := db.GetContext(ctx, &it, getQuery, id, includeDeleted)
 	return it, mapErr("get", err)
 }
 
@@ -43,9 +43,9 @@ func (Store) Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID, incl
 const lockQuery = `SELECT ` + columns + ` FROM items WHERE id = $1 FOR UPDATE`
 
 // Lock reads a live item and locks it for the transaction.
-func (Store) Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (catalog.Item, error) {
+func (Store) Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (catalog.Item, error) {
 	var it catalog.Item
-	if err := sqlx.GetContext(ctx, tx, &it, lockQuery, id); err != nil {
+	if err := tx.GetContext(ctx, &it, lockQuery, id); err != nil {
 		return catalog.Item{}, mapErr("lock", err)
 	}
 	if it.DeletedAt != nil {
@@ -58,8 +58,8 @@ const updateQuery = `UPDATE items SET name = $2, description = $3, price = $4, c
 price_payment_id = $7, updated_at = now() WHERE id = $1 AND deleted_at IS NULL RETURNING updated_at`
 
 // Update saves it.
-func (Store) Update(ctx context.Context, tx sqlx.QueryerContext, it *catalog.Item) error {
-	return mapErr("update", sqlx.GetContext(ctx, tx, &it.UpdatedAt, updateQuery,
+func (Store) Update(ctx context.Context, tx postgres.Querier, it *catalog.Item) error {
+	return mapErr("update", tx.GetContext(ctx, &it.UpdatedAt, updateQuery,
 		it.ID, it.Name, it.Description, it.Price, it.Currency, it.Stock, it.PricePaymentID))
 }
 
@@ -78,7 +78,7 @@ func (Store) SoftDelete(ctx context.Context, db sqlx.ExecerContext, id uuid.UUID
 }
 
 // List returns a page of items, newest first.
-func (Store) List(ctx context.Context, db sqlx.QueryerContext, f catalog.Filter, page cursor.Request) ([]catalog.Item, error) {
+func (Store) List(ctx context.Context, db postgres.Querier, f catalog.Filter, page cursor.Request) ([]catalog.Item, error) {
 	var q postgres.Query
 	if !f.IncludeDeleted {
 		q.Where("deleted_at IS NULL")
@@ -94,7 +94,7 @@ func (Store) List(ctx context.Context, db sqlx.QueryerContext, f catalog.Filter,
 	}
 	query := `SELECT ` + columns + ` FROM items` + q.WhereSQL() + ` ORDER BY created_at DESC, id DESC LIMIT ` + q.Arg(page.Limit+1)
 	var items []catalog.Item
-	err := sqlx.SelectContext(ctx, db, &items, query, q.Args...)
+	err := db.SelectContext(ctx, &items, query, q.Args...)
 	return items, mapErr("list", err)
 }
 

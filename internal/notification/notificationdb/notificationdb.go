@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
@@ -42,7 +41,7 @@ func (s *Store) List(ctx context.Context, userID uuid.UUID, unreadOnly bool, pag
 	}
 	query := `SELECT ` + columns + ` FROM notifications` + q.WhereSQL() + ` ORDER BY created_at DESC, id DESC LIMIT ` + q.Arg(page.Limit+1)
 	var rows []notification.Notification
-	if err := sqlx.SelectContext(ctx, s.db, &rows, query, q.Args...); err != nil {
+	if err := s.db.SelectContext(ctx, &rows, query, q.Args...); err != nil {
 		return cursor.Page[notification.Notification]{}, fmt.Errorf("notification: list: %w", err)
 	}
 	for i := range rows {

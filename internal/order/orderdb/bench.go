@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -35,7 +36,7 @@ const processedAtQuery = `SELECT order_id, created_at FROM order_events WHERE to
 
 // ProcessedAt returns when each of ids that has been processed reached PROCESSED. It exists
 // for the load generator's pipeline latency (dispatchctl bench pipeline).
-func (Store) ProcessedAt(ctx context.Context, db sqlx.QueryerContext, ids []uuid.UUID) (map[uuid.UUID]time.Time, error) {
+func (Store) ProcessedAt(ctx context.Context, db postgres.Querier, ids []uuid.UUID) (map[uuid.UUID]time.Time, error) {
 	var rows []struct {
 		OrderID uuid.UUID `db:"order_id"`
 		At      time.Time `db:"created_at"`
@@ -44,7 +45,7 @@ func (Store) ProcessedAt(ctx context.Context, db sqlx.QueryerContext, ids []uuid
 	for i, id := range ids {
 		keys[i] = id.String()
 	}
-	if err := sqlx.SelectContext(ctx, db, &rows, processedAtQuery, pq.Array(keys)); err != nil {
+	if err := db.SelectContext(ctx, &rows, processedAtQuery, pq.Array(keys)); err != nil {
 		return nil, mapErr("processed at", err)
 	}
 	out := make(map[uuid.UUID]time.Time, len(rows))

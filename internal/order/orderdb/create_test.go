@@ -190,7 +190,7 @@ func TestStockIsTakenAndGivenBackWithoutScanningTheCatalog(t *testing.T) {
 		t.Fatal(err)
 	}
 	placeAndRelease := func(q interface {
-		sqlx.QueryerContext
+		postgres.Querier
 		sqlx.ExecerContext
 	}, a, b uuid.UUID) error {
 		o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending,

@@ -120,22 +120,22 @@ const (
 )
 
 // Get returns an order that is not deleted.
-func (Store) Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (order.Order, error) {
+func (Store) Get(ctx context.Context, db postgres.Querier, id uuid.UUID) (order.Order, error) {
 	return live(getOne(ctx, db, getQuery, id))
 }
 
 // GetByIntent reads the order paid by a PaymentIntent, without a lock; not a deleted one.
-func (Store) GetByIntent(ctx context.Context, db sqlx.QueryerContext, intentID string) (order.Order, error) {
+func (Store) GetByIntent(ctx context.Context, db postgres.Querier, intentID string) (order.Order, error) {
 	return live(getOne(ctx, db, getByIntentQuery, intentID))
 }
 
 // Lock reads an order (deleted ones included) and locks its row for the transaction.
-func (Store) Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (order.Order, error) {
+func (Store) Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (order.Order, error) {
 	return getOne(ctx, tx, getQuery+` FOR UPDATE OF o`, id)
 }
 
 // LockByIntent locks the order paid by a PaymentIntent.
-func (Store) LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (order.Order, error) {
+func (Store) LockByIntent(ctx context.Context, tx postgres.Querier, intentID string) (order.Order, error) {
 	return getOne(ctx, tx, getByIntentQuery+` FOR UPDATE OF o`, intentID)
 }
 
@@ -146,16 +146,16 @@ func live(o order.Order, err error) (order.Order, error) {
 	return o, err
 }
 
-func getOne(ctx context.Context, db sqlx.QueryerContext, query string, arg any) (order.Order, error) {
+func getOne(ctx context.Context, db postgres.Querier, query string, arg any) (order.Order, error) {
 	var r row
-	if err := sqlx.GetContext(ctx, db, &r, query, arg); err != nil {
+	if err := db.GetContext(ctx, &r, query, arg); err != nil {
 		return order.Order{}, mapErr("get", err)
 	}
 	return r.order()
 }
 
 // List returns a page of orders, newest first.
-func (Store) List(ctx context.Context, db sqlx.QueryerContext, f order.Filter, page cursor.Request) ([]order.Order, error) {
+func (Store) List(ctx context.Context, db postgres.Querier, f order.Filter, page cursor.Request) ([]order.Order, error) {
 	var q postgres.Query
 	q.Where("o.deleted_at IS NULL")
 	if f.UserID != uuid.Nil {
@@ -175,7 +175,7 @@ func (Store) List(ctx context.Context, db sqlx.QueryerContext, f order.Filter, p
 	}
 	query := selectOrder + q.WhereSQL() + ` ORDER BY o.created_at DESC, o.id DESC LIMIT ` + q.Arg(page.Limit+1)
 	var rows []row
-	if err := sqlx.SelectContext(ctx, db, &rows, query, q.Args...); err != nil {
+	if err := db.SelectContext(ctx, &rows, query, q.Args...); err != nil {
 		return nil, mapErr("list", err)
 	}
 	out := make([]order.Order, len(rows))
@@ -243,7 +243,7 @@ FROM stock_ok s LEFT JOIN o ON true`
 // to price o with (or to tell why it was refused). It fills the order's number and timestamps
 // and announces it with msgs; checkpoint is reached when it returns placed. A checkpoint that
 // Takes the key and finds it in use writes nothing and reports KeyInUse.
-func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order, ev order.Event,
+func (Store) Create(ctx context.Context, db postgres.Querier, o *order.Order, ev order.Event,
 	msgs outbox.Rows, checkpoint idempotency.Point) (order.Placement, error) {
 	ids, items := make([]string, len(o.Lines)), make([]string, len(o.Lines))
 	for i, l := range o.Lines {
@@ -260,7 +260,7 @@ func (Store) Create(ctx context.Context, db sqlx.QueryerContext, o *order.Order,
 		Customer  string     `db:"customer"`
 		Items     []byte     `db:"items"`
 	}
-	if err := sqlx.GetContext(ctx, db, &got, createQueries[b2i(checkpoint.Takes())], args...); err != nil {
+	if err := db.GetContext(ctx, &got, createQueries[b2i(checkpoint.Takes())], args...); err != nil {
 		return order.Placement{}, mapErr("create", err)
 	}
 	if !got.Took {
@@ -322,7 +322,7 @@ const saveCTE = `WITH o AS (
 // compare-and-set against the status and action it was read with. No row matching means
 // someone else moved the order, and a Stripe event that was recorded before means
 // someone else handled it: ErrConcurrentUpdate, never an overwrite, and nothing written.
-func (Store) Save(ctx context.Context, q sqlx.QueryerContext, o *order.Order, c order.Change) error {
+func (Store) Save(ctx context.Context, q postgres.Querier, o *order.Order, c order.Change) error {
 	var e order.Event
 	var evID *uuid.UUID
 	if c.Event != nil {
@@ -344,7 +344,7 @@ func (Store) Save(ctx context.Context, q sqlx.QueryerContext, o *order.Order, c 
 	if c.Stripe != nil {
 		args = append(args, c.Stripe.ID, c.Stripe.Type, c.Stripe.Outcome)
 	}
-	err := q.QueryRowxContext(ctx, saveQueries[b2i(announced)][b2i(c.Stripe != nil)], args...).Scan(&o.UpdatedAt)
+	err := q.GetContext(ctx, &o.UpdatedAt, saveQueries[b2i(announced)][b2i(c.Stripe != nil)], args...)
 	if postgres.IsNoRows(err) ||
 		postgres.IsCode(err, postgres.UniqueViolation) && postgres.Constraint(err) == "stripe_events_pkey" {
 		return order.ErrConcurrentUpdate
@@ -382,7 +382,7 @@ type eventRow struct {
 }
 
 // Events returns a page of an order's timeline, oldest first.
-func (Store) Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UUID, page cursor.Request) ([]order.Event, error) {
+func (Store) Events(ctx context.Context, db postgres.Querier, orderID uuid.UUID, page cursor.Request) ([]order.Event, error) {
 	var q postgres.Query
 	q.Where("order_id = " + q.Arg(orderID))
 	if page.After != nil {
@@ -391,7 +391,7 @@ func (Store) Events(ctx context.Context, db sqlx.QueryerContext, orderID uuid.UU
 	query := `SELECT id, order_id, type, from_status, to_status, actor, reason, correlation_id, created_at
 FROM order_events` + q.WhereSQL() + ` ORDER BY created_at, id LIMIT ` + q.Arg(page.Limit+1)
 	var rows []eventRow
-	if err := sqlx.SelectContext(ctx, db, &rows, query, q.Args...); err != nil {
+	if err := db.SelectContext(ctx, &rows, query, q.Args...); err != nil {
 		return nil, mapErr("events", err)
 	}
 	out := make([]order.Event, len(rows))
@@ -455,9 +455,9 @@ RETURNING order_id`
 
 // SetRefundStatus updates a refund known by its Stripe id (or, without one, the refunds of a
 // PaymentIntent) and returns the orders it touched.
-func (Store) SetRefundStatus(ctx context.Context, tx sqlx.QueryerContext, refundID, intentID, status string) ([]uuid.UUID, error) {
+func (Store) SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, intentID, status string) ([]uuid.UUID, error) {
 	var ids []uuid.UUID
-	err := sqlx.SelectContext(ctx, tx, &ids, refundStatusQuery, refundID, intentID, status)
+	err := tx.SelectContext(ctx, &ids, refundStatusQuery, refundID, intentID, status)
 	return ids, mapErr("refund status", err)
 }
 
@@ -477,10 +477,10 @@ func (Store) SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID
 
 // PendingBefore returns PENDING orders without a pending action created before a time, oldest
 // first, after a position (nil for the start).
-func (Store) PendingBefore(ctx context.Context, db sqlx.QueryerContext, before time.Time, after *order.PendingOrder, limit int) ([]order.PendingOrder, error) {
+func (Store) PendingBefore(ctx context.Context, db postgres.Querier, before time.Time, after *order.PendingOrder, limit int) ([]order.PendingOrder, error) {
 	query, args := pendingQuery(before, after, limit)
 	var rows []order.PendingOrder
-	err := sqlx.SelectContext(ctx, db, &rows, query, args...)
+	err := db.SelectContext(ctx, &rows, query, args...)
 	return rows, mapErr("pending", err)
 }
 
@@ -510,9 +510,9 @@ ORDER BY o.updated_at LIMIT $2`
 
 // Stuck returns up to limit orders last changed before a time whose task did not run, oldest
 // first.
-func (Store) Stuck(ctx context.Context, db sqlx.QueryerContext, before time.Time, limit int) ([]order.StuckOrder, error) {
+func (Store) Stuck(ctx context.Context, db postgres.Querier, before time.Time, limit int) ([]order.StuckOrder, error) {
 	var rows []order.StuckOrder
-	err := sqlx.SelectContext(ctx, db, &rows, stuckQuery, before, limit)
+	err := db.SelectContext(ctx, &rows, stuckQuery, before, limit)
 	return rows, mapErr("stuck", err)
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
@@ -26,7 +27,7 @@ type counting struct {
 	locks, records, saves atomic.Int32
 }
 
-func (c *counting) LockByIntent(ctx context.Context, tx sqlx.QueryerContext, intentID string) (order.Order, error) {
+func (c *counting) LockByIntent(ctx context.Context, tx postgres.Querier, intentID string) (order.Order, error) {
 	c.locks.Add(1)
 	return c.Store.LockByIntent(ctx, tx, intentID)
 }
@@ -36,7 +37,7 @@ func (c *counting) RecordStripeEvent(ctx context.Context, tx sqlx.ExecerContext,
 	return c.Store.RecordStripeEvent(ctx, tx, id, typ, outcome)
 }
 
-func (c *counting) Save(ctx context.Context, tx sqlx.QueryerContext, o *order.Order, ch order.Change) error {
+func (c *counting) Save(ctx context.Context, tx postgres.Querier, o *order.Order, ch order.Change) error {
 	c.saves.Add(1)
 	return c.Store.Save(ctx, tx, o, ch)
 }

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -66,7 +64,7 @@ func TestAClaimReadsOnlyTheRowsItTakes(t *testing.T) {
 	if _, err := db.Pool().ExecContext(ctx, `ANALYZE outbox`); err != nil {
 		t.Fatal(err)
 	}
-	claims := func(q sqlx.QueryerContext, batch int) (int, error) {
+	claims := func(q postgres.Querier, batch int) (int, error) {
 		n := 0
 		for _, c := range []struct {
 			sql  string
@@ -76,7 +74,7 @@ func TestAClaimReadsOnlyTheRowsItTakes(t *testing.T) {
 			{claimRecentQuery, []any{batch, time.Minute.Milliseconds(), time.Hour.Milliseconds()}},
 		} {
 			var rows []row
-			if err := sqlx.SelectContext(ctx, q, &rows, c.sql, c.args...); err != nil {
+			if err := q.SelectContext(ctx, &rows, c.sql, c.args...); err != nil {
 				return n, err
 			}
 			n += len(rows)

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 )
 
@@ -28,14 +26,14 @@ const statsQuery = `SELECT
 FROM outbox`
 
 // Stats reads the outbox backlog.
-func Stats(ctx context.Context, db sqlx.QueryerContext) (Backlog, error) {
+func Stats(ctx context.Context, db postgres.Querier) (Backlog, error) {
 	var s struct {
 		Waiting        int64   `db:"waiting"`
 		OldestWaiting  float64 `db:"oldest_waiting"`
 		InFlight       int64   `db:"in_flight"`
 		OldestInFlight float64 `db:"oldest_in_flight"`
 	}
-	if err := sqlx.GetContext(ctx, db, &s, statsQuery); err != nil {
+	if err := db.GetContext(ctx, &s, statsQuery); err != nil {
 		return Backlog{}, fmt.Errorf("outbox: stats: %w", err)
 	}
 	return Backlog{Waiting: s.Waiting, OldestWaiting: seconds(s.OldestWaiting),

@@ -12,9 +12,8 @@ import (
 // parsed and planned once per connection, then only bound and executed. On the order path,
 // planning was close to half of Postgres's time per statement.
 //
-// DB does not embed *sqlx.DB: every query method it has takes the prepared path, so db.GetContext,
-// sqlx.GetContext(ctx, db) and a store taking sqlx.ExtContext all run the same way, and there is
-// no unprepared method to reach by accident. Pool returns the bare pool for what needs it.
+// DB does not embed *sqlx.DB: every query method it has takes the prepared path, and there is no
+// unprepared method to reach by accident. Pool returns the bare pool for what needs it.
 type DB struct {
 	pool    *sqlx.DB
 	stmts   sync.Map // query text → *sqlx.Stmt
@@ -24,6 +23,14 @@ type DB struct {
 	mu     sync.RWMutex
 	closed bool
 	bg     sync.WaitGroup
+}
+
+// Querier runs statements on the pool (DB) or in a transaction (Tx): what the stores take. Its
+// reads scan inside the call, so no connection stays taken by rows handed out.
+type Querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	GetContext(ctx context.Context, dest any, query string, args ...any) error
+	SelectContext(ctx context.Context, dest any, query string, args ...any) error
 }
 
 // Pool is the underlying sqlx pool, unprepared: for settings and statistics, not for queries.
@@ -77,9 +84,15 @@ func (db *DB) prime(query string) {
 	}()
 }
 
+// rows is the pool's side that hands rows to its caller, which holds a connection until it has
+// read them. It is unexported: only GetContext and SelectContext use it, through sqlx's helpers,
+// which scan inside the call, so every connection taken from DB is given back before the method
+// that took it returns.
+type rows DB
+
 // QueryContext runs query as a prepared statement.
-func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	s, err := db.stmt(ctx, query)
+func (r *rows) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	s, err := (*DB)(r).stmt(ctx, query)
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +100,8 @@ func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql
 }
 
 // QueryxContext runs query as a prepared statement.
-func (db *DB) QueryxContext(ctx context.Context, query string, args ...any) (*sqlx.Rows, error) {
-	s, err := db.stmt(ctx, query)
+func (r *rows) QueryxContext(ctx context.Context, query string, args ...any) (*sqlx.Rows, error) {
+	s, err := (*DB)(r).stmt(ctx, query)
 	if err != nil {
 		return nil, err
 	}
@@ -97,10 +110,10 @@ func (db *DB) QueryxContext(ctx context.Context, query string, args ...any) (*sq
 
 // QueryRowxContext runs query as a prepared statement. A query that cannot be prepared runs
 // unprepared, so its error reaches the caller through the row.
-func (db *DB) QueryRowxContext(ctx context.Context, query string, args ...any) *sqlx.Row {
-	s, err := db.stmt(ctx, query)
+func (r *rows) QueryRowxContext(ctx context.Context, query string, args ...any) *sqlx.Row {
+	s, err := (*DB)(r).stmt(ctx, query)
 	if err != nil {
-		return db.pool.QueryRowxContext(ctx, query, args...)
+		return r.pool.QueryRowxContext(ctx, query, args...)
 	}
 	return s.QueryRowxContext(ctx, args...)
 }
@@ -233,12 +246,12 @@ func (tx *Tx) GetContext(ctx context.Context, dest any, query string, args ...an
 
 // SelectContext is sqlx.SelectContext on the prepared path.
 func (db *DB) SelectContext(ctx context.Context, dest any, query string, args ...any) error {
-	return sqlx.SelectContext(ctx, db, dest, query, args...)
+	return sqlx.SelectContext(ctx, (*rows)(db), dest, query, args...)
 }
 
 // GetContext is sqlx.GetContext on the prepared path.
 func (db *DB) GetContext(ctx context.Context, dest any, query string, args ...any) error {
-	return sqlx.GetContext(ctx, db, dest, query, args...)
+	return sqlx.GetContext(ctx, (*rows)(db), dest, query, args...)
 }
 
 // Exec is ExecContext without a deadline (scripts and tests).

@@ -61,12 +61,16 @@ const insertQuery = `INSERT INTO users (id, name, email, password_hash, role, la
 VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at, updated_at`
 
 // Insert adds u (and its address), filling its timestamps.
-func (Store) Insert(ctx context.Context, db sqlx.ExtContext, u *user.User) error {
-	err := db.QueryRowxContext(ctx, insertQuery, u.ID, u.Name, u.Email, u.PasswordHash, u.Role, u.Language).
-		Scan(&u.CreatedAt, &u.UpdatedAt)
+func (Store) Insert(ctx context.Context, db postgres.Querier, u *user.User) error {
+	var at struct {
+		Created time.Time `db:"created_at"`
+		Updated time.Time `db:"updated_at"`
+	}
+	err := db.GetContext(ctx, &at, insertQuery, u.ID, u.Name, u.Email, u.PasswordHash, u.Role, u.Language)
 	if err != nil {
 		return mapErr("insert", err)
 	}
+	u.CreatedAt, u.UpdatedAt = at.Created, at.Updated
 	return Store{}.PutAddress(ctx, db, u.ID, u.Address)
 }
 
@@ -76,7 +80,7 @@ ON CONFLICT (user_id) DO UPDATE SET line1 = EXCLUDED.line1, line2 = EXCLUDED.lin
   state = EXCLUDED.state, postal_code = EXCLUDED.postal_code, country = EXCLUDED.country, updated_at = now()`
 
 // PutAddress stores a user's address (nothing when a is nil).
-func (Store) PutAddress(ctx context.Context, db sqlx.ExtContext, userID uuid.UUID, a *user.Address) error {
+func (Store) PutAddress(ctx context.Context, db postgres.Querier, userID uuid.UUID, a *user.Address) error {
 	if a == nil {
 		return nil
 	}
@@ -90,14 +94,14 @@ func (Store) PutAddress(ctx context.Context, db sqlx.ExtContext, userID uuid.UUI
 const getAnyQuery = `SELECT ` + columns + ` WHERE u.id = $1`
 
 // Get returns a live user.
-func (Store) Get(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (user.User, error) {
+func (Store) Get(ctx context.Context, db postgres.Querier, id uuid.UUID) (user.User, error) {
 	return live(Store{}.GetAny(ctx, db, id))
 }
 
 // GetAny returns a user, deleted or not (the Stripe sync needs deleted ones).
-func (Store) GetAny(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (user.User, error) {
+func (Store) GetAny(ctx context.Context, db postgres.Querier, id uuid.UUID) (user.User, error) {
 	var r row
-	if err := sqlx.GetContext(ctx, db, &r, getAnyQuery, id); err != nil {
+	if err := db.GetContext(ctx, &r, getAnyQuery, id); err != nil {
 		return user.User{}, mapErr("get any", err)
 	}
 	return r.user(), nil
@@ -106,9 +110,9 @@ func (Store) GetAny(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (
 const lockQuery = getAnyQuery + ` FOR UPDATE OF u`
 
 // Lock reads a live user and locks it for the transaction.
-func (Store) Lock(ctx context.Context, tx sqlx.QueryerContext, id uuid.UUID) (user.User, error) {
+func (Store) Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (user.User, error) {
 	var r row
-	if err := sqlx.GetContext(ctx, tx, &r, lockQuery, id); err != nil {
+	if err := tx.GetContext(ctx, &r, lockQuery, id); err != nil {
 		return user.User{}, mapErr("lock", err)
 	}
 	return live(r.user(), nil)
@@ -125,8 +129,8 @@ const updateQuery = `UPDATE users SET name = $2, email = $3, password_hash = $4,
 updated_at = now() WHERE id = $1 AND deleted_at IS NULL RETURNING updated_at`
 
 // Update saves u's fields (and its address when set).
-func (Store) Update(ctx context.Context, tx sqlx.ExtContext, u *user.User) error {
-	if err := sqlx.GetContext(ctx, tx, &u.UpdatedAt, updateQuery, u.ID, u.Name, u.Email, u.PasswordHash, u.Role, u.Language); err != nil {
+func (Store) Update(ctx context.Context, tx postgres.Querier, u *user.User) error {
+	if err := tx.GetContext(ctx, &u.UpdatedAt, updateQuery, u.ID, u.Name, u.Email, u.PasswordHash, u.Role, u.Language); err != nil {
 		return mapErr("update", err)
 	}
 	return Store{}.PutAddress(ctx, tx, u.ID, u.Address)
@@ -162,14 +166,14 @@ func (Store) SetStripeCustomer(ctx context.Context, db sqlx.ExecerContext, id uu
 const customerQuery = `SELECT COALESCE(stripe_customer_id, '') FROM users WHERE id = $1`
 
 // StripeCustomerID returns the user's Stripe Customer id, "" when none is known.
-func (Store) StripeCustomerID(ctx context.Context, db sqlx.QueryerContext, id uuid.UUID) (string, error) {
+func (Store) StripeCustomerID(ctx context.Context, db postgres.Querier, id uuid.UUID) (string, error) {
 	var cid string
-	err := sqlx.GetContext(ctx, db, &cid, customerQuery, id)
+	err := db.GetContext(ctx, &cid, customerQuery, id)
 	return cid, mapErr("stripe customer", err)
 }
 
 // List returns a page of live users, newest first.
-func (Store) List(ctx context.Context, db sqlx.QueryerContext, f user.Filter, page cursor.Request) ([]user.User, error) {
+func (Store) List(ctx context.Context, db postgres.Querier, f user.Filter, page cursor.Request) ([]user.User, error) {
 	var q postgres.Query
 	q.Where("u.deleted_at IS NULL")
 	if f.Name != "" {
@@ -186,7 +190,7 @@ func (Store) List(ctx context.Context, db sqlx.QueryerContext, f user.Filter, pa
 	}
 	query := `SELECT ` + columns + q.WhereSQL() + ` ORDER BY u.created_at DESC, u.id DESC LIMIT ` + q.Arg(page.Limit+1)
 	var rows []row
-	if err := sqlx.SelectContext(ctx, db, &rows, query, q.Args...); err != nil {
+	if err := db.SelectContext(ctx, &rows, query, q.Args...); err != nil {
 		return nil, mapErr("list", err)
 	}
 	out := make([]user.User, len(rows))
@@ -200,14 +204,14 @@ const credentialsQuery = `SELECT id, password_hash, role, language FROM users
 WHERE lower(email) = lower($1) AND deleted_at IS NULL`
 
 // CredentialsByEmail implements auth.CredentialStore.
-func (Store) CredentialsByEmail(ctx context.Context, db sqlx.QueryerContext, email string) (auth.Credentials, bool, error) {
+func (Store) CredentialsByEmail(ctx context.Context, db postgres.Querier, email string) (auth.Credentials, bool, error) {
 	var r struct {
 		ID       uuid.UUID `db:"id"`
 		Hash     string    `db:"password_hash"`
 		Role     string    `db:"role"`
 		Language string    `db:"language"`
 	}
-	err := sqlx.GetContext(ctx, db, &r, credentialsQuery, email)
+	err := db.GetContext(ctx, &r, credentialsQuery, email)
 	if postgres.IsNoRows(err) {
 		return auth.Credentials{}, false, nil
 	}
