@@ -15,7 +15,7 @@ import (
 func TestEveryTaskRunsOnOneConnection(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	s.db.Pool().SetMaxOpenConns(1)
+	s.db.SetMaxConns(1)
 	// Work stuck on the pool stops everything after it, the test's own queries too.
 	testenv.Watchdog(t, 2*time.Minute, "the stack on one database connection (work holding a connection while it waits for another)")
 

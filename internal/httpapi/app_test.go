@@ -51,7 +51,7 @@ func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL stri
 	t.Helper()
 	db, dbURL := testenv.DB(t)
 	cfg := testenv.Config(t, config.API, dbURL, redisURL, overrides...)
-	db.Pool().SetMaxOpenConns(cfg.DBMaxConns) // the pool cmd/api opens
+	db.SetMaxConns(cfg.DBMaxConns) // the pool cmd/api opens
 	logs := &testenv.Buffer{}
 	log := logging.New("api", cfg.LogLevel, "json", logs)
 	services := assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,

@@ -30,7 +30,7 @@ func TestPoolMeter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	metrics.WatchPool("api", db.Pool().DB)
+	metrics.WatchPool("api", db)
 	api := httptest.NewServer(metrics.Handler())
 	defer api.Close()
 

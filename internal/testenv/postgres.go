@@ -282,7 +282,7 @@ var planScan = regexp.MustCompile(`Index (?:Only )?Scan(?: Backward)? using (\S+
 func PoolWait(t testing.TB, db *postgres.DB, d time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	waits := db.Pool().Stats().WaitCount
+	waits := db.Stats().WaitCount
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +292,7 @@ func PoolWait(t testing.TB, db *postgres.DB, d time.Duration) {
 		var one int
 		done <- db.GetContext(ctx, &one, `SELECT 1`)
 	}()
-	for deadline := time.Now().Add(10 * time.Second); db.Pool().Stats().WaitCount == waits; {
+	for deadline := time.Now().Add(10 * time.Second); db.Stats().WaitCount == waits; {
 		if time.Now().After(deadline) {
 			_ = tx.Rollback()
 			t.Fatal("a query on a pool whose only connection was taken never waited for it")

@@ -55,7 +55,7 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 		return nil, nil, err
 	}
 	p.closes = append(p.closes, func() { p.DB.Close() })
-	metrics.WatchPool(string(service), p.DB.Pool().DB)
+	metrics.WatchPool(string(service), p.DB)
 	if p.Redis, err = redisx.Open(ctx, cfg.RedisURL); err != nil {
 		p.Close()
 		return nil, nil, err

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -190,14 +189,17 @@ var LogsDropped = promauto.NewCounter(prometheus.CounterOpts{
 // Handler serves the metrics of the process.
 func Handler() http.Handler { return promhttp.Handler() }
 
-// WatchPool exports the figures of a program's PostgreSQL pool under db_name=name, as
-// Prometheus's Go collector names them: go_sql_max_open_connections, go_sql_in_use_connections,
+// WatchPool exports the figures of a program's PostgreSQL pool under db_name=name, with the
+// names of Prometheus's Go collector: go_sql_max_open_connections, go_sql_in_use_connections,
 // go_sql_wait_count_total, go_sql_wait_duration_seconds_total and the rest. A request that finds
-// every connection taken waits for one in the pool (docs/decisions.md, DB_MAX_CONNS); the wait
-// figures say how often and how long. Watching another pool under the same name replaces the
-// first.
-func WatchPool(name string, db *sql.DB) {
-	c := collectors.NewDBStatsCollector(db, name)
+// every connection taken waits for one (docs/decisions.md, DB_MAX_CONNS); the wait figures say
+// how often and how long, taken from pool.Stats, which counts the waits in the program's queue
+// in front of the pool. Watching another pool under the same name replaces the first.
+func WatchPool(name string, pool interface{ Stats() sql.DBStats }) {
+	c := poolCollector{stats: pool.Stats}
+	for _, f := range poolFigures {
+		c.descs = append(c.descs, prometheus.NewDesc("go_sql_"+f.name, f.help, nil, prometheus.Labels{"db_name": name}))
+	}
 	err := prometheus.Register(c)
 	var dup prometheus.AlreadyRegisteredError
 	if errors.As(err, &dup) {
@@ -206,5 +208,49 @@ func WatchPool(name string, db *sql.DB) {
 	}
 	if err != nil {
 		panic(err) // a collector clashing with another is a programming error
+	}
+}
+
+var poolFigures = []struct {
+	name, help string
+	kind       prometheus.ValueType
+	value      func(sql.DBStats) float64
+}{
+	{"max_open_connections", "Most connections the pool opens.", prometheus.GaugeValue,
+		func(s sql.DBStats) float64 { return float64(s.MaxOpenConnections) }},
+	{"open_connections", "Connections open, in use or idle.", prometheus.GaugeValue,
+		func(s sql.DBStats) float64 { return float64(s.OpenConnections) }},
+	{"in_use_connections", "Connections in use.", prometheus.GaugeValue,
+		func(s sql.DBStats) float64 { return float64(s.InUse) }},
+	{"idle_connections", "Idle connections.", prometheus.GaugeValue,
+		func(s sql.DBStats) float64 { return float64(s.Idle) }},
+	{"wait_count_total", "Waits for a connection.", prometheus.CounterValue,
+		func(s sql.DBStats) float64 { return float64(s.WaitCount) }},
+	{"wait_duration_seconds_total", "Time spent waiting for a connection.", prometheus.CounterValue,
+		func(s sql.DBStats) float64 { return s.WaitDuration.Seconds() }},
+	{"max_idle_closed_total", "Connections closed because the pool had enough idle ones.", prometheus.CounterValue,
+		func(s sql.DBStats) float64 { return float64(s.MaxIdleClosed) }},
+	{"max_idle_time_closed_total", "Connections closed after idling too long.", prometheus.CounterValue,
+		func(s sql.DBStats) float64 { return float64(s.MaxIdleTimeClosed) }},
+	{"max_lifetime_closed_total", "Connections closed at the end of their lifetime.", prometheus.CounterValue,
+		func(s sql.DBStats) float64 { return float64(s.MaxLifetimeClosed) }},
+}
+
+// poolCollector reads a pool's figures when Prometheus scrapes; nothing on the request path.
+type poolCollector struct {
+	stats func() sql.DBStats
+	descs []*prometheus.Desc // poolFigures' in order
+}
+
+func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	for i, f := range poolFigures {
+		ch <- prometheus.MustNewConstMetric(c.descs[i], f.kind, f.value(s))
 	}
 }

@@ -30,7 +30,7 @@ func TestWatchPoolReportsWaits(t *testing.T) {
 	metric := func(m string) float64 { return testenv.Metric(t, m, "db_name", name) }
 
 	db := open(1)
-	metrics.WatchPool(name, db.Pool().DB)
+	metrics.WatchPool(name, db)
 	if got := metric("go_sql_max_open_connections"); got != 1 {
 		t.Fatalf("max open connections %v, want 1", got)
 	}
@@ -45,7 +45,7 @@ func TestWatchPoolReportsWaits(t *testing.T) {
 		t.Errorf("in use after the wait: %v, want 0", got)
 	}
 
-	metrics.WatchPool(name, open(3).Pool().DB)
+	metrics.WatchPool(name, open(3))
 	if got := metric("go_sql_max_open_connections"); got != 3 {
 		t.Errorf("max open connections after watching a pool of 3 under the same name: %v, want 3", got)
 	}

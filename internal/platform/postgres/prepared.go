@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -12,12 +13,16 @@ import (
 // parsed and planned once per connection, then only bound and executed. On the order path,
 // planning was close to half of Postgres's time per statement.
 //
-// DB does not embed *sqlx.DB: every query method it has takes the prepared path, and there is no
-// unprepared method to reach by accident. Pool returns the bare pool for what needs it.
+// DB does not embed *sqlx.DB: every query method it has takes the prepared path and a place in
+// the pool's queue (queue.go), and there is no method that skips them to reach by accident.
+// Pool returns the bare pool for what needs it.
 type DB struct {
 	pool    *sqlx.DB
-	stmts   sync.Map // query text → *sqlx.Stmt
-	priming sync.Map // query text → struct{}, while a background prepare runs
+	queue   atomic.Pointer[queue] // admits callers to the pool in order
+	waits   atomic.Int64          // in the queue
+	waited  atomic.Int64          // nanoseconds, in the queue
+	stmts   sync.Map              // query text → *sqlx.Stmt
+	priming sync.Map              // query text → struct{}, while a background prepare runs
 
 	// mu guards closed; background prepares are counted in bg so Close waits for them.
 	mu     sync.RWMutex
@@ -33,21 +38,18 @@ type Querier interface {
 	SelectContext(ctx context.Context, dest any, query string, args ...any) error
 }
 
-// Pool is the underlying sqlx pool, unprepared: for settings and statistics, not for queries.
+// Pool is the underlying sqlx pool, unprepared and outside the queue: for its settings and
+// tests' own connections, not for queries (SetMaxConns sizes it).
 func (db *DB) Pool() *sqlx.DB { return db.pool }
 
 // PingContext checks that the database answers.
-func (db *DB) PingContext(ctx context.Context) error { return db.pool.PingContext(ctx) }
-
-// DriverName, Rebind and BindNamed make DB an sqlx.ExtContext.
-func (db *DB) DriverName() string { return db.pool.DriverName() }
-
-// Rebind is sqlx's Rebind for the pool's driver.
-func (db *DB) Rebind(query string) string { return db.pool.Rebind(query) }
-
-// BindNamed is sqlx's BindNamed for the pool's driver.
-func (db *DB) BindNamed(query string, arg any) (string, []any, error) {
-	return db.pool.BindNamed(query, arg)
+func (db *DB) PingContext(ctx context.Context) error {
+	q, err := db.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer q.leave()
+	return db.pool.PingContext(ctx)
 }
 
 func (db *DB) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
@@ -80,6 +82,8 @@ func (db *DB) prime(query string) {
 	go func() {
 		defer db.bg.Done()
 		defer db.priming.Delete(query)
+		q, _ := db.enter(context.Background())
+		defer q.leave()
 		_, _ = db.stmt(context.Background(), query)
 	}()
 }
@@ -122,6 +126,11 @@ func (r *rows) QueryRowxContext(ctx context.Context, query string, args ...any) 
 // statements in one string, as scripts and tests send) runs unprepared, which also reports
 // the error of a query that is wrong.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	q, err := db.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer q.leave()
 	s, err := db.stmt(ctx, query)
 	if err != nil {
 		return db.pool.ExecContext(ctx, query, args...)
@@ -157,37 +166,48 @@ func (db *DB) Close() error {
 	return db.pool.Close()
 }
 
-// BeginTxx starts a transaction whose queries use the pool's prepared statements.
+// BeginTxx starts a transaction whose queries use the pool's prepared statements. It holds its
+// place in the pool's queue until Commit or Rollback, one of which must be called.
 func (db *DB) BeginTxx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) {
-	tx, err := db.pool.BeginTxx(ctx, opts)
+	q, err := db.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &Tx{tx: tx, db: db}, nil
+	tx, err := db.pool.BeginTxx(ctx, opts)
+	if err != nil {
+		q.leave()
+		return nil, err
+	}
+	t := &Tx{tx: tx, db: db, place: q}
+	t.held.Store(true)
+	return t, nil
 }
 
 // Tx is a transaction running the pool's prepared statements on its connection. Like DB, it
 // does not embed its sqlx type, so no query method of it skips the prepared path.
 type Tx struct {
-	tx *sqlx.Tx
-	db *DB
+	tx    *sqlx.Tx
+	db    *DB
+	place *queue
+	held  atomic.Bool // until the first Commit or Rollback
 }
 
 // Commit commits the transaction.
-func (tx *Tx) Commit() error { return tx.tx.Commit() }
+func (tx *Tx) Commit() error {
+	defer tx.leave()
+	return tx.tx.Commit()
+}
 
-// Rollback aborts the transaction.
-func (tx *Tx) Rollback() error { return tx.tx.Rollback() }
+// Rollback aborts the transaction; after Commit it does nothing (sql.ErrTxDone).
+func (tx *Tx) Rollback() error {
+	defer tx.leave()
+	return tx.tx.Rollback()
+}
 
-// DriverName, Rebind and BindNamed make Tx an sqlx.ExtContext.
-func (tx *Tx) DriverName() string { return tx.tx.DriverName() }
-
-// Rebind is sqlx's Rebind for the transaction's driver.
-func (tx *Tx) Rebind(query string) string { return tx.tx.Rebind(query) }
-
-// BindNamed is sqlx's BindNamed for the transaction's driver.
-func (tx *Tx) BindNamed(query string, arg any) (string, []any, error) {
-	return tx.tx.BindNamed(query, arg)
+func (tx *Tx) leave() {
+	if tx.held.Swap(false) {
+		tx.place.leave()
+	}
 }
 
 // stmt returns the transaction's handle on query's prepared statement, or nil when the pool
@@ -246,11 +266,21 @@ func (tx *Tx) GetContext(ctx context.Context, dest any, query string, args ...an
 
 // SelectContext is sqlx.SelectContext on the prepared path.
 func (db *DB) SelectContext(ctx context.Context, dest any, query string, args ...any) error {
+	q, err := db.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer q.leave()
 	return sqlx.SelectContext(ctx, (*rows)(db), dest, query, args...)
 }
 
 // GetContext is sqlx.GetContext on the prepared path.
 func (db *DB) GetContext(ctx context.Context, dest any, query string, args ...any) error {
+	q, err := db.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer q.leave()
 	return sqlx.GetContext(ctx, (*rows)(db), dest, query, args...)
 }
 
