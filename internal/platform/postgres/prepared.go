@@ -42,15 +42,10 @@ type Querier interface {
 // tests' own connections, not for queries (SetMaxConns sizes it).
 func (db *DB) Pool() *sqlx.DB { return db.pool }
 
-// PingContext checks that the database answers.
-func (db *DB) PingContext(ctx context.Context) error {
-	q, err := db.enter(ctx)
-	if err != nil {
-		return err
-	}
-	defer q.leave()
-	return db.pool.PingContext(ctx)
-}
+// PingContext checks that the database answers. It does not wait in the pool's queue: a
+// readiness check answers whether PostgreSQL does, not how long the line is. It takes a
+// connection for one round trip, and a caller admitted meanwhile waits for that in the pool.
+func (db *DB) PingContext(ctx context.Context) error { return db.pool.PingContext(ctx) }
 
 func (db *DB) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 	if s, ok := db.stmts.Load(query); ok {

@@ -12,7 +12,8 @@ import (
 // (docs/performance.md, fourteenth and fifteenth passes). Blocked senders on a channel are
 // served in the order they came. Every method of DB that takes a connection takes a place
 // first and gives it back when the connection is back in the pool; a Tx holds its place until
-// Commit or Rollback. So the pool itself never has a waiter.
+// Commit or Rollback. So the pool itself has no waiter but, for a round trip, one admitted
+// while a readiness check (PingContext) holds a connection.
 type queue struct{ places chan struct{} }
 
 func newQueue(n int) *queue { return &queue{places: make(chan struct{}, n)} }

@@ -34,7 +34,7 @@ func TestQueueServesTheLongestWaitingFirst(t *testing.T) {
 			_, err := db.ExecContext(ctx, `INSERT INTO arrivals (n) VALUES ($1)`, i)
 			done <- err
 		}()
-		waitFor(t, "caller to wait", func() bool { return db.Stats().WaitCount > waits })
+		testenv.Eventually(t, 10*time.Second, "a caller waiting", func() bool { return db.Stats().WaitCount > waits })
 	}
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
@@ -134,11 +134,36 @@ func holdPlaces(t *testing.T, db *postgres.DB, n int) func() {
 	}
 }
 
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for the %s", what)
-		}
+// A readiness check answers whether PostgreSQL does, not how long the line is: with every place
+// taken but a connection free (a transaction whose context ended, not yet rolled back), a read
+// waits in the line and a ping answers.
+func TestPingSkipsTheQueue(t *testing.T) {
+	t.Parallel()
+	db, _ := testenv.DB(t)
+	db.SetMaxConns(1)
+	ctx, end := context.WithCancel(context.Background())
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end() // database/sql rolls the transaction back and frees its connection; the place stays taken
+	testenv.Eventually(t, 10*time.Second, "the connection freed", func() bool { return db.Stats().InUse == 0 })
+
+	short, stop := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer stop()
+	var n int
+	if err := db.GetContext(short, &n, `SELECT 1`); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a read with the only place taken: %v, want to wait past its deadline", err)
+	}
+	pingCtx, stopPing := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stopPing()
+	if err := db.PingContext(pingCtx); err != nil {
+		t.Errorf("a ping with the only place taken: %v", err)
+	}
+	if err := tx.Rollback(); err == nil {
+		t.Error("a rollback of the ended transaction: no error")
+	}
+	if err := db.GetContext(context.Background(), &n, `SELECT 1`); err != nil {
+		t.Errorf("a read after the rollback: %v", err)
 	}
 }
