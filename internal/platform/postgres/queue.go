@@ -37,7 +37,7 @@ func (db *DB) enter(ctx context.Context) (*queue, error) {
 	case q.places <- struct{}{}:
 		return q, nil
 	case <-ctx.Done():
-		return q, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
