@@ -38,8 +38,8 @@ type Querier interface {
 	SelectContext(ctx context.Context, dest any, query string, args ...any) error
 }
 
-// Pool is the underlying sqlx pool, unprepared and outside the queue: for its settings and
-// tests' own connections, not for queries (SetMaxConns sizes it).
+// Pool is the underlying sqlx pool, unprepared and outside the queue: for tests' own
+// connections and figures, not for queries or sizing (SetMaxConns).
 func (db *DB) Pool() *sqlx.DB { return db.pool }
 
 // PingContext checks that the database answers. It does not wait in the pool's queue: a
