@@ -287,18 +287,13 @@ func PoolWait(t testing.TB, db *postgres.DB, d time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = tx.Rollback() }) // after a failure; a no-op once rolled back below
 	done := make(chan error, 1)
 	go func() {
 		var one int
 		done <- db.GetContext(ctx, &one, `SELECT 1`)
 	}()
-	for deadline := time.Now().Add(10 * time.Second); db.Stats().WaitCount == waits; {
-		if time.Now().After(deadline) {
-			_ = tx.Rollback()
-			t.Fatal("a query on a pool whose only connection was taken never waited for it")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	AwaitPoolWait(t, db, waits)
 	time.Sleep(d)
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
@@ -306,4 +301,11 @@ func PoolWait(t testing.TB, db *postgres.DB, d time.Duration) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// AwaitPoolWait returns once db counts more waits for a connection than waits, failing the test
+// when none starts within ten seconds.
+func AwaitPoolWait(t testing.TB, db *postgres.DB, waits int64) {
+	t.Helper()
+	Eventually(t, 10*time.Second, "a wait for a connection", func() bool { return db.Stats().WaitCount > waits })
 }

@@ -34,7 +34,7 @@ func TestQueueServesTheLongestWaitingFirst(t *testing.T) {
 			_, err := db.ExecContext(ctx, `INSERT INTO arrivals (n) VALUES ($1)`, i)
 			done <- err
 		}()
-		testenv.Eventually(t, 10*time.Second, "a caller waiting", func() bool { return db.Stats().WaitCount > waits })
+		testenv.AwaitPoolWait(t, db, waits)
 	}
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
