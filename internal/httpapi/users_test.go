@@ -5,11 +5,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/demo"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 	"github.com/dispatchhq/dispatch/internal/user"
 )
@@ -411,6 +413,73 @@ func TestPasswordChange(t *testing.T) {
 	expectError(t, a.api.Do("POST", "/v1/auth/login", map[string]string{"email": acc.Email, "password": testPassword}),
 		401, "auth.errors.invalidCredentials", "/v1/auth/login")
 	a.login(t, acc.Email, "brand-new-pass")
+}
+
+// The password work of a change (argon2id, twice) runs before its transaction: a wrong
+// current password is refused while another transaction holds the user's row, and a right one
+// checked against a hash that changed before the change could lock the row is refused too.
+func TestPasswordChangeHashesOutsideItsTransaction(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	acc := a.signUpAccount(t, nil)
+	ctx := testenv.Context(t)
+	hold := func() *postgres.Tx {
+		tx, err := a.db.BeginTxx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.ExecContext(ctx, `SELECT FROM users WHERE id = $1 FOR UPDATE`, acc.ID); err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	lockWaiters := func() int {
+		var n int
+		if err := a.db.Get(&n, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	change := func(current string) <-chan testenv.Response {
+		done := make(chan testenv.Response, 1)
+		go func() {
+			done <- a.client(t).As(acc.Access).Do("PATCH", "/v1/users/me",
+				map[string]any{"password": "brand-new-pass", "currentPassword": current})
+		}()
+		return done
+	}
+
+	tx := hold()
+	done := change("not-my-password")
+	for answered := false; !answered; {
+		select {
+		case r := <-done:
+			expectError(t, r, 403, "users.errors.wrongPassword", "/v1/users/me")
+			answered = true
+		default:
+			if lockWaiters() > 0 {
+				t.Fatal("a wrong current password waited for the user's row lock")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	// The right current password, checked before the row is free; meanwhile the holder sets
+	// another hash, so the one checked against is no longer the user's.
+	done = change(testPassword)
+	testenv.Eventually(t, 30*time.Second, "the change waits for the user's row", func() bool { return lockWaiters() > 0 })
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET password_hash = password_hash || 'x' WHERE id = $1`, acc.ID); err != nil {
+		t.Fatal(err)
+	}
+	set := a.userRow(t, acc.ID).Hash + "x" // read outside tx: the hash before it
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	expectError(t, <-done, 403, "users.errors.wrongPassword", "/v1/users/me")
+	if got := a.userRow(t, acc.ID).Hash; got != set {
+		t.Fatalf("password hash %q after a change checked against an older one, want %q", got, set)
+	}
 }
 
 func TestDeleteMe(t *testing.T) {

@@ -118,7 +118,11 @@ func (s *Service) List(ctx context.Context, f Filter, page cursor.Request) (curs
 	return cursor.NewPage(rows, page.Limit, func(u User) (t time.Time, id string) { return u.CreatedAt, u.ID.String() }), nil
 }
 
-// UpdateSelf applies a user's own changes. A new password needs the current one.
+// UpdateSelf applies a user's own changes. A new password needs the current one. Checking the
+// current password and hashing the new one happen before the transaction, so no connection or
+// row lock is held through argon2id; the transaction then requires the hash it was checked
+// against to be the user's still (a password changed meanwhile makes the one given no longer
+// current).
 func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Update) (User, error) {
 	in.normalize()
 	var v apperr.Validation
@@ -126,20 +130,33 @@ func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Updat
 	if err := v.Err(); err != nil {
 		return User{}, err
 	}
-	return s.update(ctx, actor.UserID, func(u *User) error {
-		if in.Password != nil {
-			if in.CurrentPassword == nil {
-				return ErrWrongPassword
-			}
-			ok, err := s.auth.Hasher.Verify(ctx, *in.CurrentPassword, u.PasswordHash)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return ErrWrongPassword
-			}
+	var checked, hash string
+	if in.Password != nil {
+		if in.CurrentPassword == nil {
+			return User{}, ErrWrongPassword
 		}
-		return s.apply(ctx, u, in.Name, in.Email, in.Language, in.Password, in.Address)
+		u, err := s.store.Get(ctx, s.db, actor.UserID)
+		if err != nil {
+			return User{}, err
+		}
+		ok, err := s.auth.Hasher.Verify(ctx, *in.CurrentPassword, u.PasswordHash)
+		if err != nil {
+			return User{}, err
+		}
+		if !ok {
+			return User{}, ErrWrongPassword
+		}
+		if hash, err = s.hash(ctx, in.Password); err != nil {
+			return User{}, err
+		}
+		checked = u.PasswordHash
+	}
+	return s.update(ctx, actor.UserID, func(u *User) error {
+		if in.Password != nil && u.PasswordHash != checked {
+			return ErrWrongPassword
+		}
+		apply(u, in.Name, in.Email, in.Language, hash, in.Address)
+		return nil
 	})
 }
 
@@ -156,6 +173,10 @@ func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uu
 	if err := v.Err(); err != nil {
 		return User{}, err
 	}
+	hash, err := s.hash(ctx, upd.Password) // before the transaction, as in UpdateSelf
+	if err != nil {
+		return User{}, err
+	}
 	return s.update(ctx, id, func(u *User) error {
 		if !actor.Role.Outranks(u.Role) {
 			return ErrRankTooLow
@@ -167,12 +188,21 @@ func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uu
 			}
 			u.Role = role
 		}
-		return s.apply(ctx, u, upd.Name, upd.Email, upd.Language, upd.Password, upd.Address)
+		apply(u, upd.Name, upd.Email, upd.Language, hash, upd.Address)
+		return nil
 	})
 }
 
-// apply sets the given fields on u, hashing a new password.
-func (s *Service) apply(ctx context.Context, u *User, name, email, lang, password *string, addr *Address) error {
+// hash returns the hash of a new password, or "" when there is none.
+func (s *Service) hash(ctx context.Context, password *string) (string, error) {
+	if password == nil {
+		return "", nil
+	}
+	return s.auth.Hasher.Hash(ctx, *password)
+}
+
+// apply sets the given fields on u, and the password hash when not "".
+func apply(u *User, name, email, lang *string, hash string, addr *Address) {
 	if name != nil {
 		u.Name = *name
 	}
@@ -185,14 +215,9 @@ func (s *Service) apply(ctx context.Context, u *User, name, email, lang, passwor
 	if addr != nil {
 		u.Address = addr
 	}
-	if password != nil {
-		hash, err := s.auth.Hasher.Hash(ctx, *password)
-		if err != nil {
-			return err
-		}
+	if hash != "" {
 		u.PasswordHash = hash
 	}
-	return nil
 }
 
 // update locks the user, lets change mutate it, saves it with its outbox row, and revokes the
