@@ -492,14 +492,15 @@ func (p *parser) queues(name string, m map[string]int) map[string]int {
 }
 
 // defaultDBMaxConns is the pool a program opens unless DB_MAX_CONNS says otherwise. The API's
-// is small on purpose: a statement waiting in the pool costs nothing, while one more inside a
-// PostgreSQL of a few cores queues there on CPU and on the row locks of the items everyone
-// orders, and makes every statement slower (docs/performance.md, eleventh pass). The worker's
-// covers its task slots with four to spare; the relay claims in batches.
+// is small on purpose, twice the cores of the PostgreSQL it was measured on: a statement waiting
+// in the pool's line costs nothing, while one more inside PostgreSQL queues there on CPU and on
+// the row locks of the items everyone orders, and makes every statement slower
+// (docs/performance.md, eleventh and sixteenth passes). The worker's covers its task slots with
+// four to spare; the relay claims in batches.
 func (c Config) defaultDBMaxConns() int {
 	switch c.Service {
 	case API:
-		return 8
+		return 4
 	case Worker:
 		return c.WorkerSlots() + 4
 	default:

@@ -117,7 +117,7 @@ func TestDefaults(t *testing.T) {
 		env  []string
 		want int
 	}{
-		{config.API, nil, 8},
+		{config.API, nil, 4},
 		{config.Relay, nil, 4},
 		{config.Migrate, nil, 4},
 		{config.Worker, nil, 24},
