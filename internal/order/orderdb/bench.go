@@ -4,10 +4,11 @@ import (
 	"context"
 	"time"
 
-	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 )
 
 const seedPendingQuery = `

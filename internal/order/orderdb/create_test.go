@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/dispatchhq/dispatch/internal/catalog"
 	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
@@ -189,10 +188,7 @@ func TestStockIsTakenAndGivenBackWithoutScanningTheCatalog(t *testing.T) {
 	if err := db.Pool().SelectContext(ctx, &ids, `SELECT id FROM items ORDER BY price LIMIT 40`); err != nil {
 		t.Fatal(err)
 	}
-	placeAndRelease := func(q interface {
-		postgres.Querier
-		sqlx.ExecerContext
-	}, a, b uuid.UUID) error {
+	placeAndRelease := func(q postgres.Querier, a, b uuid.UUID) error {
 		o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending,
 			Lines: []order.Line{{ID: uuid.New(), ItemID: a, Quantity: 1}, {ID: uuid.New(), ItemID: b, Quantity: 2}}}
 		p, err := orderdb.Store{}.Create(ctx, q, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
