@@ -311,6 +311,11 @@ func TestCreateOrderValidation(t *testing.T) {
 		{"mixed currencies", []map[string]any{line(usd, 1), line(eur, 1)}, 400, "orders.errors.mixedCurrencies", ""},
 		{"insufficient stock", []map[string]any{line(usd, 1), line(usd2, 4)}, 409, "items.errors.insufficientStock", ""},
 		{"insufficient stock first", []map[string]any{line(usd, 6), line(usd2, 1)}, 409, "items.errors.insufficientStock", ""},
+		// SPEC §3 checks the items before the stock: a short line does not hide a later one's fault.
+		{"short, then unknown", []map[string]any{line(usd, 6), line(uuid.New(), 1)}, 404, "items.errors.notFound", ""},
+		{"short, then deleted", []map[string]any{line(usd, 6), line(gone, 1)}, 404, "items.errors.notFound", ""},
+		{"short, then another currency", []map[string]any{line(usd, 6), line(eur, 1)}, 400, "orders.errors.mixedCurrencies", ""},
+		{"other currency, then unknown", []map[string]any{line(usd, 1), line(eur, 1), line(uuid.New(), 1)}, 404, "items.errors.notFound", ""},
 	} {
 		body := map[string]any{"items": tc.lines}
 		resp := c.Do("POST", "/v1/orders", body, "Idempotency-Key", uuid.NewString())

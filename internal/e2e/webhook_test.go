@@ -164,6 +164,82 @@ func TestLatePaymentIsRefunded(t *testing.T) {
 	}
 }
 
+// Deleting an order hides it, not its money: a payment that arrives after a canceled order was
+// deleted is refunded like any late payment, whether the deletion came before the webhook or
+// between the webhook and the worker's refund.
+func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	admin := r.as("admin")
+	canceled := func() fullOrder {
+		o := r.place(c, 1, item)
+		r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+		r.waitStatus(o.ID, "CANCELED")
+		return o
+	}
+	deleteOrder := func(o fullOrder) {
+		admin.Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil).Expect(t, 204)
+		decodeError(t, admin.Do("GET", "/v1/admin/orders/"+o.ID.String(), nil), 404, "orders.errors.notFound")
+	}
+	succeeded := func(o fullOrder, id string) {
+		r.webhook(payment.TestEvent{ID: id, Type: payment.EventIntentSucceeded, PaymentIntentID: *o.Payment.PaymentIntentID,
+			OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency}).Expect(t, 200)
+	}
+	refunded := func(name string, o fullOrder) {
+		t.Helper()
+		testenv.Eventually(t, 15*time.Second, name+": late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
+		r.quiesce()
+		if got := r.refunds(o.ID); len(got) != 1 || got[0].Kind != "late_payment" || got[0].Amount != o.Total {
+			t.Fatalf("%s: refunds %+v", name, got)
+		}
+		if calls := r.refundCalls(o.ID); len(calls) != 1 {
+			t.Fatalf("%s: %d refund calls to Stripe, want 1", name, len(calls))
+		}
+		if st, a := r.status(o.ID); st != "CANCELED" || a != "" {
+			t.Fatalf("%s: order %s/%s, want CANCELED", name, st, a)
+		}
+		if len(r.events(o.ID, "latePayment")) != 1 || len(r.events(o.ID, "lateRefund")) != 1 {
+			t.Fatalf("%s: timeline %v", name, r.timeline(o.ID))
+		}
+		if n := r.settledNotifications(uid, o.ID, notification.EventOrderRefunded); n != 1 {
+			t.Fatalf("%s: order.refunded notifications = %d, want 1", name, n)
+		}
+		decodeError(t, admin.Do("GET", "/v1/admin/orders/"+o.ID.String(), nil), 404, "orders.errors.notFound")
+	}
+
+	// Deleted, then paid: the webhook is taken (not answered 404 for Stripe to send forever).
+	first := canceled()
+	r.quiesce()
+	deleteOrder(first)
+	failed := eventID()
+	r.webhook(payment.TestEvent{ID: failed, Type: payment.EventIntentFailed, PaymentIntentID: *first.Payment.PaymentIntentID,
+		OrderID: first.ID.String(), Amount: first.Total, Currency: first.Currency}).Expect(t, 200)
+	if out := r.eventOutcome(failed); out != "ignored" {
+		t.Fatalf("a failed payment of a deleted order: outcome %q, want ignored", out)
+	}
+	paid := eventID()
+	succeeded(first, paid)
+	if out := r.eventOutcome(paid); out != "late_payment" {
+		t.Fatalf("outcome %q, want late_payment", out)
+	}
+	refunded("deleted before the webhook", first)
+	succeeded(first, paid) // Stripe sends it again
+	if n := r.stripeEvents(paid); n != 1 || len(r.refundCalls(first.ID)) != 1 {
+		t.Fatalf("a repeated event: recorded %d times, %d refund calls", n, len(r.refundCalls(first.ID)))
+	}
+
+	// Paid, then deleted before the worker refunds: the queued refund still runs.
+	second := canceled()
+	r.quiesce()
+	r.pauseWorker()
+	succeeded(second, eventID())
+	deleteOrder(second)
+	r.resumeWorker()
+	refunded("deleted before the refund", second)
+}
+
 // refund.updated and charge.refunded keep the recorded refund's status current.
 func TestRefundStatusWebhooks(t *testing.T) {
 	t.Parallel()

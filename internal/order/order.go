@@ -146,36 +146,33 @@ func indexItems(items []catalog.ReservedItem) map[uuid.UUID]catalog.ReservedItem
 	return byID
 }
 
-// available is the item a line asks for, with enough stock for it: a missing or deleted one is
-// not found, a short one is insufficient stock.
-func available(byID map[uuid.UUID]catalog.ReservedItem, r catalog.Reservation) (catalog.ReservedItem, error) {
-	it, ok := byID[r.ItemID]
-	switch {
-	case !ok || it.Deleted:
-		return it, catalog.ErrNotFound.With("item", r.ItemID)
-	case it.Stock < int64(r.Quantity):
-		return it, catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
-	}
-	return it, nil
-}
-
 // price names and prices the lines from their items as the create statement found them, or
-// says why the order cannot be placed: the first line whose item is missing, deleted or short,
-// or items in more than one currency.
+// says why the order cannot be placed, in the order SPEC §3 checks: the first line whose item
+// is missing or deleted (404), then items in more than one currency (400), then the first line
+// short of stock (409).
 func (o *Order) price(items []catalog.ReservedItem) error {
 	byID := indexItems(items)
-	o.Total, o.Currency = 0, ""
-	for i := range o.Lines {
-		l := &o.Lines[i]
-		it, err := available(byID, catalog.Reservation{ItemID: l.ItemID, Quantity: l.Quantity})
-		if err != nil {
-			return err
+	found := make([]catalog.ReservedItem, len(o.Lines))
+	for i, l := range o.Lines {
+		it, ok := byID[l.ItemID]
+		if !ok || it.Deleted {
+			return catalog.ErrNotFound.With("item", l.ItemID)
 		}
-		if o.Currency == "" {
-			o.Currency = it.Currency
-		} else if it.Currency != o.Currency {
+		found[i] = it
+	}
+	for _, it := range found {
+		if it.Currency != found[0].Currency {
 			return ErrMixedCurrencies
 		}
+	}
+	for i, it := range found {
+		if it.Stock < int64(o.Lines[i].Quantity) {
+			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
+		}
+	}
+	o.Total, o.Currency = 0, found[0].Currency
+	for i, it := range found {
+		l := &o.Lines[i]
 		l.Name, l.UnitPrice, l.Subtotal = it.Name, it.Price, it.Price*int64(l.Quantity)
 		o.Total += l.Subtotal
 	}

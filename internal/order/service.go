@@ -30,6 +30,7 @@ type Filter struct {
 // Store is the persistence of orders (implemented by orderdb).
 type Store interface {
 	Get(ctx context.Context, db postgres.Querier, id uuid.UUID) (Order, error)
+	GetAny(ctx context.Context, db postgres.Querier, id uuid.UUID) (Order, error)
 	Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (Order, error)
 	GetByIntent(ctx context.Context, db postgres.Querier, intentID string) (Order, error)
 	LockByIntent(ctx context.Context, tx postgres.Querier, intentID string) (Order, error)
@@ -166,6 +167,9 @@ func (s *Service) applyOnce(ctx context.Context, claim *idempotency.Claim, id uu
 		return s.Get(ctx, id)
 	}
 	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.DeletedAt != nil {
+			return nil, nil, ErrNotFound
+		}
 		ev, msgs, err := mutate(tx, o)
 		if err == nil && claim != nil {
 			err = s.idem.Checkpoint(ctx, tx, claim, RecoveryOrderChanged, o.ID)
@@ -182,11 +186,10 @@ func (s *Service) applyTx(ctx context.Context, tx *postgres.Tx, id uuid.UUID, mu
 	return s.applyLocked(ctx, tx, o, mutate)
 }
 
-// applyLocked is applyTx for an order already read FOR UPDATE in tx.
+// applyLocked is applyTx for an order already read FOR UPDATE in tx. A deleted order is
+// changed like any other: deletion hides an order from reads and staff commands (applyOnce),
+// not from its money, so a late payment's webhook and refund still reach it.
 func (s *Service) applyLocked(ctx context.Context, tx *postgres.Tx, o Order, mutate change) (Order, error) {
-	if o.DeletedAt != nil {
-		return Order{}, ErrNotFound
-	}
 	was := o
 	ev, msgs, err := mutate(tx, &o)
 	paid := o.Payment != was.Payment

@@ -125,9 +125,9 @@ func (s *Service) finishCancel(ctx context.Context, tx *postgres.Tx, o *Order, a
 }
 
 // Refund runs order:refund: a full Stripe refund, then REFUNDED, with the stock back unless the
-// goods shipped. On a CANCELED order it returns a payment that arrived late.
+// goods shipped. On a CANCELED order it returns a payment that arrived late, deleted or not.
 func (s *Service) Refund(ctx context.Context, id uuid.UUID, actor, reason string) error {
-	o, err := s.store.Get(ctx, s.db, id)
+	o, err := s.store.GetAny(ctx, s.db, id)
 	if err != nil {
 		return err
 	}

@@ -124,6 +124,11 @@ func (Store) Get(ctx context.Context, db postgres.Querier, id uuid.UUID) (order.
 	return live(getOne(ctx, db, getQuery, id))
 }
 
+// GetAny reads an order, deleted ones included, without a lock.
+func (Store) GetAny(ctx context.Context, db postgres.Querier, id uuid.UUID) (order.Order, error) {
+	return getOne(ctx, db, getQuery, id)
+}
+
 // GetByIntent reads the order paid by a PaymentIntent, without a lock; not a deleted one.
 func (Store) GetByIntent(ctx context.Context, db postgres.Querier, intentID string) (order.Order, error) {
 	return live(getOne(ctx, db, getByIntentQuery, intentID))
