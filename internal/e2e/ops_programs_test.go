@@ -24,6 +24,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
@@ -147,6 +148,8 @@ func programsExportMetricsOfWhatTheyDid(t *testing.T, apiBin, relayBin, workerBi
 		"Idempotency-Key", uuid.NewString()).Expect(t, 201).Decode(t, &o)
 	customer.Do("GET", "/v1/orders/"+o.ID.String(), nil).Expect(t, 200)
 	client.Do("GET", "/v1/no-such-thing/"+uuid.NewString(), nil).Expect(t, 404)
+	made := "BREW" + strings.ToUpper(strings.ReplaceAll(uuid.NewString(), "-", ""))
+	client.Do(made, "/v1/items", nil).Expect(t, 405) // any token is a method to net/http
 	body := payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: o.Payment.PaymentIntentID,
 		OrderID: o.ID.String(), Amount: o.Total, Currency: "usd"}.Build()
 	client.Do("POST", "/stripe/webhook", body, "Stripe-Signature", payment.Sign(body, config.DefaultStripeWebhookSecret, time.Now())).Expect(t, 200)
@@ -201,9 +204,15 @@ func programsExportMetricsOfWhatTheyDid(t *testing.T, apiBin, relayBin, workerBi
 			t.Errorf("api: %s%v moved by %v, want %v", c.name, c.labels, d, c.want)
 		}
 	}
+	if d := delta(a, a0, "dispatch_http_requests_total", "method", "other", "route", "unmatched", "status", "405"); d != 1 {
+		t.Errorf("api: a made-up method counted as other %v times, want 1", d)
+	}
 	for _, ls := range a.labelSets("dispatch_http_requests_total") {
 		if r := ls["route"]; r != "unmatched" && !strings.HasPrefix(r, "/") {
 			t.Errorf("api: route label %q is neither a route template nor unmatched", r)
+		}
+		if m := ls["method"]; m != metrics.Method(m) {
+			t.Errorf("api: method label %q: a made-up method became a series of its own", m)
 		}
 	}
 

@@ -64,7 +64,7 @@ func (s *Server) accessLog(c *gin.Context) {
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{
-		slog.String("method", c.Request.Method), slog.String("route", route), slog.Int("status", status),
+		slog.String("method", metrics.Method(c.Request.Method)), slog.String("route", route), slog.Int("status", status),
 		slog.Float64("durationMs", float64(time.Since(start).Microseconds())/1000),
 		slog.Int("bytes", max(c.Writer.Size(), 0)), slog.String("ip", c.ClientIP()),
 	}

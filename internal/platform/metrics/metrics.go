@@ -32,9 +32,22 @@ var (
 
 // ObserveHTTP counts a request; route is gin's route template ("unmatched" for none).
 func ObserveHTTP(method, route string, status int, d time.Duration) {
+	method = Method(method)
 	s := strconv.Itoa(status)
 	httpRequests.WithLabelValues(method, route, s).Inc()
 	httpDuration.WithLabelValues(method, route, s).Observe(d.Seconds())
+}
+
+// Method is an HTTP method as a label: one of HTTP's own, or "other". net/http takes any token
+// (up to the request line's limit) as a method, and a series per made-up one would grow the
+// process and every scrape without bound.
+func Method(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }
 
 // Orders.
