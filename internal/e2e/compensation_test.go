@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -135,6 +136,57 @@ func TestRefundRetriesExhaustedIsCompensatedOnce(t *testing.T) {
 	}
 	if n := len(r.events(o.ID, "actionFailed")); n != 1 {
 		t.Fatalf("actionFailed events = %d after the successful retry", n)
+	}
+}
+
+// A late payment whose refund runs out of retries is not left captured in silence: the failure
+// is on the timeline, and staff's refund of the CANCELED order returns the payment.
+func TestLateRefundRetriesExhaustedCanBeRetriedByStaff(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	o := r.place(c, 1, item)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "CANCELED")
+	r.quiesce()
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "boom"})
+
+	r.webhook(payment.TestEvent{ID: eventID(), Type: payment.EventIntentSucceeded, PaymentIntentID: *o.Payment.PaymentIntentID,
+		OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency}).Expect(t, 200)
+	testenv.Eventually(t, 30*time.Second, "late refund compensated", func() bool {
+		return len(r.events(o.ID, "actionFailed")) > 0
+	})
+	r.quiesce()
+	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
+		t.Fatalf("order %s/%q, want CANCELED with no pending action", st, action)
+	}
+	if got := r.refunds(o.ID); len(got) != 0 {
+		t.Fatalf("refunds recorded although none succeeded: %+v", got)
+	}
+
+	// Staff try again once Stripe answers: the order stays CANCELED and its payment goes back.
+	r.stripe.Clear()
+	var accepted fullOrder
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202).Decode(t, &accepted)
+	if accepted.Status != "CANCELED" || deref(accepted.PendingAction) != "refund" {
+		t.Fatalf("202 body: %s/%q, want CANCELED with refund pending", accepted.Status, deref(accepted.PendingAction))
+	}
+	testenv.Eventually(t, 15*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
+	r.quiesce()
+	if got := r.refunds(o.ID); len(got) != 1 || got[0].Kind != "late_payment" || got[0].Amount != o.Total {
+		t.Fatalf("refunds: %+v", got)
+	}
+	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
+		t.Fatalf("order %s/%q after the refund, want CANCELED", st, action)
+	}
+	if len(r.events(o.ID, "lateRefund")) != 1 || len(r.events(o.ID, "statusChanged", "CANCELED", "REFUNDED")) != 0 {
+		t.Fatalf("timeline: %v", r.timeline(o.ID))
+	}
+	// Nothing is owed any more: another refund is refused like any on a CANCELED order.
+	decodeError(t, r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil), 409, "orders.errors.badPreconditions")
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d, want 10 (released once)", s)
 	}
 }
 

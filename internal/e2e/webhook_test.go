@@ -165,8 +165,8 @@ func TestLatePaymentIsRefunded(t *testing.T) {
 }
 
 // Deleting an order hides it, not its money: a payment that arrives after a canceled order was
-// deleted is refunded like any late payment, whether the deletion came before the webhook or
-// between the webhook and the worker's refund.
+// deleted is refunded like any late payment. While a late payment waits for its refund the
+// order cannot be deleted (the refund is its pending action).
 func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -206,7 +206,6 @@ func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
 		if n := r.settledNotifications(uid, o.ID, notification.EventOrderRefunded); n != 1 {
 			t.Fatalf("%s: order.refunded notifications = %d, want 1", name, n)
 		}
-		decodeError(t, admin.Do("GET", "/v1/admin/orders/"+o.ID.String(), nil), 404, "orders.errors.notFound")
 	}
 
 	// Deleted, then paid: the webhook is taken (not answered 404 for Stripe to send forever).
@@ -230,14 +229,22 @@ func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
 		t.Fatalf("a repeated event: recorded %d times, %d refund calls", n, len(r.refundCalls(first.ID)))
 	}
 
-	// Paid, then deleted before the worker refunds: the queued refund still runs.
+	decodeError(t, admin.Do("GET", "/v1/admin/orders/"+first.ID.String(), nil), 404, "orders.errors.notFound")
+
+	// Paid, then a deletion before the worker refunds: refused until the payment is returned.
 	second := canceled()
 	r.quiesce()
 	r.pauseWorker()
 	succeeded(second, eventID())
-	deleteOrder(second)
+	var owed fullOrder
+	admin.Do("GET", "/v1/admin/orders/"+second.ID.String(), nil).Expect(t, 200).Decode(t, &owed)
+	if owed.Status != "CANCELED" || deref(owed.PendingAction) != "refund" {
+		t.Fatalf("a late payment waiting for its refund: %s/%q, want CANCELED with refund pending", owed.Status, deref(owed.PendingAction))
+	}
+	decodeError(t, admin.Do("DELETE", "/v1/admin/orders/"+second.ID.String(), nil), 409, "orders.errors.notFinal")
 	r.resumeWorker()
-	refunded("deleted before the refund", second)
+	refunded("refund before the deletion", second)
+	deleteOrder(second)
 }
 
 // refund.updated and charge.refunded keep the recorded refund's status current.

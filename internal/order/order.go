@@ -199,12 +199,14 @@ func (o *Order) transition(to Status, at time.Time) error {
 	return nil
 }
 
-// request marks action pending if its target is reachable and no other action is pending.
+// request marks action pending if its target is reachable and no other action is pending. A
+// refund of a CANCELED order that still holds a late payment returns that payment (the order
+// stays CANCELED): how staff try again once the automatic refund ran out of retries.
 func (o *Order) request(a Action) error {
 	if o.PendingAction != ActionNone {
 		return ErrActionPending.With("action", o.PendingAction)
 	}
-	if !CanTransition(o.Status, a.target()) {
+	if !CanTransition(o.Status, a.target()) && !(a == ActionRefund && o.owesLatePayment()) {
 		return badTransition(o.Status, a.target())
 	}
 	o.PendingAction = a
@@ -240,9 +242,16 @@ func (o *Order) pay(amount int64, currency string, at time.Time) error {
 	o.Payment.Status, o.Payment.AmountReceived, o.Payment.ReceivedCurrency, o.Payment.LastError =
 		PaymentSucceeded, &amount, &currency, nil
 	if o.Status == Canceled {
+		o.PendingAction = ActionRefund // a late payment: order:refund returns it, then clears this
 		return nil
 	}
 	return o.transition(Paid, at)
+}
+
+// owesLatePayment reports whether o is CANCELED with a payment captured after its cancellation
+// and not returned yet.
+func (o *Order) owesLatePayment() bool {
+	return o.Status == Canceled && o.Payment.Captured() && o.Refund == nil
 }
 
 // failPayment records a failed attempt on a PENDING order; the customer may retry.

@@ -174,9 +174,10 @@ func (s *Service) finishRefund(ctx context.Context, tx *postgres.Tx, o *Order, a
 }
 
 // refundLatePayment refunds a payment that succeeded after its order was canceled. The order
-// stays CANCELED; the refund is recorded on it once.
+// stays CANCELED; the refund is recorded on it once, and the pending refund the payment set
+// is cleared with it.
 func (s *Service) refundLatePayment(ctx context.Context, o Order) error {
-	if !o.Payment.Captured() || o.Refund != nil {
+	if !o.owesLatePayment() {
 		return nil
 	}
 	r, err := s.refundOrder(ctx, &o, "late-refund")
@@ -184,12 +185,13 @@ func (s *Service) refundLatePayment(ctx context.Context, o Order) error {
 		return err
 	}
 	_, err = s.apply(ctx, o.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if o.Refund != nil {
+		if !o.owesLatePayment() {
 			return nil, nil, nil
 		}
 		if err := s.recordRefund(ctx, tx, o, RefundLatePayment, r); err != nil {
 			return nil, nil, err
 		}
+		o.PendingAction = ActionNone
 		return actionEvent(EventLateRefund, ActorWorker, "payment received after cancellation"),
 			[]outbox.Message{notify(o, notification.EventOrderRefunded, map[string]any{"refundAmount": r.Amount, "latePayment": true})}, nil
 	})

@@ -506,9 +506,10 @@ func pendingQuery(before time.Time, after *order.PendingOrder, limit int) (strin
 }
 
 // stuckQuery finds orders whose task has not run in time and has no outbox row left to run it:
-// paid and not processed, or with a cancel or refund still pending.
+// paid and not processed, or with a cancel or refund still pending (a deleted order too: the
+// refund of a late payment that came after its deletion).
 const stuckQuery = `SELECT o.id, o.status, COALESCE(o.pending_action, '') AS pending_action FROM orders o
-WHERE (o.status = 'PAID' OR o.pending_action IS NOT NULL) AND o.updated_at < $1 AND o.deleted_at IS NULL
+WHERE (o.status = 'PAID' OR o.pending_action IS NOT NULL) AND o.updated_at < $1
   AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.type IN ('order:process', 'order:cancel', 'order:refund')
                   AND x.payload->>'orderId' = o.id::text)
 ORDER BY o.updated_at LIMIT $2`
