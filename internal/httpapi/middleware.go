@@ -19,6 +19,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
+	"github.com/dispatchhq/dispatch/internal/ratelimit"
 )
 
 // secureHeaders marks every response: not to be sniffed as another content type, never stored
@@ -165,7 +166,8 @@ func (s *Server) allow(g auth.Group) gin.HandlerFunc {
 	}
 }
 
-// limit enforces limit requests per minute per client IP and route, shared by all replicas.
+// limit enforces limit requests per minute per client (IP, or IPv6 /64) and route, shared by all
+// replicas.
 // When Redis is unavailable requests pass: rate limiting protects, it must not take the API down.
 func (s *Server) limit(limit int) gin.HandlerFunc {
 	return func(c *gin.Context) {
@@ -173,7 +175,7 @@ func (s *Server) limit(limit int) gin.HandlerFunc {
 			c.Next()
 			return
 		}
-		key := s.keys.Key("ratelimit", c.Request.Method+" "+c.FullPath(), c.ClientIP())
+		key := s.keys.Key("ratelimit", c.Request.Method+" "+c.FullPath(), ratelimit.Client(c.ClientIP()))
 		res, err := s.limiter.Allow(c.Request.Context(), key, limit, time.Minute)
 		if err != nil {
 			s.log.WarnContext(c.Request.Context(), "rate limiter unavailable; request allowed", "err", err)

@@ -157,6 +157,21 @@ func TestTrustedProxyChain(t *testing.T) {
 	expectLimited(t, a.api.With("X-Real-IP", "203.0.113.52").Do("POST", path, loginBody("admin@dispatch.local")), 2, path)
 }
 
+// An IPv6 client is its /64: the addresses of one network share a budget (a host usually has
+// the whole /64 to pick from); another /64, and IPv4, count apart.
+func TestRateLimitCountsAnIPv6NetworkAsOneClient(t *testing.T) {
+	t.Parallel()
+	a := newApp(t, "RATE_LIMIT_ENABLED", "true", "TRUSTED_PROXIES", "127.0.0.1/8,::1/128", "RATE_LIMITS", "login=2")
+	const path = "/v1/auth/login"
+	from := func(ip string) *testenv.Client { return a.api.With("X-Forwarded-For", ip) }
+	expectBudget(t, from("2001:db8:1:2::1").Do("POST", path, loginBody("admin@dispatch.local")).Expect(t, 200), 2, 1)
+	expectBudget(t, from("2001:db8:1:2:ffff:1:2:3").Do("POST", path, loginBody("admin@dispatch.local")).Expect(t, 200), 2, 0)
+	expectLimited(t, from("2001:db8:1:2:abcd::9").Do("POST", path, loginBody("admin@dispatch.local")), 2, path)
+	expectBudget(t, from("2001:db8:1:3::1").Do("POST", path, loginBody("admin@dispatch.local")).Expect(t, 200), 2, 1)
+	expectBudget(t, from("203.0.113.7").Do("POST", path, loginBody("admin@dispatch.local")).Expect(t, 200), 2, 1)
+	expectBudget(t, from("::ffff:203.0.113.7").Do("POST", path, loginBody("admin@dispatch.local")).Expect(t, 200), 2, 0)
+}
+
 func TestRateLimitOverridesAndUnlimitedRoutes(t *testing.T) {
 	t.Parallel()
 	a := newApp(t, "RATE_LIMIT_ENABLED", "true", "TRUSTED_PROXIES", "127.0.0.1/8,::1/128", "RATE_LIMITS", "login=2,default=3,session=4,create=1")

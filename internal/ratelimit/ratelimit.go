@@ -5,6 +5,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -59,4 +60,19 @@ func (l *Limiter) Exceeded(ctx context.Context, key string, limit int) (bool, ti
 	}
 	count, _ := n.Int()
 	return count >= limit, ttl.Val(), nil
+}
+
+// Client is the part of a client's IP address that counts as one client: an IPv4 address, or
+// the /64 network of an IPv6 one. A single IPv6 host is usually given a whole /64, so counting
+// its addresses one by one would let it pick a fresh budget for every request.
+func Client(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	addr = addr.Unmap()
+	if addr.Is4() {
+		return addr.String()
+	}
+	return netip.PrefixFrom(addr, 64).Masked().String()
 }
