@@ -13,6 +13,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
+	"github.com/dispatchhq/dispatch/internal/ratelimit"
 )
 
 // QueueUIPath is where the Asynq web UI is mounted.
@@ -33,9 +34,17 @@ func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 	mon := asynqmon.New(asynqmon.Options{RootPath: QueueUIPath, RedisConnOpt: queueConnOpt(target)})
 	user, pass := sha256.Sum256([]byte(s.cfg.AdminUIUser)), sha256.Sum256([]byte(s.cfg.AdminUIPassword))
 	limit := s.cfg.RateLimits.Login
+	// The UI's actions (pause a queue, delete or archive tasks) are POSTs without a body, and a
+	// browser adds the operator's basic credentials to them by itself: another site's page
+	// could send them through the operator's browser. Those are refused.
+	sameOrigin := http.NewCrossOriginProtection()
 	return func(c *gin.Context) {
 		ctx := c.Request.Context()
-		failures := s.keys.Key("ratelimit", "queue-ui-failures", c.ClientIP())
+		if err := sameOrigin.Check(c.Request); err != nil {
+			s.respondError(c, apperr.ErrForbidden)
+			return
+		}
+		failures := s.keys.Key("ratelimit", "queue-ui-failures", ratelimit.Client(c.ClientIP()))
 		if blocked, left, err := s.limiter.Exceeded(ctx, failures, limit); err == nil && blocked {
 			s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(left, time.Second)))
 			return

@@ -118,6 +118,62 @@ func TestQueueUIBehindBasicAuth(t *testing.T) {
 	}
 }
 
+// The UI's actions cannot be sent by another site's page through the operator's browser (which
+// adds the basic credentials by itself): a cross-site POST is refused and changes nothing, the
+// UI's own and a non-browser client's go through.
+func TestQueueUIRefusesCrossSiteActions(t *testing.T) {
+	t.Parallel()
+	a := newApp(t, "ADMIN_UI_USER", "ops", "ADMIN_UI_PASSWORD", "s3cret-queues")
+	queue := "uicsrf" + uuid.NewString()[:8]
+	if _, err := asynq.NewClientFromRedisClient(a.rdb).Enqueue(asynq.NewTask("notify:user", []byte(`{}`)), asynq.Queue(queue)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := a.rdb.Scan(ctx, 0, "asynq:{"+queue+"}*", 100).Iterator()
+		for iter.Next(ctx) {
+			a.rdb.Del(ctx, iter.Val())
+		}
+		a.rdb.SRem(ctx, tasks.QueueIndex, queue)
+	})
+	inspector := asynq.NewInspectorFromRedisClient(a.rdb)
+	paused := func() bool {
+		info, err := inspector.GetQueueInfo(queue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Paused
+	}
+	pause := func(headers ...string) testenv.Response {
+		req, err := http.NewRequest(http.MethodPost, a.api.Base+"/admin/queues/api/queues/"+queue+":pause", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("ops", "s3cret-queues")
+		for i := 0; i < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	}
+	pause("Sec-Fetch-Site", "cross-site").ExpectError(t, http.StatusForbidden, "auth.errors.forbidden")
+	pause("Origin", "https://elsewhere.example").ExpectError(t, http.StatusForbidden, "auth.errors.forbidden")
+	if paused() {
+		t.Fatal("a cross-site request paused the queue")
+	}
+	pause("Sec-Fetch-Site", "same-origin").Expect(t, http.StatusNoContent)
+	if !paused() {
+		t.Fatal("the UI's own request did not pause the queue")
+	}
+	// Reading stays open to a link from elsewhere.
+	basicGet(t, a, "/admin/queues/api/queues/"+queue, "ops", "s3cret-queues").Expect(t, http.StatusOK)
+}
+
 // TestQueueUIFailedAttemptsAreLimited: past the login limit of wrong credentials in a minute,
 // an IP is refused (429, even with the right password) until the window ends; other IPs are not.
 func TestQueueUIFailedAttemptsAreLimited(t *testing.T) {
