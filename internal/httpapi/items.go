@@ -65,12 +65,8 @@ func (s *Server) readItems(c *gin.Context, view string) {
 			return
 		}
 	}
-	key := url.Values{"name": {f.Name}, "description": {f.Description}, "limit": {strconv.Itoa(page.Limit)}}
-	if page.After != nil {
-		key.Set("after", page.After.Encode())
-	}
 	ctx := c.Request.Context()
-	body, err := s.catalog.Cache.List(ctx, view, key.Encode(), func() ([]byte, error) {
+	load := func() ([]byte, error) {
 		p, err := s.catalog.List(ctx, f, page)
 		if err != nil {
 			return nil, err
@@ -79,7 +75,17 @@ func (s *Server) readItems(c *gin.Context, view string) {
 			return json.Marshal(cursor.Map(p, adminItem))
 		}
 		return json.Marshal(cursor.Map(p, publicItem))
-	})
+	}
+	var body []byte
+	if page.After != nil {
+		// Only first pages are cached: a cursor is the client's to write (it is not signed), and
+		// an entry per cursor would let anyone fill Redis, which the queues share, with copies of
+		// a page under made-up cursors.
+		body, err = load()
+	} else {
+		key := url.Values{"name": {f.Name}, "description": {f.Description}, "limit": {strconv.Itoa(page.Limit)}}
+		body, err = s.catalog.Cache.List(ctx, view, key.Encode(), load)
+	}
 	if err != nil {
 		s.respondError(c, err)
 		return

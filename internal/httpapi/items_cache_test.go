@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/dispatchhq/dispatch/internal/testenv"
+	"github.com/dispatchhq/dispatch/pkg/cursor"
 )
 
 // scanCount counts the test's Redis keys matching pattern (after the test's prefix).
@@ -145,6 +149,40 @@ func TestItemListsAreCachedAndInvalidated(t *testing.T) {
 	// The unfiltered lists too.
 	if _, ok := findItem(listItems(t, customer, "items", "").Items, second.ID); ok {
 		t.Fatal("unfiltered public list right after DELETE still shows the item")
+	}
+}
+
+// Only first pages are cached: cursors are written by clients, and an entry per cursor would let
+// anyone fill Redis (which the queues share) with copies of one page under made-up cursors.
+func TestItemListPagesPastTheFirstAreNotCached(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	admin := a.as(adminEmail)
+	_, customer := a.signUp("cache-cursors@example.com")
+	for i := 0; i < 3; i++ {
+		createItem(t, admin, map[string]any{"name": "Cursor Probe " + strconv.Itoa(i), "description": "d", "price": 100, "stock": 1})
+	}
+	first := listItems(t, customer, "items", "name=cursor+probe&limit=1")
+	if first.NextCursor == nil || a.scanCount("items:list:public:*") != 1 {
+		t.Fatalf("first page: %+v, %d entries", first, a.scanCount("items:list:public:*"))
+	}
+	second := listItems(t, customer, "items", "name=cursor+probe&limit=1&cursor="+url.QueryEscape(*first.NextCursor))
+	if len(second.Items) != 1 || second.Items[0].ID == first.Items[0].ID {
+		t.Fatalf("second page: %+v", second)
+	}
+	for i := 0; i < 20; i++ {
+		forged := cursor.Cursor{At: time.Now().Add(time.Hour), ID: uuid.NewString(), Limit: 100}.Encode()
+		if got := listItems(t, customer, "items", "cursor="+forged); len(got.Items) == 0 {
+			t.Fatal("a cursor past every item answered an empty page")
+		}
+	}
+	if n := a.scanCount("items:list:*"); n != 1 {
+		t.Fatalf("%d list entries after a walk and 20 made-up cursors, want 1 (the first page)", n)
+	}
+	// A page past the first is read as it is now.
+	a.exec(`UPDATE items SET stock = 77 WHERE id = $1`, second.Items[0].ID)
+	if got := listItems(t, customer, "items", "name=cursor+probe&limit=1&cursor="+url.QueryEscape(*first.NextCursor)); got.Items[0].Stock != 77 {
+		t.Fatalf("second page: %+v", got.Items)
 	}
 }
 
