@@ -176,6 +176,50 @@ func TestCreateWithStripeUnavailableResumesOnRetry(t *testing.T) {
 	r.waitStatus(id, "PROCESSED")
 }
 
+// A resumed create whose first try named no customer, resumed after the customer was synced:
+// Stripe refuses the key with other parameters (an idempotency error), and the create tries
+// again with the first try's, instead of canceling the order as for a refused payment.
+func TestResumedCreateAfterTheCustomerWasSynced(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	r.quiesce()
+	setCustomer := func(id any) {
+		if _, err := r.db.Exec(`UPDATE users SET stripe_customer_id = $2 WHERE id = $1`, uid, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setCustomer(nil) // not synced yet
+	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 500, Type: "api_error", Message: "down", Times: stripeTriesPerCall})
+	key := uuid.NewString()
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
+	decodeError(t, c.Do("POST", "/v1/orders", body, "Idempotency-Key", key), 503, "payments.errors.gatewayUnavailable")
+
+	// Stripe (here the proxy, as stripe-mock does not compare) holds the key to the first try's
+	// parameters, which named no customer.
+	setCustomer("cus_synced_meanwhile")
+	r.stripe.Clear()
+	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 400, Type: "idempotency_error", Times: 1,
+		Message: "Keys for idempotent requests can only be used with the same parameters they were first used with."})
+	var created fullOrder
+	c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &created)
+	if created.Status != "PENDING" || created.Payment.PaymentIntentID == nil {
+		t.Fatalf("resumed order: %s", mustJSON(created))
+	}
+	all, ok := r.intentCreates()
+	if len(all) != stripeTriesPerCall+2 || len(ok) != 1 || all[stripeTriesPerCall].Form.Get("customer") != "cus_synced_meanwhile" ||
+		ok[0].Form.Encode() != all[0].Form.Encode() {
+		t.Fatalf("PaymentIntent creates (the first try's, then the resumed request's): %+v", all)
+	}
+	if st, a := r.status(created.ID); st != "PENDING" || a != "" {
+		t.Fatalf("order %s/%s, want PENDING", st, a)
+	}
+	if s := r.stock(item); s != 9 {
+		t.Fatalf("stock = %d, want 9", s)
+	}
+}
+
 // A payment for an order whose PaymentIntent id was never stored (Stripe created it but the
 // answer was lost) is matched through the order id in the PaymentIntent's metadata.
 func TestPaymentForAnOrderWithoutStoredIntent(t *testing.T) {

@@ -96,7 +96,7 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 		}
 		customer, err := s.customers.StripeCustomerID(ctx, o.UserID)
 		if err != nil {
-			s.log.WarnContext(ctx, "customer lookup failed; creating the PaymentIntent without it", "err", err)
+			return Order{}, err // without it, the parameters might not be the first try's
 		}
 		return s.ensureIntent(ctx, o, customer, claim, answer)
 	}
@@ -166,10 +166,24 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string, cl
 	case o.Status != Pending:
 		return o, nil
 	}
-	pi, err := s.gateway.CreatePaymentIntent(ctx, payment.IntentParams{
-		OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency, CustomerID: customer,
-		IdempotencyKey: "order-" + o.ID.String() + "-intent",
-	})
+	create := func(customer string) (payment.Intent, error) {
+		return s.gateway.CreatePaymentIntent(ctx, payment.IntentParams{
+			OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency, CustomerID: customer,
+			IdempotencyKey: "order-" + o.ID.String() + "-intent",
+		})
+	}
+	pi, err := create(customer)
+	if errors.Is(err, payment.ErrKeyReused) && customer != "" {
+		// A resumed create whose first try, before a crash, named no customer: the user's was
+		// synced in between (a Stripe customer only ever goes from none to one). Stripe wants
+		// the first try's parameters under the same key.
+		pi, err = create("")
+	}
+	if errors.Is(err, payment.ErrKeyReused) {
+		// Our inconsistency, not a refusal of the payment: the order is not canceled for it.
+		s.log.ErrorContext(ctx, "payment intent key reused with other parameters; the order waits", "err", err, "orderId", o.ID)
+		return o, ErrGatewayUnavailable.WithRetryAfter(2 * time.Second).Wrap(err)
+	}
 	if errors.Is(err, payment.ErrTransient) {
 		s.log.WarnContext(ctx, "payment intent not created; the order waits for a retry", "err", err, "orderId", o.ID)
 		return o, ErrGatewayUnavailable.WithRetryAfter(2 * time.Second).Wrap(err)

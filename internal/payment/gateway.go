@@ -5,6 +5,7 @@ package payment
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Gateway is the payment provider as the domain needs it. Every creating call carries an
@@ -77,6 +78,9 @@ var (
 	ErrRejected  = errors.New("payment: rejected by the provider")
 	ErrTransient = errors.New("payment: provider unavailable")
 	ErrNotFound  = errors.New("payment: no such object at the provider")
+	// ErrKeyReused is a rejection of a call whose idempotency key was used before with other
+	// parameters (it is also ErrRejected).
+	ErrKeyReused = fmt.Errorf("%w: idempotency key used before with other parameters", ErrRejected)
 )
 
 // GatewayError wraps a provider error with its class (one of the Err* above).

@@ -209,7 +209,8 @@ func customerParams(p CustomerParams) *stripe.CustomerParams {
 
 // classify sorts stripe-go errors: network failures, 5xx, 429, 409 (a concurrent request with
 // the same idempotency key) and authentication errors (a configuration problem, not the
-// order's) are transient; other 4xx are rejections; 404 means the object is unknown.
+// order's) are transient; other 4xx are rejections, among them a key reused with other
+// parameters; 404 means the object is unknown.
 func classify(err error) error {
 	if err == nil {
 		return nil
@@ -225,6 +226,8 @@ func classify(err error) error {
 	case code >= 500, code == http.StatusTooManyRequests, code == http.StatusConflict,
 		code == http.StatusUnauthorized, code == http.StatusForbidden, code == 0:
 		class = ErrTransient
+	case se.Type == stripe.ErrorTypeIdempotency:
+		class = ErrKeyReused
 	}
 	return &GatewayError{Class: class, Message: se.Msg, Err: err}
 }

@@ -72,6 +72,8 @@ func TestStripeAdapterSortsErrors(t *testing.T) {
 		{f: testenv.Fault{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "resource_missing", Message: "No such payment_intent"}, want: payment.ErrNotFound},
 		{f: testenv.Fault{Status: http.StatusPaymentRequired, Type: "card_error", Code: "card_declined", Message: "declined"}, want: payment.ErrRejected},
 		{f: testenv.Fault{Status: http.StatusServiceUnavailable, Type: "api_error", Message: "down"}, want: payment.ErrTransient},
+		{f: testenv.Fault{Status: http.StatusBadRequest, Type: "idempotency_error", Message: "same parameters"}, want: payment.ErrKeyReused},
+		{f: testenv.Fault{Status: http.StatusBadRequest, Type: "idempotency_error", Message: "same parameters"}, want: payment.ErrRejected},
 	} {
 		proxy.Clear()
 		proxy.Fail("GET", "/v1/payment_intents/", c.f)
