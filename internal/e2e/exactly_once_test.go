@@ -248,6 +248,57 @@ func TestTaskDeliveredTwice(t *testing.T) {
 	}
 }
 
+// TestRefundThatWentThroughAfterAnotherCopyGaveUp: two copies of a cancel or refund task (a
+// redelivery while the first still ran): one runs out of retries and its compensation clears
+// the pending action, while the other's refund goes through at Stripe. The money is back, so
+// the order ends CANCELED or REFUNDED with the refund recorded, not left as if nothing moved.
+func TestRefundThatWentThroughAfterAnotherCopyGaveUp(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noWorker)
+	item := s.item(20, 700)
+	_, c := s.customer()
+	toCancel, toRefund := s.order(c, 1, item), s.order(c, 1, item)
+	s.pay(toCancel)
+	s.pay(toRefund)
+	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+toCancel.ID.String()+"/cancel", nil).Expect(t, 202)
+	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+toRefund.ID.String()+"/refund", nil).Expect(t, 202)
+
+	orders := s.assemble(s.rdb, s.stripe.URL, s.log).Orders
+	ctx := context.Background()
+	s.stripe.Gather(3) // both refunds held at "Stripe" until a third call comes
+	t.Cleanup(func() { s.stripe.Gather(0) })
+	errs := make(chan error, 2)
+	go func() { errs <- orders.Cancel(ctx, toCancel.ID, order.ActorWorker, "copy one") }()
+	go func() { errs <- orders.Refund(ctx, toRefund.ID, order.ActorWorker, "copy one") }()
+	testenv.Eventually(t, 10*time.Second, "both refunds sent", func() bool { return s.stripe.Held() == 2 })
+	// ...and the other copies give up meanwhile.
+	for id, a := range map[uuid.UUID]order.Action{toCancel.ID: order.ActionCancel, toRefund.ID: order.ActionRefund} {
+		if failed, err := orders.FailAction(ctx, id, a, "copy two ran out of retries"); err != nil || !failed {
+			t.Fatalf("compensation of order %s: %v, %v", id, failed, err)
+		}
+	}
+	if _, err := payment.NewStripe("sk_test_dispatch", s.stripe.URL).GetPaymentIntent(ctx, *toCancel.Payment.PaymentIntentID); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, st := range map[uuid.UUID]string{toCancel.ID: "CANCELED", toRefund.ID: "REFUNDED"} {
+		if got, action := s.status(id); got != st || action != "" {
+			t.Fatalf("order %s is %s (pending %q), want %s: its refund went through", id, got, action, st)
+		}
+		if n := s.count(`SELECT count(*) FROM refunds WHERE order_id = $1`, id); n != 1 {
+			t.Fatalf("refund rows of order %s = %d, want 1", id, n)
+		}
+		s.assertNoRepeatedTransition(id)
+	}
+	if got := s.stock(item); got != 20 {
+		t.Fatalf("stock = %d, want 20 (both released once)", got)
+	}
+}
+
 // TestStrategiesRunConcurrentlyWithoutTheLock: the strategies are called directly from many
 // goroutines at once, with no per-order lock, as a lock lost to a Redis failover would allow;
 // the compare-and-set writes alone keep the effects single (SPEC §5: correctness never rests

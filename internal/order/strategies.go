@@ -69,7 +69,7 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 		}
 	}
 	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if o.PendingAction != ActionCancel {
+		if o.PendingAction != ActionCancel && !(refund != nil && refundedAfterGivingUp(o, Canceled)) {
 			return nil, nil, nil
 		}
 		if o.Payment.Captured() && refund == nil {
@@ -145,7 +145,7 @@ func (s *Service) Refund(ctx context.Context, id uuid.UUID, actor, reason string
 		return err
 	}
 	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if o.PendingAction != ActionRefund {
+		if o.PendingAction != ActionRefund && !refundedAfterGivingUp(o, Refunded) {
 			return nil, nil, nil
 		}
 		return s.finishRefund(ctx, tx, o, actor, reason, r, notification.EventOrderRefunded)
@@ -154,6 +154,14 @@ func (s *Service) Refund(ctx context.Context, id uuid.UUID, actor, reason string
 		s.cache.Invalidate(ctx, itemIDs(&saved)...)
 	}
 	return err
+}
+
+// refundedAfterGivingUp reports whether o, whose refund this run just made at Stripe, had its
+// action cleared meanwhile by another copy of the task that ran out of retries (its
+// compensation): the money is back all the same, so the order must still say so, reaching
+// status to with the refund recorded.
+func refundedAfterGivingUp(o *Order, to Status) bool {
+	return o.PendingAction == ActionNone && o.Refund == nil && CanTransition(o.Status, to)
 }
 
 // finishRefund is the REFUNDED side of a refund or a compensation.

@@ -110,11 +110,22 @@ func (p *StripeProxy) Fail(method, prefix string, f Fault) {
 }
 
 // Gather holds every call until n calls are held, then lets them through together, so that a
-// test can have n calls in flight at once. Gather(0) holds none.
+// test can have n calls in flight at once. Gather(0) holds none and lets held ones go.
 func (p *StripeProxy) Gather(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.gather = n
+	if n == 0 && p.release != nil {
+		close(p.release)
+		p.release, p.waiting = nil, 0
+	}
+}
+
+// Held returns how many calls Gather holds now.
+func (p *StripeProxy) Held() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiting
 }
 
 func (p *StripeProxy) gate() {
