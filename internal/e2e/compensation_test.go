@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/dispatchhq/dispatch/internal/notification"
-	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -146,14 +145,10 @@ func TestLateRefundRetriesExhaustedCanBeRetriedByStaff(t *testing.T) {
 	r := newRig(t)
 	item := r.item(10, 1000)
 	_, c := r.customer()
-	o := r.place(c, 1, item)
-	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
-	r.waitStatus(o.ID, "CANCELED")
-	r.quiesce()
+	o := r.canceled(c, 1, item)
 	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "boom"})
 
-	r.webhook(payment.TestEvent{ID: eventID(), Type: payment.EventIntentSucceeded, PaymentIntentID: *o.Payment.PaymentIntentID,
-		OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency}).Expect(t, 200)
+	r.paid(o) // late
 	testenv.Eventually(t, 30*time.Second, "late refund compensated", func() bool {
 		return len(r.events(o.ID, "actionFailed")) > 0
 	})

@@ -197,6 +197,17 @@ func (r *rig) paid(o fullOrder, amount ...int64) {
 		OrderID: o.ID.String(), Amount: a, Currency: o.Currency}).Expect(r.t, 200)
 }
 
+// canceled places an order, has staff cancel it and waits until it is CANCELED with nothing
+// left to run.
+func (r *rig) canceled(c *testenv.Client, qty int, items ...uuid.UUID) fullOrder {
+	r.t.Helper()
+	o := r.place(c, qty, items...)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(r.t, 202)
+	r.waitStatus(o.ID, "CANCELED")
+	r.quiesce()
+	return o
+}
+
 // processed places an order and pays it, and waits until the worker processed it.
 func (r *rig) processed(c *testenv.Client, qty int, items ...uuid.UUID) fullOrder {
 	r.t.Helper()

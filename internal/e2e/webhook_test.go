@@ -111,10 +111,7 @@ func TestLatePaymentIsRefunded(t *testing.T) {
 	r := newRig(t)
 	item := r.item(10, 1250)
 	uid, c := r.customer()
-	o := r.place(c, 2, item)
-	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
-	r.waitStatus(o.ID, "CANCELED")
-	r.quiesce()
+	o := r.canceled(c, 2, item)
 
 	id := eventID()
 	r.webhook(payment.TestEvent{ID: id, Type: payment.EventIntentSucceeded, PaymentIntentID: *o.Payment.PaymentIntentID,
@@ -173,12 +170,6 @@ func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
 	item := r.item(10, 1250)
 	uid, c := r.customer()
 	admin := r.as("admin")
-	canceled := func() fullOrder {
-		o := r.place(c, 1, item)
-		r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
-		r.waitStatus(o.ID, "CANCELED")
-		return o
-	}
 	deleteOrder := func(o fullOrder) {
 		admin.Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil).Expect(t, 204)
 		decodeError(t, admin.Do("GET", "/v1/admin/orders/"+o.ID.String(), nil), 404, "orders.errors.notFound")
@@ -209,8 +200,7 @@ func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
 	}
 
 	// Deleted, then paid: the webhook is taken (not answered 404 for Stripe to send forever).
-	first := canceled()
-	r.quiesce()
+	first := r.canceled(c, 1, item)
 	deleteOrder(first)
 	failed := eventID()
 	r.webhook(payment.TestEvent{ID: failed, Type: payment.EventIntentFailed, PaymentIntentID: *first.Payment.PaymentIntentID,
@@ -232,10 +222,9 @@ func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
 	decodeError(t, admin.Do("GET", "/v1/admin/orders/"+first.ID.String(), nil), 404, "orders.errors.notFound")
 
 	// Paid, then a deletion before the worker refunds: refused until the payment is returned.
-	second := canceled()
-	r.quiesce()
+	second := r.canceled(c, 1, item)
 	r.pauseWorker()
-	succeeded(second, eventID())
+	r.paid(second) // late
 	var owed fullOrder
 	admin.Do("GET", "/v1/admin/orders/"+second.ID.String(), nil).Expect(t, 200).Decode(t, &owed)
 	if owed.Status != "CANCELED" || deref(owed.PendingAction) != "refund" {

@@ -24,12 +24,22 @@ import (
 // basicGet sends GET path with basic credentials (none when user and pass are both "").
 func basicGet(t *testing.T, a *app, path, user, pass string) testenv.Response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, a.api.Base+path, nil)
+	return basicDo(t, a, http.MethodGet, path, user, pass)
+}
+
+// basicDo sends a bodiless request with basic credentials and the headers given as name, value
+// pairs.
+func basicDo(t *testing.T, a *app, method, path, user, pass string, headers ...string) testenv.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, a.api.Base+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if user != "" || pass != "" {
 		req.SetBasicAuth(user, pass)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -43,18 +53,11 @@ func basicGet(t *testing.T, a *app, path, user, pass string) testenv.Response {
 	return testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
 }
 
-func TestQueueUIBehindBasicAuth(t *testing.T) {
-	t.Parallel()
-	a := newApp(t, "ADMIN_UI_USER", "ops", "ADMIN_UI_PASSWORD", "s3cret-queues", "RATE_LIMITS", "login=10")
-	if a.cfg.AdminUIUser != "ops" || a.cfg.AdminUIPassword != "s3cret-queues" {
-		t.Fatalf("config: user %q password %q", a.cfg.AdminUIUser, a.cfg.AdminUIPassword)
-	}
-	user, pass := a.cfg.AdminUIUser, a.cfg.AdminUIPassword
-
-	// A queue of the test's own, with one task, for the UI's API to show.
+// ownQueue makes a queue of the test's own with one task in it, removed when the test ends.
+func ownQueue(t *testing.T, a *app) string {
+	t.Helper()
 	queue := "uitest" + uuid.NewString()[:8]
-	client := asynq.NewClientFromRedisClient(a.rdb)
-	if _, err := client.Enqueue(asynq.NewTask("notify:user", []byte(`{}`)), asynq.Queue(queue), asynq.TaskID("ui-task")); err != nil {
+	if _, err := asynq.NewClientFromRedisClient(a.rdb).Enqueue(asynq.NewTask("notify:user", []byte(`{}`)), asynq.Queue(queue)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -65,6 +68,18 @@ func TestQueueUIBehindBasicAuth(t *testing.T) {
 		}
 		a.rdb.SRem(ctx, tasks.QueueIndex, queue)
 	})
+	return queue
+}
+
+func TestQueueUIBehindBasicAuth(t *testing.T) {
+	t.Parallel()
+	a := newApp(t, "ADMIN_UI_USER", "ops", "ADMIN_UI_PASSWORD", "s3cret-queues", "RATE_LIMITS", "login=10")
+	if a.cfg.AdminUIUser != "ops" || a.cfg.AdminUIPassword != "s3cret-queues" {
+		t.Fatalf("config: user %q password %q", a.cfg.AdminUIUser, a.cfg.AdminUIPassword)
+	}
+	user, pass := a.cfg.AdminUIUser, a.cfg.AdminUIPassword
+
+	queue := ownQueue(t, a) // for the UI's API to show
 
 	refusals := map[string]testenv.Response{
 		"no credentials":         basicGet(t, a, "/admin/queues", "", ""),
@@ -124,18 +139,7 @@ func TestQueueUIBehindBasicAuth(t *testing.T) {
 func TestQueueUIRefusesCrossSiteActions(t *testing.T) {
 	t.Parallel()
 	a := newApp(t, "ADMIN_UI_USER", "ops", "ADMIN_UI_PASSWORD", "s3cret-queues")
-	queue := "uicsrf" + uuid.NewString()[:8]
-	if _, err := asynq.NewClientFromRedisClient(a.rdb).Enqueue(asynq.NewTask("notify:user", []byte(`{}`)), asynq.Queue(queue)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		iter := a.rdb.Scan(ctx, 0, "asynq:{"+queue+"}*", 100).Iterator()
-		for iter.Next(ctx) {
-			a.rdb.Del(ctx, iter.Val())
-		}
-		a.rdb.SRem(ctx, tasks.QueueIndex, queue)
-	})
+	queue := ownQueue(t, a)
 	inspector := asynq.NewInspectorFromRedisClient(a.rdb)
 	paused := func() bool {
 		info, err := inspector.GetQueueInfo(queue)
@@ -145,21 +149,7 @@ func TestQueueUIRefusesCrossSiteActions(t *testing.T) {
 		return info.Paused
 	}
 	pause := func(headers ...string) testenv.Response {
-		req, err := http.NewRequest(http.MethodPost, a.api.Base+"/admin/queues/api/queues/"+queue+":pause", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.SetBasicAuth("ops", "s3cret-queues")
-		for i := 0; i < len(headers); i += 2 {
-			req.Header.Set(headers[i], headers[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
+		return basicDo(t, a, http.MethodPost, "/admin/queues/api/queues/"+queue+":pause", "ops", "s3cret-queues", headers...)
 	}
 	pause("Sec-Fetch-Site", "cross-site").ExpectError(t, http.StatusForbidden, "auth.errors.forbidden")
 	pause("Origin", "https://elsewhere.example").ExpectError(t, http.StatusForbidden, "auth.errors.forbidden")
