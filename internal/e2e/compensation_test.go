@@ -185,6 +185,45 @@ func TestLateRefundRetriesExhaustedCanBeRetriedByStaff(t *testing.T) {
 	}
 }
 
+// A refund Stripe made while every answer to it was lost until the retries ran out: before it
+// gives up, the compensation asks Stripe, finds the refund and ends the order REFUNDED with it,
+// instead of recording a failure over money that is back with the customer.
+func TestRefundMadeAtStripeWithItsAnswersLostIsFound(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	o := r.processed(c, 2, item)
+	r.quiesce()
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "answer lost"})
+	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
+		"data": []map[string]any{{"id": "re_made_" + o.ID.String()[:8], "object": "refund", "amount": o.Total,
+			"currency": o.Currency, "status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID}}}})
+
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "REFUNDED")
+	r.quiesce()
+	if st, action := r.status(o.ID); st != "REFUNDED" || action != "" {
+		t.Fatalf("order %s/%q, want REFUNDED", st, action)
+	}
+	got := r.refunds(o.ID)
+	if len(got) != 1 || got[0].RefundID != "re_made_"+o.ID.String()[:8] || got[0].Kind != "order" || got[0].Amount != o.Total {
+		t.Fatalf("refunds: %+v", got)
+	}
+	if n := len(r.events(o.ID, "actionFailed")); n != 0 {
+		t.Fatalf("actionFailed events = %d, want none: the refund was made", n)
+	}
+	if len(r.events(o.ID, "statusChanged", "PROCESSED", "REFUNDED")) != 1 {
+		t.Fatalf("timeline: %v", r.timeline(o.ID))
+	}
+	if out := r.obs.outcomes(tasks.OrderRefund); out["failed"] != 1 {
+		t.Fatalf("order:refund attempts %v, want its retries to run out", out)
+	}
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d, want 10", s)
+	}
+}
+
 // The same for order:cancel, whose Stripe call (canceling the PaymentIntent) keeps failing.
 func TestCancelRetriesExhaustedIsCompensatedOnce(t *testing.T) {
 	t.Parallel()

@@ -277,8 +277,12 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 
 // FailAction ends a cancel or refund whose retries ran out: the pending action is cleared and
 // the failure recorded on the timeline; the order keeps its status so staff can try again.
-// It reports whether it changed the order.
+// Unless Stripe made the refund all the same (finishIfRefunded). It reports whether it changed
+// the order.
 func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause string) (bool, error) {
+	if done, err := s.finishIfRefunded(ctx, id, a); done || err != nil {
+		return done, err
+	}
 	done := false
 	_, err := s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if done = o.failAction(a); !done {
@@ -287,6 +291,45 @@ func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause 
 		return actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause), nil, nil
 	})
 	return done && err == nil, ignoreMissing(err)
+}
+
+// finishIfRefunded ends a cancel or refund of a paid order whose retries ran out but whose
+// refund Stripe made all the same, every answer to it lost: the money is back, so the order
+// reaches CANCELED or REFUNDED with the refund recorded instead of a failure. When Stripe
+// cannot be asked (it is down, the usual reason retries run out), the action fails as SPEC §5
+// says and staff's retry gets the refund back under the same key.
+func (s *Service) finishIfRefunded(ctx context.Context, id uuid.UUID, a Action) (bool, error) {
+	o, err := s.store.Get(ctx, s.db, id)
+	if err != nil || o.PendingAction != a || o.Status == Canceled || !o.Payment.Captured() || o.Payment.IntentID == nil || o.Refund != nil {
+		return false, nil // FailAction decides (a late payment's refund included)
+	}
+	r, found, err := s.gateway.FindRefund(ctx, *o.Payment.IntentID)
+	if err != nil {
+		s.log.WarnContext(ctx, "refund not looked up at Stripe; the action fails as if none was made", "err", err, "orderId", id)
+		return false, nil
+	}
+	if !found {
+		return false, nil
+	}
+	done := false
+	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.PendingAction != a || o.Refund != nil {
+			return nil, nil, nil
+		}
+		done = true
+		const reason = "refund found at Stripe after the retries ran out"
+		if a == ActionCancel {
+			return s.finishCancel(ctx, tx, o, ActorWorker, reason, &r)
+		}
+		return s.finishRefund(ctx, tx, o, ActorWorker, reason, r, notification.EventOrderRefunded)
+	})
+	if err != nil {
+		return false, ignoreMissing(err)
+	}
+	if done {
+		s.cache.Invalidate(ctx, itemIDs(&saved)...)
+	}
+	return done, nil
 }
 
 func ignoreMissing(err error) error {

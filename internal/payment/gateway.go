@@ -15,6 +15,9 @@ type Gateway interface {
 	GetPaymentIntent(ctx context.Context, id string) (Intent, error)
 	CancelPaymentIntent(ctx context.Context, id, idempotencyKey string) (Intent, error)
 	Refund(ctx context.Context, p RefundParams) (Refund, error)
+	// FindRefund returns a refund of the PaymentIntent that went through or is under way, if
+	// Stripe has one: whether a refund whose answers were lost was made.
+	FindRefund(ctx context.Context, paymentIntentID string) (Refund, bool, error)
 	CreateCustomer(ctx context.Context, p CustomerParams, idempotencyKey string) (string, error)
 	UpdateCustomer(ctx context.Context, id string, p CustomerParams) error
 	DeleteCustomer(ctx context.Context, id string) error

@@ -157,6 +157,32 @@ func (s *Stripe) Refund(ctx context.Context, p RefundParams) (Refund, error) {
 	return Refund{ID: r.ID, Status: r.Status, Amount: r.Amount, Currency: r.Currency}, nil
 }
 
+// FindRefund implements Gateway.
+func (s *Stripe) FindRefund(ctx context.Context, paymentIntentID string) (Refund, bool, error) {
+	params := &stripe.RefundListParams{PaymentIntent: stripe.String(paymentIntentID)}
+	params.Context = ctx
+	params.Limit = stripe.Int64(10)
+	var list struct {
+		stripe.APIResource
+		Data []struct {
+			ID            string `json:"id"`
+			Status        string `json:"status"`
+			Amount        int64  `json:"amount"`
+			Currency      string `json:"currency"`
+			PaymentIntent string `json:"payment_intent"`
+		} `json:"data"`
+	}
+	if err := s.call("refund.list", func() error { return s.do(http.MethodGet, "/v1/refunds", params, &list) }); err != nil {
+		return Refund{}, false, err
+	}
+	for _, r := range list.Data {
+		if r.PaymentIntent == paymentIntentID && r.Status != "failed" && r.Status != "canceled" {
+			return Refund{ID: r.ID, Status: r.Status, Amount: r.Amount, Currency: r.Currency}, true, nil
+		}
+	}
+	return Refund{}, false, nil
+}
+
 // CreateCustomer implements Gateway.
 func (s *Stripe) CreateCustomer(ctx context.Context, p CustomerParams, idempotencyKey string) (string, error) {
 	params := customerParams(p)

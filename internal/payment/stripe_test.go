@@ -60,6 +60,35 @@ func TestStripeAdapterReadsTheFieldsItNeeds(t *testing.T) {
 	}
 }
 
+// FindRefund reports a refund of the PaymentIntent asked about that went through or is under
+// way, and nothing for another PaymentIntent's or a failed one.
+func TestStripeFindRefund(t *testing.T) {
+	t.Parallel()
+	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))
+	s := payment.NewStripe("sk_test_dispatch", proxy.URL)
+	ctx := context.Background()
+	if _, found, err := s.FindRefund(ctx, "pi_never_refunded"); err != nil || found {
+		t.Fatalf("stripe-mock's list (another PaymentIntent's refund): found %v, err %v", found, err)
+	}
+	refund := func(id, pi, status string) map[string]any {
+		return map[string]any{"id": id, "object": "refund", "amount": 700, "currency": "usd", "status": status, "payment_intent": pi}
+	}
+	proxy.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "data": []map[string]any{
+		refund("re_other", "pi_other", "succeeded"), refund("re_failed", "pi_1", "failed"), refund("re_made", "pi_1", "succeeded")}}})
+	r, found, err := s.FindRefund(ctx, "pi_1")
+	if err != nil || !found || r.ID != "re_made" || r.Amount != 700 || r.Currency != "usd" || r.Status != "succeeded" {
+		t.Fatalf("FindRefund: %+v, %v, %v", r, found, err)
+	}
+	if c := proxy.Calls("GET", "/v1/refunds"); len(c) != 2 || c[1].Form.Get("payment_intent") != "pi_1" {
+		t.Fatalf("list calls %+v", c)
+	}
+	proxy.Clear()
+	proxy.Fail("GET", "/v1/refunds", testenv.Fault{Status: 503, Type: "api_error", Message: "down"})
+	if _, _, err := s.FindRefund(ctx, "pi_1"); !errors.Is(err, payment.ErrTransient) {
+		t.Fatalf("Stripe down: %v", err)
+	}
+}
+
 func TestStripeAdapterSortsErrors(t *testing.T) {
 	t.Parallel()
 	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))
