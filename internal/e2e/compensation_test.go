@@ -138,6 +138,57 @@ func TestRefundRetriesExhaustedIsCompensatedOnce(t *testing.T) {
 	}
 }
 
+// The same for order:cancel, whose Stripe call (canceling the PaymentIntent) keeps failing.
+func TestCancelRetriesExhaustedIsCompensatedOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	o := r.place(c, 3, item)
+	r.quiesce()
+	cancelPath := "/v1/payment_intents/" + *o.Payment.PaymentIntentID + "/cancel"
+	r.stripe.Fail("POST", cancelPath, testenv.Fault{Status: 500, Type: "api_error", Message: "boom"})
+
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	testenv.Eventually(t, 30*time.Second, "cancel compensated", func() bool {
+		return len(r.events(o.ID, "actionFailed")) > 0
+	})
+	r.quiesce()
+	testenv.Eventually(t, 10*time.Second, "task archived", func() bool { return r.archived(tasks.QueueOrders) == 1 })
+
+	st, action := r.status(o.ID)
+	if st != "PENDING" || action != "" {
+		t.Fatalf("order %s/%q, want PENDING with no pending action", st, action)
+	}
+	failed := r.events(o.ID, "actionFailed")
+	if len(failed) != 1 || !strings.HasPrefix(deref(failed[0].Reason), "cancel failed") {
+		t.Fatalf("actionFailed events: %v", failed)
+	}
+	out := r.obs.outcomes(tasks.OrderCancel)
+	if out["retry"] != maxRetry || out["failed"] != 1 || out["success"] != 0 {
+		t.Fatalf("order:cancel attempts %v, want %d retries and one final failure", out, maxRetry)
+	}
+	if n := r.obs.compensationsOf(tasks.OrderCancel); n != 1 {
+		t.Fatalf("compensations = %d, want 1", n)
+	}
+	if n, want := len(r.stripe.Calls("POST", cancelPath)), (1+maxRetry)*stripeTriesPerCall; n != want {
+		t.Fatalf("PaymentIntent cancel calls = %d, want %d", n, want)
+	}
+	if s := r.stock(item); s != 7 {
+		t.Fatalf("stock = %d, want 7 (still reserved)", s)
+	}
+	if got := r.get(o.ID); got.Payment.Status != "requires_payment" || got.CanceledAt != nil {
+		t.Fatalf("order after the failed cancel: %s", mustJSON(got))
+	}
+
+	r.stripe.Clear()
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "CANCELED")
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock after the cancel = %d, want 10", s)
+	}
+}
+
 // A late payment whose refund runs out of retries is not left captured in silence: the failure
 // is on the timeline, and staff's refund of the CANCELED order returns the payment.
 func TestLateRefundRetriesExhaustedCanBeRetriedByStaff(t *testing.T) {
@@ -221,56 +272,5 @@ func TestRefundMadeAtStripeWithItsAnswersLostIsFound(t *testing.T) {
 	}
 	if s := r.stock(item); s != 10 {
 		t.Fatalf("stock = %d, want 10", s)
-	}
-}
-
-// The same for order:cancel, whose Stripe call (canceling the PaymentIntent) keeps failing.
-func TestCancelRetriesExhaustedIsCompensatedOnce(t *testing.T) {
-	t.Parallel()
-	r := newRig(t)
-	item := r.item(10, 1000)
-	_, c := r.customer()
-	o := r.place(c, 3, item)
-	r.quiesce()
-	cancelPath := "/v1/payment_intents/" + *o.Payment.PaymentIntentID + "/cancel"
-	r.stripe.Fail("POST", cancelPath, testenv.Fault{Status: 500, Type: "api_error", Message: "boom"})
-
-	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
-	testenv.Eventually(t, 30*time.Second, "cancel compensated", func() bool {
-		return len(r.events(o.ID, "actionFailed")) > 0
-	})
-	r.quiesce()
-	testenv.Eventually(t, 10*time.Second, "task archived", func() bool { return r.archived(tasks.QueueOrders) == 1 })
-
-	st, action := r.status(o.ID)
-	if st != "PENDING" || action != "" {
-		t.Fatalf("order %s/%q, want PENDING with no pending action", st, action)
-	}
-	failed := r.events(o.ID, "actionFailed")
-	if len(failed) != 1 || !strings.HasPrefix(deref(failed[0].Reason), "cancel failed") {
-		t.Fatalf("actionFailed events: %v", failed)
-	}
-	out := r.obs.outcomes(tasks.OrderCancel)
-	if out["retry"] != maxRetry || out["failed"] != 1 || out["success"] != 0 {
-		t.Fatalf("order:cancel attempts %v, want %d retries and one final failure", out, maxRetry)
-	}
-	if n := r.obs.compensationsOf(tasks.OrderCancel); n != 1 {
-		t.Fatalf("compensations = %d, want 1", n)
-	}
-	if n, want := len(r.stripe.Calls("POST", cancelPath)), (1+maxRetry)*stripeTriesPerCall; n != want {
-		t.Fatalf("PaymentIntent cancel calls = %d, want %d", n, want)
-	}
-	if s := r.stock(item); s != 7 {
-		t.Fatalf("stock = %d, want 7 (still reserved)", s)
-	}
-	if got := r.get(o.ID); got.Payment.Status != "requires_payment" || got.CanceledAt != nil {
-		t.Fatalf("order after the failed cancel: %s", mustJSON(got))
-	}
-
-	r.stripe.Clear()
-	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
-	r.waitStatus(o.ID, "CANCELED")
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock after the cancel = %d, want 10", s)
 	}
 }
