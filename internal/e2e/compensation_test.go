@@ -1,11 +1,13 @@
 package e2e_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -189,9 +191,10 @@ func TestCancelRetriesExhaustedIsCompensatedOnce(t *testing.T) {
 	}
 }
 
-// A late payment whose refund runs out of retries is not left captured in silence: the failure
-// is on the timeline, and staff's refund of the CANCELED order returns the payment.
-func TestLateRefundRetriesExhaustedCanBeRetriedByStaff(t *testing.T) {
+// A late payment whose refund runs out of retries is not left captured: the failure is on the
+// timeline, the refund stays pending, and the stuck-order sweep runs it again once it has
+// waited, until Stripe answers. The order stays CANCELED throughout.
+func TestLateRefundRetriesExhaustedAreRunAgain(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	item := r.item(10, 1000)
@@ -204,19 +207,21 @@ func TestLateRefundRetriesExhaustedCanBeRetriedByStaff(t *testing.T) {
 		return len(r.events(o.ID, "actionFailed")) > 0
 	})
 	r.quiesce()
-	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
-		t.Fatalf("order %s/%q, want CANCELED with no pending action", st, action)
+	if st, action := r.status(o.ID); st != "CANCELED" || action != "refund" {
+		t.Fatalf("order %s/%q, want CANCELED with the refund still pending", st, action)
 	}
 	if got := r.refunds(o.ID); len(got) != 0 {
 		t.Fatalf("refunds recorded although none succeeded: %+v", got)
 	}
+	// Staff cannot start a second one meanwhile.
+	decodeError(t, r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil), 409, "orders.errors.actionPending")
 
-	// Staff try again once Stripe answers: the order stays CANCELED and its payment goes back.
+	// Stripe answers again; the sweep finds the refund pending past StuckAfter and runs it again.
 	r.stripe.Clear()
-	var accepted fullOrder
-	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202).Decode(t, &accepted)
-	if accepted.Status != "CANCELED" || deref(accepted.PendingAction) != "refund" {
-		t.Fatalf("202 body: %s/%q, want CANCELED with refund pending", accepted.Status, deref(accepted.PendingAction))
+	orders := r.assemble(r.rdb, r.stripe.URL, r.log).Orders
+	later := time.Now().Add(order.DefaultReconcilePolicy(r.cfg.OrderUnpaidTTL).StuckAfter + time.Minute)
+	if rep, err := orders.Reconcile(context.Background(), later, order.DefaultReconcilePolicy(r.cfg.OrderUnpaidTTL), nil); err != nil || rep.Requeued != 1 {
+		t.Fatalf("reconcile: %+v, %v; want the late refund requeued", rep, err)
 	}
 	testenv.Eventually(t, 15*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
 	r.quiesce()
@@ -226,10 +231,10 @@ func TestLateRefundRetriesExhaustedCanBeRetriedByStaff(t *testing.T) {
 	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
 		t.Fatalf("order %s/%q after the refund, want CANCELED", st, action)
 	}
-	if len(r.events(o.ID, "lateRefund")) != 1 || len(r.events(o.ID, "statusChanged", "CANCELED", "REFUNDED")) != 0 {
+	if len(r.events(o.ID, "lateRefund")) != 1 || len(r.events(o.ID, "taskRequeued")) != 1 || len(r.events(o.ID, "statusChanged", "CANCELED", "REFUNDED")) != 0 {
 		t.Fatalf("timeline: %v", r.timeline(o.ID))
 	}
-	// Nothing is owed any more: another refund is refused like any on a CANCELED order.
+	// Nothing is owed any more: a refund is refused like any on a CANCELED order.
 	decodeError(t, r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil), 409, "orders.errors.badPreconditions")
 	if s := r.stock(item); s != 10 {
 		t.Fatalf("stock = %d, want 10 (released once)", s)
@@ -272,5 +277,40 @@ func TestRefundMadeAtStripeWithItsAnswersLostIsFound(t *testing.T) {
 	}
 	if s := r.stock(item); s != 10 {
 		t.Fatalf("stock = %d, want 10", s)
+	}
+}
+
+// The same for a late payment's refund: found at Stripe, it is recorded and the order stays
+// CANCELED with nothing owed, rather than a failure over money already returned.
+func TestLateRefundMadeAtStripeWithItsAnswersLostIsFound(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	o := r.canceled(c, 1, item)
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "answer lost"})
+	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
+		"data": []map[string]any{{"id": "re_late_" + o.ID.String()[:8], "object": "refund", "amount": o.Total,
+			"currency": o.Currency, "status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID}}}})
+
+	r.paid(o) // late
+	testenv.Eventually(t, 30*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
+	r.quiesce()
+	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
+		t.Fatalf("order %s/%q, want CANCELED with nothing pending", st, action)
+	}
+	got := r.refunds(o.ID)
+	if len(got) != 1 || got[0].RefundID != "re_late_"+o.ID.String()[:8] || got[0].Kind != "late_payment" || got[0].Amount != o.Total {
+		t.Fatalf("refunds: %+v", got)
+	}
+	if len(r.events(o.ID, "actionFailed")) != 0 || len(r.events(o.ID, "lateRefund")) != 1 {
+		t.Fatalf("timeline: %v", r.timeline(o.ID))
+	}
+	if out := r.obs.outcomes(tasks.OrderRefund); out["failed"] != 1 {
+		t.Fatalf("order:refund attempts %v, want its retries to run out", out)
+	}
+	decodeError(t, r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil), 409, "orders.errors.badPreconditions")
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d, want 10 (released once)", s)
 	}
 }

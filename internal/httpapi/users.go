@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -86,8 +87,20 @@ func (s *Server) updateMe(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	u, err := s.users.UpdateSelf(c.Request.Context(), principal(c), req)
+	// Wrong current passwords count against the account, as the queue UI's count against an IP:
+	// a stolen access token must not become a way to guess its owner's password. A rate limit
+	// like the others, off with them.
+	me := principal(c)
+	guard := s.cfg.RateLimitEnabled && req.Password != nil
+	failures := s.keys.Key("ratelimit", "password-failures", me.UserID.String())
+	if guard && s.tooManyFailures(c, failures) {
+		return
+	}
+	u, err := s.users.UpdateSelf(c.Request.Context(), me, req)
 	if err != nil {
+		if guard && errors.Is(err, user.ErrWrongPassword) {
+			s.countFailure(c.Request.Context(), failures)
+		}
 		s.respondError(c, err)
 		return
 	}

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -369,6 +370,34 @@ func TestUpdateMe(t *testing.T) {
 	if a.userRow(t, acc.ID).Role != "user" {
 		t.Fatal("role changed through /me")
 	}
+}
+
+// TestWrongCurrentPasswordsAreLimitedPerAccount: past the login limit of wrong current
+// passwords in a minute, an account's password changes are refused (429, even with the right
+// one) whichever IP they come from; other changes and other accounts go on.
+func TestWrongCurrentPasswordsAreLimitedPerAccount(t *testing.T) {
+	t.Parallel()
+	a := newApp(t, "RATE_LIMIT_ENABLED", "true", "RATE_LIMITS", "login=3", "TRUSTED_PROXIES", "127.0.0.1/8,::1/128")
+	acc := a.signUpAccount(t, nil)
+	other := a.signUpAccount(t, nil)
+	hash := a.userRow(t, acc.ID).Hash
+	from := func(ip, token string, body map[string]any) testenv.Response {
+		return a.api.As(token).Do("PATCH", "/v1/users/me", body, "X-Forwarded-For", ip)
+	}
+	for i := 0; i < 3; i++ {
+		body := map[string]any{"password": "brand-new-pass", "currentPassword": "guess-" + strconv.Itoa(i)}
+		expectError(t, from("203.0.113."+strconv.Itoa(i+1), acc.Access, body), 403, "users.errors.wrongPassword", "/v1/users/me")
+	}
+	r := from("198.51.100.9", acc.Access, map[string]any{"password": "brand-new-pass", "currentPassword": testPassword})
+	expectError(t, r, 429, "common.errors.rateLimited", "/v1/users/me")
+	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 60 {
+		t.Fatalf("Retry-After %q", r.Header.Get("Retry-After"))
+	}
+	if a.userRow(t, acc.ID).Hash != hash || a.liveSessions(t, acc.ID) != 1 {
+		t.Fatal("a refused password change changed the user")
+	}
+	from("198.51.100.9", acc.Access, map[string]any{"name": "Still Editable"}).Expect(t, 200)
+	from("198.51.100.9", other.Access, map[string]any{"password": "brand-new-pass", "currentPassword": testPassword}).Expect(t, 200)
 }
 
 func TestPasswordChange(t *testing.T) {

@@ -201,7 +201,8 @@ func (o *Order) transition(to Status, at time.Time) error {
 
 // request marks action pending if its target is reachable and no other action is pending. A
 // refund of a CANCELED order that still holds a late payment returns that payment (the order
-// stays CANCELED): how staff try again once the automatic refund ran out of retries.
+// stays CANCELED): how staff return one whose automatic refund gave up before late refunds
+// kept their action (see failAction).
 func (o *Order) request(a Action) error {
 	if o.PendingAction != ActionNone {
 		return ErrActionPending.With("action", o.PendingAction)
@@ -213,13 +214,17 @@ func (o *Order) request(a Action) error {
 	return nil
 }
 
-// failAction clears pending action a whose retries ran out; the status stays. It reports
+// failAction clears pending action a whose retries ran out; the status stays, and staff may
+// ask again. A late payment's refund keeps its action: nobody asked for it, so nobody would
+// ask again, and the money must go back; the stuck-order sweep runs it again. It reports
 // whether a was pending.
 func (o *Order) failAction(a Action) bool {
 	if o.PendingAction != a {
 		return false
 	}
-	o.PendingAction = ActionNone
+	if !o.owesLatePayment() {
+		o.PendingAction = ActionNone
+	}
 	return true
 }
 

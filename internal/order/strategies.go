@@ -196,14 +196,20 @@ func (s *Service) refundLatePayment(ctx context.Context, o Order) error {
 		if !o.owesLatePayment() {
 			return nil, nil, nil
 		}
-		if err := s.recordRefund(ctx, tx, o, RefundLatePayment, r); err != nil {
-			return nil, nil, err
-		}
-		o.PendingAction = ActionNone
-		return actionEvent(EventLateRefund, ActorWorker, "payment received after cancellation"),
-			[]outbox.Message{notify(o, notification.EventOrderRefunded, map[string]any{"refundAmount": r.Amount, "latePayment": true})}, nil
+		return s.finishLateRefund(ctx, tx, o, r)
 	})
 	return err
+}
+
+// finishLateRefund records the refund of a late payment on its CANCELED order and clears the
+// pending refund the payment set.
+func (s *Service) finishLateRefund(ctx context.Context, tx *postgres.Tx, o *Order, r payment.Refund) (*Event, []outbox.Message, error) {
+	if err := s.recordRefund(ctx, tx, o, RefundLatePayment, r); err != nil {
+		return nil, nil, err
+	}
+	o.PendingAction = ActionNone
+	return actionEvent(EventLateRefund, ActorWorker, "payment received after cancellation"),
+		[]outbox.Message{notify(o, notification.EventOrderRefunded, map[string]any{"refundAmount": r.Amount, "latePayment": true})}, nil
 }
 
 // refundOrder refunds everything the order's payment captured. The idempotency key names the
@@ -295,13 +301,14 @@ func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause 
 
 // finishIfRefunded ends a cancel or refund of a paid order whose retries ran out but whose
 // refund Stripe made all the same, every answer to it lost: the money is back, so the order
-// reaches CANCELED or REFUNDED with the refund recorded instead of a failure. When Stripe
-// cannot be asked (it is down, the usual reason retries run out), the action fails as SPEC §5
-// says and staff's retry gets the refund back under the same key.
+// reaches CANCELED or REFUNDED (a late payment's order stays CANCELED) with the refund recorded
+// instead of a failure. When Stripe cannot be asked (it is down, the usual reason retries run
+// out), the action fails as SPEC §5 says and staff's retry gets the refund back under the same
+// key.
 func (s *Service) finishIfRefunded(ctx context.Context, id uuid.UUID, a Action) (bool, error) {
-	o, err := s.store.Get(ctx, s.db, id)
-	if err != nil || o.PendingAction != a || o.Status == Canceled || !o.Payment.Captured() || o.Payment.IntentID == nil || o.Refund != nil {
-		return false, nil // FailAction decides (a late payment's refund included)
+	o, err := s.store.GetAny(ctx, s.db, id)
+	if err != nil || o.PendingAction != a || !o.Payment.Captured() || o.Payment.IntentID == nil || o.Refund != nil {
+		return false, nil // FailAction decides
 	}
 	r, found, err := s.gateway.FindRefund(ctx, *o.Payment.IntentID)
 	if err != nil {
@@ -318,6 +325,9 @@ func (s *Service) finishIfRefunded(ctx context.Context, id uuid.UUID, a Action) 
 		}
 		done = true
 		const reason = "refund found at Stripe after the retries ran out"
+		if o.owesLatePayment() {
+			return s.finishLateRefund(ctx, tx, o, r)
+		}
 		if a == ActionCancel {
 			return s.finishCancel(ctx, tx, o, ActorWorker, reason, &r)
 		}
