@@ -18,9 +18,12 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/assembly"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
+	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
+	"github.com/dispatchhq/dispatch/internal/worker"
 )
 
 func TestPostgresOutageAnswers503(t *testing.T) {
@@ -30,17 +33,7 @@ func TestPostgresOutageAnswers503(t *testing.T) {
 	_, customer := s.customer()
 
 	// A second API whose database connections go through a proxy the test can cut.
-	u, err := url.Parse(s.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewTCPProxy(t, u.Host)
-	u.Host = proxy.Addr
-	db, err := postgres.Open(context.Background(), u.String(), 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, proxy := s.proxiedDB()
 	api := httpapi.New(s.cfg, assembly.New(s.cfg, assembly.Infra{DB: db, Redis: s.rdb, Keys: s.keys, Log: s.log,
 		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL)}), httpapi.Options{})
 	t.Cleanup(api.Close)
@@ -93,4 +86,71 @@ func TestPostgresOutageAnswers503(t *testing.T) {
 	if n := s.count(`SELECT count(*) FROM orders WHERE user_id = (SELECT user_id FROM orders WHERE id = $1)`, after.ID); n != 2 {
 		t.Fatalf("%d orders, want 2 (one before, one for the key refused during the outage)", n)
 	}
+}
+
+// proxiedDB opens a pool on the stack's database through a proxy the test can cut.
+func (s *stack) proxiedDB() (*postgres.DB, *testenv.TCPProxy) {
+	s.t.Helper()
+	u, err := url.Parse(s.dbURL)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	proxy := testenv.NewTCPProxy(s.t, u.Host)
+	u.Host = proxy.Addr
+	db, err := postgres.Open(context.Background(), u.String(), 8)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { db.Close() })
+	return db, proxy
+}
+
+// TestWorkerOutlivesAPostgresOutage: while the worker cannot reach PostgreSQL, its tasks are not
+// failed over it: the attempts go far past the retry budget without counting, no compensation
+// runs (the paid order is not refunded for an outage), and once PostgreSQL is back the order is
+// PROCESSED and each of its notifications written once.
+func TestWorkerOutlivesAPostgresOutage(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noWorker)
+	item := s.item(10, 700)
+	uid, c := s.customer()
+	o := s.order(c, 1, item)
+
+	db, proxy := s.proxiedDB()
+	proxy.Cut()
+	log := newTaskLog()
+	w, err := worker.New(s.cfg, assembly.New(s.cfg, assembly.Infra{DB: db, Redis: s.rdb, Keys: s.keys, Log: s.log,
+		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL)}),
+		worker.Options{Namespace: s.ns, RetryBase: 50 * time.Millisecond, DelayedInterval: 100 * time.Millisecond, Observe: log.observer()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Shutdown)
+	s.pay(o)
+	const budget = 3 // the relay's MaxRetry
+	testenv.Eventually(t, 20*time.Second, "attempts past the retry budget", func() bool {
+		return log.count(tasks.OrderProcess, "retry") > 3*budget && log.count(tasks.NotifyUser, "retry") > 3*budget
+	})
+
+	proxy.Restore(t)
+	s.waitStatus(o.ID, "PROCESSED")
+	for _, ev := range []string{notification.EventOrderCreated, notification.EventOrderPaid, notification.EventOrderProcessed} {
+		testenv.Eventually(t, 15*time.Second, ev+" notification", func() bool { return s.notifications(uid, o.ID, ev) >= 1 })
+	}
+	testenv.Eventually(t, 15*time.Second, "the outbox empties", func() bool { return s.count(`SELECT count(*) FROM outbox`) == 0 })
+	for _, ev := range []string{notification.EventOrderCreated, notification.EventOrderPaid, notification.EventOrderProcessed} {
+		if n := s.notifications(uid, o.ID, ev); n != 1 {
+			t.Errorf("%s notifications = %d, want 1", ev, n)
+		}
+	}
+	if n := log.compensations(); n != 0 {
+		t.Errorf("%d compensations ran for an outage, want none; %s", n, log)
+	}
+	if n := log.count(tasks.OrderProcess, "failed") + log.count(tasks.NotifyUser, "failed"); n != 0 {
+		t.Errorf("%d attempts failed for good, want none; %s", n, log)
+	}
+	s.assertNoRepeatedTransition(o.ID)
 }

@@ -73,6 +73,11 @@ func (n Namespace) Marker() string { return "dispatch:relay:" + string(n) + "que
 // again: after a Redis restart that kept no data, a queue holding tasks can be missing from it.
 const QueueIndex = "asynq:queues"
 
+// Unfinished starts the last error of a task archived because PostgreSQL or Redis was away
+// on its last attempt: not the task's failure, so its failure policy did not run and the relay
+// delivers it again.
+const Unfinished = "unfinished: a backing service was unavailable"
+
 // Envelope is every task's payload: the producer's data plus what every consumer needs to log
 // and deduplicate.
 type Envelope struct {

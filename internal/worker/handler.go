@@ -18,6 +18,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/platform/lock"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
+	"github.com/dispatchhq/dispatch/internal/platform/outage"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
@@ -95,6 +96,17 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	permanent := isPermanent(err)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if unavailable(err) {
+		// Not the task's failure: the attempt does not count (the server's IsFailure), no
+		// compensation runs and the outbox row stays. Asynq archives a task whose last
+		// attempt fails all the same; marked Unfinished, the relay delivers it again.
+		r.log.WarnContext(ctx, "backing service unavailable; the task will run again", "err", err, "attempt", retried+1)
+		r.observe(t.Type, metrics.TaskRetry, start)
+		if retried >= maxRetry {
+			return fmt.Errorf("%s: %w", tasks.Unfinished, err)
+		}
+		return err
+	}
 	if !permanent && retried < maxRetry {
 		r.log.WarnContext(ctx, "task failed; will retry", "err", err, "attempt", retried+1, "maxRetry", maxRetry)
 		r.observe(t.Type, metrics.TaskRetry, start)
@@ -104,6 +116,11 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	if s.Compensate != nil && !errors.Is(err, errMalformed) {
 		done, cerr := s.Compensate(ctx, t, err)
 		switch {
+		case unavailable(cerr):
+			// The failure policy could not run: the task stays unfinished, as above.
+			r.log.WarnContext(ctx, "compensation could not reach a backing service; the task will run again", "err", cerr, "cause", err)
+			r.observe(t.Type, metrics.TaskRetry, start)
+			return fmt.Errorf("%s: %w", tasks.Unfinished, cerr)
 		case cerr != nil:
 			r.log.ErrorContext(ctx, "compensation failed; the order needs attention", "err", cerr, "cause", err)
 		case done:
@@ -184,6 +201,15 @@ func isPermanent(err error) bool {
 		return true
 	}
 	return false
+}
+
+// unavailable reports whether err means PostgreSQL or Redis could not be reached: an outage
+// of the system itself, which no task should be failed over (a notification or a customer
+// sync has no compensation, and a compensation would undo a sound order). Stripe's outages are
+// the provider's answer and count as SPEC §5 says.
+func unavailable(err error) bool {
+	var ge *payment.GatewayError
+	return outage.Is(err) && !errors.As(err, &ge)
 }
 
 // RetryDelay backs off exponentially from base (base, 2×base, 4×base…) with ±20 % jitter.

@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
@@ -121,6 +124,7 @@ func TestCheckRefusesAMissingOrUnknownStrategy(t *testing.T) {
 type recorder struct {
 	runs, compensations atomic.Int32
 	fail                func(attempt int32) error
+	compensate          func() error // nil: the compensation succeeds
 }
 
 func (r *recorder) strategy() Strategy {
@@ -138,6 +142,11 @@ func (r *recorder) strategy() Strategy {
 		},
 		Compensate: func(context.Context, Task, error) (bool, error) {
 			r.compensations.Add(1)
+			if r.compensate != nil {
+				if err := r.compensate(); err != nil {
+					return false, err
+				}
+			}
 			return true, nil
 		},
 	}
@@ -328,6 +337,71 @@ func TestRetriesThenOneCompensation(t *testing.T) {
 	}
 }
 
+// dbAway is what a strategy returns when PostgreSQL is unreachable, as the stores wrap it.
+func dbAway() error {
+	return fmt.Errorf("orderdb: get: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED})
+}
+
+// TestOutagesAreNotTheTasksFailure: attempts that find PostgreSQL or Redis away do not count
+// against the task's retries, however many there are, and no compensation runs for them; a
+// task whose last attempt, or whose compensation, meets an outage is archived as Unfinished
+// with its outbox row unacknowledged, for the relay to deliver again.
+func TestOutagesAreNotTheTasksFailure(t *testing.T) {
+	t.Parallel()
+	rig := policyServer(t)
+	client, insp, rec, outcomes := rig.client, rig.insp, rig.rec, rig.outcomes
+	queue := rig.ns.Queue(tasks.QueueOrders)
+	// Ten attempts in an outage, then it is back: one success, no compensation.
+	rec[tasks.OrderProcess].fail = func(n int32) error {
+		if n <= 10 {
+			return dbAway()
+		}
+		return nil
+	}
+	// Two Stripe failures, then an outage on the last attempt.
+	rec[tasks.OrderCancel].fail = func(n int32) error {
+		if n <= 2 {
+			return payment.ErrTransient
+		}
+		return dbAway()
+	}
+	// Out of retries; its compensation cannot reach PostgreSQL.
+	rec[tasks.OrderRefund].fail = func(int32) error { return payment.ErrTransient }
+	rec[tasks.OrderRefund].compensate = func() error { return &pq.Error{Code: "57P01"} }
+	outboxID := map[string]int64{tasks.OrderProcess: 201, tasks.OrderCancel: 202, tasks.OrderRefund: 203}
+	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund} {
+		payload, _ := json.Marshal(tasks.Envelope{OutboxID: outboxID[typ], Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
+		if _, err := client.Enqueue(asynq.NewTask(typ, payload), asynq.Queue(queue), asynq.TaskID(typ), asynq.MaxRetry(2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	archived := archivedTasks(t, insp, queue, 2)
+	testenv.Eventually(t, 20*time.Second, "order:process succeeds once the outage ends", func() bool {
+		return outcomes()[tasks.OrderProcess+" success"] == 1
+	})
+	if r := rec[tasks.OrderProcess]; r.runs.Load() != 11 || r.compensations.Load() != 0 {
+		t.Errorf("order:process: %d runs, %d compensations; want 11 and none", r.runs.Load(), r.compensations.Load())
+	}
+	for _, typ := range []string{tasks.OrderCancel, tasks.OrderRefund} {
+		ti := archived[typ]
+		if ti == nil || !strings.HasPrefix(ti.LastErr, tasks.Unfinished) {
+			t.Fatalf("%s archived as %+v, want its last error to start %q", typ, ti, tasks.Unfinished)
+		}
+	}
+	if r := rec[tasks.OrderCancel]; r.runs.Load() != 3 || r.compensations.Load() != 0 {
+		t.Errorf("order:cancel: %d runs, %d compensations; want 3 and none", r.runs.Load(), r.compensations.Load())
+	}
+	if r := rec[tasks.OrderRefund]; r.runs.Load() != 3 || r.compensations.Load() != 1 {
+		t.Errorf("order:refund: %d runs, %d compensations; want 3 and 1", r.runs.Load(), r.compensations.Load())
+	}
+	if got, want := rig.acked(), map[int64]int{201: 1}; !maps.Equal(got, want) {
+		t.Errorf("acknowledged outbox rows %v, want %v (the unfinished ones stay for the relay)", got, want)
+	}
+	if n := outcomes()[tasks.OrderCancel+" failed"] + outcomes()[tasks.OrderRefund+" failed"]; n != 0 {
+		t.Errorf("%d attempts reported failed, want none", n)
+	}
+}
+
 func TestPermanentErrors(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -348,6 +422,24 @@ func TestPermanentErrors(t *testing.T) {
 	} {
 		if got := isPermanent(c.err); got != c.permanent {
 			t.Errorf("isPermanent(%v) = %v, want %v", c.err, got, c.permanent)
+		}
+	}
+	// Stripe unreachable is the provider's outage: it counts (SPEC §5), unlike our own.
+	stripeAway := &payment.GatewayError{Class: payment.ErrTransient, Message: "dial", Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}
+	for _, c := range []struct {
+		err  error
+		away bool
+	}{
+		{dbAway(), true},
+		{fmt.Errorf("lock: %w", redis.ErrClosed), true},
+		{&pq.Error{Code: "57P03"}, true},
+		{&pq.Error{Code: "23505"}, false},
+		{stripeAway, false},
+		{payment.ErrTransient, false},
+		{nil, false},
+	} {
+		if got := unavailable(c.err); got != c.away {
+			t.Errorf("unavailable(%v) = %v, want %v", c.err, got, c.away)
 		}
 	}
 }

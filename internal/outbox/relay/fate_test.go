@@ -3,6 +3,7 @@ package relay
 import (
 	"testing"
 
+	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/hibiken/asynq"
 )
 
@@ -23,6 +24,8 @@ func TestFateOf(t *testing.T) {
 		{asynq.TaskStateCompleted, "", finished},
 		{asynq.TaskStateArchived, "order: payment mismatch", finished},
 		{asynq.TaskStateArchived, asynq.ErrLeaseExpired.Error(), abandoned},
+		{asynq.TaskStateRetry, tasks.Unfinished + ": dial tcp: connection refused", waiting},
+		{asynq.TaskStateArchived, tasks.Unfinished + ": dial tcp: connection refused", abandoned},
 	} {
 		if got := fateOf(tc.state, tc.lastErr); got != tc.want {
 			t.Errorf("fateOf(%s, %q) = %d, want %d", tc.state, tc.lastErr, got, tc.want)

@@ -303,15 +303,16 @@ type fate int
 const (
 	waiting   fate = iota // queued, retrying or running: leave it be
 	finished              // completed, or failed for good after its failure policy ran
-	abandoned             // its worker vanished on the last attempt and Asynq gave up
+	abandoned             // Asynq gave up without its failure policy: run it again
 )
 
 func fateOf(state asynq.TaskState, lastErr string) fate {
 	switch {
 	case state == asynq.TaskStateCompleted:
 		return finished
-	case state == asynq.TaskStateArchived && lastErr == asynq.ErrLeaseExpired.Error():
-		// Asynq archived it without running the strategy's failure policy: run it again.
+	case state == asynq.TaskStateArchived && (lastErr == asynq.ErrLeaseExpired.Error() || strings.HasPrefix(lastErr, tasks.Unfinished)):
+		// Its worker vanished on the last attempt, or PostgreSQL or Redis was away then:
+		// archived without the strategy's failure policy, so it runs again.
 		return abandoned
 	case state == asynq.TaskStateArchived:
 		return finished
