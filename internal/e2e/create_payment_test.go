@@ -3,7 +3,9 @@ package e2e_test
 import (
 	"bytes"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -217,6 +219,57 @@ func TestResumedCreateAfterTheCustomerWasSynced(t *testing.T) {
 	}
 	if s := r.stock(item); s != 9 {
 		t.Fatalf("stock = %d, want 9", s)
+	}
+}
+
+// Staff cancel an order while its create waits for Stripe: the create's PaymentIntent is not
+// attached to the CANCELED order, it is canceled at Stripe so nobody pays it, and the create
+// answers the order as it is (CANCELED, nothing to pay), not a PENDING one with a client secret.
+func TestOrderCanceledDuringItsCreate(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	r.quiesce()
+	r.stripe.Gather(2) // holds the create's PaymentIntent call; no second call comes
+	key := uuid.NewString()
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
+	answer := make(chan testenv.Response, 1)
+	go func() { answer <- c.Do("POST", "/v1/orders", body, "Idempotency-Key", key) }()
+	testenv.Eventually(t, 10*time.Second, "the create at Stripe", func() bool { return r.stripe.Held() == 1 })
+	id := r.onlyOrder(uid)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+id.String()+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(id, "CANCELED")
+
+	r.stripe.Gather(0)
+	var created fullOrder
+	(<-answer).Expect(t, 201).Decode(t, &created)
+	if created.Status != "CANCELED" || created.Payment.PaymentIntentID != nil || created.Payment.ClientSecret != nil {
+		t.Fatalf("create's answer: %s, want the CANCELED order with nothing to pay", mustJSON(created))
+	}
+	if _, ok := r.intentCreates(); len(ok) != 1 {
+		t.Fatalf("PaymentIntent creates: %+v", ok)
+	}
+	var cancels []testenv.Call
+	for _, call := range r.stripe.Calls("POST", "/v1/payment_intents/") {
+		if strings.HasSuffix(call.Path, "/cancel") {
+			cancels = append(cancels, call)
+		}
+	}
+	if len(cancels) != 1 || cancels[0].Status != 200 || cancels[0].IdempotencyKey != "order-"+id.String()+"-cancel-intent" {
+		t.Fatalf("cancels at Stripe: %+v, want the unattached PaymentIntent's", cancels)
+	}
+	if got := r.get(id); got.Status != "CANCELED" || got.Payment.PaymentIntentID != nil {
+		t.Fatalf("stored order: %s", mustJSON(got))
+	}
+	// A retry replays the same answer.
+	var replay fullOrder
+	c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &replay)
+	if replay.ID != id || replay.Status != "CANCELED" {
+		t.Fatalf("replay: %s", mustJSON(replay))
+	}
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d, want 10", s)
 	}
 }
 

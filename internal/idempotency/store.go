@@ -263,18 +263,17 @@ func (s *Store) Checkpoint(ctx context.Context, tx sqlx.ExecerContext, c *Claim,
 
 // CompleteSQL is the statement part that stores a request's response, for the request's last
 // write to run in its own statement (a WITH item): the response then commits with the write.
-// Completion.Args are its parameters $n to $n+5.
-func CompleteSQL(n int) string { return completeSQL(n, "") }
-
-func completeSQL(n int, from string) string {
+// Completion.Args are its parameters $n to $n+5. A non-empty from ("FROM item ") joins another
+// WITH item: the response is stored only if that item returned a row.
+func CompleteSQL(n int, from string) string {
 	return fmt.Sprintf(`UPDATE idempotency_keys SET state = 'completed', response_status = $%d, response_body = $%d,
 locked_until = NULL, updated_at = now() %sWHERE scope = $%d AND method = $%d AND path = $%d AND key = $%d`,
 		n+4, n+5, from, n, n+1, n+2, n+3)
 }
 
 var (
-	completeQuery        = CompleteSQL(1)
-	completeRelaxedQuery = `WITH ` + postgres.Relaxed + "\n" + completeSQL(1, "FROM relaxed ")
+	completeQuery        = CompleteSQL(1, "")
+	completeRelaxedQuery = `WITH ` + postgres.Relaxed + "\n" + CompleteSQL(1, "FROM relaxed ")
 )
 
 // Completion is a response that a claim is to store in a write's statement (CompleteSQL).

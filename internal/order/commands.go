@@ -202,7 +202,32 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string, cl
 	if err != nil {
 		return o, err
 	}
-	return o, s.store.SetIntent(ctx, s.db, o.ID, pi.ID, pi.ClientSecret, PaymentRequiresPayment, done)
+	attached, err := s.store.SetIntent(ctx, s.db, o.ID, pi.ID, pi.ClientSecret, PaymentRequiresPayment, done)
+	if err != nil || attached {
+		return o, err
+	}
+	if o, err = s.intentNotAttached(ctx, o.ID, pi.ID); err == nil && answer != nil {
+		_, _, err = answer(o) // the answer rendered above was of the order as this request saw it
+	}
+	return o, err
+}
+
+// intentNotAttached answers a create whose order changed during its Stripe call: staff canceled
+// it, or another attempt of the same request attached its PaymentIntent first. The answer is
+// the order as stored. A PaymentIntent the order does not name is canceled at Stripe, so that
+// nobody pays it; should that fail and it be paid all the same, the payment event names the
+// order and is refunded as a late payment.
+func (s *Service) intentNotAttached(ctx context.Context, id uuid.UUID, intentID string) (Order, error) {
+	o, err := s.store.Get(ctx, s.db, id)
+	if err != nil {
+		return o, err
+	}
+	if o.Payment.IntentID == nil || *o.Payment.IntentID != intentID {
+		if _, err := s.gateway.CancelPaymentIntent(ctx, intentID, "order-"+id.String()+"-cancel-intent"); err != nil {
+			s.log.WarnContext(ctx, "unattached payment intent not canceled", "err", err, "orderId", id, "paymentIntentId", intentID)
+		}
+	}
+	return o, nil
 }
 
 // CancelUnpaid cancels a PENDING order that has no open PaymentIntent at once (no Stripe call):

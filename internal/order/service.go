@@ -39,7 +39,8 @@ type Store interface {
 	Save(ctx context.Context, tx postgres.Querier, o *Order, c Change) error
 	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
 	Events(ctx context.Context, db postgres.Querier, orderID uuid.UUID, page cursor.Request) ([]Event, error)
-	SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string, done idempotency.Completion) error
+	SetIntent(ctx context.Context, db postgres.Querier, orderID uuid.UUID, intentID, clientSecret, status string, done idempotency.Completion) (bool, error)
+	AdoptIntent(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, intentID string) error
 	UpdatePayment(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, p Payment) error
 	PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r Refund) error
 	SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, intentID, status string) ([]uuid.UUID, error)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
@@ -146,7 +145,7 @@ func (s *Service) orderOfIntent(ctx context.Context, tx *postgres.Tx, ev payment
 	if o.Payment.IntentID != nil {
 		return Order{}, ErrNotFound // the order pays through another PaymentIntent
 	}
-	if err := s.store.SetIntent(ctx, tx, id, ev.PaymentIntentID, "", PaymentRequiresPayment, idempotency.Completion{}); err != nil {
+	if err := s.store.AdoptIntent(ctx, tx, id, ev.PaymentIntentID); err != nil {
 		return Order{}, err
 	}
 	return s.store.Lock(ctx, tx, id) // as stored, with its PaymentIntent

@@ -33,8 +33,8 @@ func TestSetIntentStoresTheResponseWithIt(t *testing.T) {
 	}
 	o := place(t, db, u, it, claim)
 	body := []byte(`{"id":"` + o.ID.String() + `"}`)
-	if err := (orderdb.Store{}).SetIntent(ctx, db, o.ID, "pi_1", "secret", order.PaymentRequiresPayment, claim.Completion(201, body)); err != nil {
-		t.Fatal(err)
+	if ok, err := (orderdb.Store{}).SetIntent(ctx, db, o.ID, "pi_1", "secret", order.PaymentRequiresPayment, claim.Completion(201, body)); err != nil || !ok {
+		t.Fatalf("SetIntent: %v, %v", ok, err)
 	}
 	if pi := intent(o.ID); pi != "pi_1" || !claim.Completed {
 		t.Fatalf("PaymentIntent %q, claim completed %v", pi, claim.Completed)
@@ -46,8 +46,8 @@ func TestSetIntentStoresTheResponseWithIt(t *testing.T) {
 
 	alone := place(t, db, u, it, nil)
 	var none *idempotency.Claim
-	if err := (orderdb.Store{}).SetIntent(ctx, db, alone.ID, "pi_2", "", order.PaymentRequiresPayment, none.Completion(201, body)); err != nil {
-		t.Fatal(err)
+	if ok, err := (orderdb.Store{}).SetIntent(ctx, db, alone.ID, "pi_2", "", order.PaymentRequiresPayment, none.Completion(201, body)); err != nil || !ok {
+		t.Fatalf("SetIntent: %v, %v", ok, err)
 	}
 	var records int
 	if err := db.GetContext(ctx, &records, `SELECT count(*) FROM idempotency_keys WHERE state = 'completed'`); err != nil {
@@ -55,5 +55,65 @@ func TestSetIntentStoresTheResponseWithIt(t *testing.T) {
 	}
 	if pi := intent(alone.ID); pi != "pi_2" || records != 1 {
 		t.Fatalf("without a claim: PaymentIntent %q, %d completed records, want pi_2 and the first one only", pi, records)
+	}
+}
+
+// SetIntent writes nothing, the response included, for an order that has its PaymentIntent (a
+// recorded payment is never set back) or is no longer PENDING; AdoptIntent, the payment
+// event's, records one on an order without one whatever its status.
+func TestSetIntentOnlyOnAPendingOrderWithout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, u, it := seed(t)
+	idem := idempotency.NewStore(db)
+	store := orderdb.Store{}
+	payment := func(id uuid.UUID) (pi, status string) {
+		t.Helper()
+		var row struct{ PI, Status string }
+		if err := db.GetContext(ctx, &row, `SELECT COALESCE(payment_intent_id, '') AS pi, status FROM payments WHERE order_id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		return row.PI, row.Status
+	}
+
+	paid := place(t, db, u, it, nil)
+	if ok, err := store.SetIntent(ctx, db, paid.ID, "pi_paid", "secret", order.PaymentRequiresPayment, idempotency.Completion{}); err != nil || !ok {
+		t.Fatalf("first SetIntent: %v, %v", ok, err)
+	}
+	if _, err := db.ExecContext(ctx, `UPDATE payments SET status = 'succeeded' WHERE order_id = $1`, paid.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, pi := range []string{"pi_paid", "pi_other"} { // a slow first attempt, stripe-mock's fresh id
+		if ok, err := store.SetIntent(ctx, db, paid.ID, pi, "secret", order.PaymentRequiresPayment, idempotency.Completion{}); err != nil || ok {
+			t.Fatalf("SetIntent(%s) on a paid order: %v, %v; want false", pi, ok, err)
+		}
+	}
+	if pi, status := payment(paid.ID); pi != "pi_paid" || status != "succeeded" {
+		t.Fatalf("paid order's payment %s/%s, want pi_paid/succeeded", pi, status)
+	}
+
+	claim, _, err := idem.Begin(ctx, idempotency.Scope{Owner: u.ID.String(), Method: "POST", Path: "/v1/orders", Key: "canceled"}, []byte("fp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	canceled := place(t, db, u, it, claim)
+	if _, err := db.ExecContext(ctx, `UPDATE orders SET status = 'CANCELED' WHERE id = $1`, canceled.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := store.SetIntent(ctx, db, canceled.ID, "pi_late", "secret", order.PaymentRequiresPayment, claim.Completion(201, []byte(`{}`))); err != nil || ok || claim.Completed {
+		t.Fatalf("SetIntent on a CANCELED order: %v, %v, completed %v; want false and no response", ok, err, claim.Completed)
+	}
+	var state string
+	if err := db.GetContext(ctx, &state, `SELECT state FROM idempotency_keys WHERE key = 'canceled'`); err != nil || state == "completed" {
+		t.Fatalf("idempotency record %q (%v), want it not completed", state, err)
+	}
+	if pi, _ := payment(canceled.ID); pi != "" {
+		t.Fatalf("CANCELED order got PaymentIntent %q", pi)
+	}
+	if err := store.AdoptIntent(ctx, db, canceled.ID, "pi_late"); err != nil {
+		t.Fatal(err)
+	}
+	if pi, status := payment(canceled.ID); pi != "pi_late" || status != order.PaymentRequiresPayment {
+		t.Fatalf("adopted: %s/%s", pi, status)
 	}
 }

@@ -415,23 +415,41 @@ func status(s *string) *order.Status {
 	return &st
 }
 
-var setIntentQuery = `WITH answered AS (
-    ` + idempotency.CompleteSQL(5) + `
+var setIntentQuery = `WITH attached AS (
+    UPDATE payments SET payment_intent_id = $2, client_secret = NULLIF($3, ''), status = $4, updated_at = now()
+    WHERE order_id = $1 AND payment_intent_id IS NULL
+      AND EXISTS (SELECT 1 FROM orders WHERE id = $1 AND status = 'PENDING')
+    RETURNING order_id
+), answered AS (
+    ` + idempotency.CompleteSQL(5, "FROM attached ") + `
 )
-UPDATE payments SET payment_intent_id = $2, client_secret = NULLIF($3, ''), status = $4, updated_at = now()
-WHERE order_id = $1 AND (payment_intent_id IS NULL OR payment_intent_id = $2)`
+SELECT count(*) FROM attached`
 
-// SetIntent records the order's PaymentIntent (once; the same id again is a no-op) and, in the
-// same statement, the response of the request it ends (done; a completion without a claim
-// stores none). Both commit durably.
-func (Store) SetIntent(ctx context.Context, db sqlx.ExecerContext, orderID uuid.UUID, intentID, clientSecret, status string,
-	done idempotency.Completion) error {
-	_, err := db.ExecContext(ctx, setIntentQuery, append([]any{orderID, intentID, clientSecret, status}, done.Args()...)...)
-	if err != nil {
-		return mapErr("set intent", err)
+// SetIntent records the PaymentIntent of a PENDING order that has none and, in the same
+// statement, the response of the request it ends (done; a completion without a claim stores
+// none). Both commit durably. It reports false, writing nothing, when the order already has a
+// PaymentIntent (a payment it recorded is never set back) or is no longer PENDING.
+func (Store) SetIntent(ctx context.Context, db postgres.Querier, orderID uuid.UUID, intentID, clientSecret, status string,
+	done idempotency.Completion) (bool, error) {
+	var n int
+	if err := db.GetContext(ctx, &n, setIntentQuery, append([]any{orderID, intentID, clientSecret, status}, done.Args()...)...); err != nil {
+		return false, mapErr("set intent", err)
+	}
+	if n == 0 {
+		return false, nil
 	}
 	done.Stored()
-	return nil
+	return true, nil
+}
+
+const adoptIntentQuery = `UPDATE payments SET payment_intent_id = $2, status = $3, updated_at = now()
+WHERE order_id = $1 AND payment_intent_id IS NULL`
+
+// AdoptIntent records a PaymentIntent that a payment event names for an order without one,
+// whatever the order's status (a payment of a CANCELED order is a late payment to refund).
+func (Store) AdoptIntent(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, intentID string) error {
+	_, err := tx.ExecContext(ctx, adoptIntentQuery, orderID, intentID, order.PaymentRequiresPayment)
+	return mapErr("adopt intent", err)
 }
 
 const updatePaymentQuery = `UPDATE payments SET status = $2, amount_received = $3, received_currency = $4,

@@ -57,8 +57,8 @@ func TestAPaymentIsAppliedWithoutALock(t *testing.T) {
 
 	o := place(t, db, u, it, nil)
 	intent := "pi_" + uuid.NewString()
-	if err := (orderdb.Store{}).SetIntent(ctx, db, o.ID, intent, "", order.PaymentRequiresPayment, idempotency.Completion{}); err != nil {
-		t.Fatal(err)
+	if ok, err := (orderdb.Store{}).SetIntent(ctx, db, o.ID, intent, "", order.PaymentRequiresPayment, idempotency.Completion{}); err != nil || !ok {
+		t.Fatalf("SetIntent: %v, %v", ok, err)
 	}
 	ev := payment.Event{ID: "evt_" + uuid.NewString(), Type: payment.EventIntentSucceeded, APIVersion: payment.APIVersion,
 		PaymentIntentID: intent, AmountReceived: o.Total, Currency: o.Currency}
