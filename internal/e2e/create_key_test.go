@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -100,5 +101,34 @@ func TestCreateTakesItsKeyInTheOrdersTransaction(t *testing.T) {
 	r := c.Do("POST", "/v1/orders", raw, "Idempotency-Key", held).Expect(t, 201)
 	if r.Header.Get("Idempotent-Replayed") != "" || orders() != 4 || s.stock(other) != 4 {
 		t.Fatalf("takeover: replayed %q, %d orders, stock %d", r.Header.Get("Idempotent-Replayed"), orders(), s.stock(other))
+	}
+}
+
+// TestOneKeyForEverySpellingOfAPath: a key is scoped to the route and resource, not to how the
+// path was spelled: percent-encoded letters and an uppercase id reach the same record, so a
+// retry spelled otherwise is a replay, not a second order or a refusal.
+func TestOneKeyForEverySpellingOfAPath(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noRelay, noWorker)
+	item := s.item(5, 700)
+	uid, c := s.customer()
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
+	key := uuid.NewString()
+	first := c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201)
+	again := c.Do("POST", "/v1/%6Frders", body, "Idempotency-Key", key).Expect(t, 201)
+	if again.Header.Get("Idempotent-Replayed") != "true" || string(again.Body) != string(first.Body) {
+		t.Fatalf("the same create spelled otherwise: replayed %q, %s", again.Header.Get("Idempotent-Replayed"), again.Body)
+	}
+	if n := s.count(`SELECT count(*) FROM orders WHERE user_id = $1`, uid); n != 1 || s.stock(item) != 4 {
+		t.Fatalf("%d orders, stock %d; want 1 and 4", n, s.stock(item))
+	}
+
+	var o orderView
+	first.Decode(t, &o)
+	staff, cancelKey := s.staff("financial"), uuid.NewString()
+	accepted := staff.Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil, "Idempotency-Key", cancelKey).Expect(t, 202)
+	upper := staff.Do("PATCH", "/v1/admin/orders/"+strings.ToUpper(o.ID.String())+"/cancel", nil, "Idempotency-Key", cancelKey).Expect(t, 202)
+	if upper.Header.Get("Idempotent-Replayed") != "true" || string(upper.Body) != string(accepted.Body) {
+		t.Fatalf("the cancel with the id in uppercase: replayed %q, %s", upper.Header.Get("Idempotent-Replayed"), upper.Body)
 	}
 }

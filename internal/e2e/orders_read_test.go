@@ -263,9 +263,13 @@ func TestOrderListsFilterAndPaginate(t *testing.T) {
 		decodeError(t, alice.Do("GET", bad, nil), 400, "common.errors.validation")
 	}
 	decodeError(t, alice.Do("GET", "/v1/orders/me?cursor=garbage", nil), 400, "common.errors.invalidCursor")
-	e := decodeError(t, fin.Do("GET", "/v1/admin/orders?userId=nope", nil), 400, "common.errors.validation")
-	if !e.hasDetail("userId") {
-		t.Fatalf("details %+v", e.Details)
+	// Only the canonical spelling of a user id, and not the nil id (it would read as no filter).
+	for _, bad := range []string{"nope", "urn:uuid:" + aliceID.String(), "{" + aliceID.String() + "}",
+		strings.ReplaceAll(aliceID.String(), "-", ""), uuid.Nil.String()} {
+		e := decodeError(t, fin.Do("GET", "/v1/admin/orders?userId="+url.QueryEscape(bad), nil), 400, "common.errors.validation")
+		if !e.hasDetail("userId") {
+			t.Fatalf("userId=%s: details %+v", bad, e.Details)
+		}
 	}
 }
 

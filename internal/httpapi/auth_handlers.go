@@ -43,6 +43,10 @@ func (s *Server) refresh(c *gin.Context) {
 		s.respondError(c, apperr.ErrUnauthenticated)
 		return
 	}
+	if err := noBody(c); err != nil {
+		s.respondError(c, err)
+		return
+	}
 	pair, err := s.auth.Refresh(c.Request.Context(), token)
 	if err != nil {
 		s.respondError(c, err)
@@ -52,6 +56,10 @@ func (s *Server) refresh(c *gin.Context) {
 }
 
 func (s *Server) logout(c *gin.Context) {
+	if err := noBody(c); err != nil {
+		s.respondError(c, err)
+		return
+	}
 	if err := s.auth.Logout(c.Request.Context(), principal(c)); err != nil {
 		s.respondError(c, err)
 		return

@@ -384,3 +384,39 @@ func TestHostileInputNeverCauses500(t *testing.T) {
 		})
 	}
 }
+
+// TestRoutesWithoutABodyRefuseOne: a route that takes no body accepts none or an empty object,
+// and refuses anything else as every route refuses what it does not know (SPEC §1), before it
+// changes anything: the session is not rotated or ended, nothing is marked read.
+func TestRoutesWithoutABodyRefuseOne(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	acc := a.provision(t, auth.RoleUser)
+	shipped := a.provision(t, auth.RoleDelivery)
+	for _, r := range []struct {
+		method, path string
+		token        func() string // a fresh one for each request
+	}{
+		{"POST", "/v1/auth/refresh", func() string { _, refresh := a.login(t, acc.Email, acc.Password); return refresh }},
+		{"POST", "/v1/auth/logout", func() string { access, _ := a.login(t, acc.Email, acc.Password); return access }},
+		{"PATCH", "/v1/notifications/read-all", func() string { return acc.Access }},
+		{"PATCH", "/v1/notifications/" + uuid.NewString() + "/read", func() string { return acc.Access }},
+		{"PATCH", "/v1/admin/orders/" + uuid.NewString() + "/deliver", func() string { return shipped.Access }},
+	} {
+		for _, body := range []string{`{"x":1}`, `{"x":`, `[]`, `null`} {
+			resp := a.client(t).As(r.token()).Do(r.method, r.path, body)
+			if resp.Status != 400 {
+				t.Errorf("%s %s with %s: %d %s, want 400", r.method, r.path, body, resp.Status, resp.Body)
+			}
+		}
+		for _, body := range []string{``, `{}`, ` { } `} {
+			if resp := a.client(t).As(r.token()).Do(r.method, r.path, body); resp.Status == 400 || resp.Status >= 500 {
+				t.Errorf("%s %s with %q: %d %s, want it accepted", r.method, r.path, body, resp.Status, resp.Body)
+			}
+		}
+	}
+	// The refused logout and refresh left the account's sessions alone.
+	if n := a.liveSessions(t, acc.ID); n != 1+2*4+3 {
+		t.Errorf("%d live sessions, want %d (the account's own, 8 of the refused requests and 3 refreshed)", n, 1+2*4+3)
+	}
+}

@@ -11,9 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
@@ -79,9 +82,7 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 		c.Request.Body = io.NopCloser(bytes.NewReader(body))
 
 		ctx := c.Request.Context()
-		// The escaped path is plain ASCII: a path that is not UTF-8 (or holds a NUL) can be
-		// stored, and its handler answers 400 instead of the insert failing with a 500.
-		sc := idempotency.Scope{Owner: owner(c), Method: c.Request.Method, Path: c.Request.URL.EscapedPath(), Key: key[0]}
+		sc := idempotency.Scope{Owner: owner(c), Method: c.Request.Method, Path: scopePath(c), Key: key[0]}
 		claim := idempotency.Defer(sc, idempotency.Fingerprint(sc.Method, sc.Path, body))
 		if use != keyInWrite {
 			if err := s.Take(ctx, claim); err != nil {
@@ -116,6 +117,32 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 		c.Next()
 		finished = true
 	}
+}
+
+// scopePath is the path a key is scoped to: the route with its parameters in one spelling
+// (an id in lowercase, anything else escaped), so that every spelling of one resource's path
+// (percent-encoded letters, an uppercase id) shares its keys. It is plain ASCII: a parameter
+// that is not UTF-8 (or holds a NUL) can be stored, and its handler answers 400 instead of the
+// insert failing with a 500.
+func scopePath(c *gin.Context) string {
+	route := c.FullPath()
+	if route == "" {
+		return c.Request.URL.EscapedPath()
+	}
+	segments := strings.Split(route, "/")
+	for i, seg := range segments {
+		name, ok := strings.CutPrefix(seg, ":")
+		if !ok {
+			continue
+		}
+		v := c.Param(name)
+		if id, err := uuid.Parse(v); err == nil && len(v) == 36 {
+			segments[i] = id.String()
+		} else {
+			segments[i] = url.PathEscape(v)
+		}
+	}
+	return strings.Join(segments, "/")
 }
 
 // answer ends a request with err: the stored response when err is the *idempotency.Replay of

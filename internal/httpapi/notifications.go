@@ -77,6 +77,9 @@ func (s *Server) hasNew(c *gin.Context) {
 
 func (s *Server) markRead(c *gin.Context) {
 	id, err := pathID(c, "id")
+	if err == nil {
+		err = noBody(c)
+	}
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -90,6 +93,10 @@ func (s *Server) markRead(c *gin.Context) {
 }
 
 func (s *Server) readAll(c *gin.Context) {
+	if err := noBody(c); err != nil {
+		s.respondError(c, err)
+		return
+	}
 	n, err := s.notifications.ReadAll(c.Request.Context(), principal(c).UserID)
 	if err != nil {
 		s.respondError(c, err)

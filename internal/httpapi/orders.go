@@ -48,8 +48,10 @@ func (s *Server) myOrders(c *gin.Context) {
 func (s *Server) adminListOrders(c *gin.Context) {
 	var f order.Filter
 	if v := c.Query("userId"); v != "" {
+		// The canonical form only, as path ids; the nil id, which no user has, would read as
+		// no filter at all.
 		id, err := uuid.Parse(v)
-		if err != nil {
+		if err != nil || !validUUID(v) || id == uuid.Nil {
 			s.respondError(c, apperr.ErrValidation.WithDetails(apperr.Field("userId", "validation.uuid")))
 			return
 		}
@@ -179,8 +181,7 @@ func (s *Server) deliverOrder(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	var req struct{}
-	if err := decodeOptional(c, &req); err != nil {
+	if err := noBody(c); err != nil {
 		s.respondError(c, err)
 		return
 	}

@@ -34,6 +34,10 @@ func decodeOptional(c *gin.Context, dst any) error {
 	return decodeBody(c.Request.Body, dst, true)
 }
 
+// noBody refuses a body on a route that takes none, as every route refuses what it does not
+// know (SPEC §1): nothing, or an empty object, is accepted.
+func noBody(c *gin.Context) error { return decodeOptional(c, &struct{}{}) }
+
 func decodeBody(r io.Reader, dst any, optional bool) error {
 	raw, err := io.ReadAll(r)
 	if err != nil {

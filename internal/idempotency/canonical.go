@@ -8,7 +8,8 @@ import (
 
 // Canonical returns body in canonical JSON (object keys sorted, no insignificant whitespace,
 // numbers as written), so key order and formatting do not change a fingerprint. A body that is
-// not JSON is returned as is.
+// not JSON is returned as is. An empty object is no body: where a body is optional the two ask
+// for the same thing (SPEC §11), and where one is required both are refused before any write.
 func Canonical(body []byte) []byte {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
@@ -22,6 +23,9 @@ func Canonical(body []byte) []byte {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return body
+	}
+	if m, ok := v.(map[string]any); ok && len(m) == 0 {
+		return nil
 	}
 	out, err := json.Marshal(v) // maps marshal with sorted keys
 	if err != nil {

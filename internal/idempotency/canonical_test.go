@@ -33,8 +33,8 @@ func TestCanonical(t *testing.T) {
 			t.Errorf("Canonical(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
-	// Whitespace-only bodies are no body.
-	for _, in := range []string{"", "  ", "\n\t"} {
+	// Whitespace-only bodies and empty objects are no body.
+	for _, in := range []string{"", "  ", "\n\t", "{}", " { }\n"} {
 		if got := idempotency.Canonical([]byte(in)); got != nil {
 			t.Errorf("Canonical(%q) = %q, want nil", in, got)
 		}

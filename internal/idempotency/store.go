@@ -11,7 +11,6 @@ package idempotency
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"time"
 
@@ -177,7 +176,9 @@ func (s *Store) Begin(ctx context.Context, sc Scope, fingerprint []byte) (*Claim
 			return nil, nil, apperr.ErrIdemKeyInFlight.WithRetryAfter(wait)
 		}
 	}
-	return nil, nil, errors.New("idempotency: key kept changing hands")
+	// Other requests with the key kept claiming and releasing it (each refused, say): one of
+	// them holds it, in effect, and this one may try again in a moment.
+	return nil, nil, apperr.ErrIdemKeyInFlight.WithRetryAfter(time.Second)
 }
 
 // CheckpointSQL is the UPDATE that records a recovery point, run only when the condition cond

@@ -378,3 +378,43 @@ func TestStoreConcurrentBegin(t *testing.T) {
 		t.Fatalf("%d claims, %d in flight, unexpected %v: want exactly one claim", claims, inFlight, unexpected)
 	}
 }
+
+// TestStoreBeginWhileOthersClaimAndAbandon: requests with one key that are each refused (a 4xx
+// abandons its claim) make the key come and go under a new one's feet; every Begin still ends in
+// a claim or "in flight", never an error of its own.
+func TestStoreBeginWhileOthersClaimAndAbandon(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	sc := scope("churn")
+	const workers, rounds = 8, 150
+	var (
+		wg         sync.WaitGroup
+		mu         sync.Mutex
+		unexpected []error
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				c, _, err := f.store.Begin(f.ctx, sc, fpA)
+				switch {
+				case err == nil && c != nil:
+					if err := f.store.Abandon(f.ctx, c); err != nil {
+						t.Error(err)
+						return
+					}
+				case errors.Is(err, apperr.ErrIdemKeyInFlight):
+				default:
+					mu.Lock()
+					unexpected = append(unexpected, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(unexpected) > 0 {
+		t.Fatalf("%d Begins ended in an error of their own, e.g. %v", len(unexpected), unexpected[0])
+	}
+}
