@@ -9,10 +9,12 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
@@ -396,4 +398,35 @@ func uuidArray(ids []uuid.UUID) string {
 		out += id.String()
 	}
 	return out + "}"
+}
+
+// TestAccountDeletedWhileItsCustomerIsCreated: the user deletes the account while the Stripe
+// Customer of its sign-up is being created; the delete task, finding no customer yet, has
+// nothing to do, so the create deletes the customer it made rather than leave the person's data
+// at Stripe.
+func TestAccountDeletedWhileItsCustomerIsCreated(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.quiesce()
+	r.stripe.Gather(2) // holds the customer create; no second call comes
+	uid, c := r.customer()
+	testenv.Eventually(t, 10*time.Second, "the customer create at Stripe", func() bool { return r.stripe.Held() == 1 })
+	c.Do("DELETE", "/v1/users/me", nil).Expect(t, 204)
+	testenv.Eventually(t, 10*time.Second, "the delete task done", func() bool {
+		return r.obs.outcomes(tasks.CustomerDelete)["success"] == 1
+	})
+	if n := len(r.stripe.Calls("DELETE", "/v1/customers/")); n != 0 {
+		t.Fatalf("%d customer deletes before the customer existed", n)
+	}
+
+	r.stripe.Gather(0)
+	r.quiesce()
+	var customer string
+	if err := r.db.Get(&customer, `SELECT COALESCE(stripe_customer_id, '') FROM users WHERE id = $1`, uid); err != nil || customer == "" {
+		t.Fatalf("customer id %q (%v), want the one created", customer, err)
+	}
+	deletes := r.stripe.Calls("DELETE", "/v1/customers/")
+	if len(deletes) != 1 || deletes[0].Path != "/v1/customers/"+customer || deletes[0].Status != 200 {
+		t.Fatalf("customer deletes at Stripe: %+v, want %s's", deletes, customer)
+	}
 }

@@ -47,8 +47,16 @@ func (c *CustomerSync) Create(ctx context.Context, id uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.store.SetStripeCustomer(ctx, c.db, u.ID, cid)
-	return err
+	if _, err := c.store.SetStripeCustomer(ctx, c.db, u.ID, cid); err != nil {
+		return err
+	}
+	// The user may have been deleted during the Stripe call, and the delete task, finding no
+	// customer then, done: the customer and its personal data would stay at Stripe. A deletion
+	// that commits after this read is the delete task's, which then finds the id.
+	if u, err = c.store.GetAny(ctx, c.db, id); err != nil || u.DeletedAt == nil {
+		return err
+	}
+	return c.Delete(ctx, id)
 }
 
 // Update copies the account to its Stripe Customer, creating it if the create has not run yet.
