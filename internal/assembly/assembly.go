@@ -54,15 +54,16 @@ func New(cfg config.Config, in Infra) *App {
 	tokens := auth.NewTokens(cfg.JWTAccessSecret, cfg.JWTRefreshSecret, cfg.JWTAccessTTL, cfg.JWTRefreshTTL)
 	cache := catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)
 	wake := outbox.NewWaker(in.DB, in.Log)
+	idem := idempotency.NewStore(in.DB)
 	a := &App{
 		Infra:         in,
 		Auth:          auth.NewService(in.DB, in.Redis, in.Keys, hasher, tokens, userdb.Credentials{DB: in.DB}, wake, in.Log),
-		Catalog:       catalog.NewService(in.DB, catalogdb.Store{}, cache),
+		Catalog:       catalog.NewService(in.DB, catalogdb.Store{}, cache, idem),
 		Customers:     user.NewCustomerSync(in.DB, userdb.Store{}, in.Gateway),
 		Notifications: notificationdb.New(in.DB),
-		Idempotency:   idempotency.NewStore(in.DB),
+		Idempotency:   idem,
 	}
-	a.Users = user.NewService(in.DB, userdb.Store{}, a.Auth, wake, in.Log)
+	a.Users = user.NewService(in.DB, userdb.Store{}, a.Auth, idem, wake, in.Log)
 	a.Orders = order.NewService(in.DB, orderdb.Store{}, catalogdb.Store{}, cache, in.Gateway, a.Idempotency, a.Customers, wake, in.Log)
 	return a
 }

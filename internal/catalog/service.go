@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/pkg/cursor"
 )
@@ -25,30 +26,51 @@ type Store interface {
 type Service struct {
 	db    *postgres.DB
 	store Store
+	idem  *idempotency.Store
 	Cache *Cache
 }
 
 // NewService wires the catalog service.
-func NewService(db *postgres.DB, store Store, cache *Cache) *Service {
-	return &Service{db: db, store: store, Cache: cache}
+func NewService(db *postgres.DB, store Store, cache *Cache, idem *idempotency.Store) *Service {
+	return &Service{db: db, store: store, idem: idem, Cache: cache}
 }
 
-// Create adds an item.
-func (s *Service) Create(ctx context.Context, in Create) (Item, error) {
+// Idempotency recovery points: the item's insert or update committed. A retry of the request
+// after a crash that lost its stored response answers with the item as it is now, instead of
+// a second item, or stock set again over what orders took since.
+const (
+	RecoveryItemCreated = "item_created"
+	RecoveryItemChanged = "item_changed"
+)
+
+// Create adds an item. claim is the request's idempotency claim (nil without a key).
+func (s *Service) Create(ctx context.Context, in Create, claim *idempotency.Claim) (Item, error) {
+	if id, ok := claim.Resumed(RecoveryItemCreated); ok {
+		return s.Get(ctx, id, true)
+	}
 	it, err := in.item()
 	if err != nil {
 		return Item{}, err
 	}
 	it.ID = uuid.Must(uuid.NewV7())
-	if err := s.store.Insert(ctx, s.db, &it); err != nil {
+	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
+		if err := s.store.Insert(ctx, tx, &it); err != nil {
+			return err
+		}
+		return s.idem.Checkpoint(ctx, tx, claim, RecoveryItemCreated, it.ID)
+	})
+	if err != nil {
 		return Item{}, err
 	}
 	s.Cache.Invalidate(ctx, it.ID)
 	return it, nil
 }
 
-// Update applies a partial update to a live item.
-func (s *Service) Update(ctx context.Context, id uuid.UUID, in Update) (Item, error) {
+// Update applies a partial update to a live item. claim is as for Create.
+func (s *Service) Update(ctx context.Context, id uuid.UUID, in Update, claim *idempotency.Claim) (Item, error) {
+	if done, ok := claim.Resumed(RecoveryItemChanged); ok && done == id {
+		return s.Get(ctx, id, true)
+	}
 	var it Item
 	err := postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		var err error
@@ -58,7 +80,10 @@ func (s *Service) Update(ctx context.Context, id uuid.UUID, in Update) (Item, er
 		if err := in.apply(&it); err != nil {
 			return err
 		}
-		return s.store.Update(ctx, tx, &it)
+		if err := s.store.Update(ctx, tx, &it); err != nil {
+			return err
+		}
+		return s.idem.Checkpoint(ctx, tx, claim, RecoveryItemChanged, id)
 	})
 	if err != nil {
 		return Item{}, err

@@ -418,15 +418,6 @@ func TestOrderCommandsResumeAfterACrashLostTheirResponse(t *testing.T) {
 	r := newRig(t)
 	item := r.item(10, 900)
 	_, c := r.customer()
-	// The record as a crash right after the change's commit leaves it: in flight, no
-	// response, the dead process's lease over.
-	crash := func(key string) {
-		t.Helper()
-		if n := r.count(`WITH u AS (UPDATE idempotency_keys SET state = 'in_flight', response_status = NULL, response_body = NULL,
-			locked_until = now() - interval '1 second' WHERE key = $1 RETURNING 1) SELECT count(*) FROM u`, key); n != 1 {
-			t.Fatalf("idempotency record %s not found", key)
-		}
-	}
 	for _, step := range []struct {
 		role, action string
 		order        func() fullOrder
@@ -445,7 +436,7 @@ func TestOrderCommandsResumeAfterACrashLostTheirResponse(t *testing.T) {
 		}
 		key := uuid.NewString()
 		r.as(step.role).Do("PATCH", path, body, "Idempotency-Key", key).Expect(t, step.status)
-		crash(key)
+		r.crashAfterCommit(key)
 		var again fullOrder
 		r.as(step.role).Do("PATCH", path, body, "Idempotency-Key", key).Expect(t, step.status).Decode(t, &again)
 		if again.ID != o.ID {

@@ -77,7 +77,7 @@ func refreshToken(c account) string { return c.Refresh }
 func freshItem(t *testing.T, a *app) catalog.Item {
 	t.Helper()
 	price, stock := int64(1000), int64(5)
-	it, err := a.svc.Catalog.Create(testenv.Context(t), catalog.Create{Name: "Matrix item", Description: "For the matrix.", Price: &price, Stock: &stock})
+	it, err := a.svc.Catalog.Create(testenv.Context(t), catalog.Create{Name: "Matrix item", Description: "For the matrix.", Price: &price, Stock: &stock}, nil)
 	if err != nil {
 		t.Fatalf("create item: %v", err)
 	}

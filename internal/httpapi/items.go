@@ -99,7 +99,7 @@ func (s *Server) createItem(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	it, err := s.catalog.Create(c.Request.Context(), req)
+	it, err := s.catalog.Create(c.Request.Context(), req, idempotencyClaim(c.Request.Context()))
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -118,7 +118,7 @@ func (s *Server) updateItem(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	it, err := s.catalog.Update(c.Request.Context(), id, req)
+	it, err := s.catalog.Update(c.Request.Context(), id, req, idempotencyClaim(c.Request.Context()))
 	if err != nil {
 		s.respondError(c, err)
 		return

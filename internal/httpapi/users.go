@@ -16,7 +16,7 @@ func (s *Server) signUp(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	u, err := s.users.SignUp(c.Request.Context(), req)
+	u, err := s.users.SignUp(c.Request.Context(), req, idempotencyClaim(c.Request.Context()))
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -96,7 +96,7 @@ func (s *Server) updateMe(c *gin.Context) {
 	if guard && s.tooManyFailures(c, failures) {
 		return
 	}
-	u, err := s.users.UpdateSelf(c.Request.Context(), me, req)
+	u, err := s.users.UpdateSelf(c.Request.Context(), me, req, idempotencyClaim(c.Request.Context()))
 	if err != nil {
 		if guard && errors.Is(err, user.ErrWrongPassword) {
 			s.countFailure(c.Request.Context(), failures)
@@ -121,7 +121,7 @@ func (s *Server) adminCreateUser(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	u, err := s.users.CreateByAdmin(c.Request.Context(), principal(c), req)
+	u, err := s.users.CreateByAdmin(c.Request.Context(), principal(c), req, idempotencyClaim(c.Request.Context()))
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -168,7 +168,7 @@ func (s *Server) adminUpdateUser(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	u, err := s.users.UpdateByAdmin(c.Request.Context(), principal(c), id, req)
+	u, err := s.users.UpdateByAdmin(c.Request.Context(), principal(c), id, req, idempotencyClaim(c.Request.Context()))
 	if err != nil {
 		s.respondError(c, err)
 		return

@@ -252,8 +252,22 @@ func (p Point) Reached() {
 	}
 }
 
-// Checkpoint records how far the request got, in the transaction that got it there.
+// Resumed reports whether an earlier attempt of the claim's request committed its change at
+// point, and the resource it changed: the retry answers from that resource as it is now rather
+// than change it again. A nil claim (a request without a key) resumes nothing.
+func (c *Claim) Resumed(point string) (uuid.UUID, bool) {
+	if c == nil || c.RecoveryPoint != point || c.ResourceID == nil {
+		return uuid.Nil, false
+	}
+	return *c.ResourceID, true
+}
+
+// Checkpoint records how far the request got, in the transaction that got it there. A request
+// without a key (nil claim) records nothing.
 func (s *Store) Checkpoint(ctx context.Context, tx sqlx.ExecerContext, c *Claim, point string, resourceID uuid.UUID) error {
+	if c == nil {
+		return nil
+	}
 	p := c.At(point, resourceID)
 	if _, err := tx.ExecContext(ctx, checkpointQuery, p.Args()...); err != nil {
 		return fmt.Errorf("idempotency: checkpoint: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/i18n"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
@@ -35,22 +36,33 @@ type Service struct {
 	db    *postgres.DB
 	store Store
 	auth  *auth.Service
+	idem  *idempotency.Store
 	wake  *outbox.Waker
 	log   *slog.Logger
 }
 
 // NewService wires the users service.
-func NewService(db *postgres.DB, store Store, a *auth.Service, wake *outbox.Waker, log *slog.Logger) *Service {
-	return &Service{db: db, store: store, auth: a, wake: wake, log: log}
+func NewService(db *postgres.DB, store Store, a *auth.Service, idem *idempotency.Store, wake *outbox.Waker, log *slog.Logger) *Service {
+	return &Service{db: db, store: store, auth: a, idem: idem, wake: wake, log: log}
 }
 
-// SignUp creates a customer account.
-func (s *Service) SignUp(ctx context.Context, in SignUp) (User, error) {
-	return s.create(ctx, in, auth.RoleUser)
+// Idempotency recovery points: the account's insert or update committed. A retry of the
+// request after a crash that lost its stored response answers with the account as it is now,
+// instead of "email already exists" for the account it created, or a password check against
+// the password it set.
+const (
+	RecoveryUserCreated = "user_created"
+	RecoveryUserChanged = "user_changed"
+)
+
+// SignUp creates a customer account. claim is the request's idempotency claim (nil without a
+// key), as for every change below.
+func (s *Service) SignUp(ctx context.Context, in SignUp, claim *idempotency.Claim) (User, error) {
+	return s.create(ctx, in, auth.RoleUser, claim)
 }
 
 // CreateByAdmin creates an account with a role strictly below the actor's.
-func (s *Service) CreateByAdmin(ctx context.Context, actor auth.Principal, in AdminCreate) (User, error) {
+func (s *Service) CreateByAdmin(ctx context.Context, actor auth.Principal, in AdminCreate, claim *idempotency.Claim) (User, error) {
 	role := auth.RoleUser
 	if in.Role != nil {
 		var v apperr.Validation
@@ -63,16 +75,19 @@ func (s *Service) CreateByAdmin(ctx context.Context, actor auth.Principal, in Ad
 	if !actor.Role.Outranks(role) {
 		return User{}, ErrRoleNotAllowed.With("role", role)
 	}
-	return s.create(ctx, in.SignUp, role)
+	return s.create(ctx, in.SignUp, role, claim)
 }
 
 // Provision creates an account with any role, without level checks: for trusted callers only
 // (demo data, operators' tooling), never reachable from a request.
 func (s *Service) Provision(ctx context.Context, in SignUp, role auth.Role) (User, error) {
-	return s.create(ctx, in, role)
+	return s.create(ctx, in, role, nil)
 }
 
-func (s *Service) create(ctx context.Context, in SignUp, role auth.Role) (User, error) {
+func (s *Service) create(ctx context.Context, in SignUp, role auth.Role, claim *idempotency.Claim) (User, error) {
+	if id, ok := claim.Resumed(RecoveryUserCreated); ok {
+		return s.store.Get(ctx, s.db, id)
+	}
 	in.normalize()
 	var v apperr.Validation
 	in.validate(&v)
@@ -90,6 +105,9 @@ func (s *Service) create(ctx context.Context, in SignUp, role auth.Role) (User, 
 	}
 	err = s.wake.InTx(ctx, func(tx *postgres.Tx) error {
 		if err := s.store.Insert(ctx, tx, &u); err != nil {
+			return err
+		}
+		if err := s.idem.Checkpoint(ctx, tx, claim, RecoveryUserCreated, u.ID); err != nil {
 			return err
 		}
 		return outbox.Write(ctx, tx, outbox.Message{Type: tasks.CustomerCreate, Payload: tasks.Customer{UserID: u.ID}})
@@ -123,7 +141,10 @@ func (s *Service) List(ctx context.Context, f Filter, page cursor.Request) (curs
 // row lock is held through argon2id; the transaction then requires the hash it was checked
 // against to be the user's still (a password changed meanwhile makes the one given no longer
 // current).
-func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Update) (User, error) {
+func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Update, claim *idempotency.Claim) (User, error) {
+	if id, ok := claim.Resumed(RecoveryUserChanged); ok && id == actor.UserID {
+		return s.store.Get(ctx, s.db, id)
+	}
 	in.normalize()
 	var v apperr.Validation
 	in.validate(&v)
@@ -151,7 +172,7 @@ func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Updat
 		}
 		checked = u.PasswordHash
 	}
-	return s.update(ctx, actor.UserID, func(u *User) error {
+	return s.update(ctx, actor.UserID, claim, func(u *User) error {
 		if in.Password != nil && u.PasswordHash != checked {
 			return ErrWrongPassword
 		}
@@ -162,7 +183,10 @@ func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Updat
 
 // UpdateByAdmin changes a user whose level is strictly below the actor's; a new role must be
 // strictly below the actor's too.
-func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uuid.UUID, in AdminUpdate) (User, error) {
+func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uuid.UUID, in AdminUpdate, claim *idempotency.Claim) (User, error) {
+	if done, ok := claim.Resumed(RecoveryUserChanged); ok && done == id {
+		return s.store.Get(ctx, s.db, id)
+	}
 	upd := Update{Name: in.Name, Email: in.Email, Language: in.Language, Address: in.Address, Password: in.Password}
 	upd.normalize()
 	var v apperr.Validation
@@ -177,7 +201,7 @@ func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uu
 	if err != nil {
 		return User{}, err
 	}
-	return s.update(ctx, id, func(u *User) error {
+	return s.update(ctx, id, claim, func(u *User) error {
 		if !actor.Role.Outranks(u.Role) {
 			return ErrRankTooLow
 		}
@@ -220,9 +244,9 @@ func apply(u *User, name, email, lang *string, hash string, addr *Address) {
 	}
 }
 
-// update locks the user, lets change mutate it, saves it with its outbox row, and revokes the
-// user's sessions when the role or the password changed.
-func (s *Service) update(ctx context.Context, id uuid.UUID, change func(*User) error) (User, error) {
+// update locks the user, lets change mutate it, saves it with its outbox row and the request's
+// recovery point, and revokes the user's sessions when the role or the password changed.
+func (s *Service) update(ctx context.Context, id uuid.UUID, claim *idempotency.Claim, change func(*User) error) (User, error) {
 	var (
 		u       User
 		revoked []uuid.UUID
@@ -237,6 +261,9 @@ func (s *Service) update(ctx context.Context, id uuid.UUID, change func(*User) e
 			return err
 		}
 		if err := s.store.Update(ctx, tx, &u); err != nil {
+			return err
+		}
+		if err := s.idem.Checkpoint(ctx, tx, claim, RecoveryUserChanged, u.ID); err != nil {
 			return err
 		}
 		if u.Role != before.Role || u.PasswordHash != before.PasswordHash {
