@@ -206,10 +206,11 @@ func isPermanent(err error) bool {
 // unavailable reports whether err means PostgreSQL or Redis could not be reached: an outage
 // of the system itself, which no task should be failed over (a notification or a customer
 // sync has no compensation, and a compensation would undo a sound order). Stripe's outages are
-// the provider's answer and count as SPEC §5 says.
+// the provider's answer and count as SPEC §5 says. A task that ran out of time counts too
+// (context.DeadlineExceeded passes for a network timeout): one that always does must end.
 func unavailable(err error) bool {
 	var ge *payment.GatewayError
-	return outage.Is(err) && !errors.As(err, &ge)
+	return outage.Is(err) && !errors.As(err, &ge) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // RetryDelay backs off exponentially from base (base, 2×base, 4×base…) with ±20 % jitter.

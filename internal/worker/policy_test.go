@@ -435,6 +435,7 @@ func TestPermanentErrors(t *testing.T) {
 		{&pq.Error{Code: "57P03"}, true},
 		{&pq.Error{Code: "23505"}, false},
 		{stripeAway, false},
+		{fmt.Errorf("orderdb: get: %w", context.DeadlineExceeded), false}, // the task's own time ran out
 		{payment.ErrTransient, false},
 		{nil, false},
 	} {
