@@ -203,12 +203,17 @@ func TestLateRefundRetriesExhaustedAreRunAgain(t *testing.T) {
 	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "boom"})
 
 	r.paid(o) // late
+	paidAt := r.updatedAt(o.ID)
 	testenv.Eventually(t, 30*time.Second, "late refund compensated", func() bool {
 		return len(r.events(o.ID, "actionFailed")) > 0
 	})
 	r.quiesce()
 	if st, action := r.status(o.ID); st != "CANCELED" || action != "refund" {
 		t.Fatalf("order %s/%q, want CANCELED with the refund still pending", st, action)
+	}
+	// The failure counts as a change: the sweep's wait starts again from it.
+	if failedAt := r.updatedAt(o.ID); !failedAt.After(paidAt) {
+		t.Fatalf("updated_at %s after the failure, %s before: the sweep would run it at every pass", failedAt, paidAt)
 	}
 	if got := r.refunds(o.ID); len(got) != 0 {
 		t.Fatalf("refunds recorded although none succeeded: %+v", got)
@@ -238,6 +243,45 @@ func TestLateRefundRetriesExhaustedAreRunAgain(t *testing.T) {
 	decodeError(t, r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil), 409, "orders.errors.badPreconditions")
 	if s := r.stock(item); s != 10 {
 		t.Fatalf("stock = %d, want 10 (released once)", s)
+	}
+}
+
+// A late payment's refund that Stripe refuses (not a failure that may pass) is not tried again
+// and again: the action is cleared with the failure on the timeline, and staff's refund of the
+// CANCELED order returns the payment once Stripe takes it.
+func TestLateRefundRefusedByStripeIsLeftToStaff(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	o := r.canceled(c, 1, item)
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_disputed", Message: "disputed"})
+
+	r.paid(o) // late
+	testenv.Eventually(t, 30*time.Second, "late refund compensated", func() bool {
+		return len(r.events(o.ID, "actionFailed")) > 0
+	})
+	r.quiesce()
+	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
+		t.Fatalf("order %s/%q, want CANCELED with no pending action", st, action)
+	}
+	if out := r.obs.outcomes(tasks.OrderRefund); out["retry"] != 0 || out["failed"] != 1 {
+		t.Fatalf("order:refund attempts %v, want one, refused", out)
+	}
+
+	r.stripe.Clear()
+	var accepted fullOrder
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202).Decode(t, &accepted)
+	if accepted.Status != "CANCELED" || deref(accepted.PendingAction) != "refund" {
+		t.Fatalf("202 body: %s/%q, want CANCELED with refund pending", accepted.Status, deref(accepted.PendingAction))
+	}
+	testenv.Eventually(t, 15*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
+	r.quiesce()
+	if got := r.refunds(o.ID); len(got) != 1 || got[0].Kind != "late_payment" || got[0].Amount != o.Total {
+		t.Fatalf("refunds: %+v", got)
+	}
+	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
+		t.Fatalf("order %s/%q after the refund, want CANCELED", st, action)
 	}
 }
 

@@ -275,7 +275,7 @@ func TestRefundThatWentThroughAfterAnotherCopyGaveUp(t *testing.T) {
 	// refund made yet).
 	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
 	for id, a := range map[uuid.UUID]order.Action{toCancel.ID: order.ActionCancel, toRefund.ID: order.ActionRefund} {
-		if failed, err := others.FailAction(ctx, id, a, "copy two ran out of retries"); err != nil || !failed {
+		if failed, err := others.FailAction(ctx, id, a, "copy two ran out of retries", true); err != nil || !failed {
 			t.Fatalf("compensation of order %s: %v, %v", id, failed, err)
 		}
 	}

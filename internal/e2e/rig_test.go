@@ -310,6 +310,16 @@ func (r *rig) quiesce() {
 	})
 }
 
+// updatedAt reads when an order last changed.
+func (r *rig) updatedAt(id uuid.UUID) time.Time {
+	r.t.Helper()
+	var at time.Time
+	if err := r.db.Get(&at, `SELECT updated_at FROM orders WHERE id = $1`, id); err != nil {
+		r.t.Fatal(err)
+	}
+	return at
+}
+
 // refunds reads the refunds recorded for an order.
 func (r *rig) refunds(id uuid.UUID) []struct {
 	Kind     string `db:"kind"`

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
@@ -34,17 +33,20 @@ func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 	// Its own connections, to the same target: through Sentinel when REDIS_URL names one.
 	mon := asynqmon.New(asynqmon.Options{RootPath: QueueUIPath, RedisConnOpt: queueConnOpt(target)})
 	user, pass := sha256.Sum256([]byte(s.cfg.AdminUIUser)), sha256.Sum256([]byte(s.cfg.AdminUIPassword))
+	limit := s.cfg.RateLimits.Login
 	// The UI's actions (pause a queue, delete or archive tasks) are POSTs without a body, and a
 	// browser adds the operator's basic credentials to them by itself: another site's page
 	// could send them through the operator's browser. Those are refused.
 	sameOrigin := http.NewCrossOriginProtection()
 	return func(c *gin.Context) {
+		ctx := c.Request.Context()
 		if err := sameOrigin.Check(c.Request); err != nil {
 			s.respondError(c, apperr.ErrForbidden)
 			return
 		}
 		failures := s.keys.Key("ratelimit", "queue-ui-failures", ratelimit.Client(c.ClientIP()))
-		if s.tooManyFailures(c, failures) {
+		if blocked, left, err := s.limiter.Exceeded(ctx, failures, limit); err == nil && blocked {
+			s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(left, time.Second)))
 			return
 		}
 		u, p, ok := c.Request.BasicAuth()
@@ -53,7 +55,9 @@ func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 		okPass := subtle.ConstantTimeCompare(gotPass[:], pass[:])
 		if !ok || s.cfg.AdminUIPassword == "" || okUser&okPass != 1 {
 			if ok { // a browser's first request carries no credentials: not an attempt
-				s.countFailure(c.Request.Context(), failures)
+				if _, err := s.limiter.Allow(ctx, failures, limit, time.Minute); err != nil {
+					s.log.WarnContext(ctx, "queue UI attempt not counted", "err", err)
+				}
 			}
 			c.Header("WWW-Authenticate", `Basic realm="Dispatch queues", charset="UTF-8"`)
 			s.respondError(c, errQueueUIAuth)
@@ -61,26 +65,6 @@ func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 		}
 		mon.ServeHTTP(c.Writer, c.Request)
 	}, mon.Close, nil
-}
-
-// tooManyFailures answers 429 when key has counted the login limit's failed attempts (wrong
-// passwords) in its one-minute window, so a password cannot be guessed at speed. Whether rate
-// limits are on does not matter: this guards secrets, not capacity. A Redis error lets the
-// attempt through, as the rate limits do.
-func (s *Server) tooManyFailures(c *gin.Context, key string) bool {
-	blocked, left, err := s.limiter.Exceeded(c.Request.Context(), key, s.cfg.RateLimits.Login)
-	if err != nil || !blocked {
-		return false
-	}
-	s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(left, time.Second)))
-	return true
-}
-
-// countFailure counts one failed attempt under key.
-func (s *Server) countFailure(ctx context.Context, key string) {
-	if _, err := s.limiter.Allow(ctx, key, s.cfg.RateLimits.Login, time.Minute); err != nil {
-		s.log.WarnContext(ctx, "failed attempt not counted", "key", key, "err", err)
-	}
 }
 
 func metricsHandler(c *gin.Context) { metrics.Handler().ServeHTTP(c.Writer, c.Request) }

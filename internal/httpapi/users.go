@@ -1,11 +1,12 @@
 package httpapi
 
 import (
-	"errors"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/user"
 	"github.com/dispatchhq/dispatch/pkg/cursor"
 )
@@ -87,20 +88,25 @@ func (s *Server) updateMe(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	// Wrong current passwords count against the account, as the queue UI's count against an IP:
-	// a stolen access token must not become a way to guess its owner's password. A rate limit
-	// like the others, off with them.
-	me := principal(c)
-	guard := s.cfg.RateLimitEnabled && req.Password != nil
-	failures := s.keys.Key("ratelimit", "password-failures", me.UserID.String())
-	if guard && s.tooManyFailures(c, failures) {
-		return
-	}
-	u, err := s.users.UpdateSelf(c.Request.Context(), me, req, idempotencyClaim(c.Request.Context()))
-	if err != nil {
-		if guard && errors.Is(err, user.ErrWrongPassword) {
-			s.countFailure(c.Request.Context(), failures)
+	// Password changes are counted per session, each try before its check (argon2id takes a
+	// while: counting failures after it would let a burst through), against the login limit: a
+	// stolen access token is one session, so it cannot become a way to guess its owner's
+	// password, nor lock the owner's other sessions out. A rate limit like the others, off with
+	// them.
+	ctx, me := c.Request.Context(), principal(c)
+	if req.Password != nil && s.cfg.RateLimitEnabled {
+		key := s.keys.Key("ratelimit", "password-change", me.SessionID.String())
+		res, err := s.limiter.Allow(ctx, key, s.cfg.RateLimits.Login, time.Minute)
+		switch {
+		case err != nil:
+			s.log.WarnContext(ctx, "rate limiter unavailable; password change allowed", "err", err)
+		case !res.Allowed:
+			s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(res.Reset, time.Second)))
+			return
 		}
+	}
+	u, err := s.users.UpdateSelf(ctx, me, req, idempotencyClaim(ctx))
+	if err != nil {
 		s.respondError(c, err)
 		return
 	}

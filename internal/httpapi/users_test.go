@@ -372,32 +372,57 @@ func TestUpdateMe(t *testing.T) {
 	}
 }
 
-// TestWrongCurrentPasswordsAreLimitedPerAccount: past the login limit of wrong current
-// passwords in a minute, an account's password changes are refused (429, even with the right
-// one) whichever IP they come from; other changes and other accounts go on.
-func TestWrongCurrentPasswordsAreLimitedPerAccount(t *testing.T) {
+// TestPasswordChangesAreLimitedPerSession: a session's password changes are counted before
+// their check, against the login limit, whichever IP they come from: past it, even the right
+// password is refused (429) until the window ends, a burst included; the same account's other
+// sessions and its other changes go on.
+func TestPasswordChangesAreLimitedPerSession(t *testing.T) {
 	t.Parallel()
 	a := newApp(t, "RATE_LIMIT_ENABLED", "true", "RATE_LIMITS", "login=3", "TRUSTED_PROXIES", "127.0.0.1/8,::1/128")
 	acc := a.signUpAccount(t, nil)
-	other := a.signUpAccount(t, nil)
 	hash := a.userRow(t, acc.ID).Hash
 	from := func(ip, token string, body map[string]any) testenv.Response {
 		return a.api.As(token).Do("PATCH", "/v1/users/me", body, "X-Forwarded-For", ip)
 	}
+	guess := func(i int) map[string]any {
+		return map[string]any{"password": "brand-new-pass", "currentPassword": "guess-" + strconv.Itoa(i)}
+	}
 	for i := 0; i < 3; i++ {
-		body := map[string]any{"password": "brand-new-pass", "currentPassword": "guess-" + strconv.Itoa(i)}
-		expectError(t, from("203.0.113."+strconv.Itoa(i+1), acc.Access, body), 403, "users.errors.wrongPassword", "/v1/users/me")
+		expectError(t, from("203.0.113."+strconv.Itoa(i+1), acc.Access, guess(i)), 403, "users.errors.wrongPassword", "/v1/users/me")
 	}
 	r := from("198.51.100.9", acc.Access, map[string]any{"password": "brand-new-pass", "currentPassword": testPassword})
 	expectError(t, r, 429, "common.errors.rateLimited", "/v1/users/me")
 	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 60 {
 		t.Fatalf("Retry-After %q", r.Header.Get("Retry-After"))
 	}
-	if a.userRow(t, acc.ID).Hash != hash || a.liveSessions(t, acc.ID) != 1 {
+	if a.userRow(t, acc.ID).Hash != hash {
 		t.Fatal("a refused password change changed the user")
 	}
 	from("198.51.100.9", acc.Access, map[string]any{"name": "Still Editable"}).Expect(t, 200)
-	from("198.51.100.9", other.Access, map[string]any{"password": "brand-new-pass", "currentPassword": testPassword}).Expect(t, 200)
+
+	// A burst on another session: no more than the limit reach the password check.
+	burst, _ := a.login(t, acc.Email, testPassword)
+	answers := make(chan int, 8)
+	for i := range 8 {
+		go func() { answers <- from("203.0.113.50", burst, guess(10+i)).Status }()
+	}
+	checked := 0
+	for range 8 {
+		switch st := <-answers; st {
+		case 403:
+			checked++
+		case 429:
+		default:
+			t.Fatalf("burst answered %d", st)
+		}
+	}
+	if checked != 3 {
+		t.Fatalf("%d of a burst of 8 reached the password check, want 3", checked)
+	}
+
+	// The owner's own session is not locked out by the others.
+	owner, _ := a.login(t, acc.Email, testPassword)
+	from("198.51.100.10", owner, map[string]any{"password": "brand-new-pass", "currentPassword": testPassword}).Expect(t, 200)
 }
 
 func TestPasswordChange(t *testing.T) {

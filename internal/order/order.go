@@ -201,8 +201,7 @@ func (o *Order) transition(to Status, at time.Time) error {
 
 // request marks action pending if its target is reachable and no other action is pending. A
 // refund of a CANCELED order that still holds a late payment returns that payment (the order
-// stays CANCELED): how staff return one whose automatic refund gave up before late refunds
-// kept their action (see failAction).
+// stays CANCELED): how staff return one whose automatic refund Stripe refused (failAction).
 func (o *Order) request(a Action) error {
 	if o.PendingAction != ActionNone {
 		return ErrActionPending.With("action", o.PendingAction)
@@ -215,14 +214,15 @@ func (o *Order) request(a Action) error {
 }
 
 // failAction clears pending action a whose retries ran out; the status stays, and staff may
-// ask again. A late payment's refund keeps its action: nobody asked for it, so nobody would
-// ask again, and the money must go back; the stuck-order sweep runs it again. It reports
-// whether a was pending.
-func (o *Order) failAction(a Action) bool {
+// ask again. A late payment's refund that failed for a reason that may pass (transient: Stripe
+// down) keeps its action: nobody asked for it, so nobody would ask again, and the money must
+// go back; the stuck-order sweep runs it again. One Stripe refused is left to staff. It
+// reports whether a was pending.
+func (o *Order) failAction(a Action, transient bool) bool {
 	if o.PendingAction != a {
 		return false
 	}
-	if !o.owesLatePayment() {
+	if !(transient && o.owesLatePayment()) {
 		o.PendingAction = ActionNone
 	}
 	return true

@@ -283,18 +283,26 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 
 // FailAction ends a cancel or refund whose retries ran out: the pending action is cleared and
 // the failure recorded on the timeline; the order keeps its status so staff can try again.
-// Unless Stripe made the refund all the same (finishIfRefunded). It reports whether it changed
-// the order.
-func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause string) (bool, error) {
+// Unless Stripe made the refund all the same (finishIfRefunded). transient tells a failure a
+// later try may not meet (Stripe down) from a refusal (failAction). It reports whether it
+// changed the order.
+func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause string, transient bool) (bool, error) {
 	if done, err := s.finishIfRefunded(ctx, id, a); done || err != nil {
 		return done, err
 	}
 	done := false
-	_, err := s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if done = o.failAction(a); !done {
+	_, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		was := *o
+		if done = o.failAction(a, transient); !done {
 			return nil, nil, nil
 		}
-		return actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause), nil, nil
+		ev := actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause)
+		if o.PendingAction == a {
+			// Kept: saved as a change all the same, so that updated_at moves and the stuck
+			// sweep runs it again StuckAfter from now, not at its every pass.
+			return nil, nil, s.save(ctx, tx, o, was, ev, nil, nil)
+		}
+		return ev, nil, nil
 	})
 	return done && err == nil, ignoreMissing(err)
 }

@@ -96,16 +96,17 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	permanent := isPermanent(err)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if unavailable(err) {
-		// Not the task's failure: the attempt does not count (the server's IsFailure), no
-		// compensation runs and the outbox row stays. Asynq archives a task whose last
-		// attempt fails all the same; marked Unfinished, the relay delivers it again.
+	if unavailable(err) && t.OutboxID != 0 {
+		// Not the task's failure: the attempt does not count (outageError), no compensation
+		// runs and the outbox row stays. Asynq archives a task whose last attempt fails all
+		// the same; marked Unfinished, the relay delivers it again. (A periodic task, with no
+		// row, fails as usual: its next period runs it again.)
 		r.log.WarnContext(ctx, "backing service unavailable; the task will run again", "err", err, "attempt", retried+1)
 		r.observe(t.Type, metrics.TaskRetry, start)
 		if retried >= maxRetry {
-			return fmt.Errorf("%s: %w", tasks.Unfinished, err)
+			return outageError{fmt.Errorf("%s: %w", tasks.Unfinished, err)}
 		}
-		return err
+		return outageError{err}
 	}
 	if !permanent && retried < maxRetry {
 		r.log.WarnContext(ctx, "task failed; will retry", "err", err, "attempt", retried+1, "maxRetry", maxRetry)
@@ -120,7 +121,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 			// The failure policy could not run: the task stays unfinished, as above.
 			r.log.WarnContext(ctx, "compensation could not reach a backing service; the task will run again", "err", cerr, "cause", err)
 			r.observe(t.Type, metrics.TaskRetry, start)
-			return fmt.Errorf("%s: %w", tasks.Unfinished, cerr)
+			return outageError{fmt.Errorf("%s: %w", tasks.Unfinished, cerr)}
 		case cerr != nil:
 			r.log.ErrorContext(ctx, "compensation failed; the order needs attention", "err", cerr, "cause", err)
 		case done:
@@ -213,9 +214,25 @@ func unavailable(err error) bool {
 	return outage.Is(err) && !errors.As(err, &ge) && !errors.Is(err, context.DeadlineExceeded)
 }
 
-// RetryDelay backs off exponentially from base (base, 2×base, 4×base…) with ±20 % jitter.
+// outageError is an attempt that PostgreSQL or Redis was away for: the server does not count
+// it against the task's retries (IsFailure).
+type outageError struct{ error }
+
+func (e outageError) Unwrap() error { return e.error }
+
+func isOutage(err error) bool {
+	var o outageError
+	return errors.As(err, &o)
+}
+
+// RetryDelay backs off exponentially from base (base, 2×base, 4×base…) with ±20 % jitter. An
+// outage's attempts, which do not count, wait 4×base at least: every task in flight retries
+// through it, and a server coming back should not meet them all every base.
 func RetryDelay(base time.Duration) asynq.RetryDelayFunc {
-	return func(n int, _ error, _ *asynq.Task) time.Duration {
+	return func(n int, err error, _ *asynq.Task) time.Duration {
+		if isOutage(err) {
+			n = max(n, 2)
+		}
 		d := base << min(n, 16)
 		jitter := 0.8 + 0.4*rand.Float64()
 		return time.Duration(float64(d) * jitter)

@@ -152,8 +152,9 @@ func (r *recorder) strategy() Strategy {
 	}
 }
 
-// policyRig is a Runner whose order:process, order:cancel and order:refund are recorders, on
-// a real Asynq server with fast retries.
+// policyRig is a Runner whose order:process, order:cancel, order:refund and cleanup:expired (a
+// periodic task) are recorders, on a real Asynq server with fast retries, all on the orders
+// queue.
 type policyRig struct {
 	client   *asynq.Client
 	insp     *asynq.Inspector
@@ -172,7 +173,7 @@ func policyServer(t *testing.T) policyRig {
 		reg[typ] = Strategy{Run: func(context.Context, Task) error { return nil }}
 	}
 	rec := map[string]*recorder{}
-	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund} {
+	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund, tasks.CleanupExpired} {
 		rec[typ] = &recorder{}
 		reg[typ] = rec[typ].strategy()
 	}
@@ -368,14 +369,16 @@ func TestOutagesAreNotTheTasksFailure(t *testing.T) {
 	// Out of retries; its compensation cannot reach PostgreSQL.
 	rec[tasks.OrderRefund].fail = func(int32) error { return payment.ErrTransient }
 	rec[tasks.OrderRefund].compensate = func() error { return &pq.Error{Code: "57P01"} }
+	// A periodic task has no outbox row to keep: it fails as usual, its next period runs it.
+	rec[tasks.CleanupExpired].fail = func(int32) error { return dbAway() }
 	outboxID := map[string]int64{tasks.OrderProcess: 201, tasks.OrderCancel: 202, tasks.OrderRefund: 203}
-	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund} {
+	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund, tasks.CleanupExpired} {
 		payload, _ := json.Marshal(tasks.Envelope{OutboxID: outboxID[typ], Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
 		if _, err := client.Enqueue(asynq.NewTask(typ, payload), asynq.Queue(queue), asynq.TaskID(typ), asynq.MaxRetry(2)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	archived := archivedTasks(t, insp, queue, 2)
+	archived := archivedTasks(t, insp, queue, 3)
 	testenv.Eventually(t, 20*time.Second, "order:process succeeds once the outage ends", func() bool {
 		return outcomes()[tasks.OrderProcess+" success"] == 1
 	})
@@ -394,7 +397,11 @@ func TestOutagesAreNotTheTasksFailure(t *testing.T) {
 	if r := rec[tasks.OrderRefund]; r.runs.Load() != 3 || r.compensations.Load() != 1 {
 		t.Errorf("order:refund: %d runs, %d compensations; want 3 and 1", r.runs.Load(), r.compensations.Load())
 	}
-	if got, want := rig.acked(), map[int64]int{201: 1}; !maps.Equal(got, want) {
+	if r, ti := rec[tasks.CleanupExpired], archived[tasks.CleanupExpired]; r.runs.Load() != 3 || ti == nil || ti.Retried != 2 ||
+		strings.HasPrefix(ti.LastErr, tasks.Unfinished) {
+		t.Errorf("cleanup:expired: %d runs, archived as %+v; want 3 runs, 2 retries, an ordinary failure", r.runs.Load(), ti)
+	}
+	if got, want := rig.acked(), map[int64]int{201: 1, 0: 1}; !maps.Equal(got, want) {
 		t.Errorf("acknowledged outbox rows %v, want %v (the unfinished ones stay for the relay)", got, want)
 	}
 	if n := outcomes()[tasks.OrderCancel+" failed"] + outcomes()[tasks.OrderRefund+" failed"]; n != 0 {
@@ -450,18 +457,20 @@ func TestRetryDelayBacksOffWithJitter(t *testing.T) {
 	base := 2 * time.Second
 	f := RetryDelay(base)
 	for n := 0; n < 4; n++ {
-		want := base << n
-		lo, hi := time.Duration(float64(want)*0.8), time.Duration(float64(want)*1.2)
-		distinct := map[time.Duration]bool{}
-		for i := 0; i < 50; i++ {
-			d := f(n, errors.New("x"), nil)
-			if d < lo || d > hi {
-				t.Fatalf("retry %d: delay %s outside [%s, %s]", n, d, lo, hi)
+		// An outage's attempts wait 4×base at least.
+		for err, want := range map[error]time.Duration{errors.New("x"): base << n, outageError{dbAway()}: base << max(n, 2)} {
+			lo, hi := time.Duration(float64(want)*0.8), time.Duration(float64(want)*1.2)
+			distinct := map[time.Duration]bool{}
+			for i := 0; i < 50; i++ {
+				d := f(n, err, nil)
+				if d < lo || d > hi {
+					t.Fatalf("retry %d after %v: delay %s outside [%s, %s]", n, err, d, lo, hi)
+				}
+				distinct[d] = true
 			}
-			distinct[d] = true
-		}
-		if len(distinct) < 2 {
-			t.Fatalf("retry %d: no jitter", n)
+			if len(distinct) < 2 {
+				t.Fatalf("retry %d: no jitter", n)
+			}
 		}
 	}
 }

@@ -161,7 +161,7 @@ func failAction(orders *order.Service, a order.Action) func(context.Context, Tas
 		if err := t.Decode(&p); err != nil {
 			return false, nil
 		}
-		return orders.FailAction(ctx, p.OrderID, a, reasonOf(cause))
+		return orders.FailAction(ctx, p.OrderID, a, reasonOf(cause), !isPermanent(cause))
 	}
 }
 

@@ -66,7 +66,7 @@ func NewServer(rdb redis.UniversalClient, cfg ServerConfig, weights map[string]i
 		DelayedTaskCheckInterval: cfg.DelayedInterval,
 		Queues:                   queues,
 		RetryDelayFunc:           RetryDelay(cfg.RetryBase),
-		IsFailure:                func(err error) bool { return !unavailable(err) },
+		IsFailure:                func(err error) bool { return !isOutage(err) },
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		Logger:                   asynqLogger{log},
 		LogLevel:                 asynq.WarnLevel,
