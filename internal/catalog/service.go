@@ -69,6 +69,7 @@ func (s *Service) Create(ctx context.Context, in Create, claim *idempotency.Clai
 // Update applies a partial update to a live item. claim is as for Create.
 func (s *Service) Update(ctx context.Context, id uuid.UUID, in Update, claim *idempotency.Claim) (Item, error) {
 	if done, ok := claim.Resumed(RecoveryItemChanged); ok && done == id {
+		s.Cache.Invalidate(ctx, id) // the crash may have come before the first attempt's
 		return s.Get(ctx, id, true)
 	}
 	var it Item

@@ -259,6 +259,14 @@ func TestOrderCanceledDuringItsCreate(t *testing.T) {
 	if len(cancels) != 1 || cancels[0].Status != 200 || cancels[0].IdempotencyKey != "order-"+id.String()+"-cancel-intent" {
 		t.Fatalf("cancels at Stripe: %+v, want the unattached PaymentIntent's", cancels)
 	}
+	// Its cancel's event names the order; the CANCELED order does not take it up.
+	pi := strings.TrimSuffix(strings.TrimPrefix(cancels[0].Path, "/v1/payment_intents/"), "/cancel")
+	var event struct{ Outcome string }
+	r.webhook(payment.TestEvent{Type: payment.EventIntentCanceled, PaymentIntentID: pi, OrderID: id.String(),
+		Amount: 1250, Currency: "usd"}).Expect(t, 200).Decode(t, &event)
+	if event.Outcome != "unknown_intent" {
+		t.Fatalf("the unattached PaymentIntent's cancel event: outcome %q, want unknown_intent", event.Outcome)
+	}
 	if got := r.get(id); got.Status != "CANCELED" || got.Payment.PaymentIntentID != nil {
 		t.Fatalf("stored order: %s", mustJSON(got))
 	}

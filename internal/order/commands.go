@@ -218,7 +218,7 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string, cl
 // nobody pays it; should that fail and it be paid all the same, the payment event names the
 // order and is refunded as a late payment.
 func (s *Service) intentNotAttached(ctx context.Context, id uuid.UUID, intentID string) (Order, error) {
-	o, err := s.store.Get(ctx, s.db, id)
+	o, err := s.store.GetAny(ctx, s.db, id) // canceled and deleted meanwhile: its intent still goes
 	if err != nil {
 		return o, err
 	}

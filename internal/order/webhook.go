@@ -126,7 +126,9 @@ func (s *Service) intentChange(ctx context.Context, o *Order, ev payment.Event, 
 
 // orderOfIntent finds and locks the order of the event's PaymentIntent, falling back to the
 // order id in its metadata for an order whose PaymentIntent id was never stored (a crash right
-// after Stripe created it); that id is stored now.
+// after Stripe created it); that id is stored now. An order no longer PENDING adopts one only
+// for a payment (a late one, to refund): the other events of a PaymentIntent it never had, such
+// as the cancel of one its create left unattached, change nothing of it.
 func (s *Service) orderOfIntent(ctx context.Context, tx *postgres.Tx, ev payment.Event) (Order, error) {
 	if ev.PaymentIntentID == "" {
 		return Order{}, ErrNotFound
@@ -142,8 +144,8 @@ func (s *Service) orderOfIntent(ctx context.Context, tx *postgres.Tx, ev payment
 	if o, err = s.store.Lock(ctx, tx, id); err != nil {
 		return Order{}, err
 	}
-	if o.Payment.IntentID != nil {
-		return Order{}, ErrNotFound // the order pays through another PaymentIntent
+	if o.Payment.IntentID != nil || (o.Status != Pending && ev.Type != payment.EventIntentSucceeded) {
+		return Order{}, ErrNotFound // another PaymentIntent's order, or nothing to record
 	}
 	if err := s.store.AdoptIntent(ctx, tx, id, ev.PaymentIntentID); err != nil {
 		return Order{}, err

@@ -320,6 +320,15 @@ func TestRowsInFlightAreHandedOffAgainOnceRedisLostTheQueues(t *testing.T) {
 
 	testenv.ForgetQueues(e.rdb, e.ns)
 	testenv.Eventually(t, 10*time.Second, "hand-off after Redis lost the queues", queued)
+	// The tasks are queued before the batch that counts the hand-off commits.
+	testenv.Eventually(t, 10*time.Second, "the second hand-off counted", func() bool {
+		for _, n := range e.deliveries(ids) {
+			if n != 2 {
+				return false
+			}
+		}
+		return true
+	})
 	if n := rec.count("lost"); n != len(ids) {
 		t.Fatalf("%d rows handed off again as lost, want %d", n, len(ids))
 	}
