@@ -228,14 +228,7 @@ func TestLateRefundRetriesExhaustedAreRunAgain(t *testing.T) {
 	if rep, err := orders.Reconcile(context.Background(), later, order.DefaultReconcilePolicy(r.cfg.OrderUnpaidTTL), nil); err != nil || rep.Requeued != 1 {
 		t.Fatalf("reconcile: %+v, %v; want the late refund requeued", rep, err)
 	}
-	testenv.Eventually(t, 15*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
-	r.quiesce()
-	if got := r.refunds(o.ID); len(got) != 1 || got[0].Kind != "late_payment" || got[0].Amount != o.Total {
-		t.Fatalf("refunds: %+v", got)
-	}
-	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
-		t.Fatalf("order %s/%q after the refund, want CANCELED", st, action)
-	}
+	r.lateRefunded(o)
 	if len(r.events(o.ID, "lateRefund")) != 1 || len(r.events(o.ID, "taskRequeued")) != 1 || len(r.events(o.ID, "statusChanged", "CANCELED", "REFUNDED")) != 0 {
 		t.Fatalf("timeline: %v", r.timeline(o.ID))
 	}
@@ -275,14 +268,7 @@ func TestLateRefundRefusedByStripeIsLeftToStaff(t *testing.T) {
 	if accepted.Status != "CANCELED" || deref(accepted.PendingAction) != "refund" {
 		t.Fatalf("202 body: %s/%q, want CANCELED with refund pending", accepted.Status, deref(accepted.PendingAction))
 	}
-	testenv.Eventually(t, 15*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
-	r.quiesce()
-	if got := r.refunds(o.ID); len(got) != 1 || got[0].Kind != "late_payment" || got[0].Amount != o.Total {
-		t.Fatalf("refunds: %+v", got)
-	}
-	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
-		t.Fatalf("order %s/%q after the refund, want CANCELED", st, action)
-	}
+	r.lateRefunded(o)
 }
 
 // A refund Stripe made while every answer to it was lost until the retries ran out: before it
@@ -338,14 +324,8 @@ func TestLateRefundMadeAtStripeWithItsAnswersLostIsFound(t *testing.T) {
 			"currency": o.Currency, "status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID}}}})
 
 	r.paid(o) // late
-	testenv.Eventually(t, 30*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
-	r.quiesce()
-	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
-		t.Fatalf("order %s/%q, want CANCELED with nothing pending", st, action)
-	}
-	got := r.refunds(o.ID)
-	if len(got) != 1 || got[0].RefundID != "re_late_"+o.ID.String()[:8] || got[0].Kind != "late_payment" || got[0].Amount != o.Total {
-		t.Fatalf("refunds: %+v", got)
+	if id := r.lateRefunded(o); id != "re_late_"+o.ID.String()[:8] {
+		t.Fatalf("late refund %s, want the one found at Stripe", id)
 	}
 	if len(r.events(o.ID, "actionFailed")) != 0 || len(r.events(o.ID, "lateRefund")) != 1 {
 		t.Fatalf("timeline: %v", r.timeline(o.ID))

@@ -310,6 +310,22 @@ func (r *rig) quiesce() {
 	})
 }
 
+// lateRefunded waits until o's late payment is refunded and the queues are idle, checks that
+// one refund of kind late_payment returned the order's total and that the order is CANCELED
+// with nothing pending, and returns the refund's Stripe id.
+func (r *rig) lateRefunded(o fullOrder) string {
+	r.t.Helper()
+	testenv.Eventually(r.t, 30*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
+	r.quiesce()
+	if got := r.refunds(o.ID); len(got) != 1 || got[0].Kind != "late_payment" || got[0].Amount != o.Total {
+		r.t.Fatalf("refunds: %+v", got)
+	}
+	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
+		r.t.Fatalf("order %s/%q after the late refund, want CANCELED with nothing pending", st, action)
+	}
+	return r.refunds(o.ID)[0].RefundID
+}
+
 // updatedAt reads when an order last changed.
 func (r *rig) updatedAt(id uuid.UUID) time.Time {
 	r.t.Helper()
