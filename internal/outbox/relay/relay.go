@@ -343,7 +343,15 @@ const orphanCheck = 5 * time.Second
 // assumes the hosts' clocks agree within 25 s.
 func (r *Relay) recoverOrphans(ctx context.Context) {
 	for _, queue := range tasks.Queues() {
-		active, err := r.inspector.ListActiveTasks(r.ns.Queue(queue), asynq.PageSize(1000))
+		name := r.ns.Queue(queue)
+		active, err := r.inspector.ListActiveTasks(name, asynq.PageSize(1000))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			// Missing from Asynq's index (tasks.QueueIndex) after Redis lost its data, while
+			// tasks enqueued since may be running: indexed, they can be looked at.
+			if err = r.rdb.SAdd(ctx, tasks.QueueIndex, name).Err(); err == nil {
+				active, err = r.inspector.ListActiveTasks(name, asynq.PageSize(1000))
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, asynq.ErrQueueNotFound) {
 				r.log.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
