@@ -199,21 +199,14 @@ func TestLateRefundRetriesExhaustedAreRunAgain(t *testing.T) {
 	r := newRig(t)
 	item := r.item(10, 1000)
 	_, c := r.customer()
-	o := r.canceled(c, 1, item)
-	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "boom"})
-
-	r.paid(o) // late
-	paidAt := r.updatedAt(o.ID)
-	testenv.Eventually(t, 30*time.Second, "late refund compensated", func() bool {
-		return len(r.events(o.ID, "actionFailed")) > 0
-	})
-	r.quiesce()
+	o := r.lateRefundFailed(c, item, testenv.Fault{Status: 500, Type: "api_error", Message: "boom"})
 	if st, action := r.status(o.ID); st != "CANCELED" || action != "refund" {
 		t.Fatalf("order %s/%q, want CANCELED with the refund still pending", st, action)
 	}
-	// The failure counts as a change: the sweep's wait starts again from it.
-	if failedAt := r.updatedAt(o.ID); !failedAt.After(paidAt) {
-		t.Fatalf("updated_at %s after the failure, %s before: the sweep would run it at every pass", failedAt, paidAt)
+	// The failure counts as a change: the sweep's wait starts again from it, not from the payment.
+	if r.count(`SELECT count(*) FROM orders o WHERE o.id = $1 AND o.updated_at >
+		(SELECT max(created_at) FROM order_events WHERE order_id = o.id AND type = 'latePayment')`, o.ID) != 1 {
+		t.Fatalf("updated_at not moved since the late payment: the sweep would run it at every pass; timeline %v", r.timeline(o.ID))
 	}
 	if got := r.refunds(o.ID); len(got) != 0 {
 		t.Fatalf("refunds recorded although none succeeded: %+v", got)
@@ -247,14 +240,7 @@ func TestLateRefundRefusedByStripeIsLeftToStaff(t *testing.T) {
 	r := newRig(t)
 	item := r.item(10, 1000)
 	_, c := r.customer()
-	o := r.canceled(c, 1, item)
-	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_disputed", Message: "disputed"})
-
-	r.paid(o) // late
-	testenv.Eventually(t, 30*time.Second, "late refund compensated", func() bool {
-		return len(r.events(o.ID, "actionFailed")) > 0
-	})
-	r.quiesce()
+	o := r.lateRefundFailed(c, item, testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_disputed", Message: "disputed"})
 	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
 		t.Fatalf("order %s/%q, want CANCELED with no pending action", st, action)
 	}
@@ -282,9 +268,7 @@ func TestRefundMadeAtStripeWithItsAnswersLostIsFound(t *testing.T) {
 	o := r.processed(c, 2, item)
 	r.quiesce()
 	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "answer lost"})
-	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
-		"data": []map[string]any{{"id": "re_made_" + o.ID.String()[:8], "object": "refund", "amount": o.Total,
-			"currency": o.Currency, "status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID}}}})
+	r.stripeFindsRefund(o, "re_made_"+o.ID.String()[:8])
 
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
 	r.waitStatus(o.ID, "REFUNDED")
@@ -319,9 +303,7 @@ func TestLateRefundMadeAtStripeWithItsAnswersLostIsFound(t *testing.T) {
 	_, c := r.customer()
 	o := r.canceled(c, 1, item)
 	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "answer lost"})
-	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
-		"data": []map[string]any{{"id": "re_late_" + o.ID.String()[:8], "object": "refund", "amount": o.Total,
-			"currency": o.Currency, "status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID}}}})
+	r.stripeFindsRefund(o, "re_late_"+o.ID.String()[:8])
 
 	r.paid(o) // late
 	if id := r.lateRefunded(o); id != "re_late_"+o.ID.String()[:8] {

@@ -310,6 +310,29 @@ func (r *rig) quiesce() {
 	})
 }
 
+// stripeFindsRefund has Stripe's refund list of o's PaymentIntent answer one succeeded refund
+// of the whole total, id, as if it had been made with every answer to it lost.
+func (r *rig) stripeFindsRefund(o fullOrder, id string) {
+	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
+		"data": []map[string]any{{"id": id, "object": "refund", "amount": o.Total,
+			"currency": o.Currency, "status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID}}}})
+}
+
+// lateRefundFailed cancels an order of one unit of item, has Stripe answer its refunds as
+// fault says, pays it late, and waits until the late refund's compensation ran and the queues
+// are idle.
+func (r *rig) lateRefundFailed(c *testenv.Client, item uuid.UUID, fault testenv.Fault) fullOrder {
+	r.t.Helper()
+	o := r.canceled(c, 1, item)
+	r.stripe.Fail("POST", "/v1/refunds", fault)
+	r.paid(o) // late
+	testenv.Eventually(r.t, 30*time.Second, "late refund compensated", func() bool {
+		return len(r.events(o.ID, "actionFailed")) > 0
+	})
+	r.quiesce()
+	return o
+}
+
 // lateRefunded waits until o's late payment is refunded and the queues are idle, checks that
 // one refund of kind late_payment returned the order's total and that the order is CANCELED
 // with nothing pending, and returns the refund's Stripe id.
@@ -324,16 +347,6 @@ func (r *rig) lateRefunded(o fullOrder) string {
 		r.t.Fatalf("order %s/%q after the late refund, want CANCELED with nothing pending", st, action)
 	}
 	return r.refunds(o.ID)[0].RefundID
-}
-
-// updatedAt reads when an order last changed.
-func (r *rig) updatedAt(id uuid.UUID) time.Time {
-	r.t.Helper()
-	var at time.Time
-	if err := r.db.Get(&at, `SELECT updated_at FROM orders WHERE id = $1`, id); err != nil {
-		r.t.Fatal(err)
-	}
-	return at
 }
 
 // refunds reads the refunds recorded for an order.
