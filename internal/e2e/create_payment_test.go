@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"bytes"
+	"context"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +10,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dispatchhq/dispatch/internal/idempotency"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -275,6 +279,59 @@ func TestOrderCanceledDuringItsCreate(t *testing.T) {
 	c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &replay)
 	if replay.ID != id || replay.Status != "CANCELED" {
 		t.Fatalf("replay: %s", mustJSON(replay))
+	}
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d, want 10", s)
+	}
+}
+
+// A cancel that read the order before its create attached a PaymentIntent and takes the
+// order's lock after: it must not end the order CANCELED with that PaymentIntent still payable
+// at Stripe. The worker's cancel starts over and cancels it there.
+func TestCancelMeetsAPaymentIntentAttachedMeanwhile(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 500, Type: "api_error", Message: "lost", Times: stripeTriesPerCall})
+	decodeError(t, c.Do("POST", "/v1/orders", map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}},
+		"Idempotency-Key", uuid.NewString()), 503, "payments.errors.gatewayUnavailable")
+	r.stripe.Clear()
+	id := r.onlyOrder(uid)
+	r.pauseWorker()
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+id.String()+"/cancel", nil).Expect(t, 202)
+
+	// The order's row is held, so the worker's cancel reads the order without a PaymentIntent
+	// and then waits for its lock while the create's statement attaches one.
+	ctx := context.Background()
+	tx, err := r.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT FROM orders WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	r.resumeWorker()
+	testenv.Eventually(t, 10*time.Second, "the cancel waiting for the order's lock", func() bool {
+		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) == 1
+	})
+	pi := "pi_attached_" + uuid.NewString()[:8]
+	var none *idempotency.Claim
+	if ok, err := (orderdb.Store{}).SetIntent(ctx, tx, id, pi, "secret", order.PaymentRequiresPayment, none.Completion(201, nil)); err != nil || !ok {
+		t.Fatalf("SetIntent: %v, %v", ok, err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+
+	r.waitStatus(id, "CANCELED")
+	got := r.get(id)
+	if cancels := r.intentCancels(got); len(cancels) != 1 || cancels[0].Status != 200 {
+		t.Fatalf("cancels of %s at Stripe: %+v, want one (order %s)", pi, cancels, mustJSON(got))
+	}
+	if got.Payment.Status != "canceled" || got.PendingAction != nil {
+		t.Fatalf("order: %s", mustJSON(got))
 	}
 	if s := r.stock(item); s != 10 {
 		t.Fatalf("stock = %d, want 10", s)

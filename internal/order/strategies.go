@@ -55,6 +55,7 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 	if err != nil || o.PendingAction != ActionCancel {
 		return err
 	}
+	hadIntent := o.Payment.IntentID != nil
 	var refund *payment.Refund
 	switch {
 	case o.Payment.Captured():
@@ -74,6 +75,9 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 		}
 		if o.Payment.Captured() && refund == nil {
 			return nil, nil, ErrChangedMeanwhile // paid while we canceled: the retry refunds
+		}
+		if !hadIntent && o.Payment.IntentID != nil {
+			return nil, nil, ErrChangedMeanwhile // its create attached one since: the retry cancels it at Stripe
 		}
 		if !CanTransition(o.Status, Canceled) {
 			return nil, nil, badTransition(o.Status, Canceled)

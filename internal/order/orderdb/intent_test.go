@@ -3,12 +3,14 @@ package orderdb_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
 // SetIntent stores the PaymentIntent and, in the same statement, the response of the request
@@ -115,5 +117,58 @@ func TestSetIntentOnlyOnAPendingOrderWithout(t *testing.T) {
 	}
 	if pi, status := payment(canceled.ID); pi != "pi_late" || status != order.PaymentRequiresPayment {
 		t.Fatalf("adopted: %s/%s", pi, status)
+	}
+}
+
+// A cancel that commits while SetIntent waits for the payment's row (the cancel writes it)
+// leaves SetIntent nothing to write: it read the order as PENDING before the wait, and only
+// the payment's row is read again after it.
+func TestSetIntentBehindACancel(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, u, it := seed(t)
+	o := place(t, db, u, it, nil)
+
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := (orderdb.Store{}).Lock(ctx, tx, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	// What a cancel's Save writes: the order, then its payment.
+	if _, err := tx.ExecContext(ctx, `UPDATE orders SET status = 'CANCELED', canceled_at = now() WHERE id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE payments SET status = 'canceled' WHERE order_id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		ok  bool
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ok, err := (orderdb.Store{}).SetIntent(ctx, db, o.ID, "pi_late", "secret", order.PaymentRequiresPayment, idempotency.Completion{})
+		done <- result{ok, err}
+	}()
+	testenv.Eventually(t, 10*time.Second, "SetIntent waiting for the payment's row", func() bool {
+		var n int
+		if err := db.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.err != nil || r.ok {
+		t.Fatalf("SetIntent after the cancel: %v, %v; want false", r.ok, r.err)
+	}
+	var pi *string
+	if err := db.GetContext(ctx, &pi, `SELECT payment_intent_id FROM payments WHERE order_id = $1`, o.ID); err != nil || pi != nil {
+		t.Fatalf("CANCELED order's PaymentIntent %v (%v), want none", pi, err)
 	}
 }

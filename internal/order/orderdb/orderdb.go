@@ -134,15 +134,19 @@ func (Store) GetByIntent(ctx context.Context, db postgres.Querier, intentID stri
 	return live(getOne(ctx, db, getByIntentQuery, intentID))
 }
 
-// Lock reads an order (deleted ones included) and locks its row for the transaction.
+// Lock reads an order (deleted ones included) and locks its rows for the transaction. The
+// payment's row is locked too: SetIntent writes it without touching the order's, and a lock
+// taken after waiting returns the newest version only of the rows it locks.
 func (Store) Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (order.Order, error) {
-	return getOne(ctx, tx, getQuery+` FOR UPDATE OF o`, id)
+	return getOne(ctx, tx, getQuery+lockRows, id)
 }
 
 // LockByIntent locks the order paid by a PaymentIntent.
 func (Store) LockByIntent(ctx context.Context, tx postgres.Querier, intentID string) (order.Order, error) {
-	return getOne(ctx, tx, getByIntentQuery+` FOR UPDATE OF o`, intentID)
+	return getOne(ctx, tx, getByIntentQuery+lockRows, intentID)
 }
+
+const lockRows = ` FOR UPDATE OF o, p`
 
 func live(o order.Order, err error) (order.Order, error) {
 	if err == nil && o.DeletedAt != nil {
@@ -417,7 +421,7 @@ func status(s *string) *order.Status {
 
 var setIntentQuery = `WITH attached AS (
     UPDATE payments SET payment_intent_id = $2, client_secret = NULLIF($3, ''), status = $4, updated_at = now()
-    WHERE order_id = $1 AND payment_intent_id IS NULL
+    WHERE order_id = $1 AND payment_intent_id IS NULL AND status = 'pending'
       AND EXISTS (SELECT 1 FROM orders WHERE id = $1 AND status = 'PENDING')
     RETURNING order_id
 ), answered AS (
@@ -428,7 +432,9 @@ SELECT count(*) FROM attached`
 // SetIntent records the PaymentIntent of a PENDING order that has none and, in the same
 // statement, the response of the request it ends (done; a completion without a claim stores
 // none). Both commit durably. It reports false, writing nothing, when the order already has a
-// PaymentIntent (a payment it recorded is never set back) or is no longer PENDING.
+// PaymentIntent (a payment it recorded is never set back) or is no longer PENDING. The
+// payment's own status carries the cancel: a cancel committed while this statement waited for
+// the payment's row is seen there, where the order's status was read before the wait.
 func (Store) SetIntent(ctx context.Context, db postgres.Querier, orderID uuid.UUID, intentID, clientSecret, status string,
 	done idempotency.Completion) (bool, error) {
 	var n int
