@@ -69,3 +69,14 @@ func (c *expiring[K, V]) drop(k K) {
 	delete(c.m, k)
 	c.mu.Unlock()
 }
+
+// dropIf forgets the entries whose value matches.
+func (c *expiring[K, V]) dropIf(match func(V) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.m {
+		if match(e.v) {
+			delete(c.m, k)
+		}
+	}
+}

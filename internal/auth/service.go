@@ -198,6 +198,13 @@ func (s *Service) Deny(ctx context.Context, sessionIDs ...uuid.UUID) {
 	}
 }
 
+// Forget drops this process's cached identities of a user whose language changed, so their
+// next request here reads it (other API processes within IdentityTTL). A role or password
+// change revokes the sessions instead (Deny).
+func (s *Service) Forget(userID uuid.UUID) {
+	s.cache.dropIf(func(id authdb.Identity) bool { return id.UserID == userID })
+}
+
 // Authenticate verifies an access token and returns the caller with the role the database
 // holds now, not the one in the token.
 func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {

@@ -245,11 +245,13 @@ func apply(u *User, name, email, lang *string, hash string, addr *Address) {
 }
 
 // update locks the user, lets change mutate it, saves it with its outbox row and the request's
-// recovery point, and revokes the user's sessions when the role or the password changed.
+// recovery point, and revokes the user's sessions when the role or the password changed. A new
+// language reaches the user's next request at once (auth.Service.Forget).
 func (s *Service) update(ctx context.Context, id uuid.UUID, claim *idempotency.Claim, change func(*User) error) (User, error) {
 	var (
-		u       User
-		revoked []uuid.UUID
+		u           User
+		revoked     []uuid.UUID
+		newLanguage bool
 	)
 	err := s.wake.InTx(ctx, func(tx *postgres.Tx) error {
 		var err error
@@ -266,6 +268,7 @@ func (s *Service) update(ctx context.Context, id uuid.UUID, claim *idempotency.C
 		if err := s.idem.Checkpoint(ctx, tx, claim, RecoveryUserChanged, u.ID); err != nil {
 			return err
 		}
+		newLanguage = u.Language != before.Language
 		if u.Role != before.Role || u.PasswordHash != before.PasswordHash {
 			if revoked, err = s.auth.RevokeUser(ctx, tx, u.ID, "credentials changed"); err != nil {
 				return err
@@ -277,6 +280,9 @@ func (s *Service) update(ctx context.Context, id uuid.UUID, claim *idempotency.C
 		return User{}, err
 	}
 	s.auth.Deny(ctx, revoked...)
+	if newLanguage {
+		s.auth.Forget(u.ID)
+	}
 	return u, nil
 }
 
