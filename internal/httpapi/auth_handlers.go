@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -19,6 +20,12 @@ func (s *Server) login(c *gin.Context) {
 	var req loginRequest
 	if err := decode(c, &req); err != nil {
 		s.respondError(c, err)
+		return
+	}
+	// Longer than any account's is a wrong credential like another (SPEC §3: they all answer
+	// alike), and needs no hash to tell.
+	if utf8.RuneCountInString(req.Email) > 254 || utf8.RuneCountInString(req.Password) > 128 {
+		s.respondError(c, auth.ErrInvalidCredentials)
 		return
 	}
 	var v apperr.Validation

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/dispatchhq/dispatch/internal/demo"
@@ -59,6 +60,15 @@ func TestLoginFailuresLookAlike(t *testing.T) {
 		ExpectError(t, 401, "auth.errors.invalidCredentials")
 	if wrongPw["message"] != noUser["message"] {
 		t.Fatalf("messages differ: %q vs %q", wrongPw["message"], noUser["message"])
+	}
+	// Longer than any account's email or password: as wrong as any other.
+	for _, body := range []map[string]string{
+		{"email": "admin@dispatch.local", "password": strings.Repeat("p", 129)},
+		{"email": strings.Repeat("a", 250) + "@b.co", "password": "nope-nope"},
+	} {
+		if long := a.api.Do("POST", "/v1/auth/login", body).ExpectError(t, 401, "auth.errors.invalidCredentials"); long["message"] != wrongPw["message"] {
+			t.Fatalf("over-long credentials: %v", long)
+		}
 	}
 	a.api.Do("POST", "/v1/auth/login", map[string]string{"email": "admin@dispatch.local"}).ExpectError(t, 400, "common.errors.validation")
 	a.api.Do("POST", "/v1/auth/login", `{"email":"a@b.co","password":"x","extra":1}`).ExpectError(t, 400, "common.errors.validation")
