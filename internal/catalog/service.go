@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -46,6 +47,7 @@ const (
 // Create adds an item. claim is the request's idempotency claim (nil without a key).
 func (s *Service) Create(ctx context.Context, in Create, claim *idempotency.Claim) (Item, error) {
 	if id, ok := claim.Resumed(RecoveryItemCreated); ok {
+		s.Cache.Invalidate(ctx, id) // the crash may have come before the first attempt's
 		return s.Get(ctx, id, true)
 	}
 	it, err := in.item()
@@ -93,13 +95,14 @@ func (s *Service) Update(ctx context.Context, id uuid.UUID, in Update, claim *id
 	return it, nil
 }
 
-// Delete soft-deletes a live item. Orders keep their lines' snapshots.
+// Delete soft-deletes a live item. Orders keep their lines' snapshots. An item not found may be
+// a retry's, after a crash that came before the first attempt's invalidation: it is sent again.
 func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
-	if err := s.store.SoftDelete(ctx, s.db, id); err != nil {
-		return err
+	err := s.store.SoftDelete(ctx, s.db, id)
+	if err == nil || errors.Is(err, ErrNotFound) {
+		s.Cache.Invalidate(ctx, id)
 	}
-	s.Cache.Invalidate(ctx, id)
-	return nil
+	return err
 }
 
 // Get returns an item; a deleted one only for the admin view.

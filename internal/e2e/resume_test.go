@@ -1,9 +1,13 @@
 package e2e_test
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
 // crashAfterCommit leaves key's idempotency record as a crash right after its request's commit
@@ -96,4 +100,132 @@ func TestItemAndUserWritesResumeAfterACrashLostTheirResponse(t *testing.T) {
 	if again.Name != "Mine Later" {
 		t.Fatalf("own update retried after a crash: name %q, want the later change kept", again.Name)
 	}
+}
+
+// invalidationsLost runs f, then puts the item cache's generation counters back as they were
+// before it: as if f's changes committed and the process died before invalidating the cache.
+func (r *rig) invalidationsLost(f func()) {
+	r.t.Helper()
+	ctx := context.Background()
+	pattern := r.keys.Key("items", "gen") + "*"
+	gens := func() map[string]string {
+		keys, err := r.rdb.Keys(ctx, pattern).Result() // the test's own prefix: a handful of keys
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, k := range keys {
+			out[k] = r.rdb.Get(ctx, k).Val()
+		}
+		return out
+	}
+	before := gens()
+	f()
+	for k := range gens() {
+		if v, ok := before[k]; ok {
+			r.rdb.Set(ctx, k, v, time.Hour)
+		} else {
+			r.rdb.Del(ctx, k)
+		}
+	}
+}
+
+// TestChangesRunAgainAfterACrashInvalidateTheCache: a change whose process died between its
+// commit and its cache invalidation leaves the cache serving what it replaced; the change's
+// retry (a resumed create, a repeated delete, a task delivered again) finds it made and
+// invalidates the cache all the same, so reads see it.
+func TestChangesRunAgainAfterACrashInvalidateTheCache(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	app := r.assemble(r.rdb, r.stripe.URL, r.log)
+	admin := r.as("admin")
+	item := r.item(100, 1000)
+	_, c := r.customer()
+	path := "/v1/items/" + item.String()
+	cachedStock := func() int64 {
+		t.Helper()
+		var v struct{ Stock int64 }
+		c.Do("GET", path, nil).Expect(t, 200).Decode(t, &v)
+		return v.Stock
+	}
+	// rerun checks that the cache serves stock from before the change (the lost invalidation),
+	// then that the change's run again brings reads to stock.
+	rerun := func(what string, stock int64, again func()) {
+		t.Helper()
+		if got := cachedStock(); got == stock || r.stock(item) != stock {
+			t.Fatalf("%s: read %d with %d stored, want the cache behind", what, got, r.stock(item))
+		}
+		again()
+		if got := cachedStock(); got != stock {
+			t.Fatalf("%s run again: read %d, want %d", what, got, stock)
+		}
+	}
+
+	// An order's create, resumed after a 503 from Stripe.
+	cachedStock()
+	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 500, Type: "api_error", Message: "lost", Times: stripeTriesPerCall})
+	key := uuid.NewString()
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
+	r.invalidationsLost(func() {
+		decodeError(t, c.Do("POST", "/v1/orders", body, "Idempotency-Key", key), 503, "payments.errors.gatewayUnavailable")
+	})
+	r.stripe.Clear()
+	rerun("order create", 99, func() { c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201) })
+
+	// The worker's cancel, refund and failed processing, each delivered again.
+	r.pauseWorker()
+	staff := func(o fullOrder, action string) {
+		r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/"+action, nil).Expect(t, 202)
+	}
+	for _, s := range []struct {
+		name    string
+		prepare func(o fullOrder)
+		run     func(id uuid.UUID) error
+	}{
+		{"cancel", func(o fullOrder) { staff(o, "cancel") },
+			func(id uuid.UUID) error { return app.Orders.Cancel(ctx, id, "worker", "") }},
+		{"refund", func(o fullOrder) { r.paid(o); staff(o, "refund") },
+			func(id uuid.UUID) error { return app.Orders.Refund(ctx, id, "worker", "") }},
+		{"failed processing", func(o fullOrder) { r.paid(o) },
+			func(id uuid.UUID) error { _, err := app.Orders.CompensateProcess(ctx, id, "test"); return err }},
+	} {
+		o := r.place(c, 2, item)
+		stock := r.stock(item) + 2
+		s.prepare(o)
+		cachedStock()
+		run := func() {
+			if err := s.run(o.ID); err != nil {
+				t.Fatalf("%s: %v", s.name, err)
+			}
+		}
+		r.invalidationsLost(run)
+		rerun(s.name, stock, run)
+	}
+
+	// An item created, its response lost: the list shows it once the create is retried.
+	name := "Cached-" + uuid.NewString()[:8]
+	list := func() int {
+		var page struct{ Items []struct{ Name string } }
+		c.Do("GET", "/v1/items?name="+name, nil).Expect(t, 200).Decode(t, &page)
+		return len(page.Items)
+	}
+	list()
+	key = uuid.NewString()
+	created := map[string]any{"name": name, "description": "d", "price": 500, "stock": 1}
+	r.invalidationsLost(func() { admin.Do("POST", "/v1/admin/items", created, "Idempotency-Key", key).Expect(t, 201) })
+	r.crashAfterCommit(key)
+	if n := list(); n != 0 {
+		t.Fatalf("list before the retry: %d items, want the cache behind", n)
+	}
+	admin.Do("POST", "/v1/admin/items", created, "Idempotency-Key", key).Expect(t, 201)
+	if n := list(); n != 1 {
+		t.Fatalf("list after the retried create: %d items, want 1", n)
+	}
+
+	// An item deleted, the delete retried: 404, and the item is gone from reads.
+	r.invalidationsLost(func() { admin.Do("DELETE", "/v1/admin/items/"+item.String(), nil).Expect(t, 204) })
+	c.Do("GET", path, nil).Expect(t, 200)
+	admin.Do("DELETE", "/v1/admin/items/"+item.String(), nil).Expect(t, 404)
+	c.Do("GET", path, nil).Expect(t, 404)
 }

@@ -94,6 +94,7 @@ func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, 
 		if err != nil {
 			return Order{}, err
 		}
+		s.cache.Invalidate(ctx, itemIDs(&o)...) // the crash may have come before the first attempt's
 		customer, err := s.customers.StripeCustomerID(ctx, o.UserID)
 		if err != nil {
 			return Order{}, err // without it, the parameters might not be the first try's

@@ -52,8 +52,12 @@ func (s *Service) Process(ctx context.Context, id uuid.UUID) error {
 // canceled at Stripe, then the order becomes CANCELED with its stock back.
 func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string) error {
 	o, err := s.store.Get(ctx, s.db, id)
-	if err != nil || o.PendingAction != ActionCancel {
+	if err != nil {
 		return err
+	}
+	if o.PendingAction != ActionCancel {
+		s.settled(ctx, &o)
+		return nil
 	}
 	hadIntent := o.Payment.IntentID != nil
 	var refund *payment.Refund
@@ -88,6 +92,14 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 		s.cache.Invalidate(ctx, itemIDs(&saved)...)
 	}
 	return err
+}
+
+// settled is a strategy's run on an order an earlier run already ended: that run may have died
+// between its commit and its cache invalidation, so the order's items are invalidated again.
+func (s *Service) settled(ctx context.Context, o *Order) {
+	if o.Status == Canceled || o.Status == Refunded {
+		s.cache.Invalidate(ctx, itemIDs(o)...)
+	}
 }
 
 // cancelIntent cancels the order's PaymentIntent. If Stripe refuses because it was paid in the
@@ -139,6 +151,7 @@ func (s *Service) Refund(ctx context.Context, id uuid.UUID, actor, reason string
 		return s.refundLatePayment(ctx, o)
 	}
 	if o.PendingAction != ActionRefund {
+		s.settled(ctx, &o)
 		return nil
 	}
 	if !o.Payment.Captured() {
@@ -252,8 +265,12 @@ func (s *Service) recordRefund(ctx context.Context, tx *postgres.Tx, o *Order, k
 // It reports whether it changed the order (false when another path already settled it).
 func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause string) (bool, error) {
 	o, err := s.store.Get(ctx, s.db, id)
-	if err != nil || o.Status != Paid {
+	if err != nil {
 		return false, ignoreMissing(err)
+	}
+	if o.Status != Paid {
+		s.settled(ctx, &o)
+		return false, nil
 	}
 	var refund *payment.Refund
 	if o.Payment.Captured() {
