@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -24,7 +26,8 @@ var errQueueUIAuth = apperr.New(apperr.Unauthorized, "auth.errors.basicAuth")
 // queueUI mounts asynqmon behind HTTP basic auth. A wrong user and a wrong password fail alike.
 // Failed attempts are counted per client IP like logins: past the login limit in a minute,
 // every attempt from that IP is refused with 429 until the window ends, so the password cannot
-// be guessed at speed (the UI shows task payloads: user ids, login IPs).
+// be guessed at speed (the UI shows task payloads: user ids, login IPs). While Redis cannot
+// count them, the UI is refused (503): it cannot show anything without Redis anyway.
 func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 	target, err := redisx.Parse(s.cfg.RedisURL)
 	if err != nil {
@@ -45,7 +48,12 @@ func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 			return
 		}
 		failures := s.keys.Key("ratelimit", "queue-ui-failures", ratelimit.Client(c.ClientIP()))
-		if blocked, left, err := s.limiter.Exceeded(ctx, failures, limit); err == nil && blocked {
+		blocked, left, err := s.limiter.Exceeded(ctx, failures, limit)
+		switch {
+		case err != nil:
+			s.respondError(c, apperr.ErrUnavailable.WithRetryAfter(outageRetryAfter).Wrap(fmt.Errorf("queue UI attempts: %w", err)))
+			return
+		case blocked:
 			s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(left, time.Second)))
 			return
 		}
@@ -63,8 +71,41 @@ func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 			s.respondError(c, errQueueUIAuth)
 			return
 		}
-		mon.ServeHTTP(c.Writer, c.Request)
+		w := &heldFailure{ResponseWriter: c.Writer}
+		mon.ServeHTTP(w, c.Request)
+		if w.status != 0 {
+			c.Writer.Header().Del("Content-Type")
+			s.respondError(c, apperr.ErrUnavailable.WithRetryAfter(outageRetryAfter).
+				Wrap(fmt.Errorf("queue UI answered %d: %s", w.status, bytes.TrimSpace(w.text))))
+		}
 	}, mon.Close, nil
+}
+
+// heldFailure holds back a 5xx that asynqmon writes (http.Error with Redis's error text, when
+// Redis cannot be reached) so that it is answered like the API's own: 503, the JSON error body,
+// nothing internal.
+type heldFailure struct {
+	http.ResponseWriter
+	status int
+	text   []byte
+}
+
+func (w *heldFailure) WriteHeader(code int) {
+	if code >= http.StatusInternalServerError {
+		w.status = code
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *heldFailure) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		return w.ResponseWriter.Write(b)
+	}
+	if len(w.text) < 512 {
+		w.text = append(w.text, b[:min(len(b), 512-len(w.text))]...)
+	}
+	return len(b), nil
 }
 
 func metricsHandler(c *gin.Context) { metrics.Handler().ServeHTTP(c.Writer, c.Request) }

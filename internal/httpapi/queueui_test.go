@@ -227,3 +227,27 @@ func TestQueueUIPasswordRequiredInProduction(t *testing.T) {
 		t.Fatalf("UI password %q", cfg.AdminUIPassword)
 	}
 }
+
+// TestQueueUIWithoutRedis: while Redis cannot count attempts the UI is refused, right password
+// or not (503, not an uncounted guess); when the UI's own Redis calls fail, it answers 503 with
+// the JSON error body, not asynqmon's plain-text 500 naming the connection.
+func TestQueueUIWithoutRedis(t *testing.T) {
+	t.Parallel()
+	creds := []string{"ADMIN_UI_USER", "ops", "ADMIN_UI_PASSWORD", "s3cret-queues"}
+	down := newAppRedisDown(t, creds...)
+	for _, pass := range []string{"s3cret-queues", "guess"} {
+		for _, path := range []string{"/admin/queues", "/admin/queues/api/queues"} {
+			r := basicGet(t, down, path, "ops", pass)
+			r.ExpectError(t, http.StatusServiceUnavailable, "common.errors.unavailable")
+		}
+	}
+
+	// Attempts counted, the UI's own Redis unreachable.
+	dead := "redis://127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)) + "/0"
+	a := newApp(t, append(creds, "REDIS_URL", dead)...)
+	r := basicGet(t, a, "/admin/queues/api/queues", "ops", "s3cret-queues")
+	r.ExpectError(t, http.StatusServiceUnavailable, "common.errors.unavailable")
+	if strings.Contains(string(r.Body), "127.0.0.1") || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("answer: %v %s", r.Header, r.Body)
+	}
+}
