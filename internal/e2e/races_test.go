@@ -5,6 +5,7 @@ package e2e_test
 // orders locking the same items in different orders.
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"sync"
@@ -428,5 +429,45 @@ func TestAccountDeletedWhileItsCustomerIsCreated(t *testing.T) {
 	deletes := r.stripe.Calls("DELETE", "/v1/customers/")
 	if len(deletes) != 1 || deletes[0].Path != "/v1/customers/"+customer || deletes[0].Status != 200 {
 		t.Fatalf("customer deletes at Stripe: %+v, want %s's", deletes, customer)
+	}
+}
+
+// TestCustomerCreateRetriedAfterTheAccountChanged: the Stripe customer create went through but
+// its answer was lost, and the user renamed themselves before the retry. Stripe refuses a key
+// sent again with other parameters (the proxy keeps that rule): the retry still gets the
+// customer made under its key, stores it and gives it the account's details as they are now.
+func TestCustomerCreateRetriedAfterTheAccountChanged(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.pauseWorker()
+	uid, c := r.customer()
+	customers := r.assemble(r.rdb, r.stripe.URL, r.log).Customers
+	ctx := context.Background()
+	r.stripe.Fail("POST", "/v1/customers", testenv.Fault{Status: 500, Type: "api_error", Message: "lost",
+		Times: stripeTriesPerCall, Forward: true})
+	if err := customers.Create(ctx, uid); err == nil {
+		t.Fatal("a create whose answers were lost reported no error")
+	}
+	c.Do("PATCH", "/v1/users/me", map[string]any{"name": "Renamed Meanwhile"}).Expect(t, 200)
+	if err := customers.Create(ctx, uid); err != nil {
+		t.Fatalf("the create's retry: %v", err)
+	}
+
+	var customer string
+	if err := r.db.Get(&customer, `SELECT COALESCE(stripe_customer_id, '') FROM users WHERE id = $1`, uid); err != nil || customer == "" {
+		t.Fatalf("customer id %q (%v), want the one created", customer, err)
+	}
+	var creates []testenv.Call
+	for _, call := range r.stripe.Calls("POST", "/v1/customers") {
+		if call.Path == "/v1/customers" {
+			creates = append(creates, call)
+		}
+	}
+	if len(creates) != stripeTriesPerCall+1 || creates[len(creates)-1].Status != 200 {
+		t.Fatalf("customer creates: %+v", creates)
+	}
+	updates := r.stripe.Calls("POST", "/v1/customers/"+customer)
+	if len(updates) != 1 || updates[0].Status != 200 || updates[0].Form.Get("name") != "Renamed Meanwhile" {
+		t.Fatalf("customer updates: %+v, want one with the new name", updates)
 	}
 }

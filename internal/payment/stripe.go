@@ -220,9 +220,12 @@ func (s *Stripe) DeleteCustomer(ctx context.Context, id string) error {
 }
 
 func customerParams(p CustomerParams) *stripe.CustomerParams {
-	params := &stripe.CustomerParams{
-		Name: stripe.String(p.Name), Email: stripe.String(p.Email),
-		Metadata: map[string]string{"user_id": p.UserID},
+	params := &stripe.CustomerParams{Metadata: map[string]string{"user_id": p.UserID}}
+	if p.Name != "" {
+		params.Name = stripe.String(p.Name)
+	}
+	if p.Email != "" {
+		params.Email = stripe.String(p.Email)
 	}
 	if a := p.Address; a != nil {
 		params.Address = &stripe.AddressParams{

@@ -26,6 +26,7 @@ type StripeProxy struct {
 
 	mu      sync.Mutex
 	faults  []fault
+	keys    map[string]string // idempotency key → the first request's method, path and parameters
 	calls   []Call
 	gather  int
 	waiting int
@@ -45,8 +46,9 @@ type Fault struct {
 	Type    string // api_error, card_error, invalid_request_error
 	Code    string
 	Message string
-	Times   int // fail this many calls, then forward again; 0 means always
-	Body    any // when set, answer Status with this body instead of an error
+	Times   int  // fail this many calls, then forward again; 0 means always
+	Body    any  // when set, answer Status with this body instead of an error
+	Forward bool // send the call on first: Stripe makes the change, its answer is lost
 }
 
 type fault struct {
@@ -73,7 +75,15 @@ func NewStripeProxy(t testing.TB, target string) *StripeProxy {
 				}
 			}
 		}
-		if f, ok := p.match(r.Method, r.URL.Path); ok {
+		f, failed := p.match(r.Method, r.URL.Path)
+		if !failed || f.Forward {
+			if reused := p.keyReused(call); reused != "" {
+				f, failed = Fault{Status: http.StatusBadRequest, Type: "idempotency_error", Message: reused}, true
+			} else if failed {
+				rp.ServeHTTP(httptest.NewRecorder(), r)
+			}
+		}
+		if failed {
 			call.Status = f.Status
 			p.record(call)
 			w.Header().Set("Content-Type", "application/json")
@@ -100,6 +110,26 @@ func NewStripeProxy(t testing.TB, target string) *StripeProxy {
 	t.Cleanup(srv.Close)
 	p.URL = srv.URL
 	return p
+}
+
+// keyReused is Stripe's rule on idempotency keys, which stripe-mock does not keep: a key sent
+// again with another method, path or parameters is refused. It returns the refusal's message,
+// "" when the call may go on (and then remembers its key).
+func (p *StripeProxy) keyReused(c Call) string {
+	if c.IdempotencyKey == "" {
+		return ""
+	}
+	request := c.Method + " " + c.Path + "?" + c.Form.Encode()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.keys == nil {
+		p.keys = map[string]string{}
+	}
+	if first, ok := p.keys[c.IdempotencyKey]; ok && first != request {
+		return "Keys for idempotent requests can only be used with the same parameters they were first used with."
+	}
+	p.keys[c.IdempotencyKey] = request
+	return ""
 }
 
 // Fail makes calls of method whose path starts with prefix fail as f says.

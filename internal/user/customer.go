@@ -41,9 +41,11 @@ func (c *CustomerSync) Create(ctx context.Context, id uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	// One idempotency key per user: a concurrent create (from an update that ran first) gets
-	// the same customer back from Stripe.
-	cid, err := c.gateway.CreateCustomer(ctx, params(u), "user-"+u.ID.String()+"-customer")
+	// One idempotency key per user: a concurrent create (from an update that ran first) or a
+	// retry gets the same customer back from Stripe. Stripe refuses a key sent again with other
+	// parameters, so the create sends only what never changes (the user id); the account's
+	// details follow in an update, read after the customer is stored.
+	cid, err := c.gateway.CreateCustomer(ctx, payment.CustomerParams{UserID: u.ID.String()}, "user-"+u.ID.String()+"-customer")
 	if err != nil {
 		return err
 	}
@@ -53,10 +55,13 @@ func (c *CustomerSync) Create(ctx context.Context, id uuid.UUID) error {
 	// The user may have been deleted during the Stripe call, and the delete task, finding no
 	// customer then, done: the customer and its personal data would stay at Stripe. A deletion
 	// that commits after this read is the delete task's, which then finds the id.
-	if u, err = c.store.GetAny(ctx, c.db, id); err != nil || u.DeletedAt == nil {
+	if u, err = c.store.GetAny(ctx, c.db, id); err != nil {
 		return err
 	}
-	return c.Delete(ctx, id)
+	if u.DeletedAt != nil {
+		return c.Delete(ctx, id)
+	}
+	return c.gateway.UpdateCustomer(ctx, cid, params(u))
 }
 
 // Update copies the account to its Stripe Customer, creating it if the create has not run yet.
