@@ -28,6 +28,7 @@ const (
 	RateLimited
 	BadGateway
 	Unavailable
+	ClientGone // the client went away before the answer: nobody's fault on the server's side
 )
 
 // FieldError names one invalid input field. Code is an i18n key; Params fill its placeholders.
@@ -115,6 +116,7 @@ var (
 	ErrForbidden        = New(Forbidden, "auth.errors.forbidden")
 	ErrInternal         = New(Internal, "common.errors.internal")
 	ErrUnavailable      = New(Unavailable, "common.errors.unavailable")
+	ErrClientGone       = New(ClientGone, "common.errors.clientClosedRequest")
 	ErrIdemKeyInvalid   = New(Invalid, "common.errors.idempotencyKeyInvalid")
 	ErrIdemKeyRequired  = New(Invalid, "common.errors.idempotencyKeyRequired")
 	ErrIdemKeyReused    = New(Unprocessable, "common.errors.idempotencyKeyReused")

@@ -28,7 +28,12 @@ var statusOf = map[apperr.Kind]int{
 	apperr.RateLimited:      http.StatusTooManyRequests,
 	apperr.BadGateway:       http.StatusBadGateway,
 	apperr.Unavailable:      http.StatusServiceUnavailable,
+	apperr.ClientGone:       statusClientClosed,
 }
+
+// statusClientClosed answers a request whose client went away (the status proxies log for it).
+// Its idempotency key is released like after a 5xx: what it wrote before may be resumed.
+const statusClientClosed = 499
 
 type errorBody struct {
 	Success       bool          `json:"success"`
@@ -55,10 +60,16 @@ const outageRetryAfter = 3 * time.Second
 // code and translated message; an unreachable PostgreSQL or Redis is a 503 with Retry-After;
 // anything else is a 500 whose cause goes to the log only.
 func (s *Server) respondError(c *gin.Context, err error) {
-	e := asAppErr(err)
-	status := statusOf[e.Kind]
 	ctx := c.Request.Context()
+	e := asAppErr(err)
+	if (e.Kind == apperr.Internal || e.Kind == apperr.Unavailable) && ctx.Err() != nil {
+		// The client went away: the request's next PostgreSQL or Redis call failed for that.
+		e = apperr.ErrClientGone.Wrap(err)
+	}
+	status := statusOf[e.Kind]
 	switch {
+	case status == statusClientClosed:
+		s.log.InfoContext(ctx, "request ended: its client went away", "err", err)
 	case status == http.StatusServiceUnavailable:
 		s.log.WarnContext(ctx, "request refused: a dependency is unavailable", "err", err, "code", e.Code)
 	case status >= 500:
@@ -66,7 +77,7 @@ func (s *Server) respondError(c *gin.Context, err error) {
 	}
 	lang := language(c)
 	body := errorBody{
-		StatusCode: status, Error: http.StatusText(status), Code: e.Code,
+		StatusCode: status, Error: statusText(status), Code: e.Code,
 		Message:       i18n.T(lang, e.Code, e.Params),
 		CorrelationID: logging.CorrelationID(ctx),
 		Timestamp:     formatTime(time.Now()),
@@ -96,3 +107,10 @@ func asAppErr(err error) *apperr.Error {
 
 // statusOfErr is the HTTP status err is answered with.
 func statusOfErr(err error) int { return statusOf[asAppErr(err).Kind] }
+
+func statusText(status int) string {
+	if status == statusClientClosed {
+		return "Client Closed Request"
+	}
+	return http.StatusText(status)
+}

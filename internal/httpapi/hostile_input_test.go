@@ -5,17 +5,20 @@ package httpapi_test
 // sends may produce a 5xx (SPEC §1); every refusal has the standard error body.
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -268,4 +271,55 @@ func randomText(n int) string {
 		b[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rand.IntN(36)]
 	}
 	return string(b)
+}
+
+// TestClientThatLeavesIsNotAServerError: a client that closes its side of the connection while
+// its request waits (here for the user's row) makes the request's next database call fail with
+// the request's context. That is the client's doing: 499 with the error body to a client still
+// reading, logged without an error, not a 500.
+func TestClientThatLeavesIsNotAServerError(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	acc := a.signUpAccount(t, nil)
+	ctx := testenv.Context(t)
+	tx, err := a.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT FROM users WHERE id = $1 FOR UPDATE`, acc.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(a.api.Base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"name":"Gone Client"}`
+	fmt.Fprintf(conn, "PATCH /v1/users/me HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		acc.Access, len(body), body)
+	testenv.Eventually(t, 10*time.Second, "the change waiting for the user's row", func() bool {
+		var n int
+		if err := a.db.Get(&n, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	})
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	expectError(t, testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: got}, 499, "common.errors.clientClosedRequest", "/v1/users/me")
+	if logs := a.logs.String(); strings.Contains(logs, `"level":"ERROR"`) {
+		t.Fatalf("a client that left was logged as an error:\n%s", logs)
+	}
+	if a.userRow(t, acc.ID).Name == "Gone Client" {
+		t.Fatal("the abandoned change was made")
+	}
 }

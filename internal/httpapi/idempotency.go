@@ -103,7 +103,7 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 			switch status := w.Status(); {
 			case !claim.Held(): // never taken: nothing was written
 			case claim.Completed: // stored by the request's last write
-			case !finished || status >= 500:
+			case !finished || status >= 500 || status == statusClientClosed:
 				err = s.Release(done, claim)
 			case status >= 400:
 				err = s.Abandon(done, claim)

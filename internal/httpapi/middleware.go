@@ -59,6 +59,7 @@ func (s *Server) accessLog(c *gin.Context) {
 	status := c.Writer.Status()
 	level := slog.LevelInfo
 	switch {
+	case status == statusClientClosed:
 	case status >= 500:
 		level = slog.LevelError
 	case status >= 400:
