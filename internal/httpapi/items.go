@@ -3,7 +3,6 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strconv"
 
 	"github.com/gin-gonic/gin"
@@ -77,14 +76,13 @@ func (s *Server) readItems(c *gin.Context, view string) {
 		return json.Marshal(cursor.Map(p, publicItem))
 	}
 	var body []byte
-	if page.After != nil {
-		// Only first pages are cached: a cursor is the client's to write (it is not signed), and
-		// an entry per cursor would let anyone fill Redis, which the queues share, with copies of
-		// a page under made-up cursors.
+	if page.After != nil || f.Name != "" || f.Description != "" {
+		// Only unfiltered first pages are cached (one entry per view and limit): a cursor (not
+		// signed) and a filter are the client's to write, and an entry for each would let
+		// anyone fill Redis, which the queues share, with pages under made-up ones.
 		body, err = load()
 	} else {
-		key := url.Values{"name": {f.Name}, "description": {f.Description}, "limit": {strconv.Itoa(page.Limit)}}
-		body, err = s.catalog.Cache.List(ctx, view, key.Encode(), load)
+		body, err = s.catalog.Cache.List(ctx, view, "limit="+strconv.Itoa(page.Limit), load)
 	}
 	if err != nil {
 		s.respondError(c, err)
