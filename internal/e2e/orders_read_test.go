@@ -228,6 +228,17 @@ func TestOrderListsFilterAndPaginate(t *testing.T) {
 	if len(all) != 0 {
 		t.Fatalf("from the future: %v", all)
 	}
+	// The year 1 is a bound like any other, not "no bound".
+	for _, to := range []string{"0001-01-01T00:00:00Z", "0001-01-01T05:00:00+05:00"} {
+		if all, _ = listAll(t, alice, "/v1/orders/me?to="+url.QueryEscape(to)); len(all) != 0 {
+			t.Fatalf("to %s: %v", to, all)
+		}
+	}
+	// RFC 3339 allows its letters in lowercase.
+	all, _ = listAll(t, alice, "/v1/orders/me?from="+url.QueryEscape(strings.ToLower(at(placed[1]).UTC().Format(time.RFC3339Nano))))
+	if !sameIDs(all, newestFirst[:3]) {
+		t.Fatalf("from second, in lowercase: %v", all)
+	}
 
 	// Bob sees only his.
 	all, _ = listAll(t, bob, "/v1/orders/me")

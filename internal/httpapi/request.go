@@ -179,18 +179,20 @@ func query(c *gin.Context, name string) (string, error) {
 	return v, nil
 }
 
-// queryTime parses an RFC 3339 query parameter (zero when absent), in UTC: RFC 3339 allows
+// queryTime parses an RFC 3339 query parameter (nil when absent), in UTC: RFC 3339 allows
 // offsets up to ±23:59 and PostgreSQL stores at most ±15:59, so the offset must not reach it.
-func queryTime(c *gin.Context, name string) (time.Time, error) {
+// Its letters may be lowercase (RFC 3339 §5.6).
+func queryTime(c *gin.Context, name string) (*time.Time, error) {
 	v := c.Query(name)
 	if v == "" {
-		return time.Time{}, nil
+		return nil, nil
 	}
-	t, err := time.Parse(time.RFC3339Nano, v)
+	t, err := time.Parse(time.RFC3339Nano, strings.ToUpper(v))
 	if err != nil {
-		return time.Time{}, apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.timestamp"))
+		return nil, apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.timestamp"))
 	}
-	return t.UTC(), nil
+	t = t.UTC()
+	return &t, nil
 }
 
 // Context keys set by the middleware.

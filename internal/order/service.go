@@ -24,7 +24,7 @@ import (
 type Filter struct {
 	UserID   uuid.UUID
 	Status   Status
-	From, To time.Time
+	From, To *time.Time // createdAt bounds, inclusive; nil for none
 }
 
 // Store is the persistence of orders (implemented by orderdb).

@@ -173,11 +173,11 @@ func (Store) List(ctx context.Context, db postgres.Querier, f order.Filter, page
 	if f.Status != "" {
 		q.Where("o.status = " + q.Arg(string(f.Status)))
 	}
-	if !f.From.IsZero() {
-		q.Where("o.created_at >= " + q.Arg(f.From))
+	if f.From != nil {
+		q.Where("o.created_at >= " + q.Arg(*f.From))
 	}
-	if !f.To.IsZero() {
-		q.Where("o.created_at <= " + q.Arg(f.To))
+	if f.To != nil {
+		q.Where("o.created_at <= " + q.Arg(*f.To))
 	}
 	if page.After != nil {
 		q.Keyset("o.created_at", "o.id", page.After.At, page.After.ID, false)
