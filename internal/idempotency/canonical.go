@@ -8,7 +8,7 @@ import (
 
 // Canonical returns body in canonical JSON (object keys sorted, no insignificant whitespace,
 // numbers as written), so key order and formatting do not change a fingerprint. A body that is
-// not JSON is returned as is. An empty object is no body: where a body is optional the two ask
+// not JSON, or holds U+FFFD, is returned as is. An empty object is no body: where a body is optional the two ask
 // for the same thing (SPEC §11); elsewhere an empty body is refused (400) and forgets its key,
 // so it never stands for a request that ran.
 func Canonical(body []byte) []byte {
@@ -29,11 +29,16 @@ func Canonical(body []byte) []byte {
 		return nil
 	}
 	out, err := json.Marshal(v) // maps marshal with sorted keys
-	if err != nil {
+	if err != nil || bytes.Contains(out, replacement) {
+		// The decoder turns text that is not UTF-8, and unpaired surrogate escapes, into
+		// U+FFFD: such a body (refused, 400) would fingerprint like one holding U+FFFD itself,
+		// and replay its response. A body with U+FFFD is fingerprinted as sent.
 		return body
 	}
 	return out
 }
+
+var replacement = []byte("\uFFFD")
 
 // ValidKey reports whether k is 1..255 printable ASCII characters.
 func ValidKey(k string) bool {
