@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/auth"
+	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
@@ -393,6 +394,7 @@ func TestRoutesWithoutABodyRefuseOne(t *testing.T) {
 	a := newApp(t)
 	acc := a.provision(t, auth.RoleUser)
 	shipped := a.provision(t, auth.RoleDelivery)
+	admin, _ := a.login(t, "admin@dispatch.local", demo.Password)
 	for _, r := range []struct {
 		method, path string
 		token        func() string // a fresh one for each request
@@ -402,6 +404,10 @@ func TestRoutesWithoutABodyRefuseOne(t *testing.T) {
 		{"PATCH", "/v1/notifications/read-all", func() string { return acc.Access }},
 		{"PATCH", "/v1/notifications/" + uuid.NewString() + "/read", func() string { return acc.Access }},
 		{"PATCH", "/v1/admin/orders/" + uuid.NewString() + "/deliver", func() string { return shipped.Access }},
+		{"DELETE", "/v1/users/me", func() string { return a.provision(t, auth.RoleUser).Access }},
+		{"DELETE", "/v1/admin/users/" + uuid.NewString(), func() string { return admin }},
+		{"DELETE", "/v1/admin/items/" + uuid.NewString(), func() string { return admin }},
+		{"DELETE", "/v1/admin/orders/" + uuid.NewString(), func() string { return admin }},
 	} {
 		for _, body := range []string{`{"x":1}`, `{"x":`, `[]`, `null`} {
 			resp := a.client(t).As(r.token()).Do(r.method, r.path, body)
@@ -415,6 +421,9 @@ func TestRoutesWithoutABodyRefuseOne(t *testing.T) {
 			}
 		}
 	}
+	// A refused delete deleted nothing.
+	a.client(t).As(acc.Access).Do("DELETE", "/v1/users/me", `{"confirm":false}`).ExpectError(t, 400, "common.errors.validation")
+	a.client(t).As(acc.Access).Do("GET", "/v1/users/me", nil).Expect(t, 200)
 	// The refused logout and refresh left the account's sessions alone.
 	if n := a.liveSessions(t, acc.ID); n != 1+2*4+3 {
 		t.Errorf("%d live sessions, want %d (the account's own, 8 of the refused requests and 3 refreshed)", n, 1+2*4+3)

@@ -126,6 +126,9 @@ func (s *Server) updateItem(c *gin.Context) {
 
 func (s *Server) deleteItem(c *gin.Context) {
 	id, err := pathID(c, "id")
+	if err == nil {
+		err = noBody(c)
+	}
 	if err != nil {
 		s.respondError(c, err)
 		return

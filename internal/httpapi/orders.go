@@ -241,6 +241,9 @@ func (s *Server) setOrderStatus(c *gin.Context) {
 
 func (s *Server) deleteOrder(c *gin.Context) {
 	id, err := pathID(c, "id")
+	if err == nil {
+		err = noBody(c)
+	}
 	if err != nil {
 		s.respondError(c, err)
 		return

@@ -114,6 +114,10 @@ func (s *Server) updateMe(c *gin.Context) {
 }
 
 func (s *Server) deleteMe(c *gin.Context) {
+	if err := noBody(c); err != nil {
+		s.respondError(c, err)
+		return
+	}
 	if err := s.users.DeleteSelf(c.Request.Context(), principal(c)); err != nil {
 		s.respondError(c, err)
 		return
@@ -184,6 +188,9 @@ func (s *Server) adminUpdateUser(c *gin.Context) {
 
 func (s *Server) adminDeleteUser(c *gin.Context) {
 	id, err := pathID(c, "id")
+	if err == nil {
+		err = noBody(c)
+	}
 	if err != nil {
 		s.respondError(c, err)
 		return
