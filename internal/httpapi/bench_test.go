@@ -14,6 +14,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/demo"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
+	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -83,4 +84,20 @@ func benchAPI(b *testing.B, unobserved bool) (http.Handler, string) {
 		b.Fatalf("login: %d %s", rec.Code, rec.Body)
 	}
 	return srv.Handler(), pair.AccessToken
+}
+
+// BenchmarkDecodeLargestOrderBody decodes the costliest body a client can send within 1 MiB:
+// an order of ~350,000 empty lines (refused after decoding: 50 lines at most). Its cost per
+// request is what a client can make the API spend for one small rate-limited request.
+func BenchmarkDecodeLargestOrderBody(b *testing.B) {
+	n := (1<<20 - len(`{"items":[]}`)) / 3
+	raw := []byte(`{"items":[` + strings.Repeat(`{},`, n-1) + `{}]}`)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for range b.N {
+		var in order.CreateInput
+		if err := httpapi.DecodeJSON(raw, &in, false); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 )
@@ -18,43 +19,63 @@ func exactFieldNames(raw []byte, dst any) error {
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return nil // the strict decode already judged the syntax
 	}
-	return checkNames(v, reflect.TypeOf(dst), "")
+	if path, found := unknownName(v, reflect.TypeOf(dst)); found {
+		return apperr.ErrValidation.WithDetails(apperr.Field(path, "validation.unknownField"))
+	}
+	return nil
 }
 
-func checkNames(v any, t reflect.Type, path string) error {
+// unknownName returns the path of a key in v that t has no field for. The path is built only
+// for that key: a body may hold a large array of objects.
+func unknownName(v any, t reflect.Type) (string, bool) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	switch val := v.(type) {
 	case map[string]any:
 		if t.Kind() != reflect.Struct {
-			return nil
+			return "", false
 		}
 		fields := jsonFields(t)
 		for key, child := range val {
 			ft, ok := fields[key]
 			if !ok {
-				return apperr.ErrValidation.WithDetails(apperr.Field(join(path, key), "validation.unknownField"))
+				return key, true
 			}
-			if err := checkNames(child, ft, join(path, key)); err != nil {
-				return err
+			if p, found := unknownName(child, ft); found {
+				return key + nested(p), true
 			}
 		}
 	case []any:
 		if t.Kind() != reflect.Slice {
-			return nil
+			return "", false
 		}
 		for i, child := range val {
-			if err := checkNames(child, t.Elem(), path+"["+strconv.Itoa(i)+"]"); err != nil {
-				return err
+			if p, found := unknownName(child, t.Elem()); found {
+				return "[" + strconv.Itoa(i) + "]" + nested(p), true
 			}
 		}
 	}
-	return nil
+	return "", false
 }
 
-// jsonFields maps a struct's JSON names (embedded structs included) to field types.
+// nested is the rest of a path after a key or an index: ".name" or "[2]".
+func nested(p string) string {
+	if strings.HasPrefix(p, "[") {
+		return p
+	}
+	return "." + p
+}
+
+// fieldsOf caches jsonFields by type.
+var fieldsOf sync.Map // reflect.Type → map[string]reflect.Type
+
+// jsonFields maps the JSON names of struct type t's fields (embedded ones included) to their
+// types.
 func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := fieldsOf.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
 	out := map[string]reflect.Type{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -71,14 +92,8 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 			out[name] = f.Type
 		}
 	}
+	fieldsOf.Store(t, out)
 	return out
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
 }
 
 // valuePath returns the path (items[1].quantity) of the JSON value in raw that starts or ends at
