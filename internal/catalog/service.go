@@ -95,11 +95,17 @@ func (s *Service) Update(ctx context.Context, id uuid.UUID, in Update, claim *id
 	return it, nil
 }
 
-// Delete soft-deletes a live item. Orders keep their lines' snapshots. An item not found may be
-// a retry's, after a crash that came before the first attempt's invalidation: it is sent again.
+// Delete soft-deletes a live item. Orders keep their lines' snapshots.
 func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 	err := s.store.SoftDelete(ctx, s.db, id)
-	if err == nil || errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) {
+		// Deleted already, maybe by a try that died before its invalidation: sent again.
+		if _, gerr := s.store.Get(ctx, s.db, id, true); gerr == nil {
+			s.Cache.Invalidate(ctx, id)
+		}
+		return err
+	}
+	if err == nil {
 		s.Cache.Invalidate(ctx, id)
 	}
 	return err

@@ -314,7 +314,8 @@ func TestCancelMeetsAPaymentIntentAttachedMeanwhile(t *testing.T) {
 	}
 	r.resumeWorker()
 	testenv.Eventually(t, 10*time.Second, "the cancel waiting for the order's lock", func() bool {
-		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`) == 1
+		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF o, p%'`) == 1
 	})
 	pi := "pi_attached_" + uuid.NewString()[:8]
 	var none *idempotency.Claim

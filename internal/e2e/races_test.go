@@ -470,4 +470,21 @@ func TestCustomerCreateRetriedAfterTheAccountChanged(t *testing.T) {
 	if len(updates) != 1 || updates[0].Status != 200 || updates[0].Form.Get("name") != "Renamed Meanwhile" {
 		t.Fatalf("customer updates: %+v, want one with the new name", updates)
 	}
+
+	// The customer stored, its update failed: the create's retry sends the update again.
+	other, _ := r.customer()
+	r.stripe.Fail("POST", "/v1/customers/", testenv.Fault{Status: 500, Type: "api_error", Message: "down", Times: stripeTriesPerCall})
+	if err := customers.Create(ctx, other); err == nil {
+		t.Fatal("a create whose update failed reported no error")
+	}
+	if err := customers.Create(ctx, other); err != nil {
+		t.Fatalf("the create's retry: %v", err)
+	}
+	if err := r.db.Get(&customer, `SELECT COALESCE(stripe_customer_id, '') FROM users WHERE id = $1`, other); err != nil || customer == "" {
+		t.Fatalf("customer id %q (%v)", customer, err)
+	}
+	updates = r.stripe.Calls("POST", "/v1/customers/"+customer)
+	if len(updates) != stripeTriesPerCall+1 || updates[stripeTriesPerCall].Status != 200 || updates[stripeTriesPerCall].Form.Get("email") == "" {
+		t.Fatalf("customer updates: %+v, want the failed one, then one that went through", updates)
+	}
 }

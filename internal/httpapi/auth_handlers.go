@@ -24,6 +24,7 @@ func (s *Server) login(c *gin.Context) {
 	}
 	// Longer than any account's is a wrong credential like another (SPEC §3: they all answer
 	// alike), and needs no hash to tell.
+	req.Email = strings.TrimSpace(req.Email)
 	if utf8.RuneCountInString(req.Email) > 254 || utf8.RuneCountInString(req.Password) > 128 {
 		s.respondError(c, auth.ErrInvalidCredentials)
 		return
@@ -35,7 +36,7 @@ func (s *Server) login(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	pair, err := s.auth.Login(c.Request.Context(), strings.TrimSpace(req.Email), req.Password,
+	pair, err := s.auth.Login(c.Request.Context(), req.Email, req.Password,
 		auth.Client{IP: c.ClientIP(), UserAgent: c.Request.UserAgent()})
 	if err != nil {
 		s.respondError(c, err)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"math"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/i18n"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/outage"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 )
 
 var statusOf = map[apperr.Kind]int{
@@ -62,7 +64,8 @@ const outageRetryAfter = 3 * time.Second
 func (s *Server) respondError(c *gin.Context, err error) {
 	ctx := c.Request.Context()
 	e := asAppErr(err)
-	if (e.Kind == apperr.Internal || e.Kind == apperr.Unavailable) && ctx.Err() != nil {
+	if ctx.Err() != nil && (e.Kind == apperr.Unavailable || errors.Is(err, context.Canceled) ||
+		postgres.IsCode(err, postgres.QueryCanceled)) {
 		// The client went away: the request's next PostgreSQL or Redis call failed for that.
 		e = apperr.ErrClientGone.Wrap(err)
 	}

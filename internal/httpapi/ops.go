@@ -73,7 +73,10 @@ func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 		}
 		w := &heldFailure{ResponseWriter: c.Writer}
 		mon.ServeHTTP(w, c.Request)
-		if w.status != 0 {
+		switch {
+		case w.status != 0 && c.Writer.Written(): // too late for an answer of ours
+			s.log.WarnContext(ctx, "queue UI failed after answering", "status", w.status, "err", string(bytes.TrimSpace(w.text)))
+		case w.status != 0:
 			c.Writer.Header().Del("Content-Type")
 			s.respondError(c, apperr.ErrUnavailable.WithRetryAfter(outageRetryAfter).
 				Wrap(fmt.Errorf("queue UI answered %d: %s", w.status, bytes.TrimSpace(w.text))))

@@ -32,14 +32,18 @@ func NewCustomerSync(db *postgres.DB, store CustomerStore, gateway payment.Gatew
 	return &CustomerSync{db: db, store: store, gateway: gateway}
 }
 
-// Create makes the user's Stripe Customer unless it exists (or the user is gone).
+// Create makes the user's Stripe Customer unless it exists (or the user is gone), and gives it
+// the account's details.
 func (c *CustomerSync) Create(ctx context.Context, id uuid.UUID) error {
 	u, err := c.store.GetAny(ctx, c.db, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && (u.DeletedAt != nil || u.StripeCustomerID != "")) {
+	if errors.Is(err, ErrNotFound) || (err == nil && u.DeletedAt != nil) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	if u.StripeCustomerID != "" { // made by a try that may have failed before its update
+		return c.gateway.UpdateCustomer(ctx, u.StripeCustomerID, params(u))
 	}
 	// One idempotency key per user: a concurrent create (from an update that ran first) or a
 	// retry gets the same customer back from Stripe. Stripe refuses a key sent again with other

@@ -126,6 +126,7 @@ const (
 	UniqueViolation     = "23505"
 	CheckViolation      = "23514"
 	ForeignKeyViolation = "23503"
+	QueryCanceled       = "57014" // also what a statement canceled with its context ends with
 )
 
 // IsCode reports whether err is a PostgreSQL error with SQLSTATE code.
