@@ -197,10 +197,7 @@ func TestResumedCreateAfterTheCustomerWasSynced(t *testing.T) {
 		}
 	}
 	setCustomer(nil) // not synced yet
-	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 500, Type: "api_error", Message: "down", Times: stripeTriesPerCall})
-	key := uuid.NewString()
-	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
-	decodeError(t, c.Do("POST", "/v1/orders", body, "Idempotency-Key", key), 503, "payments.errors.gatewayUnavailable")
+	body, key := r.createdWithoutIntent(c, item, 1)
 
 	// Stripe (here the proxy, as stripe-mock does not compare) holds the key to the first try's
 	// parameters, which named no customer.
@@ -293,10 +290,7 @@ func TestCancelMeetsAPaymentIntentAttachedMeanwhile(t *testing.T) {
 	r := newRig(t)
 	item := r.item(10, 1250)
 	uid, c := r.customer()
-	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 500, Type: "api_error", Message: "lost", Times: stripeTriesPerCall})
-	decodeError(t, c.Do("POST", "/v1/orders", map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}},
-		"Idempotency-Key", uuid.NewString()), 503, "payments.errors.gatewayUnavailable")
-	r.stripe.Clear()
+	r.createdWithoutIntent(c, item, 1)
 	id := r.onlyOrder(uid)
 	r.pauseWorker()
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+id.String()+"/cancel", nil).Expect(t, 202)
@@ -346,11 +340,7 @@ func TestPaymentForAnOrderWithoutStoredIntent(t *testing.T) {
 	r := newRig(t)
 	item := r.item(10, 1250)
 	uid, c := r.customer()
-	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 500, Type: "api_error", Message: "lost", Times: stripeTriesPerCall})
-	key := uuid.NewString()
-	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 2}}}
-	decodeError(t, c.Do("POST", "/v1/orders", body, "Idempotency-Key", key), 503, "payments.errors.gatewayUnavailable")
-	r.stripe.Clear()
+	body, key := r.createdWithoutIntent(c, item, 2)
 	id := r.onlyOrder(uid)
 
 	pi := "pi_lost_" + uuid.NewString()[:8]

@@ -186,6 +186,18 @@ func (r *rig) place(c *testenv.Client, qty int, items ...uuid.UUID) fullOrder {
 	return o
 }
 
+// createdWithoutIntent places the customer's order of qty units of item while Stripe fails its
+// PaymentIntent's create (stripe-go's own retry included): 503, the order stays PENDING without
+// one. It returns the request's body and key, for the retry that resumes it.
+func (r *rig) createdWithoutIntent(c *testenv.Client, item uuid.UUID, qty int) (map[string]any, string) {
+	r.t.Helper()
+	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 500, Type: "api_error", Message: "down", Times: stripeTriesPerCall})
+	key := uuid.NewString()
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": qty}}}
+	decodeError(r.t, c.Do("POST", "/v1/orders", body, "Idempotency-Key", key), 503, "payments.errors.gatewayUnavailable")
+	return body, key
+}
+
 // paid sends payment_intent.succeeded for amount (the order's total unless given).
 func (r *rig) paid(o fullOrder, amount ...int64) {
 	r.t.Helper()
