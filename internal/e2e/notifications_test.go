@@ -289,7 +289,8 @@ func TestNotificationsAreRenderedWithValues(t *testing.T) {
 	}
 	for _, n := range en.Items {
 		if n.Event == notification.EventOrderPaymentFailed {
-			if !strings.Contains(n.Message, "$12.50") || !strings.Contains(n.Message, "Card declined.") ||
+			// Stripe's reason is in data, not in the text: Stripe writes it in English only.
+			if !strings.Contains(n.Message, "$12.50") || n.Data["error"] != "Card declined." || strings.Contains(n.Message, "Card declined.") ||
 				!strings.Contains(n.Message, fmt.Sprintf("#%d", failed.Number)) || n.Type != "warning" {
 				t.Errorf("paymentFailed: %+v", n)
 			}

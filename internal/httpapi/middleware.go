@@ -183,17 +183,22 @@ func (s *Server) limit(limit int) gin.HandlerFunc {
 			c.Next()
 			return
 		}
-		reset := strconv.Itoa(int(math.Ceil(res.Reset.Seconds())))
-		h := c.Writer.Header()
-		h.Set("X-RateLimit-Limit", strconv.Itoa(res.Limit))
-		h.Set("X-RateLimit-Remaining", strconv.Itoa(res.Remaining))
-		h.Set("X-RateLimit-Reset", reset)
-		if !res.Allowed {
-			s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(res.Reset, time.Second)))
-			return
+		if !s.rateLimited(c, res) {
+			c.Next()
 		}
-		c.Next()
 	}
+}
+
+// rateLimited sets the rate-limit headers of res and, when res refuses the request, answers 429.
+func (s *Server) rateLimited(c *gin.Context, res ratelimit.Result) bool {
+	h := c.Writer.Header()
+	h.Set("X-RateLimit-Limit", strconv.Itoa(res.Limit))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(res.Remaining))
+	h.Set("X-RateLimit-Reset", strconv.Itoa(int(math.Ceil(res.Reset.Seconds()))))
+	if !res.Allowed {
+		s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(res.Reset, time.Second)))
+	}
+	return !res.Allowed
 }
 
 // idempotent guards a route with the Idempotency-Key mechanism. The route's :id is checked

@@ -6,7 +6,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/user"
 	"github.com/dispatchhq/dispatch/pkg/cursor"
 )
@@ -101,7 +100,7 @@ func (s *Server) updateMe(c *gin.Context) {
 		case err != nil:
 			s.log.WarnContext(ctx, "rate limiter unavailable; password change allowed", "err", err)
 		case !res.Allowed:
-			s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(res.Reset, time.Second)))
+			s.rateLimited(c, res) // its headers tell this limit, not the route's
 			return
 		}
 	}

@@ -395,6 +395,9 @@ func TestPasswordChangesAreLimitedPerSession(t *testing.T) {
 	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 60 {
 		t.Fatalf("Retry-After %q", r.Header.Get("Retry-After"))
 	}
+	if l, rem := r.Header.Get("X-RateLimit-Limit"), r.Header.Get("X-RateLimit-Remaining"); l != "3" || rem != "0" {
+		t.Fatalf("the 429's X-RateLimit-Limit %q, Remaining %q; want this limit's: 3, 0", l, rem)
+	}
 	if a.userRow(t, acc.ID).Hash != hash {
 		t.Fatal("a refused password change changed the user")
 	}
