@@ -8,9 +8,9 @@ import (
 
 // Canonical returns body in canonical JSON (object keys sorted, no insignificant whitespace,
 // numbers as written), so key order and formatting do not change a fingerprint. A body that is
-// not JSON, or holds U+FFFD, is returned as is. An empty object is no body: where a body is optional the two ask
-// for the same thing (SPEC §11); elsewhere an empty body is refused (400) and forgets its key,
-// so it never stands for a request that ran.
+// not JSON, or holds U+FFFD, is returned as is. An empty object is no body: where a body is
+// optional the two ask for the same thing (SPEC §11); elsewhere an empty body is refused (400)
+// and forgets its key, so it never stands for a request that ran.
 func Canonical(body []byte) []byte {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
