@@ -73,7 +73,8 @@ func TestCreateRejectedByStripeCancelsTheOrder(t *testing.T) {
 				t.Fatalf("stock = %d, want 10 (released)", s)
 			}
 			got := r.get(id)
-			if got.Payment.PaymentIntentID != nil || got.Payment.Status != "canceled" || got.CanceledAt == nil {
+			if got.Payment.PaymentIntentID != nil || got.Payment.Status != "canceled" || got.CanceledAt == nil ||
+				deref(got.Payment.LastError) != tc.fault.Message {
 				t.Fatalf("order after the rejection: %s", mustJSON(got))
 			}
 			all, _ := r.intentCreates()
@@ -279,6 +280,35 @@ func TestOrderCanceledDuringItsCreate(t *testing.T) {
 	}
 	if s := r.stock(item); s != 10 {
 		t.Fatalf("stock = %d, want 10", s)
+	}
+}
+
+// A create that got 503 (Stripe down) and is retried after staff canceled its order resumes to
+// the order as it is: 201 and CANCELED, nothing to pay, no PaymentIntent made. Only an order
+// whose PaymentIntent Stripe refused answers 502 again.
+func TestCreateResumedAfterItsOrderWasCanceled(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	body, key := r.createdWithoutIntent(c, item, 1)
+	id := r.onlyOrder(uid)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+id.String()+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(id, "CANCELED")
+	r.stripe.Clear()
+
+	var resumed fullOrder
+	c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &resumed)
+	if resumed.ID != id || resumed.Status != "CANCELED" || resumed.Payment.PaymentIntentID != nil || resumed.Payment.LastError != nil {
+		t.Fatalf("resumed create: %s", mustJSON(resumed))
+	}
+	if all, _ := r.intentCreates(); len(all) != stripeTriesPerCall {
+		t.Fatalf("PaymentIntent creates: %+v, want the first try's only", all)
+	}
+	var replay fullOrder
+	c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &replay)
+	if replay.ID != id || replay.Status != "CANCELED" {
+		t.Fatalf("replay: %s", mustJSON(replay))
 	}
 }
 

@@ -162,10 +162,10 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string, cl
 	switch {
 	case o.Payment.IntentID != nil:
 		return o, nil
-	case o.Status == Canceled:
+	case o.Status == Canceled && o.Payment.LastError != nil:
 		return o, ErrGatewayRejected // the first attempt was rejected; a replay says so again
 	case o.Status != Pending:
-		return o, nil
+		return o, nil // canceled meanwhile by staff or the reconciler: the order as it is
 	}
 	create := func(customer string) (payment.Intent, error) {
 		return s.gateway.CreatePaymentIntent(ctx, payment.IntentParams{
@@ -191,7 +191,12 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string, cl
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "payment intent rejected; canceling the order", "err", err, "orderId", o.ID)
-		if _, cerr := s.CancelUnpaid(ctx, o.ID, ActorWorker, "payment provider rejected the order"); cerr != nil {
+		why := "payment provider rejected the order"
+		var ge *payment.GatewayError
+		if errors.As(err, &ge) && ge.Message != "" {
+			why = ge.Message
+		}
+		if _, cerr := s.cancelUnpaid(ctx, o.ID, ActorWorker, "payment provider rejected the order", &why); cerr != nil {
 			return o, cerr
 		}
 		return o, ErrGatewayRejected.Wrap(err)
@@ -234,10 +239,17 @@ func (s *Service) intentNotAttached(ctx context.Context, id uuid.UUID, intentID 
 // CancelUnpaid cancels a PENDING order that has no open PaymentIntent at once (no Stripe call):
 // stock back, customer told. Other orders are left alone.
 func (s *Service) CancelUnpaid(ctx context.Context, id uuid.UUID, actor, reason string) (Order, error) {
+	return s.cancelUnpaid(ctx, id, actor, reason, nil)
+}
+
+// cancelUnpaid is CancelUnpaid recording Stripe's refusal of the PaymentIntent (rejected, when
+// not nil) on the payment: a resumed create tells a rejected order by it (ensureIntent).
+func (s *Service) cancelUnpaid(ctx context.Context, id uuid.UUID, actor, reason string, rejected *string) (Order, error) {
 	o, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.Status != Pending || o.Payment.IntentID != nil {
 			return nil, nil, nil
 		}
+		o.Payment.LastError = rejected
 		return s.finishCancel(ctx, tx, o, actor, reason, nil)
 	})
 	if err == nil && o.Status == Canceled {
