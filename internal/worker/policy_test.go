@@ -213,6 +213,19 @@ func policyServer(t *testing.T) policyRig {
 	}
 }
 
+// enqueueOrderTasks enqueues one task of each type on queue (task id: its type; two retries)
+// for a random order, with the outbox row ids given; a type without one has no row, like a
+// periodic task.
+func enqueueOrderTasks(t *testing.T, client *asynq.Client, queue string, outboxID map[string]int64, types ...string) {
+	t.Helper()
+	for _, typ := range types {
+		payload, _ := json.Marshal(tasks.Envelope{OutboxID: outboxID[typ], Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
+		if _, err := client.Enqueue(asynq.NewTask(typ, payload), asynq.Queue(queue), asynq.TaskID(typ), asynq.MaxRetry(2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func archivedTasks(t *testing.T, insp *asynq.Inspector, queue string, want int) map[string]*asynq.TaskInfo {
 	t.Helper()
 	var list []*asynq.TaskInfo
@@ -303,13 +316,8 @@ func TestRetriesThenOneCompensation(t *testing.T) {
 		}
 		return nil
 	}
-	outboxID := map[string]int64{tasks.OrderProcess: 101, tasks.OrderCancel: 102, tasks.OrderRefund: 103}
-	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund} {
-		payload, _ := json.Marshal(tasks.Envelope{OutboxID: outboxID[typ], Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
-		if _, err := client.Enqueue(asynq.NewTask(typ, payload), asynq.Queue(queue), asynq.TaskID(typ), asynq.MaxRetry(2)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	enqueueOrderTasks(t, client, queue, map[string]int64{tasks.OrderProcess: 101, tasks.OrderCancel: 102, tasks.OrderRefund: 103},
+		tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund)
 	archived := archivedTasks(t, insp, queue, 2)
 	testenv.Eventually(t, 20*time.Second, "the refund succeeds on its third attempt", func() bool {
 		return outcomes()[tasks.OrderRefund+" success"] == 1
@@ -371,13 +379,8 @@ func TestOutagesAreNotTheTasksFailure(t *testing.T) {
 	rec[tasks.OrderRefund].compensate = func() error { return &pq.Error{Code: "57P01"} }
 	// A periodic task has no outbox row to keep: it fails as usual, its next period runs it.
 	rec[tasks.CleanupExpired].fail = func(int32) error { return dbAway() }
-	outboxID := map[string]int64{tasks.OrderProcess: 201, tasks.OrderCancel: 202, tasks.OrderRefund: 203}
-	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund, tasks.CleanupExpired} {
-		payload, _ := json.Marshal(tasks.Envelope{OutboxID: outboxID[typ], Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
-		if _, err := client.Enqueue(asynq.NewTask(typ, payload), asynq.Queue(queue), asynq.TaskID(typ), asynq.MaxRetry(2)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	enqueueOrderTasks(t, client, queue, map[string]int64{tasks.OrderProcess: 201, tasks.OrderCancel: 202, tasks.OrderRefund: 203},
+		tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund, tasks.CleanupExpired)
 	archived := archivedTasks(t, insp, queue, 3)
 	testenv.Eventually(t, 20*time.Second, "order:process succeeds once the outage ends", func() bool {
 		return outcomes()[tasks.OrderProcess+" success"] == 1
