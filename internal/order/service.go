@@ -41,7 +41,6 @@ type Store interface {
 	Events(ctx context.Context, db postgres.Querier, orderID uuid.UUID, page cursor.Request) ([]Event, error)
 	SetIntent(ctx context.Context, db postgres.Querier, orderID uuid.UUID, intentID, clientSecret, status string, done idempotency.Completion) (bool, error)
 	AdoptIntent(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, intentID string) error
-	UpdatePayment(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, p Payment) error
 	PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r Refund) error
 	SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, intentID, status string) ([]uuid.UUID, error)
 	SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID) error
@@ -164,7 +163,7 @@ const RecoveryOrderChanged = "order_changed"
 // finds it and answers with the order as it is now, where trying the change again would be
 // refused (the order has moved on).
 func (s *Service) applyOnce(ctx context.Context, claim *idempotency.Claim, id uuid.UUID, mutate change) (Order, error) {
-	if claim != nil && claim.RecoveryPoint == RecoveryOrderChanged && claim.ResourceID != nil && *claim.ResourceID == id {
+	if done, ok := claim.Resumed(RecoveryOrderChanged); ok && done == id {
 		return s.Get(ctx, id)
 	}
 	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
@@ -187,34 +186,19 @@ func (s *Service) applyTx(ctx context.Context, tx *postgres.Tx, id uuid.UUID, mu
 	return s.applyLocked(ctx, tx, o, mutate)
 }
 
-// applyLocked is applyTx for an order already read FOR UPDATE in tx. A deleted order is
-// changed like any other: deletion hides an order from reads and staff commands (applyOnce),
-// not from its money, so a late payment's webhook and refund still reach it.
+// applyLocked is applyTx for an order already read FOR UPDATE in tx. Whatever the change
+// writes (a move, an event, the payment, messages) goes in one Save, which also moves the
+// order's updated_at: a timeline event or a payment noted without a move is a change too (the
+// stuck sweep then waits StuckAfter from it). A deleted order is changed like any other:
+// deletion hides an order from reads and staff commands (applyOnce), not from its money, so a
+// late payment's webhook and refund still reach it.
 func (s *Service) applyLocked(ctx context.Context, tx *postgres.Tx, o Order, mutate change) (Order, error) {
 	was := o
 	ev, msgs, err := mutate(tx, &o)
-	paid := o.Payment != was.Payment
-	if err != nil || (ev == nil && len(msgs) == 0 && !moved(was, o) && !paid) {
+	if err != nil || (ev == nil && len(msgs) == 0 && !moved(was, o) && o.Payment == was.Payment) {
 		return o, err
 	}
-	if moved(was, o) { // the event, payment and messages go with the change
-		if err := s.save(ctx, tx, &o, was, ev, msgs, nil); err != nil {
-			return Order{}, err
-		}
-		return o, nil
-	}
-	if paid {
-		if err := s.store.UpdatePayment(ctx, tx, o.ID, o.Payment); err != nil {
-			return Order{}, err
-		}
-	}
-	if ev != nil {
-		stamp(ctx, ev, o.ID)
-		if err := s.store.AddEvent(ctx, tx, *ev); err != nil {
-			return Order{}, err
-		}
-	}
-	if err := outbox.Write(ctx, tx, msgs...); err != nil {
+	if err := s.save(ctx, tx, &o, was, ev, msgs, nil); err != nil {
 		return Order{}, err
 	}
 	return o, nil

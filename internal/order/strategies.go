@@ -312,18 +312,11 @@ func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause 
 		return done, err
 	}
 	done := false
-	_, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		was := *o
+	_, err := s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if done = o.failAction(a, transient); !done {
 			return nil, nil, nil
 		}
-		ev := actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause)
-		if o.PendingAction == a {
-			// Kept: saved as a change all the same, so that updated_at moves and the stuck
-			// sweep runs it again StuckAfter from now, not at its every pass.
-			return nil, nil, s.save(ctx, tx, o, was, ev, nil, nil)
-		}
-		return ev, nil, nil
+		return actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause), nil, nil
 	})
 	return done && err == nil, ignoreMissing(err)
 }

@@ -458,15 +458,6 @@ func (Store) AdoptIntent(ctx context.Context, tx sqlx.ExecerContext, orderID uui
 	return mapErr("adopt intent", err)
 }
 
-const updatePaymentQuery = `UPDATE payments SET status = $2, amount_received = $3, received_currency = $4,
-last_error = $5, updated_at = now() WHERE order_id = $1`
-
-// UpdatePayment saves what Stripe reported about the order's payment.
-func (Store) UpdatePayment(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, p order.Payment) error {
-	_, err := tx.ExecContext(ctx, updatePaymentQuery, orderID, p.Status, p.AmountReceived, p.ReceivedCurrency, p.LastError)
-	return mapErr("update payment", err)
-}
-
 const putRefundQuery = `INSERT INTO refunds (id, order_id, kind, refund_id, amount, currency, status)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (order_id, kind) DO UPDATE SET status = EXCLUDED.status, updated_at = now()`
