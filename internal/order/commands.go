@@ -89,8 +89,8 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 // stored with the PaymentIntent, the request's last write, in one statement (the claim is then
 // Completed).
 func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, claim *idempotency.Claim, answer Answer) (Order, error) {
-	if claim != nil && claim.RecoveryPoint == RecoveryOrderCreated && claim.ResourceID != nil {
-		o, err := s.store.Get(ctx, s.db, *claim.ResourceID)
+	if id, ok := claim.Resumed(RecoveryOrderCreated); ok {
+		o, err := s.store.Get(ctx, s.db, id)
 		if err != nil {
 			return Order{}, err
 		}
