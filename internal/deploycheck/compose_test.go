@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -209,6 +210,13 @@ func TestComposeCommandsAndScaling(t *testing.T) {
 	}
 	if len(w.Ports) != 0 {
 		t.Errorf("worker publishes ports %+v: a second replica could not bind them", w.Ports)
+	}
+	// Docker's default 10 s would kill a program still finishing its requests, batch or tasks.
+	for _, name := range []string{"api", "outbox-relay", "worker"} {
+		grace := p.Services[name].StopGracePeriod
+		if grace == nil || time.Duration(*grace) <= 15*time.Second {
+			t.Errorf("%s: stop_grace_period %v, want more than SHUTDOWN_TIMEOUT's 15 s", name, grace)
+		}
 	}
 	if p.Services["migrate"].Restart != "no" {
 		t.Errorf("migrate: restart %q, want \"no\" (one-shot)", p.Services["migrate"].Restart)
