@@ -45,6 +45,9 @@ type Runner struct {
 	// LockExpiry is the order lock's time to live; it is extended every third of it while the
 	// strategy runs, so a crashed worker frees the order soon.
 	LockExpiry time.Duration
+	// LockWait is how long an attempt waits for a handler of the same order to finish before
+	// it gives way (and runs again later, without counting as a failure).
+	LockWait time.Duration
 	// Ack is told the outbox row of every task that finished, for good or ill (nil: none).
 	Ack func(outboxID int64)
 }
@@ -54,7 +57,7 @@ func NewRunner(reg map[string]Strategy, locks *redsync.Redsync, keys redisx.Pref
 	if err := Check(reg); err != nil {
 		return nil, err
 	}
-	return &Runner{reg: reg, locks: locks, keys: keys, log: log, LockExpiry: 10 * time.Second}, nil
+	return &Runner{reg: reg, locks: locks, keys: keys, log: log, LockExpiry: 10 * time.Second, LockWait: 6 * time.Second}, nil
 }
 
 // errMalformed marks payloads no retry can fix.
@@ -96,12 +99,12 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	permanent := isPermanent(err)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if unavailable(err) && t.OutboxID != 0 {
+	if waits(err) && t.OutboxID != 0 {
 		// Not the task's failure: the attempt does not count (outageError), no compensation
 		// runs and the outbox row stays. Asynq archives a task whose last attempt fails all
 		// the same; marked Unfinished, the relay delivers it again. (A periodic task, with no
 		// row, fails as usual: its next period runs it again.)
-		r.log.WarnContext(ctx, "backing service unavailable; the task will run again", "err", err, "attempt", retried+1)
+		r.log.WarnContext(ctx, "backing service unavailable or order busy; the task will run again", "err", err, "attempt", retried+1)
 		r.observe(t.Type, metrics.TaskRetry, start)
 		if retried >= maxRetry {
 			return outageError{fmt.Errorf("%s: %w", tasks.Unfinished, err)}
@@ -115,11 +118,15 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	}
 	r.log.ErrorContext(ctx, "task failed for good", "err", err, "permanent", permanent, "attempt", retried+1)
 	if s.Compensate != nil && !errors.Is(err, errMalformed) {
-		done, cerr := s.Compensate(ctx, t, err)
+		var done bool
+		cerr := r.holdingLock(ctx, s, t, func() (err2 error) {
+			done, err2 = s.Compensate(ctx, t, err)
+			return err2
+		})
 		switch {
-		case unavailable(cerr):
+		case waits(cerr):
 			// The failure policy could not run: the task stays unfinished, as above.
-			r.log.WarnContext(ctx, "compensation could not reach a backing service; the task will run again", "err", cerr, "cause", err)
+			r.log.WarnContext(ctx, "compensation could not reach a backing service or its order; the task will run again", "err", cerr, "cause", err)
 			r.observe(t.Type, metrics.TaskRetry, start)
 			return outageError{fmt.Errorf("%s: %w", tasks.Unfinished, cerr)}
 		case cerr != nil:
@@ -140,10 +147,17 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	return err
 }
 
-// run runs the strategy holding its order's lock. Failing to get the lock is an error like
-// any other: it retries, and on the last attempt the compensation still runs (it needs no lock:
-// its writes are compare-and-set).
+// run runs the strategy holding its order's lock.
 func (r *Runner) run(ctx context.Context, s Strategy, t Task) error {
+	return r.holdingLock(ctx, s, t, func() error { return s.Run(ctx, t) })
+}
+
+// holdingLock runs f holding the lock of t's order, if its strategy names one. The
+// compensation holds it too: it calls Stripe before its compare-and-set write, and another
+// copy of the task (an orphan's, a redelivery) finishing the order meanwhile would otherwise
+// see it refunded by Stripe and shipped all the same. Waiting for the lock in vain is errBusy:
+// not the task's failure.
+func (r *Runner) holdingLock(ctx context.Context, s Strategy, t Task, f func() error) error {
 	if s.OrderLock != nil {
 		if id := s.OrderLock(t); id != "" {
 			unlock, err := r.lock(ctx, id)
@@ -153,7 +167,7 @@ func (r *Runner) run(ctx context.Context, s Strategy, t Task) error {
 			defer unlock()
 		}
 	}
-	return s.Run(ctx, t)
+	return f()
 }
 
 // finish acknowledges the task's outbox row: it will not run again.
@@ -174,9 +188,14 @@ func (r *Runner) observe(taskType, outcome string, start time.Time) {
 // and keeps extending it until the returned function releases it. The lock serialises handlers
 // of one order; correctness still rests on the compare-and-set writes.
 func (r *Runner) lock(ctx context.Context, orderID string) (func(), error) {
-	m := r.locks.NewMutex(r.keys.Key("lock", "order", orderID),
-		redsync.WithExpiry(r.LockExpiry), redsync.WithTries(60), redsync.WithRetryDelay(100*time.Millisecond))
+	const retryDelay = 100 * time.Millisecond
+	m := r.locks.NewMutex(r.keys.Key("lock", "order", orderID), redsync.WithExpiry(r.LockExpiry),
+		redsync.WithTries(max(1, int(r.LockWait/retryDelay))), redsync.WithRetryDelay(retryDelay))
 	if err := m.LockContext(ctx); err != nil {
+		var taken *redsync.ErrTaken
+		if errors.As(err, &taken) || errors.Is(err, redsync.ErrFailed) {
+			err = fmt.Errorf("%w (%v)", errBusy, err)
+		}
 		return nil, fmt.Errorf("lock order %s: %w", orderID, err)
 	}
 	stop := lock.Keep(ctx, m, r.LockExpiry/3, r.log)
@@ -213,6 +232,13 @@ func unavailable(err error) bool {
 	var ge *payment.GatewayError
 	return outage.Is(err) && !errors.As(err, &ge) && !errors.Is(err, context.DeadlineExceeded)
 }
+
+// errBusy is an attempt that found its order's lock held by another handler throughout.
+var errBusy = errors.New("order busy with another task")
+
+// waits tells an attempt that should run again later without counting: a backing service away,
+// or its order busy.
+func waits(err error) bool { return unavailable(err) || errors.Is(err, errBusy) }
 
 // outageError is an attempt that PostgreSQL or Redis was away for: the server does not count
 // it against the task's retries (IsFailure).

@@ -129,6 +129,7 @@ type recorder struct {
 
 func (r *recorder) strategy() Strategy {
 	return Strategy{
+		OrderLock: orderOf,
 		Run: func(ctx context.Context, t Task) error {
 			var p tasks.Order
 			if err := t.Decode(&p); err != nil {
@@ -162,6 +163,8 @@ type policyRig struct {
 	rec      map[string]*recorder
 	outcomes func() map[string]int
 	acked    func() map[int64]int // outbox row → acknowledgements
+	// orderLock is the lock the runner takes for an order, held for a minute once taken.
+	orderLock func(id uuid.UUID) *redsync.Mutex
 }
 
 func policyServer(t *testing.T) policyRig {
@@ -177,10 +180,12 @@ func policyServer(t *testing.T) policyRig {
 		rec[typ] = &recorder{}
 		reg[typ] = rec[typ].strategy()
 	}
-	runner, err := NewRunner(reg, redsync.New(goredis.NewPool(rdb)), keys, logging.Discard())
+	locks := redsync.New(goredis.NewPool(rdb))
+	runner, err := NewRunner(reg, locks, keys, logging.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
+	runner.LockWait = 200 * time.Millisecond
 	var mu sync.Mutex
 	seen, acks := map[string]int{}, map[int64]int{}
 	runner.Observe = Observer{Done: func(taskType, outcome string, _ time.Duration) {
@@ -209,6 +214,9 @@ func policyServer(t *testing.T) policyRig {
 			mu.Lock()
 			defer mu.Unlock()
 			return maps.Clone(acks)
+		},
+		orderLock: func(id uuid.UUID) *redsync.Mutex {
+			return locks.NewMutex(keys.Key("lock", "order", id.String()), redsync.WithExpiry(time.Minute), redsync.WithTries(1))
 		},
 	}
 }
@@ -410,6 +418,73 @@ func TestOutagesAreNotTheTasksFailure(t *testing.T) {
 	if n := outcomes()[tasks.OrderCancel+" failed"] + outcomes()[tasks.OrderRefund+" failed"]; n != 0 {
 		t.Errorf("%d attempts reported failed, want none", n)
 	}
+}
+
+// TestBusyOrdersAreNotTheTasksFailure: an attempt that finds its order's lock held by another
+// handler throughout gives way without counting against its retries, and no compensation runs
+// for it, however many such attempts there are; the task runs once the lock is free. A
+// compensation runs holding its order's lock: it calls Stripe before its compare-and-set, and
+// another copy of the task finishing the order meanwhile would see the order refunded at
+// Stripe and shipped all the same.
+func TestBusyOrdersAreNotTheTasksFailure(t *testing.T) {
+	t.Parallel()
+	rig := policyServer(t)
+	rec, outcomes := rig.rec, rig.outcomes
+	queue := rig.ns.Queue(tasks.QueueOrders)
+	enqueue := func(typ string, orderID uuid.UUID, outboxID int64) {
+		payload, _ := json.Marshal(tasks.Envelope{OutboxID: outboxID, Data: json.RawMessage(`{"orderId":"` + orderID.String() + `"}`)})
+		if _, err := rig.client.Enqueue(asynq.NewTask(typ, payload), asynq.Queue(queue), asynq.MaxRetry(2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	busy := uuid.New()
+	other := rig.orderLock(busy)
+	if err := other.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(tasks.OrderProcess, busy, 301)
+	testenv.Eventually(t, 30*time.Second, "five attempts give way to the busy order (MaxRetry 2)", func() bool {
+		if n := rec[tasks.OrderProcess].compensations.Load(); n != 0 {
+			t.Fatalf("order:process compensated %d times while its order was busy", n)
+		}
+		return outcomes()[tasks.OrderProcess+" retry"] >= 5
+	})
+	if r := rec[tasks.OrderProcess]; r.runs.Load() != 0 || r.compensations.Load() != 0 {
+		t.Fatalf("order:process ran %d times and was compensated %d times while its order was busy", r.runs.Load(), r.compensations.Load())
+	}
+	if _, err := other.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "order:process runs once its order is free", func() bool {
+		return outcomes()[tasks.OrderProcess+" success"] == 1
+	})
+
+	refunded := uuid.New()
+	var lockedDuringCompensation atomic.Bool
+	rec[tasks.OrderRefund].fail = func(int32) error { return order.ErrBadPreconditions }
+	rec[tasks.OrderRefund].compensate = func() error {
+		m := rig.orderLock(refunded)
+		if err := m.Lock(); err != nil {
+			lockedDuringCompensation.Store(true)
+			return nil
+		}
+		_, _ = m.Unlock()
+		return nil
+	}
+	enqueue(tasks.OrderRefund, refunded, 302)
+	testenv.Eventually(t, 20*time.Second, "order:refund compensated", func() bool {
+		return rec[tasks.OrderRefund].compensations.Load() == 1
+	})
+	if !lockedDuringCompensation.Load() {
+		t.Error("the compensation ran without its order's lock")
+	}
+	if r := rec[tasks.OrderProcess]; r.runs.Load() != 1 || r.compensations.Load() != 0 {
+		t.Errorf("order:process: %d runs, %d compensations; want 1 and none", r.runs.Load(), r.compensations.Load())
+	}
+	testenv.Eventually(t, 10*time.Second, "both rows acknowledged once", func() bool {
+		return maps.Equal(rig.acked(), map[int64]int{301: 1, 302: 1})
+	})
 }
 
 func TestPermanentErrors(t *testing.T) {

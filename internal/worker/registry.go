@@ -50,15 +50,17 @@ type Deps struct {
 	Maintenance   map[string]func(ctx context.Context) error // periodic tasks by type
 }
 
+// orderOf names the order of a task with an order payload ("" when it does not decode).
+func orderOf(t Task) string {
+	var p tasks.Order
+	if t.Decode(&p) != nil {
+		return ""
+	}
+	return p.OrderID.String()
+}
+
 // Registry returns the one map from task type to strategy.
 func Registry(d Deps) map[string]Strategy {
-	orderOf := func(t Task) string {
-		var p tasks.Order
-		if t.Decode(&p) != nil {
-			return ""
-		}
-		return p.OrderID.String()
-	}
 	reg := map[string]Strategy{
 		tasks.OrderProcess: {
 			Run: withOrder(func(ctx context.Context, p tasks.Order) error { return d.Orders.Process(ctx, p.OrderID) }),
