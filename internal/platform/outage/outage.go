@@ -30,7 +30,17 @@ func Is(err error) bool {
 	// A refused or dropped connection: lib/pq and go-redis return the network error, or EOF
 	// when the server closed the connection mid-exchange.
 	return errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed) ||
+		redisCannotServe(err)
+}
+
+// redisCannotServe: Redis answered but cannot serve any such command now: full (OOM, with
+// noeviction), loading its data after a restart, a replica after a failover (READONLY), cut off
+// from its master (MASTERDOWN), failing over (TRYAGAIN, CLUSTERDOWN), out of connections.
+func redisCannotServe(err error) bool {
+	return redis.IsOOMError(err) || redis.IsLoadingError(err) || redis.IsReadOnlyError(err) ||
+		redis.IsMasterDownError(err) || redis.IsTryAgainError(err) || redis.IsClusterDownError(err) ||
+		redis.IsMaxClientsError(err)
 }
 
 // serverGoingAway: class 08 (connection exception), 57P01-57P03 (shutdown, crash, cannot
