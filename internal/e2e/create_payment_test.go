@@ -312,6 +312,53 @@ func TestCreateResumedAfterItsOrderWasCanceled(t *testing.T) {
 	}
 }
 
+// A payment event for an order whose PaymentIntent id is not stored yet, which waits for the
+// order's lock while the create (or another event of the same PaymentIntent) stores that very
+// id, is the order's payment: it finds the id stored when it gets the lock, and must not take
+// it for another PaymentIntent's (answered unknown_intent, the payment left unrecorded until
+// the reconciler's sweep).
+func TestPaymentWaitingWhileItsIntentIsStored(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	r.createdWithoutIntent(c, item, 2)
+	id := r.onlyOrder(uid)
+
+	ctx := context.Background()
+	tx, err := r.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT FROM orders WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	pi := "pi_stored_meanwhile_" + uuid.NewString()[:8]
+	answered := make(chan testenv.Response, 1)
+	go func() {
+		answered <- r.webhook(payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: pi, OrderID: id.String(),
+			Amount: 2500, Currency: "usd"})
+	}()
+	testenv.Eventually(t, 10*time.Second, "the event waiting for the order's lock", func() bool {
+		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF o, p%'`) == 1
+	})
+	var none *idempotency.Claim
+	if ok, err := (orderdb.Store{}).SetIntent(ctx, tx, id, pi, "secret", order.PaymentRequiresPayment, none.Completion(201, nil)); err != nil || !ok {
+		t.Fatalf("SetIntent: %v, %v", ok, err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Outcome string }
+	(<-answered).Expect(t, 200).Decode(t, &got)
+	if got.Outcome != order.OutcomeApplied {
+		t.Fatalf("outcome %q, want %q", got.Outcome, order.OutcomeApplied)
+	}
+	r.waitStatus(id, "PROCESSED")
+}
+
 // A cancel that read the order before its create attached a PaymentIntent and takes the
 // order's lock after: it must not end the order CANCELED with that PaymentIntent still payable
 // at Stripe. The worker's cancel starts over and cancels it there.

@@ -144,6 +144,9 @@ func (s *Service) orderOfIntent(ctx context.Context, tx *postgres.Tx, ev payment
 	if o, err = s.store.Lock(ctx, tx, id); err != nil {
 		return Order{}, err
 	}
+	if o.Payment.IntentID != nil && *o.Payment.IntentID == ev.PaymentIntentID {
+		return o, nil // stored while this event waited for the lock (the create, or another event)
+	}
 	if o.Payment.IntentID != nil || (o.Status != Pending && ev.Type != payment.EventIntentSucceeded) {
 		return Order{}, ErrNotFound // another PaymentIntent's order, or nothing to record
 	}
