@@ -270,6 +270,14 @@ func TestRefundStatusWebhooks(t *testing.T) {
 		t.Fatalf("after charge.refunded: %s", mustJSON(got.Refund))
 	}
 
+	// An earlier event arriving late does not set an ended refund back to pending.
+	id = eventID()
+	r.webhook(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: refund.RefundID, RefundStatus: "pending",
+		PaymentIntentID: *o.Payment.PaymentIntentID, Amount: o.Total, Currency: "usd"}).Expect(t, 200)
+	if got := r.get(o.ID); got.Refund.Status != "succeeded" || r.eventOutcome(id) != "ignored" {
+		t.Fatalf("after a late refund.updated pending: %s, outcome %q", mustJSON(got.Refund), r.eventOutcome(id))
+	}
+
 	// A refund nobody knows changes nothing.
 	id = eventID()
 	r.webhook(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: "re_unknown", RefundStatus: "failed",
