@@ -48,8 +48,9 @@ type Runner struct {
 	// LockWait is how long an attempt waits for a handler of the same order to finish before
 	// it gives way (and runs again later, without counting as a failure).
 	LockWait time.Duration
-	// Ack is told the outbox row of every task that finished, for good or ill (nil: none).
-	Ack func(outboxID int64)
+	// Ack is told the outbox row (id, time of writing) of every task that finished, for good or
+	// ill (nil: none).
+	Ack func(outboxID int64, created time.Time)
 }
 
 // NewRunner returns the handler over a checked registry.
@@ -173,7 +174,7 @@ func (r *Runner) holdingLock(ctx context.Context, s Strategy, t Task, f func() e
 // finish acknowledges the task's outbox row: it will not run again.
 func (r *Runner) finish(t Task) {
 	if r.Ack != nil {
-		r.Ack(t.OutboxID)
+		r.Ack(t.OutboxID, t.CreatedAt)
 	}
 }
 

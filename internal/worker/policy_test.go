@@ -193,7 +193,7 @@ func policyServer(t *testing.T) policyRig {
 		seen[taskType+" "+outcome]++
 		mu.Unlock()
 	}}
-	runner.Ack = func(id int64) {
+	runner.Ack = func(id int64, _ time.Time) {
 		mu.Lock()
 		acks[id]++
 		mu.Unlock()

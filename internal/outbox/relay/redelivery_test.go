@@ -8,6 +8,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -197,20 +200,29 @@ func (quietAsynq) Error(...any) {}
 func (quietAsynq) Fatal(...any) {}
 
 // TestAckerDeletesFinishedRows: acknowledged rows are deleted in batches; Stop flushes the rest.
+// A task that carries another time of writing than its row's (a task of an earlier database
+// whose ids the row reuses) deletes nothing.
 func TestAckerDeletesFinishedRows(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	ids := e.write(5)
+	ids := e.write(6)
+	created := make([]time.Time, len(ids))
+	for i, id := range ids {
+		if err := e.db.Get(&created[i], `SELECT created_at FROM outbox WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	a := relay.NewAcker(e.db, 20*time.Millisecond, logging.Discard())
 	a.Start()
-	a.Ack(ids[0])
-	a.Ack(ids[1])
-	a.Ack(0) // not from the outbox
-	testenv.Eventually(t, 5*time.Second, "acknowledged rows deleted", func() bool { return len(e.deliveries(ids)) == 3 })
-	a.Ack(ids[2])
+	a.Ack(ids[0], created[0])
+	a.Ack(ids[1], time.Time{}) // a task that does not say when its row was written
+	a.Ack(0, time.Now())       // not from the outbox
+	a.Ack(ids[5], created[5].Add(-time.Hour))
+	testenv.Eventually(t, 5*time.Second, "acknowledged rows deleted", func() bool { return len(e.deliveries(ids)) == 4 })
+	a.Ack(ids[2], created[2])
 	a.Stop()
-	if got := e.deliveries(ids); len(got) != 2 || got[ids[3]] != 0 || got[ids[4]] != 0 {
-		t.Fatalf("rows left after Stop: %v, want the 2 never acknowledged", got)
+	if got := e.deliveries(ids); len(got) != 3 || got[ids[3]] != 0 || got[ids[4]] != 0 || got[ids[5]] != 0 {
+		t.Fatalf("rows left after Stop: %v, want the 2 never acknowledged and the one another row's task named", got)
 	}
 }
 
@@ -336,5 +348,33 @@ func TestRowsInFlightAreHandedOffAgainOnceRedisLostTheQueues(t *testing.T) {
 		if n != 2 {
 			t.Fatalf("row %d handed off %d times, want 2", id, n)
 		}
+	}
+}
+
+// TestAckerWaitsOutAnOutage: while its deletions fail (PostgreSQL away) the acker keeps the
+// acknowledgements and tries again less and less often, saying so once, not at every try.
+func TestAckerWaitsOutAnOutage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ids := e.write(1)
+	away, err := postgres.Open(context.Background(), e.dbURL, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	away.Close() // every statement fails
+	var out testenv.Buffer
+	a := relay.NewAcker(away, 10*time.Millisecond, logging.New("worker", slog.LevelInfo, "json", &out))
+	a.Start()
+	a.Ack(ids[0], time.Time{})
+	testenv.Eventually(t, 5*time.Second, "the failed deletion logged", func() bool {
+		return strings.Contains(out.String(), "not deleted yet")
+	})
+	time.Sleep(500 * time.Millisecond) // fifty intervals: at most six more tries with the back-off
+	a.Stop()
+	if n := strings.Count(out.String(), "not deleted yet"); n != 1 {
+		t.Fatalf("%d warnings for one outage, want 1:\n%s", n, out.String())
+	}
+	if got := e.deliveries(ids); len(got) != 1 {
+		t.Fatalf("rows %v, want the acknowledged one kept while the database is away", got)
 	}
 }
