@@ -71,8 +71,11 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	start := time.Now()
 	s, ok := r.reg[at.Type()] // exact names: no prefix fallback
 	if !ok {
-		r.log.ErrorContext(ctx, "task of unknown type", "taskType", at.Type())
-		return fmt.Errorf("no strategy for %q: %w", at.Type(), asynq.SkipRetry)
+		// Archived unfinished and unacknowledged: its outbox row stays, and the relay runs it
+		// again when it is due, for a worker that knows the type (a newer version's, during a
+		// rolling upgrade).
+		r.log.WarnContext(ctx, "task of a type this worker does not know; left for one that does", "taskType", at.Type())
+		return fmt.Errorf("%s: no strategy for %q: %w", tasks.Unfinished, at.Type(), asynq.SkipRetry)
 	}
 	var env tasks.Envelope
 	if len(at.Payload()) > 0 {

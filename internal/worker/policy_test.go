@@ -285,13 +285,19 @@ func TestMalformedTasksAreNotRetried(t *testing.T) {
 		}
 	}
 	archived := archivedTasks(t, insp, queue, len(bad))
-	for id := range bad {
+	for id, b := range bad {
 		ti, ok := archived[id]
 		if !ok {
 			t.Fatalf("task %s not archived", id)
 		}
 		if ti.Retried != 0 || ti.LastErr == "" {
 			t.Errorf("task %s: retried %d times, last error %q; want no retry and an error", id, ti.Retried, ti.LastErr)
+		}
+		// A type this worker does not know may be a newer release's: its row must stay for the
+		// relay to run it again (for a worker that knows it), not be taken for done.
+		unknownType := b.typ != tasks.OrderProcess && b.typ != tasks.OrderRefund && b.typ != tasks.OrderCancel
+		if unfinished := strings.HasPrefix(ti.LastErr, tasks.Unfinished); unfinished != unknownType {
+			t.Errorf("task %s (type %s): archived unfinished %t, want %t (%q)", id, b.typ, unfinished, unknownType, ti.LastErr)
 		}
 	}
 	for typ, r := range rec {

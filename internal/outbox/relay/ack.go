@@ -94,7 +94,8 @@ func (a *Acker) Stop() {
 	<-a.stopped
 }
 
-// ackQuery deletes the rows $1 whose time of writing is $2's at the same index (” for any).
+// ackQuery deletes the rows $1 whose time of writing is $2's at the same index (an empty $2 entry:
+// any).
 const ackQuery = `DELETE FROM outbox o USING unnest($1::bigint[], $2::text[]) AS a(id, created)
 WHERE o.id = ANY($1) AND o.id = a.id AND (a.created = '' OR o.created_at = a.created::timestamptz)`
 

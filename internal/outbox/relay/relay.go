@@ -142,9 +142,16 @@ func (r *Relay) runOnce(ctx context.Context, recent bool) (int, error) {
 			return nil
 		}
 		start := time.Now()
-		done, failed, err := r.enqueueAll(ctx, rows)
+		done, failed, unknown, err := r.enqueueAll(ctx, rows)
 		if len(failed) == len(rows) {
 			return err
+		}
+		if len(unknown) > 0 {
+			r.log.WarnContext(ctx, "outbox rows of a task type this relay does not know (written by a newer version?) left for a relay that does",
+				"rows", len(unknown), "outboxId", unknown[0])
+			if _, err := tx.ExecContext(ctx, retryQuery, pq.Array(unknown), retryUnknown.Milliseconds()); err != nil {
+				return fmt.Errorf("outbox: postpone rows of unknown types: %w", err)
+			}
 		}
 		if r.Observe != nil {
 			r.Observe(len(rows), time.Since(start))
@@ -166,16 +173,22 @@ func (r *Relay) runOnce(ctx context.Context, recent bool) (int, error) {
 	return n, err
 }
 
-// retryFailed is how long a row whose hand-off failed waits for its next try.
-const retryFailed = time.Second
+// retryFailed is how long a row whose hand-off failed waits for its next try; retryUnknown, a
+// row of a task type this relay does not know. During a rolling upgrade a newer API writes
+// tasks of a new type while older relays and workers still run: the row must wait for a
+// program that knows its type, never be dropped.
+const (
+	retryFailed  = time.Second
+	retryUnknown = time.Minute
+)
 
 // retryQuery gives rows back the delivery the claim counted and makes them due after $2 ms.
 const retryQuery = `UPDATE outbox SET deliveries = deliveries - 1, relay_at = now() + $2 * interval '1 millisecond'
 WHERE id = ANY($1)`
 
 // enqueueAll enqueues the batch. It returns the rows that need no further delivery, the rows
-// whose hand-off failed and the first of their errors.
-func (r *Relay) enqueueAll(ctx context.Context, rows []row) (done, failed []int64, err error) {
+// whose hand-off failed and the first of their errors, and the rows of unknown types.
+func (r *Relay) enqueueAll(ctx context.Context, rows []row) (done, failed, unknown []int64, err error) {
 	finished := make([]bool, len(rows))
 	errs := make([]error, len(rows))
 	var g errgroup.Group
@@ -189,6 +202,8 @@ func (r *Relay) enqueueAll(ctx context.Context, rows []row) (done, failed []int6
 	_ = g.Wait()
 	for i, rw := range rows {
 		switch {
+		case errors.Is(errs[i], errUnknownType):
+			unknown = append(unknown, rw.ID)
 		case errs[i] != nil:
 			failed = append(failed, rw.ID)
 			err = cmp.Or(err, errs[i])
@@ -196,17 +211,18 @@ func (r *Relay) enqueueAll(ctx context.Context, rows []row) (done, failed []int6
 			done = append(done, rw.ID)
 		}
 	}
-	return done, failed, err
+	return done, failed, unknown, err
 }
 
+// errUnknownType is a row whose task type this relay does not know.
+var errUnknownType = errors.New("unknown task type")
+
 // deliver hands one row's task to its queue. It reports true when the row needs no further
-// delivery: its type is unknown, or its task already ran.
+// delivery: its task already ran.
 func (r *Relay) deliver(ctx context.Context, rw row) (bool, error) {
 	queue, ok := tasks.QueueOf(rw.Type)
 	if !ok {
-		// Nothing will ever handle it; keep it out of the queues but say so loudly.
-		r.log.ErrorContext(ctx, "outbox row of unknown task type dropped", "outboxId", rw.ID, "taskType", rw.Type)
-		return true, nil
+		return false, errUnknownType
 	}
 	err := r.enqueue(ctx, rw, queue)
 	switch {
