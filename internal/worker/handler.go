@@ -89,9 +89,9 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	ctx = logging.WithCorrelationID(ctx, env.CorrelationID)
 	ctx = logging.With(ctx, slog.String("taskId", taskID), slog.String("taskType", t.Type))
 
-	if s.OrderLock != nil {
-		if id := s.OrderLock(t); id != "" {
-			ctx = logging.With(ctx, slog.String("orderId", id))
+	if s.Lock != nil {
+		if sub := s.Lock(t); sub.ID != "" {
+			ctx = logging.With(ctx, slog.String(sub.Kind+"Id", sub.ID))
 		}
 	}
 	err := r.run(ctx, s, t)
@@ -108,7 +108,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 		// runs and the outbox row stays. Asynq archives a task whose last attempt fails all
 		// the same; marked Unfinished, the relay delivers it again. (A periodic task, with no
 		// row, fails as usual: its next period runs it again.)
-		r.log.WarnContext(ctx, "backing service unavailable or order busy; the task will run again", "err", err, "attempt", retried+1)
+		r.log.WarnContext(ctx, "backing service unavailable or subject busy; the task will run again", "err", err, "attempt", retried+1)
 		r.observe(t.Type, metrics.TaskRetry, start)
 		if retried >= maxRetry {
 			return outageError{fmt.Errorf("%s: %w", tasks.Unfinished, err)}
@@ -151,20 +151,20 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	return err
 }
 
-// run runs the strategy holding its order's lock.
+// run runs the strategy holding its subject's lock.
 func (r *Runner) run(ctx context.Context, s Strategy, t Task) error {
 	return r.holdingLock(ctx, s, t, func() error { return s.Run(ctx, t) })
 }
 
-// holdingLock runs f holding the lock of t's order, if its strategy names one. The
+// holdingLock runs f holding the lock of t's subject, if its strategy names one. The
 // compensation holds it too: it calls Stripe before its compare-and-set write, and another
 // copy of the task (an orphan's, a redelivery) finishing the order meanwhile would otherwise
 // see it refunded by Stripe and shipped all the same. Waiting for the lock in vain is errBusy:
 // not the task's failure.
 func (r *Runner) holdingLock(ctx context.Context, s Strategy, t Task, f func() error) error {
-	if s.OrderLock != nil {
-		if id := s.OrderLock(t); id != "" {
-			unlock, err := r.lock(ctx, id)
+	if s.Lock != nil {
+		if sub := s.Lock(t); sub.ID != "" {
+			unlock, err := r.lock(ctx, sub)
 			if err != nil {
 				return err
 			}
@@ -188,19 +188,19 @@ func (r *Runner) observe(taskType, outcome string, start time.Time) {
 	}
 }
 
-// lock takes the order's lock, waiting a few seconds for a handler of the same order to finish,
-// and keeps extending it until the returned function releases it. The lock serialises handlers
-// of one order; correctness still rests on the compare-and-set writes.
-func (r *Runner) lock(ctx context.Context, orderID string) (func(), error) {
+// lock takes the subject's lock, waiting a few seconds for a handler of the same subject to
+// finish, and keeps extending it until the returned function releases it. The lock serialises
+// handlers of one order (or user); correctness still rests on the compare-and-set writes.
+func (r *Runner) lock(ctx context.Context, sub Subject) (func(), error) {
 	const retryDelay = 100 * time.Millisecond
-	m := r.locks.NewMutex(r.keys.Key("lock", "order", orderID), redsync.WithExpiry(r.LockExpiry),
+	m := r.locks.NewMutex(r.keys.Key("lock", sub.Kind, sub.ID), redsync.WithExpiry(r.LockExpiry),
 		redsync.WithTries(max(1, int(r.LockWait/retryDelay))), redsync.WithRetryDelay(retryDelay))
 	if err := m.LockContext(ctx); err != nil {
 		var taken *redsync.ErrTaken
 		if errors.As(err, &taken) || errors.Is(err, redsync.ErrFailed) {
 			err = fmt.Errorf("%w (%v)", errBusy, err)
 		}
-		return nil, fmt.Errorf("lock order %s: %w", orderID, err)
+		return nil, fmt.Errorf("lock %s %s: %w", sub.Kind, sub.ID, err)
 	}
 	stop := lock.Keep(ctx, m, r.LockExpiry/3, r.log)
 	return func() {
@@ -237,11 +237,11 @@ func unavailable(err error) bool {
 	return outage.Is(err) && !errors.As(err, &ge) && !errors.Is(err, context.DeadlineExceeded)
 }
 
-// errBusy is an attempt that found its order's lock held by another handler throughout.
-var errBusy = errors.New("order busy with another task")
+// errBusy is an attempt that found its subject's lock held by another handler throughout.
+var errBusy = errors.New("busy with another task")
 
 // waits tells an attempt that should run again later without counting: a backing service away,
-// or its order busy.
+// or its order (or user) busy.
 func waits(err error) bool { return unavailable(err) || errors.Is(err, errBusy) }
 
 // outageError is an attempt that PostgreSQL or Redis was away for: the server does not count

@@ -75,16 +75,29 @@ func TestRegistryHandlesEveryTaskType(t *testing.T) {
 	if len(reg) != len(types) {
 		t.Errorf("%d strategies for %d task types", len(reg), len(types))
 	}
-	// The order strategies hold the order's lock and compensate when their retries run out.
+	// The order strategies hold the order's lock and compensate when their retries run out;
+	// the Stripe customer syncs of one user run one at a time, so that they reach Stripe in order.
 	for _, typ := range []string{tasks.OrderProcess, tasks.OrderCancel, tasks.OrderRefund} {
-		if reg[typ].OrderLock == nil || reg[typ].Compensate == nil {
-			t.Errorf("%s: lock %v, compensation %v; want both", typ, reg[typ].OrderLock != nil, reg[typ].Compensate != nil)
+		if reg[typ].Lock == nil || reg[typ].Compensate == nil {
+			t.Errorf("%s: lock %v, compensation %v; want both", typ, reg[typ].Lock != nil, reg[typ].Compensate != nil)
 		}
 		id := uuid.New()
 		raw, _ := json.Marshal(tasks.Order{OrderID: id})
-		if got := reg[typ].OrderLock(Task{Type: typ, Envelope: tasks.Envelope{Data: raw}}); got != id.String() {
-			t.Errorf("%s locks order %q, want %q", typ, got, id)
+		if got := reg[typ].Lock(Task{Type: typ, Envelope: tasks.Envelope{Data: raw}}); got != (Subject{"order", id.String()}) {
+			t.Errorf("%s locks %v, want order %s", typ, got, id)
 		}
+	}
+	for _, typ := range []string{tasks.CustomerCreate, tasks.CustomerUpdate, tasks.CustomerDelete} {
+		id := uuid.New()
+		raw, _ := json.Marshal(tasks.Customer{UserID: id})
+		if reg[typ].Lock == nil {
+			t.Errorf("%s holds no lock", typ)
+		} else if got := reg[typ].Lock(Task{Type: typ, Envelope: tasks.Envelope{Data: raw}}); got != (Subject{"user", id.String()}) {
+			t.Errorf("%s locks %v, want user %s", typ, got, id)
+		}
+	}
+	if reg[tasks.NotifyUser].Lock != nil {
+		t.Errorf("%s holds a lock: notifications of one user need no order", tasks.NotifyUser)
 	}
 }
 
@@ -129,7 +142,7 @@ type recorder struct {
 
 func (r *recorder) strategy() Strategy {
 	return Strategy{
-		OrderLock: orderOf,
+		Lock: orderOf,
 		Run: func(ctx context.Context, t Task) error {
 			var p tasks.Order
 			if err := t.Decode(&p); err != nil {

@@ -24,9 +24,13 @@ type Strategy struct {
 	// Compensate, when set, runs once after the task's last attempt failed. It reports whether
 	// it changed anything (counted as a compensation).
 	Compensate func(ctx context.Context, t Task, cause error) (bool, error)
-	// OrderLock names the order whose lock the task holds while it runs ("" for none).
-	OrderLock func(t Task) string
+	// Lock names what the task works on, whose lock it holds while it runs (zero: none).
+	Lock func(t Task) Subject
 }
+
+// Subject is what a task works on: an order or a user, by id. Tasks of one subject run one at
+// a time.
+type Subject struct{ Kind, ID string }
 
 // Task is a decoded task: its envelope and payload.
 type Task struct {
@@ -50,13 +54,23 @@ type Deps struct {
 	Maintenance   map[string]func(ctx context.Context) error // periodic tasks by type
 }
 
-// orderOf names the order of a task with an order payload ("" when it does not decode).
-func orderOf(t Task) string {
+// orderOf names the order of a task with an order payload (none when it does not decode).
+func orderOf(t Task) Subject {
 	var p tasks.Order
-	if t.Decode(&p) != nil {
-		return ""
+	if t.Decode(&p) != nil || p.OrderID == uuid.Nil {
+		return Subject{}
 	}
-	return p.OrderID.String()
+	return Subject{"order", p.OrderID.String()}
+}
+
+// userOf names the user of a Stripe customer task: two syncs of one user in parallel (an edit,
+// then another) could reach Stripe in the wrong order and leave the older details there.
+func userOf(t Task) Subject {
+	var p tasks.Customer
+	if t.Decode(&p) != nil || p.UserID == uuid.Nil {
+		return Subject{}
+	}
+	return Subject{"user", p.UserID.String()}
 }
 
 // Registry returns the one map from task type to strategy.
@@ -71,25 +85,25 @@ func Registry(d Deps) map[string]Strategy {
 				}
 				return d.Orders.CompensateProcess(ctx, p.OrderID, reasonOf(cause))
 			},
-			OrderLock: orderOf,
+			Lock: orderOf,
 		},
 		tasks.OrderCancel: {
 			Run: withOrder(func(ctx context.Context, p tasks.Order) error {
 				return d.Orders.Cancel(ctx, p.OrderID, actorOr(p.Actor), p.Reason)
 			}),
 			Compensate: failAction(d.Orders, order.ActionCancel),
-			OrderLock:  orderOf,
+			Lock:       orderOf,
 		},
 		tasks.OrderRefund: {
 			Run: withOrder(func(ctx context.Context, p tasks.Order) error {
 				return d.Orders.Refund(ctx, p.OrderID, actorOr(p.Actor), p.Reason)
 			}),
 			Compensate: failAction(d.Orders, order.ActionRefund),
-			OrderLock:  orderOf,
+			Lock:       orderOf,
 		},
-		tasks.CustomerCreate: {Run: withUser(d.Customers.Create)},
-		tasks.CustomerUpdate: {Run: withUser(d.Customers.Update)},
-		tasks.CustomerDelete: {Run: withUser(d.Customers.Delete)},
+		tasks.CustomerCreate: {Run: withUser(d.Customers.Create), Lock: userOf},
+		tasks.CustomerUpdate: {Run: withUser(d.Customers.Update), Lock: userOf},
+		tasks.CustomerDelete: {Run: withUser(d.Customers.Delete), Lock: userOf},
 		tasks.NotifyUser: {Run: func(ctx context.Context, t Task) error {
 			var p tasks.Notify
 			if err := t.Decode(&p); err != nil {
