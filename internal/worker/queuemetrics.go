@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -19,6 +20,8 @@ type QueueCollector struct {
 	ns        tasks.Namespace
 	depth     *prometheus.Desc
 	latency   *prometheus.Desc
+	failures  *prometheus.Desc
+	failed    atomic.Uint64
 }
 
 // NewQueueCollector returns a collector of the namespaced queues.
@@ -31,6 +34,8 @@ func NewQueueCollector(rdb redis.UniversalClient, ns tasks.Namespace) *QueueColl
 			[]string{"queue", "state"}, nil),
 		latency: prometheus.NewDesc("dispatch_queue_latency_seconds", "Age of the oldest pending task of each queue.",
 			[]string{"queue"}, nil),
+		failures: prometheus.NewDesc("dispatch_queue_read_failures_total",
+			"Queue reads that failed (Redis away): the queue's gauges were left out of that scrape.", nil, nil),
 	}
 }
 
@@ -38,9 +43,12 @@ func NewQueueCollector(rdb redis.UniversalClient, ns tasks.Namespace) *QueueColl
 func (c *QueueCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.depth
 	ch <- c.latency
+	ch <- c.failures
 }
 
-// Collect implements prometheus.Collector. A queue never used yet reports zeros.
+// Collect implements prometheus.Collector. A queue never used yet reports zeros; a queue that
+// cannot be read (Redis away) reports nothing, not zeros, which would show a queue piling up
+// as empty, and counts a failure.
 //
 // It indexes the queues first (tasks.QueueIndex): after a Redis restart that kept no data the
 // index can miss queues that hold tasks, and Asynq's inspector (these gauges, the queue UI)
@@ -56,7 +64,8 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, q := range tasks.Queues() {
 		info, err := c.inspector.GetQueueInfo(c.ns.Queue(q))
 		if err != nil {
-			info = &asynq.QueueInfo{}
+			c.failed.Add(1)
+			continue
 		}
 		for state, n := range map[string]int{
 			"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
@@ -66,4 +75,5 @@ func (c *QueueCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.latency, prometheus.GaugeValue, info.Latency.Seconds(), q)
 	}
+	ch <- prometheus.MustNewConstMetric(c.failures, prometheus.CounterValue, float64(c.failed.Load()))
 }

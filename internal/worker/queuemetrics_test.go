@@ -53,3 +53,30 @@ func TestQueueGaugesCountAQueueMissingFromAsynqsIndex(t *testing.T) {
 		t.Fatalf("pending tasks of the unindexed queue = %v, want 3", pending)
 	}
 }
+
+// While Redis cannot be read the queue gauges are left out, not reported as zeros (a queue
+// piling up would look empty during the outage), and the failed reads are counted.
+func TestQueueGaugesWithoutRedis(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedisServer(t, "queuemetrics")
+	rdb := srv.Client()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(worker.NewQueueCollector(rdb, ""))
+	srv.Kill()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	failures := -1.0
+	for _, mf := range families {
+		switch mf.GetName() {
+		case "dispatch_queue_depth", "dispatch_queue_latency_seconds":
+			t.Errorf("%s reported without Redis: %v", mf.GetName(), mf.GetMetric())
+		case "dispatch_queue_read_failures_total":
+			failures = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if want := float64(len(tasks.Queues())); failures != want {
+		t.Fatalf("dispatch_queue_read_failures_total = %v, want %v (one per queue)", failures, want)
+	}
+}
