@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -406,9 +407,13 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	})
 	defer listener.Close()
-	if err := listener.Listen(outbox.Channel); err != nil {
-		r.log.Warn("LISTEN failed; polling only", "err", err)
-	}
+	// Listen waits for the listener's first connection (PostgreSQL may be away): the relay polls
+	// meanwhile. Close ends the wait.
+	go func() {
+		if err := listener.Listen(outbox.Channel); err != nil && !errors.Is(err, net.ErrClosed) {
+			r.log.Warn("LISTEN failed; polling only", "err", err)
+		}
+	}()
 	poll := time.NewTicker(r.poll)
 	defer poll.Stop()
 	orphans := time.NewTicker(orphanCheck)

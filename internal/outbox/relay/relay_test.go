@@ -8,6 +8,7 @@ package relay_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -353,6 +354,31 @@ func TestRelayWakesOnTheWritersNotify(t *testing.T) {
 	}
 	if n := batches.Load(); n != 4 {
 		t.Fatalf("%d batches, want 4 (the start-up drain and one per write)", n)
+	}
+}
+
+// TestRelayPollsWhileItCannotListen: a relay whose listener cannot connect (PostgreSQL away
+// just after the relay started) still polls and hands rows off, and stops when told.
+func TestRelayPollsWhileItCannotListen(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	unreachable := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=1", testenv.FreePort(t))
+	r := relay.New(e.db, unreachable, e.rdb, e.ns, 10, 20*time.Millisecond, logging.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	ids := e.write(3)
+	testenv.Eventually(t, 10*time.Second, "rows handed off by polling", func() bool { return len(e.left()) == 0 })
+	for _, id := range ids {
+		if !e.queued(tasks.QueueNotifications, id) {
+			t.Fatalf("row %d is not queued", id)
+		}
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
 	}
 }
 
