@@ -16,6 +16,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/auth/authdb"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/tasks"
@@ -68,6 +69,7 @@ type Service struct {
 	users  CredentialStore
 	wake   *outbox.Waker
 	log    *slog.Logger
+	outage *slog.Logger // what every request logs while Redis is away, once in a while
 	// cache keeps identities for IdentityTTL so a burst of requests on one session costs one
 	// database read per second.
 	cache  expiring[uuid.UUID, authdb.Identity]
@@ -77,7 +79,7 @@ type Service struct {
 // NewService wires the auth service.
 func NewService(db *postgres.DB, rdb *redis.Client, keys redisx.Prefix, h *Hasher, t *Tokens, users CredentialStore,
 	wake *outbox.Waker, log *slog.Logger) *Service {
-	return &Service{db: db, Hasher: h, Tokens: t, users: users, wake: wake, log: log,
+	return &Service{db: db, Hasher: h, Tokens: t, users: users, wake: wake, log: log, outage: logging.Sometimes(log, logging.OutageEvery),
 		denied: newDenylist(rdb, keys.Key("denylist"), keys.Key("denylist", "added"))}
 }
 
@@ -216,7 +218,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	denied, err := s.denied.has(ctx, sid, now)
 	redisOK := err == nil
 	if !redisOK {
-		s.log.WarnContext(ctx, "denylist unavailable; checking the session in the database", "err", err)
+		s.outage.WarnContext(ctx, "denylist unavailable; checking the session in the database", "err", err)
 	}
 	if denied {
 		return Principal{}, ErrInvalidToken

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 )
@@ -35,6 +36,9 @@ type Cache struct {
 	keys redisx.Prefix
 	ttl  time.Duration
 	log  *slog.Logger
+	// outage logs what happens on every request while Redis is away, once per
+	// logging.OutageEvery.
+	outage *slog.Logger
 
 	mu       sync.Mutex
 	missed   map[string]time.Time // generation keys not yet bumped, with when their entries expire
@@ -44,7 +48,7 @@ type Cache struct {
 
 // NewCache returns a cache with entries living ttl.
 func NewCache(rdb *redis.Client, keys redisx.Prefix, ttl time.Duration, log *slog.Logger) *Cache {
-	return &Cache{rdb: rdb, keys: keys, ttl: ttl, log: log}
+	return &Cache{rdb: rdb, keys: keys, ttl: ttl, log: log, outage: logging.Sometimes(log, logging.OutageEvery)}
 }
 
 const genTTL = 7 * 24 * time.Hour
@@ -65,7 +69,7 @@ func (c *Cache) List(ctx context.Context, view, query string, load func() ([]byt
 func (c *Cache) Invalidate(ctx context.Context, ids ...uuid.UUID) {
 	keys := append(c.genKeys(ids), c.keys.Key("items", "gen"))
 	if err := c.bump(ctx, keys); err != nil {
-		c.log.ErrorContext(ctx, "item cache invalidation failed; sending it again until Redis takes it",
+		c.outage.ErrorContext(ctx, "item cache invalidation failed; sending it again until Redis takes it",
 			"err", err, "items", len(ids))
 		c.miss(keys)
 	}
@@ -173,7 +177,7 @@ func (c *Cache) get(ctx context.Context, kind, genKey, key string, load func() (
 	}
 	vals, err := c.rdb.MGet(ctx, genKey, key).Result()
 	if err != nil {
-		c.log.WarnContext(ctx, "item cache unavailable; reading the database", "err", err)
+		c.outage.WarnContext(ctx, "item cache unavailable; reading the database", "err", err)
 		metrics.Cache(kind, false)
 		return load()
 	}
@@ -195,7 +199,7 @@ func (c *Cache) get(ctx context.Context, kind, genKey, key string, load func() (
 	entry := make([]byte, 0, len(gen)+1+len(body))
 	entry = append(append(append(entry, gen...), '|'), body...)
 	if err := c.rdb.Set(ctx, key, entry, c.ttl).Err(); err != nil {
-		c.log.WarnContext(ctx, "item cache write failed", "err", err)
+		c.outage.WarnContext(ctx, "item cache write failed", "err", err)
 	}
 	return body, nil
 }

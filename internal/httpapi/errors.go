@@ -74,7 +74,7 @@ func (s *Server) respondError(c *gin.Context, err error) {
 	case status == statusClientClosed:
 		s.log.InfoContext(ctx, "request ended: its client went away", "err", err)
 	case status == http.StatusServiceUnavailable:
-		s.log.WarnContext(ctx, "request refused: a dependency is unavailable", "err", err, "code", e.Code)
+		s.outage.WarnContext(ctx, "request refused: a dependency is unavailable", "err", err, "code", e.Code)
 	case status >= 500:
 		s.log.ErrorContext(ctx, "request failed", "err", err, "code", e.Code)
 	}

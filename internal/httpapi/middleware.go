@@ -179,7 +179,7 @@ func (s *Server) limit(limit int) gin.HandlerFunc {
 		key := s.keys.Key("ratelimit", c.Request.Method+" "+c.FullPath(), ratelimit.Client(c.ClientIP()))
 		res, err := s.limiter.Allow(c.Request.Context(), key, limit, time.Minute)
 		if err != nil {
-			s.log.WarnContext(c.Request.Context(), "rate limiter unavailable; request allowed", "err", err)
+			s.outage.WarnContext(c.Request.Context(), "rate limiter unavailable; request allowed", "err", err)
 			c.Next()
 			return
 		}

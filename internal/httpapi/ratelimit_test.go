@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -252,7 +253,7 @@ func TestRateLimitSharedByReplicas(t *testing.T) {
 // lets requests through instead of failing them, and sessions still end on logout.
 func TestRateLimitFailsOpenWhenRedisIsDown(t *testing.T) {
 	t.Parallel()
-	a := newAppRedisDown(t, "RATE_LIMIT_ENABLED", "true", "RATE_LIMITS", "login=1,default=1,session=1")
+	a := newAppRedisDown(t, "RATE_LIMIT_ENABLED", "true", "RATE_LIMITS", "login=1,default=1,session=1", "LOG_LEVEL", "warn")
 	var access string
 	for i := 0; i < 4; i++ {
 		resp := a.api.Do("POST", "/v1/auth/login", loginBody("admin@dispatch.local")).Expect(t, 200)
@@ -278,4 +279,12 @@ func TestRateLimitFailsOpenWhenRedisIsDown(t *testing.T) {
 		t.Fatalf("readiness details: %+v", d)
 	}
 	a.api.Do("GET", "/health", nil).Expect(t, 200)
+
+	// Every request fell back, but each fallback is logged once, not once per request: an outage
+	// under load would flood the log.
+	for _, msg := range []string{"rate limiter unavailable", "denylist unavailable"} {
+		if n := strings.Count(a.logs.String(), msg); n != 1 {
+			t.Errorf("%q logged %d times for a dozen requests, want once", msg, n)
+		}
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/ratelimit"
@@ -35,6 +36,7 @@ type Options struct {
 type Server struct {
 	cfg           config.Config
 	log           *slog.Logger
+	outage        *slog.Logger // what every request logs during an outage, once in a while
 	db            *postgres.DB
 	rdb           *redis.Client
 	keys          redisx.Prefix
@@ -53,7 +55,7 @@ type Server struct {
 // New routes to the services of a (built by package assembly).
 func New(cfg config.Config, a *assembly.App, opts Options) *Server {
 	s := &Server{
-		cfg: cfg, log: a.Log, db: a.DB, rdb: a.Redis, keys: a.Keys,
+		cfg: cfg, log: a.Log, outage: logging.Sometimes(a.Log, logging.OutageEvery), db: a.DB, rdb: a.Redis, keys: a.Keys,
 		auth:          a.Auth,
 		users:         a.Users,
 		catalog:       a.Catalog,

@@ -10,8 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dispatchhq/dispatch/internal/outbox"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
@@ -52,6 +53,7 @@ type Relay struct {
 	poll      time.Duration
 	dsn       string
 	log       *slog.Logger
+	outage    *slog.Logger // a failing batch at every wake-up while Redis is away, once in a while
 
 	// MaxRetry is the number of retries of every task (SPEC §5: 3).
 	MaxRetry int
@@ -70,7 +72,7 @@ type Relay struct {
 // woken by LISTEN/NOTIFY on dsn's database and polling every poll as a fallback.
 func New(db *postgres.DB, dsn string, rdb redis.UniversalClient, ns tasks.Namespace, batchSize int, poll time.Duration, log *slog.Logger) *Relay {
 	return &Relay{db: db, rdb: rdb, dsn: dsn, client: asynq.NewClientFromRedisClient(rdb), inspector: asynq.NewInspectorFromRedisClient(rdb),
-		ns: ns, batchSize: batchSize, poll: poll, log: log, MaxRetry: 3, Retention: 10 * time.Minute, RedeliverAfter: time.Minute}
+		ns: ns, batchSize: batchSize, poll: poll, log: log, outage: logging.Sometimes(log, logging.OutageEvery), MaxRetry: 3, Retention: 10 * time.Minute, RedeliverAfter: time.Minute}
 }
 
 type row struct {
@@ -494,7 +496,7 @@ func (r *Relay) drain(ctx context.Context, recent bool) {
 		n, err := r.runOnce(bctx, recent)
 		cancel()
 		if err != nil {
-			r.log.Error("outbox batch failed; rows stay for a later try", "err", err)
+			r.outage.Error("outbox batch failed; rows stay for a later try", "err", err)
 			return
 		}
 		if n < r.batchSize {
