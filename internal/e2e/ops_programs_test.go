@@ -80,6 +80,44 @@ func TestOperationsOfTheRealPrograms(t *testing.T) {
 		t.Parallel()
 		apiRefusesProductionWithoutQueueUIPassword(t, bins["api"])
 	})
+	t.Run("APIStartsWithoutRedis", func(t *testing.T) {
+		t.Parallel()
+		apiStartsWithoutRedis(t, bins["api"])
+	})
+}
+
+// apiStartsWithoutRedis: the API serves without Redis, so it starts without it (started again
+// during a Redis outage it must answer, not refuse connections): alive, not ready (naming
+// Redis), a login answered, the catalog served from the database.
+func apiStartsWithoutRedis(t *testing.T, apiBin string) {
+	_, dbURL := testenv.DB(t)
+	apiAddr := opsAddr(t)
+	noRedis := fmt.Sprintf("redis://127.0.0.1:%d/0", testenv.FreePort(t))
+	api := startProc(t, "api", apiBin, programEnv(dbURL, noRedis, testenv.StripeURL(t), "HTTP_ADDR="+apiAddr)...)
+	client := testenv.NewClient(t, "http://"+apiAddr)
+	testenv.Eventually(t, 30*time.Second, "the API answers /health", func() bool {
+		if !api.Running() {
+			t.Fatalf("the API exited without Redis:\n%s", api.Output(4000))
+		}
+		resp, err := http.Get("http://" + apiAddr + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	ready := client.Do("GET", "/ready", nil).Expect(t, 503)
+	if !strings.Contains(string(ready.Body), `"redis"`) {
+		t.Fatalf("/ready without Redis: %s", ready.Body)
+	}
+	var pair struct{ AccessToken string }
+	client.Do("POST", "/v1/auth/login", map[string]string{"email": "admin@dispatch.local", "password": demo.Password}).
+		Expect(t, 200).Decode(t, &pair)
+	var page struct{ Items []any }
+	client.As(pair.AccessToken).Do("GET", "/v1/items", nil).Expect(t, 200).Decode(t, &page)
+	if len(page.Items) == 0 {
+		t.Fatal("no items served without Redis")
+	}
 }
 
 // programsExportMetricsOfWhatTheyDid drives one order through the real API, relay and worker

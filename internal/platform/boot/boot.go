@@ -31,8 +31,8 @@ type Program struct {
 }
 
 // Start loads service's configuration from getenv, builds its logger, opens Postgres (with
-// cfg.DBMaxConns connections, watched by metrics.WatchPool under the service's name) and Redis,
-// and returns a context cancelled by SIGINT or SIGTERM.
+// cfg.DBMaxConns connections, watched by metrics.WatchPool under the service's name) and Redis
+// (which the API may start without), and returns a context cancelled by SIGINT or SIGTERM.
 func Start(ctx context.Context, service config.Service, getenv func(string) string, stdout io.Writer) (*Program, context.Context, error) {
 	cfg, err := config.Load(service, getenv)
 	if err != nil {
@@ -56,11 +56,21 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 	}
 	p.closes = append(p.closes, func() { p.DB.Close() })
 	metrics.WatchPool(string(service), p.DB)
-	if p.Redis, err = redisx.Open(ctx, cfg.RedisURL); err != nil {
+	if p.Redis, err = redisx.New(cfg.RedisURL); err != nil {
 		p.Close()
 		return nil, nil, err
 	}
 	p.closes = append(p.closes, func() { p.Redis.Close() })
+	if err := redisx.Ping(ctx, p.Redis); err != nil {
+		if service != config.API {
+			p.Close()
+			return nil, nil, err
+		}
+		// The API serves without Redis (rate limits, the denylist and the cache fall back), so it
+		// starts without it too: started again during a Redis outage, it answers rather than
+		// refusing connections, and /ready names Redis.
+		log.Warn("Redis unavailable at start; serving without it until it answers", "err", err)
+	}
 	p.warnIfRedisForgets(ctx)
 	return p, ctx, nil
 }

@@ -12,18 +12,34 @@ import (
 
 // Open parses url (any form Parse accepts), connects and pings.
 func Open(ctx context.Context, url string) (*redis.Client, error) {
+	c, err := New(url)
+	if err != nil {
+		return nil, err
+	}
+	if err := Ping(ctx, c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// New parses url and returns its client, which connects at its first command.
+func New(url string) (*redis.Client, error) {
 	t, err := Parse(url)
 	if err != nil {
 		return nil, err
 	}
-	c := t.NewClient()
+	return t.NewClient(), nil
+}
+
+// Ping checks that c's server answers, within 5 s.
+func Ping(ctx context.Context, c *redis.Client) error {
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := c.Ping(pingCtx).Err(); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("redis: ping %s: %w", t, err)
+		return fmt.Errorf("redis: ping %s: %w", c, err)
 	}
-	return c, nil
+	return nil
 }
 
 // ParseURL turns a single-server redis:// or rediss:// URL into client options with short
