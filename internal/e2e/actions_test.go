@@ -8,6 +8,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
 // Cancel and refund requested by staff, run by the worker (SPEC §3 Orders, §4).
@@ -447,5 +449,36 @@ func TestOrderCommandsResumeAfterACrashLostTheirResponse(t *testing.T) {
 		}
 		// The retry's answer is kept: a third attempt replays it.
 		r.as(step.role).Do("PATCH", path, body, "Idempotency-Key", key).Expect(t, step.status)
+	}
+}
+
+// A cancel of a PENDING order whose PaymentIntent Stripe says succeeded, while its payment
+// event never came (lost, or of another API version and so not applied): the cancel records
+// the payment as the webhook would have and refunds it, and the order ends CANCELED. Before,
+// the cancel gave up after its retries and the reconciler later marked the order PAID and
+// fulfilled it, although staff had asked to cancel it.
+func TestCancelFindsAPaymentItsEventNeverBrought(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	_, c := r.customer()
+	o := r.place(c, 2, item)
+	pi := *o.Payment.PaymentIntentID
+	r.stripe.Fail("POST", "/v1/payment_intents/"+pi+"/cancel", testenv.Fault{Status: 400, Type: "invalid_request_error",
+		Code: "payment_intent_unexpected_state", Message: "This PaymentIntent's status is succeeded."})
+	r.stripeIntent(pi, payment.IntentSucceeded, o.Total, o.Currency)
+
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "CANCELED")
+	got := r.get(o.ID)
+	if got.Payment.Status != "succeeded" || got.Payment.AmountReceived == nil || *got.Payment.AmountReceived != o.Total ||
+		got.Refund == nil || got.Refund.Amount != o.Total {
+		t.Fatalf("canceled order: %s", mustJSON(got))
+	}
+	if calls := r.refundCalls(o.ID); len(calls) == 0 || calls[0].IdempotencyKey != "order-"+o.ID.String()+"-refund" {
+		t.Fatalf("refund calls: %+v, want the order's refund", calls)
+	}
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d, want 10", s)
 	}
 }

@@ -117,6 +117,16 @@ func (s *Service) cancelIntent(ctx context.Context, o *Order) error {
 	case pi.Status == payment.IntentCanceled:
 		return nil
 	case pi.Status == payment.IntentSucceeded:
+		// Paid before the cancel reached Stripe. Its event may be on its way, or never come (lost,
+		// or of another API version): record the payment as the webhook would, and the retry
+		// refunds it (the order keeps its pending cancel).
+		ev := payment.Event{PaymentIntentID: pi.ID, AmountReceived: pi.AmountReceived, Currency: pi.Currency}
+		outcome := ""
+		if _, err := s.apply(ctx, o.ID, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+			return s.paymentSucceeded(ctx, o, ev, ActorWorker, &outcome)
+		}); err != nil {
+			return err
+		}
 		return ErrChangedMeanwhile
 	}
 	return err
