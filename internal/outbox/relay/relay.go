@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -349,6 +348,9 @@ func (r *Relay) redelivered(ctx context.Context, rw row, verdict string) {
 // TaskID is the Asynq task id of an outbox row.
 func TaskID(outboxID int64) string { return "outbox-" + strconv.FormatInt(outboxID, 10) }
 
+// listenWait is how long a starting relay waits for its LISTEN before it polls without it.
+const listenWait = 3 * time.Second
+
 // orphanCheck is how often the relay looks for tasks left running by a worker that vanished.
 const orphanCheck = 5 * time.Second
 
@@ -409,13 +411,21 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	})
 	defer listener.Close()
-	// Listen waits for the listener's first connection (PostgreSQL may be away): the relay polls
-	// meanwhile. Close ends the wait.
-	go func() {
-		if err := listener.Listen(outbox.Channel); err != nil && !errors.Is(err, net.ErrClosed) {
+	// Listen waits for the listener's first connection, which PostgreSQL gone right after the
+	// start could hold up for good: after listenWait the relay polls meanwhile (Close ends the
+	// wait). Until then it waits, so that no wake-up is missed at start.
+	listening := make(chan error, 1)
+	go func() { listening <- listener.Listen(outbox.Channel) }()
+	select {
+	case err := <-listening:
+		if err != nil {
 			r.log.Warn("LISTEN failed; polling only", "err", err)
 		}
-	}()
+	case <-time.After(listenWait):
+		r.log.Warn("LISTEN not set up yet (PostgreSQL away?); polling until it is")
+	case <-ctx.Done():
+		return nil
+	}
 	poll := time.NewTicker(r.poll)
 	defer poll.Stop()
 	orphans := time.NewTicker(orphanCheck)
