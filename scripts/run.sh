@@ -4,13 +4,13 @@
 # crashed, or refused to start while PostgreSQL or Redis was down), as an orchestrator would.
 # Ctrl-C (or SIGTERM to this script) stops everything. BIN names the programs' directory.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 # A script started in the background by another one ignores SIGINT, and no trap can undo that:
 # start again with SIGINT restored, so that it stops the stack however the script was started.
 if [ -z "${DISPATCH_RUN_SIGINT:-}" ] && env --default-signal=INT true 2>/dev/null; then
   DISPATCH_RUN_SIGINT=1 exec env --default-signal=INT "$0" "$@"
 fi
+cd "$(dirname "$0")/.."
 
 bin="${BIN:-./bin}"
 stripe_base="${STRIPE_API_BASE:-http://127.0.0.1:12111}"
@@ -20,7 +20,9 @@ stop() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap stop EXIT
 
 # keep NAME COMMAND...: runs COMMAND in the background and starts it again whenever it ends,
 # 0.2 s later, the wait doubling up to 5 s while it keeps ending within 30 s of its start. The
@@ -32,16 +34,13 @@ keep() {
   shift
   (
     set +e
-    child=""
-    trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait; exit 0' TERM
+    trap 'kill -TERM $(jobs -p) 2>/dev/null; wait; exit 0' TERM
     delay=0.2
     while :; do
       started=$SECONDS
       "$@" &
-      child=$!
-      wait "$child"
+      wait $!
       status=$?
-      child=""
       if ((SECONDS - started >= 30)); then delay=0.2; fi
       sleep "$delay" &
       wait $!
@@ -53,10 +52,13 @@ keep() {
   pids+=($!)
 }
 
+# quietly runs a program with its output discarded (stripe-mock logs every request).
+quietly() { exec "$@" >/dev/null 2>&1; }
+
 stripe_up() { curl -fsS -o /dev/null -H 'Authorization: Bearer sk_test_dispatch' "$stripe_base/v1/customers" 2>/dev/null; }
 if ! stripe_up; then
   port="${stripe_base##*:}"
-  keep stripe-mock "$(go env GOPATH)/bin/stripe-mock" -http-port "$port" -https-port $((port + 1)) >/dev/null 2>&1
+  keep stripe-mock quietly "$(go env GOPATH)/bin/stripe-mock" -http-port "$port" -https-port $((port + 1))
   for _ in $(seq 50); do stripe_up && break; sleep 0.1; done
 fi
 

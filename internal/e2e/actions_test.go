@@ -9,6 +9,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
@@ -456,7 +457,8 @@ func TestOrderCommandsResumeAfterACrashLostTheirResponse(t *testing.T) {
 // event never came (lost, or of another API version and so not applied): the cancel records
 // the payment as the webhook would have and refunds it, and the order ends CANCELED. Before,
 // the cancel gave up after its retries and the reconciler later marked the order PAID and
-// fulfilled it, although staff had asked to cancel it.
+// fulfilled it, although staff had asked to cancel it. It refunds in the same attempt, which may
+// be its last.
 func TestCancelFindsAPaymentItsEventNeverBrought(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -480,5 +482,9 @@ func TestCancelFindsAPaymentItsEventNeverBrought(t *testing.T) {
 	}
 	if s := r.stock(item); s != 10 {
 		t.Fatalf("stock = %d, want 10", s)
+	}
+	// In one attempt: a cancel on its last attempt must not leave the paid order to be fulfilled.
+	if got := r.obs.outcomes(tasks.OrderCancel); got["success"] != 1 || got["retry"] != 0 {
+		t.Fatalf("cancel task outcomes %v, want one success without a retry", got)
 	}
 }

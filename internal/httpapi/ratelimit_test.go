@@ -280,10 +280,10 @@ func TestRateLimitFailsOpenWhenRedisIsDown(t *testing.T) {
 	}
 	a.api.Do("GET", "/health", nil).Expect(t, 200)
 
-	// Every request fell back, but each fallback is logged once, not once per request: an outage
-	// under load would flood the log.
+	// Every request fell back, but each fallback is logged once per 10 s, not once per request:
+	// an outage under load would flood the log. (Twice allows for a slow run crossing 10 s.)
 	for _, msg := range []string{"rate limiter unavailable", "denylist unavailable"} {
-		if n := strings.Count(a.logs.String(), msg); n != 1 {
+		if n := strings.Count(a.logs.String(), msg); n < 1 || n > 2 {
 			t.Errorf("%q logged %d times for a dozen requests, want once", msg, n)
 		}
 	}

@@ -69,8 +69,22 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 		}
 		refund = &r
 	case o.Payment.IntentID != nil && o.Payment.Status != PaymentCanceled:
-		if err := s.cancelIntent(ctx, &o); err != nil {
+		paid, err := s.cancelIntent(ctx, &o)
+		if err != nil {
 			return err
+		}
+		if paid { // recorded just now: refunded in this attempt, which may be the last
+			if o, err = s.store.Get(ctx, s.db, id); err != nil {
+				return err
+			}
+			if !o.Payment.Captured() {
+				return ErrChangedMeanwhile
+			}
+			r, err := s.refundOrder(ctx, &o, "refund")
+			if err != nil {
+				return err
+			}
+			refund = &r
 		}
 	}
 	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
@@ -103,33 +117,32 @@ func (s *Service) settled(ctx context.Context, o *Order) {
 }
 
 // cancelIntent cancels the order's PaymentIntent. If Stripe refuses because it was paid in the
-// meantime, the order must be refunded instead: ErrChangedMeanwhile, and the retry does that
-// once the payment is recorded.
-func (s *Service) cancelIntent(ctx context.Context, o *Order) error {
-	_, err := s.gateway.CancelPaymentIntent(ctx, *o.Payment.IntentID, "order-"+o.ID.String()+"-cancel-intent")
+// meantime, the order must be refunded instead: the payment is recorded and paid reported.
+func (s *Service) cancelIntent(ctx context.Context, o *Order) (paid bool, err error) {
+	_, err = s.gateway.CancelPaymentIntent(ctx, *o.Payment.IntentID, "order-"+o.ID.String()+"-cancel-intent")
 	if err == nil || !errors.Is(err, payment.ErrRejected) {
-		return err
+		return false, err
 	}
 	pi, gerr := s.gateway.GetPaymentIntent(ctx, *o.Payment.IntentID)
 	switch {
 	case gerr != nil:
-		return gerr
+		return false, gerr
 	case pi.Status == payment.IntentCanceled:
-		return nil
+		return false, nil
 	case pi.Status == payment.IntentSucceeded:
 		// Paid before the cancel reached Stripe. Its event may be on its way, or never come (lost,
-		// or of another API version): record the payment as the webhook would, and the retry
-		// refunds it (the order keeps its pending cancel).
+		// or of another API version): record the payment as the webhook would (the order keeps
+		// its pending cancel), for the cancel to refund it.
 		ev := payment.Event{PaymentIntentID: pi.ID, AmountReceived: pi.AmountReceived, Currency: pi.Currency}
 		outcome := ""
 		if _, err := s.apply(ctx, o.ID, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 			return s.paymentSucceeded(ctx, o, ev, ActorWorker, &outcome)
 		}); err != nil {
-			return err
+			return false, err
 		}
-		return ErrChangedMeanwhile
+		return true, nil
 	}
-	return err
+	return false, err
 }
 
 // finishCancel is the CANCELED side of every cancel: status, stock back, refund recorded,

@@ -58,7 +58,7 @@ func (a *Acker) Ack(id int64, created time.Time) {
 	}
 	a.mu.Lock()
 	a.pending = append(a.pending, ack{id, created})
-	full := len(a.pending) >= ackBatch
+	full := len(a.pending) >= ackBatch && a.failing == 0 // no hurrying a database that is away
 	a.mu.Unlock()
 	if full {
 		select {
@@ -95,9 +95,9 @@ func (a *Acker) Stop() {
 }
 
 // ackQuery deletes the rows $1 whose time of writing is $2's at the same index (an empty $2 entry:
-// any).
+// any). NULLIF keeps the cast from meeting '' whatever order PostgreSQL evaluates the OR in.
 const ackQuery = `DELETE FROM outbox o USING unnest($1::bigint[], $2::text[]) AS a(id, created)
-WHERE o.id = ANY($1) AND o.id = a.id AND (a.created = '' OR o.created_at = a.created::timestamptz)`
+WHERE o.id = ANY($1) AND o.id = a.id AND (a.created = '' OR o.created_at = NULLIF(a.created, '')::timestamptz)`
 
 // next is the wait before the next flush: the interval, doubling up to 5 s while flushes fail
 // (PostgreSQL away), so that an outage costs a statement and a log line every few seconds, not

@@ -151,7 +151,7 @@ func (r *Relay) runOnce(ctx context.Context, recent bool) (int, error) {
 		if len(unknown) > 0 {
 			r.log.WarnContext(ctx, "outbox rows of a task type this relay does not know (written by a newer version?) left for a relay that does",
 				"rows", len(unknown), "outboxId", unknown[0])
-			if _, err := tx.ExecContext(ctx, retryQuery, pq.Array(unknown), retryUnknown.Milliseconds()); err != nil {
+			if _, err := tx.ExecContext(ctx, postponeQuery, pq.Array(unknown), retryUnknown.Milliseconds()); err != nil {
 				return fmt.Errorf("outbox: postpone rows of unknown types: %w", err)
 			}
 		}
@@ -183,6 +183,11 @@ const (
 	retryFailed  = time.Second
 	retryUnknown = time.Minute
 )
+
+// postponeQuery makes rows due after $2 ms, keeping the delivery the claim counted: a row of an
+// unknown type counts as handed off (in flight), not as waiting, so that it does not make every
+// relay unready after StaleAfter while no program that knows its type runs (after a rollback).
+const postponeQuery = `UPDATE outbox SET relay_at = now() + $2 * interval '1 millisecond' WHERE id = ANY($1)`
 
 // retryQuery gives rows back the delivery the claim counted and makes them due after $2 ms.
 const retryQuery = `UPDATE outbox SET deliveries = deliveries - 1, relay_at = now() + $2 * interval '1 millisecond'

@@ -14,7 +14,9 @@ const OutageEvery = 10 * time.Second
 // lines a component would write on every request or wake-up while a backing service is away
 // (a cache or denylist fallback, a refused request): one line per request floods the log
 // during an outage and, since warnings are flushed at once, costs a write each. The next line
-// written of a message says how many were left out ("suppressed").
+// written of a message says how many were left out ("suppressed"). A line's "code" attribute, if
+// any, is part of what makes it the same line: a 503 for Stripe is not held back by one for
+// PostgreSQL.
 func Sometimes(log *slog.Logger, every time.Duration) *slog.Logger {
 	return slog.New(sometimes{next: log.Handler(), every: every, seen: &seen{last: map[string]seenMessage{}}})
 }
@@ -27,7 +29,7 @@ type sometimes struct {
 
 type seen struct {
 	mu   sync.Mutex
-	last map[string]seenMessage // by message: the callers log constant messages
+	last map[string]seenMessage // by message and code: the callers log constant messages
 }
 
 type seenMessage struct {
@@ -44,15 +46,23 @@ func (h sometimes) Handle(ctx context.Context, r slog.Record) error {
 	if at.IsZero() {
 		at = time.Now()
 	}
+	key := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "code" {
+			key += "\x00" + a.Value.String()
+			return false
+		}
+		return true
+	})
 	h.seen.mu.Lock()
-	m := h.seen.last[r.Message]
+	m := h.seen.last[key]
 	if !m.at.IsZero() && at.Sub(m.at) < h.every {
 		m.suppressed++
-		h.seen.last[r.Message] = m
+		h.seen.last[key] = m
 		h.seen.mu.Unlock()
 		return nil
 	}
-	h.seen.last[r.Message] = seenMessage{at: at}
+	h.seen.last[key] = seenMessage{at: at}
 	h.seen.mu.Unlock()
 	if m.suppressed > 0 {
 		r = r.Clone()

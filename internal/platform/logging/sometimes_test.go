@@ -16,13 +16,16 @@ import (
 func TestSometimes(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	log := logging.Sometimes(logging.New("api", slog.LevelInfo, "json", &out), 50*time.Millisecond)
+	log := logging.Sometimes(logging.New("api", slog.LevelInfo, "json", &out), 300*time.Millisecond)
 	for range 5 {
 		log.Warn("cache unavailable", "err", "refused")
 	}
 	log.With("k", "v").Warn("cache unavailable") // derived loggers share what was seen
 	log.Warn("denylist unavailable")
-	time.Sleep(60 * time.Millisecond)
+	log.Warn("refused", "code", "a")
+	log.Warn("refused", "code", "b") // another code: another line
+	log.Warn("refused", "code", "a")
+	time.Sleep(350 * time.Millisecond)
 	log.Warn("cache unavailable")
 
 	var lines []map[string]any
@@ -33,13 +36,13 @@ func TestSometimes(t *testing.T) {
 		}
 		lines = append(lines, rec)
 	}
-	if len(lines) != 3 {
-		t.Fatalf("%d lines, want 3:\n%s", len(lines), out.String())
+	if len(lines) != 5 {
+		t.Fatalf("%d lines, want 5:\n%s", len(lines), out.String())
 	}
 	want := []struct {
 		msg        string
 		suppressed any
-	}{{"cache unavailable", nil}, {"denylist unavailable", nil}, {"cache unavailable", float64(5)}}
+	}{{"cache unavailable", nil}, {"denylist unavailable", nil}, {"refused", nil}, {"refused", nil}, {"cache unavailable", float64(5)}}
 	for i, w := range want {
 		if lines[i]["msg"] != w.msg || lines[i]["suppressed"] != w.suppressed {
 			t.Errorf("line %d: %v, want msg %q, suppressed %v", i, lines[i], w.msg, w.suppressed)
