@@ -95,7 +95,8 @@ func (a *Acker) Stop() {
 }
 
 // ackQuery deletes the rows $1 whose time of writing is $2's at the same index (an empty $2 entry:
-// any). NULLIF keeps the cast from meeting '' whatever order PostgreSQL evaluates the OR in.
+// any). NULLIF keeps the cast from meeting an empty string whatever order PostgreSQL evaluates
+// the OR in.
 const ackQuery = `DELETE FROM outbox o USING unnest($1::bigint[], $2::text[]) AS a(id, created)
 WHERE o.id = ANY($1) AND o.id = a.id AND (a.created = '' OR o.created_at = NULLIF(a.created, '')::timestamptz)`
 
