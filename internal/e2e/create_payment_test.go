@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"bytes"
-	"context"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,9 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
-	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -325,32 +322,15 @@ func TestPaymentWaitingWhileItsIntentIsStored(t *testing.T) {
 	r.createdWithoutIntent(c, item, 2)
 	id := r.onlyOrder(uid)
 
-	ctx := context.Background()
-	tx, err := r.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT FROM orders WHERE id = $1 FOR UPDATE`, id); err != nil {
-		t.Fatal(err)
-	}
+	held := r.holdOrder(id)
 	pi := "pi_stored_meanwhile_" + uuid.NewString()[:8]
 	answered := make(chan testenv.Response, 1)
 	go func() {
 		answered <- r.webhook(payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: pi, OrderID: id.String(),
 			Amount: 2500, Currency: "usd"})
 	}()
-	testenv.Eventually(t, 10*time.Second, "the event waiting for the order's lock", func() bool {
-		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF o, p%'`) == 1
-	})
-	var none *idempotency.Claim
-	if ok, err := (orderdb.Store{}).SetIntent(ctx, tx, id, pi, "secret", order.PaymentRequiresPayment, none.Completion(201, nil)); err != nil || !ok {
-		t.Fatalf("SetIntent: %v, %v", ok, err)
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	r.waitForOrderLock("the event")
+	r.attachIntent(held, id, pi)
 	var got struct{ Outcome string }
 	(<-answered).Expect(t, 200).Decode(t, &got)
 	if got.Outcome != order.OutcomeApplied {
@@ -374,28 +354,11 @@ func TestCancelMeetsAPaymentIntentAttachedMeanwhile(t *testing.T) {
 
 	// The order's row is held, so the worker's cancel reads the order without a PaymentIntent
 	// and then waits for its lock while the create's statement attaches one.
-	ctx := context.Background()
-	tx, err := r.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT FROM orders WHERE id = $1 FOR UPDATE`, id); err != nil {
-		t.Fatal(err)
-	}
+	held := r.holdOrder(id)
 	r.resumeWorker()
-	testenv.Eventually(t, 10*time.Second, "the cancel waiting for the order's lock", func() bool {
-		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF o, p%'`) == 1
-	})
+	r.waitForOrderLock("the cancel")
 	pi := "pi_attached_" + uuid.NewString()[:8]
-	var none *idempotency.Claim
-	if ok, err := (orderdb.Store{}).SetIntent(ctx, tx, id, pi, "secret", order.PaymentRequiresPayment, none.Completion(201, nil)); err != nil || !ok {
-		t.Fatalf("SetIntent: %v, %v", ok, err)
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	r.attachIntent(held, id, pi)
 
 	r.waitStatus(id, "CANCELED")
 	got := r.get(id)

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -11,7 +12,11 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/dispatchhq/dispatch/internal/assembly"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 	"github.com/dispatchhq/dispatch/internal/worker"
@@ -196,6 +201,45 @@ func (r *rig) createdWithoutIntent(c *testenv.Client, item uuid.UUID, qty int) (
 	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": qty}}}
 	decodeError(r.t, c.Do("POST", "/v1/orders", body, "Idempotency-Key", key), 503, "payments.errors.gatewayUnavailable")
 	return body, key
+}
+
+// holdOrder locks the order's row in a transaction of the test's (rolled back when the test
+// ends, unless attachIntent commits it), so that the next locked read of the order waits.
+func (r *rig) holdOrder(id uuid.UUID) *postgres.Tx {
+	r.t.Helper()
+	tx, err := r.db.BeginTxx(context.Background(), nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { _ = tx.Rollback() })
+	if _, err := tx.ExecContext(context.Background(), `SELECT FROM orders WHERE id = $1 FOR UPDATE`, id); err != nil {
+		r.t.Fatal(err)
+	}
+	return tx
+}
+
+// waitForOrderLock waits until one locked read of an order (who: what reads it) waits for a
+// row lock.
+func (r *rig) waitForOrderLock(who string) {
+	r.t.Helper()
+	testenv.Eventually(r.t, 10*time.Second, who+" waiting for the order's lock", func() bool {
+		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF o, p%'`) == 1
+	})
+}
+
+// attachIntent stores PaymentIntent pi on the held order as the create's statement does, and
+// commits, releasing the order.
+func (r *rig) attachIntent(held *postgres.Tx, id uuid.UUID, pi string) {
+	r.t.Helper()
+	var none *idempotency.Claim
+	ok, err := (orderdb.Store{}).SetIntent(context.Background(), held, id, pi, "secret", order.PaymentRequiresPayment, none.Completion(201, nil))
+	if err != nil || !ok {
+		r.t.Fatalf("SetIntent: %v, %v", ok, err)
+	}
+	if err := held.Commit(); err != nil {
+		r.t.Fatal(err)
+	}
 }
 
 // paid sends payment_intent.succeeded for amount (the order's total unless given).
