@@ -49,6 +49,12 @@ func newApp(t *testing.T, overrides ...string) *app {
 // startApp starts an API on a fresh database with the given Redis client.
 func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL string, overrides ...string) *app {
 	t.Helper()
+	return startAppWith(t, httpapi.Options{}, rdb, keys, redisURL, overrides...)
+}
+
+// startAppWith is startApp with the server's options.
+func startAppWith(t *testing.T, opts httpapi.Options, rdb *redis.Client, keys redisx.Prefix, redisURL string, overrides ...string) *app {
+	t.Helper()
 	db, dbURL := testenv.DB(t)
 	cfg := testenv.Config(t, config.API, dbURL, redisURL, overrides...)
 	db.SetMaxConns(cfg.DBMaxConns) // the pool cmd/api opens
@@ -56,7 +62,7 @@ func startApp(t *testing.T, rdb *redis.Client, keys redisx.Prefix, redisURL stri
 	log := logging.New("api", cfg.LogLevel, "json", logs)
 	services := assembly.New(cfg, assembly.Infra{DB: db, Redis: rdb, Keys: keys, Log: log,
 		Gateway: payment.NewStripe(cfg.StripeSecretKey, testenv.StripeURL(t))})
-	srv := httpapi.New(cfg, services, httpapi.Options{})
+	srv := httpapi.New(cfg, services, opts)
 	t.Cleanup(srv.Close)
 	if err := demo.Seed(testenv.Context(t), db, services.Users, services.Catalog, log); err != nil {
 		t.Fatalf("seed: %v", err)

@@ -64,8 +64,13 @@ const outageRetryAfter = 3 * time.Second
 func (s *Server) respondError(c *gin.Context, err error) {
 	ctx := c.Request.Context()
 	e := asAppErr(err)
-	if ctx.Err() != nil && (e.Kind == apperr.Unavailable || errors.Is(err, context.Canceled) ||
-		postgres.IsCode(err, postgres.QueryCanceled)) {
+	ended := e.Kind == apperr.Unavailable || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		postgres.IsCode(err, postgres.QueryCanceled)
+	switch {
+	case ended && errors.Is(context.Cause(ctx), errKeyDeadline):
+		// It ran out of its key's time (idempotencyGuard): a retry with the key resumes.
+		e = apperr.ErrUnavailable.WithRetryAfter(outageRetryAfter).Wrap(err)
+	case ended && ctx.Err() != nil:
 		// The client went away: the request's next PostgreSQL or Redis call failed for that.
 		e = apperr.ErrClientGone.Wrap(err)
 	}

@@ -277,6 +277,43 @@ func randomText(n int) string {
 // its request waits (here for the user's row) makes the request's next database call fail with
 // the request's context. That is the client's doing: 499 with the error body to a client still
 // reading, logged without an error, not a 500.
+// TestRequestHoldingAKeyEndsBeforeItsLease: a request holding an Idempotency-Key that runs past
+// its deadline (here, waiting for a row lock; in production, the key's lease less 5 s) stops,
+// answers 503 with Retry-After and writes nothing, so that no retry taking the key over after the
+// lease can do the work beside it; the retry does it once.
+func TestRequestHoldingAKeyEndsBeforeItsLease(t *testing.T) {
+	t.Parallel()
+	rdb, keys, redisURL := testenv.Redis(t)
+	a := startAppWith(t, httpapi.Options{KeyDeadline: 500 * time.Millisecond}, rdb, keys, redisURL)
+	acc := a.signUpAccount(t, nil)
+	ctx := testenv.Context(t)
+	tx, err := a.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT FROM users WHERE id = $1 FOR UPDATE`, acc.ID); err != nil {
+		t.Fatal(err)
+	}
+	c := a.api.As(acc.Access)
+	key := uuid.NewString()
+	resp := c.Do("PATCH", "/v1/users/me", map[string]any{"name": "Slow Change"}, "Idempotency-Key", key)
+	expectError(t, resp, 503, "common.errors.unavailable", "/v1/users/me")
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if a.userRow(t, acc.ID).Name == "Slow Change" {
+		t.Fatal("the change past its deadline was made")
+	}
+	c.Do("PATCH", "/v1/users/me", map[string]any{"name": "Slow Change"}, "Idempotency-Key", key).Expect(t, 200)
+	if a.userRow(t, acc.ID).Name != "Slow Change" {
+		t.Fatal("the retry did not make the change")
+	}
+}
+
 func TestClientThatLeavesIsNotAServerError(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)

@@ -47,6 +47,9 @@ const (
 	keyInWrite
 )
 
+// errKeyDeadline ends a request that held its Idempotency-Key for as long as it may.
+var errKeyDeadline = errors.New("request ran out of its idempotency key's time")
+
 // idempotencyGuard makes the routes it guards idempotent with store. A request without a key
 // is refused unless use is keyOptional. owner names the caller's scope; fail renders an error
 // (the API's single error mapping).
@@ -54,7 +57,13 @@ const (
 // Outcomes: 2xx is stored and replayed to duplicates; 4xx is forgotten (nothing was written, the
 // client may fix the request and reuse the key); 5xx or a panic releases the key at its last
 // recovery point so a retry resumes.
-func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context) string, fail func(*gin.Context, error), log *slog.Logger) gin.HandlerFunc {
+//
+// A request holding a key ends by deadline (less than the key's lease, which is not renewed):
+// a retry takes a key over once its lease ran out, and a first attempt still working then (a
+// stalled connection, a slow Stripe) would do the work a second time beside it. Past the
+// deadline its statements and Stripe calls fail, it answers 503 (errKeyDeadline) and releases
+// the key for the retry to resume.
+func idempotencyGuard(s *idempotency.Store, use keyUse, deadline time.Duration, owner func(*gin.Context) string, fail func(*gin.Context, error), log *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		key, present := c.Request.Header[idemHeader]
 		if !present {
@@ -81,7 +90,8 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 		}
 		c.Request.Body = io.NopCloser(bytes.NewReader(body))
 
-		ctx := c.Request.Context()
+		ctx, cancel := context.WithTimeoutCause(c.Request.Context(), deadline, errKeyDeadline)
+		defer cancel()
 		sc := idempotency.Scope{Owner: owner(c), Method: c.Request.Method, Path: scopePath(c), Key: key[0]}
 		claim := idempotency.Defer(sc, idempotency.Fingerprint(sc.Method, sc.Path, body))
 		if use != keyInWrite {

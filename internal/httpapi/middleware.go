@@ -205,7 +205,7 @@ func (s *Server) rateLimited(c *gin.Context, res ratelimit.Result) bool {
 // first: the record is keyed on the concrete path, and a path of any length would not fit the
 // key's index (a 500 instead of the handler's 400).
 func (s *Server) idempotent(use keyUse) gin.HandlerFunc {
-	guard := idempotencyGuard(s.idem, use, func(c *gin.Context) string {
+	guard := idempotencyGuard(s.idem, use, s.keyDeadline, func(c *gin.Context) string {
 		if p := principal(c); p.UserID != uuid.Nil {
 			return p.UserID.String()
 		}

@@ -3,9 +3,11 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
@@ -30,6 +32,9 @@ type Options struct {
 	// Unobserved drops the access log and the request metrics; only the benchmark that
 	// measures their cost sets it.
 	Unobserved bool
+	// KeyDeadline bounds a request holding an Idempotency-Key (default: the key's lease less
+	// 5 s); tests shorten it.
+	KeyDeadline time.Duration
 }
 
 // Server is the API: the services it serves and the gin engine routing to them.
@@ -50,6 +55,7 @@ type Server struct {
 	engine        *gin.Engine
 	closers       []func() error
 	unobserved    bool
+	keyDeadline   time.Duration
 }
 
 // New routes to the services of a (built by package assembly).
@@ -64,6 +70,7 @@ func New(cfg config.Config, a *assembly.App, opts Options) *Server {
 		idem:          a.Idempotency,
 		limiter:       ratelimit.New(a.Redis),
 		unobserved:    opts.Unobserved,
+		keyDeadline:   cmp.Or(opts.KeyDeadline, idempotency.Lease-5*time.Second),
 	}
 	s.engine = s.newEngine()
 	s.routes()
