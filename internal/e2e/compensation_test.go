@@ -248,6 +248,9 @@ func TestLateRefundRefusedByStripeIsLeftToStaff(t *testing.T) {
 		t.Fatalf("order:refund attempts %v, want one, refused", out)
 	}
 
+	// While it owes the payment back, it cannot be deleted (deleted, no refund could reach it).
+	decodeError(t, r.as("admin").Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil), 409, "orders.errors.refundOwed")
+
 	r.stripe.Clear()
 	var accepted fullOrder
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202).Decode(t, &accepted)
@@ -255,6 +258,7 @@ func TestLateRefundRefusedByStripeIsLeftToStaff(t *testing.T) {
 		t.Fatalf("202 body: %s/%q, want CANCELED with refund pending", accepted.Status, deref(accepted.PendingAction))
 	}
 	r.lateRefunded(o)
+	r.as("admin").Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil).Expect(t, 204) // owes nothing now
 }
 
 // A refund Stripe made while every answer to it was lost until the retries ran out: before it

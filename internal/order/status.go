@@ -89,6 +89,7 @@ var (
 	ErrActionPending      = apperr.New(apperr.Conflict, "orders.errors.actionPending")
 	ErrConcurrentUpdate   = apperr.New(apperr.Conflict, "orders.errors.concurrentUpdate")
 	ErrNotFinal           = apperr.New(apperr.Conflict, "orders.errors.notFinal")
+	ErrRefundOwed         = apperr.New(apperr.Conflict, "orders.errors.refundOwed")
 	ErrMixedCurrencies    = apperr.New(apperr.Invalid, "orders.errors.mixedCurrencies")
 	ErrGatewayRejected    = apperr.New(apperr.BadGateway, "payments.errors.gatewayRejected")
 	ErrGatewayUnavailable = apperr.New(apperr.Unavailable, "payments.errors.gatewayUnavailable")
