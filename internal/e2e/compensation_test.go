@@ -61,6 +61,31 @@ func TestPaymentMismatchIsRefunded(t *testing.T) {
 	}
 }
 
+// A processing that fails for good whose refund Stripe refuses because the payment was refunded
+// already (from Stripe's dashboard, or under the order's key more than 24 h before): the
+// compensation finds that refund at Stripe and ends the order REFUNDED with it, rather than
+// fail and leave the order PAID, run again and refused every ten minutes.
+func TestProcessCompensationFindsARefundMadeAlready(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	_, c := r.customer()
+	o := r.place(c, 2, item)
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 400, Type: "invalid_request_error",
+		Code: "charge_already_refunded", Message: "Charge has already been refunded."})
+	r.stripeFindsRefund(o, "re_dashboard_"+o.ID.String()[:8])
+
+	r.paid(o, 2400) // a mismatch: processing fails for good
+	r.waitStatus(o.ID, "REFUNDED")
+	got := r.refunds(o.ID)
+	if len(got) != 1 || got[0].RefundID != "re_dashboard_"+o.ID.String()[:8] || got[0].Kind != "order" {
+		t.Fatalf("refunds: %+v, want the one found at Stripe", got)
+	}
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock = %d, want 10", s)
+	}
+}
+
 // A payment in another currency is a mismatch too.
 func TestPaymentInOtherCurrencyIsRefunded(t *testing.T) {
 	t.Parallel()

@@ -298,6 +298,13 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 	var refund *payment.Refund
 	if o.Payment.Captured() {
 		r, err := s.refundOrder(ctx, &o, "refund")
+		if errors.Is(err, payment.ErrRejected) {
+			// Refused: it may be refunded already (from Stripe's dashboard, or under the order's
+			// key more than 24 h ago), which would be refused at every run of the task again.
+			if made, found, ferr := s.gateway.FindRefund(ctx, *o.Payment.IntentID); ferr == nil && found {
+				r, err = made, nil
+			}
+		}
 		if err != nil {
 			return false, err
 		}
