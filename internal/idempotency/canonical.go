@@ -8,8 +8,7 @@ import (
 
 // Canonical returns body in canonical JSON (object keys sorted, no insignificant whitespace,
 // numbers as written), so key order and formatting do not change a fingerprint. A body that is
-// not JSON, or holds U+FFFD, is returned as is. A null member is dropped (a null field is an
-// absent one). An empty object is no body: where a body is
+// not JSON, or holds U+FFFD, is returned as is. An empty object is no body: where a body is
 // optional the two ask for the same thing (SPEC §11); elsewhere an empty body is refused (400)
 // and forgets its key, so it never stands for a request that ran.
 func Canonical(body []byte) []byte {
@@ -26,7 +25,6 @@ func Canonical(body []byte) []byte {
 	if _, err := dec.Token(); err != io.EOF {
 		return body
 	}
-	v = dropNulls(v)
 	if m, ok := v.(map[string]any); ok && len(m) == 0 {
 		return nil
 	}
@@ -41,26 +39,6 @@ func Canonical(body []byte) []byte {
 }
 
 var replacement = []byte("\uFFFD")
-
-// dropNulls removes the members of v's objects whose value is null: a null field is an absent
-// one (SPEC §11), so a retry that spells it either way is the same request.
-func dropNulls(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, x := range t {
-			if x == nil {
-				delete(t, k)
-			} else {
-				t[k] = dropNulls(x)
-			}
-		}
-	case []any:
-		for i, x := range t {
-			t[i] = dropNulls(x)
-		}
-	}
-	return v
-}
 
 // ValidKey reports whether k is 1..255 printable ASCII characters.
 func ValidKey(k string) bool {
