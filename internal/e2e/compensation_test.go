@@ -86,6 +86,30 @@ func TestProcessCompensationFindsARefundMadeAlready(t *testing.T) {
 	}
 }
 
+// The same, but the refund found at Stripe returned only part of the payment: the order is not
+// taken for refunded (the rest would never be); it stays PAID for staff.
+func TestProcessCompensationDoesNotTakeAPartialRefundForAll(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	_, c := r.customer()
+	o := r.place(c, 2, item)
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 400, Type: "invalid_request_error",
+		Code: "amount_too_large", Message: "Refund amount is greater than unrefunded amount on charge."})
+	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
+		"data": []map[string]any{{"id": "re_part", "object": "refund", "amount": 1000, "currency": o.Currency,
+			"status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID}}}})
+
+	r.paid(o, 2400) // a mismatch: processing fails for good
+	testenv.Eventually(t, 15*time.Second, "the compensation tried", func() bool {
+		return r.obs.outcomes(tasks.OrderProcess)["failed"] == 1
+	})
+	r.quiesce()
+	if st, _ := r.status(o.ID); st != "PAID" || len(r.refunds(o.ID)) != 0 {
+		t.Fatalf("order %s with refunds %+v, want PAID with none recorded", st, r.refunds(o.ID))
+	}
+}
+
 // A payment in another currency is a mismatch too.
 func TestPaymentInOtherCurrencyIsRefunded(t *testing.T) {
 	t.Parallel()
@@ -284,6 +308,23 @@ func TestLateRefundRefusedByStripeIsLeftToStaff(t *testing.T) {
 	}
 	r.lateRefunded(o)
 	r.as("admin").Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil).Expect(t, 204) // owes nothing now
+}
+
+// An order deleted while it owed nothing, then paid late, whose automatic refund Stripe refuses:
+// staff can still refund it (the order is hidden from reads, not from the money it owes).
+func TestLateRefundOfADeletedOrderIsLeftToStaffToo(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	o := r.canceled(c, 1, item)
+	r.as("admin").Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil).Expect(t, 204)
+	r.lateRefundFailedOf(o, testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_disputed", Message: "disputed"})
+
+	r.stripe.Clear()
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
+	r.lateRefunded(o)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 404) // owes nothing now
 }
 
 // A refund Stripe made while every answer to it was lost until the retries ran out: before it

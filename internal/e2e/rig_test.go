@@ -379,7 +379,12 @@ func (r *rig) stripeFindsRefund(o fullOrder, id string) {
 // are idle.
 func (r *rig) lateRefundFailed(c *testenv.Client, item uuid.UUID, fault testenv.Fault) fullOrder {
 	r.t.Helper()
-	o := r.canceled(c, 1, item)
+	return r.lateRefundFailedOf(r.canceled(c, 1, item), fault)
+}
+
+// lateRefundFailedOf is lateRefundFailed for a CANCELED order of the test's.
+func (r *rig) lateRefundFailedOf(o fullOrder, fault testenv.Fault) fullOrder {
+	r.t.Helper()
 	r.stripe.Fail("POST", "/v1/refunds", fault)
 	r.paid(o) // late
 	testenv.Eventually(r.t, 30*time.Second, "late refund compensated", func() bool {

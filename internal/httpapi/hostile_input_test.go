@@ -273,10 +273,6 @@ func randomText(n int) string {
 	return string(b)
 }
 
-// TestClientThatLeavesIsNotAServerError: a client that closes its side of the connection while
-// its request waits (here for the user's row) makes the request's next database call fail with
-// the request's context. That is the client's doing: 499 with the error body to a client still
-// reading, logged without an error, not a 500.
 // TestRequestHoldingAKeyEndsBeforeItsLease: a request holding an Idempotency-Key that runs past
 // its deadline (here, waiting for a row lock; in production, the key's lease less 5 s) stops,
 // answers 503 with Retry-After and writes nothing, so that no retry taking the key over after the
@@ -314,6 +310,10 @@ func TestRequestHoldingAKeyEndsBeforeItsLease(t *testing.T) {
 	}
 }
 
+// TestClientThatLeavesIsNotAServerError: a client that closes its side of the connection while
+// its request waits (here for the user's row) makes the request's next database call fail with
+// the request's context. That is the client's doing: 499 with the error body to a client still
+// reading, logged without an error, not a 500.
 func TestClientThatLeavesIsNotAServerError(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)

@@ -167,7 +167,9 @@ func (s *Service) applyOnce(ctx context.Context, claim *idempotency.Claim, id uu
 		return s.Get(ctx, id)
 	}
 	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if o.DeletedAt != nil {
+		if o.DeletedAt != nil && !o.owesLatePayment() {
+			// Deleted, it is hidden from staff commands, unless a payment arrived after the
+			// deletion and its automatic refund was refused: the staff refund must reach it.
 			return nil, nil, ErrNotFound
 		}
 		ev, msgs, err := mutate(tx, o)

@@ -252,16 +252,21 @@ func (s *Service) finishLateRefund(ctx context.Context, tx *postgres.Tx, o *Orde
 		[]outbox.Message{notify(o, notification.EventOrderRefunded, map[string]any{"refundAmount": r.Amount, "latePayment": true})}, nil
 }
 
+// receivedOf is what o's refund returns: the amount Stripe received, or the total.
+func receivedOf(o *Order) int64 {
+	if o.Payment.AmountReceived != nil && *o.Payment.AmountReceived > 0 {
+		return *o.Payment.AmountReceived
+	}
+	return o.Total
+}
+
 // refundOrder refunds everything the order's payment captured. The idempotency key names the
 // order and the purpose, so a cancel, a refund and a compensation of one order share one refund.
 func (s *Service) refundOrder(ctx context.Context, o *Order, purpose string) (payment.Refund, error) {
 	if o.Payment.IntentID == nil {
 		return payment.Refund{}, ErrNothingCaptured
 	}
-	amount := o.Total
-	if o.Payment.AmountReceived != nil && *o.Payment.AmountReceived > 0 {
-		amount = *o.Payment.AmountReceived
-	}
+	amount := receivedOf(o)
 	r, err := s.gateway.Refund(ctx, payment.RefundParams{
 		PaymentIntentID: *o.Payment.IntentID, Amount: amount, IdempotencyKey: "order-" + o.ID.String() + "-" + purpose,
 	})
@@ -301,7 +306,12 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 		if errors.Is(err, payment.ErrRejected) {
 			// Refused: it may be refunded already (from Stripe's dashboard, or under the order's
 			// key more than 24 h ago), which would be refused at every run of the task again.
-			if made, found, ferr := s.gateway.FindRefund(ctx, *o.Payment.IntentID); ferr == nil && found {
+			// Only a refund of the whole payment ends it; a part is left to staff.
+			made, found, ferr := s.gateway.FindRefund(ctx, *o.Payment.IntentID)
+			switch {
+			case ferr != nil:
+				s.log.WarnContext(ctx, "refund not looked up at Stripe", "err", ferr, "orderId", id)
+			case found && made.Amount >= receivedOf(&o):
 				r, err = made, nil
 			}
 		}
