@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -484,7 +485,10 @@ func TestCancelFindsAPaymentItsEventNeverBrought(t *testing.T) {
 		t.Fatalf("stock = %d, want 10", s)
 	}
 	// In one attempt: a cancel on its last attempt must not leave the paid order to be fulfilled.
-	if got := r.obs.outcomes(tasks.OrderCancel); got["success"] != 1 || got["retry"] != 0 {
+	testenv.Eventually(t, 10*time.Second, "the cancel task's outcome recorded", func() bool {
+		return r.obs.outcomes(tasks.OrderCancel)["success"] == 1
+	})
+	if got := r.obs.outcomes(tasks.OrderCancel); got["retry"] != 0 {
 		t.Fatalf("cancel task outcomes %v, want one success without a retry", got)
 	}
 }
