@@ -24,6 +24,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
@@ -282,15 +283,7 @@ func TestRequestHoldingAKeyEndsBeforeItsLease(t *testing.T) {
 	rdb, keys, redisURL := testenv.Redis(t)
 	a := startAppWith(t, httpapi.Options{KeyDeadline: 500 * time.Millisecond}, rdb, keys, redisURL)
 	acc := a.signUpAccount(t, nil)
-	ctx := testenv.Context(t)
-	tx, err := a.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT FROM users WHERE id = $1 FOR UPDATE`, acc.ID); err != nil {
-		t.Fatal(err)
-	}
+	tx := a.holdUser(t, acc.ID)
 	c := a.api.As(acc.Access)
 	key := uuid.NewString()
 	resp := c.Do("PATCH", "/v1/users/me", map[string]any{"name": "Slow Change"}, "Idempotency-Key", key)
@@ -310,6 +303,21 @@ func TestRequestHoldingAKeyEndsBeforeItsLease(t *testing.T) {
 	}
 }
 
+// holdUser locks the user's row in a transaction of the test's (rolled back when the test ends),
+// so that a request changing the user waits.
+func (a *app) holdUser(t *testing.T, id string) *postgres.Tx {
+	t.Helper()
+	tx, err := a.db.BeginTxx(testenv.Context(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	if _, err := tx.ExecContext(testenv.Context(t), `SELECT FROM users WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
 // TestClientThatLeavesIsNotAServerError: a client that closes its side of the connection while
 // its request waits (here for the user's row) makes the request's next database call fail with
 // the request's context. That is the client's doing: 499 with the error body to a client still
@@ -318,15 +326,7 @@ func TestClientThatLeavesIsNotAServerError(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)
 	acc := a.signUpAccount(t, nil)
-	ctx := testenv.Context(t)
-	tx, err := a.db.BeginTxx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT FROM users WHERE id = $1 FOR UPDATE`, acc.ID); err != nil {
-		t.Fatal(err)
-	}
+	a.holdUser(t, acc.ID)
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(a.api.Base, "http://"))
 	if err != nil {

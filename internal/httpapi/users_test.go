@@ -480,16 +480,7 @@ func TestPasswordChangeHashesOutsideItsTransaction(t *testing.T) {
 	a := newApp(t)
 	acc := a.signUpAccount(t, nil)
 	ctx := testenv.Context(t)
-	hold := func() *postgres.Tx {
-		tx, err := a.db.BeginTxx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.ExecContext(ctx, `SELECT FROM users WHERE id = $1 FOR UPDATE`, acc.ID); err != nil {
-			t.Fatal(err)
-		}
-		return tx
-	}
+	hold := func() *postgres.Tx { return a.holdUser(t, acc.ID) }
 	lockWaiters := func() int {
 		var n int
 		if err := a.db.Get(&n, `SELECT count(*) FROM pg_stat_activity
