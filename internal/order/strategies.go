@@ -60,32 +60,27 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 		return nil
 	}
 	hadIntent := o.Payment.IntentID != nil
-	var refund *payment.Refund
-	switch {
-	case o.Payment.Captured():
-		r, err := s.refundOrder(ctx, &o, "refund")
-		if err != nil {
-			return err
-		}
-		refund = &r
-	case o.Payment.IntentID != nil && o.Payment.Status != PaymentCanceled:
+	if !o.Payment.Captured() && o.Payment.IntentID != nil && o.Payment.Status != PaymentCanceled {
 		paid, err := s.cancelIntent(ctx, &o)
 		if err != nil {
 			return err
 		}
-		if paid { // recorded just now: refunded in this attempt, which may be the last
+		if paid { // recorded just now: refunded below, in this attempt, which may be the last
 			if o, err = s.store.Get(ctx, s.db, id); err != nil {
 				return err
 			}
 			if !o.Payment.Captured() {
 				return ErrChangedMeanwhile
 			}
-			r, err := s.refundOrder(ctx, &o, "refund")
-			if err != nil {
-				return err
-			}
-			refund = &r
 		}
+	}
+	var refund *payment.Refund
+	if o.Payment.Captured() {
+		r, err := s.refundOrder(ctx, &o, "refund")
+		if err != nil {
+			return err
+		}
+		refund = &r
 	}
 	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != ActionCancel && !(refund != nil && refundedAfterGivingUp(o, Canceled)) {
@@ -252,6 +247,18 @@ func (s *Service) finishLateRefund(ctx context.Context, tx *postgres.Tx, o *Orde
 		[]outbox.Message{notify(o, notification.EventOrderRefunded, map[string]any{"refundAmount": r.Amount, "latePayment": true})}, nil
 }
 
+// refundMadeAtStripe looks up a refund Stripe made of o's payment (its answers lost, or made
+// from Stripe's dashboard). Only a refund of the whole payment counts: a part taken for all
+// would end the order with the rest never returned, so that is left to staff.
+func (s *Service) refundMadeAtStripe(ctx context.Context, o *Order) (payment.Refund, bool) {
+	r, found, err := s.gateway.FindRefund(ctx, *o.Payment.IntentID)
+	if err != nil {
+		s.log.WarnContext(ctx, "refund not looked up at Stripe; taken as none made", "err", err, "orderId", o.ID)
+		return payment.Refund{}, false
+	}
+	return r, found && r.Amount >= receivedOf(o)
+}
+
 // receivedOf is what o's refund returns: the amount Stripe received, or the total.
 func receivedOf(o *Order) int64 {
 	if o.Payment.AmountReceived != nil && *o.Payment.AmountReceived > 0 {
@@ -306,12 +313,7 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 		if errors.Is(err, payment.ErrRejected) {
 			// Refused: it may be refunded already (from Stripe's dashboard, or under the order's
 			// key more than 24 h ago), which would be refused at every run of the task again.
-			// Only a refund of the whole payment ends it; a part is left to staff.
-			made, found, ferr := s.gateway.FindRefund(ctx, *o.Payment.IntentID)
-			switch {
-			case ferr != nil:
-				s.log.WarnContext(ctx, "refund not looked up at Stripe", "err", ferr, "orderId", id)
-			case found && made.Amount >= receivedOf(&o):
+			if made, found := s.refundMadeAtStripe(ctx, &o); found {
 				r, err = made, nil
 			}
 		}
@@ -372,11 +374,7 @@ func (s *Service) finishIfRefunded(ctx context.Context, id uuid.UUID, a Action) 
 	if err != nil || o.PendingAction != a || !o.Payment.Captured() || o.Payment.IntentID == nil || o.Refund != nil {
 		return false, nil // FailAction decides
 	}
-	r, found, err := s.gateway.FindRefund(ctx, *o.Payment.IntentID)
-	if err != nil {
-		s.log.WarnContext(ctx, "refund not looked up at Stripe; the action fails as if none was made", "err", err, "orderId", id)
-		return false, nil
-	}
+	r, found := s.refundMadeAtStripe(ctx, &o)
 	if !found {
 		return false, nil
 	}
