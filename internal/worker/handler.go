@@ -227,22 +227,21 @@ func isPermanent(err error) bool {
 	return false
 }
 
-// unavailable reports whether err means PostgreSQL or Redis could not be reached: an outage
-// of the system itself, which no task should be failed over (a notification or a customer
-// sync has no compensation, and a compensation would undo a sound order). Stripe's outages are
-// the provider's answer and count as SPEC §5 says. A task that ran out of time counts too
-// (context.DeadlineExceeded passes for a network timeout): one that always does must end.
-func unavailable(err error) bool {
-	var ge *payment.GatewayError
-	return outage.Is(err) && !errors.As(err, &ge) && !errors.Is(err, context.DeadlineExceeded)
-}
-
 // errBusy is an attempt that found its subject's lock held by another handler throughout.
 var errBusy = errors.New("busy with another task")
 
-// waits tells an attempt that should run again later without counting: a backing service away,
-// or its order (or user) busy.
-func waits(err error) bool { return unavailable(err) || errors.Is(err, errBusy) }
+// waits reports whether the attempt should run again later without counting against the
+// task's retries: its order (or user) was busy, or PostgreSQL or Redis could not be reached, an
+// outage of the system itself, which no task should be failed over (a notification or a
+// customer sync has no compensation, and a compensation would undo a sound order). Stripe's
+// outages are the provider's answer and count as SPEC §5 says. A task that ran out of time
+// counts too (context.DeadlineExceeded passes for a network timeout): one that always does must
+// end.
+func waits(err error) bool {
+	var ge *payment.GatewayError
+	return errors.Is(err, errBusy) ||
+		outage.Is(err) && !errors.As(err, &ge) && !errors.Is(err, context.DeadlineExceeded)
+}
 
 // outageError is an attempt that PostgreSQL or Redis was away for: the server does not count
 // it against the task's retries (IsFailure).

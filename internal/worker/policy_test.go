@@ -541,10 +541,11 @@ func TestPermanentErrors(t *testing.T) {
 		{stripeAway, false},
 		{fmt.Errorf("orderdb: get: %w", context.DeadlineExceeded), false}, // the task's own time ran out
 		{payment.ErrTransient, false},
+		{fmt.Errorf("lock order x: %w", errBusy), true}, // another handler held the order
 		{nil, false},
 	} {
-		if got := unavailable(c.err); got != c.away {
-			t.Errorf("unavailable(%v) = %v, want %v", c.err, got, c.away)
+		if got := waits(c.err); got != c.away {
+			t.Errorf("waits(%v) = %v, want %v", c.err, got, c.away)
 		}
 	}
 }
