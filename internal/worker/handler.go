@@ -94,7 +94,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 			ctx = logging.With(ctx, slog.String(sub.Kind+"Id", sub.ID))
 		}
 	}
-	err := r.run(ctx, s, t)
+	err := r.holdingLock(ctx, s, t, func() error { return s.Run(ctx, t) })
 	if err == nil {
 		r.finish(t)
 		r.observe(t.Type, metrics.TaskSuccess, start)
@@ -149,11 +149,6 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 		return fmt.Errorf("%v: %w", err, asynq.SkipRetry)
 	}
 	return err
-}
-
-// run runs the strategy holding its subject's lock.
-func (r *Runner) run(ctx context.Context, s Strategy, t Task) error {
-	return r.holdingLock(ctx, s, t, func() error { return s.Run(ctx, t) })
 }
 
 // holdingLock runs f holding the lock of t's subject, if its strategy names one. The
