@@ -15,6 +15,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
 // A payment whose webhook was lost: the reconciler finds it succeeded at Stripe and applies it
@@ -374,5 +375,144 @@ func TestReconcilerRunsAreBoundedAndResume(t *testing.T) {
 	}
 	if n := r.intentLookups(intents[1]); n != 2 {
 		t.Fatalf("second order looked up %d times after two passes, want 2", n)
+	}
+}
+
+// Refunds Stripe took as under way whose refund.updated event never brought the outcome: one
+// event came before the worker recorded the refund (and found nothing to update), the other
+// was lost. Once a refund has been under way for ten minutes the reconciler asks Stripe about
+// it and records a settled one as the event would have, actor "reconciler"; one still under
+// way is asked about again only after ten more minutes; a settled one never.
+func TestReconcilerSettlesRefundsTheirEventsLeftUnderWay(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1500)
+	_, c := r.customer()
+	early, lost := r.processed(c, 1, item), r.processed(c, 1, item)
+	r.quiesce()
+	refundUnderWay := func(o fullOrder) string {
+		id := "re_" + o.ID.String()[24:]
+		r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 200, Times: 1, Body: map[string]any{"id": id, "object": "refund",
+			"amount": o.Total, "currency": o.Currency, "status": "pending", "payment_intent": *o.Payment.PaymentIntentID}})
+		return id
+	}
+	refundEvent := func(o fullOrder, refund, status string) string {
+		id := eventID()
+		r.webhook(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: refund, RefundStatus: status,
+			PaymentIntentID: *o.Payment.PaymentIntentID, Amount: o.Total, Currency: o.Currency}).Expect(t, 200)
+		return id
+	}
+	stripeRefund := func(o fullOrder, refund, status string) {
+		r.stripe.Fail("GET", "/v1/refunds/"+refund, testenv.Fault{Status: 200, Body: map[string]any{"id": refund, "object": "refund",
+			"amount": o.Total, "currency": o.Currency, "status": status, "payment_intent": *o.Payment.PaymentIntentID}})
+	}
+	refundOf := func(o fullOrder) string {
+		got := r.refunds(o.ID)
+		if len(got) != 1 {
+			t.Fatalf("refunds of %s: %+v, want one", o.ID, got)
+		}
+		return got[0].Status
+	}
+	reconciled := func(o fullOrder) []timelineEvent {
+		var out []timelineEvent
+		for _, e := range r.events(o.ID, "refundUpdated") {
+			if e.Actor == order.ActorReconciler {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+
+	earlyRefund, lostRefund := refundUnderWay(early), "re_"+lost.ID.String()[24:]
+	ignored := refundEvent(early, earlyRefund, "succeeded") // before the worker has recorded the refund
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+early.ID.String()+"/refund", nil).Expect(t, 202)
+	r.waitStatus(early.ID, "REFUNDED")
+	refundUnderWay(lost)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+lost.ID.String()+"/refund", nil).Expect(t, 202)
+	r.waitStatus(lost.ID, "REFUNDED")
+	r.quiesce()
+	if out := r.eventOutcome(ignored); out != "ignored" || refundOf(early) != "pending" || refundOf(lost) != "pending" {
+		t.Fatalf("early event %q; refunds %s / %s, want both recorded pending", out, refundOf(early), refundOf(lost))
+	}
+	stripeRefund(early, earlyRefund, "succeeded")
+	stripeRefund(lost, lostRefund, "pending")
+	lookups := func() int { return len(r.stripe.Calls("GET", "/v1/refunds/")) }
+	rec := r.reconciler()
+	start := time.Now()
+
+	if rep := rec.runAt(start.Add(4 * time.Minute)); rep != (order.ReconcileReport{}) || lookups() != 0 {
+		t.Fatalf("run at +4 min: %+v, %d lookups; want none", rep, lookups())
+	}
+	if rep := rec.runAt(start.Add(11 * time.Minute)); rep != (order.ReconcileReport{Refunds: 1}) || lookups() != 2 {
+		t.Fatalf("run at +11 min: %+v, %d lookups; want both looked up, one settled", rep, lookups())
+	}
+	if refundOf(early) != "succeeded" || refundOf(lost) != "pending" {
+		t.Fatalf("refunds %s / %s, want succeeded / pending", refundOf(early), refundOf(lost))
+	}
+	if ev := reconciled(early); len(ev) != 1 || deref(ev[0].Reason) != "refund succeeded" {
+		t.Fatalf("timeline %v: want one refundUpdated by the reconciler", r.timeline(early.ID))
+	}
+	if rep := rec.runAt(start.Add(15 * time.Minute)); rep != (order.ReconcileReport{}) || lookups() != 2 {
+		t.Fatalf("run at +15 min: %+v, %d lookups; the refund under way was asked about 4 min before", rep, lookups())
+	}
+
+	r.stripe.Clear()
+	stripeRefund(lost, lostRefund, "failed")
+	if rep := rec.runAt(start.Add(22 * time.Minute)); rep != (order.ReconcileReport{Refunds: 1}) || lookups() != 3 {
+		t.Fatalf("run at +22 min: %+v, %d lookups; want the refund under way asked about again, settled", rep, lookups())
+	}
+	if ev := reconciled(lost); refundOf(lost) != "failed" || len(ev) != 1 || deref(ev[0].Reason) != "refund failed" {
+		t.Fatalf("refund %s, timeline %v: want failed, noted by the reconciler", refundOf(lost), r.timeline(lost.ID))
+	}
+	if rep := rec.runAt(start.Add(60 * time.Minute)); rep != (order.ReconcileReport{}) || lookups() != 3 {
+		t.Fatalf("run at +60 min: %+v, %d lookups; settled refunds are not asked about", rep, lookups())
+	}
+	for _, o := range []fullOrder{early, lost} {
+		if st, _ := r.status(o.ID); st != "REFUNDED" {
+			t.Fatalf("order %s, want REFUNDED", st)
+		}
+	}
+}
+
+// Stripe down or not knowing a refund: the run goes on, a failed lookup is counted, and an
+// unknown refund is asked about again only after ten minutes.
+func TestReconcilerRefundLookupsThatFail(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1500)
+	_, c := r.customer()
+	down, gone := r.processed(c, 1, item), r.processed(c, 1, item)
+	r.quiesce()
+	ids := map[uuid.UUID]string{}
+	for _, o := range []fullOrder{down, gone} {
+		ids[o.ID] = "re_" + o.ID.String()[24:]
+		r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 200, Times: 1, Body: map[string]any{"id": ids[o.ID], "object": "refund",
+			"amount": o.Total, "currency": o.Currency, "status": "pending", "payment_intent": *o.Payment.PaymentIntentID}})
+		r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
+		r.waitStatus(o.ID, "REFUNDED")
+	}
+	r.quiesce()
+	r.stripe.Fail("GET", "/v1/refunds/"+ids[down.ID], testenv.Fault{Status: 503, Type: "api_error", Message: "down"})
+	r.stripe.Fail("GET", "/v1/refunds/"+ids[gone.ID], testenv.Fault{Status: 404, Type: "invalid_request_error",
+		Code: "resource_missing", Message: "No such refund"})
+	rec := r.reconciler()
+	start := time.Now()
+	if rep := rec.runAt(start.Add(11 * time.Minute)); rep != (order.ReconcileReport{Failed: 1}) {
+		t.Fatalf("run at +11 min: %+v, want one failed lookup", rep)
+	}
+	if rep := rec.runAt(start.Add(12 * time.Minute)); rep != (order.ReconcileReport{Failed: 1}) {
+		t.Fatalf("run at +12 min: %+v, want the failed lookup tried again, the unknown refund not", rep)
+	}
+	downCalls, goneCalls := len(r.stripe.Calls("GET", "/v1/refunds/"+ids[down.ID])), len(r.stripe.Calls("GET", "/v1/refunds/"+ids[gone.ID]))
+	if downCalls < 2 || goneCalls != 1 {
+		t.Fatalf("lookups: %d of the refund Stripe could not answer for, %d of the unknown one; want ≥ 2 and 1", downCalls, goneCalls)
+	}
+	if len(rec.logLines("Stripe does not know the refund")) != 1 {
+		t.Fatalf("log: %s", rec.log.String())
+	}
+	for _, o := range []fullOrder{down, gone} {
+		if got := r.refunds(o.ID); len(got) != 1 || got[0].Status != "pending" {
+			t.Fatalf("refunds %+v, want one still pending", got)
+		}
 	}
 }

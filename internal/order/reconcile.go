@@ -3,6 +3,7 @@ package order
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"time"
 
@@ -23,6 +24,9 @@ type ReconcilePolicy struct {
 	// StuckAfter is how long a paid order may wait for processing, or a cancel or refund for
 	// its run, with no task left to do it, before the reconciler asks for the task again.
 	StuckAfter time.Duration
+	// RefundAge is how long a refund may stay under way, unchanged, before Stripe is asked about
+	// it (and asked again after as long while it stays so).
+	RefundAge time.Duration
 
 	// A run stops taking new orders after Budget or MaxOrders (zero: no bound), whichever comes
 	// first, and says where it stopped; the next run resumes there. So a run costs the same whatever the
@@ -37,7 +41,7 @@ type ReconcilePolicy struct {
 // the one-minute period: 40 s, at most 5,000 orders, 16 lookups at a time.
 func DefaultReconcilePolicy(unpaidTTL time.Duration) ReconcilePolicy {
 	return ReconcilePolicy{IntentAge: 10 * time.Minute, NoIntentAge: 5 * time.Minute, UnpaidTTL: unpaidTTL,
-		StuckAfter: 10 * time.Minute, Budget: 40 * time.Second, MaxOrders: 5000, Lookups: 16}
+		StuckAfter: 10 * time.Minute, RefundAge: 10 * time.Minute, Budget: 40 * time.Second, MaxOrders: 5000, Lookups: 16}
 }
 
 // ReconcileReport counts what a reconciler run did.
@@ -45,6 +49,9 @@ type ReconcileReport struct {
 	Checked, Paid, Canceled, Skipped, Failed int
 	// Requeued counts stuck orders whose task was asked for again.
 	Requeued int
+	// Refunds counts refunds under way that Stripe reported settled (a failed lookup counts in
+	// Failed).
+	Refunds int
 	// Next is where the following run resumes; nil when this one reached the end.
 	Next *PendingOrder
 }
@@ -56,6 +63,7 @@ const (
 	reconcileCanceled = "canceled"
 	reconcileSkipped  = "skipped"
 	reconcileFailed   = "failed"
+	reconcileRefunded = "refunded"
 )
 
 func (r *ReconcileReport) count(result string) {
@@ -102,6 +110,9 @@ const reconcilePage = 500
 func (s *Service) Reconcile(ctx context.Context, now time.Time, p ReconcilePolicy, from *PendingOrder) (ReconcileReport, error) {
 	var rep ReconcileReport
 	if err := s.requeueStuck(ctx, now.Add(-p.StuckAfter), &rep); err != nil {
+		return rep, err
+	}
+	if err := s.settleRefunds(ctx, now, p, &rep); err != nil {
 		return rep, err
 	}
 	deadline := time.Now().Add(p.Budget)
@@ -256,4 +267,74 @@ func (s *Service) requeueStuck(ctx context.Context, before time.Time, rep *Recon
 		}
 	}
 	return nil
+}
+
+// UnsettledRefund is a refund recorded while it was still under way at Stripe.
+type UnsettledRefund struct {
+	OrderID  uuid.UUID `db:"order_id"`
+	RefundID string    `db:"refund_id"`
+}
+
+// maxRefundLookups bounds the refunds one run asks Stripe about; the rest wait for the next run.
+const maxRefundLookups = 500
+
+// settleRefunds asks Stripe about the refunds still under way, unchanged for p.RefundAge, and
+// records each one that settled as its refund.updated event would have (actor "reconciler").
+// That event may have been lost, or have come before the worker recorded the refund (and was
+// then ignored). A refund still under way is asked about again after p.RefundAge.
+func (s *Service) settleRefunds(ctx context.Context, now time.Time, p ReconcilePolicy, rep *ReconcileReport) error {
+	refunds, err := s.store.UnsettledRefunds(ctx, s.db, now.Add(-p.RefundAge), maxRefundLookups)
+	if err != nil {
+		return err
+	}
+	results := make([]string, len(refunds))
+	g := new(errgroup.Group)
+	g.SetLimit(max(p.Lookups, 1))
+	for i, u := range refunds {
+		g.Go(func() error {
+			results[i] = s.settleRefund(ctx, now, u)
+			return nil
+		})
+	}
+	_ = g.Wait() // the goroutines never fail: each refund's failure is its result
+	for _, r := range results {
+		switch r {
+		case reconcileRefunded:
+			rep.Refunds++
+		case reconcileFailed:
+			rep.Failed++
+		}
+	}
+	return ctx.Err()
+}
+
+// settleRefund looks one refund up at Stripe and records its status if it settled.
+func (s *Service) settleRefund(ctx context.Context, now time.Time, u UnsettledRefund) string {
+	r, err := s.gateway.GetRefund(ctx, u.RefundID)
+	switch {
+	case errors.Is(err, payment.ErrNotFound):
+		s.log.WarnContext(ctx, "reconciler: Stripe does not know the refund; asked again later", "orderId", u.OrderID, "refundId", u.RefundID)
+		err = s.store.RefundLookedUp(ctx, s.db, u.RefundID, now)
+	case err == nil && !r.Settled():
+		err = s.store.RefundLookedUp(ctx, s.db, u.RefundID, now)
+	case err == nil:
+		outcome := ""
+		err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) (err error) {
+			outcome, err = s.applyRefundUpdate(ctx, tx, payment.Event{RefundID: u.RefundID, RefundStatus: r.Status}, ActorReconciler)
+			return err
+		})
+		if err == nil && outcome == OutcomeApplied {
+			level := slog.LevelInfo
+			if r.Status != payment.RefundSucceeded {
+				level = slog.LevelWarn // the money is not back: left to staff
+			}
+			s.log.Log(ctx, level, "reconciler: refund settled", "orderId", u.OrderID, "refundId", u.RefundID, "status", r.Status)
+			return reconcileRefunded
+		}
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "reconciler: refund not looked up", "orderId", u.OrderID, "refundId", u.RefundID, "err", err)
+		return reconcileFailed
+	}
+	return reconcileNothing
 }

@@ -43,6 +43,8 @@ type Store interface {
 	AdoptIntent(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, intentID string) error
 	PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r Refund) error
 	SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, intentID, status string) ([]uuid.UUID, error)
+	UnsettledRefunds(ctx context.Context, db postgres.Querier, before time.Time, limit int) ([]UnsettledRefund, error)
+	RefundLookedUp(ctx context.Context, db postgres.Querier, refundID string, at time.Time) error
 	SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID) error
 	PendingBefore(ctx context.Context, db postgres.Querier, before time.Time, after *PendingOrder, limit int) ([]PendingOrder, error)
 	Stuck(ctx context.Context, db postgres.Querier, before time.Time, limit int) ([]StuckOrder, error)

@@ -93,7 +93,7 @@ func (s *Service) applyEvent(ctx context.Context, tx *postgres.Tx, ev payment.Ev
 	switch ev.Type {
 	case payment.EventIntentSucceeded, payment.EventIntentFailed, payment.EventIntentCanceled:
 	case payment.EventChargeRefunded, payment.EventRefundUpdated:
-		return s.applyRefundUpdate(ctx, tx, ev)
+		return s.applyRefundUpdate(ctx, tx, ev, ActorWebhook)
 	default:
 		return OutcomeUnknownType, nil
 	}
@@ -213,7 +213,7 @@ func (s *Service) intentCanceled(ctx context.Context, o *Order, actor string, ou
 }
 
 // applyRefundUpdate stores a refund's new status and notes it on the order's timeline.
-func (s *Service) applyRefundUpdate(ctx context.Context, tx *postgres.Tx, ev payment.Event) (string, error) {
+func (s *Service) applyRefundUpdate(ctx context.Context, tx *postgres.Tx, ev payment.Event, actor string) (string, error) {
 	if ev.RefundStatus == "" || (ev.RefundID == "" && ev.PaymentIntentID == "") {
 		return OutcomeIgnored, nil
 	}
@@ -222,7 +222,7 @@ func (s *Service) applyRefundUpdate(ctx context.Context, tx *postgres.Tx, ev pay
 		return OutcomeIgnored, err
 	}
 	for _, id := range orders {
-		e := actionEvent(EventRefundUpdated, ActorWebhook, "refund "+ev.RefundStatus)
+		e := actionEvent(EventRefundUpdated, actor, "refund "+ev.RefundStatus)
 		e.ID, e.OrderID, e.CorrelationID = uuid.Must(uuid.NewV7()), id, logging.CorrelationID(ctx)
 		if err := s.store.AddEvent(ctx, tx, *e); err != nil {
 			return "", err

@@ -18,6 +18,8 @@ type Gateway interface {
 	// FindRefund returns a refund of the PaymentIntent that went through or is under way, if
 	// Stripe has one: whether a refund whose answers were lost was made.
 	FindRefund(ctx context.Context, paymentIntentID string) (Refund, bool, error)
+	// GetRefund returns a refund as Stripe reports it now.
+	GetRefund(ctx context.Context, id string) (Refund, error)
 	CreateCustomer(ctx context.Context, p CustomerParams, idempotencyKey string) (string, error)
 	UpdateCustomer(ctx context.Context, id string, p CustomerParams) error
 	DeleteCustomer(ctx context.Context, id string) error
@@ -62,6 +64,18 @@ type Refund struct {
 	Amount   int64
 	Currency string
 }
+
+// Refund statuses. A refund under way is pending (or requires_action); the others are final.
+const (
+	RefundPending        = "pending"
+	RefundRequiresAction = "requires_action"
+	RefundSucceeded      = "succeeded"
+	RefundFailed         = "failed"
+	RefundCanceled       = "canceled"
+)
+
+// Settled reports whether the refund reached a final status.
+func (r Refund) Settled() bool { return r.Status != RefundPending && r.Status != RefundRequiresAction }
 
 // CustomerParams describe a Stripe Customer.
 type CustomerParams struct {

@@ -143,18 +143,38 @@ func (s *Stripe) Refund(ctx context.Context, p RefundParams) (Refund, error) {
 	params := &stripe.RefundParams{PaymentIntent: stripe.String(p.PaymentIntentID), Amount: stripe.Int64(p.Amount)}
 	params.Context = ctx
 	params.SetIdempotencyKey(p.IdempotencyKey)
+	return s.refund("refund.create", http.MethodPost, "/v1/refunds", params)
+}
+
+// GetRefund implements Gateway.
+func (s *Stripe) GetRefund(ctx context.Context, id string) (Refund, error) {
+	params := &stripe.RefundParams{}
+	params.Context = ctx
+	return s.refund("refund.get", http.MethodGet, stripe.FormatURLPath("/v1/refunds/%s", id), params)
+}
+
+// refundFields are the refund's fields Dispatch reads.
+type refundFields struct {
+	ID            string `json:"id"`
+	Status        string `json:"status"`
+	Amount        int64  `json:"amount"`
+	Currency      string `json:"currency"`
+	PaymentIntent string `json:"payment_intent"`
+}
+
+func (f refundFields) refund() Refund {
+	return Refund{ID: f.ID, Status: f.Status, Amount: f.Amount, Currency: f.Currency}
+}
+
+func (s *Stripe) refund(op, method, path string, params stripe.ParamsContainer) (Refund, error) {
 	var r struct {
 		stripe.APIResource
-		ID       string `json:"id"`
-		Status   string `json:"status"`
-		Amount   int64  `json:"amount"`
-		Currency string `json:"currency"`
+		refundFields
 	}
-	err := s.call("refund.create", func() error { return s.do(http.MethodPost, "/v1/refunds", params, &r) })
-	if err != nil {
+	if err := s.call(op, func() error { return s.do(method, path, params, &r) }); err != nil {
 		return Refund{}, err
 	}
-	return Refund{ID: r.ID, Status: r.Status, Amount: r.Amount, Currency: r.Currency}, nil
+	return r.refund(), nil
 }
 
 // FindRefund implements Gateway.
@@ -164,20 +184,14 @@ func (s *Stripe) FindRefund(ctx context.Context, paymentIntentID string) (Refund
 	params.Limit = stripe.Int64(10)
 	var list struct {
 		stripe.APIResource
-		Data []struct {
-			ID            string `json:"id"`
-			Status        string `json:"status"`
-			Amount        int64  `json:"amount"`
-			Currency      string `json:"currency"`
-			PaymentIntent string `json:"payment_intent"`
-		} `json:"data"`
+		Data []refundFields `json:"data"`
 	}
 	if err := s.call("refund.list", func() error { return s.do(http.MethodGet, "/v1/refunds", params, &list) }); err != nil {
 		return Refund{}, false, err
 	}
 	for _, r := range list.Data {
-		if r.PaymentIntent == paymentIntentID && r.Status != "failed" && r.Status != "canceled" {
-			return Refund{ID: r.ID, Status: r.Status, Amount: r.Amount, Currency: r.Currency}, true, nil
+		if r.PaymentIntent == paymentIntentID && r.Status != RefundFailed && r.Status != RefundCanceled {
+			return r.refund(), true, nil
 		}
 	}
 	return Refund{}, false, nil

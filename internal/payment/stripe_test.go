@@ -89,6 +89,35 @@ func TestStripeFindRefund(t *testing.T) {
 	}
 }
 
+// GetRefund reads a refund's status as Stripe reports it now; a refund Stripe does not know is
+// ErrNotFound.
+func TestStripeGetRefund(t *testing.T) {
+	t.Parallel()
+	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))
+	s := payment.NewStripe("sk_test_dispatch", proxy.URL)
+	ctx := context.Background()
+	r, err := s.GetRefund(ctx, "re_123")
+	if err != nil || r.ID != "re_123" || r.Status == "" || r.Amount <= 0 || r.Currency == "" {
+		t.Fatalf("stripe-mock's refund: %+v, %v", r, err)
+	}
+	proxy.Fail("GET", "/v1/refunds/re_slow", testenv.Fault{Status: 200, Body: map[string]any{"id": "re_slow", "object": "refund",
+		"amount": 700, "currency": "usd", "status": "failed", "payment_intent": "pi_1"}})
+	if r, err := s.GetRefund(ctx, "re_slow"); err != nil || r != (payment.Refund{ID: "re_slow", Status: "failed", Amount: 700, Currency: "usd"}) || !r.Settled() {
+		t.Fatalf("GetRefund: %+v, %v", r, err)
+	}
+	proxy.Fail("GET", "/v1/refunds/re_gone", testenv.Fault{Status: 404, Type: "invalid_request_error",
+		Code: "resource_missing", Message: "No such refund: 're_gone'"})
+	if _, err := s.GetRefund(ctx, "re_gone"); !errors.Is(err, payment.ErrNotFound) {
+		t.Fatalf("unknown refund: %v", err)
+	}
+	if c := proxy.Calls("GET", "/v1/refunds/"); len(c) != 3 || c[0].Path != "/v1/refunds/re_123" {
+		t.Fatalf("calls %+v", c)
+	}
+	if (payment.Refund{Status: payment.RefundPending}).Settled() || (payment.Refund{Status: payment.RefundRequiresAction}).Settled() {
+		t.Fatal("a refund under way taken as settled")
+	}
+}
+
 func TestStripeAdapterSortsErrors(t *testing.T) {
 	t.Parallel()
 	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))

@@ -65,7 +65,7 @@ func Reconcile(orders *order.Service, rdb *redis.Client, locks *redsync.Redsync,
 		rep, err := orders.Reconcile(ctx, start, p, from)
 		saveCursor(context.WithoutCancel(ctx), rdb, cursor, rep.Next, log)
 		log.InfoContext(ctx, "reconciler run", "checked", rep.Checked, "paid", rep.Paid, "canceled", rep.Canceled,
-			"skipped", rep.Skipped, "failed", rep.Failed, "requeued", rep.Requeued, "resumed", from != nil,
+			"skipped", rep.Skipped, "failed", rep.Failed, "requeued", rep.Requeued, "refunds", rep.Refunds, "resumed", from != nil,
 			"finished", rep.Next == nil, "durationMs", time.Since(start).Milliseconds(), "err", err)
 		return err
 	}

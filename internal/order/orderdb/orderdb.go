@@ -484,6 +484,28 @@ func (Store) SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID,
 	return ids, mapErr("refund status", err)
 }
 
+const unsettledRefundsQuery = `SELECT order_id, refund_id FROM refunds
+WHERE status IN ('pending', 'requires_action') AND updated_at < $1
+ORDER BY updated_at LIMIT $2`
+
+// UnsettledRefunds returns up to limit refunds still under way that were neither changed nor
+// looked up since a time, oldest first.
+func (Store) UnsettledRefunds(ctx context.Context, db postgres.Querier, before time.Time, limit int) ([]order.UnsettledRefund, error) {
+	var rows []order.UnsettledRefund
+	err := db.SelectContext(ctx, &rows, unsettledRefundsQuery, before, limit)
+	return rows, mapErr("unsettled refunds", err)
+}
+
+const refundLookedUpQuery = `UPDATE refunds SET updated_at = GREATEST(updated_at, $2)
+WHERE refund_id = $1 AND status IN ('pending', 'requires_action')`
+
+// RefundLookedUp notes that Stripe was asked about a refund still under way at a time, which
+// sends it to the back of UnsettledRefunds' line.
+func (Store) RefundLookedUp(ctx context.Context, db postgres.Querier, refundID string, at time.Time) error {
+	_, err := db.ExecContext(ctx, refundLookedUpQuery, refundID, at)
+	return mapErr("refund looked up", err)
+}
+
 const softDeleteQuery = `UPDATE orders SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL`
 
 // SoftDelete hides an order from every read.

@@ -46,3 +46,12 @@ func TestPendingOrdersAreReadThroughTheStatusIndex(t *testing.T) {
 	testenv.PlanReads(t, db, "next page", next,
 		[]string{`now()`, `now() - interval '1 hour'`, `'00000000-0000-0000-0000-000000000000'`, `100`}, want)
 }
+
+// The reconciler's look for refunds under way reads only their part of the refunds, through the
+// partial index, never the settled ones.
+func TestUnsettledRefundsAreReadThroughTheirIndex(t *testing.T) {
+	t.Parallel()
+	db, _ := testenv.DB(t)
+	testenv.PlanReads(t, db, "unsettled refunds", unsettledRefundsQuery, []string{`now()`, `500`},
+		map[string][]string{"refunds": {"refunds_unsettled_idx"}})
+}
