@@ -8,6 +8,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -388,5 +389,74 @@ func TestLateRefundMadeAtStripeWithItsAnswersLostIsFound(t *testing.T) {
 	decodeError(t, r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil), 409, "orders.errors.badPreconditions")
 	if s := r.stock(item); s != 10 {
 		t.Fatalf("stock = %d, want 10 (released once)", s)
+	}
+}
+
+// A refund that failed at Stripe after it was made (refund.updated failed: the card closed
+// since, say) leaves the money with the shop. Staff's refund makes it again, once, under a key
+// naming the failed refund; the order keeps its status and its stock. Until then the order
+// cannot be deleted, and a second request after the new refund succeeded is refused as before.
+// The same holds for a CANCELED order whose cancel refunded its payment.
+func TestAFailedRefundIsMadeAgainOnStaffRequest(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	refunded := r.processed(c, 2, item)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+refunded.ID.String()+"/refund", nil).Expect(t, 202)
+	r.waitStatus(refunded.ID, "REFUNDED")
+	canceled := r.processed(c, 1, item)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+canceled.ID.String()+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(canceled.ID, "CANCELED")
+	r.quiesce()
+	stock := r.stock(item)
+
+	for _, o := range []fullOrder{refunded, canceled} {
+		path := "/v1/admin/orders/" + o.ID.String()
+		first := r.get(o.ID).Refund
+		if first == nil || first.Status != "succeeded" {
+			t.Fatalf("refund: %s", mustJSON(first))
+		}
+		// Not failed: nothing is owed, a refund of a final order is refused as ever.
+		decodeError(t, r.as("financial").Do("PATCH", path+"/refund", nil), 409, "orders.errors.badPreconditions")
+
+		r.webhook(payment.TestEvent{ID: eventID(), Type: payment.EventRefundUpdated, RefundID: first.RefundID, RefundStatus: "failed",
+			PaymentIntentID: *o.Payment.PaymentIntentID, Amount: first.Amount, Currency: "usd"}).Expect(t, 200)
+		decodeError(t, r.as("admin").Do("DELETE", path, nil), 409, "orders.errors.refundOwed")
+
+		status, _ := r.status(o.ID)
+		var accepted fullOrder
+		r.as("financial").Do("PATCH", path+"/refund", map[string]string{"reason": "card replaced"}).Expect(t, 202).Decode(t, &accepted)
+		if accepted.Status != status || deref(accepted.PendingAction) != "refund" {
+			t.Fatalf("202 body: %s/%q, want the status kept with refund pending", accepted.Status, deref(accepted.PendingAction))
+		}
+		testenv.Eventually(t, 15*time.Second, "the refund made again", func() bool {
+			_, action := r.status(o.ID)
+			return action == ""
+		})
+		r.quiesce()
+		got := r.get(o.ID)
+		if got.Refund == nil || got.Refund.Status != "succeeded" || got.Refund.RefundID == first.RefundID || got.Refund.Amount != first.Amount {
+			t.Fatalf("refund after: %s, want a new one of %d succeeded (the failed was %s)", mustJSON(got.Refund), first.Amount, first.RefundID)
+		}
+		calls := r.refundCalls(o.ID)
+		if len(calls) != 2 || calls[1].IdempotencyKey != "order-"+o.ID.String()+"-refund-after-"+first.RefundID {
+			t.Fatalf("refund calls %+v, want the first and one under the failed refund's key", calls)
+		}
+		if ev := r.events(o.ID, "refundUpdated"); len(ev) != 2 || ev[1].Actor == "webhook" ||
+			!strings.Contains(deref(ev[1].Reason), "made again after "+first.RefundID) {
+			t.Fatalf("timeline %v: want the failure, then the refund made again by staff", r.timeline(o.ID))
+		}
+		decodeError(t, r.as("financial").Do("PATCH", path+"/refund", nil), 409, "orders.errors.badPreconditions")
+		r.as("admin").Do("DELETE", path, nil).Expect(t, 204) // owes nothing now
+	}
+	if st, _ := r.status(refunded.ID); st != "REFUNDED" {
+		t.Fatalf("refunded order %s", st)
+	}
+	if st, _ := r.status(canceled.ID); st != "CANCELED" {
+		t.Fatalf("canceled order %s", st)
+	}
+	if s := r.stock(item); s != stock {
+		t.Fatalf("stock %d, want %d: a refund made again releases nothing", s, stock)
 	}
 }

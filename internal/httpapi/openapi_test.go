@@ -23,6 +23,7 @@ import (
 	"github.com/dispatchhq/dispatch/api"
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/httpapi"
+	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -203,6 +204,33 @@ func TestOpenAPIDocumentIsValid31(t *testing.T) {
 		if (o.Method == "GET" || o.Method == "DELETE") && o.idempotencyKey() != "" {
 			t.Errorf("%s: Idempotency-Key documented on a %s", o.key(), o.Method)
 		}
+	}
+}
+
+// The timeline's event types the document lists are the ones the code writes (a requeued
+// task's entry was missing from it).
+func TestOpenAPITimelineTypesAreTheCodes(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas struct {
+				TimelineEvent struct {
+					Properties struct {
+						Type struct {
+							Enum []string `json:"enum"`
+						} `json:"type"`
+					} `json:"properties"`
+				} `json:"TimelineEvent"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(api.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	got, want := doc.Components.Schemas.TimelineEvent.Properties.Type.Enum, order.EventTypes()
+	sort.Strings(got)
+	sort.Strings(want)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("TimelineEvent.type enum %v, the code writes %v", got, want)
 	}
 }
 

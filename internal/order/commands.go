@@ -396,9 +396,9 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 		if !o.Status.Final() || o.PendingAction != ActionNone {
 			return ErrNotFinal.With("status", o.Status)
 		}
-		if o.owesLatePayment() {
-			// Its late refund was refused (a dispute) and left to staff: deleted, the order
-			// would hide the money owed where no refund can reach it.
+		if o.owesRefund() {
+			// A late payment whose refund was refused (a dispute), or a refund that failed at
+			// Stripe, is left to staff: deleted, the order would hide the money owed.
 			return ErrRefundOwed
 		}
 		return s.store.SoftDelete(ctx, tx, id)

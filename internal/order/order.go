@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/payment"
 )
 
 // Order is the order aggregate: the order, its lines, its payment and its refund.
@@ -106,6 +107,12 @@ const (
 	EventTaskRequeued    = "taskRequeued"
 )
 
+// EventTypes lists every timeline event type (a copy: the list is the package's).
+func EventTypes() []string {
+	return []string{EventCreated, EventStatusChanged, EventCancelRequested, EventRefundRequested, EventPaymentFailed,
+		EventActionFailed, EventLatePayment, EventLateRefund, EventRefundUpdated, EventTaskRequeued}
+}
+
 // Actors that are not users.
 const (
 	ActorWebhook    = "webhook"
@@ -200,13 +207,14 @@ func (o *Order) transition(to Status, at time.Time) error {
 }
 
 // request marks action pending if its target is reachable and no other action is pending. A
-// refund of a CANCELED order that still holds a late payment returns that payment (the order
-// stays CANCELED): how staff return one whose automatic refund Stripe refused (failAction).
+// refund of an order that still owes its payment back returns it (the status stays): how staff
+// return a late payment whose automatic refund Stripe refused (failAction), or a payment whose
+// refund failed at Stripe.
 func (o *Order) request(a Action) error {
 	if o.PendingAction != ActionNone {
 		return ErrActionPending.With("action", o.PendingAction)
 	}
-	if !CanTransition(o.Status, a.target()) && !(a == ActionRefund && o.owesLatePayment()) {
+	if !CanTransition(o.Status, a.target()) && !(a == ActionRefund && o.owesRefund()) {
 		return badTransition(o.Status, a.target())
 	}
 	o.PendingAction = a
@@ -258,6 +266,15 @@ func (o *Order) pay(amount int64, currency string, at time.Time) error {
 func (o *Order) owesLatePayment() bool {
 	return o.Status == Canceled && o.Payment.Captured() && o.Refund == nil
 }
+
+// refundFailed reports whether the refund recorded for o's payment failed or was canceled at
+// Stripe (a card closed since, say): the money was never returned.
+func (o *Order) refundFailed() bool {
+	return o.Payment.Captured() && o.Refund != nil && (o.Refund.Status == payment.RefundFailed || o.Refund.Status == payment.RefundCanceled)
+}
+
+// owesRefund reports whether o holds a payment it must still return.
+func (o *Order) owesRefund() bool { return o.owesLatePayment() || o.refundFailed() }
 
 // failPayment records a failed attempt on a PENDING order; the customer may retry.
 func (o *Order) failPayment(msg string) error {

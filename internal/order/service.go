@@ -169,9 +169,10 @@ func (s *Service) applyOnce(ctx context.Context, claim *idempotency.Claim, id uu
 		return s.Get(ctx, id)
 	}
 	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if o.DeletedAt != nil && !o.owesLatePayment() {
-			// Deleted, it is hidden from staff commands, unless a payment arrived after the
-			// deletion and its automatic refund was refused: the staff refund must reach it.
+		if o.DeletedAt != nil && !o.owesRefund() {
+			// Deleted, it is hidden from staff commands, unless it came to owe a payment back
+			// after the deletion (a late payment whose automatic refund was refused, a refund
+			// that failed at Stripe): the staff refund must reach it.
 			return nil, nil, ErrNotFound
 		}
 		ev, msgs, err := mutate(tx, o)

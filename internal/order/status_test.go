@@ -142,3 +142,37 @@ func TestRequestActionFollowsTheTableAndRefusesASecondAction(t *testing.T) {
 		t.Fatal("action targets")
 	}
 }
+
+// Outside the table, a refund is taken from a final order only while it owes its payment back:
+// a late payment never refunded, or a refund that failed or was canceled at Stripe. A cancel
+// never is.
+func TestRefundOfAFinalOrderOnlyWhileItOwesThePayment(t *testing.T) {
+	paid := Payment{Status: PaymentSucceeded}
+	refund := func(status string) *Refund {
+		return &Refund{Kind: RefundOrder, RefundID: "re_1", Amount: 100, Status: status}
+	}
+	for _, c := range []struct {
+		name string
+		o    Order
+		owes bool
+	}{
+		{"canceled, never paid", Order{Status: Canceled}, false},
+		{"canceled, paid late", Order{Status: Canceled, Payment: paid}, true},
+		{"canceled, refunded", Order{Status: Canceled, Payment: paid, Refund: refund("succeeded")}, false},
+		{"canceled, refund under way", Order{Status: Canceled, Payment: paid, Refund: refund("pending")}, false},
+		{"canceled, refund failed", Order{Status: Canceled, Payment: paid, Refund: refund("failed")}, true},
+		{"refunded", Order{Status: Refunded, Payment: paid, Refund: refund("succeeded")}, false},
+		{"refunded, refund under way", Order{Status: Refunded, Payment: paid, Refund: refund("requires_action")}, false},
+		{"refunded, refund failed", Order{Status: Refunded, Payment: paid, Refund: refund("failed")}, true},
+		{"refunded, refund canceled", Order{Status: Refunded, Payment: paid, Refund: refund("canceled")}, true},
+	} {
+		o := c.o
+		if err := o.request(ActionRefund); (err == nil) != c.owes || (err != nil && !errors.Is(err, ErrBadPreconditions)) {
+			t.Errorf("%s: refund request err = %v, want taken=%v", c.name, err, c.owes)
+		}
+		o = c.o
+		if err := o.request(ActionCancel); !errors.Is(err, ErrBadPreconditions) {
+			t.Errorf("%s: cancel request err = %v, want refused", c.name, err)
+		}
+	}
+}

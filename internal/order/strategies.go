@@ -159,11 +159,15 @@ func (s *Service) finishCancel(ctx context.Context, tx *postgres.Tx, o *Order, a
 }
 
 // Refund runs order:refund: a full Stripe refund, then REFUNDED, with the stock back unless the
-// goods shipped. On a CANCELED order it returns a payment that arrived late, deleted or not.
+// goods shipped. On a CANCELED order it returns a payment that arrived late, deleted or not; on
+// an order whose refund failed at Stripe, it refunds the payment again.
 func (s *Service) Refund(ctx context.Context, id uuid.UUID, actor, reason string) error {
 	o, err := s.store.GetAny(ctx, s.db, id)
 	if err != nil {
 		return err
+	}
+	if o.PendingAction == ActionRefund && o.refundFailed() {
+		return s.refundAgain(ctx, o, actor)
 	}
 	if o.Status == Canceled {
 		return s.refundLatePayment(ctx, o)
@@ -214,6 +218,28 @@ func (s *Service) finishRefund(ctx context.Context, tx *postgres.Tx, o *Order, a
 		}
 	}
 	return statusEvent(from, Refunded, actor, reason), []outbox.Message{notify(o, event, map[string]any{"refundAmount": r.Amount})}, nil
+}
+
+// refundAgain returns a payment whose refund failed at Stripe, on staff's request; the order
+// keeps its status and its stock. The idempotency key names the failed refund, so every run
+// for this request makes one refund, and a request after that one fails too makes another.
+func (s *Service) refundAgain(ctx context.Context, o Order, actor string) error {
+	failed := o.Refund.RefundID
+	r, err := s.refundOrder(ctx, &o, "refund-after-"+failed)
+	if err != nil {
+		return err
+	}
+	_, err = s.apply(ctx, o.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.PendingAction != ActionRefund || !o.refundFailed() || o.Refund.RefundID != failed {
+			return nil, nil, nil
+		}
+		if err := s.recordRefund(ctx, tx, o, o.Refund.Kind, r); err != nil {
+			return nil, nil, err
+		}
+		o.PendingAction = ActionNone
+		return actionEvent(EventRefundUpdated, actor, "refund made again after "+failed+" failed: "+r.Status), nil, nil
+	})
+	return err
 }
 
 // refundLatePayment refunds a payment that succeeded after its order was canceled. The order

@@ -460,9 +460,11 @@ func (Store) AdoptIntent(ctx context.Context, tx sqlx.ExecerContext, orderID uui
 
 const putRefundQuery = `INSERT INTO refunds (id, order_id, kind, refund_id, amount, currency, status)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (order_id, kind) DO UPDATE SET status = EXCLUDED.status, updated_at = now()`
+ON CONFLICT (order_id, kind) DO UPDATE SET refund_id = EXCLUDED.refund_id, amount = EXCLUDED.amount,
+  currency = EXCLUDED.currency, status = EXCLUDED.status, updated_at = now()`
 
-// PutRefund records a refund (once per order and kind; a repeat only updates its status).
+// PutRefund records a refund: one per order and kind, so a refund made again in place of one
+// that failed takes its place (the timeline keeps the failed one's id).
 func (Store) PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r order.Refund) error {
 	_, err := tx.ExecContext(ctx, putRefundQuery, uuid.Must(uuid.NewV7()), orderID, r.Kind, r.RefundID, r.Amount, r.Currency, r.Status)
 	return mapErr("put refund", err)
