@@ -460,3 +460,49 @@ func TestAFailedRefundIsMadeAgainOnStaffRequest(t *testing.T) {
 		t.Fatalf("stock %d, want %d: a refund made again releases nothing", s, stock)
 	}
 }
+
+// The refund made again after a failed one, when Stripe's answers to it are lost: refused under
+// its key (asked again more than 24 h after a run that made it, every answer lost), or failing
+// until the retries run out. Either way the refund Stripe made is looked up, recorded in place
+// of the failed one, and the request ends; the order no longer owes the payment.
+func TestARefundMadeAgainWithItsAnswersLostIsFound(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	_, c := r.customer()
+	for _, fault := range []testenv.Fault{
+		{Status: 400, Type: "invalid_request_error", Code: "charge_already_refunded", Message: "Charge has already been refunded."},
+		{Status: 500, Type: "api_error", Message: "answer lost"},
+	} {
+		o := r.processed(c, 1, item)
+		path := "/v1/admin/orders/" + o.ID.String()
+		r.as("financial").Do("PATCH", path+"/refund", nil).Expect(t, 202)
+		r.waitStatus(o.ID, "REFUNDED")
+		r.quiesce()
+		failed := r.get(o.ID).Refund.RefundID
+		r.webhook(payment.TestEvent{ID: eventID(), Type: payment.EventRefundUpdated, RefundID: failed, RefundStatus: "failed",
+			PaymentIntentID: *o.Payment.PaymentIntentID, Amount: o.Total, Currency: "usd"}).Expect(t, 200)
+
+		again := "re_again_" + o.ID.String()[24:]
+		r.stripe.Fail("POST", "/v1/refunds", fault)
+		r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
+			"data": []map[string]any{
+				{"id": again, "object": "refund", "amount": o.Total, "currency": "usd", "status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID},
+				{"id": failed, "object": "refund", "amount": o.Total, "currency": "usd", "status": "failed", "payment_intent": *o.Payment.PaymentIntentID},
+			}}})
+		r.as("financial").Do("PATCH", path+"/refund", nil).Expect(t, 202)
+		testenv.Eventually(t, 30*time.Second, "the request ended", func() bool {
+			_, action := r.status(o.ID)
+			return action == ""
+		})
+		r.quiesce()
+		r.stripe.Clear()
+		if got := r.refunds(o.ID); len(got) != 1 || got[0].RefundID != again || got[0].Status != "succeeded" {
+			t.Fatalf("%s: refunds %+v, want %s found at Stripe in place of the failed one", fault.Message, got, again)
+		}
+		if n := len(r.events(o.ID, "actionFailed")); n != 0 {
+			t.Fatalf("%s: actionFailed events = %d, want none: the refund was made", fault.Message, n)
+		}
+		r.as("admin").Do("DELETE", path, nil).Expect(t, 204) // owes nothing now
+	}
+}

@@ -434,6 +434,8 @@ func TestReconcilerSettlesRefundsTheirEventsLeftUnderWay(t *testing.T) {
 	if out := r.eventOutcome(ignored); out != "ignored" || refundOf(early) != "pending" || refundOf(lost) != "pending" {
 		t.Fatalf("early event %q; refunds %s / %s, want both recorded pending", out, refundOf(early), refundOf(lost))
 	}
+	// Under way, a refund may still fail: the order cannot be deleted yet.
+	decodeError(t, r.as("admin").Do("DELETE", "/v1/admin/orders/"+lost.ID.String(), nil), 409, "orders.errors.refundOwed")
 	stripeRefund(early, earlyRefund, "succeeded")
 	stripeRefund(lost, lostRefund, "pending")
 	lookups := func() int { return len(r.stripe.Calls("GET", "/v1/refunds/")) }
@@ -472,10 +474,13 @@ func TestReconcilerSettlesRefundsTheirEventsLeftUnderWay(t *testing.T) {
 			t.Fatalf("order %s, want REFUNDED", st)
 		}
 	}
+	if lines := rec.logLines("refund did not go through"); len(lines) != 1 || lines[0]["level"] != "WARN" {
+		t.Fatalf("log: want one warning of the failed refund:\n%s", rec.log.String())
+	}
 }
 
-// Stripe down or not knowing a refund: the run goes on, a failed lookup is counted, and an
-// unknown refund is asked about again only after ten minutes.
+// Stripe down or not knowing a refund: the run goes on, a failed lookup is counted, and both
+// are asked about again ten minutes later (so that they do not hold up the other refunds).
 func TestReconcilerRefundLookupsThatFail(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -500,14 +505,23 @@ func TestReconcilerRefundLookupsThatFail(t *testing.T) {
 	if rep := rec.runAt(start.Add(11 * time.Minute)); rep != (order.ReconcileReport{Failed: 1}) {
 		t.Fatalf("run at +11 min: %+v, want one failed lookup", rep)
 	}
-	if rep := rec.runAt(start.Add(12 * time.Minute)); rep != (order.ReconcileReport{Failed: 1}) {
-		t.Fatalf("run at +12 min: %+v, want the failed lookup tried again, the unknown refund not", rep)
+	calls := func() (int, int) {
+		return len(r.stripe.Calls("GET", "/v1/refunds/"+ids[down.ID])), len(r.stripe.Calls("GET", "/v1/refunds/"+ids[gone.ID]))
 	}
-	downCalls, goneCalls := len(r.stripe.Calls("GET", "/v1/refunds/"+ids[down.ID])), len(r.stripe.Calls("GET", "/v1/refunds/"+ids[gone.ID]))
-	if downCalls < 2 || goneCalls != 1 {
-		t.Fatalf("lookups: %d of the refund Stripe could not answer for, %d of the unknown one; want ≥ 2 and 1", downCalls, goneCalls)
+	downCalls, goneCalls := calls()
+	if rep := rec.runAt(start.Add(12 * time.Minute)); rep != (order.ReconcileReport{}) {
+		t.Fatalf("run at +12 min: %+v, want nothing asked", rep)
 	}
-	if len(rec.logLines("Stripe does not know the refund")) != 1 {
+	if d, g := calls(); d != downCalls || g != goneCalls || goneCalls != 1 {
+		t.Fatalf("lookups %d / %d, then %d / %d; want one of the unknown refund, none at +12 min", downCalls, goneCalls, d, g)
+	}
+	if rep := rec.runAt(start.Add(22 * time.Minute)); rep != (order.ReconcileReport{Failed: 1}) {
+		t.Fatalf("run at +22 min: %+v, want both asked about again, one failed", rep)
+	}
+	if d, g := calls(); d <= downCalls || g != 2 {
+		t.Fatalf("lookups at +22 min: %d / %d", d, g)
+	}
+	if len(rec.logLines("Stripe does not know the refund")) != 2 {
 		t.Fatalf("log: %s", rec.log.String())
 	}
 	for _, o := range []fullOrder{down, gone} {

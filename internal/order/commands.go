@@ -396,9 +396,10 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 		if !o.Status.Final() || o.PendingAction != ActionNone {
 			return ErrNotFinal.With("status", o.Status)
 		}
-		if o.owesRefund() {
+		if o.owesRefund() || o.refundUnderWay() {
 			// A late payment whose refund was refused (a dispute), or a refund that failed at
-			// Stripe, is left to staff: deleted, the order would hide the money owed.
+			// Stripe, is left to staff: deleted, the order would hide the money owed. A refund
+			// under way may still fail.
 			return ErrRefundOwed
 		}
 		return s.store.SoftDelete(ctx, tx, id)

@@ -276,6 +276,12 @@ func (o *Order) refundFailed() bool {
 // owesRefund reports whether o holds a payment it must still return.
 func (o *Order) owesRefund() bool { return o.owesLatePayment() || o.refundFailed() }
 
+// refundUnderWay reports whether o's refund was taken by Stripe and has not settled yet: it may
+// still fail.
+func (o *Order) refundUnderWay() bool {
+	return o.Refund != nil && (o.Refund.Status == payment.RefundPending || o.Refund.Status == payment.RefundRequiresAction)
+}
+
 // failPayment records a failed attempt on a PENDING order; the customer may retry.
 func (o *Order) failPayment(msg string) error {
 	if o.Status != Pending {

@@ -3,7 +3,6 @@ package order
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"math"
 	"time"
 
@@ -106,19 +105,20 @@ const reconcilePage = 500
 // unpaid past the TTL, the order is canceled through order:cancel (PaymentIntent canceled at
 // Stripe, stock back). Orders that never got a PaymentIntent are canceled at once. A
 // PaymentIntent Stripe no longer knows is logged and skipped; the run goes on with the rest.
+// Refunds left under way are looked up first, in a quarter of the budget (settleRefunds).
 // The run ends at the policy's bounds and reports in Next where the next one should resume.
 func (s *Service) Reconcile(ctx context.Context, now time.Time, p ReconcilePolicy, from *PendingOrder) (ReconcileReport, error) {
 	var rep ReconcileReport
 	if err := s.requeueStuck(ctx, now.Add(-p.StuckAfter), &rep); err != nil {
 		return rep, err
 	}
-	if err := s.settleRefunds(ctx, now, p, &rep); err != nil {
-		return rep, err
+	budget := p.Budget
+	if budget <= 0 {
+		budget = 24 * time.Hour
 	}
-	deadline := time.Now().Add(p.Budget)
-	if p.Budget <= 0 {
-		deadline = time.Now().Add(24 * time.Hour)
-	}
+	start := time.Now()
+	s.settleRefunds(ctx, now, p, start.Add(budget/4), &rep)
+	deadline := start.Add(budget)
 	maxOrders := p.MaxOrders
 	if maxOrders <= 0 {
 		maxOrders = math.MaxInt
@@ -281,16 +281,23 @@ const maxRefundLookups = 500
 // settleRefunds asks Stripe about the refunds still under way, unchanged for p.RefundAge, and
 // records each one that settled as its refund.updated event would have (actor "reconciler").
 // That event may have been lost, or have come before the worker recorded the refund (and was
-// then ignored). A refund still under way is asked about again after p.RefundAge.
-func (s *Service) settleRefunds(ctx context.Context, now time.Time, p ReconcilePolicy, rep *ReconcileReport) error {
+// then ignored). Every refund asked about, settled or not, goes to the back of the line, so a
+// refund Stripe cannot answer for does not hold up the others. No lookup starts after deadline;
+// a failure here is counted and logged, and the run goes on with the PENDING orders.
+func (s *Service) settleRefunds(ctx context.Context, now time.Time, p ReconcilePolicy, deadline time.Time, rep *ReconcileReport) {
 	refunds, err := s.store.UnsettledRefunds(ctx, s.db, now.Add(-p.RefundAge), maxRefundLookups)
 	if err != nil {
-		return err
+		s.log.ErrorContext(ctx, "reconciler: refunds under way not read", "err", err)
+		rep.Failed++
+		return
 	}
 	results := make([]string, len(refunds))
 	g := new(errgroup.Group)
 	g.SetLimit(max(p.Lookups, 1))
 	for i, u := range refunds {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			break
+		}
 		g.Go(func() error {
 			results[i] = s.settleRefund(ctx, now, u)
 			return nil
@@ -305,34 +312,29 @@ func (s *Service) settleRefunds(ctx context.Context, now time.Time, p ReconcileP
 			rep.Failed++
 		}
 	}
-	return ctx.Err()
 }
 
 // settleRefund looks one refund up at Stripe and records its status if it settled.
 func (s *Service) settleRefund(ctx context.Context, now time.Time, u UnsettledRefund) string {
 	r, err := s.gateway.GetRefund(ctx, u.RefundID)
-	switch {
-	case errors.Is(err, payment.ErrNotFound):
+	if errors.Is(err, payment.ErrNotFound) {
 		s.log.WarnContext(ctx, "reconciler: Stripe does not know the refund; asked again later", "orderId", u.OrderID, "refundId", u.RefundID)
-		err = s.store.RefundLookedUp(ctx, s.db, u.RefundID, now)
-	case err == nil && !r.Settled():
-		err = s.store.RefundLookedUp(ctx, s.db, u.RefundID, now)
-	case err == nil:
+	}
+	if err == nil && r.Settled() {
 		outcome := ""
 		err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) (err error) {
 			outcome, err = s.applyRefundUpdate(ctx, tx, payment.Event{RefundID: u.RefundID, RefundStatus: r.Status}, ActorReconciler)
 			return err
 		})
 		if err == nil && outcome == OutcomeApplied {
-			level := slog.LevelInfo
-			if r.Status != payment.RefundSucceeded {
-				level = slog.LevelWarn // the money is not back: left to staff
-			}
-			s.log.Log(ctx, level, "reconciler: refund settled", "orderId", u.OrderID, "refundId", u.RefundID, "status", r.Status)
+			s.log.InfoContext(ctx, "reconciler: refund settled", "orderId", u.OrderID, "refundId", u.RefundID, "status", r.Status)
 			return reconcileRefunded
 		}
 	}
-	if err != nil {
+	if lerr := s.store.RefundLookedUp(ctx, s.db, u.RefundID, now); lerr != nil && err == nil {
+		err = lerr
+	}
+	if err != nil && !errors.Is(err, payment.ErrNotFound) {
 		s.log.ErrorContext(ctx, "reconciler: refund not looked up", "orderId", u.OrderID, "refundId", u.RefundID, "err", err)
 		return reconcileFailed
 	}

@@ -223,23 +223,36 @@ func (s *Service) finishRefund(ctx context.Context, tx *postgres.Tx, o *Order, a
 // refundAgain returns a payment whose refund failed at Stripe, on staff's request; the order
 // keeps its status and its stock. The idempotency key names the failed refund, so every run
 // for this request makes one refund, and a request after that one fails too makes another.
+// Refused (its key asked again more than 24 h after a run whose answers were all lost), the
+// refund that run made is looked up.
 func (s *Service) refundAgain(ctx context.Context, o Order, actor string) error {
 	failed := o.Refund.RefundID
 	r, err := s.refundOrder(ctx, &o, "refund-after-"+failed)
+	if errors.Is(err, payment.ErrRejected) {
+		if made, found := s.refundMadeAtStripe(ctx, &o); found && made.ID != failed {
+			r, err = made, nil
+		}
+	}
 	if err != nil {
 		return err
 	}
 	_, err = s.apply(ctx, o.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if o.PendingAction != ActionRefund || !o.refundFailed() || o.Refund.RefundID != failed {
+		if o.PendingAction != ActionRefund || refundIDOf(o.Refund) != failed {
 			return nil, nil, nil
 		}
-		if err := s.recordRefund(ctx, tx, o, o.Refund.Kind, r); err != nil {
-			return nil, nil, err
-		}
-		o.PendingAction = ActionNone
-		return actionEvent(EventRefundUpdated, actor, "refund made again after "+failed+" failed: "+r.Status), nil, nil
+		return s.finishRefundAgain(ctx, tx, o, actor, r)
 	})
 	return err
+}
+
+// finishRefundAgain records r in place of o's failed refund and ends the request.
+func (s *Service) finishRefundAgain(ctx context.Context, tx *postgres.Tx, o *Order, actor string, r payment.Refund) (*Event, []outbox.Message, error) {
+	failed := o.Refund.RefundID
+	if err := s.recordRefund(ctx, tx, o, o.Refund.Kind, r); err != nil {
+		return nil, nil, err
+	}
+	o.PendingAction = ActionNone
+	return actionEvent(EventRefundUpdated, actor, "refund made again after "+failed+" failed: "+r.Status), nil, nil
 }
 
 // refundLatePayment refunds a payment that succeeded after its order was canceled. The order
@@ -397,20 +410,24 @@ func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause 
 // key.
 func (s *Service) finishIfRefunded(ctx context.Context, id uuid.UUID, a Action) (bool, error) {
 	o, err := s.store.GetAny(ctx, s.db, id)
-	if err != nil || o.PendingAction != a || !o.Payment.Captured() || o.Payment.IntentID == nil || o.Refund != nil {
+	if err != nil || o.PendingAction != a || !o.Payment.Captured() || o.Payment.IntentID == nil || (o.Refund != nil && !o.refundFailed()) {
 		return false, nil // FailAction decides
 	}
-	r, found := s.refundMadeAtStripe(ctx, &o)
+	r, found := s.refundMadeAtStripe(ctx, &o) // never a failed one
 	if !found {
 		return false, nil
 	}
+	owed := o.Refund // nil, or the failed refund that one was made in place of
 	done := false
 	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if o.PendingAction != a || o.Refund != nil {
+		if o.PendingAction != a || refundIDOf(o.Refund) != refundIDOf(owed) {
 			return nil, nil, nil
 		}
 		done = true
 		const reason = "refund found at Stripe after the retries ran out"
+		if owed != nil {
+			return s.finishRefundAgain(ctx, tx, o, ActorWorker, r)
+		}
 		if o.owesLatePayment() {
 			return s.finishLateRefund(ctx, tx, o, r)
 		}
@@ -426,6 +443,14 @@ func (s *Service) finishIfRefunded(ctx context.Context, id uuid.UUID, a Action) 
 		s.cache.Invalidate(ctx, itemIDs(&saved)...)
 	}
 	return done, nil
+}
+
+// refundIDOf is the Stripe id of a recorded refund, "" for none.
+func refundIDOf(r *Refund) string {
+	if r == nil {
+		return ""
+	}
+	return r.RefundID
 }
 
 func ignoreMissing(err error) error {

@@ -222,6 +222,10 @@ func (s *Service) applyRefundUpdate(ctx context.Context, tx *postgres.Tx, ev pay
 		return OutcomeIgnored, err
 	}
 	for _, id := range orders {
+		if ev.RefundStatus == payment.RefundFailed || ev.RefundStatus == payment.RefundCanceled {
+			s.log.WarnContext(ctx, "refund did not go through at Stripe; the payment is owed back until staff refund it again",
+				"orderId", id, "refundId", ev.RefundID, "status", ev.RefundStatus, "actor", actor)
+		}
 		e := actionEvent(EventRefundUpdated, actor, "refund "+ev.RefundStatus)
 		e.ID, e.OrderID, e.CorrelationID = uuid.Must(uuid.NewV7()), id, logging.CorrelationID(ctx)
 		if err := s.store.AddEvent(ctx, tx, *e); err != nil {
