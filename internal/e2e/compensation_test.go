@@ -503,6 +503,12 @@ func TestARefundMadeAgainWithItsAnswersLostIsFound(t *testing.T) {
 		if n := len(r.events(o.ID, "actionFailed")); n != 0 {
 			t.Fatalf("%s: actionFailed events = %d, want none: the refund was made", fault.Message, n)
 		}
+		// Refused, the task itself finds the refund (actor the staff member's); failing until
+		// its retries ran out, its compensation does (actor worker).
+		ev := r.events(o.ID, "refundUpdated")
+		if byWorker := ev[len(ev)-1].Actor == order.ActorWorker; byWorker != (fault.Status == 500) {
+			t.Fatalf("%s: timeline %v", fault.Message, r.timeline(o.ID))
+		}
 		r.as("admin").Do("DELETE", path, nil).Expect(t, 204) // owes nothing now
 	}
 }

@@ -304,6 +304,64 @@ func TestRefundThatWentThroughAfterAnotherCopyGaveUp(t *testing.T) {
 	}
 }
 
+// TestRefundMadeAgainAfterAnotherCopyGaveUp: the same for a refund made again after one that
+// failed at Stripe. The copy that gave up cleared the request; the other's refund went through
+// and is recorded in place of the failed one, so the order no longer shows the payment owed.
+func TestRefundMadeAgainAfterAnotherCopyGaveUp(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noWorker)
+	item := s.item(20, 700)
+	_, c := s.customer()
+	o := s.order(c, 1, item)
+	s.pay(o)
+	path := "/v1/admin/orders/" + o.ID.String() + "/refund"
+	s.staff("financial").Do("PATCH", path, nil).Expect(t, 202)
+	orders := s.assemble(s.rdb, s.stripe.URL, s.log).Orders
+	ctx := context.Background()
+	if err := orders.Refund(ctx, o.ID, order.ActorWorker, "the first refund"); err != nil {
+		t.Fatal(err)
+	}
+	var failed string
+	if err := s.db.Get(&failed, `SELECT refund_id FROM refunds WHERE order_id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.webhook(payment.TestEvent{Type: payment.EventRefundUpdated, RefundID: failed, RefundStatus: "failed",
+		PaymentIntentID: *o.Payment.PaymentIntentID, Amount: o.Total, Currency: "usd"}).Expect(t, 200)
+	s.staff("financial").Do("PATCH", path, nil).Expect(t, 202)
+
+	s.stripe.Gather(2) // the refund held at "Stripe" until a second call comes
+	t.Cleanup(func() { s.stripe.Gather(0) })
+	errs := make(chan error, 1)
+	go func() { errs <- orders.Refund(ctx, o.ID, order.ActorWorker, "copy one") }()
+	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
+	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
+	if gaveUp, err := others.FailAction(ctx, o.ID, order.ActionRefund, "copy two ran out of retries", true); err != nil || !gaveUp {
+		t.Fatalf("compensation: %v, %v", gaveUp, err)
+	}
+	if _, err := payment.NewStripe("sk_test_dispatch", s.stripe.URL).GetPaymentIntent(ctx, *o.Payment.PaymentIntentID); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		RefundID string `db:"refund_id"`
+		Status   string `db:"status"`
+	}
+	if err := s.db.Get(&got, `SELECT refund_id, status FROM refunds WHERE order_id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got.RefundID == failed || got.Status != "succeeded" {
+		t.Fatalf("refund %+v, want the one made again in place of %s", got, failed)
+	}
+	if st, action := s.status(o.ID); st != "REFUNDED" || action != "" {
+		t.Fatalf("order %s (pending %q), want REFUNDED", st, action)
+	}
+	if n := s.stock(item); n != 20 {
+		t.Fatalf("stock = %d, want 20 (released once)", n)
+	}
+}
+
 // TestStrategiesRunConcurrentlyWithoutTheLock: the strategies are called directly from many
 // goroutines at once, with no per-order lock, as a lock lost to a Redis failover would allow;
 // the compare-and-set writes alone keep the effects single (SPEC §5: correctness never rests

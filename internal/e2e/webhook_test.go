@@ -238,7 +238,8 @@ func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
 
 // refund.updated and charge.refunded keep the recorded refund's status current, forward only:
 // Stripe delivers events out of order, and a refund goes from under way to succeeded, failed or
-// canceled, and from succeeded at most to failed. A late earlier event changes nothing.
+// canceled, and from succeeded at most to failed. A late earlier event changes nothing, nor
+// does a charge.refunded that does not carry its refund (its charge counts refunds under way).
 func TestRefundStatusWebhooks(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -263,11 +264,12 @@ func TestRefundStatusWebhooks(t *testing.T) {
 		typ, refund, status string
 		outcome, want       string
 	}{
-		{payment.EventChargeRefunded, "", "succeeded", "applied", "succeeded"}, // no refund id: by its PaymentIntent
+		{payment.EventChargeRefunded, "", "succeeded", "ignored", "pending"}, // no refund in it: says nothing of one under way
+		{payment.EventChargeRefunded, refundID, "succeeded", "applied", "succeeded"},
 		{payment.EventRefundUpdated, refundID, "pending", "ignored", "succeeded"},
 		{payment.EventRefundUpdated, refundID, "failed", "applied", "failed"},
 		{payment.EventRefundUpdated, refundID, "succeeded", "ignored", "failed"},
-		{payment.EventChargeRefunded, "", "succeeded", "ignored", "failed"},
+		{payment.EventChargeRefunded, refundID, "succeeded", "ignored", "failed"},
 		{payment.EventRefundUpdated, "re_unknown", "failed", "ignored", "failed"},
 	} {
 		id := send(step.typ, step.refund, step.status)

@@ -129,6 +129,7 @@ func (s *Service) Reconcile(ctx context.Context, now time.Time, p ReconcilePolic
 		limit := min(reconcilePage, maxOrders-rep.Checked)
 		page, err := s.store.PendingBefore(ctx, s.db, before, after, limit)
 		if err != nil {
+			rep.Next = after // the next run resumes here, not from the oldest order
 			return rep, err
 		}
 		done := s.reconcilePage(ctx, now, p, page, deadline, &rep)
@@ -276,7 +277,11 @@ type UnsettledRefund struct {
 }
 
 // maxRefundLookups bounds the refunds one run asks Stripe about; the rest wait for the next run.
-const maxRefundLookups = 500
+// refundLookupGrace is how long past its deadline a lookup under way may take.
+const (
+	maxRefundLookups  = 500
+	refundLookupGrace = 5 * time.Second
+)
 
 // settleRefunds asks Stripe about the refunds still under way, unchanged for p.RefundAge, and
 // records each one that settled as its refund.updated event would have (actor "reconciler").
@@ -291,6 +296,9 @@ func (s *Service) settleRefunds(ctx context.Context, now time.Time, p ReconcileP
 		rep.Failed++
 		return
 	}
+	// A lookup under way at the deadline gets a little longer, not Stripe's whole timeout.
+	lctx, cancel := context.WithDeadline(ctx, deadline.Add(refundLookupGrace))
+	defer cancel()
 	results := make([]string, len(refunds))
 	g := new(errgroup.Group)
 	g.SetLimit(max(p.Lookups, 1))
@@ -299,7 +307,9 @@ func (s *Service) settleRefunds(ctx context.Context, now time.Time, p ReconcileP
 			break
 		}
 		g.Go(func() error {
-			results[i] = s.settleRefund(ctx, now, u)
+			if time.Now().Before(deadline) { // it may have waited for its slot past it
+				results[i] = s.settleRefund(lctx, now, u)
+			}
 			return nil
 		})
 	}

@@ -42,7 +42,7 @@ type Store interface {
 	SetIntent(ctx context.Context, db postgres.Querier, orderID uuid.UUID, intentID, clientSecret, status string, done idempotency.Completion) (bool, error)
 	AdoptIntent(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, intentID string) error
 	PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r Refund) error
-	SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, intentID, status string) ([]uuid.UUID, error)
+	SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, status string) ([]uuid.UUID, error)
 	UnsettledRefunds(ctx context.Context, db postgres.Querier, before time.Time, limit int) ([]UnsettledRefund, error)
 	RefundLookedUp(ctx context.Context, db postgres.Querier, refundID string, at time.Time) error
 	SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID) error

@@ -214,10 +214,10 @@ func (s *Service) intentCanceled(ctx context.Context, o *Order, actor string, ou
 
 // applyRefundUpdate stores a refund's new status and notes it on the order's timeline.
 func (s *Service) applyRefundUpdate(ctx context.Context, tx *postgres.Tx, ev payment.Event, actor string) (string, error) {
-	if ev.RefundStatus == "" || (ev.RefundID == "" && ev.PaymentIntentID == "") {
+	if ev.RefundStatus == "" || ev.RefundID == "" {
 		return OutcomeIgnored, nil
 	}
-	orders, err := s.store.SetRefundStatus(ctx, tx, ev.RefundID, ev.PaymentIntentID, ev.RefundStatus)
+	orders, err := s.store.SetRefundStatus(ctx, tx, ev.RefundID, ev.RefundStatus)
 	if err != nil || len(orders) == 0 {
 		return OutcomeIgnored, err
 	}

@@ -65,7 +65,8 @@ type Refund struct {
 	Currency string
 }
 
-// Refund statuses. A refund under way is pending (or requires_action); the others are final.
+// Refund statuses. A refund under way is pending (or requires_action); the others are settled,
+// though a succeeded one may still fail.
 const (
 	RefundPending        = "pending"
 	RefundRequiresAction = "requires_action"
@@ -74,7 +75,7 @@ const (
 	RefundCanceled       = "canceled"
 )
 
-// Settled reports whether the refund reached a final status.
+// Settled reports whether the refund is no longer under way.
 func (r Refund) Settled() bool { return r.Status != RefundPending && r.Status != RefundRequiresAction }
 
 // CustomerParams describe a Stripe Customer.

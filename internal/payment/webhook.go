@@ -148,7 +148,6 @@ type (
 	}
 	chargeObject struct {
 		PaymentIntent reference `json:"payment_intent"`
-		Refunded      bool      `json:"refunded"`
 		Refunds       *struct {
 			Data []*refundObject `json:"data"` // newest first
 		} `json:"refunds"`
@@ -200,10 +199,11 @@ func (e *Event) decodeObject(raw json.RawMessage) error {
 			return err
 		}
 		e.PaymentIntentID = string(ch.PaymentIntent)
-		if ch.Refunds != nil && len(ch.Refunds.Data) > 0 && ch.Refunds.Data[0] != nil {
+		// The charge's latest refund, when the event carries it (API version 2024-06-20 leaves
+		// the list out): the charge alone does not say whether its refund went through, as
+		// its refunded amount counts refunds still under way.
+		if ch.Refunds != nil && len(ch.Refunds.Data) > 0 && ch.Refunds.Data[0] != nil && ch.Refunds.Data[0].ID != "" {
 			e.RefundID, e.RefundStatus = ch.Refunds.Data[0].ID, ch.Refunds.Data[0].Status
-		} else if ch.Refunded {
-			e.RefundStatus = string(stripe.RefundStatusSucceeded)
 		}
 	case EventRefundUpdated:
 		var r refundObject

@@ -470,21 +470,21 @@ func (Store) PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.
 	return mapErr("put refund", err)
 }
 
-const refundStatusQuery = `UPDATE refunds SET status = $3, updated_at = now()
-WHERE (refund_id = $1 OR ($1 = '' AND order_id = (SELECT order_id FROM payments WHERE payment_intent_id = $2)))
-  AND status IS DISTINCT FROM $3
+const refundStatusQuery = `UPDATE refunds SET status = $2, updated_at = now()
+WHERE refund_id = $1
+  AND status IS DISTINCT FROM $2
   AND status NOT IN ('failed', 'canceled')
-  AND NOT ($3 IN ('pending', 'requires_action') AND status = 'succeeded')
+  AND NOT ($2 IN ('pending', 'requires_action') AND status = 'succeeded')
 RETURNING order_id`
 
-// SetRefundStatus updates a refund known by its Stripe id (or, without one, the refunds of a
-// PaymentIntent) and returns the orders it touched. Stripe does not deliver events in order, so
+// SetRefundStatus updates a refund known by its Stripe id and returns the orders it touched
+// (none, or the one). Stripe does not deliver events in order, so
 // a status is only ever moved forward: a failed or canceled refund never changes again (at
 // Stripe it cannot, and a late earlier event would hide the money still owed), and a succeeded
 // one may still fail but is never set back to pending.
-func (Store) SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, intentID, status string) ([]uuid.UUID, error) {
+func (Store) SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, status string) ([]uuid.UUID, error) {
 	var ids []uuid.UUID
-	err := tx.SelectContext(ctx, &ids, refundStatusQuery, refundID, intentID, status)
+	err := tx.SelectContext(ctx, &ids, refundStatusQuery, refundID, status)
 	return ids, mapErr("refund status", err)
 }
 

@@ -24,8 +24,8 @@ func TestLookupsByKeyUseTheKeyBeforeAnyAnalyze(t *testing.T) {
 	testenv.PlanReads(t, db, "lock", getQuery+` FOR UPDATE OF o`, id, byID)
 	testenv.PlanReads(t, db, "get by intent", getByIntentQuery, intent, byIntent)
 	testenv.PlanReads(t, db, "lock by intent", getByIntentQuery+` FOR UPDATE OF o`, intent, byIntent)
-	testenv.PlanReads(t, db, "refunds of an intent", refundStatusQuery, []string{`''`, `'pi_none'`, `'succeeded'`},
-		map[string][]string{"payments": {"payments_intent_idx"}})
+	testenv.PlanReads(t, db, "refund status", refundStatusQuery, []string{`'re_none'`, `'succeeded'`},
+		map[string][]string{"refunds": {"refunds_refund_id_key"}})
 
 	save := append(id, `'PENDING'`, `NULL`, `'PAID'`)
 	for range 18 {
