@@ -390,12 +390,6 @@ func TestReconcilerSettlesRefundsTheirEventsLeftUnderWay(t *testing.T) {
 	_, c := r.customer()
 	early, lost := r.processed(c, 1, item), r.processed(c, 1, item)
 	r.quiesce()
-	refundUnderWay := func(o fullOrder) string {
-		id := "re_" + o.ID.String()[24:]
-		r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 200, Times: 1, Body: map[string]any{"id": id, "object": "refund",
-			"amount": o.Total, "currency": o.Currency, "status": "pending", "payment_intent": *o.Payment.PaymentIntentID}})
-		return id
-	}
 	refundEvent := func(o fullOrder, refund, status string) string {
 		id := eventID()
 		r.webhook(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: refund, RefundStatus: status,
@@ -423,11 +417,11 @@ func TestReconcilerSettlesRefundsTheirEventsLeftUnderWay(t *testing.T) {
 		return out
 	}
 
-	earlyRefund, lostRefund := refundUnderWay(early), "re_"+lost.ID.String()[24:]
+	earlyRefund := r.refundUnderWay(early)
 	ignored := refundEvent(early, earlyRefund, "succeeded") // before the worker has recorded the refund
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+early.ID.String()+"/refund", nil).Expect(t, 202)
 	r.waitStatus(early.ID, "REFUNDED")
-	refundUnderWay(lost)
+	lostRefund := r.refundUnderWay(lost)
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+lost.ID.String()+"/refund", nil).Expect(t, 202)
 	r.waitStatus(lost.ID, "REFUNDED")
 	r.quiesce()
@@ -490,9 +484,7 @@ func TestReconcilerRefundLookupsThatFail(t *testing.T) {
 	r.quiesce()
 	ids := map[uuid.UUID]string{}
 	for _, o := range []fullOrder{down, gone} {
-		ids[o.ID] = "re_" + o.ID.String()[24:]
-		r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 200, Times: 1, Body: map[string]any{"id": ids[o.ID], "object": "refund",
-			"amount": o.Total, "currency": o.Currency, "status": "pending", "payment_intent": *o.Payment.PaymentIntentID}})
+		ids[o.ID] = r.refundUnderWay(o)
 		r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
 		r.waitStatus(o.ID, "REFUNDED")
 	}

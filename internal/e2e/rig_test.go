@@ -374,6 +374,14 @@ func (r *rig) stripeFindsRefund(o fullOrder, id string) {
 			"currency": o.Currency, "status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID}}}})
 }
 
+// refundUnderWay has Stripe take o's next refund as pending, and returns that refund's id.
+func (r *rig) refundUnderWay(o fullOrder) string {
+	id := "re_" + o.ID.String()[24:] // UUIDv7's random part: ids of orders made together differ
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 200, Times: 1, Body: map[string]any{"id": id, "object": "refund",
+		"amount": o.Total, "currency": o.Currency, "status": "pending", "payment_intent": *o.Payment.PaymentIntentID}})
+	return id
+}
+
 // lateRefundFailed cancels an order of one unit of item, has Stripe answer its refunds as
 // fault says, pays it late, and waits until the late refund's compensation ran and the queues
 // are idle.

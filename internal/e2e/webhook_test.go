@@ -246,9 +246,7 @@ func TestRefundStatusWebhooks(t *testing.T) {
 	item := r.item(10, 1250)
 	_, c := r.customer()
 	o := r.processed(c, 1, item)
-	refundID := "re_" + o.ID.String()[24:]
-	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 200, Times: 1, Body: map[string]any{"id": refundID, "object": "refund",
-		"amount": o.Total, "currency": "usd", "status": "pending", "payment_intent": *o.Payment.PaymentIntentID}})
+	refundID := r.refundUnderWay(o)
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
 	r.waitStatus(o.ID, "REFUNDED")
 	if refund := r.get(o.ID).Refund; refund == nil || refund.Status != "pending" || refund.RefundID != refundID {
