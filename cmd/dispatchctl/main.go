@@ -1,11 +1,13 @@
 // Command dispatchctl is the developer's remote control of a local Dispatch:
 //
 //	dispatchctl webhook succeeded|failed|canceled <order-id|payment-intent-id> [-amount N] [-currency usd]
+//	dispatchctl webhook refund-succeeded|refund-failed|refund-canceled <order-id|payment-intent-id>
 //	dispatchctl timeline <order-id>
 //	dispatchctl bench <scenario> [flags]   (load figures for docs/performance.md)
 //
 // webhook sends a correctly signed Stripe event for the order's PaymentIntent to the API (like
-// "stripe trigger"), taking the amount and currency from the order unless overridden. timeline
+// "stripe trigger"), taking the amount and currency from the order unless overridden; the
+// refund-* events are refund.updated for the refund recorded on the order. timeline
 // prints the order's timeline. Both read DATABASE_URL and STRIPE_WEBHOOK_SECRET like the programs.
 package main
 
@@ -41,6 +43,7 @@ func main() {
 
 const usage = `usage:
   dispatchctl webhook succeeded|failed|canceled <order-id|payment-intent-id> [flags]
+  dispatchctl webhook refund-succeeded|refund-failed|refund-canceled <order-id|payment-intent-id>
   dispatchctl timeline <order-id>`
 
 func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
@@ -68,9 +71,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 }
 
 var eventTypes = map[string]string{
-	"succeeded": payment.EventIntentSucceeded,
-	"failed":    payment.EventIntentFailed,
-	"canceled":  payment.EventIntentCanceled,
+	"succeeded":        payment.EventIntentSucceeded,
+	"failed":           payment.EventIntentFailed,
+	"canceled":         payment.EventIntentCanceled,
+	"refund-succeeded": payment.EventRefundUpdated,
+	"refund-failed":    payment.EventRefundUpdated,
+	"refund-canceled":  payment.EventRefundUpdated,
 }
 
 func webhook(ctx context.Context, db *postgres.DB, cfg config.Config, args []string, out io.Writer) error {
@@ -78,6 +84,7 @@ func webhook(ctx context.Context, db *postgres.DB, cfg config.Config, args []str
 	if !ok || len(args) < 2 {
 		return errors.New(usage)
 	}
+	refundStatus, isRefund := strings.CutPrefix(args[0], "refund-")
 	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
 	api := fs.String("api", "http://127.0.0.1"+cfg.HTTPAddr, "base URL of the API")
 	amount := fs.Int64("amount", -1, "amount received in minor units (default: the order's total)")
@@ -104,6 +111,12 @@ func webhook(ctx context.Context, db *postgres.DB, cfg config.Config, args []str
 	}
 	if typ == payment.EventIntentFailed {
 		ev.FailureMessage = *message
+	}
+	if isRefund {
+		if o.Refund == nil {
+			return fmt.Errorf("order %s has no refund recorded", o.ID)
+		}
+		ev.RefundID, ev.RefundStatus, ev.Amount = o.Refund.RefundID, refundStatus, o.Refund.Amount
 	}
 	body := ev.Build()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*api, "/")+"/stripe/webhook", bytes.NewReader(body))
