@@ -26,7 +26,7 @@ import (
 // TestProgramsExposeDashboardMetrics runs the system the way docker-compose.yml does —
 // migrate up, then api, outbox-relay and worker with the compose environment — drives orders
 // through it (delivered then refunded after a transient Stripe failure, a payment mismatch
-// that is compensated, a cancel), then checks that every metric, label and label value the
+// that is compensated, both refunds then failing at Stripe, a cancel), then checks that every metric, label and label value the
 // dashboard queries is in what the three programs serve on /metrics, and that their log lines
 // reach Loki with only the labels service and level, carrying the correlation id the logs
 // panel filters on.
@@ -65,6 +65,10 @@ func TestProgramsExposeDashboardMetrics(t *testing.T) {
 	mismatchCID := "deploycheck-mismatch-" + uuid.NewString()
 	d.pay(b, b.Total-1, mismatchCID)
 	d.waitStatus(b.ID, "REFUNDED")
+
+	// A's refund fails at Stripe afterwards, B's is canceled: both payments are owed back.
+	d.refundUpdated(a, "failed")
+	d.refundUpdated(b, "canceled")
 
 	// C: canceled while pending.
 	c := d.order(customer, item.ID, "")
@@ -149,6 +153,18 @@ func (d *driver) pay(o placed, amount int64, correlationID string) {
 		headers = append(headers, "X-Correlation-Id", correlationID)
 	}
 	d.api.Do("POST", "/stripe/webhook", body, headers...).Expect(d.t, 200)
+}
+
+// refundUpdated sends refund.updated with status for the refund recorded on o.
+func (d *driver) refundUpdated(o placed, status string) {
+	d.t.Helper()
+	var refundID string
+	if err := d.db.Get(&refundID, `SELECT refund_id FROM refunds WHERE order_id = $1`, o.ID); err != nil {
+		d.t.Fatal(err)
+	}
+	body := payment.TestEvent{Type: payment.EventRefundUpdated, PaymentIntentID: *o.Payment.PaymentIntentID,
+		RefundID: refundID, RefundStatus: status, Amount: o.Total, Currency: o.Currency}.Build()
+	d.api.Do("POST", "/stripe/webhook", body, "Stripe-Signature", payment.Sign(body, d.secret, time.Now())).Expect(d.t, 200)
 }
 
 func (d *driver) waitStatus(id, want string) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
@@ -337,6 +338,7 @@ func (s *Service) settleRefund(ctx context.Context, now time.Time, u UnsettledRe
 			return err
 		})
 		if err == nil && outcome == OutcomeApplied {
+			metrics.RefundUpdated(r.Status)
 			s.log.InfoContext(ctx, "reconciler: refund settled", "orderId", u.OrderID, "refundId", u.RefundID, "status", r.Status)
 			return reconcileRefunded
 		}

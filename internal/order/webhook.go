@@ -11,6 +11,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
@@ -52,6 +53,9 @@ func (s *Service) HandlePaymentEvent(ctx context.Context, ev payment.Event) (str
 		return OutcomeDuplicate, nil
 	case err != nil:
 		return "", err
+	}
+	if outcome == OutcomeApplied && ev.RefundStatus != "" {
+		metrics.RefundUpdated(ev.RefundStatus)
 	}
 	return outcome, nil
 }

@@ -478,10 +478,10 @@ WHERE refund_id = $1
 RETURNING order_id`
 
 // SetRefundStatus updates a refund known by its Stripe id and returns the orders it touched
-// (none, or the one). Stripe does not deliver events in order, so
-// a status is only ever moved forward: a failed or canceled refund never changes again (at
-// Stripe it cannot, and a late earlier event would hide the money still owed), and a succeeded
-// one may still fail but is never set back to pending.
+// (none, or the one). Stripe does not deliver events in order, so a status only moves forward:
+// a failed or canceled refund never changes again (at Stripe it cannot, and a late earlier
+// event would hide the money still owed), and a succeeded one may still fail but is never set
+// back to under way.
 func (Store) SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, status string) ([]uuid.UUID, error) {
 	var ids []uuid.UUID
 	err := tx.SelectContext(ctx, &ids, refundStatusQuery, refundID, status)

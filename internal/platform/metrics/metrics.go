@@ -163,6 +163,23 @@ func Webhook(eventType, outcome string) {
 	webhookEvents.WithLabelValues(eventType, outcome).Inc()
 }
 
+// Refund statuses recorded.
+var refundUpdates = promauto.NewCounterVec(prometheus.CounterOpts{
+	Namespace: ns, Name: "refund_updates_total",
+	Help: "Refund statuses recorded from Stripe (webhook or reconciler), by status; failed and canceled leave a payment owed back.",
+}, []string{"status"})
+
+var refundStatuses = map[string]bool{"pending": true, "requires_action": true, "succeeded": true, "failed": true, "canceled": true}
+
+// RefundUpdated counts a refund status recorded; statuses Stripe does not document count as
+// "other".
+func RefundUpdated(status string) {
+	if !refundStatuses[status] {
+		status = "other"
+	}
+	refundUpdates.WithLabelValues(status).Inc()
+}
+
 // Stripe calls.
 var (
 	stripeCalls = promauto.NewCounterVec(prometheus.CounterOpts{
