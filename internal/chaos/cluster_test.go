@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,31 +65,61 @@ func startCluster(t *testing.T, logDir string) *cluster {
 	t.Cleanup(func() { c.db.Close() })
 	t.Cleanup(c.saveLogs)
 
+	base := programEnv(dbURL, c.redis.URL(), c.stripe.URL)
 	for _, r := range replicas {
 		for i := 1; i <= r.n; i++ {
-			s := &slot{c: c, name: fmt.Sprintf("%s-%d", r.kind, i), kind: r.kind, bin: bins[r.kind],
-				opsAddr: loopback(t), exited: make(chan struct{}, 1)}
-			s.env = programEnv(dbURL, c.redis.URL(), c.stripe.URL, "OPS_ADDR="+s.opsAddr)
-			if r.kind == kindAPI {
-				// The API serves /ready on its HTTP port.
-				s.httpAddr = loopback(t)
-				s.env = append(s.env, "HTTP_ADDR="+s.httpAddr)
-				s.opsAddr = s.httpAddr
-				c.apis = append(c.apis, "http://"+s.httpAddr)
-			}
+			s := &slot{c: c, name: fmt.Sprintf("%s-%d", r.kind, i), kind: r.kind, bin: bins[r.kind], exited: make(chan struct{}, 1)}
+			s.assignPorts(base)
 			c.slots = append(c.slots, s)
 		}
 	}
 	// The first API seeds the demo data alone; the others find it there.
-	c.slots[0].start()
-	c.waitReady(c.slots[0], time.Minute)
-	for _, s := range c.slots[1:] {
-		s.start()
+	for _, s := range c.slots {
+		c.launch(s, base)
 	}
 	for _, s := range c.slots {
-		c.waitReady(s, time.Minute)
+		if s.kind == kindAPI {
+			c.apis = append(c.apis, "http://"+s.httpAddr)
+		}
 	}
 	return c
+}
+
+// assignPorts picks the slot's ports and sets its environment with them.
+func (s *slot) assignPorts(base []string) {
+	s.opsAddr = loopback(s.c.t)
+	s.env = append(slices.Clone(base), "OPS_ADDR="+s.opsAddr)
+	if s.kind == kindAPI {
+		s.httpAddr = loopback(s.c.t) // the API serves /ready on its HTTP port
+		s.env = append(s.env, "HTTP_ADDR="+s.httpAddr)
+		s.opsAddr = s.httpAddr
+	}
+}
+
+// launch starts s and waits until it is ready. A port is picked free well before its program
+// binds it, and an outgoing connection can take it meanwhile: a run that ends before it is
+// ready is started again on new ports (twice at most), and its end is not counted as an exit.
+func (c *cluster) launch(s *slot, base []string) {
+	c.t.Helper()
+	for attempt := 1; ; attempt++ {
+		s.start()
+		ready := false
+		testenv.Eventually(c.t, time.Minute, s.name+" ready", func() bool {
+			ready = s.ready()
+			return ready || !s.running()
+		})
+		if ready {
+			return
+		}
+		<-s.exited
+		s.mu.Lock()
+		s.exits = s.exits[:len(s.exits)-1]
+		s.mu.Unlock()
+		if attempt == 3 {
+			c.t.Fatalf("%s ended before it was ready, three times (its log: %s)", s.name, c.logDir)
+		}
+		s.assignPorts(base)
+	}
 }
 
 // programEnv is what every program gets: the cluster's services, rate limits off, cheap
@@ -237,11 +268,15 @@ func (s *slot) kill() bool {
 }
 
 // ready reports whether the program runs and its /ready answers 200.
-func (s *slot) ready() bool {
+// running reports whether the slot's program runs.
+func (s *slot) running() bool {
 	s.mu.Lock()
-	p := s.proc
-	s.mu.Unlock()
-	if p == nil || !p.Running() {
+	defer s.mu.Unlock()
+	return s.proc != nil && s.proc.Running()
+}
+
+func (s *slot) ready() bool {
+	if !s.running() {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
