@@ -14,6 +14,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/platform/lock"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 )
@@ -64,6 +65,8 @@ func Reconcile(orders *order.Service, rdb *redis.Client, locks *redsync.Redsync,
 		start := time.Now()
 		rep, err := orders.Reconcile(ctx, start, p, from)
 		saveCursor(context.WithoutCancel(ctx), rdb, cursor, rep.Next, log)
+		metrics.Reconciled(map[string]int{"checked": rep.Checked, "paid": rep.Paid, "canceled": rep.Canceled,
+			"skipped": rep.Skipped, "requeued": rep.Requeued, "refunds": rep.Refunds, "failed": rep.Failed})
 		log.InfoContext(ctx, "reconciler run", "checked", rep.Checked, "paid", rep.Paid, "canceled", rep.Canceled,
 			"skipped", rep.Skipped, "failed", rep.Failed, "requeued", rep.Requeued, "refunds", rep.Refunds, "resumed", from != nil,
 			"finished", rep.Next == nil, "durationMs", time.Since(start).Milliseconds(), "err", err)

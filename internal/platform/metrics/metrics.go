@@ -180,6 +180,19 @@ func RefundUpdated(status string) {
 	refundUpdates.WithLabelValues(status).Inc()
 }
 
+// Reconciler.
+var reconcilerResults = promauto.NewCounterVec(prometheus.CounterOpts{
+	Namespace: ns, Name: "reconciler_results_total",
+	Help: "What the reconciler's runs did, by result: orders checked, paid, canceled, skipped (unknown to Stripe), stuck orders requeued, refunds settled, failed (an order or a refund lookup).",
+}, []string{"result"})
+
+// Reconciled adds a reconciler run's counts, by result; every result is served, zeros included.
+func Reconciled(counts map[string]int) {
+	for result, n := range counts {
+		reconcilerResults.WithLabelValues(result).Add(float64(n))
+	}
+}
+
 // Stripe calls.
 var (
 	stripeCalls = promauto.NewCounterVec(prometheus.CounterOpts{
