@@ -270,7 +270,7 @@ func (o *Order) owesLatePayment() bool {
 // refundFailed reports whether the refund recorded for o's payment failed or was canceled at
 // Stripe (a card closed since, say): the money was never returned.
 func (o *Order) refundFailed() bool {
-	return o.Payment.Captured() && o.Refund != nil && (o.Refund.Status == payment.RefundFailed || o.Refund.Status == payment.RefundCanceled)
+	return o.Payment.Captured() && o.Refund != nil && payment.RefundNotMade(o.Refund.Status)
 }
 
 // owesRefund reports whether o holds a payment it must still return.
@@ -279,7 +279,7 @@ func (o *Order) owesRefund() bool { return o.owesLatePayment() || o.refundFailed
 // refundUnderWay reports whether o's refund was taken by Stripe and has not settled yet: it may
 // still fail.
 func (o *Order) refundUnderWay() bool {
-	return o.Refund != nil && (o.Refund.Status == payment.RefundPending || o.Refund.Status == payment.RefundRequiresAction)
+	return o.Refund != nil && payment.RefundUnderWay(o.Refund.Status)
 }
 
 // failPayment records a failed attempt on a PENDING order; the customer may retry.

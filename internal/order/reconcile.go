@@ -331,7 +331,7 @@ func (s *Service) settleRefund(ctx context.Context, now time.Time, u UnsettledRe
 	if errors.Is(err, payment.ErrNotFound) {
 		s.log.WarnContext(ctx, "reconciler: Stripe does not know the refund; asked again later", "orderId", u.OrderID, "refundId", u.RefundID)
 	}
-	if err == nil && r.Settled() {
+	if err == nil && !payment.RefundUnderWay(r.Status) {
 		outcome := ""
 		err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) (err error) {
 			outcome, err = s.applyRefundUpdate(ctx, tx, payment.Event{RefundID: u.RefundID, RefundStatus: r.Status}, ActorReconciler)

@@ -226,7 +226,7 @@ func (s *Service) applyRefundUpdate(ctx context.Context, tx *postgres.Tx, ev pay
 		return OutcomeIgnored, err
 	}
 	for _, id := range orders {
-		if ev.RefundStatus == payment.RefundFailed || ev.RefundStatus == payment.RefundCanceled {
+		if payment.RefundNotMade(ev.RefundStatus) {
 			s.log.WarnContext(ctx, "refund did not go through at Stripe; the payment is owed back until staff refund it again",
 				"orderId", id, "refundId", ev.RefundID, "status", ev.RefundStatus, "actor", actor)
 		}

@@ -75,8 +75,13 @@ const (
 	RefundCanceled       = "canceled"
 )
 
-// Settled reports whether the refund is no longer under way.
-func (r Refund) Settled() bool { return r.Status != RefundPending && r.Status != RefundRequiresAction }
+// RefundUnderWay reports whether a refund of status may still succeed or fail.
+func RefundUnderWay(status string) bool {
+	return status == RefundPending || status == RefundRequiresAction
+}
+
+// RefundNotMade reports whether a refund of status returned nothing: it failed or was canceled.
+func RefundNotMade(status string) bool { return status == RefundFailed || status == RefundCanceled }
 
 // CustomerParams describe a Stripe Customer.
 type CustomerParams struct {

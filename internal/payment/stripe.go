@@ -190,7 +190,7 @@ func (s *Stripe) FindRefund(ctx context.Context, paymentIntentID string) (Refund
 		return Refund{}, false, err
 	}
 	for _, r := range list.Data {
-		if r.PaymentIntent == paymentIntentID && r.Status != RefundFailed && r.Status != RefundCanceled {
+		if r.PaymentIntent == paymentIntentID && !RefundNotMade(r.Status) {
 			return r.refund(), true, nil
 		}
 	}

@@ -102,7 +102,7 @@ func TestStripeGetRefund(t *testing.T) {
 	}
 	proxy.Fail("GET", "/v1/refunds/re_slow", testenv.Fault{Status: 200, Body: map[string]any{"id": "re_slow", "object": "refund",
 		"amount": 700, "currency": "usd", "status": "failed", "payment_intent": "pi_1"}})
-	if r, err := s.GetRefund(ctx, "re_slow"); err != nil || r != (payment.Refund{ID: "re_slow", Status: "failed", Amount: 700, Currency: "usd"}) || !r.Settled() {
+	if r, err := s.GetRefund(ctx, "re_slow"); err != nil || r != (payment.Refund{ID: "re_slow", Status: "failed", Amount: 700, Currency: "usd"}) {
 		t.Fatalf("GetRefund: %+v, %v", r, err)
 	}
 	proxy.Fail("GET", "/v1/refunds/re_gone", testenv.Fault{Status: 404, Type: "invalid_request_error",
@@ -113,8 +113,10 @@ func TestStripeGetRefund(t *testing.T) {
 	if c := proxy.Calls("GET", "/v1/refunds/"); len(c) != 3 || c[0].Path != "/v1/refunds/re_123" {
 		t.Fatalf("calls %+v", c)
 	}
-	if (payment.Refund{Status: payment.RefundPending}).Settled() || (payment.Refund{Status: payment.RefundRequiresAction}).Settled() {
-		t.Fatal("a refund under way taken as settled")
+	for status, underWay := range map[string]bool{"pending": true, "requires_action": true, "succeeded": false, "failed": false, "canceled": false} {
+		if payment.RefundUnderWay(status) != underWay || payment.RefundNotMade(status) != (status == "failed" || status == "canceled") {
+			t.Errorf("status %s: under way %v, not made %v", status, payment.RefundUnderWay(status), payment.RefundNotMade(status))
+		}
 	}
 }
 
