@@ -220,9 +220,7 @@ func TestActionPendingRefusesOtherActions(t *testing.T) {
 	r.resumeWorker()
 	r.waitStatus(processed.ID, "CANCELED")
 	r.waitStatus(shipped.ID, "REFUNDED")
-	if s := r.stock(item); s != 9 {
-		t.Fatalf("stock = %d, want 9 (the canceled order's unit back, the shipped one gone)", s)
-	}
+	r.wantStock(item, 9, "the canceled order's unit back, the shipped one gone")
 }
 
 // Refused at request time: a target not reachable from the current status answers 409 at once
@@ -481,9 +479,7 @@ func TestCancelFindsAPaymentItsEventNeverBrought(t *testing.T) {
 	if calls := r.refundCalls(o.ID); len(calls) == 0 || calls[0].IdempotencyKey != "order-"+o.ID.String()+"-refund" {
 		t.Fatalf("refund calls: %+v, want the order's refund", calls)
 	}
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10", s)
-	}
+	r.wantStock(item, 10)
 	// In one attempt: a cancel on its last attempt must not leave the paid order to be fulfilled.
 	testenv.Eventually(t, 10*time.Second, "the cancel task's outcome recorded", func() bool {
 		return r.obs.outcomes(tasks.OrderCancel)["success"] == 1

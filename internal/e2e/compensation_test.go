@@ -36,9 +36,7 @@ func TestPaymentMismatchIsRefunded(t *testing.T) {
 	if len(calls) != 1 || calls[0].Status != 200 {
 		t.Fatalf("refund calls: %+v, want one", calls)
 	}
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10", s)
-	}
+	r.wantStock(item, 10)
 	if n := r.settledNotifications(uid, o.ID, notification.EventOrderFailed); n != 1 {
 		t.Fatalf("order.failed notifications = %d, want 1", n)
 	}
@@ -82,9 +80,7 @@ func TestProcessCompensationFindsARefundMadeAlready(t *testing.T) {
 	if len(got) != 1 || got[0].RefundID != "re_dashboard_"+o.ID.String()[:8] || got[0].Kind != "order" {
 		t.Fatalf("refunds: %+v, want the one found at Stripe", got)
 	}
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10", s)
-	}
+	r.wantStock(item, 10)
 }
 
 // The same, but the refund found at Stripe returned only part of the payment: the order is not
@@ -120,9 +116,7 @@ func TestPaymentInOtherCurrencyIsRefunded(t *testing.T) {
 	o := r.place(c, 1, item)
 	r.webhook(paymentSucceeded(o, o.Total, "eur")).Expect(t, 200)
 	r.waitStatus(o.ID, "REFUNDED")
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10", s)
-	}
+	r.wantStock(item, 10)
 	if n := len(r.refundCalls(o.ID)); n != 1 {
 		t.Fatalf("refund calls = %d, want 1", n)
 	}
@@ -174,9 +168,7 @@ func TestRefundRetriesExhaustedIsCompensatedOnce(t *testing.T) {
 	if got.Refund != nil || got.RefundedAt != nil {
 		t.Fatalf("a refund is recorded although none succeeded: %s", mustJSON(got))
 	}
-	if s := r.stock(item); s != 8 {
-		t.Fatalf("stock = %d, want 8", s)
-	}
+	r.wantStock(item, 8)
 
 	// Staff can try again once Stripe answers.
 	r.stripe.Clear()
@@ -226,9 +218,7 @@ func TestCancelRetriesExhaustedIsCompensatedOnce(t *testing.T) {
 	if n, want := len(r.stripe.Calls("POST", cancelPath)), (1+maxRetry)*stripeTriesPerCall; n != want {
 		t.Fatalf("PaymentIntent cancel calls = %d, want %d", n, want)
 	}
-	if s := r.stock(item); s != 7 {
-		t.Fatalf("stock = %d, want 7 (still reserved)", s)
-	}
+	r.wantStock(item, 7, "still reserved")
 	if got := r.get(o.ID); got.Payment.Status != "requires_payment" || got.CanceledAt != nil {
 		t.Fatalf("order after the failed cancel: %s", mustJSON(got))
 	}
@@ -277,9 +267,7 @@ func TestLateRefundRetriesExhaustedAreRunAgain(t *testing.T) {
 	}
 	// Nothing is owed any more: a refund is refused like any on a CANCELED order.
 	decodeError(t, r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil), 409, "orders.errors.badPreconditions")
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10 (released once)", s)
-	}
+	r.wantStock(item, 10, "released once")
 }
 
 // A late payment's refund that Stripe refuses (not a failure that may pass) is not tried again
@@ -360,9 +348,7 @@ func TestRefundMadeAtStripeWithItsAnswersLostIsFound(t *testing.T) {
 	if out := r.obs.outcomes(tasks.OrderRefund); out["failed"] != 1 {
 		t.Fatalf("order:refund attempts %v, want its retries to run out", out)
 	}
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10", s)
-	}
+	r.wantStock(item, 10)
 }
 
 // The same for a late payment's refund: found at Stripe, it is recorded and the order stays
@@ -387,9 +373,7 @@ func TestLateRefundMadeAtStripeWithItsAnswersLostIsFound(t *testing.T) {
 		t.Fatalf("order:refund attempts %v, want its retries to run out", out)
 	}
 	decodeError(t, r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil), 409, "orders.errors.badPreconditions")
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10 (released once)", s)
-	}
+	r.wantStock(item, 10, "released once")
 }
 
 // A refund that failed at Stripe after it was made (refund.updated failed: the card closed

@@ -121,9 +121,7 @@ func TestCreateWithStripeUnavailableResumesOnRetry(t *testing.T) {
 	if got.Payment.PaymentIntentID != nil || got.Payment.Status != "pending" {
 		t.Fatalf("order has a PaymentIntent after the failure: %s", mustJSON(got.Payment))
 	}
-	if s := r.stock(item); s != 8 {
-		t.Fatalf("stock = %d, want 8 (still reserved)", s)
-	}
+	r.wantStock(item, 8, "still reserved")
 	all, ok := r.intentCreates()
 	if len(all) != stripeTriesPerCall || len(ok) != 0 {
 		t.Fatalf("PaymentIntent create calls %+v", all)
@@ -216,9 +214,7 @@ func TestResumedCreateAfterTheCustomerWasSynced(t *testing.T) {
 	if st, a := r.status(created.ID); st != "PENDING" || a != "" {
 		t.Fatalf("order %s/%s, want PENDING", st, a)
 	}
-	if s := r.stock(item); s != 9 {
-		t.Fatalf("stock = %d, want 9", s)
-	}
+	r.wantStock(item, 9)
 }
 
 // Staff cancel an order while its create waits for Stripe: the create's PaymentIntent is not
@@ -275,9 +271,7 @@ func TestOrderCanceledDuringItsCreate(t *testing.T) {
 	if replay.ID != id || replay.Status != "CANCELED" {
 		t.Fatalf("replay: %s", mustJSON(replay))
 	}
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10", s)
-	}
+	r.wantStock(item, 10)
 }
 
 // A create that got 503 (Stripe down) and is retried after staff canceled its order resumes to
@@ -368,9 +362,7 @@ func TestCancelMeetsAPaymentIntentAttachedMeanwhile(t *testing.T) {
 	if got.Payment.Status != "canceled" || got.PendingAction != nil {
 		t.Fatalf("order: %s", mustJSON(got))
 	}
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10", s)
-	}
+	r.wantStock(item, 10)
 }
 
 // A payment for an order whose PaymentIntent id was never stored (Stripe created it but the
@@ -401,7 +393,5 @@ func TestPaymentForAnOrderWithoutStoredIntent(t *testing.T) {
 	if _, ok := r.intentCreates(); len(ok) != 0 {
 		t.Fatalf("a PaymentIntent was created for a paid order: %+v", ok)
 	}
-	if s := r.stock(item); s != 8 {
-		t.Fatalf("stock = %d, want 8", s)
-	}
+	r.wantStock(item, 8)
 }

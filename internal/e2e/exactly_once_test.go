@@ -299,9 +299,7 @@ func TestRefundThatWentThroughAfterAnotherCopyGaveUp(t *testing.T) {
 		}
 		s.assertNoRepeatedTransition(id)
 	}
-	if got := s.stock(item); got != 20 {
-		t.Fatalf("stock = %d, want 20 (both released once)", got)
-	}
+	s.wantStock(item, 20, "both released once")
 }
 
 // TestRefundMadeAgainAfterAnotherCopyGaveUp: the same for a refund made again after one that
@@ -357,9 +355,7 @@ func TestRefundMadeAgainAfterAnotherCopyGaveUp(t *testing.T) {
 	if st, action := s.status(o.ID); st != "REFUNDED" || action != "" {
 		t.Fatalf("order %s (pending %q), want REFUNDED", st, action)
 	}
-	if n := s.stock(item); n != 20 {
-		t.Fatalf("stock = %d, want 20 (released once)", n)
-	}
+	s.wantStock(item, 20, "released once")
 }
 
 // TestStrategiesRunConcurrentlyWithoutTheLock: the strategies are called directly from many

@@ -249,9 +249,7 @@ func TestWorkerProcessKilledMidTask(t *testing.T) {
 	if len(calls) != orders {
 		t.Fatalf("refund calls under %d idempotency keys, want %d: %v", len(calls), orders, calls)
 	}
-	if got := s.stock(item); got != 100 {
-		t.Fatalf("stock = %d, want 100 (each order's units back once)", got)
-	}
+	s.wantStock(item, 100, "each order's units back once")
 	if archived := q.archived(tasks.QueueOrders); len(archived) != 0 {
 		t.Fatalf("%d order tasks failed for good, e.g. %s", len(archived), archived[0].LastErr)
 	}

@@ -157,9 +157,7 @@ func TestMaintenanceOncePerPeriodWithTwoWorkers(t *testing.T) {
 			t.Fatalf("order %s is %s/%s with timeline %v, want untouched", id, st, a, r.timeline(id))
 		}
 	}
-	if s := r.stock(item); s != 8 {
-		t.Fatalf("stock = %d, want 8 (two orders released, two still reserved)", s)
-	}
+	r.wantStock(item, 8, "two orders released, two still reserved")
 
 	// The cleanup's work.
 	if n := r.count(`SELECT count(*) FROM idempotency_keys WHERE key = 'expired-key'`); n != 0 {

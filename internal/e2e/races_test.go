@@ -85,9 +85,7 @@ func TestLastUnitsOfStock(t *testing.T) {
 	if won != n {
 		t.Fatalf("%d orders succeeded, want %d", won, n)
 	}
-	if got := s.stock(item); got != 0 {
-		t.Fatalf("stock = %d, want 0", got)
-	}
+	s.wantStock(item, 0)
 	if orders, units := sold(item); orders != n || units != n {
 		t.Fatalf("order lines: %d orders, %d units; want %d and %d", orders, units, n, n)
 	}
@@ -181,9 +179,7 @@ func TestIdempotentCreateSentConcurrently(t *testing.T) {
 	if n := s.count(`SELECT count(*) FROM orders WHERE user_id = $1`, uid); n != 1 {
 		t.Fatalf("orders of the customer = %d, want 1", n)
 	}
-	if got := s.stock(item); got != 97 {
-		t.Fatalf("stock = %d, want 97 (one reservation of 3)", got)
-	}
+	s.wantStock(item, 97, "one reservation of 3")
 	if n := s.count(`SELECT count(*) FROM outbox WHERE type = 'notify:user' AND payload->>'event' = 'order.created'`); n != 1 {
 		t.Fatalf("order.created outbox rows = %d, want 1", n)
 	}

@@ -96,9 +96,7 @@ func TestReconcilerAppliesALostPaymentLikeTheWebhook(t *testing.T) {
 	if n := r.intentLookups(pi); n != 1 {
 		t.Fatalf("PaymentIntent looked up %d times, want 1", n)
 	}
-	if s := r.stock(item); s != 7 {
-		t.Fatalf("stock = %d, want 7", s)
-	}
+	r.wantStock(item, 7)
 }
 
 // An order unpaid past ORDER_UNPAID_TTL is canceled through order:cancel: its PaymentIntent is
@@ -148,9 +146,7 @@ func TestReconcilerCancelsOrdersUnpaidPastTheTTL(t *testing.T) {
 	if len(cancels) != 1 || cancels[0].IdempotencyKey != "order-"+o.ID.String()+"-cancel-intent" {
 		t.Fatalf("PaymentIntent cancel calls %+v, want one with the order's key", cancels)
 	}
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10 (released)", s)
-	}
+	r.wantStock(item, 10, "released")
 	if got := r.get(o.ID); got.Payment.Status != "canceled" || got.CanceledAt == nil {
 		t.Fatalf("canceled order: payment %s, canceledAt %v", got.Payment.Status, got.CanceledAt)
 	}

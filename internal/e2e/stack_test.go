@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -273,6 +274,17 @@ func (s *stack) stock(id uuid.UUID) int64 {
 		s.t.Fatal(err)
 	}
 	return n
+}
+
+// wantStock stops the test unless item's stock is want; why, when given, says what the figure
+// means.
+func (s *stack) wantStock(item uuid.UUID, want int64, why ...string) {
+	s.t.Helper()
+	if got := s.stock(item); got != want && len(why) == 0 {
+		s.t.Fatalf("stock = %d, want %d", got, want)
+	} else if got != want {
+		s.t.Fatalf("stock = %d, want %d (%s)", got, want, strings.Join(why, "; "))
+	}
 }
 
 // notified waits until the user has a notification of event about the order, and returns

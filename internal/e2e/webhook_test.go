@@ -61,9 +61,7 @@ func TestPaymentFailedThenSucceeded(t *testing.T) {
 	if len(ev) != 1 || ev[0].Actor != "webhook" || deref(ev[0].Reason) != "Your card was declined." {
 		t.Fatalf("timeline: %v", r.timeline(o.ID))
 	}
-	if s := r.stock(item); s != 8 {
-		t.Fatalf("stock = %d, want 8", s)
-	}
+	r.wantStock(item, 8)
 
 	// The customer retries and the payment goes through.
 	r.paid(o)
@@ -87,9 +85,7 @@ func TestPaymentIntentCanceledCancelsTheOrder(t *testing.T) {
 	r.webhook(payment.TestEvent{ID: id, Type: payment.EventIntentCanceled, PaymentIntentID: *o.Payment.PaymentIntentID,
 		OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency}).Expect(t, 200)
 	r.waitStatus(o.ID, "CANCELED")
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10", s)
-	}
+	r.wantStock(item, 10)
 	if n := len(r.intentCancels(o)); n != 0 {
 		t.Fatalf("canceled an already canceled PaymentIntent at Stripe %d times", n)
 	}
@@ -139,9 +135,7 @@ func TestLatePaymentIsRefunded(t *testing.T) {
 	if len(r.events(o.ID, "statusChanged", "CANCELED", "PAID")) != 0 || r.notifications(uid, o.ID, notification.EventOrderPaid) != 0 {
 		t.Fatal("the late payment moved the order or announced it as paid")
 	}
-	if s := r.stock(item); s != 10 {
-		t.Fatalf("stock = %d, want 10 (released once)", s)
-	}
+	r.wantStock(item, 10, "released once")
 	if n := r.settledNotifications(uid, o.ID, notification.EventOrderRefunded); n != 1 {
 		t.Fatalf("order.refunded notifications = %d, want 1", n)
 	}
