@@ -445,6 +445,84 @@ func TestAFailedRefundIsMadeAgainOnStaffRequest(t *testing.T) {
 	}
 }
 
+// A payment Stripe cannot return (a refund that failed at Stripe, a late payment whose automatic
+// refund Stripe refused) is returned by staff some other way and recorded: the refund becomes
+// succeeded, by method outside, in place of the failed one; nothing is asked of Stripe; a
+// customer never told of a refund is told; status and stock stay; the order may then be
+// deleted. Refused while nothing is owed, to roles outside FINANCIAL, and without a reference;
+// a retry under its key replays.
+func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1000)
+	uid, c := r.customer()
+	refunded := r.processed(c, 2, item)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+refunded.ID.String()+"/refund", nil).Expect(t, 202)
+	r.waitStatus(refunded.ID, "REFUNDED")
+	r.quiesce()
+	failed := r.get(refunded.ID).Refund
+	late := r.lateRefundFailed(c, item, testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_disputed", Message: "disputed"})
+	stock := r.stock(item)
+
+	outside := func(o fullOrder) string { return "/v1/admin/orders/" + o.ID.String() + "/refund/outside" }
+	body := map[string]string{"reference": "  transfer TR-77  ", "reason": "card closed"}
+	decodeError(t, r.as("financial").Do("PATCH", outside(refunded), body), 409, "orders.errors.nothingOwed")
+	r.webhook(payment.TestEvent{ID: eventID(), Type: payment.EventRefundUpdated, RefundID: failed.RefundID, RefundStatus: "failed",
+		PaymentIntentID: *refunded.Payment.PaymentIntentID, Amount: failed.Amount, Currency: "usd"}).Expect(t, 200)
+
+	for _, o := range []fullOrder{refunded, late} {
+		for _, who := range []*testenv.Client{r.as("shipper"), r.as("delivery"), c} {
+			decodeError(t, who.Do("PATCH", outside(o), body), 403, "auth.errors.forbidden")
+		}
+		decodeError(t, r.as("financial").Do("PATCH", outside(o), nil), 400, "common.errors.malformedJson")
+		for _, bad := range []any{map[string]string{"reason": "no reference"}, map[string]string{"reference": "   "},
+			map[string]string{"reference": strings.Repeat("r", 201)}, map[string]any{"reference": "TR-1", "amount": 1}} {
+			decodeError(t, r.as("financial").Do("PATCH", outside(o), bad), 400, "common.errors.validation")
+		}
+	}
+	asked := len(r.stripe.Calls("POST", "/v1/refunds"))
+	for _, o := range []fullOrder{refunded, late} {
+		key := "outside-" + o.ID.String()
+		was, _ := r.status(o.ID)
+		var got fullOrder
+		r.as("financial").Do("PATCH", outside(o), body, "Idempotency-Key", key).Expect(t, 200).Decode(t, &got)
+		if got.Status != was || got.PendingAction != nil || got.Refund == nil || got.Refund.Method != "outside" ||
+			got.Refund.Status != "succeeded" || got.Refund.Amount != o.Total || !strings.HasPrefix(got.Refund.RefundID, "outside_") {
+			t.Fatalf("order after: %s/%q refund %s, want %s with a refund of %d succeeded outside Stripe", got.Status,
+				deref(got.PendingAction), mustJSON(got.Refund), was, o.Total)
+		}
+		wantKind := "order"
+		if o.ID == late.ID {
+			wantKind = "late_payment"
+		}
+		if got.Refund.Kind != wantKind {
+			t.Fatalf("refund kind %s, want %s", got.Refund.Kind, wantKind)
+		}
+		if replay := r.as("financial").Do("PATCH", outside(o), body, "Idempotency-Key", key).Expect(t, 200); replay.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("retry under its key: %s, want the stored answer replayed", replay.Body)
+		}
+		decodeError(t, r.as("financial").Do("PATCH", outside(o), body), 409, "orders.errors.nothingOwed")
+
+		ev := r.events(o.ID, "refundedOutsideStripe")
+		if len(ev) != 1 || ev[0].Actor == "worker" || !strings.Contains(deref(ev[0].Reason), "reference transfer TR-77: card closed") {
+			t.Fatalf("timeline %v: want one refundedOutsideStripe by staff with the reference", r.timeline(o.ID))
+		}
+		if o.ID == refunded.ID && !strings.Contains(deref(ev[0].Reason), "refund "+failed.RefundID+" failed") {
+			t.Fatalf("reason %q does not name the failed refund %s", deref(ev[0].Reason), failed.RefundID)
+		}
+		// One each: the refunded order's customer was told when it was refunded and is not told
+		// again (as for a refund made again); the late payment's, never told, is told now.
+		if n := r.settledNotifications(uid, o.ID, notification.EventOrderRefunded); n != 1 {
+			t.Fatalf("order.refunded notifications = %d, want 1", n)
+		}
+		r.as("admin").Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil).Expect(t, 204) // owes nothing now
+	}
+	if calls := r.stripe.Calls("POST", "/v1/refunds"); len(calls) != asked {
+		t.Fatalf("refund calls %+v: nothing more is asked of Stripe", calls[asked:])
+	}
+	r.wantStock(item, stock)
+}
+
 // The refund made again after a failed one, when Stripe's answers to it are lost: refused under
 // its key (asked again more than 24 h after a run that made it, every answer lost), or failing
 // until the retries run out. Either way the refund Stripe made is looked up, recorded in place

@@ -160,8 +160,8 @@ type fullOrder struct {
 		LastError        *string
 	}
 	Refund *struct {
-		Status, RefundID, Kind, Currency string
-		Amount                           int64
+		Status, RefundID, Kind, Currency, Method string
+		Amount                                   int64
 	}
 	TrackingNumber, Carrier                        *string
 	ShippedAt, DeliveredAt, CanceledAt, RefundedAt *string

@@ -112,6 +112,23 @@ func orderMatrixRoutes() []matrixRoute {
 			return request{path: "/v1/admin/orders/" + id.String() + "/refund",
 				check: a.expectOrder(id, "DELIVERED", "DELIVERED", true)}
 		}},
+		{"PATCH", "/v1/admin/orders/:id/refund/outside", financial, 200, accessToken, func(t *testing.T, a *app, c account) request {
+			id := a.orderIn(t, other(t, a), order.Canceled)
+			// Paid after its cancellation, the payment not returned: it owes the payment back.
+			if _, err := a.db.Exec(`UPDATE payments SET status = 'succeeded', amount_received = 100, received_currency = 'usd' WHERE order_id = $1`, id); err != nil {
+				t.Fatal(err)
+			}
+			return request{path: "/v1/admin/orders/" + id.String() + "/refund/outside", body: map[string]any{"reference": "TR-1"},
+				check: func(t *testing.T, allowed bool) {
+					var recorded bool
+					if err := a.db.Get(&recorded, `SELECT EXISTS (SELECT 1 FROM refunds WHERE order_id = $1 AND method = 'outside')`, id); err != nil {
+						t.Fatal(err)
+					}
+					if recorded != allowed {
+						t.Fatalf("refund recorded outside Stripe = %v, want %v", recorded, allowed)
+					}
+				}}
+		}},
 		{"DELETE", "/v1/admin/orders/:id", admins, 204, accessToken, func(t *testing.T, a *app, c account) request {
 			id := a.orderIn(t, other(t, a), order.Canceled)
 			return request{path: "/v1/admin/orders/" + id.String(), check: func(t *testing.T, allowed bool) {

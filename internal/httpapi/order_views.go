@@ -51,6 +51,7 @@ type refundView struct {
 	Currency string `json:"currency"`
 	RefundID string `json:"refundId"`
 	Kind     string `json:"kind"`
+	Method   string `json:"method"`
 }
 
 // orderView renders an order; the client secret is shown to its owner only.
@@ -76,7 +77,7 @@ func orderView(o order.Order, owner bool) orderViewT {
 		v.Items[i] = lineView{ID: l.ID, ItemID: l.ItemID, Name: l.Name, UnitPrice: l.UnitPrice, Quantity: l.Quantity, Subtotal: l.Subtotal}
 	}
 	if r := o.Refund; r != nil {
-		v.Refund = &refundView{Status: r.Status, Amount: r.Amount, Currency: r.Currency, RefundID: r.RefundID, Kind: r.Kind}
+		v.Refund = &refundView{Status: r.Status, Amount: r.Amount, Currency: r.Currency, RefundID: r.RefundID, Kind: r.Kind, Method: r.Method}
 	}
 	return v
 }

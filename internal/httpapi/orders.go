@@ -189,6 +189,23 @@ func (s *Server) deliverOrder(c *gin.Context) {
 	s.respondOrder(c, o, err, http.StatusOK)
 }
 
+// refundOutside records a refund that staff returned outside Stripe, for an order that owes its
+// payment back; it answers 200 with the order (nothing is left for the worker).
+func (s *Server) refundOutside(c *gin.Context) {
+	id, err := pathID(c, "id")
+	if err != nil {
+		s.respondError(c, err)
+		return
+	}
+	var req order.OutsideRefundInput
+	if err := decode(c, &req); err != nil {
+		s.respondError(c, err)
+		return
+	}
+	o, err := s.orders.RefundOutside(c.Request.Context(), actor(c), id, req, idempotencyClaim(c.Request.Context()))
+	s.respondOrder(c, o, err, http.StatusOK)
+}
+
 type reasonRequest struct {
 	Reason *string `json:"reason"`
 }

@@ -59,6 +59,7 @@ func (s *Server) routes() {
 	r.PATCH("/v1/admin/orders/:id/deliver", s.limit(rl.Default), authn, delivery, s.idempotent(keyOptional), s.deliverOrder)
 	r.PATCH("/v1/admin/orders/:id/cancel", s.limit(rl.Default), authn, financial, s.idempotent(keyOptional), s.cancelOrder)
 	r.PATCH("/v1/admin/orders/:id/refund", s.limit(rl.Default), authn, financial, s.idempotent(keyOptional), s.refundOrder)
+	r.PATCH("/v1/admin/orders/:id/refund/outside", s.limit(rl.Default), authn, financial, s.idempotent(keyOptional), s.refundOutside)
 	r.DELETE("/v1/admin/orders/:id", s.limit(rl.Default), authn, admins, s.deleteOrder)
 
 	r.GET("/v1/notifications", authn, s.listNotifications)

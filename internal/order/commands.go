@@ -311,6 +311,63 @@ func (s *Service) RequestRefund(ctx context.Context, actor string, id uuid.UUID,
 	return s.request(ctx, actor, id, ActionRefund, reason, claim)
 }
 
+// OutsideRefundInput is the body of the route that records a refund returned outside Stripe.
+type OutsideRefundInput struct {
+	Reference string  `json:"reference"` // how the money went back: a bank transfer's reference, say
+	Reason    *string `json:"reason"`
+}
+
+func (in *OutsideRefundInput) validate() error {
+	in.Reference = strings.TrimSpace(in.Reference)
+	var v apperr.Validation
+	v.Length("reference", in.Reference, 1, 200)
+	if in.Reason != nil {
+		v.Length("reason", *in.Reason, 0, 500)
+	}
+	return v.Err()
+}
+
+// RefundOutside records that staff returned outside Stripe a payment the order owes back and
+// Stripe could not return (its refund failed, or a late payment's refund was refused): the
+// refund is recorded as succeeded, by method "outside", in place of the failed one; a customer
+// never told of a refund (the late payment's) is told now. The status and the stock stay; the
+// order no longer owes anything, so it may be deleted. Nothing is asked of Stripe.
+func (s *Service) RefundOutside(ctx context.Context, actor string, id uuid.UUID, in OutsideRefundInput, claim *idempotency.Claim) (Order, error) {
+	if err := in.validate(); err != nil {
+		return Order{}, err
+	}
+	var recorded *Refund
+	o, err := s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		reason := "returned outside Stripe, reference " + in.Reference
+		told := o.Refund != nil // the customer heard of the refund that failed, and is not told again
+		if told {
+			reason = "refund " + o.Refund.RefundID + " " + o.Refund.Status + "; " + reason
+		}
+		if in.Reason != nil && *in.Reason != "" {
+			reason += ": " + *in.Reason
+		}
+		r, err := o.refundOutside("outside_" + uuid.Must(uuid.NewV7()).String())
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := s.store.PutRefund(ctx, tx, o.ID, r); err != nil {
+			return nil, nil, err
+		}
+		recorded = &r
+		var msgs []outbox.Message
+		if !told { // a late payment whose refund Stripe refused: its return was never announced
+			msgs = append(msgs, notify(o, notification.EventOrderRefunded,
+				map[string]any{"refundAmount": r.Amount, "latePayment": true, "outsideStripe": true}))
+		}
+		return actionEvent(EventRefundOutside, actor, reason), msgs, nil
+	})
+	if err == nil && recorded != nil {
+		s.log.InfoContext(ctx, "refund recorded as returned outside Stripe", "orderId", id, "actor", actor,
+			"amount", recorded.Amount, "currency", recorded.Currency, "reference", in.Reference)
+	}
+	return o, err
+}
+
 func (s *Service) request(ctx context.Context, actor string, id uuid.UUID, a Action, reason string, claim *idempotency.Claim) (Order, error) {
 	if len([]rune(reason)) > 500 {
 		var v apperr.Validation

@@ -72,13 +72,20 @@ const (
 	RefundLatePayment = "late_payment" // a payment that arrived after the order was canceled
 )
 
-// Refund is a refund recorded at Stripe.
+// Refund methods.
+const (
+	RefundByStripe      = "stripe"
+	RefundOutsideStripe = "outside" // returned by staff some other way; recorded as succeeded
+)
+
+// Refund is a refund of the order's payment: made at Stripe, or returned outside it.
 type Refund struct {
 	Kind     string
 	RefundID string
 	Amount   int64
 	Currency string
 	Status   string
+	Method   string
 }
 
 // Event is a timeline entry. Transitions have both statuses; actions have neither.
@@ -105,12 +112,13 @@ const (
 	EventLateRefund      = "lateRefund"
 	EventRefundUpdated   = "refundUpdated"
 	EventTaskRequeued    = "taskRequeued"
+	EventRefundOutside   = "refundedOutsideStripe"
 )
 
 // EventTypes lists every timeline event type (a copy: the list is the package's).
 func EventTypes() []string {
 	return []string{EventCreated, EventStatusChanged, EventCancelRequested, EventRefundRequested, EventPaymentFailed,
-		EventActionFailed, EventLatePayment, EventLateRefund, EventRefundUpdated, EventTaskRequeued}
+		EventActionFailed, EventLatePayment, EventLateRefund, EventRefundUpdated, EventTaskRequeued, EventRefundOutside}
 }
 
 // Actors that are not users.
@@ -356,6 +364,26 @@ func (o *Order) refund(at time.Time) error {
 
 // recordRefund notes a refund made at Stripe.
 func (o *Order) recordRefund(r Refund) { o.Refund = &r }
+
+// refundOutside notes that staff returned o's payment outside Stripe, where Stripe could not
+// (a refund that failed, a late payment whose refund it refused): the whole payment, succeeded,
+// in place of the refund that failed. The status and the stock stay. Refused while an action is
+// pending (a refund through Stripe may be under way) and when o owes nothing.
+func (o *Order) refundOutside(id string) (Refund, error) {
+	if o.PendingAction != ActionNone {
+		return Refund{}, ErrActionPending.With("action", o.PendingAction)
+	}
+	if !o.owesRefund() {
+		return Refund{}, ErrNothingOwed
+	}
+	r := Refund{Kind: RefundLatePayment, RefundID: id, Amount: receivedOf(o), Currency: strings.ToLower(receivedCurrencyOf(o)),
+		Status: payment.RefundSucceeded, Method: RefundOutsideStripe}
+	if o.Refund != nil {
+		r.Kind = o.Refund.Kind
+	}
+	o.recordRefund(r)
+	return r, nil
+}
 
 // Shipped reports whether the goods left: a refund then does not restock.
 func (o *Order) hasShipped() bool { return o.ShippedAt != nil }

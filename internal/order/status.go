@@ -90,6 +90,7 @@ var (
 	ErrConcurrentUpdate   = apperr.New(apperr.Conflict, "orders.errors.concurrentUpdate")
 	ErrNotFinal           = apperr.New(apperr.Conflict, "orders.errors.notFinal")
 	ErrRefundOwed         = apperr.New(apperr.Conflict, "orders.errors.refundOwed")
+	ErrNothingOwed        = apperr.New(apperr.Conflict, "orders.errors.nothingOwed")
 	ErrMixedCurrencies    = apperr.New(apperr.Invalid, "orders.errors.mixedCurrencies")
 	ErrGatewayRejected    = apperr.New(apperr.BadGateway, "payments.errors.gatewayRejected")
 	ErrGatewayUnavailable = apperr.New(apperr.Unavailable, "payments.errors.gatewayUnavailable")

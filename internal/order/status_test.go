@@ -174,5 +174,18 @@ func TestRefundOfAFinalOrderOnlyWhileItOwesThePayment(t *testing.T) {
 		if err := o.request(ActionCancel); !errors.Is(err, ErrBadPreconditions) {
 			t.Errorf("%s: cancel request err = %v, want refused", c.name, err)
 		}
+		o = c.o
+		if r, err := o.refundOutside("outside_1"); (err == nil) != c.owes || (err != nil && !errors.Is(err, ErrNothingOwed)) {
+			t.Errorf("%s: refund outside Stripe err = %v, want taken=%v", c.name, err, c.owes)
+		} else if err == nil && (o.owesRefund() || o.Refund == nil || *o.Refund != r || r.Status != "succeeded" || r.Method != RefundOutsideStripe) {
+			t.Errorf("%s: refund outside Stripe left %+v, owes %v", c.name, o.Refund, o.owesRefund())
+		}
+		if c.owes {
+			o = c.o
+			o.PendingAction = ActionRefund // a refund through Stripe may be under way
+			if _, err := o.refundOutside("outside_1"); !errors.Is(err, ErrActionPending) {
+				t.Errorf("%s: refund outside Stripe with a refund pending err = %v", c.name, err)
+			}
+		}
 	}
 }

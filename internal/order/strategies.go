@@ -309,6 +309,14 @@ func receivedOf(o *Order) int64 {
 	return o.Total
 }
 
+// receivedCurrencyOf is the currency of what o's refund returns: the payment's, or the order's.
+func receivedCurrencyOf(o *Order) string {
+	if o.Payment.ReceivedCurrency != nil {
+		return *o.Payment.ReceivedCurrency
+	}
+	return o.Currency
+}
+
 // refundOrder refunds everything the order's payment captured. The idempotency key names the
 // order and the purpose, so a cancel, a refund and a compensation of one order share one refund.
 func (s *Service) refundOrder(ctx context.Context, o *Order, purpose string) (payment.Refund, error) {
@@ -320,16 +328,14 @@ func (s *Service) refundOrder(ctx context.Context, o *Order, purpose string) (pa
 		PaymentIntentID: *o.Payment.IntentID, Amount: amount, IdempotencyKey: "order-" + o.ID.String() + "-" + purpose,
 	})
 	if r.Currency == "" {
-		r.Currency = o.Currency
-		if o.Payment.ReceivedCurrency != nil {
-			r.Currency = *o.Payment.ReceivedCurrency
-		}
+		r.Currency = receivedCurrencyOf(o)
 	}
 	return r, err
 }
 
 func (s *Service) recordRefund(ctx context.Context, tx *postgres.Tx, o *Order, kind string, r payment.Refund) error {
-	rec := Refund{Kind: kind, RefundID: r.ID, Amount: r.Amount, Currency: strings.ToLower(r.Currency), Status: r.Status}
+	rec := Refund{Kind: kind, RefundID: r.ID, Amount: r.Amount, Currency: strings.ToLower(r.Currency), Status: r.Status,
+		Method: RefundByStripe}
 	if err := s.store.PutRefund(ctx, tx, o.ID, rec); err != nil {
 		return err
 	}

@@ -55,6 +55,7 @@ type row struct {
 	RefundAmount   *int64  `db:"refund_amount"`
 	RefundCurrency *string `db:"refund_currency"`
 	RefundStatus   *string `db:"refund_status"`
+	RefundMethod   *string `db:"refund_method"`
 
 	Lines json.RawMessage `db:"lines"`
 }
@@ -81,7 +82,7 @@ func (r row) order() (order.Order, error) {
 	}
 	if r.RefundID != nil {
 		o.Refund = &order.Refund{Kind: *r.RefundKind, RefundID: *r.RefundID, Amount: *r.RefundAmount,
-			Currency: *r.RefundCurrency, Status: *r.RefundStatus}
+			Currency: *r.RefundCurrency, Status: *r.RefundStatus, Method: *r.RefundMethod}
 	}
 	if len(r.Lines) > 0 {
 		var lines []lineJSON
@@ -103,6 +104,7 @@ const selectOrder = `SELECT o.id, o.number, o.user_id, o.status, o.pending_actio
   o.created_at, o.updated_at, o.deleted_at,
   p.status AS payment_status, p.payment_intent_id, p.client_secret, p.amount_received, p.received_currency, p.last_error,
   r.kind AS refund_kind, r.refund_id, r.amount AS refund_amount, r.currency AS refund_currency, r.status AS refund_status,
+  r.method AS refund_method,
   (SELECT json_agg(json_build_object('id', l.id, 'item_id', l.item_id, 'name', l.name, 'unit_price', l.unit_price,
           'quantity', l.quantity, 'subtotal', l.subtotal) ORDER BY l.position)
      FROM order_lines l WHERE l.order_id = o.id) AS lines
@@ -458,15 +460,16 @@ func (Store) AdoptIntent(ctx context.Context, tx sqlx.ExecerContext, orderID uui
 	return mapErr("adopt intent", err)
 }
 
-const putRefundQuery = `INSERT INTO refunds (id, order_id, kind, refund_id, amount, currency, status)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+const putRefundQuery = `INSERT INTO refunds (id, order_id, kind, refund_id, amount, currency, status, method)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (order_id, kind) DO UPDATE SET refund_id = EXCLUDED.refund_id, amount = EXCLUDED.amount,
-  currency = EXCLUDED.currency, status = EXCLUDED.status, updated_at = now()`
+  currency = EXCLUDED.currency, status = EXCLUDED.status, method = EXCLUDED.method, updated_at = now()`
 
 // PutRefund records a refund: one per order and kind, so a refund made again in place of one
-// that failed takes its place (the timeline keeps the failed one's id).
+// that failed, or returned outside Stripe, takes its place (the timeline keeps the failed one's
+// id).
 func (Store) PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r order.Refund) error {
-	_, err := tx.ExecContext(ctx, putRefundQuery, uuid.Must(uuid.NewV7()), orderID, r.Kind, r.RefundID, r.Amount, r.Currency, r.Status)
+	_, err := tx.ExecContext(ctx, putRefundQuery, uuid.Must(uuid.NewV7()), orderID, r.Kind, r.RefundID, r.Amount, r.Currency, r.Status, r.Method)
 	return mapErr("put refund", err)
 }
 
