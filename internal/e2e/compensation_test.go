@@ -446,11 +446,11 @@ func TestAFailedRefundIsMadeAgainOnStaffRequest(t *testing.T) {
 }
 
 // A payment Stripe cannot return (a refund that failed at Stripe, a late payment whose automatic
-// refund Stripe refused) is returned by staff some other way and recorded: the refund becomes
+// refund Stripe refused as too old) is returned by staff some other way and recorded: the refund becomes
 // succeeded, by method outside, in place of the failed one; nothing is asked of Stripe; a
 // customer never told of a refund is told; status and stock stay; the order may then be
-// deleted. Refused while nothing is owed, to roles outside FINANCIAL, and without a reference;
-// a retry under its key replays.
+// deleted. Refused while nothing is owed, while Stripe holds a refund of the payment or cannot be
+// asked, to roles outside FINANCIAL, and without a reference; a retry under its key replays.
 func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -461,7 +461,8 @@ func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
 	r.waitStatus(refunded.ID, "REFUNDED")
 	r.quiesce()
 	failed := r.get(refunded.ID).Refund
-	late := r.lateRefundFailed(c, item, testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_disputed", Message: "disputed"})
+	late := r.lateRefundFailed(c, item, testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_expired_for_refund",
+		Message: "The charge is too old to be refunded."})
 	stock := r.stock(item)
 
 	outside := func(o fullOrder) string { return "/v1/admin/orders/" + o.ID.String() + "/refund/outside" }
@@ -480,6 +481,22 @@ func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
 			decodeError(t, r.as("financial").Do("PATCH", outside(o), bad), 400, "common.errors.validation")
 		}
 	}
+	// Stripe holds a refund of the payment (made with its answers lost): returning the money
+	// another way too would pay it twice. Stripe unreachable: nothing is recorded either.
+	r.stripeFindsRefund(refunded, "re_found_"+refunded.ID.String()[24:])
+	decodeError(t, r.as("financial").Do("PATCH", outside(refunded), body), 409, "orders.errors.refundAtStripe")
+	r.stripe.Clear()
+	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "down"})
+	if resp := r.as("financial").Do("PATCH", outside(refunded), body); resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("Stripe down: %d %s, want 503 with Retry-After", resp.Status, resp.Body)
+	} else {
+		decodeError(t, resp, 503, "payments.errors.gatewayUnavailable")
+	}
+	r.stripe.Clear()
+	if refunds := r.refunds(refunded.ID); len(refunds) != 1 || refunds[0].Status != "failed" {
+		t.Fatalf("refunds %+v, want the failed one alone", refunds)
+	}
+
 	asked := len(r.stripe.Calls("POST", "/v1/refunds"))
 	for _, o := range []fullOrder{refunded, late} {
 		key := "outside-" + o.ID.String()

@@ -5,9 +5,11 @@ package e2e_test
 // commit. Every test asserts on the database: one transition, one refund, one notification.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -356,6 +358,64 @@ func TestRefundMadeAgainAfterAnotherCopyGaveUp(t *testing.T) {
 		t.Fatalf("order %s (pending %q), want REFUNDED", st, action)
 	}
 	s.wantStock(item, 20, "released once")
+}
+
+// A copy of the refund made again still running (its Stripe call held) when another copy gives
+// up and staff record the payment returned outside Stripe: the copy's refund goes through at
+// Stripe, the order keeps the outside refund, and the copy reports the money returned twice at
+// ERROR instead of dropping it in silence.
+func TestARefundMadeAfterOneRecordedOutsideStripeIsReported(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noWorker)
+	item := s.item(20, 700)
+	_, c := s.customer()
+	o := s.order(c, 1, item)
+	s.pay(o)
+	path := "/v1/admin/orders/" + o.ID.String() + "/refund"
+	s.staff("financial").Do("PATCH", path, nil).Expect(t, 202)
+	ctx := context.Background()
+	if err := s.assemble(s.rdb, s.stripe.URL, s.log).Orders.Refund(ctx, o.ID, order.ActorWorker, "the first refund"); err != nil {
+		t.Fatal(err)
+	}
+	var failed string
+	if err := s.db.Get(&failed, `SELECT refund_id FROM refunds WHERE order_id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.webhook(payment.TestEvent{Type: payment.EventRefundUpdated, RefundID: failed, RefundStatus: "failed",
+		PaymentIntentID: *o.Payment.PaymentIntentID, Amount: o.Total, Currency: "usd"}).Expect(t, 200)
+	s.staff("financial").Do("PATCH", path, nil).Expect(t, 202)
+
+	s.stripe.Gather(2) // the copy's refund held at "Stripe"
+	t.Cleanup(func() { s.stripe.Gather(0) })
+	var logs bytes.Buffer // read once the copy returned
+	copyOne := s.assemble(s.rdb, s.stripe.URL, slog.New(slog.NewJSONHandler(&logs, nil))).Orders
+	errs := make(chan error, 1)
+	go func() { errs <- copyOne.Refund(ctx, o.ID, order.ActorWorker, "copy one") }()
+	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
+	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders // Stripe without the hold
+	if gaveUp, err := others.FailAction(ctx, o.ID, order.ActionRefund, "copy two ran out of retries", true); err != nil || !gaveUp {
+		t.Fatalf("compensation: %v, %v", gaveUp, err)
+	}
+	if _, err := others.RefundOutside(ctx, uuid.NewString(), o.ID, order.OutsideRefundInput{Reference: "TR-9"}, nil); err != nil {
+		t.Fatalf("refund outside Stripe: %v", err)
+	}
+	s.stripe.Gather(0)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Method string `db:"method"`
+		Status string `db:"status"`
+	}
+	if err := s.db.Get(&got, `SELECT method, status FROM refunds WHERE order_id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got.Method != "outside" || got.Status != "succeeded" {
+		t.Fatalf("refund %+v, want the one recorded outside Stripe kept", got)
+	}
+	if !strings.Contains(logs.String(), `"level":"ERROR","msg":"refund made at Stripe after the payment was recorded returned outside Stripe: returned twice"`) {
+		t.Fatalf("the copy's log does not report the refund made twice:\n%s", logs.String())
+	}
 }
 
 // TestStrategiesRunConcurrentlyWithoutTheLock: the strategies are called directly from many

@@ -336,6 +336,9 @@ func (s *Service) RefundOutside(ctx context.Context, actor string, id uuid.UUID,
 	if err := in.validate(); err != nil {
 		return Order{}, err
 	}
+	if err := s.noRefundAtStripe(ctx, id); err != nil {
+		return Order{}, err
+	}
 	var recorded *Refund
 	o, err := s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		reason := "returned outside Stripe, reference " + in.Reference
@@ -363,9 +366,31 @@ func (s *Service) RefundOutside(ctx context.Context, actor string, id uuid.UUID,
 	})
 	if err == nil && recorded != nil {
 		s.log.InfoContext(ctx, "refund recorded as returned outside Stripe", "orderId", id, "actor", actor,
-			"amount", recorded.Amount, "currency", recorded.Currency, "reference", in.Reference)
+			"amount", recorded.Amount, "currency", recorded.Currency)
 	}
 	return o, err
+}
+
+// noRefundAtStripe refuses to record a payment returned outside Stripe while Stripe holds a
+// refund of it that went through or is under way: one whose answers were lost (Stripe down when
+// the task ran out of retries), or made from Stripe's dashboard. Returning the money another
+// way too would pay it twice; the staff refund finds and records such a refund. When Stripe
+// cannot be asked, nothing is recorded. An order that owes nothing is left to the change to
+// refuse.
+func (s *Service) noRefundAtStripe(ctx context.Context, id uuid.UUID) error {
+	o, err := s.store.GetAny(ctx, s.db, id)
+	if err != nil || !o.owesRefund() || o.Payment.IntentID == nil {
+		return ignoreMissing(err)
+	}
+	r, found, err := s.gateway.FindRefund(ctx, *o.Payment.IntentID)
+	if err != nil {
+		s.log.WarnContext(ctx, "refunds not looked up at Stripe; the refund outside Stripe is not recorded", "err", err, "orderId", id)
+		return ErrGatewayUnavailable.WithRetryAfter(2 * time.Second).Wrap(err)
+	}
+	if found {
+		return ErrRefundAtStripe.With("refundId", r.ID)
+	}
+	return nil
 }
 
 func (s *Service) request(ctx context.Context, actor string, id uuid.UUID, a Action, reason string, claim *idempotency.Claim) (Order, error) {

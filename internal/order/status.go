@@ -91,6 +91,7 @@ var (
 	ErrNotFinal           = apperr.New(apperr.Conflict, "orders.errors.notFinal")
 	ErrRefundOwed         = apperr.New(apperr.Conflict, "orders.errors.refundOwed")
 	ErrNothingOwed        = apperr.New(apperr.Conflict, "orders.errors.nothingOwed")
+	ErrRefundAtStripe     = apperr.New(apperr.Conflict, "orders.errors.refundAtStripe")
 	ErrMixedCurrencies    = apperr.New(apperr.Invalid, "orders.errors.mixedCurrencies")
 	ErrGatewayRejected    = apperr.New(apperr.BadGateway, "payments.errors.gatewayRejected")
 	ErrGatewayUnavailable = apperr.New(apperr.Unavailable, "payments.errors.gatewayUnavailable")

@@ -241,6 +241,7 @@ func (s *Service) refundAgain(ctx context.Context, o Order, actor string) error 
 		// task that ran out of retries still takes the refund this run made (the money is back
 		// all the same), and one made again since ends with it.
 		if refundIDOf(o.Refund) != failed {
+			s.paidTwice(ctx, o, r)
 			return nil, nil, nil
 		}
 		return s.finishRefundAgain(ctx, tx, o, actor, r)
@@ -271,11 +272,22 @@ func (s *Service) refundLatePayment(ctx context.Context, o Order) error {
 	}
 	_, err = s.apply(ctx, o.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if !o.owesLatePayment() {
+			s.paidTwice(ctx, o, r)
 			return nil, nil, nil
 		}
 		return s.finishLateRefund(ctx, tx, o, r)
 	})
 	return err
+}
+
+// paidTwice reports a refund this run made at Stripe that o cannot take because staff recorded
+// its payment returned outside Stripe meanwhile (a copy of the task still running when they
+// did): the customer has the money twice, and only staff can recover it.
+func (s *Service) paidTwice(ctx context.Context, o *Order, r payment.Refund) {
+	if o.Refund != nil && o.Refund.Method == RefundOutsideStripe && !payment.RefundNotMade(r.Status) {
+		s.log.ErrorContext(ctx, "refund made at Stripe after the payment was recorded returned outside Stripe: returned twice",
+			"orderId", o.ID, "refundId", r.ID, "amount", r.Amount, "outsideRefundId", o.Refund.RefundID)
+	}
 }
 
 // finishLateRefund records the refund of a late payment on its CANCELED order and clears the
