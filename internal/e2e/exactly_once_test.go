@@ -304,21 +304,21 @@ func TestRefundThatWentThroughAfterAnotherCopyGaveUp(t *testing.T) {
 	s.wantStock(item, 20, "both released once")
 }
 
-// TestRefundMadeAgainAfterAnotherCopyGaveUp: the same for a refund made again after one that
-// failed at Stripe. The copy that gave up cleared the request; the other's refund went through
-// and is recorded in place of the failed one, so the order no longer shows the payment owed.
-func TestRefundMadeAgainAfterAnotherCopyGaveUp(t *testing.T) {
-	t.Parallel()
-	s := newStack(t, noWorker)
-	item := s.item(20, 700)
+// refundMadeAgainHeld pays an order of one unit of item and refunds it; the refund fails at
+// Stripe and staff ask for it again. One copy of that task (logging to log) is then held inside
+// its Stripe call while another gives up (its retries ran out), clearing the request. It
+// returns the order, the failed refund's id, the held copy's result (once s.stripe.Gather(0)
+// lets its call go) and the service of another worker, whose Stripe is not held.
+func refundMadeAgainHeld(s *stack, item uuid.UUID, log *slog.Logger) (orderView, string, <-chan error, *order.Service) {
+	t := s.t
+	t.Helper()
 	_, c := s.customer()
 	o := s.order(c, 1, item)
 	s.pay(o)
 	path := "/v1/admin/orders/" + o.ID.String() + "/refund"
 	s.staff("financial").Do("PATCH", path, nil).Expect(t, 202)
-	orders := s.assemble(s.rdb, s.stripe.URL, s.log).Orders
 	ctx := context.Background()
-	if err := orders.Refund(ctx, o.ID, order.ActorWorker, "the first refund"); err != nil {
+	if err := s.assemble(s.rdb, s.stripe.URL, s.log).Orders.Refund(ctx, o.ID, order.ActorWorker, "the first refund"); err != nil {
 		t.Fatal(err)
 	}
 	var failed string
@@ -332,15 +332,25 @@ func TestRefundMadeAgainAfterAnotherCopyGaveUp(t *testing.T) {
 	s.stripe.Gather(2) // the refund held at "Stripe" until a second call comes
 	t.Cleanup(func() { s.stripe.Gather(0) })
 	errs := make(chan error, 1)
-	go func() { errs <- orders.Refund(ctx, o.ID, order.ActorWorker, "copy one") }()
+	held := s.assemble(s.rdb, s.stripe.URL, log).Orders
+	go func() { errs <- held.Refund(ctx, o.ID, order.ActorWorker, "copy one") }()
 	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
 	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
 	if gaveUp, err := others.FailAction(ctx, o.ID, order.ActionRefund, "copy two ran out of retries", true); err != nil || !gaveUp {
 		t.Fatalf("compensation: %v, %v", gaveUp, err)
 	}
-	if _, err := payment.NewStripe("sk_test_dispatch", s.stripe.URL).GetPaymentIntent(ctx, *o.Payment.PaymentIntentID); err != nil {
-		t.Fatal(err)
-	}
+	return o, failed, errs, others
+}
+
+// TestRefundMadeAgainAfterAnotherCopyGaveUp: the same for a refund made again after one that
+// failed at Stripe. The copy that gave up cleared the request; the other's refund went through
+// and is recorded in place of the failed one, so the order no longer shows the payment owed.
+func TestRefundMadeAgainAfterAnotherCopyGaveUp(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noWorker)
+	item := s.item(20, 700)
+	o, failed, errs, _ := refundMadeAgainHeld(s, item, s.log)
+	s.stripe.Gather(0)
 	if err := <-errs; err != nil {
 		t.Fatal(err)
 	}
@@ -360,43 +370,15 @@ func TestRefundMadeAgainAfterAnotherCopyGaveUp(t *testing.T) {
 	s.wantStock(item, 20, "released once")
 }
 
-// A copy of the refund made again still running (its Stripe call held) when another copy gives
-// up and staff record the payment returned outside Stripe: the copy's refund goes through at
-// Stripe, the order keeps the outside refund, and the copy reports the money returned twice at
-// ERROR instead of dropping it in silence.
+// The same, with staff recording the payment returned outside Stripe while the copy is held:
+// the copy's refund goes through at Stripe, the order keeps the outside refund, and the copy
+// reports the money returned twice at ERROR instead of dropping it in silence.
 func TestARefundMadeAfterOneRecordedOutsideStripeIsReported(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, noWorker)
-	item := s.item(20, 700)
-	_, c := s.customer()
-	o := s.order(c, 1, item)
-	s.pay(o)
-	path := "/v1/admin/orders/" + o.ID.String() + "/refund"
-	s.staff("financial").Do("PATCH", path, nil).Expect(t, 202)
-	ctx := context.Background()
-	if err := s.assemble(s.rdb, s.stripe.URL, s.log).Orders.Refund(ctx, o.ID, order.ActorWorker, "the first refund"); err != nil {
-		t.Fatal(err)
-	}
-	var failed string
-	if err := s.db.Get(&failed, `SELECT refund_id FROM refunds WHERE order_id = $1`, o.ID); err != nil {
-		t.Fatal(err)
-	}
-	s.webhook(payment.TestEvent{Type: payment.EventRefundUpdated, RefundID: failed, RefundStatus: "failed",
-		PaymentIntentID: *o.Payment.PaymentIntentID, Amount: o.Total, Currency: "usd"}).Expect(t, 200)
-	s.staff("financial").Do("PATCH", path, nil).Expect(t, 202)
-
-	s.stripe.Gather(2) // the copy's refund held at "Stripe"
-	t.Cleanup(func() { s.stripe.Gather(0) })
 	var logs bytes.Buffer // read once the copy returned
-	copyOne := s.assemble(s.rdb, s.stripe.URL, slog.New(slog.NewJSONHandler(&logs, nil))).Orders
-	errs := make(chan error, 1)
-	go func() { errs <- copyOne.Refund(ctx, o.ID, order.ActorWorker, "copy one") }()
-	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
-	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders // Stripe without the hold
-	if gaveUp, err := others.FailAction(ctx, o.ID, order.ActionRefund, "copy two ran out of retries", true); err != nil || !gaveUp {
-		t.Fatalf("compensation: %v, %v", gaveUp, err)
-	}
-	if _, err := others.RefundOutside(ctx, uuid.NewString(), o.ID, order.OutsideRefundInput{Reference: "TR-9"}, nil); err != nil {
+	o, _, errs, others := refundMadeAgainHeld(s, s.item(20, 700), slog.New(slog.NewJSONHandler(&logs, nil)))
+	if _, err := others.RefundOutside(context.Background(), uuid.NewString(), o.ID, order.OutsideRefundInput{Reference: "TR-9"}, nil); err != nil {
 		t.Fatalf("refund outside Stripe: %v", err)
 	}
 	s.stripe.Gather(0)
