@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/payment"
@@ -445,12 +447,14 @@ func TestAFailedRefundIsMadeAgainOnStaffRequest(t *testing.T) {
 	}
 }
 
-// A payment Stripe cannot return (a refund that failed at Stripe, a late payment whose automatic
-// refund Stripe refused as too old) is returned by staff some other way and recorded: the refund becomes
-// succeeded, by method outside, in place of the failed one; nothing is asked of Stripe; a
-// customer never told of a refund is told; status and stock stay; the order may then be
-// deleted. Refused while nothing is owed, while Stripe holds a refund of the payment or cannot be
-// asked, to roles outside FINANCIAL, and without a reference; a retry under its key replays.
+// A payment Stripe cannot return (a refund that failed at Stripe, of a refunded or a canceled
+// order; a late payment whose automatic refund Stripe refused as too old) is returned by staff
+// some other way and recorded: the refund becomes succeeded, by method outside, in place of the
+// failed one; Stripe is only asked whether it holds a refund of the payment; a customer never
+// told of a refund is told; status and stock stay; the order may then be deleted. Refused
+// while nothing is owed, while Stripe holds a refund of the payment or cannot be asked (the
+// key then released), to roles outside FINANCIAL, and without a reference; a retry under its
+// key replays.
 func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -459,19 +463,27 @@ func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
 	refunded := r.processed(c, 2, item)
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+refunded.ID.String()+"/refund", nil).Expect(t, 202)
 	r.waitStatus(refunded.ID, "REFUNDED")
+	canceled := r.processed(c, 1, item)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+canceled.ID.String()+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(canceled.ID, "CANCELED")
 	r.quiesce()
-	failed := r.get(refunded.ID).Refund
 	late := r.lateRefundFailed(c, item, testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_expired_for_refund",
 		Message: "The charge is too old to be refunded."})
 	stock := r.stock(item)
 
 	outside := func(o fullOrder) string { return "/v1/admin/orders/" + o.ID.String() + "/refund/outside" }
 	body := map[string]string{"reference": "  transfer TR-77  ", "reason": "card closed"}
-	decodeError(t, r.as("financial").Do("PATCH", outside(refunded), body), 409, "orders.errors.nothingOwed")
-	r.webhook(payment.TestEvent{ID: eventID(), Type: payment.EventRefundUpdated, RefundID: failed.RefundID, RefundStatus: "failed",
-		PaymentIntentID: *refunded.Payment.PaymentIntentID, Amount: failed.Amount, Currency: "usd"}).Expect(t, 200)
+	failed := map[uuid.UUID]string{}
+	for _, o := range []fullOrder{refunded, canceled} {
+		decodeError(t, r.as("financial").Do("PATCH", outside(o), body), 409, "orders.errors.nothingOwed")
+		first := r.get(o.ID).Refund
+		failed[o.ID] = first.RefundID
+		r.webhook(payment.TestEvent{ID: eventID(), Type: payment.EventRefundUpdated, RefundID: first.RefundID, RefundStatus: "failed",
+			PaymentIntentID: *o.Payment.PaymentIntentID, Amount: first.Amount, Currency: "usd"}).Expect(t, 200)
+	}
 
-	for _, o := range []fullOrder{refunded, late} {
+	orders := []fullOrder{refunded, canceled, late}
+	for _, o := range orders {
 		for _, who := range []*testenv.Client{r.as("shipper"), r.as("delivery"), c} {
 			decodeError(t, who.Do("PATCH", outside(o), body), 403, "auth.errors.forbidden")
 		}
@@ -482,38 +494,42 @@ func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
 		}
 	}
 	// Stripe holds a refund of the payment (made with its answers lost): returning the money
-	// another way too would pay it twice. Stripe unreachable: nothing is recorded either.
-	r.stripeFindsRefund(refunded, "re_found_"+refunded.ID.String()[24:])
-	decodeError(t, r.as("financial").Do("PATCH", outside(refunded), body), 409, "orders.errors.refundAtStripe")
-	r.stripe.Clear()
-	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "down"})
-	if resp := r.as("financial").Do("PATCH", outside(refunded), body); resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("Stripe down: %d %s, want 503 with Retry-After", resp.Status, resp.Body)
-	} else {
+	// another way too would pay it twice. Stripe unreachable: nothing is recorded either, and
+	// the key is released for the retry.
+	for _, o := range orders {
+		found := "re_found_" + o.ID.String()[24:]
+		r.stripeFindsRefund(o, found)
+		if e := decodeError(t, r.as("financial").Do("PATCH", outside(o), body), 409, "orders.errors.refundAtStripe"); !strings.Contains(e.Message, found) {
+			t.Fatalf("message %q does not name the refund %s", e.Message, found)
+		}
+		r.stripe.Clear()
+		r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 500, Type: "api_error", Message: "down"})
+		resp := r.as("financial").Do("PATCH", outside(o), body, "Idempotency-Key", "outside-"+o.ID.String())
 		decodeError(t, resp, 503, "payments.errors.gatewayUnavailable")
-	}
-	r.stripe.Clear()
-	if refunds := r.refunds(refunded.ID); len(refunds) != 1 || refunds[0].Status != "failed" {
-		t.Fatalf("refunds %+v, want the failed one alone", refunds)
+		if resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("Stripe down: no Retry-After")
+		}
+		r.stripe.Clear()
+		if refunds := r.refunds(o.ID); len(refunds) > 1 || len(refunds) == 1 && refunds[0].Status != "failed" {
+			t.Fatalf("refunds %+v, want the failed one alone", refunds)
+		}
 	}
 
 	asked := len(r.stripe.Calls("POST", "/v1/refunds"))
-	for _, o := range []fullOrder{refunded, late} {
-		key := "outside-" + o.ID.String()
+	for _, o := range orders {
+		key := "outside-" + o.ID.String() // the key Stripe's outage released
 		was, _ := r.status(o.ID)
+		told := r.notifications(uid, o.ID, notification.EventOrderRefunded)
 		var got fullOrder
 		r.as("financial").Do("PATCH", outside(o), body, "Idempotency-Key", key).Expect(t, 200).Decode(t, &got)
-		if got.Status != was || got.PendingAction != nil || got.Refund == nil || got.Refund.Method != "outside" ||
-			got.Refund.Status != "succeeded" || got.Refund.Amount != o.Total || !strings.HasPrefix(got.Refund.RefundID, "outside_") {
-			t.Fatalf("order after: %s/%q refund %s, want %s with a refund of %d succeeded outside Stripe", got.Status,
-				deref(got.PendingAction), mustJSON(got.Refund), was, o.Total)
-		}
 		wantKind := "order"
 		if o.ID == late.ID {
 			wantKind = "late_payment"
 		}
-		if got.Refund.Kind != wantKind {
-			t.Fatalf("refund kind %s, want %s", got.Refund.Kind, wantKind)
+		if got.Status != was || got.PendingAction != nil || got.Refund == nil || got.Refund.Method != "outside" || got.Refund.Kind != wantKind ||
+			got.Refund.Status != "succeeded" || got.Refund.Amount != o.Total || !strings.HasPrefix(got.Refund.RefundID, "outside_") {
+			t.Fatalf("order after: %s/%q refund %s, want %s with a refund (%s) of %d succeeded outside Stripe", got.Status,
+				deref(got.PendingAction), mustJSON(got.Refund), was, wantKind, o.Total)
 		}
 		if replay := r.as("financial").Do("PATCH", outside(o), body, "Idempotency-Key", key).Expect(t, 200); replay.Header.Get("Idempotent-Replayed") != "true" {
 			t.Fatalf("retry under its key: %s, want the stored answer replayed", replay.Body)
@@ -524,11 +540,15 @@ func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
 		if len(ev) != 1 || ev[0].Actor == "worker" || !strings.Contains(deref(ev[0].Reason), "reference transfer TR-77: card closed") {
 			t.Fatalf("timeline %v: want one refundedOutsideStripe by staff with the reference", r.timeline(o.ID))
 		}
-		if o.ID == refunded.ID && !strings.Contains(deref(ev[0].Reason), "refund "+failed.RefundID+" failed") {
-			t.Fatalf("reason %q does not name the failed refund %s", deref(ev[0].Reason), failed.RefundID)
+		if id, ok := failed[o.ID]; ok && !strings.Contains(deref(ev[0].Reason), "refund "+id+" failed") {
+			t.Fatalf("reason %q does not name the failed refund %s", deref(ev[0].Reason), id)
 		}
-		// One each: the refunded order's customer was told when it was refunded and is not told
-		// again (as for a refund made again); the late payment's, never told, is told now.
+		// The refunded order's customer was told when it was refunded and is not told again (as
+		// for a refund made again); the canceled order's heard only of the cancellation, the
+		// late payment's of nothing: both are told now.
+		if o.ID == refunded.ID && told != 1 || o.ID != refunded.ID && told != 0 {
+			t.Fatalf("order.refunded notifications before = %d", told)
+		}
 		if n := r.settledNotifications(uid, o.ID, notification.EventOrderRefunded); n != 1 {
 			t.Fatalf("order.refunded notifications = %d, want 1", n)
 		}

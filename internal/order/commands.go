@@ -330,22 +330,28 @@ func (in *OutsideRefundInput) validate() error {
 // RefundOutside records that staff returned outside Stripe a payment the order owes back and
 // Stripe could not return (its refund failed, or a late payment's refund was refused): the
 // refund is recorded as succeeded, by method "outside", in place of the failed one; a customer
-// never told of a refund (the late payment's) is told now. The status and the stock stay; the
-// order no longer owes anything, so it may be deleted. Nothing is asked of Stripe.
+// never told of a refund is told now. The status and the stock stay; the order no longer owes
+// anything, so it may be deleted. Stripe is only asked whether it holds a refund of the payment
+// (noRefundAtStripe).
 func (s *Service) RefundOutside(ctx context.Context, actor string, id uuid.UUID, in OutsideRefundInput, claim *idempotency.Claim) (Order, error) {
 	if err := in.validate(); err != nil {
 		return Order{}, err
 	}
-	if err := s.noRefundAtStripe(ctx, id); err != nil {
-		return Order{}, err
+	if done, resumed := claim.Resumed(RecoveryOrderChanged); !resumed || done != id {
+		if err := s.noRefundAtStripe(ctx, id); err != nil {
+			return Order{}, err
+		}
 	}
 	var recorded *Refund
 	o, err := s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		reason := "returned outside Stripe, reference " + in.Reference
-		told := o.Refund != nil // the customer heard of the refund that failed, and is not told again
-		if told {
+		if o.Refund != nil {
 			reason = "refund " + o.Refund.RefundID + " " + o.Refund.Status + "; " + reason
 		}
+		// A customer told of the refund that failed (order.refunded at REFUNDED, a late
+		// payment's refund) is not told again, as for a refund made again; one who heard only
+		// of a cancellation, or of nothing, is told now.
+		told := o.Status == Refunded || (o.Refund != nil && o.Refund.Kind == RefundLatePayment)
 		if in.Reason != nil && *in.Reason != "" {
 			reason += ": " + *in.Reason
 		}
@@ -358,9 +364,12 @@ func (s *Service) RefundOutside(ctx context.Context, actor string, id uuid.UUID,
 		}
 		recorded = &r
 		var msgs []outbox.Message
-		if !told { // a late payment whose refund Stripe refused: its return was never announced
-			msgs = append(msgs, notify(o, notification.EventOrderRefunded,
-				map[string]any{"refundAmount": r.Amount, "latePayment": true, "outsideStripe": true}))
+		if !told {
+			data := map[string]any{"refundAmount": r.Amount}
+			if r.Kind == RefundLatePayment {
+				data["latePayment"] = true
+			}
+			msgs = append(msgs, notify(o, notification.EventOrderRefunded, data))
 		}
 		return actionEvent(EventRefundOutside, actor, reason), msgs, nil
 	})
@@ -374,18 +383,27 @@ func (s *Service) RefundOutside(ctx context.Context, actor string, id uuid.UUID,
 // noRefundAtStripe refuses to record a payment returned outside Stripe while Stripe holds a
 // refund of it that went through or is under way: one whose answers were lost (Stripe down when
 // the task ran out of retries), or made from Stripe's dashboard. Returning the money another
-// way too would pay it twice; the staff refund finds and records such a refund. When Stripe
-// cannot be asked, nothing is recorded. An order that owes nothing is left to the change to
-// refuse.
+// way too would pay it twice; the staff refund finds and records such a refund. Nothing is
+// recorded when Stripe cannot be asked either. The order's own refusals (nothing owed, an
+// action pending, deleted) come first, as the change would answer them, so Stripe is asked only
+// for an order the change would take; the change checks them again under the lock.
 func (s *Service) noRefundAtStripe(ctx context.Context, id uuid.UUID) error {
 	o, err := s.store.GetAny(ctx, s.db, id)
-	if err != nil || !o.owesRefund() || o.Payment.IntentID == nil {
-		return ignoreMissing(err)
+	if err != nil {
+		return err
+	}
+	if o.DeletedAt != nil && !o.owesRefund() {
+		return ErrNotFound
+	}
+	if _, err := o.refundOutside(""); err != nil || o.Payment.IntentID == nil {
+		return err
 	}
 	r, found, err := s.gateway.FindRefund(ctx, *o.Payment.IntentID)
-	if err != nil {
-		s.log.WarnContext(ctx, "refunds not looked up at Stripe; the refund outside Stripe is not recorded", "err", err, "orderId", id)
+	if errors.Is(err, payment.ErrTransient) {
 		return ErrGatewayUnavailable.WithRetryAfter(2 * time.Second).Wrap(err)
+	}
+	if err != nil {
+		return fmt.Errorf("order: refunds of %s at Stripe: %w", id, err)
 	}
 	if found {
 		return ErrRefundAtStripe.With("refundId", r.ID)
