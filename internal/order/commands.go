@@ -344,14 +344,14 @@ func (s *Service) RefundOutside(ctx context.Context, actor string, id uuid.UUID,
 	}
 	var recorded *Refund
 	o, err := s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		reason := "returned outside Stripe, reference " + in.Reference
-		if o.Refund != nil {
-			reason = "refund " + o.Refund.RefundID + " " + o.Refund.Status + "; " + reason
-		}
 		// A customer told of the refund that failed (order.refunded at REFUNDED, a late
 		// payment's refund) is not told again, as for a refund made again; one who heard only
 		// of a cancellation, or of nothing, is told now.
 		told := o.Status == Refunded || (o.Refund != nil && o.Refund.Kind == RefundLatePayment)
+		reason := "returned outside Stripe, reference " + in.Reference
+		if o.Refund != nil {
+			reason = "refund " + o.Refund.RefundID + " " + o.Refund.Status + "; " + reason
+		}
 		if in.Reason != nil && *in.Reason != "" {
 			reason += ": " + *in.Reason
 		}

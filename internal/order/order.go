@@ -362,7 +362,7 @@ func (o *Order) refund(at time.Time) error {
 	return nil
 }
 
-// recordRefund notes a refund made at Stripe.
+// recordRefund notes a refund of o's payment.
 func (o *Order) recordRefund(r Refund) { o.Refund = &r }
 
 // refundOutside notes that staff returned o's payment outside Stripe, where Stripe could not
