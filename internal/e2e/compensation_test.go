@@ -109,6 +109,84 @@ func TestProcessCompensationDoesNotTakeAPartialRefundForAll(t *testing.T) {
 	}
 }
 
+// A failed processing whose refund Stripe refuses, none made before it: the order ends REFUNDED
+// with the refund recorded as failed, owing its payment back, where it used to stay PAID and
+// its refused compensation ran again every ten minutes. Staff then refund it again (or record
+// it returned outside Stripe); until then it cannot be deleted.
+func TestProcessCompensationRefusedLeavesThePaymentOwed(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	o := r.place(c, 2, item)
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 400, Type: "invalid_request_error",
+		Code: "charge_expired_for_refund", Message: "The charge is too old to be refunded."})
+	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
+		"data": []map[string]any{}}}) // none made
+
+	r.paid(o, 2400) // a mismatch: processing fails for good
+	r.waitStatus(o.ID, "REFUNDED")
+	r.quiesce()
+	got := r.get(o.ID)
+	if got.PendingAction != nil || got.Refund == nil || got.Refund.Status != "failed" || got.Refund.Kind != "order" ||
+		got.Refund.Amount != 2400 || !strings.HasPrefix(got.Refund.RefundID, "refused_") {
+		t.Fatalf("order %s/%q refund %s, want REFUNDED with a refused refund of 2400 recorded as failed",
+			got.Status, deref(got.PendingAction), mustJSON(got.Refund))
+	}
+	if ev := r.events(o.ID, "statusChanged", "PAID", "REFUNDED"); len(ev) != 1 ||
+		!strings.Contains(deref(ev[0].Reason), "refund refused by Stripe: The charge is too old to be refunded.") {
+		t.Fatalf("timeline %v: want PAID → REFUNDED naming the refusal", r.timeline(o.ID))
+	}
+	if n := r.settledNotifications(uid, o.ID, notification.EventOrderFailed); n != 1 {
+		t.Fatalf("order.failed notifications = %d, want 1", n)
+	}
+	r.wantStock(item, 10)
+	if calls := r.refundCalls(o.ID); len(calls) != 1 || calls[0].Status != 400 || len(r.stripe.Calls("GET", "/v1/refunds")) == 0 {
+		t.Fatalf("refund calls %+v, want one refused, then the refunds looked up", calls)
+	}
+	path := "/v1/admin/orders/" + o.ID.String()
+	decodeError(t, r.as("admin").Do("DELETE", path, nil), 409, "orders.errors.refundOwed")
+
+	r.stripe.Clear()
+	r.as("financial").Do("PATCH", path+"/refund", nil).Expect(t, 202)
+	testenv.Eventually(t, 15*time.Second, "the refund made again", func() bool {
+		_, action := r.status(o.ID)
+		return action == ""
+	})
+	r.quiesce()
+	again := r.get(o.ID).Refund
+	calls := r.refundCalls(o.ID)
+	if again == nil || again.Status != "succeeded" || again.Method != "stripe" || len(calls) != 2 || calls[1].Status != 200 ||
+		calls[1].IdempotencyKey != "order-"+o.ID.String()+"-refund-after-"+got.Refund.RefundID {
+		t.Fatalf("refund %s after calls %+v, want one made again under the refused refund's key", mustJSON(again), calls)
+	}
+	r.as("admin").Do("DELETE", path, nil).Expect(t, 204)
+	r.wantStock(item, 10)
+}
+
+// The same refused with our own key reused with other parameters: our inconsistency, not an
+// answer about the payment (Stripe's 24 hours clear it), so the order stays PAID for the sweep.
+func TestProcessCompensationKeyReusedStaysPaid(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	_, c := r.customer()
+	o := r.place(c, 2, item)
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 400, Type: "idempotency_error",
+		Message: "Keys for idempotent requests can only be used with the same parameters they were first used with."})
+	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
+		"data": []map[string]any{}}})
+
+	r.paid(o, 2400) // a mismatch: processing fails for good
+	testenv.Eventually(t, 15*time.Second, "the compensation tried", func() bool {
+		return r.obs.outcomes(tasks.OrderProcess)["failed"] == 1
+	})
+	r.quiesce()
+	if st, _ := r.status(o.ID); st != "PAID" || len(r.refunds(o.ID)) != 0 {
+		t.Fatalf("order %s with refunds %+v, want PAID with none recorded", st, r.refunds(o.ID))
+	}
+}
+
 // A payment in another currency is a mismatch too.
 func TestPaymentInOtherCurrencyIsRefunded(t *testing.T) {
 	t.Parallel()

@@ -12,6 +12,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 )
 
@@ -357,7 +358,10 @@ func (s *Service) recordRefund(ctx context.Context, tx *postgres.Tx, o *Order, k
 
 // CompensateProcess undoes an order whose processing failed for good: the payment is refunded
 // (REFUNDED) or, with nothing captured, the order is CANCELED; stock back; order.failed sent.
-// It reports whether it changed the order (false when another path already settled it).
+// A refund Stripe refuses, none made before it, ends the order REFUNDED all the same with the
+// refund recorded as failed: it then owes its payment back, for staff to refund again or to
+// return outside Stripe, as when a refund fails after Stripe took it. It reports whether it
+// changed the order (false when another path already settled it).
 func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause string) (bool, error) {
 	o, err := s.store.Get(ctx, s.db, id)
 	if err != nil {
@@ -368,14 +372,24 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 		return false, nil
 	}
 	var refund *payment.Refund
+	refused := ""
 	if o.Payment.Captured() {
 		r, err := s.refundOrder(ctx, &o, "refund")
 		if errors.Is(err, payment.ErrRejected) {
 			// Refused: it may be refunded already (from Stripe's dashboard, or under the order's
 			// key more than 24 h ago), which would be refused at every run of the task again.
-			if made, found := s.refundMadeAtStripe(ctx, &o); found {
+			made, found, lookErr := s.gateway.FindRefund(ctx, *o.Payment.IntentID)
+			switch {
+			case lookErr != nil:
+				s.log.WarnContext(ctx, "refund not looked up at Stripe; the compensation is tried again", "err", lookErr, "orderId", o.ID)
+			case found && made.Amount >= receivedOf(&o):
 				r, err = made, nil
+			case !found && !errors.Is(err, payment.ErrKeyReused):
+				refused, r, err = refusal(err), refusedRefund(&o), nil
 			}
+			// A part made is left to staff: taken for all, the rest would never be returned. A
+			// key reused with other parameters is our inconsistency, not Stripe's answer about the
+			// payment: the sweep tries again, and the key expires after Stripe's 24 hours.
 		}
 		if err != nil {
 			return false, err
@@ -392,6 +406,9 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 		}
 		done = true
 		reason := "processing failed: " + cause
+		if refused != "" {
+			reason += "; refund refused by Stripe: " + refused
+		}
 		if refund != nil {
 			return s.finishRefund(ctx, tx, o, ActorWorker, reason, *refund, notification.EventOrderFailed)
 		}
@@ -400,8 +417,30 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 	})
 	if err == nil && done {
 		s.cache.Invalidate(ctx, itemIDs(&saved)...)
+		if refused != "" {
+			metrics.RefundUpdated(payment.RefundFailed)
+			s.log.ErrorContext(ctx, "processing failed and Stripe refused its refund: the order is REFUNDED and owes its payment back",
+				"orderId", id, "refundId", refund.ID, "err", refused)
+		}
 	}
 	return done && err == nil, err
+}
+
+// refusal is what Stripe said when it refused a call.
+func refusal(err error) string {
+	var ge *payment.GatewayError
+	if errors.As(err, &ge) && ge.Message != "" {
+		return ge.Message
+	}
+	return err.Error()
+}
+
+// refusedRefund stands for the refund of o's payment that Stripe refused to make, none made
+// before it: recorded as failed (its id is ours, "refused_…", as Stripe gave none), it leaves
+// the order owing the payment back.
+func refusedRefund(o *Order) payment.Refund {
+	return payment.Refund{ID: "refused_" + uuid.Must(uuid.NewV7()).String(), Status: payment.RefundFailed,
+		Amount: receivedOf(o), Currency: receivedCurrencyOf(o)}
 }
 
 // FailAction ends a cancel or refund whose retries ran out: the pending action is cleared and

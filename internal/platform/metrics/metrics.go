@@ -166,7 +166,7 @@ func Webhook(eventType, outcome string) {
 // Refund statuses recorded.
 var refundUpdates = promauto.NewCounterVec(prometheus.CounterOpts{
 	Namespace: ns, Name: "refund_updates_total",
-	Help: "Refund statuses recorded from Stripe (webhook or reconciler), by status; failed and canceled leave a payment owed back.",
+	Help: "Refund statuses recorded from Stripe (webhook, reconciler, or a compensation's refund Stripe refused: failed), by status; failed and canceled leave a payment owed back.",
 }, []string{"status"})
 
 var refundStatuses = map[string]bool{"pending": true, "requires_action": true, "succeeded": true, "failed": true, "canceled": true}
