@@ -85,27 +85,49 @@ func TestProcessCompensationFindsARefundMadeAlready(t *testing.T) {
 	r.wantStock(item, 10)
 }
 
-// The same, but the refund found at Stripe returned only part of the payment: the order is not
-// taken for refunded (the rest would never be); it stays PAID for staff.
-func TestProcessCompensationDoesNotTakeAPartialRefundForAll(t *testing.T) {
+// The refund refused, and what Stripe holds cannot end the order: a refund of only part of the
+// payment (taken for all, the rest would never be returned), or a refusal of our own key reused
+// with other parameters (our inconsistency, not an answer about the payment; Stripe's 24 hours
+// clear it). The order stays PAID, nothing recorded, for staff or the stuck-order sweep.
+func TestProcessCompensationLeavesPaidWhatItCannotEnd(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
-	item := r.item(10, 1250)
-	_, c := r.customer()
-	o := r.place(c, 2, item)
-	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 400, Type: "invalid_request_error",
-		Code: "amount_too_large", Message: "Refund amount is greater than unrefunded amount on charge."})
-	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
-		"data": []map[string]any{{"id": "re_part", "object": "refund", "amount": 1000, "currency": o.Currency,
-			"status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID}}}})
+	for name, tc := range map[string]struct {
+		refusal testenv.Fault
+		found   func(o fullOrder) []map[string]any
+	}{
+		"a part refunded": {
+			testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "amount_too_large",
+				Message: "Refund amount is greater than unrefunded amount on charge."},
+			func(o fullOrder) []map[string]any {
+				return []map[string]any{{"id": "re_part", "object": "refund", "amount": 1000, "currency": o.Currency,
+					"status": "succeeded", "payment_intent": *o.Payment.PaymentIntentID}}
+			},
+		},
+		"our key reused": {
+			testenv.Fault{Status: 400, Type: "idempotency_error",
+				Message: "Keys for idempotent requests can only be used with the same parameters they were first used with."},
+			func(fullOrder) []map[string]any { return []map[string]any{} },
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			item := r.item(10, 1250)
+			_, c := r.customer()
+			o := r.place(c, 2, item)
+			r.stripe.Fail("POST", "/v1/refunds", tc.refusal)
+			r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
+				"data": tc.found(o)}})
 
-	r.paid(o, 2400) // a mismatch: processing fails for good
-	testenv.Eventually(t, 15*time.Second, "the compensation tried", func() bool {
-		return r.obs.outcomes(tasks.OrderProcess)["failed"] == 1
-	})
-	r.quiesce()
-	if st, _ := r.status(o.ID); st != "PAID" || len(r.refunds(o.ID)) != 0 {
-		t.Fatalf("order %s with refunds %+v, want PAID with none recorded", st, r.refunds(o.ID))
+			r.paid(o, 2400) // a mismatch: processing fails for good
+			testenv.Eventually(t, 15*time.Second, "the compensation tried", func() bool {
+				return r.obs.outcomes(tasks.OrderProcess)["failed"] == 1
+			})
+			r.quiesce()
+			if st, _ := r.status(o.ID); st != "PAID" || len(r.refunds(o.ID)) != 0 {
+				t.Fatalf("order %s with refunds %+v, want PAID with none recorded", st, r.refunds(o.ID))
+			}
+		})
 	}
 }
 
@@ -162,29 +184,6 @@ func TestProcessCompensationRefusedLeavesThePaymentOwed(t *testing.T) {
 	}
 	r.as("admin").Do("DELETE", path, nil).Expect(t, 204)
 	r.wantStock(item, 10)
-}
-
-// The same refused with our own key reused with other parameters: our inconsistency, not an
-// answer about the payment (Stripe's 24 hours clear it), so the order stays PAID for the sweep.
-func TestProcessCompensationKeyReusedStaysPaid(t *testing.T) {
-	t.Parallel()
-	r := newRig(t)
-	item := r.item(10, 1250)
-	_, c := r.customer()
-	o := r.place(c, 2, item)
-	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 400, Type: "idempotency_error",
-		Message: "Keys for idempotent requests can only be used with the same parameters they were first used with."})
-	r.stripe.Fail("GET", "/v1/refunds", testenv.Fault{Status: 200, Body: map[string]any{"object": "list", "has_more": false,
-		"data": []map[string]any{}}})
-
-	r.paid(o, 2400) // a mismatch: processing fails for good
-	testenv.Eventually(t, 15*time.Second, "the compensation tried", func() bool {
-		return r.obs.outcomes(tasks.OrderProcess)["failed"] == 1
-	})
-	r.quiesce()
-	if st, _ := r.status(o.ID); st != "PAID" || len(r.refunds(o.ID)) != 0 {
-		t.Fatalf("order %s with refunds %+v, want PAID with none recorded", st, r.refunds(o.ID))
-	}
 }
 
 // A payment in another currency is a mismatch too.
@@ -466,13 +465,7 @@ func TestAFailedRefundIsMadeAgainOnStaffRequest(t *testing.T) {
 	r := newRig(t)
 	item := r.item(10, 1000)
 	_, c := r.customer()
-	refunded := r.processed(c, 2, item)
-	r.as("financial").Do("PATCH", "/v1/admin/orders/"+refunded.ID.String()+"/refund", nil).Expect(t, 202)
-	r.waitStatus(refunded.ID, "REFUNDED")
-	canceled := r.processed(c, 1, item)
-	r.as("financial").Do("PATCH", "/v1/admin/orders/"+canceled.ID.String()+"/cancel", nil).Expect(t, 202)
-	r.waitStatus(canceled.ID, "CANCELED")
-	r.quiesce()
+	refunded, canceled := r.refundedAndCanceled(c, item)
 	stock := r.stock(item)
 
 	for _, o := range []fullOrder{refunded, canceled} {
@@ -538,13 +531,7 @@ func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
 	r := newRig(t)
 	item := r.item(10, 1000)
 	uid, c := r.customer()
-	refunded := r.processed(c, 2, item)
-	r.as("financial").Do("PATCH", "/v1/admin/orders/"+refunded.ID.String()+"/refund", nil).Expect(t, 202)
-	r.waitStatus(refunded.ID, "REFUNDED")
-	canceled := r.processed(c, 1, item)
-	r.as("financial").Do("PATCH", "/v1/admin/orders/"+canceled.ID.String()+"/cancel", nil).Expect(t, 202)
-	r.waitStatus(canceled.ID, "CANCELED")
-	r.quiesce()
+	refunded, canceled := r.refundedAndCanceled(c, item)
 	late := r.lateRefundFailed(c, item, testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_expired_for_refund",
 		Message: "The charge is too old to be refunded."})
 	stock := r.stock(item)

@@ -382,6 +382,20 @@ func (r *rig) refundUnderWay(o fullOrder) string {
 	return id
 }
 
+// refundedAndCanceled pays two orders of item, two units and one, and has staff refund the
+// first and cancel the second; it returns them once both refunds are made and the queues idle.
+func (r *rig) refundedAndCanceled(c *testenv.Client, item uuid.UUID) (refunded, canceled fullOrder) {
+	r.t.Helper()
+	refunded = r.processed(c, 2, item)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+refunded.ID.String()+"/refund", nil).Expect(r.t, 202)
+	r.waitStatus(refunded.ID, "REFUNDED")
+	canceled = r.processed(c, 1, item)
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+canceled.ID.String()+"/cancel", nil).Expect(r.t, 202)
+	r.waitStatus(canceled.ID, "CANCELED")
+	r.quiesce()
+	return refunded, canceled
+}
+
 // lateRefundFailed cancels an order of one unit of item, has Stripe answer its refunds as
 // fault says, pays it late, and waits until the late refund's compensation ran and the queues
 // are idle.
