@@ -412,9 +412,10 @@ func TestDeleteOrderOnlyWhenFinal(t *testing.T) {
 }
 
 // TestOrderCommandsResumeAfterACrashLostTheirResponse: when the API dies after a cancel,
-// refund or ship committed but before its idempotency record kept the response, the client's
-// retry with the same key (once the lease is over) answers as the first attempt would have,
-// with the order as it is now, and the change is not made twice.
+// refund, ship or refund returned outside Stripe committed but before its idempotency record
+// kept the response, the client's retry with the same key (once the lease is over) answers as
+// the first attempt would have, with the order as it is now (a deleted one too: the command
+// reached it), and the change is not made twice.
 func TestOrderCommandsResumeAfterACrashLostTheirResponse(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -429,12 +430,23 @@ func TestOrderCommandsResumeAfterACrashLostTheirResponse(t *testing.T) {
 		{"financial", "cancel", func() fullOrder { return r.place(c, 1, item) }, 202, []string{"cancelRequested"}},
 		{"financial", "refund", func() fullOrder { return r.processed(c, 1, item) }, 202, []string{"refundRequested"}},
 		{"shipper", "ship", func() fullOrder { return r.processed(c, 1, item) }, 200, []string{"statusChanged", "PROCESSED", "SHIPPED"}},
+		{"financial", "refund/outside", func() fullOrder { // a deleted order paid late, its refund refused
+			o := r.canceled(c, 1, item)
+			r.as("admin").Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil).Expect(t, 204)
+			o = r.lateRefundFailedOf(o, testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_expired_for_refund",
+				Message: "The charge is too old to be refunded."})
+			r.stripe.Clear()
+			return o
+		}, 200, []string{"refundedOutsideStripe"}},
 	} {
 		o := step.order()
 		path := "/v1/admin/orders/" + o.ID.String() + "/" + step.action
 		body := map[string]string{"reason": "asked"}
-		if step.action == "ship" {
+		switch step.action {
+		case "ship":
 			body = map[string]string{"trackingNumber": "TRK-1", "carrier": "DHL"}
+		case "refund/outside":
+			body = map[string]string{"reference": "TR-5"}
 		}
 		key := uuid.NewString()
 		r.as(step.role).Do("PATCH", path, body, "Idempotency-Key", key).Expect(t, step.status)

@@ -166,7 +166,9 @@ const RecoveryOrderChanged = "order_changed"
 // refused (the order has moved on).
 func (s *Service) applyOnce(ctx context.Context, claim *idempotency.Claim, id uuid.UUID, mutate change) (Order, error) {
 	if done, ok := claim.Resumed(RecoveryOrderChanged); ok && done == id {
-		return s.Get(ctx, id)
+		// The change reached the order, so its answer shows it: deleted ones too (a command
+		// reaches a deleted order that owes a payment back).
+		return s.store.GetAny(ctx, s.db, id)
 	}
 	return s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.DeletedAt != nil && !o.owesRefund() {
