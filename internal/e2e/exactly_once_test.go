@@ -321,10 +321,11 @@ func refundMadeAgainHeld(s *stack, item uuid.UUID, log *slog.Logger) (orderView,
 	if err := s.assemble(s.rdb, s.stripe.URL, s.log).Orders.Refund(ctx, o.ID, order.ActorWorker, "the first refund"); err != nil {
 		t.Fatal(err)
 	}
-	var failed string
-	if err := s.db.Get(&failed, `SELECT refund_id FROM refunds WHERE order_id = $1`, o.ID); err != nil {
-		t.Fatal(err)
+	first := s.refunds(o.ID)
+	if len(first) != 1 {
+		t.Fatalf("refunds %+v, want the first one", first)
 	}
+	failed := first[0].RefundID
 	s.webhook(payment.TestEvent{Type: payment.EventRefundUpdated, RefundID: failed, RefundStatus: "failed",
 		PaymentIntentID: *o.Payment.PaymentIntentID, Amount: o.Total, Currency: "usd"}).Expect(t, 200)
 	s.staff("financial").Do("PATCH", path, nil).Expect(t, 202)
@@ -354,15 +355,8 @@ func TestRefundMadeAgainAfterAnotherCopyGaveUp(t *testing.T) {
 	if err := <-errs; err != nil {
 		t.Fatal(err)
 	}
-	var got struct {
-		RefundID string `db:"refund_id"`
-		Status   string `db:"status"`
-	}
-	if err := s.db.Get(&got, `SELECT refund_id, status FROM refunds WHERE order_id = $1`, o.ID); err != nil {
-		t.Fatal(err)
-	}
-	if got.RefundID == failed || got.Status != "succeeded" {
-		t.Fatalf("refund %+v, want the one made again in place of %s", got, failed)
+	if got := s.refunds(o.ID); len(got) != 1 || got[0].RefundID == failed || got[0].Status != "succeeded" {
+		t.Fatalf("refunds %+v, want the one made again in place of %s", got, failed)
 	}
 	if st, action := s.status(o.ID); st != "REFUNDED" || action != "" {
 		t.Fatalf("order %s (pending %q), want REFUNDED", st, action)
@@ -385,15 +379,8 @@ func TestARefundMadeAfterOneRecordedOutsideStripeIsReported(t *testing.T) {
 	if err := <-errs; err != nil {
 		t.Fatal(err)
 	}
-	var got struct {
-		Method string `db:"method"`
-		Status string `db:"status"`
-	}
-	if err := s.db.Get(&got, `SELECT method, status FROM refunds WHERE order_id = $1`, o.ID); err != nil {
-		t.Fatal(err)
-	}
-	if got.Method != "outside" || got.Status != "succeeded" {
-		t.Fatalf("refund %+v, want the one recorded outside Stripe kept", got)
+	if got := s.refunds(o.ID); len(got) != 1 || got[0].Method != "outside" || got[0].Status != "succeeded" {
+		t.Fatalf("refunds %+v, want the one recorded outside Stripe kept", got)
 	}
 	if !strings.Contains(logs.String(), `"level":"ERROR","msg":"refund made at Stripe after the payment was recorded returned outside Stripe: returned twice"`) {
 		t.Fatalf("the copy's log does not report the refund made twice:\n%s", logs.String())

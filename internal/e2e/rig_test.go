@@ -432,26 +432,6 @@ func (r *rig) lateRefunded(o fullOrder) string {
 	return r.refunds(o.ID)[0].RefundID
 }
 
-// refunds reads the refunds recorded for an order.
-func (r *rig) refunds(id uuid.UUID) []struct {
-	Kind     string `db:"kind"`
-	RefundID string `db:"refund_id"`
-	Amount   int64  `db:"amount"`
-	Status   string `db:"status"`
-} {
-	r.t.Helper()
-	var out []struct {
-		Kind     string `db:"kind"`
-		RefundID string `db:"refund_id"`
-		Amount   int64  `db:"amount"`
-		Status   string `db:"status"`
-	}
-	if err := r.db.Select(&out, `SELECT kind, refund_id, amount, status FROM refunds WHERE order_id = $1 ORDER BY created_at`, id); err != nil {
-		r.t.Fatal(err)
-	}
-	return out
-}
-
 // intentCancels are the calls that canceled the order's PaymentIntent at Stripe.
 func (r *rig) intentCancels(o fullOrder) []testenv.Call {
 	return r.stripe.Calls("POST", "/v1/payment_intents/"+*o.Payment.PaymentIntentID+"/cancel")

@@ -287,6 +287,25 @@ func (s *stack) wantStock(item uuid.UUID, want int64, why ...string) {
 	}
 }
 
+// refundRow is a refund recorded for an order.
+type refundRow struct {
+	Kind     string `db:"kind"`
+	RefundID string `db:"refund_id"`
+	Amount   int64  `db:"amount"`
+	Status   string `db:"status"`
+	Method   string `db:"method"`
+}
+
+// refunds reads the refunds recorded for an order.
+func (s *stack) refunds(id uuid.UUID) []refundRow {
+	s.t.Helper()
+	var out []refundRow
+	if err := s.db.Select(&out, `SELECT kind, refund_id, amount, status, method FROM refunds WHERE order_id = $1 ORDER BY created_at`, id); err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
+
 // notified waits until the user has a notification of event about the order, and returns
 // how many there are.
 func (s *stack) waitNotified(userID, orderID uuid.UUID, event string) {
