@@ -191,11 +191,7 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string, cl
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "payment intent rejected; canceling the order", "err", err, "orderId", o.ID)
-		why := "payment provider rejected the order"
-		var ge *payment.GatewayError
-		if errors.As(err, &ge) && ge.Message != "" {
-			why = ge.Message
-		}
+		why := refusal(err, "payment provider rejected the order")
 		if _, cerr := s.cancelUnpaid(ctx, o.ID, ActorWorker, "payment provider rejected the order", &why); cerr != nil {
 			return o, cerr
 		}
@@ -395,7 +391,7 @@ func (s *Service) noRefundAtStripe(ctx context.Context, id uuid.UUID) error {
 	if o.DeletedAt != nil && !o.owesRefund() {
 		return ErrNotFound
 	}
-	if _, err := o.refundOutside(""); err != nil || o.Payment.IntentID == nil {
+	if err := o.mayRefundOutside(); err != nil || o.Payment.IntentID == nil {
 		return err
 	}
 	r, found, err := s.gateway.FindRefund(ctx, *o.Payment.IntentID)

@@ -370,11 +370,8 @@ func (o *Order) recordRefund(r Refund) { o.Refund = &r }
 // in place of the refund that failed. The status and the stock stay. Refused while an action is
 // pending (a refund through Stripe may be under way) and when o owes nothing.
 func (o *Order) refundOutside(id string) (Refund, error) {
-	if o.PendingAction != ActionNone {
-		return Refund{}, ErrActionPending.With("action", o.PendingAction)
-	}
-	if !o.owesRefund() {
-		return Refund{}, ErrNothingOwed
+	if err := o.mayRefundOutside(); err != nil {
+		return Refund{}, err
 	}
 	r := Refund{Kind: RefundLatePayment, RefundID: id, Amount: receivedOf(o), Currency: strings.ToLower(receivedCurrencyOf(o)),
 		Status: payment.RefundSucceeded, Method: RefundOutsideStripe}
@@ -383,6 +380,17 @@ func (o *Order) refundOutside(id string) (Refund, error) {
 	}
 	o.recordRefund(r)
 	return r, nil
+}
+
+// mayRefundOutside refuses what refundOutside refuses: an action pending, nothing owed.
+func (o *Order) mayRefundOutside() error {
+	if o.PendingAction != ActionNone {
+		return ErrActionPending.With("action", o.PendingAction)
+	}
+	if !o.owesRefund() {
+		return ErrNothingOwed
+	}
+	return nil
 }
 
 // Shipped reports whether the goods left: a refund then does not restock.

@@ -385,7 +385,7 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 			case found && made.Amount >= receivedOf(&o):
 				r, err = made, nil
 			case !found && !errors.Is(err, payment.ErrKeyReused):
-				refused, r, err = refusal(err), refusedRefund(&o), nil
+				refused, r, err = refusal(err, err.Error()), refusedRefund(&o), nil
 			}
 			// A part made is left to staff: taken for all, the rest would never be returned. A
 			// key reused with other parameters is our inconsistency, not Stripe's answer about the
@@ -426,13 +426,13 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 	return done && err == nil, err
 }
 
-// refusal is what Stripe said when it refused a call.
-func refusal(err error) string {
+// refusal is what Stripe said when it refused a call, or otherwise when it said nothing.
+func refusal(err error, otherwise string) string {
 	var ge *payment.GatewayError
 	if errors.As(err, &ge) && ge.Message != "" {
 		return ge.Message
 	}
-	return err.Error()
+	return otherwise
 }
 
 // refusedRefund stands for the refund of o's payment that Stripe refused to make, none made
