@@ -600,6 +600,13 @@ func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
 			t.Fatalf("retry under its key: %s, want the stored answer replayed", replay.Body)
 		}
 		decodeError(t, r.as("financial").Do("PATCH", outside(o), body), 409, "orders.errors.nothingOwed")
+		// Not Stripe's refund: an event naming it changes nothing.
+		id := eventID()
+		r.webhook(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: got.Refund.RefundID, RefundStatus: "failed",
+			PaymentIntentID: deref(o.Payment.PaymentIntentID), Amount: o.Total, Currency: "usd"}).Expect(t, 200)
+		if out, refund := r.eventOutcome(id), r.get(o.ID).Refund; out != "ignored" || refund.Status != "succeeded" {
+			t.Fatalf("refund.updated of the outside refund: outcome %q, refund %s; want it ignored", out, mustJSON(refund))
+		}
 
 		ev := r.events(o.ID, "refundedOutsideStripe")
 		if len(ev) != 1 || ev[0].Actor == "worker" || !strings.Contains(deref(ev[0].Reason), "reference transfer TR-77: card closed") {

@@ -259,6 +259,7 @@ func TestRefundStatusWebhooks(t *testing.T) {
 		{payment.EventChargeRefunded, "", "succeeded", "ignored", "pending"}, // no refund in it: says nothing of one under way
 		{payment.EventChargeRefunded, refundID, "succeeded", "applied", "succeeded"},
 		{payment.EventRefundUpdated, refundID, "pending", "ignored", "succeeded"},
+		{payment.EventRefundUpdated, refundID, "reversed", "ignored", "succeeded"}, // no status Stripe gives a refund
 		{payment.EventRefundUpdated, refundID, "failed", "applied", "failed"},
 		{payment.EventRefundUpdated, refundID, "succeeded", "ignored", "failed"},
 		{payment.EventChargeRefunded, refundID, "succeeded", "ignored", "failed"},

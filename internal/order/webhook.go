@@ -216,9 +216,16 @@ func (s *Service) intentCanceled(ctx context.Context, o *Order, actor string, ou
 		[]outbox.Message{task(tasks.OrderCancel, o, actor, "payment intent canceled")}, nil
 }
 
-// applyRefundUpdate stores a refund's new status and notes it on the order's timeline.
+// applyRefundUpdate stores a refund's new status and notes it on the order's timeline. A status
+// Stripe does not give a refund is not stored: the order's refund would read as neither owed
+// nor returned.
 func (s *Service) applyRefundUpdate(ctx context.Context, tx *postgres.Tx, ev payment.Event, actor string) (string, error) {
 	if ev.RefundStatus == "" || ev.RefundID == "" {
+		return OutcomeIgnored, nil
+	}
+	if !payment.RefundStatusKnown(ev.RefundStatus) {
+		s.log.WarnContext(ctx, "refund event with a status Stripe does not give a refund; ignored",
+			"refundId", ev.RefundID, "status", ev.RefundStatus, "actor", actor)
 		return OutcomeIgnored, nil
 	}
 	orders, err := s.store.SetRefundStatus(ctx, tx, ev.RefundID, ev.RefundStatus)

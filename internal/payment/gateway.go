@@ -83,6 +83,11 @@ func RefundUnderWay(status string) bool {
 // RefundNotMade reports whether a refund of status returned nothing: it failed or was canceled.
 func RefundNotMade(status string) bool { return status == RefundFailed || status == RefundCanceled }
 
+// RefundStatusKnown reports whether status is one Stripe gives a refund.
+func RefundStatusKnown(status string) bool {
+	return RefundUnderWay(status) || status == RefundSucceeded || RefundNotMade(status)
+}
+
 // CustomerParams describe a Stripe Customer.
 type CustomerParams struct {
 	UserID  string

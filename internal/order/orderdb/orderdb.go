@@ -475,16 +475,17 @@ func (Store) PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.
 
 const refundStatusQuery = `UPDATE refunds SET status = $2, updated_at = now()
 WHERE refund_id = $1
+  AND method = 'stripe'
   AND status IS DISTINCT FROM $2
   AND status NOT IN ('failed', 'canceled')
   AND NOT ($2 IN ('pending', 'requires_action') AND status = 'succeeded')
 RETURNING order_id`
 
 // SetRefundStatus updates a refund known by its Stripe id and returns the orders it touched
-// (none, or the one). Stripe does not deliver events in order, so a status only moves forward:
-// a failed or canceled refund never changes again (at Stripe it cannot, and a late earlier
-// event would hide the money still owed), and a succeeded one may still fail but is never set
-// back to under way.
+// (none, or the one). A refund returned outside Stripe is not Stripe's to change. Stripe does
+// not deliver events in order, so a status only moves forward: a failed or canceled refund
+// never changes again (at Stripe it cannot, and a late earlier event would hide the money
+// still owed), and a succeeded one may still fail but is never set back to under way.
 func (Store) SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, status string) ([]uuid.UUID, error) {
 	var ids []uuid.UUID
 	err := tx.SelectContext(ctx, &ids, refundStatusQuery, refundID, status)
