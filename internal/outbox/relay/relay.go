@@ -453,9 +453,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// dueAgainQuery makes every row handed off and not due yet due now.
-const dueAgainQuery = `WITH ` + postgres.Relaxed + `
-UPDATE outbox SET relay_at = now() FROM relaxed WHERE deliveries > 0 AND relay_at > now()`
+// dueAgainQuery makes every row handed off and not due yet due now. Unlike the relay's other
+// bookkeeping it waits for the disk: the marker set after it says the loss was handled, so a
+// commit PostgreSQL lost in a crash would leave the lost tasks to come due in their own time.
+const dueAgainQuery = `UPDATE outbox SET relay_at = now() WHERE deliveries > 0 AND relay_at > now()`
 
 // noticeLostQueues hands off again at once the rows whose tasks a Redis that lost its data
 // (a restart without persistence, a flush) took with it, instead of when they come due, up to
