@@ -387,6 +387,50 @@ func TestARefundMadeAfterOneRecordedOutsideStripeIsReported(t *testing.T) {
 	}
 }
 
+// TestARefundMadeAfterTheOrderShippedIsReported: a copy of a cancel task is held inside its
+// refund while another copy runs out of retries and clears the cancel, and staff ship the
+// order. The held refund goes through: the order cannot be canceled any more and keeps its
+// status, and the copy reports the refund made at ERROR instead of dropping it in silence.
+func TestARefundMadeAfterTheOrderShippedIsReported(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noWorker)
+	item := s.item(20, 700)
+	_, c := s.customer()
+	o := s.order(c, 1, item)
+	s.pay(o)
+	ctx := context.Background()
+	if err := s.assemble(s.rdb, s.stripe.URL, s.log).Orders.Process(ctx, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+
+	var logs bytes.Buffer // read once the copy returned
+	s.stripe.Gather(2)    // the refund held at "Stripe" until a second call comes
+	t.Cleanup(func() { s.stripe.Gather(0) })
+	errs := make(chan error, 1)
+	held := s.assemble(s.rdb, s.stripe.URL, slog.New(slog.NewJSONHandler(&logs, nil))).Orders
+	go func() { errs <- held.Cancel(ctx, o.ID, order.ActorWorker, "copy one") }()
+	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
+	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
+	if gaveUp, err := others.FailAction(ctx, o.ID, order.ActionCancel, "copy two ran out of retries", true); err != nil || !gaveUp {
+		t.Fatalf("compensation: %v, %v", gaveUp, err)
+	}
+	s.staff("shipper").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/ship",
+		map[string]string{"trackingNumber": "T1", "carrier": "UPS"}).Expect(t, 200)
+	s.stripe.Gather(0)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if st, action := s.status(o.ID); st != "SHIPPED" || action != "" {
+		t.Fatalf("order %s (pending %q), want SHIPPED", st, action)
+	}
+	if !strings.Contains(logs.String(), `"level":"ERROR","msg":"refund made at Stripe for an order that moved on meanwhile; not recorded on it"`) ||
+		!strings.Contains(logs.String(), `"status":"SHIPPED"`) {
+		t.Fatalf("the copy's log does not report the refund made:\n%s", logs.String())
+	}
+	s.wantStock(item, 19, "the goods shipped")
+}
+
 // TestStrategiesRunConcurrentlyWithoutTheLock: the strategies are called directly from many
 // goroutines at once, with no per-order lock, as a lock lost to a Redis failover would allow;
 // the compare-and-set writes alone keep the effects single (SPEC §5: correctness never rests

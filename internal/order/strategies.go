@@ -85,6 +85,9 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 	}
 	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != ActionCancel && !(refund != nil && refundedAfterGivingUp(o, Canceled)) {
+			if refund != nil {
+				s.refundNotTaken(ctx, o, *refund)
+			}
 			return nil, nil, nil
 		}
 		if o.Payment.Captured() && refund == nil {
@@ -186,6 +189,7 @@ func (s *Service) Refund(ctx context.Context, id uuid.UUID, actor, reason string
 	}
 	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != ActionRefund && !refundedAfterGivingUp(o, Refunded) {
+			s.refundNotTaken(ctx, o, r)
 			return nil, nil, nil
 		}
 		return s.finishRefund(ctx, tx, o, actor, reason, r, notification.EventOrderRefunded)
@@ -242,7 +246,7 @@ func (s *Service) refundAgain(ctx context.Context, o Order, actor string) error 
 		// task that ran out of retries still takes the refund this run made (the money is back
 		// all the same), and one made again since ends with it.
 		if refundIDOf(o.Refund) != failed {
-			s.paidTwice(ctx, o, r)
+			s.refundNotTaken(ctx, o, r)
 			return nil, nil, nil
 		}
 		return s.finishRefundAgain(ctx, tx, o, actor, r)
@@ -273,7 +277,7 @@ func (s *Service) refundLatePayment(ctx context.Context, o Order) error {
 	}
 	_, err = s.apply(ctx, o.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if !o.owesLatePayment() {
-			s.paidTwice(ctx, o, r)
+			s.refundNotTaken(ctx, o, r)
 			return nil, nil, nil
 		}
 		return s.finishLateRefund(ctx, tx, o, r)
@@ -281,13 +285,20 @@ func (s *Service) refundLatePayment(ctx context.Context, o Order) error {
 	return err
 }
 
-// paidTwice reports a refund this run made at Stripe that o cannot take because staff recorded
-// its payment returned outside Stripe meanwhile (a copy of the task still running when they
-// did): the customer has the money twice, and only staff can recover it.
-func (s *Service) paidTwice(ctx context.Context, o *Order, r payment.Refund) {
-	if o.Refund != nil && o.Refund.Method == RefundOutsideStripe && !payment.RefundNotMade(r.Status) {
+// refundNotTaken reports a refund this run made at Stripe that o, as another run left it, does
+// not record: staff recorded the payment returned outside Stripe meanwhile (the customer has
+// it twice), or the order moved on where the refund cannot follow (shipped after another copy
+// of the task gave up, say). The money is back all the same; only staff can settle it. The
+// same refund recorded by another copy (one key, one refund) is no news.
+func (s *Service) refundNotTaken(ctx context.Context, o *Order, r payment.Refund) {
+	switch {
+	case payment.RefundNotMade(r.Status) || refundIDOf(o.Refund) == r.ID:
+	case o.Refund != nil && o.Refund.Method == RefundOutsideStripe:
 		s.log.ErrorContext(ctx, "refund made at Stripe after the payment was recorded returned outside Stripe: returned twice",
 			"orderId", o.ID, "refundId", r.ID, "amount", r.Amount, "outsideRefundId", o.Refund.RefundID)
+	default:
+		s.log.ErrorContext(ctx, "refund made at Stripe for an order that moved on meanwhile; not recorded on it",
+			"orderId", o.ID, "status", o.Status, "refundId", r.ID, "amount", r.Amount, "recordedRefundId", refundIDOf(o.Refund))
 	}
 }
 
@@ -399,6 +410,9 @@ func (s *Service) CompensateProcess(ctx context.Context, id uuid.UUID, cause str
 	done := false
 	saved, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.Status != Paid {
+			if refund != nil {
+				s.refundNotTaken(ctx, o, *refund)
+			}
 			return nil, nil, nil
 		}
 		if o.Payment.Captured() && refund == nil {
