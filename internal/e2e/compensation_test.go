@@ -2,6 +2,8 @@ package e2e_test
 
 import (
 	"context"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -350,19 +352,28 @@ func TestLateRefundRetriesExhaustedAreRunAgain(t *testing.T) {
 }
 
 // A late payment's refund that Stripe refuses (not a failure that may pass) is not tried again
-// and again: the action is cleared with the failure on the timeline, and staff's refund of the
-// CANCELED order returns the payment once Stripe takes it.
+// and again: the action is cleared with the failure on the timeline and the refund recorded as
+// failed (the payment is owed back), and staff's refund of the CANCELED order returns the
+// payment once Stripe takes it, telling the customer then.
 func TestLateRefundRefusedByStripeIsLeftToStaff(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	item := r.item(10, 1000)
-	_, c := r.customer()
+	uid, c := r.customer()
 	o := r.lateRefundFailed(c, item, testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_disputed", Message: "disputed"})
 	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
 		t.Fatalf("order %s/%q, want CANCELED with no pending action", st, action)
 	}
 	if out := r.obs.outcomes(tasks.OrderRefund); out["retry"] != 0 || out["failed"] != 1 {
 		t.Fatalf("order:refund attempts %v, want one, refused", out)
+	}
+	refused := r.refunds(o.ID)
+	if len(refused) != 1 || refused[0].Kind != "late_payment" || refused[0].Status != "failed" || refused[0].Amount != o.Total ||
+		!strings.HasPrefix(refused[0].RefundID, "refused_") {
+		t.Fatalf("refunds %+v, want the refused one recorded as failed", refused)
+	}
+	if n := r.notifications(uid, o.ID, notification.EventOrderRefunded); n != 0 {
+		t.Fatalf("order.refunded notifications = %d before any refund", n)
 	}
 
 	// While it owes the payment back, it cannot be deleted (deleted, no refund could reach it).
@@ -374,7 +385,14 @@ func TestLateRefundRefusedByStripeIsLeftToStaff(t *testing.T) {
 	if accepted.Status != "CANCELED" || deref(accepted.PendingAction) != "refund" {
 		t.Fatalf("202 body: %s/%q, want CANCELED with refund pending", accepted.Status, deref(accepted.PendingAction))
 	}
-	r.lateRefunded(o)
+	id := r.lateRefunded(o)
+	calls := r.refundCalls(o.ID)
+	if id == refused[0].RefundID || len(calls) == 0 || !strings.Contains(calls[len(calls)-1].IdempotencyKey, refused[0].RefundID) {
+		t.Fatalf("refund %s, calls %+v: want one made again under a key naming %s", id, calls, refused[0].RefundID)
+	}
+	if n := r.settledNotifications(uid, o.ID, notification.EventOrderRefunded); n != 1 {
+		t.Fatalf("order.refunded notifications = %d, want 1", n)
+	}
 	r.as("admin").Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil).Expect(t, 204) // owes nothing now
 }
 
@@ -630,6 +648,85 @@ func TestARefundReturnedOutsideStripeIsRecorded(t *testing.T) {
 		t.Fatalf("refund calls %+v: nothing more is asked of Stripe", calls[asked:])
 	}
 	r.wantStock(item, stock)
+}
+
+// TestStaffListTheOrdersOwingAPaymentBack: GET /v1/admin/orders?refundOwed=true lists exactly
+// the orders that hold a payment they must return (a refund failed or canceled at Stripe, a
+// late payment whose refund Stripe refused), across pages and with the other filters; the same
+// orders the domain refuses to delete for the money they owe.
+func TestStaffListTheOrdersOwingAPaymentBack(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(20, 1000)
+	_, c := r.customer()
+	failed, canceledAtStripe := r.refundedAndCanceled(c, item)
+	refunded, canceled := r.refundedAndCanceled(c, item)
+	for status, o := range map[string]fullOrder{"failed": failed, "canceled": canceledAtStripe} {
+		refund := r.get(o.ID).Refund
+		r.webhook(payment.TestEvent{ID: eventID(), Type: payment.EventRefundUpdated, RefundID: refund.RefundID, RefundStatus: status,
+			PaymentIntentID: *o.Payment.PaymentIntentID, Amount: refund.Amount, Currency: "usd"}).Expect(t, 200)
+	}
+	processed, pending, unpaid := r.processed(c, 1, item), r.place(c, 1, item), r.canceled(c, 1, item)
+	late := r.lateRefundFailed(c, item, testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_disputed", Message: "disputed"})
+	r.stripe.Clear()
+
+	list := func(query string) []uuid.UUID {
+		t.Helper()
+		var ids []uuid.UUID
+		next := "/v1/admin/orders?" + query
+		for range 10 {
+			var p struct {
+				Items      []fullOrder
+				NextCursor *string
+				HasMore    bool
+			}
+			r.as("financial").Do("GET", next, nil).Expect(t, 200).Decode(t, &p)
+			for _, o := range p.Items {
+				ids = append(ids, o.ID)
+			}
+			if !p.HasMore {
+				return ids
+			}
+			next = "/v1/admin/orders?" + query + "&cursor=" + url.QueryEscape(deref(p.NextCursor))
+		}
+		t.Fatalf("%s: pagination does not end", query)
+		return nil
+	}
+	same := func(query string, want ...fullOrder) {
+		t.Helper()
+		got := list(query)
+		ids := make([]uuid.UUID, len(want))
+		for i, o := range want {
+			ids[i] = o.ID
+		}
+		slices.SortFunc(got, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+		slices.SortFunc(ids, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+		if !slices.Equal(got, ids) {
+			t.Fatalf("?%s: %v, want %v", query, got, ids)
+		}
+	}
+	all := []fullOrder{failed, canceledAtStripe, refunded, canceled, processed, pending, unpaid, late}
+	same("refundOwed=true", failed, canceledAtStripe, late)
+	same("refundOwed=true&limit=1", failed, canceledAtStripe, late)
+	same("refundOwed=true&status=CANCELED", canceledAtStripe, late)
+	same("refundOwed=true&status=PROCESSED")
+	same("refundOwed=false", all...)
+	for _, bad := range []string{"maybe", "", "2"} {
+		decodeError(t, r.as("financial").Do("GET", "/v1/admin/orders?refundOwed="+bad, nil), 400, "common.errors.validation")
+	}
+	decodeError(t, r.as("shipper").Do("GET", "/v1/admin/orders?refundOwed=true", nil), 403, "auth.errors.forbidden")
+
+	// The domain's own reading: an order in a final status that owes its payment is not deleted
+	// for it; the others in one are.
+	for _, o := range []fullOrder{failed, canceledAtStripe, late} {
+		decodeError(t, r.as("admin").Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil), 409, "orders.errors.refundOwed")
+	}
+	for _, o := range []fullOrder{refunded, canceled, unpaid} {
+		r.as("admin").Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil).Expect(t, 204)
+	}
+	// Returned outside Stripe, an order owes nothing any more.
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+late.ID.String()+"/refund/outside", map[string]string{"reference": "TR-5"}).Expect(t, 200)
+	same("refundOwed=true", failed, canceledAtStripe)
 }
 
 // The refund made again after a failed one, when Stripe's answers to it are lost: refused under

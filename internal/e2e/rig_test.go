@@ -421,7 +421,10 @@ func (r *rig) lateRefundFailedOf(o fullOrder, fault testenv.Fault) fullOrder {
 // with nothing pending, and returns the refund's Stripe id.
 func (r *rig) lateRefunded(o fullOrder) string {
 	r.t.Helper()
-	testenv.Eventually(r.t, 30*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
+	testenv.Eventually(r.t, 30*time.Second, "late refund recorded", func() bool {
+		got := r.refunds(o.ID)
+		return len(got) > 0 && got[0].Status != "failed" // not the one Stripe refused before
+	})
 	r.quiesce()
 	if got := r.refunds(o.ID); len(got) != 1 || got[0].Kind != "late_payment" || got[0].Amount != o.Total {
 		r.t.Fatalf("refunds: %+v", got)

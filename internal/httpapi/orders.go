@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -56,6 +57,13 @@ func (s *Server) adminListOrders(c *gin.Context) {
 			return
 		}
 		f.UserID = id
+	}
+	if v, ok := c.GetQuery("refundOwed"); ok {
+		var err error
+		if f.RefundOwed, err = strconv.ParseBool(v); err != nil {
+			s.respondError(c, apperr.ErrValidation.WithDetails(apperr.Field("refundOwed", "validation.type", "type", "boolean")))
+			return
+		}
 	}
 	s.listOrders(c, f, false)
 }

@@ -340,10 +340,7 @@ func (s *Service) RefundOutside(ctx context.Context, actor string, id uuid.UUID,
 	}
 	var recorded *Refund
 	o, err := s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		// A customer told of the refund that failed (order.refunded at REFUNDED, a late
-		// payment's refund) is not told again, as for a refund made again; one who heard only
-		// of a cancellation, or of nothing, is told now.
-		told := o.Status == Refunded || (o.Refund != nil && o.Refund.Kind == RefundLatePayment)
+		told := o.toldOfRefund()
 		reason := "returned outside Stripe, reference " + in.Reference
 		if o.Refund != nil {
 			reason = "refund " + o.Refund.RefundID + " " + o.Refund.Status + "; " + reason
@@ -361,11 +358,7 @@ func (s *Service) RefundOutside(ctx context.Context, actor string, id uuid.UUID,
 		recorded = &r
 		var msgs []outbox.Message
 		if !told {
-			data := map[string]any{"refundAmount": r.Amount}
-			if r.Kind == RefundLatePayment {
-				data["latePayment"] = true
-			}
-			msgs = append(msgs, notify(o, notification.EventOrderRefunded, data))
+			msgs = append(msgs, refundedNotice(o, r.Amount))
 		}
 		return actionEvent(EventRefundOutside, actor, reason), msgs, nil
 	})

@@ -281,6 +281,18 @@ func (o *Order) refundFailed() bool {
 	return o.Payment.Captured() && o.Refund != nil && payment.RefundNotMade(o.Refund.Status)
 }
 
+// refusedRefundPrefix begins the id of a refund Stripe refused to make (ours: Stripe gave none).
+const refusedRefundPrefix = "refused_"
+
+// toldOfRefund reports whether o's customer was told that the payment recorded on o was
+// returned: at REFUNDED (order.refunded, or order.failed), or by a late payment's refund that
+// Stripe took. One who heard only of a cancellation, or of nothing (a late payment whose
+// refund Stripe refused), was not; a refund made again, or returned outside Stripe, tells them.
+func (o *Order) toldOfRefund() bool {
+	return o.Status == Refunded ||
+		o.Refund != nil && o.Refund.Kind == RefundLatePayment && !strings.HasPrefix(o.Refund.RefundID, refusedRefundPrefix)
+}
+
 // owesRefund reports whether o holds a payment it must still return.
 func (o *Order) owesRefund() bool { return o.owesLatePayment() || o.refundFailed() }
 

@@ -25,6 +25,9 @@ type Filter struct {
 	UserID   uuid.UUID
 	Status   Status
 	From, To *time.Time // createdAt bounds, inclusive; nil for none
+	// RefundOwed keeps the orders that hold a payment they must still return (their refund
+	// failed or was canceled at Stripe, or a late payment not refunded yet).
+	RefundOwed bool
 }
 
 // Store is the persistence of orders (implemented by orderdb).

@@ -254,14 +254,28 @@ func (s *Service) refundAgain(ctx context.Context, o Order, actor string) error 
 	return err
 }
 
-// finishRefundAgain records r in place of o's failed refund and ends the request.
+// finishRefundAgain records r in place of o's failed refund and ends the request. A customer
+// not told of a refund before is told now (toldOfRefund).
 func (s *Service) finishRefundAgain(ctx context.Context, tx *postgres.Tx, o *Order, actor string, r payment.Refund) (*Event, []outbox.Message, error) {
-	failed := o.Refund.RefundID
+	failed, told := o.Refund.RefundID, o.toldOfRefund()
 	if err := s.recordRefund(ctx, tx, o, o.Refund.Kind, r); err != nil {
 		return nil, nil, err
 	}
 	o.PendingAction = ActionNone
-	return actionEvent(EventRefundUpdated, actor, "refund made again after "+failed+" failed: "+r.Status), nil, nil
+	var msgs []outbox.Message
+	if !told {
+		msgs = append(msgs, refundedNotice(o, r.Amount))
+	}
+	return actionEvent(EventRefundUpdated, actor, "refund made again after "+failed+" failed: "+r.Status), msgs, nil
+}
+
+// refundedNotice tells o's customer that amount of the payment was returned.
+func refundedNotice(o *Order, amount int64) outbox.Message {
+	data := map[string]any{"refundAmount": amount}
+	if o.Refund != nil && o.Refund.Kind == RefundLatePayment {
+		data["latePayment"] = true
+	}
+	return notify(o, notification.EventOrderRefunded, data)
 }
 
 // refundLatePayment refunds a payment that succeeded after its order was canceled. The order
@@ -309,8 +323,7 @@ func (s *Service) finishLateRefund(ctx context.Context, tx *postgres.Tx, o *Orde
 		return nil, nil, err
 	}
 	o.PendingAction = ActionNone
-	return actionEvent(EventLateRefund, ActorWorker, "payment received after cancellation"),
-		[]outbox.Message{notify(o, notification.EventOrderRefunded, map[string]any{"refundAmount": r.Amount, "latePayment": true})}, nil
+	return actionEvent(EventLateRefund, ActorWorker, "payment received after cancellation"), []outbox.Message{refundedNotice(o, r.Amount)}, nil
 }
 
 // refundMadeAtStripe looks up a refund Stripe made of o's payment (its answers lost, or made
@@ -453,12 +466,14 @@ func refusal(err error, otherwise string) string {
 // before it: recorded as failed (its id is ours, "refused_…", as Stripe gave none), it leaves
 // the order owing the payment back.
 func refusedRefund(o *Order) payment.Refund {
-	return payment.Refund{ID: "refused_" + uuid.Must(uuid.NewV7()).String(), Status: payment.RefundFailed,
+	return payment.Refund{ID: refusedRefundPrefix + uuid.Must(uuid.NewV7()).String(), Status: payment.RefundFailed,
 		Amount: receivedOf(o), Currency: receivedCurrencyOf(o)}
 }
 
 // FailAction ends a cancel or refund whose retries ran out: the pending action is cleared and
-// the failure recorded on the timeline; the order keeps its status so staff can try again.
+// the failure recorded on the timeline; the order keeps its status so staff can try again. A
+// late payment's refund refused records the refund as failed (refusedRefund): the order owes
+// the payment back.
 // Unless Stripe made the refund all the same (finishIfRefunded). transient tells a failure a
 // later try may not meet (Stripe down) from a refusal (failAction). It reports whether it
 // changed the order.
@@ -467,9 +482,17 @@ func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause 
 		return done, err
 	}
 	done := false
-	_, err := s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+	_, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		late := a == ActionRefund && o.owesLatePayment()
 		if done = o.failAction(a, transient); !done {
 			return nil, nil, nil
+		}
+		if late && o.PendingAction == ActionNone {
+			// Refused for good: recorded as failed, the late payment is owed back like any
+			// refund Stripe did not make, and staff find and settle it as one.
+			if err := s.recordRefund(ctx, tx, o, RefundLatePayment, refusedRefund(o)); err != nil {
+				return nil, nil, err
+			}
 		}
 		return actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause), nil, nil
 	})

@@ -112,6 +112,18 @@ FROM orders o
 JOIN payments p ON p.order_id = o.id
 LEFT JOIN LATERAL (SELECT * FROM refunds r WHERE r.order_id = o.id ORDER BY r.kind = 'order' DESC LIMIT 1) r ON true`
 
+// refundOwed is order.Order's owesRefund over selectOrder's row: the payment went through and
+// either its refund failed or was canceled at Stripe (a late payment's refund Stripe refused
+// included: recorded as failed), or the order was canceled with no refund recorded (a late
+// payment, its refund pending). The candidates come first, few and indexed (refunds_owed_idx,
+// orders_stuck_idx), as an array of ids looked up by key, so a page does not walk every order
+// to find them.
+const refundOwed = `o.id = ANY (ARRAY(
+    SELECT order_id FROM refunds WHERE status IN ('failed', 'canceled')
+    UNION ALL
+    SELECT id FROM orders WHERE pending_action = 'refund' AND status = 'CANCELED'))
+  AND p.status = 'succeeded' AND (r.status IN ('failed', 'canceled') OR (o.status = 'CANCELED' AND r.refund_id IS NULL))`
+
 // The lookups by key leave deleted orders out in Go, not in SQL: a statement that says
 // `deleted_at IS NULL` matches the predicate of the partial list indexes, and on tables not
 // analyzed yet the generic plan of such a lookup scanned a whole list index for its one key
@@ -167,6 +179,24 @@ func getOne(ctx context.Context, db postgres.Querier, query string, arg any) (or
 
 // List returns a page of orders, newest first.
 func (Store) List(ctx context.Context, db postgres.Querier, f order.Filter, page cursor.Request) ([]order.Order, error) {
+	query, args := listQuery(f, page)
+	var rows []row
+	if err := db.SelectContext(ctx, &rows, query, args...); err != nil {
+		return nil, mapErr("list", err)
+	}
+	out := make([]order.Order, len(rows))
+	for i, r := range rows {
+		o, err := r.order()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = o
+	}
+	return out, nil
+}
+
+// listQuery is the statement of a page of orders, newest first.
+func listQuery(f order.Filter, page cursor.Request) (string, []any) {
 	var q postgres.Query
 	q.Where("o.deleted_at IS NULL")
 	if f.UserID != uuid.Nil {
@@ -181,23 +211,13 @@ func (Store) List(ctx context.Context, db postgres.Querier, f order.Filter, page
 	if f.To != nil {
 		q.Where("o.created_at <= " + q.Arg(*f.To))
 	}
+	if f.RefundOwed {
+		q.Where(refundOwed)
+	}
 	if page.After != nil {
 		q.Keyset("o.created_at", "o.id", page.After.At, page.After.ID, false)
 	}
-	query := selectOrder + q.WhereSQL() + ` ORDER BY o.created_at DESC, o.id DESC LIMIT ` + q.Arg(page.Limit+1)
-	var rows []row
-	if err := db.SelectContext(ctx, &rows, query, q.Args...); err != nil {
-		return nil, mapErr("list", err)
-	}
-	out := make([]order.Order, len(rows))
-	for i, r := range rows {
-		o, err := r.order()
-		if err != nil {
-			return nil, err
-		}
-		out[i] = o
-	}
-	return out, nil
+	return selectOrder + q.WhereSQL() + ` ORDER BY o.created_at DESC, o.id DESC LIMIT ` + q.Arg(page.Limit+1), q.Args
 }
 
 // createQueries[takes] place an order in one statement, so in one round trip and one implicit

@@ -315,3 +315,87 @@ func TestSchemaConstraints(t *testing.T) {
 		}
 	}
 }
+
+// TestMigration12RecordsRefusedLatePayments: a late payment whose refund Stripe refused left no
+// refund behind before migration 12; the migration records one as failed, as the worker now
+// does, and leaves every other order alone. Its down removes those records.
+func TestMigration12RecordsRefusedLatePayments(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testenv.EmptyDB(t)
+	m, err := postgres.NewMigrator(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	db, err := postgres.Open(ctx, url, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	latest := latestVersion(t)
+	if err := m.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Down(int(latest) - 11); err != nil {
+		t.Fatal(err)
+	}
+
+	buyer := uuid.New()
+	if _, err := db.Exec(`INSERT INTO users (id, name, email, password_hash, role) VALUES ($1, 'Buyer', $2, 'x', 'user')`,
+		buyer, buyer.String()+"@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	order := func(status, action, payment string, refunded bool) uuid.UUID {
+		t.Helper()
+		id := uuid.New()
+		if _, err := db.Exec(`INSERT INTO orders (id, user_id, status, pending_action, total, currency) VALUES ($1, $2, $3, NULLIF($4, ''), 1500, 'usd')`,
+			id, buyer, status, action); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`INSERT INTO payments (order_id, status, amount_received, received_currency) VALUES ($1, $2, 1500, 'USD')`, id, payment); err != nil {
+			t.Fatal(err)
+		}
+		if refunded {
+			if _, err := db.Exec(`INSERT INTO refunds (id, order_id, kind, refund_id, amount, currency, status) VALUES ($1, $2, 'late_payment', $3, 1500, 'usd', 'succeeded')`,
+				uuid.New(), id, "re_"+id.String()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return id
+	}
+	refused := order("CANCELED", "", "succeeded", false)
+	others := []uuid.UUID{
+		order("CANCELED", "refund", "succeeded", false), // its refund still under way
+		order("CANCELED", "", "succeeded", true),        // refunded
+		order("CANCELED", "", "canceled", false),        // never paid
+		order("PROCESSED", "", "succeeded", false),
+	}
+
+	if err := m.Up(); err != nil {
+		t.Fatal(err)
+	}
+	type refund struct {
+		OrderID  uuid.UUID `db:"order_id"`
+		Kind     string
+		RefundID string `db:"refund_id"`
+		Amount   int64
+		Currency string
+		Status   string
+	}
+	var got []refund
+	if err := db.Select(&got, `SELECT order_id, kind, refund_id, amount, currency, status FROM refunds WHERE refund_id LIKE 'refused\_%'`); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].OrderID != refused || got[0].Kind != "late_payment" || got[0].Amount != 1500 ||
+		got[0].Currency != "usd" || got[0].Status != "failed" {
+		t.Fatalf("refused refunds %+v, want one failed of 1500 usd for %s alone (others %v)", got, refused, others)
+	}
+	if err := m.Down(1); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := db.Get(&left, `SELECT count(*) FROM refunds`); err != nil || left != 1 {
+		t.Fatalf("refunds after down: %d (%v), want the one that went through", left, err)
+	}
+}
