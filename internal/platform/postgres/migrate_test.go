@@ -75,22 +75,28 @@ ORDER BY 1`)
 	return out
 }
 
-func TestMigrationsUpDownUp(t *testing.T) {
-	t.Parallel()
+// emptyDB returns a migrator of an empty database and a pool on it, both closed with the test.
+func emptyDB(t *testing.T) (*postgres.Migrator, *postgres.DB) {
+	t.Helper()
 	ctx := context.Background()
 	url := testenv.EmptyDB(t)
-	latest := latestVersion(t)
-
 	m, err := postgres.NewMigrator(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
 	db, err := postgres.Open(ctx, url, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
+	return m, db
+}
+
+func TestMigrationsUpDownUp(t *testing.T) {
+	t.Parallel()
+	m, db := emptyDB(t)
+	latest := latestVersion(t)
 
 	version := func(want uint) {
 		t.Helper()
@@ -321,18 +327,7 @@ func TestSchemaConstraints(t *testing.T) {
 // does, and leaves every other order alone. Its down removes those records.
 func TestMigration12RecordsRefusedLatePayments(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	url := testenv.EmptyDB(t)
-	m, err := postgres.NewMigrator(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	db, err := postgres.Open(ctx, url, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	m, db := emptyDB(t)
 	latest := latestVersion(t)
 	if err := m.Up(); err != nil {
 		t.Fatal(err)
