@@ -431,6 +431,56 @@ func TestARefundMadeAfterTheOrderShippedIsReported(t *testing.T) {
 	s.wantStock(item, 19, "the goods shipped")
 }
 
+// TestALateRefundThatWentThroughAfterAnotherCopyWasRefused: two copies of a late payment's
+// refund task; one is held inside its Stripe call while the other is refused for good and
+// records the refund as failed. The held one's refund goes through: it takes the refused
+// one's place, so the order owes nothing, and the customer is told.
+func TestALateRefundThatWentThroughAfterAnotherCopyWasRefused(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noWorker)
+	item := s.item(20, 700)
+	_, c := s.customer()
+	o := s.order(c, 1, item)
+	ctx := context.Background()
+	orders := s.assemble(s.rdb, s.stripe.URL, s.log).Orders
+	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	if err := orders.Cancel(ctx, o.ID, order.ActorWorker, "unpaid"); err != nil {
+		t.Fatal(err)
+	}
+	s.pay(o) // late
+	if st, action := s.status(o.ID); st != "CANCELED" || action != "refund" {
+		t.Fatalf("order %s/%q, want CANCELED with its late payment's refund pending", st, action)
+	}
+
+	s.stripe.Gather(2) // the refund held at "Stripe" until a second call comes
+	t.Cleanup(func() { s.stripe.Gather(0) })
+	errs := make(chan error, 1)
+	go func() { errs <- orders.Refund(ctx, o.ID, order.ActorWorker, "copy one") }()
+	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
+	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
+	if failed, err := others.FailAction(ctx, o.ID, order.ActionRefund, "copy two refused: charge disputed", false); err != nil || !failed {
+		t.Fatalf("compensation: %v, %v", failed, err)
+	}
+	if got := s.refunds(o.ID); len(got) != 1 || !strings.HasPrefix(got[0].RefundID, "refused_") || got[0].Status != "failed" {
+		t.Fatalf("refunds %+v, want the refused one recorded", got)
+	}
+	notices := s.count(`SELECT count(*) FROM outbox WHERE payload->>'event' = 'order.refunded' AND payload->'data'->>'orderId' = $1`, o.ID.String())
+	s.stripe.Gather(0)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if got := s.refunds(o.ID); len(got) != 1 || strings.HasPrefix(got[0].RefundID, "refused_") || got[0].Status == "failed" || got[0].Kind != "late_payment" {
+		t.Fatalf("refunds %+v, want the one made in place of the refused one", got)
+	}
+	if st, action := s.status(o.ID); st != "CANCELED" || action != "" {
+		t.Fatalf("order %s/%q, want CANCELED with nothing pending", st, action)
+	}
+	if n := s.count(`SELECT count(*) FROM outbox WHERE payload->>'event' = 'order.refunded' AND payload->'data'->>'orderId' = $1`, o.ID.String()); n != notices+1 {
+		t.Fatalf("order.refunded notices %d, want one more than the %d before", n, notices)
+	}
+	s.staff("admin").Do("DELETE", "/v1/admin/orders/"+o.ID.String(), nil).Expect(t, 204) // owes nothing
+}
+
 // TestStrategiesRunConcurrentlyWithoutTheLock: the strategies are called directly from many
 // goroutines at once, with no per-order lock, as a lock lost to a Redis failover would allow;
 // the compare-and-set writes alone keep the effects single (SPEC §5: correctness never rests

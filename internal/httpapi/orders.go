@@ -3,7 +3,6 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -59,11 +58,11 @@ func (s *Server) adminListOrders(c *gin.Context) {
 		f.UserID = id
 	}
 	if v, ok := c.GetQuery("refundOwed"); ok {
-		var err error
-		if f.RefundOwed, err = strconv.ParseBool(v); err != nil {
+		if v != "true" && v != "false" {
 			s.respondError(c, apperr.ErrValidation.WithDetails(apperr.Field("refundOwed", "validation.type", "type", "boolean")))
 			return
 		}
+		f.RefundOwed = v == "true"
 	}
 	s.listOrders(c, f, false)
 }

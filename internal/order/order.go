@@ -284,13 +284,18 @@ func (o *Order) refundFailed() bool {
 // refusedRefundPrefix begins the id of a refund Stripe refused to make (ours: Stripe gave none).
 const refusedRefundPrefix = "refused_"
 
+// lateRefundRefused reports whether o's refund is a late payment's that Stripe refused to make:
+// its customer has heard of no refund at all.
+func (o *Order) lateRefundRefused() bool {
+	return o.Refund != nil && o.Refund.Kind == RefundLatePayment && strings.HasPrefix(o.Refund.RefundID, refusedRefundPrefix)
+}
+
 // toldOfRefund reports whether o's customer was told that the payment recorded on o was
 // returned: at REFUNDED (order.refunded, or order.failed), or by a late payment's refund that
 // Stripe took. One who heard only of a cancellation, or of nothing (a late payment whose
-// refund Stripe refused), was not; a refund made again, or returned outside Stripe, tells them.
+// refund Stripe refused), was not.
 func (o *Order) toldOfRefund() bool {
-	return o.Status == Refunded ||
-		o.Refund != nil && o.Refund.Kind == RefundLatePayment && !strings.HasPrefix(o.Refund.RefundID, refusedRefundPrefix)
+	return o.Status == Refunded || o.Refund != nil && o.Refund.Kind == RefundLatePayment && !o.lateRefundRefused()
 }
 
 // owesRefund reports whether o holds a payment it must still return.

@@ -254,16 +254,19 @@ func (s *Service) refundAgain(ctx context.Context, o Order, actor string) error 
 	return err
 }
 
-// finishRefundAgain records r in place of o's failed refund and ends the request. A customer
-// not told of a refund before is told now (toldOfRefund).
+// finishRefundAgain records r in place of o's failed refund and ends the request. The
+// customer of a late payment whose refund Stripe refused hears of the refund now; the others
+// were told of the refund, or of the cancellation, before (the refund returned outside Stripe
+// tells a canceled order's customer: it can happen once, where a refund made again can fail
+// and be made again).
 func (s *Service) finishRefundAgain(ctx context.Context, tx *postgres.Tx, o *Order, actor string, r payment.Refund) (*Event, []outbox.Message, error) {
-	failed, told := o.Refund.RefundID, o.toldOfRefund()
+	failed, tell := o.Refund.RefundID, o.lateRefundRefused()
 	if err := s.recordRefund(ctx, tx, o, o.Refund.Kind, r); err != nil {
 		return nil, nil, err
 	}
 	o.PendingAction = ActionNone
 	var msgs []outbox.Message
-	if !told {
+	if tell {
 		msgs = append(msgs, refundedNotice(o, r.Amount))
 	}
 	return actionEvent(EventRefundUpdated, actor, "refund made again after "+failed+" failed: "+r.Status), msgs, nil
@@ -290,11 +293,16 @@ func (s *Service) refundLatePayment(ctx context.Context, o Order) error {
 		return err
 	}
 	_, err = s.apply(ctx, o.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if !o.owesLatePayment() {
-			s.refundNotTaken(ctx, o, r)
-			return nil, nil, nil
+		switch {
+		case o.owesLatePayment():
+			return s.finishLateRefund(ctx, tx, o, r)
+		case o.lateRefundRefused() && !payment.RefundNotMade(r.Status):
+			// Another copy of the task was refused and recorded it so meanwhile; this one's
+			// went through: the payment is back.
+			return s.finishRefundAgain(ctx, tx, o, ActorWorker, r)
 		}
-		return s.finishLateRefund(ctx, tx, o, r)
+		s.refundNotTaken(ctx, o, r)
+		return nil, nil, nil
 	})
 	return err
 }
@@ -307,6 +315,9 @@ func (s *Service) refundLatePayment(ctx context.Context, o Order) error {
 func (s *Service) refundNotTaken(ctx context.Context, o *Order, r payment.Refund) {
 	switch {
 	case payment.RefundNotMade(r.Status) || refundIDOf(o.Refund) == r.ID:
+	case o.Refund == nil && o.PendingAction != ActionNone:
+		// A cancel or refund asked since makes its refund under the order's key, as this one
+		// was, and records this one.
 	case o.Refund != nil && o.Refund.Method == RefundOutsideStripe:
 		s.log.ErrorContext(ctx, "refund made at Stripe after the payment was recorded returned outside Stripe: returned twice",
 			"orderId", o.ID, "refundId", r.ID, "amount", r.Amount, "outsideRefundId", o.Refund.RefundID)
@@ -481,7 +492,7 @@ func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause 
 	if done, err := s.finishIfRefunded(ctx, id, a); done || err != nil {
 		return done, err
 	}
-	done := false
+	done, refused := false, false
 	_, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		late := a == ActionRefund && o.owesLatePayment()
 		if done = o.failAction(a, transient); !done {
@@ -493,9 +504,13 @@ func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause 
 			if err := s.recordRefund(ctx, tx, o, RefundLatePayment, refusedRefund(o)); err != nil {
 				return nil, nil, err
 			}
+			refused = true
 		}
 		return actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause), nil, nil
 	})
+	if err == nil && refused {
+		metrics.RefundUpdated(payment.RefundFailed) // owed back, on the dashboard with the others
+	}
 	return done && err == nil, ignoreMissing(err)
 }
 
