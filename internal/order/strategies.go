@@ -255,12 +255,12 @@ func (s *Service) refundAgain(ctx context.Context, o Order, actor string) error 
 }
 
 // finishRefundAgain records r in place of o's failed refund and ends the request. The
-// customer of a late payment whose refund Stripe refused hears of the refund now; the others
-// were told of the refund, or of the cancellation, before (the refund returned outside Stripe
-// tells a canceled order's customer: it can happen once, where a refund made again can fail
-// and be made again).
+// customer of a late payment whose refund Stripe refused hears of the refund now, unless Stripe
+// answered it failed at once (rare; no later one tells them then). The others were told of the
+// refund, or of the cancellation, before (the refund returned outside Stripe tells a canceled
+// order's customer: it happens once, where a refund made again can fail and be made again).
 func (s *Service) finishRefundAgain(ctx context.Context, tx *postgres.Tx, o *Order, actor string, r payment.Refund) (*Event, []outbox.Message, error) {
-	failed, tell := o.Refund.RefundID, o.lateRefundRefused()
+	failed, tell := o.Refund.RefundID, o.lateRefundRefused() && !payment.RefundNotMade(r.Status)
 	if err := s.recordRefund(ctx, tx, o, o.Refund.Kind, r); err != nil {
 		return nil, nil, err
 	}
@@ -317,7 +317,9 @@ func (s *Service) refundNotTaken(ctx context.Context, o *Order, r payment.Refund
 	case payment.RefundNotMade(r.Status) || refundIDOf(o.Refund) == r.ID:
 	case o.Refund == nil && o.PendingAction != ActionNone:
 		// A cancel or refund asked since makes its refund under the order's key, as this one
-		// was, and records this one.
+		// was, and should record this one; said in case it never does.
+		s.log.WarnContext(ctx, "refund made at Stripe while another action is pending; that action records it",
+			"orderId", o.ID, "status", o.Status, "pendingAction", o.PendingAction, "refundId", r.ID, "amount", r.Amount)
 	case o.Refund != nil && o.Refund.Method == RefundOutsideStripe:
 		s.log.ErrorContext(ctx, "refund made at Stripe after the payment was recorded returned outside Stripe: returned twice",
 			"orderId", o.ID, "refundId", r.ID, "amount", r.Amount, "outsideRefundId", o.Refund.RefundID)
