@@ -304,6 +304,21 @@ func TestRefundThatWentThroughAfterAnotherCopyGaveUp(t *testing.T) {
 	s.wantStock(item, 20, "both released once")
 }
 
+// holdRefund runs a copy of a task (run, on a service logging to log) until its refund call is
+// held at "Stripe", and returns the copy's result (once s.stripe.Gather(0) lets the call go)
+// and the service of another worker, whose Stripe is not held.
+func holdRefund(s *stack, log *slog.Logger, run func(*order.Service) error) (<-chan error, *order.Service) {
+	t := s.t
+	t.Helper()
+	s.stripe.Gather(2) // the refund held at "Stripe" until a second call comes
+	t.Cleanup(func() { s.stripe.Gather(0) })
+	errs := make(chan error, 1)
+	held := s.assemble(s.rdb, s.stripe.URL, log).Orders
+	go func() { errs <- run(held) }()
+	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
+	return errs, s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
+}
+
 // refundMadeAgainHeld pays an order of one unit of item and refunds it; the refund fails at
 // Stripe and staff ask for it again. One copy of that task (logging to log) is then held inside
 // its Stripe call while another gives up (its retries ran out), clearing the request. It
@@ -330,13 +345,9 @@ func refundMadeAgainHeld(s *stack, item uuid.UUID, log *slog.Logger) (orderView,
 		PaymentIntentID: *o.Payment.PaymentIntentID, Amount: o.Total, Currency: "usd"}).Expect(t, 200)
 	s.staff("financial").Do("PATCH", path, nil).Expect(t, 202)
 
-	s.stripe.Gather(2) // the refund held at "Stripe" until a second call comes
-	t.Cleanup(func() { s.stripe.Gather(0) })
-	errs := make(chan error, 1)
-	held := s.assemble(s.rdb, s.stripe.URL, log).Orders
-	go func() { errs <- held.Refund(ctx, o.ID, order.ActorWorker, "copy one") }()
-	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
-	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
+	errs, others := holdRefund(s, log, func(held *order.Service) error {
+		return held.Refund(ctx, o.ID, order.ActorWorker, "copy one")
+	})
 	if gaveUp, err := others.FailAction(ctx, o.ID, order.ActionRefund, "copy two ran out of retries", true); err != nil || !gaveUp {
 		t.Fatalf("compensation: %v, %v", gaveUp, err)
 	}
@@ -405,13 +416,9 @@ func TestARefundMadeAfterTheOrderShippedIsReported(t *testing.T) {
 	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
 
 	var logs bytes.Buffer // read once the copy returned
-	s.stripe.Gather(2)    // the refund held at "Stripe" until a second call comes
-	t.Cleanup(func() { s.stripe.Gather(0) })
-	errs := make(chan error, 1)
-	held := s.assemble(s.rdb, s.stripe.URL, slog.New(slog.NewJSONHandler(&logs, nil))).Orders
-	go func() { errs <- held.Cancel(ctx, o.ID, order.ActorWorker, "copy one") }()
-	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
-	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
+	errs, others := holdRefund(s, slog.New(slog.NewJSONHandler(&logs, nil)), func(held *order.Service) error {
+		return held.Cancel(ctx, o.ID, order.ActorWorker, "copy one")
+	})
 	if gaveUp, err := others.FailAction(ctx, o.ID, order.ActionCancel, "copy two ran out of retries", true); err != nil || !gaveUp {
 		t.Fatalf("compensation: %v, %v", gaveUp, err)
 	}
@@ -452,12 +459,9 @@ func TestALateRefundThatWentThroughAfterAnotherCopyWasRefused(t *testing.T) {
 		t.Fatalf("order %s/%q, want CANCELED with its late payment's refund pending", st, action)
 	}
 
-	s.stripe.Gather(2) // the refund held at "Stripe" until a second call comes
-	t.Cleanup(func() { s.stripe.Gather(0) })
-	errs := make(chan error, 1)
-	go func() { errs <- orders.Refund(ctx, o.ID, order.ActorWorker, "copy one") }()
-	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
-	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
+	errs, others := holdRefund(s, s.log, func(held *order.Service) error {
+		return held.Refund(ctx, o.ID, order.ActorWorker, "copy one")
+	})
 	if failed, err := others.FailAction(ctx, o.ID, order.ActionRefund, "copy two refused: charge disputed", false); err != nil || !failed {
 		t.Fatalf("compensation: %v, %v", failed, err)
 	}
