@@ -183,11 +183,11 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string, cl
 	if errors.Is(err, payment.ErrKeyReused) {
 		// Our inconsistency, not a refusal of the payment: the order is not canceled for it.
 		s.log.ErrorContext(ctx, "payment intent key reused with other parameters; the order waits", "err", err, "orderId", o.ID)
-		return o, ErrGatewayUnavailable.WithRetryAfter(2 * time.Second).Wrap(err)
+		return o, gatewayDown(err)
 	}
 	if errors.Is(err, payment.ErrTransient) {
 		s.log.WarnContext(ctx, "payment intent not created; the order waits for a retry", "err", err, "orderId", o.ID)
-		return o, ErrGatewayUnavailable.WithRetryAfter(2 * time.Second).Wrap(err)
+		return o, gatewayDown(err)
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "payment intent rejected; canceling the order", "err", err, "orderId", o.ID)
@@ -369,6 +369,11 @@ func (s *Service) RefundOutside(ctx context.Context, actor string, id uuid.UUID,
 	return o, err
 }
 
+// gatewayDown answers a request that Stripe could not serve now: 503, to be retried shortly.
+func gatewayDown(err error) error {
+	return ErrGatewayUnavailable.WithRetryAfter(2 * time.Second).Wrap(err)
+}
+
 // noRefundAtStripe refuses to record a payment returned outside Stripe while Stripe holds a
 // refund of it that went through or is under way: one whose answers were lost (Stripe down when
 // the task ran out of retries), or made from Stripe's dashboard. Returning the money another
@@ -389,7 +394,7 @@ func (s *Service) noRefundAtStripe(ctx context.Context, id uuid.UUID) error {
 	}
 	r, found, err := s.gateway.FindRefund(ctx, *o.Payment.IntentID)
 	if errors.Is(err, payment.ErrTransient) {
-		return ErrGatewayUnavailable.WithRetryAfter(2 * time.Second).Wrap(err)
+		return gatewayDown(err)
 	}
 	if err != nil {
 		return fmt.Errorf("order: refunds of %s at Stripe: %w", id, err)

@@ -114,8 +114,15 @@ func TestStripeGetRefund(t *testing.T) {
 		t.Fatalf("calls %+v", c)
 	}
 	for status, underWay := range map[string]bool{"pending": true, "requires_action": true, "succeeded": false, "failed": false, "canceled": false} {
-		if payment.RefundUnderWay(status) != underWay || payment.RefundNotMade(status) != (status == "failed" || status == "canceled") {
-			t.Errorf("status %s: under way %v, not made %v", status, payment.RefundUnderWay(status), payment.RefundNotMade(status))
+		if payment.RefundUnderWay(status) != underWay || payment.RefundNotMade(status) != (status == "failed" || status == "canceled") ||
+			!payment.RefundStatusKnown(status) {
+			t.Errorf("status %s: under way %v, not made %v, known %v", status, payment.RefundUnderWay(status), payment.RefundNotMade(status),
+				payment.RefundStatusKnown(status))
+		}
+	}
+	for _, status := range []string{"", "reversed", "Succeeded"} {
+		if payment.RefundStatusKnown(status) || payment.RefundUnderWay(status) || payment.RefundNotMade(status) {
+			t.Errorf("status %q taken for one Stripe gives a refund", status)
 		}
 	}
 }
