@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/payment"
 )
 
 // Errors of the catalog.
@@ -17,9 +18,10 @@ var (
 	ErrInsufficientStock = apperr.New(apperr.Conflict, "items.errors.insufficientStock")
 )
 
-// Limits of item fields beyond SPEC §3, so every accepted value fits its column.
+// Limits of item fields beyond SPEC §3: every accepted value fits its column, and an item can
+// be bought one at a time (a dearer one could never be charged).
 const (
-	MaxPrice = 1_000_000_000_000 // minor units
+	MaxPrice = payment.MaxAmount // minor units
 	MaxStock = 1_000_000_000
 )
 

@@ -72,7 +72,11 @@ func T(lang, key string, params map[string]any) string {
 	}
 	pairs := make([]string, 0, 2*len(params))
 	for k, v := range params {
-		pairs = append(pairs, "{"+k+"}", fmt.Sprint(v))
+		text := fmt.Sprint(v)
+		if a, ok := v.(Amount); ok {
+			text = Money(lang, a.Minor, a.Currency)
+		}
+		pairs = append(pairs, "{"+k+"}", text)
 	}
 	return strings.NewReplacer(pairs...).Replace(msg)
 }
@@ -109,6 +113,12 @@ func FromAcceptLanguage(header string) string {
 		}
 	}
 	return best
+}
+
+// Amount is a parameter of a message that T renders as Money in the message's language.
+type Amount struct {
+	Minor    int64
+	Currency string
 }
 
 // Money formats minor units in the currency's symbol and the language's separators:

@@ -21,10 +21,13 @@ import (
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
-// Limits of an order (SPEC §3 Orders).
+// Limits of an order (SPEC §3 Orders), and of its total: what Stripe can charge, so that an
+// order is never placed only to be refused its PaymentIntent.
 const (
 	MaxLines    = 50
 	MaxQuantity = 1000
+	MinTotal    = payment.MinAmount
+	MaxTotal    = payment.MaxAmount
 )
 
 // CreateInput is the body of POST /v1/orders.

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/i18n"
 	"github.com/dispatchhq/dispatch/internal/payment"
 )
 
@@ -190,6 +191,10 @@ func (o *Order) price(items []catalog.ReservedItem) error {
 		l := &o.Lines[i]
 		l.Name, l.UnitPrice, l.Subtotal = it.Name, it.Price, it.Price*int64(l.Quantity)
 		o.Total += l.Subtotal
+	}
+	if o.Total < MinTotal || o.Total > MaxTotal {
+		amount := func(minor int64) i18n.Amount { return i18n.Amount{Minor: minor, Currency: o.Currency} }
+		return ErrTotalOutOfRange.With("total", amount(o.Total), "min", amount(MinTotal), "max", amount(MaxTotal))
 	}
 	return nil
 }

@@ -233,6 +233,10 @@ func listQuery(f order.Filter, page cursor.Request) (string, []any) {
 // Either way it reports the items as it found them, and whether it took the key.
 var createQueries = [2]string{createQuery(false), createQuery(true)}
 
+// placeable is the order's own rule over its locked items (order.Order.price explains a
+// refusal): one currency, and a total Stripe can charge.
+var placeable = fmt.Sprintf("count(DISTINCT currency) = 1 AND sum(price * qty) BETWEEN %d AND %d", order.MinTotal, order.MaxTotal)
+
 func createQuery(takes bool) string {
 	claim, placing, took, chk := "", "(SELECT ok FROM stock_ok)", "true", ""
 	if takes {
@@ -243,7 +247,7 @@ func createQuery(takes bool) string {
 		chk = ", chk AS (\n    " + idempotency.CheckpointSQL(14, "EXISTS (SELECT FROM o)") + "\n)"
 	}
 	return `
-WITH ` + catalogdb.LockStock(9, "count(DISTINCT currency) = 1") + claim + `, ` + catalogdb.TakeStock(9, placing) + `, o AS (
+WITH ` + catalogdb.LockStock(9, placeable) + claim + `, ` + catalogdb.TakeStock(9, placing) + `, o AS (
     INSERT INTO orders (id, user_id, status, total, currency)
     SELECT $1, $2, $3, (SELECT sum(price * qty) FROM stock_locked), (SELECT min(currency) FROM stock_locked)
     WHERE ` + placing + `
