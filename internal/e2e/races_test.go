@@ -15,6 +15,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/notification"
+	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/order/orderdb"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -491,5 +493,59 @@ func TestCustomerCreateRetriedAfterTheAccountChanged(t *testing.T) {
 	updates = r.stripe.Calls("POST", "/v1/customers/"+customer)
 	if len(updates) != stripeTriesPerCall+1 || updates[stripeTriesPerCall].Status != 200 || updates[stripeTriesPerCall].Form.Get("email") == "" {
 		t.Fatalf("customer updates: %+v, want the failed one, then one that went through", updates)
+	}
+}
+
+// Staff asking for a refund while the worker records a late payment's refund wait for the
+// order's lock, and then decide on the refund as the worker committed it: nothing is owed any
+// more, so the request is refused. Before, the waiting read saw the order after the worker's
+// commit and its refund before it: the request was accepted, and the order kept a pending
+// refund that no task would ever clear.
+func TestARefundAskedWhileTheLateRefundCommitsIsRefused(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	_, c := r.customer()
+	o := r.canceled(c, 1, r.item(10, 700))
+	r.pauseWorker()
+	r.paid(o) // late: the order owes it back, and order:refund waits for the worker
+	if st, action := r.status(o.ID); st != "CANCELED" || action != "refund" {
+		t.Fatalf("order %s/%q after a late payment, want CANCELED with a refund pending", st, action)
+	}
+
+	// The worker's commit, held open: the refund recorded with the order's row.
+	held := r.holdOrder(o.ID)
+	ctx := context.Background()
+	refund := order.Refund{Kind: order.RefundLatePayment, RefundID: "re_" + uuid.NewString(), Amount: o.Total,
+		Currency: o.Currency, Status: "succeeded", Method: order.RefundByStripe}
+	if err := (orderdb.Store{}).PutRefund(ctx, held, o.ID, refund); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.ExecContext(ctx, `UPDATE orders SET pending_action = NULL, updated_at = now() WHERE id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	answer := make(chan testenv.Response, 1)
+	go func() {
+		resp, err := send(r.as("financial"), "PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", map[string]string{"reason": "asked twice"})
+		if err != nil {
+			t.Error(err)
+		}
+		answer <- resp
+	}()
+	r.waitForOrderLock("the staff refund")
+	if err := held.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	resp := <-answer
+	if resp.Status != 409 || errorCode(resp) != "orders.errors.badPreconditions" {
+		t.Fatalf("refund asked after the late refund committed: %d %s", resp.Status, resp.Body)
+	}
+	r.resumeWorker()
+	r.quiesce()
+	if st, action := r.status(o.ID); st != "CANCELED" || action != "" {
+		t.Fatalf("order %s/%q, want CANCELED with nothing pending", st, action)
+	}
+	if got := r.refunds(o.ID); len(got) != 1 || got[0].RefundID != refund.RefundID {
+		t.Fatalf("refunds %+v, want the late payment's alone", got)
 	}
 }

@@ -224,7 +224,7 @@ func (r *rig) waitForOrderLock(who string) {
 	r.t.Helper()
 	testenv.Eventually(r.t, 10*time.Second, who+" waiting for the order's lock", func() bool {
 		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE OF o, p%'`) == 1
+			AND wait_event_type = 'Lock' AND query LIKE 'SELECT o.xmin::text AS locked_xmin,%'`) == 1
 	})
 }
 

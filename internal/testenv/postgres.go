@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
@@ -308,4 +309,44 @@ func PoolWait(t testing.TB, db *postgres.DB, d time.Duration) {
 func AwaitPoolWait(t testing.TB, db *postgres.DB, waits int64) {
 	t.Helper()
 	Eventually(t, 10*time.Second, "a wait for a connection", func() bool { return db.Stats().WaitCount > waits })
+}
+
+// Blocked runs read in a transaction of its own and returns once that transaction waits for a
+// lock (failing the test if read ends first, or no wait starts within ten seconds). The
+// function it returns waits for read to end and gives its error; the transaction is rolled back
+// when the test ends.
+func Blocked(t testing.TB, db *postgres.DB, read func(tx *postgres.Tx) error) (wait func() error) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback() })
+	var pid int
+	if err := tx.GetContext(ctx, &pid, `SELECT pg_backend_pid()`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- read(tx) }()
+	Eventually(t, 10*time.Second, "a wait for a lock", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("the read ended without waiting for a lock: %v", err)
+		default:
+		}
+		var waits bool
+		if err := db.GetContext(ctx, &waits, `SELECT COALESCE(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, pid); err != nil {
+			t.Fatal(err)
+		}
+		return waits
+	})
+	return func() error {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("testenv: the blocked read never ended")
+		}
+	}
 }

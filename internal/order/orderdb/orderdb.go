@@ -99,7 +99,9 @@ func (r row) order() (order.Order, error) {
 
 // selectOrder reads orders with their payment, their refund (the order's own, else a late
 // payment's) and their lines in one statement.
-const selectOrder = `SELECT o.id, o.number, o.user_id, o.status, o.pending_action, o.total, o.currency,
+const selectOrder = `SELECT ` + columns + fromOrders
+
+const columns = `o.id, o.number, o.user_id, o.status, o.pending_action, o.total, o.currency,
   o.tracking_number, o.carrier, o.shipped_at, o.delivered_at, o.canceled_at, o.refunded_at,
   o.created_at, o.updated_at, o.deleted_at,
   p.status AS payment_status, p.payment_intent_id, p.client_secret, p.amount_received, p.received_currency, p.last_error,
@@ -107,7 +109,9 @@ const selectOrder = `SELECT o.id, o.number, o.user_id, o.status, o.pending_actio
   r.method AS refund_method,
   (SELECT json_agg(json_build_object('id', l.id, 'item_id', l.item_id, 'name', l.name, 'unit_price', l.unit_price,
           'quantity', l.quantity, 'subtotal', l.subtotal) ORDER BY l.position)
-     FROM order_lines l WHERE l.order_id = o.id) AS lines
+     FROM order_lines l WHERE l.order_id = o.id) AS lines`
+
+const fromOrders = `
 FROM orders o
 JOIN payments p ON p.order_id = o.id
 LEFT JOIN LATERAL (SELECT * FROM refunds r WHERE r.order_id = o.id ORDER BY r.kind = 'order' DESC LIMIT 1) r ON true`
@@ -149,18 +153,39 @@ func (Store) GetByIntent(ctx context.Context, db postgres.Querier, intentID stri
 }
 
 // Lock reads an order (deleted ones included) and locks its rows for the transaction. The
-// payment's row is locked too: SetIntent writes it without touching the order's, and a lock
-// taken after waiting returns the newest version only of the rows it locks.
+// payment's row is locked too: SetIntent writes it without touching the order's. The refund is
+// not (it may be absent), and a refund is written under the order's lock with the order's row
+// (Save): a lock that waited across such a write reads the order again (postgres.Versions).
+// A refund webhook changes a status without the lock, and is then read as if it came a moment
+// later.
 func (Store) Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (order.Order, error) {
-	return getOne(ctx, tx, getQuery+lockRows, id)
+	return lock(ctx, tx, lockQuery, id)
 }
 
 // LockByIntent locks the order paid by a PaymentIntent.
 func (Store) LockByIntent(ctx context.Context, tx postgres.Querier, intentID string) (order.Order, error) {
-	return getOne(ctx, tx, getByIntentQuery+lockRows, intentID)
+	return lock(ctx, tx, lockByIntentQuery, intentID)
 }
 
-const lockRows = ` FOR UPDATE OF o, p`
+var (
+	lockSelect        = `SELECT ` + postgres.LockedVersions("orders", "o") + `, ` + columns + fromOrders
+	lockQuery         = lockSelect + ` WHERE o.id = $1 FOR UPDATE OF o, p`
+	lockByIntentQuery = lockSelect + ` WHERE p.payment_intent_id = $1 FOR UPDATE OF o, p`
+)
+
+func lock(ctx context.Context, tx postgres.Querier, query string, arg any) (order.Order, error) {
+	var r struct {
+		row
+		postgres.Versions
+	}
+	if err := tx.GetContext(ctx, &r, query, arg); err != nil {
+		return order.Order{}, mapErr("lock", err)
+	}
+	if r.Stale() {
+		return getOne(ctx, tx, getQuery, r.ID)
+	}
+	return r.order()
+}
 
 func live(o order.Order, err error) (order.Order, error) {
 	if err == nil && o.DeletedAt != nil {

@@ -107,13 +107,22 @@ func (Store) GetAny(ctx context.Context, db postgres.Querier, id uuid.UUID) (use
 	return r.user(), nil
 }
 
-const lockQuery = getAnyQuery + ` FOR UPDATE OF u`
+var lockQuery = `SELECT ` + postgres.LockedVersions("users", "u") + `, ` + columns + ` WHERE u.id = $1 FOR UPDATE OF u`
 
-// Lock reads a live user and locks it for the transaction.
+// Lock reads a live user and locks it for the transaction. The address is not locked (it may
+// be absent), and it is written with the user's row (Update): a lock that waited across such a
+// write reads the user again (postgres.Versions), or it would write back the address it read
+// before the wait.
 func (Store) Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (user.User, error) {
-	var r row
+	var r struct {
+		row
+		postgres.Versions
+	}
 	if err := tx.GetContext(ctx, &r, lockQuery, id); err != nil {
 		return user.User{}, mapErr("lock", err)
+	}
+	if r.Stale() {
+		return Store{}.Get(ctx, tx, id)
 	}
 	return live(r.user(), nil)
 }
