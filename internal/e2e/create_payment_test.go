@@ -276,30 +276,43 @@ func TestOrderCanceledDuringItsCreate(t *testing.T) {
 
 // A create that got 503 (Stripe down) and is retried after staff canceled its order resumes to
 // the order as it is: 201 and CANCELED, nothing to pay, no PaymentIntent made. Only an order
-// whose PaymentIntent Stripe refused answers 502 again.
+// whose PaymentIntent Stripe refused answers 502 again. Deleted by staff after the cancel, the
+// order is still the answer to its own create (a 404 would tell the client it never was).
 func TestCreateResumedAfterItsOrderWasCanceled(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	item := r.item(10, 1250)
-	uid, c := r.customer()
-	body, key := r.createdWithoutIntent(c, item, 1)
-	id := r.onlyOrder(uid)
-	r.as("financial").Do("PATCH", "/v1/admin/orders/"+id.String()+"/cancel", nil).Expect(t, 202)
-	r.waitStatus(id, "CANCELED")
-	r.stripe.Clear()
+	for _, deleted := range []bool{false, true} {
+		uid, c := r.customer()
+		body, key := r.createdWithoutIntent(c, item, 1)
+		id := r.onlyOrder(uid)
+		r.as("financial").Do("PATCH", "/v1/admin/orders/"+id.String()+"/cancel", nil).Expect(t, 202)
+		r.waitStatus(id, "CANCELED")
+		if deleted {
+			r.quiesce()
+			r.as("admin").Do("DELETE", "/v1/admin/orders/"+id.String(), nil).Expect(t, 204)
+		}
+		r.stripe.Clear()
 
-	var resumed fullOrder
-	c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &resumed)
-	if resumed.ID != id || resumed.Status != "CANCELED" || resumed.Payment.PaymentIntentID != nil || resumed.Payment.LastError != nil {
-		t.Fatalf("resumed create: %s", mustJSON(resumed))
-	}
-	if all, _ := r.intentCreates(); len(all) != stripeTriesPerCall {
-		t.Fatalf("PaymentIntent creates: %+v, want the first try's only", all)
-	}
-	var replay fullOrder
-	c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &replay)
-	if replay.ID != id || replay.Status != "CANCELED" {
-		t.Fatalf("replay: %s", mustJSON(replay))
+		var resumed fullOrder
+		c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &resumed)
+		if resumed.ID != id || resumed.Status != "CANCELED" || resumed.Payment.PaymentIntentID != nil || resumed.Payment.LastError != nil {
+			t.Fatalf("deleted %v: resumed create: %s", deleted, mustJSON(resumed))
+		}
+		var creates []testenv.Call
+		for _, call := range r.stripe.Calls("POST", "/v1/payment_intents") {
+			if call.Path == "/v1/payment_intents" && call.IdempotencyKey == "order-"+id.String()+"-intent" {
+				creates = append(creates, call)
+			}
+		}
+		if len(creates) != stripeTriesPerCall {
+			t.Fatalf("deleted %v: PaymentIntent creates: %+v, want the first try's only", deleted, creates)
+		}
+		var replay fullOrder
+		c.Do("POST", "/v1/orders", body, "Idempotency-Key", key).Expect(t, 201).Decode(t, &replay)
+		if replay.ID != id || replay.Status != "CANCELED" {
+			t.Fatalf("deleted %v: replay: %s", deleted, mustJSON(replay))
+		}
 	}
 }
 

@@ -93,7 +93,7 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 // Completed).
 func (s *Service) Create(ctx context.Context, userID uuid.UUID, in CreateInput, claim *idempotency.Claim, answer Answer) (Order, error) {
 	if id, ok := claim.Resumed(RecoveryOrderCreated); ok {
-		o, err := s.store.Get(ctx, s.db, id)
+		o, err := s.store.GetAny(ctx, s.db, id) // canceled and deleted meanwhile: answered as it is
 		if err != nil {
 			return Order{}, err
 		}
