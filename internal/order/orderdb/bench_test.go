@@ -56,7 +56,7 @@ func TestSeedPendingAndProcessedAt(t *testing.T) {
 }
 
 // seed returns a fresh database with one customer and one item.
-func seed(t *testing.T) (*postgres.DB, user.User, catalog.Item) {
+func seed(t testing.TB) (*postgres.DB, user.User, catalog.Item) {
 	t.Helper()
 	ctx := context.Background()
 	db, _ := testenv.DB(t)
@@ -73,7 +73,7 @@ func seed(t *testing.T) (*postgres.DB, user.User, catalog.Item) {
 
 // place writes a PENDING order of one unit of it for u, with claim's checkpoint (nil: a request
 // without a key); the test fails unless it is placed.
-func place(t *testing.T, db *postgres.DB, u user.User, it catalog.Item, claim *idempotency.Claim) order.Order {
+func place(t testing.TB, db *postgres.DB, u user.User, it catalog.Item, claim *idempotency.Claim) order.Order {
 	t.Helper()
 	o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending,
 		Lines: []order.Line{{ID: uuid.New(), ItemID: it.ID, Quantity: 1}}}

@@ -74,3 +74,24 @@ func TestALockTakenAfterWaitingReadsTheRefundCommittedMeanwhile(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkLock prices a locked read of an order (begin, lock, roll back): what every order
+// change pays before it writes.
+func BenchmarkLock(b *testing.B) {
+	ctx := context.Background()
+	db, u, it := seed(b)
+	o := place(b, db, u, it, nil)
+	b.ResetTimer()
+	for b.Loop() {
+		tx, err := db.BeginTxx(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := (orderdb.Store{}).Lock(ctx, tx, o.ID); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Rollback(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
