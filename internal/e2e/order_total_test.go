@@ -17,10 +17,10 @@ import (
 func TestAnOrderStripeCannotChargeIsRefusedBeforeItIsWritten(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, func(o *stackOptions) { o.noRelay, o.noWorker = true, true })
-	cheap, least, dear := s.item(100, 49), s.item(100, payment.MinAmount), s.item(1, payment.MaxAmount)
+	cheap, least, dear, penny := s.item(100, 49), s.item(100, payment.MinAmount), s.item(1, payment.MaxAmount), s.item(100, 1)
 	uid, c := s.customer()
 	line := func(id uuid.UUID, qty int) map[string]any { return map[string]any{"itemId": id, "quantity": qty} }
-	stocks := func() [3]int64 { return [3]int64{s.stock(cheap), s.stock(least), s.stock(dear)} }
+	stocks := func() [4]int64 { return [4]int64{s.stock(cheap), s.stock(least), s.stock(dear), s.stock(penny)} }
 	before := stocks()
 	intents := len(s.stripe.Calls("POST", "/v1/payment_intents"))
 	messages := func() int { return s.count(`SELECT count(*) FROM outbox WHERE payload->>'userId' = $1`, uid.String()) }
@@ -34,7 +34,11 @@ func TestAnOrderStripeCannotChargeIsRefusedBeforeItIsWritten(t *testing.T) {
 		want  []string
 	}{
 		{"under the least charge", []map[string]any{line(cheap, 1)}, "en", []string{"$0.50", "$999,999.99", "$0.49"}},
+		{"one past the largest", []map[string]any{line(dear, 1), line(penny, 1)}, "en", []string{"$1,000,000.00"}},
 		{"past the largest", []map[string]any{line(dear, 1), line(cheap, 1)}, "en", []string{"$1,000,000.48"}},
+		// The total is judged before the stock: an order that could never be paid is not
+		// answered "short of stock" first.
+		{"short of stock too", []map[string]any{line(dear, 2)}, "en", []string{"$1,999,999.98"}},
 		{"in Portuguese", []map[string]any{line(cheap, 1)}, "pt-BR", []string{"US$ 0,50", "US$ 999.999,99", "US$ 0,49"}},
 	} {
 		key := uuid.NewString()

@@ -164,8 +164,9 @@ func indexItems(items []catalog.ReservedItem) map[uuid.UUID]catalog.ReservedItem
 
 // price names and prices the lines from their items as the create statement found them, or
 // says why the order cannot be placed, in the order SPEC §3 checks: the first line whose item
-// is missing or deleted (404), then items in more than one currency (400), then the first line
-// short of stock (409).
+// is missing or deleted (404), then items in more than one currency (400), then a total Stripe
+// cannot charge (400, a fault of the request like the currencies), then the first line short
+// of stock (409).
 func (o *Order) price(items []catalog.ReservedItem) error {
 	byID := indexItems(items)
 	found := make([]catalog.ReservedItem, len(o.Lines))
@@ -181,11 +182,6 @@ func (o *Order) price(items []catalog.ReservedItem) error {
 			return ErrMixedCurrencies
 		}
 	}
-	for i, it := range found {
-		if it.Stock < int64(o.Lines[i].Quantity) {
-			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
-		}
-	}
 	o.Total, o.Currency = 0, found[0].Currency
 	for i, it := range found {
 		l := &o.Lines[i]
@@ -195,6 +191,11 @@ func (o *Order) price(items []catalog.ReservedItem) error {
 	if o.Total < MinTotal || o.Total > MaxTotal {
 		amount := func(minor int64) i18n.Amount { return i18n.Amount{Minor: minor, Currency: o.Currency} }
 		return ErrTotalOutOfRange.With("total", amount(o.Total), "min", amount(MinTotal), "max", amount(MaxTotal))
+	}
+	for i, it := range found {
+		if it.Stock < int64(o.Lines[i].Quantity) {
+			return catalog.ErrInsufficientStock.With("item", it.Name, "itemId", it.ID)
+		}
 	}
 	return nil
 }

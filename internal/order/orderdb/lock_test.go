@@ -81,7 +81,6 @@ func BenchmarkLock(b *testing.B) {
 	ctx := context.Background()
 	db, u, it := seed(b)
 	o := place(b, db, u, it, nil)
-	b.ResetTimer()
 	for b.Loop() {
 		tx, err := db.BeginTxx(ctx, nil)
 		if err != nil {

@@ -167,8 +167,9 @@ func (Store) LockByIntent(ctx context.Context, tx postgres.Querier, intentID str
 	return lock(ctx, tx, lockByIntentQuery, intentID)
 }
 
-var (
-	lockSelect        = `SELECT ` + postgres.LockedVersions("orders", "o") + `, ` + columns + fromOrders
+const (
+	lockSelect = `SELECT o.xmin::text AS locked_xmin, (SELECT xmin::text FROM orders WHERE id = o.id) AS seen_xmin,
+  ` + columns + fromOrders
 	lockQuery         = lockSelect + ` WHERE o.id = $1 FOR UPDATE OF o, p`
 	lockByIntentQuery = lockSelect + ` WHERE p.payment_intent_id = $1 FOR UPDATE OF o, p`
 )
@@ -247,7 +248,7 @@ func listQuery(f order.Filter, page cursor.Request) (string, []any) {
 
 // createQueries[takes] place an order in one statement, so in one round trip and one implicit
 // transaction: it locks the items of the lines and checks that every line's stock can be
-// taken (catalogdb.LockStock, with the order's own rule that its items share one currency);
+// taken (catalogdb.LockStock, with the order's own rules: placeable);
 // with takes, it then takes the request's idempotency key (idempotency.ClaimSQL). Only when
 // all of it can be taken and the key is the request's does it take the stock
 // (catalogdb.TakeStock) and insert the order priced from the locked items, its lines, its

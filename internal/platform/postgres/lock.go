@@ -1,19 +1,16 @@
 package postgres
 
-// Under READ COMMITTED, a SELECT … FOR UPDATE that waits for a row's lock returns the newest
-// version of the rows it locks, but whatever else it joins (rows it does not or cannot lock: the
-// nullable side of an outer join) as the statement's snapshot had them, before the lock's
-// holder committed. A writer that changes those rows only with the locked row updates the
-// locked row too; a read can then tell that it waited across such a change, and read again.
-
-// LockedVersions is the SQL of the Versions columns, for a statement that locks the row of
-// table under alias (keyed by id).
-func LockedVersions(table, alias string) string {
-	return alias + `.xmin::text AS locked_xmin, (SELECT xmin::text FROM ` + table + ` WHERE id = ` + alias + `.id) AS seen_xmin`
-}
-
-// Versions are the version of a row the lock returned and the one the statement's snapshot
-// holds.
+// Versions are two columns a statement that locks a row (FOR UPDATE) reads beside it:
+//
+//	a.xmin::text AS locked_xmin, (SELECT xmin::text FROM t WHERE id = a.id) AS seen_xmin
+//
+// for the row of table t under alias a. Under READ COMMITTED such a statement, when it waits
+// for the row's lock, returns the newest version of the rows it locks but whatever else it
+// joins (rows it does not or cannot lock: the nullable side of an outer join) as its snapshot
+// had them, before the lock's holder committed. The subquery reads the row as that snapshot
+// holds it, so the two differ when the row changed after the snapshot was taken. A writer that
+// changes the joined rows under the lock and updates the locked row with them can then be
+// seen, and the read made again.
 type Versions struct {
 	Locked string `db:"locked_xmin"`
 	Seen   string `db:"seen_xmin"`

@@ -107,7 +107,8 @@ func (Store) GetAny(ctx context.Context, db postgres.Querier, id uuid.UUID) (use
 	return r.user(), nil
 }
 
-var lockQuery = `SELECT ` + postgres.LockedVersions("users", "u") + `, ` + columns + ` WHERE u.id = $1 FOR UPDATE OF u`
+const lockQuery = `SELECT u.xmin::text AS locked_xmin, (SELECT xmin::text FROM users WHERE id = u.id) AS seen_xmin,
+  ` + columns + ` WHERE u.id = $1 FOR UPDATE OF u`
 
 // Lock reads a live user and locks it for the transaction. The address is not locked (it may
 // be absent), and it is written with the user's row (Update): a lock that waited across such a
