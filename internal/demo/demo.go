@@ -1,5 +1,6 @@
 // Package demo seeds the demo data of SPEC §10: the admin, one user per staff role and a small
-// catalog. Seeding is idempotent: existing users and items are never changed.
+// catalog. Seeding is idempotent: existing users and items are never changed, and deleted ones
+// never come back.
 package demo
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/catalog/catalogdb"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/user"
+	"github.com/dispatchhq/dispatch/internal/user/userdb"
 )
 
 // Password is the demo users' password.
@@ -50,7 +52,16 @@ var items = []catalog.Item{
 // Seed creates whatever demo data is missing.
 func Seed(ctx context.Context, db *postgres.DB, users *user.Service, cat *catalog.Service, log *slog.Logger) error {
 	for _, u := range accounts {
-		_, err := users.Provision(ctx, user.SignUp{Name: u.Name, Email: u.Email, Password: Password}, u.Role)
+		// Deleted, a demo account stays deleted: an operator may have deleted it so that its
+		// known password no longer opens the deployment.
+		known, err := userdb.Store{}.Registered(ctx, db, u.Email)
+		if err != nil {
+			return fmt.Errorf("demo: seed %s: %w", u.Email, err)
+		}
+		if known {
+			continue
+		}
+		_, err = users.Provision(ctx, user.SignUp{Name: u.Name, Email: u.Email, Password: Password}, u.Role)
 		switch {
 		case errors.Is(err, user.ErrEmailTaken):
 		case err != nil:

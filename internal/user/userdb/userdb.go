@@ -210,6 +210,16 @@ func (Store) List(ctx context.Context, db postgres.Querier, f user.Filter, page 
 	return out, nil
 }
 
+const registeredQuery = `SELECT EXISTS (SELECT FROM users WHERE lower(email) = lower($1))`
+
+// Registered reports whether an account was ever made with email, deleted ones included. It
+// reads every user (the email index holds live ones only): for the demo seed, not for requests.
+func (Store) Registered(ctx context.Context, db postgres.Querier, email string) (bool, error) {
+	var ok bool
+	err := db.GetContext(ctx, &ok, registeredQuery, email)
+	return ok, mapErr("registered", err)
+}
+
 const credentialsQuery = `SELECT id, password_hash, role, language FROM users
 WHERE lower(email) = lower($1) AND deleted_at IS NULL`
 
