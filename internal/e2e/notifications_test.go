@@ -224,7 +224,14 @@ func TestNotificationsListCountsAndRead(t *testing.T) {
 		t.Fatal("hasNew false with one unread")
 	}
 
-	decodeError(t, c.Do("GET", "/v1/notifications?unread=maybe", nil), 400, "common.errors.validation")
+	// The filter is "true" or "false", as the staff's refundOwed: no other spelling strconv knows.
+	for _, v := range []string{"maybe", "1", "TRUE", ""} {
+		e := decodeError(t, c.Do("GET", "/v1/notifications?unread="+v, nil), 400, "common.errors.validation")
+		if !e.hasDetail("unread") {
+			t.Fatalf("unread=%s: details %+v do not name unread", v, e.Details)
+		}
+	}
+	c.Do("GET", "/v1/notifications?unread=false", nil).Expect(t, 200)
 	decodeError(t, c.Do("GET", "/v1/notifications?cursor=bm90LWEtY3Vyc29y", nil), 400, "common.errors.invalidCursor")
 	decodeError(t, r.api.Do("GET", "/v1/notifications", nil), 401, "auth.errors.unauthenticated")
 }

@@ -198,8 +198,8 @@ func TestOrderListsFilterAndPaginate(t *testing.T) {
 		t.Fatalf("status=SHIPPED: %v", all)
 	}
 
-	// from/to bound createdAt inclusively. The API shows milliseconds; the database keeps
-	// microseconds, so "to" gets the millisecond the order was created in.
+	// from/to bound createdAt inclusively, at the millisecond the API shows (the database keeps
+	// microseconds): an order's own createdAt bounds it in, at either end.
 	at := func(o fullOrder) time.Time {
 		ts, err := time.Parse(time.RFC3339Nano, o.CreatedAt)
 		if err != nil {
@@ -212,13 +212,17 @@ func TestOrderListsFilterAndPaginate(t *testing.T) {
 	if !sameIDs(all, newestFirst[:3]) {
 		t.Fatalf("from second: %v", all)
 	}
-	all, _ = listAll(t, alice, "/v1/orders/me?to="+q(at(placed[2]).Add(time.Millisecond-time.Nanosecond)))
+	all, _ = listAll(t, alice, "/v1/orders/me?to="+q(at(placed[2])))
 	if !sameIDs(all, newestFirst[1:]) {
 		t.Fatalf("to third: %v", all)
 	}
-	all, _ = listAll(t, alice, "/v1/orders/me?limit=1&from="+q(at(placed[1]))+"&to="+q(at(placed[2]).Add(time.Millisecond-time.Nanosecond)))
+	all, _ = listAll(t, alice, "/v1/orders/me?limit=1&from="+q(at(placed[1]))+"&to="+q(at(placed[2])))
 	if !sameIDs(all, []uuid.UUID{placed[2].ID, placed[1].ID}) {
 		t.Fatalf("from second to third: %v", all)
+	}
+	all, _ = listAll(t, alice, "/v1/orders/me?from="+q(at(placed[2]))+"&to="+q(at(placed[2])))
+	if !sameIDs(all, []uuid.UUID{placed[2].ID}) {
+		t.Fatalf("from and to the third's createdAt: %v", all)
 	}
 	all, _ = listAll(t, alice, "/v1/orders/me?from="+q(at(placed[1]))+"&status=PENDING")
 	if !sameIDs(all, []uuid.UUID{placed[3].ID, placed[2].ID}) {

@@ -2,12 +2,10 @@ package httpapi
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
-	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/pkg/cursor"
 )
@@ -42,12 +40,10 @@ func (s *Server) listNotifications(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	unread := false
-	if v, ok := c.GetQuery("unread"); ok {
-		if unread, err = strconv.ParseBool(v); err != nil {
-			s.respondError(c, apperr.ErrValidation.WithDetails(apperr.Field("unread", "validation.type", "type", "boolean")))
-			return
-		}
+	unread, err := queryBool(c, "unread")
+	if err != nil {
+		s.respondError(c, err)
+		return
 	}
 	p, err := s.notifications.List(c.Request.Context(), principal(c).UserID, unread, page)
 	if err != nil {

@@ -57,12 +57,10 @@ func (s *Server) adminListOrders(c *gin.Context) {
 		}
 		f.UserID = id
 	}
-	if v, ok := c.GetQuery("refundOwed"); ok {
-		if v != "true" && v != "false" {
-			s.respondError(c, apperr.ErrValidation.WithDetails(apperr.Field("refundOwed", "validation.type", "type", "boolean")))
-			return
-		}
-		f.RefundOwed = v == "true"
+	var err error
+	if f.RefundOwed, err = queryBool(c, "refundOwed"); err != nil {
+		s.respondError(c, err)
+		return
 	}
 	s.listOrders(c, f, false)
 }

@@ -182,6 +182,16 @@ func query(c *gin.Context, name string) (string, error) {
 // queryTime parses an RFC 3339 query parameter (nil when absent), in UTC: RFC 3339 allows
 // offsets up to ±23:59 and PostgreSQL stores at most ±15:59, so the offset must not reach it.
 // Its letters may be lowercase (RFC 3339 §5.6).
+// queryBool reads a boolean filter: absent is false, else "true" or "false" as written. The
+// other spellings strconv takes (1, t, TRUE) are refused: no filter documents them.
+func queryBool(c *gin.Context, name string) (bool, error) {
+	v, ok := c.GetQuery(name)
+	if ok && v != "true" && v != "false" {
+		return false, apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.type", "type", "boolean"))
+	}
+	return v == "true", nil
+}
+
 func queryTime(c *gin.Context, name string) (*time.Time, error) {
 	v := c.Query(name)
 	if v == "" {

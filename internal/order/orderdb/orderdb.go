@@ -231,11 +231,13 @@ func listQuery(f order.Filter, page cursor.Request) (string, []any) {
 	if f.Status != "" {
 		q.Where("o.status = " + q.Arg(string(f.Status)))
 	}
+	// The API shows times to the millisecond and the database keeps microseconds: a bound
+	// takes in the whole millisecond it names, so an order's own createdAt bounds it in.
 	if f.From != nil {
-		q.Where("o.created_at >= " + q.Arg(*f.From))
+		q.Where("o.created_at >= " + q.Arg(f.From.Truncate(time.Millisecond)))
 	}
 	if f.To != nil {
-		q.Where("o.created_at <= " + q.Arg(*f.To))
+		q.Where("o.created_at < " + q.Arg(f.To.Truncate(time.Millisecond).Add(time.Millisecond)))
 	}
 	if f.RefundOwed {
 		q.Where(refundOwed)
