@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 )
 
@@ -53,26 +52,38 @@ func Serve(ctx context.Context, srv *http.Server, timeout time.Duration, log *sl
 }
 
 // Check runs readiness checks concurrently, each within one second, and returns the names of
-// those that failed.
+// those that failed. A check still running at the second counts as failed and is not waited
+// for: a server that stopped answering without closing its connections (frozen, cut off) can
+// hold a driver's call long past its context, and readiness must answer all the same.
 func Check(ctx context.Context, checks map[string]func(context.Context) error) []string {
-	var (
-		mu     sync.Mutex
-		failed []string
-		wg     sync.WaitGroup
-	)
-	for name, check := range checks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			if err := check(cctx); err != nil {
-				mu.Lock()
-				failed = append(failed, name)
-				mu.Unlock()
-			}
-		}()
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	type result struct {
+		name string
+		err  error
 	}
-	wg.Wait()
+	results := make(chan result, len(checks)) // a check that ends late sends without a reader
+	for name, check := range checks {
+		go func() { results <- result{name, check(ctx)} }()
+	}
+	pending := make(map[string]bool, len(checks))
+	for name := range checks {
+		pending[name] = true
+	}
+	var failed []string
+	for len(pending) > 0 {
+		select {
+		case r := <-results:
+			delete(pending, r.name)
+			if r.err != nil {
+				failed = append(failed, r.name)
+			}
+		case <-ctx.Done():
+			for name := range pending {
+				failed = append(failed, name)
+			}
+			return failed
+		}
+	}
 	return failed
 }
