@@ -549,3 +549,38 @@ func TestARefundAskedWhileTheLateRefundCommitsIsRefused(t *testing.T) {
 		t.Fatalf("refunds %+v, want the late payment's alone", got)
 	}
 }
+
+// A Stripe outage that outlasts a customer sync's retries does not lose the sync: a task with
+// nothing to compensate its failure waits it out like an outage of ours, and runs once Stripe
+// answers. Before, it failed for good after its fourth attempt and its row was acknowledged:
+// the account had no Stripe customer until its next change (a deleted account's details stayed
+// at Stripe for good).
+func TestCustomerSyncWaitsOutAStripeOutage(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.quiesce() // the demo accounts' syncs done
+	creates := func() []testenv.Call {
+		var out []testenv.Call
+		for _, c := range r.stripe.Calls("POST", "/v1/customers") {
+			if c.Path == "/v1/customers" {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	before, seen := r.obs.outcomes(tasks.CustomerCreate), len(creates())
+	failures := (maxRetry + 2) * stripeTriesPerCall // one attempt more than the task has
+	r.stripe.Fail("POST", "/v1/customers", testenv.Fault{Status: 500, Type: "api_error", Message: "down", Times: failures})
+	uid, _ := r.customer()
+	testenv.Eventually(t, 90*time.Second, "the customer synced once Stripe answered", func() bool {
+		return r.count(`SELECT count(*) FROM users WHERE id = $1 AND stripe_customer_id IS NOT NULL`, uid) == 1 &&
+			r.obs.outcomes(tasks.CustomerCreate)["success"] > before["success"]
+	})
+	got := r.obs.outcomes(tasks.CustomerCreate)
+	if got["failed"] != before["failed"] || got["success"] != before["success"]+1 || got["retry"]-before["retry"] < maxRetry+1 {
+		t.Fatalf("customer create attempts %v (before the outage %v), want more retries than the task has, then one success", got, before)
+	}
+	if calls := creates()[seen:]; len(calls) != failures+1 || calls[failures].Status != 200 {
+		t.Fatalf("customer creates: %+v, want %d failed and one that went through", calls, failures)
+	}
+}

@@ -103,7 +103,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	permanent := isPermanent(err)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if waits(err) && t.OutboxID != 0 {
+	if (waits(err) || s.Compensate == nil && stripeDown(err)) && t.OutboxID != 0 {
 		// Not the task's failure: the attempt does not count (outageError), no compensation
 		// runs and the outbox row stays. Asynq archives a task whose last attempt fails all
 		// the same; marked Unfinished, the relay delivers it again. (A periodic task, with no
@@ -236,6 +236,14 @@ func waits(err error) bool {
 	var ge *payment.GatewayError
 	return errors.Is(err, errBusy) ||
 		outage.Is(err) && !errors.As(err, &ge) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// stripeDown reports whether Stripe could not be reached or answered that it may later. A
+// task with nothing to compensate its failure (a customer sync) waits it out like an outage of
+// ours: failed for good, it would be lost, and a deleted account's details would stay at Stripe.
+// The others count it (waits).
+func stripeDown(err error) bool {
+	return errors.Is(err, payment.ErrTransient) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // outageError is an attempt that PostgreSQL or Redis was away for: the server does not count
