@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -11,8 +12,24 @@ import (
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/pkg/cursor"
 )
+
+// orderID is the order :id of the path. The request's later log lines, its access line
+// included, name it (SPEC §8: orderId where known).
+func orderID(c *gin.Context) (uuid.UUID, error) {
+	id, err := pathID(c, "id")
+	if err == nil {
+		namesOrder(c, id)
+	}
+	return id, err
+}
+
+// namesOrder has the request's later log lines name order id.
+func namesOrder(c *gin.Context, id uuid.UUID) {
+	c.Request = c.Request.WithContext(logging.With(c.Request.Context(), slog.String("orderId", id.String())))
+}
 
 func (s *Server) createOrder(c *gin.Context) {
 	var req order.CreateInput
@@ -38,6 +55,7 @@ func (s *Server) createOrder(c *gin.Context) {
 		s.refuse(c, err)
 		return
 	}
+	namesOrder(c, o.ID)
 	c.Data(http.StatusCreated, "application/json; charset=utf-8", body)
 }
 
@@ -106,7 +124,7 @@ func statusList() string {
 }
 
 func (s *Server) getMyOrder(c *gin.Context) {
-	id, err := pathID(c, "id")
+	id, err := orderID(c)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -120,7 +138,7 @@ func (s *Server) getMyOrder(c *gin.Context) {
 }
 
 func (s *Server) adminGetOrder(c *gin.Context) {
-	id, err := pathID(c, "id")
+	id, err := orderID(c)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -136,7 +154,7 @@ func (s *Server) adminGetOrder(c *gin.Context) {
 // orderEvents serves the timeline to the order's owner and to FINANCIAL staff; anyone else
 // gets the same 404 as for a missing order.
 func (s *Server) orderEvents(c *gin.Context) {
-	id, err := pathID(c, "id")
+	id, err := orderID(c)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -166,7 +184,7 @@ func (s *Server) orderEvents(c *gin.Context) {
 }
 
 func (s *Server) shipOrder(c *gin.Context) {
-	id, err := pathID(c, "id")
+	id, err := orderID(c)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -181,7 +199,7 @@ func (s *Server) shipOrder(c *gin.Context) {
 }
 
 func (s *Server) deliverOrder(c *gin.Context) {
-	id, err := pathID(c, "id")
+	id, err := orderID(c)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -197,7 +215,7 @@ func (s *Server) deliverOrder(c *gin.Context) {
 // refundOutside records a refund that staff returned outside Stripe, for an order that owes its
 // payment back; it answers 200 with the order (nothing is left for the worker).
 func (s *Server) refundOutside(c *gin.Context) {
-	id, err := pathID(c, "id")
+	id, err := orderID(c)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -219,7 +237,7 @@ func (s *Server) cancelOrder(c *gin.Context) { s.requestAction(c, order.ActionCa
 func (s *Server) refundOrder(c *gin.Context) { s.requestAction(c, order.ActionRefund) }
 
 func (s *Server) requestAction(c *gin.Context, a order.Action) {
-	id, err := pathID(c, "id")
+	id, err := orderID(c)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -243,7 +261,7 @@ func (s *Server) requestAction(c *gin.Context, a order.Action) {
 }
 
 func (s *Server) setOrderStatus(c *gin.Context) {
-	id, err := pathID(c, "id")
+	id, err := orderID(c)
 	if err != nil {
 		s.respondError(c, err)
 		return
@@ -262,7 +280,7 @@ func (s *Server) setOrderStatus(c *gin.Context) {
 }
 
 func (s *Server) deleteOrder(c *gin.Context) {
-	id, err := pathID(c, "id")
+	id, err := orderID(c)
 	if err == nil {
 		err = noBody(c)
 	}

@@ -44,11 +44,14 @@ func (h contextHandler) Enabled(ctx context.Context, level slog.Level) bool {
 	return h.next.Enabled(ctx, level)
 }
 
+// Handle writes r with the context's fields. Every line has a correlationId (SPEC §8): empty
+// on one written outside any request or task (start-up, the relay's and the caches' loops).
 func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
-	if f, ok := ctx.Value(fieldsKey{}).(*fields); ok {
-		if f.correlationID != "" {
-			r.AddAttrs(slog.String("correlationId", f.correlationID))
-		}
+	f, _ := ctx.Value(fieldsKey{}).(*fields)
+	if f == nil {
+		r.AddAttrs(slog.String("correlationId", ""))
+	} else {
+		r.AddAttrs(slog.String("correlationId", f.correlationID))
 		r.AddAttrs(f.attrs...)
 	}
 	err := h.next.Handle(ctx, r)
