@@ -25,6 +25,9 @@ func New(addr string, h http.Handler) *http.Server {
 // Serve listens on srv.Addr until ctx ends, then stops accepting and lets in-flight requests
 // finish within timeout. ready, when not nil, receives the bound address.
 func Serve(ctx context.Context, srv *http.Server, timeout time.Duration, log *slog.Logger, ready func(net.Addr)) error {
+	if srv.ErrorLog == nil { // net/http's own lines as the program's, not plain text on stderr
+		srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	}
 	ln, err := net.Listen("tcp", srv.Addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", srv.Addr, err)
