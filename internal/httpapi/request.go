@@ -179,9 +179,6 @@ func query(c *gin.Context, name string) (string, error) {
 	return v, nil
 }
 
-// queryTime parses an RFC 3339 query parameter (nil when absent), in UTC: RFC 3339 allows
-// offsets up to ±23:59 and PostgreSQL stores at most ±15:59, so the offset must not reach it.
-// Its letters may be lowercase (RFC 3339 §5.6).
 // queryBool reads a boolean filter: absent is false, else "true" or "false" as written. The
 // other spellings strconv takes (1, t, TRUE) are refused: no filter documents them.
 func queryBool(c *gin.Context, name string) (bool, error) {
@@ -192,6 +189,9 @@ func queryBool(c *gin.Context, name string) (bool, error) {
 	return v == "true", nil
 }
 
+// queryTime parses an RFC 3339 query parameter (nil when absent), in UTC: RFC 3339 allows
+// offsets up to ±23:59 and PostgreSQL stores at most ±15:59, so the offset must not reach it.
+// Its letters may be lowercase (RFC 3339 §5.6).
 func queryTime(c *gin.Context, name string) (*time.Time, error) {
 	v := c.Query(name)
 	if v == "" {

@@ -85,9 +85,8 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 //
 // The statement locks the items, checks that the order can be placed (items found and not
 // deleted, stock enough, one currency, a total Stripe can charge) and prices it from the
-// items as locked. It reports
-// them: Order.price names and prices the lines from them, or gives the error of the first
-// line at fault when the statement refused the order.
+// items as locked. It reports them: Order.price names and prices the lines from them, or
+// gives the error of the first line at fault when the statement refused the order.
 //
 // answer, when not nil, renders the response to the request from the order as it ends: it is
 // stored with the PaymentIntent, the request's last write, in one statement (the claim is then

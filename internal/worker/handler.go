@@ -238,7 +238,7 @@ func waits(err error) bool {
 		outage.Is(err) && !errors.As(err, &ge) && !errors.Is(err, context.DeadlineExceeded)
 }
 
-// stripeDown reports whether Stripe could not be reached or answered that it may later. A
+// stripeDown reports whether Stripe could not be reached or answered to try again later. A
 // task with nothing to compensate its failure (a customer sync) waits it out like an outage of
 // ours: failed for good, it would be lost, and a deleted account's details would stay at Stripe.
 // The others count it (waits).
