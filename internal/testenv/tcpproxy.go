@@ -9,8 +9,9 @@ import (
 
 // TCPProxy forwards TCP connections to a server until it is cut: then it drops every
 // connection it carries and refuses new ones, as a server that went away does, until restored.
-// Tests put it between the programs and PostgreSQL or Redis to take the service away without
-// touching the shared server.
+// Frozen, it keeps its connections and holds every byte, as a server that stopped answering
+// (or a network cut off) does, until thawed. Tests put it between the programs and PostgreSQL
+// or Redis to take the service away without touching the shared server.
 type TCPProxy struct {
 	Addr   string
 	target string
@@ -18,12 +19,14 @@ type TCPProxy struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]struct{}
+	flow  chan struct{} // closed while bytes are forwarded
 }
 
 // NewTCPProxy listens on a free local port and forwards to target (host:port).
 func NewTCPProxy(t testing.TB, target string) *TCPProxy {
 	t.Helper()
-	p := &TCPProxy{target: target, conns: map[net.Conn]struct{}{}}
+	p := &TCPProxy{target: target, conns: map[net.Conn]struct{}{}, flow: make(chan struct{})}
+	close(p.flow)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -36,6 +39,7 @@ func NewTCPProxy(t testing.TB, target string) *TCPProxy {
 
 // Cut drops every connection and refuses new ones.
 func (p *TCPProxy) Cut() {
+	p.Thaw() // bytes held for a dropped connection go nowhere
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ln != nil {
@@ -45,6 +49,28 @@ func (p *TCPProxy) Cut() {
 	for c := range p.conns {
 		c.Close()
 		delete(p.conns, c)
+	}
+}
+
+// Freeze holds every byte from then on, in both directions, connections kept open.
+func (p *TCPProxy) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.flow:
+		p.flow = make(chan struct{})
+	default: // frozen already
+	}
+}
+
+// Thaw forwards the bytes held and those that follow.
+func (p *TCPProxy) Thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.flow:
+	default:
+		close(p.flow)
 	}
 }
 
@@ -84,7 +110,7 @@ func (p *TCPProxy) forward(client net.Conn) {
 	}
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
+		_, _ = io.Copy(dst, gated{src, p})
 		done <- struct{}{}
 	}
 	go pipe(server, client)
@@ -112,4 +138,19 @@ func (p *TCPProxy) track(conns ...net.Conn) bool {
 		p.conns[c] = struct{}{}
 	}
 	return true
+}
+
+// gated reads from a connection, each read held while the proxy is frozen.
+type gated struct {
+	net.Conn
+	p *TCPProxy
+}
+
+func (g gated) Read(b []byte) (int, error) {
+	n, err := g.Conn.Read(b)
+	g.p.mu.Lock()
+	flow := g.p.flow
+	g.p.mu.Unlock()
+	<-flow
+	return n, err
 }

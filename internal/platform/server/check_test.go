@@ -2,11 +2,8 @@ package server_test
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/url"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,8 +24,8 @@ func TestCheckAnswersWhileTheDatabaseHangs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newFreezer(t, u.Host)
-	u.Host = proxy.addr
+	proxy := testenv.NewTCPProxy(t, u.Host)
+	u.Host = proxy.Addr
 	db, err := postgres.Open(ctx, u.String(), 2)
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +39,7 @@ func TestCheckAnswersWhileTheDatabaseHangs(t *testing.T) {
 		t.Fatalf("checks failed before the freeze: %v", failed)
 	}
 
-	proxy.freeze()
-	t.Cleanup(proxy.thaw) // lets the hung ping end
+	proxy.Freeze() // thawed when the test ends, which lets the hung ping end
 	answered := make(chan []string, 1)
 	go func() { answered <- server.Check(ctx, checks) }()
 	select {
@@ -53,79 +49,5 @@ func TestCheckAnswersWhileTheDatabaseHangs(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Check still waits for a database that stopped answering")
-	}
-}
-
-// freezer forwards TCP connections to a server until frozen: then it holds every byte, as a
-// server that stopped answering without closing its connections.
-type freezer struct {
-	addr   string
-	mu     sync.Mutex
-	frozen chan struct{} // closed while thawed
-}
-
-func newFreezer(t *testing.T, target string) *freezer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	f := &freezer{addr: ln.Addr().String(), frozen: make(chan struct{})}
-	close(f.frozen)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			t.Cleanup(func() { c.Close(); s.Close() })
-			go f.pipe(c, s)
-			go f.pipe(s, c)
-		}
-	}()
-	return f
-}
-
-func (f *freezer) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		f.mu.Lock()
-		gate := f.frozen
-		f.mu.Unlock()
-		<-gate
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				dst.Close()
-			}
-			return
-		}
-	}
-}
-
-func (f *freezer) freeze() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.frozen = make(chan struct{})
-}
-
-func (f *freezer) thaw() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	select {
-	case <-f.frozen:
-	default:
-		close(f.frozen)
 	}
 }
