@@ -17,6 +17,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/order/orderdb"
+	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -547,6 +548,66 @@ func TestARefundAskedWhileTheLateRefundCommitsIsRefused(t *testing.T) {
 	}
 	if got := r.refunds(o.ID); len(got) != 1 || got[0].RefundID != refund.RefundID {
 		t.Fatalf("refunds %+v, want the late payment's alone", got)
+	}
+}
+
+// A staff refund asked while the webhook that fails the order's refund commits waits for it and
+// is taken: the payment is owed back. Before, the webhook changed the refund without the
+// order's lock; the staff command waited only on its timeline insert, read the refund as still
+// succeeded and answered 409, though the money was owed.
+func TestARefundAskedWhileItsFailureCommitsIsTaken(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	_, c := r.customer()
+	o := r.processed(c, 1, r.item(10, 900))
+	path := "/v1/admin/orders/" + o.ID.String()
+	r.as("financial").Do("PATCH", path+"/refund", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "REFUNDED")
+	r.quiesce()
+	first := r.get(o.ID).Refund
+
+	// The webhook's commit held open: a transaction of the test's holds its event's id.
+	ctx := context.Background()
+	id := eventID()
+	held, err := r.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Rollback()
+	if _, err := held.ExecContext(ctx, `INSERT INTO stripe_events (id, type, outcome) VALUES ($1, 'refund.updated', 'held')`, id); err != nil {
+		t.Fatal(err)
+	}
+	hooked := make(chan testenv.Response, 1)
+	go func() {
+		hooked <- r.webhook(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: first.RefundID, RefundStatus: "failed",
+			PaymentIntentID: *o.Payment.PaymentIntentID, Amount: first.Amount, Currency: "usd"})
+	}()
+	testenv.Eventually(t, 10*time.Second, "the webhook waiting for its event's id", func() bool {
+		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO stripe_events%'`) == 1
+	})
+	answer := make(chan testenv.Response, 1)
+	go func() {
+		resp, err := send(r.as("financial"), "PATCH", path+"/refund", map[string]string{"reason": "card replaced"})
+		if err != nil {
+			t.Error(err)
+		}
+		answer <- resp
+	}()
+	r.waitForOrderLock("the staff refund")
+	if err := held.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	(<-hooked).Expect(t, 200)
+	resp := <-answer
+	if resp.Status != 202 {
+		t.Fatalf("refund asked while the refund's failure committed: %d %s", resp.Status, resp.Body)
+	}
+	r.quiesce()
+	got := r.get(o.ID)
+	if got.Status != "REFUNDED" || deref(got.PendingAction) != "" || got.Refund == nil || got.Refund.Status != "succeeded" ||
+		got.Refund.RefundID == first.RefundID {
+		t.Fatalf("order %s/%q refund %s, want REFUNDED with a new refund made", got.Status, deref(got.PendingAction), mustJSON(got.Refund))
 	}
 }
 

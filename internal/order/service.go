@@ -37,6 +37,7 @@ type Store interface {
 	Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (Order, error)
 	GetByIntent(ctx context.Context, db postgres.Querier, intentID string) (Order, error)
 	LockByIntent(ctx context.Context, tx postgres.Querier, intentID string) (Order, error)
+	LockByRefund(ctx context.Context, tx postgres.Querier, refundID string) (Order, error)
 	List(ctx context.Context, db postgres.Querier, f Filter, page cursor.Request) ([]Order, error)
 	Create(ctx context.Context, db postgres.Querier, o *Order, ev Event, msgs outbox.Rows, checkpoint idempotency.Point) (Placement, error)
 	Save(ctx context.Context, tx postgres.Querier, o *Order, c Change) error
@@ -45,7 +46,7 @@ type Store interface {
 	SetIntent(ctx context.Context, db postgres.Querier, orderID uuid.UUID, intentID, clientSecret, status string, done idempotency.Completion) (bool, error)
 	AdoptIntent(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, intentID string) error
 	PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r Refund) error
-	SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, status string) ([]uuid.UUID, error)
+	SetRefundStatus(ctx context.Context, tx sqlx.ExecerContext, refundID, status string) (bool, error)
 	UnsettledRefunds(ctx context.Context, db postgres.Querier, before time.Time, limit int) ([]UnsettledRefund, error)
 	RefundLookedUp(ctx context.Context, db postgres.Querier, refundID string, at time.Time) error
 	SoftDelete(ctx context.Context, tx sqlx.ExecerContext, id uuid.UUID) error

@@ -10,7 +10,6 @@ import (
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/outbox"
 	"github.com/dispatchhq/dispatch/internal/payment"
-	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/tasks"
@@ -216,9 +215,10 @@ func (s *Service) intentCanceled(ctx context.Context, o *Order, actor string, ou
 		[]outbox.Message{task(tasks.OrderCancel, o, actor, "payment intent canceled")}, nil
 }
 
-// applyRefundUpdate stores a refund's new status and notes it on the order's timeline. A status
-// Stripe does not give a refund is not stored: the order's refund would read as neither owed
-// nor returned.
+// applyRefundUpdate stores a refund's new status and notes it on the order's timeline, under
+// the order's lock like any change of it: staff deciding on the order (a refund asked again, a
+// delete) meanwhile wait and then see the status. A status Stripe does not give a refund is not
+// stored: the order's refund would read as neither owed nor returned.
 func (s *Service) applyRefundUpdate(ctx context.Context, tx *postgres.Tx, ev payment.Event, actor string) (string, error) {
 	if ev.RefundStatus == "" || ev.RefundID == "" {
 		return OutcomeIgnored, nil
@@ -228,20 +228,25 @@ func (s *Service) applyRefundUpdate(ctx context.Context, tx *postgres.Tx, ev pay
 			"refundId", ev.RefundID, "status", ev.RefundStatus, "actor", actor)
 		return OutcomeIgnored, nil
 	}
-	orders, err := s.store.SetRefundStatus(ctx, tx, ev.RefundID, ev.RefundStatus)
-	if err != nil || len(orders) == 0 {
-		return OutcomeIgnored, err
+	locked, err := s.store.LockByRefund(ctx, tx, ev.RefundID)
+	if errors.Is(err, ErrNotFound) {
+		return OutcomeIgnored, nil
 	}
-	for _, id := range orders {
+	if err != nil {
+		return "", err
+	}
+	outcome := OutcomeIgnored
+	_, err = s.applyLocked(ctx, tx, locked, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		changed, err := s.store.SetRefundStatus(ctx, tx, ev.RefundID, ev.RefundStatus)
+		if err != nil || !changed {
+			return nil, nil, err
+		}
+		outcome = OutcomeApplied
 		if payment.RefundNotMade(ev.RefundStatus) {
 			s.log.WarnContext(ctx, "refund did not go through at Stripe; the payment is owed back until staff refund it again",
-				"orderId", id, "refundId", ev.RefundID, "status", ev.RefundStatus, "actor", actor)
+				"orderId", o.ID, "refundId", ev.RefundID, "status", ev.RefundStatus, "actor", actor)
 		}
-		e := actionEvent(EventRefundUpdated, actor, "refund "+ev.RefundStatus)
-		e.ID, e.OrderID, e.CorrelationID = uuid.Must(uuid.NewV7()), id, logging.CorrelationID(ctx)
-		if err := s.store.AddEvent(ctx, tx, *e); err != nil {
-			return "", err
-		}
-	}
-	return OutcomeApplied, nil
+		return actionEvent(EventRefundUpdated, actor, "refund "+ev.RefundStatus), nil, nil
+	})
+	return outcome, err
 }

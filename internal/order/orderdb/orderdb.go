@@ -154,10 +154,9 @@ func (Store) GetByIntent(ctx context.Context, db postgres.Querier, intentID stri
 
 // Lock reads an order (deleted ones included) and locks its rows for the transaction. The
 // payment's row is locked too: SetIntent writes it without touching the order's. The refund is
-// not (it may be absent), and a refund is written under the order's lock with the order's row
-// (Save): a lock that waited across such a write reads the order again (postgres.Versions).
-// A refund webhook changes a status without the lock, and is then read as if it came a moment
-// later.
+// not (it may be absent): every refund, and every change of its status, is written under the
+// order's lock with the order's row (Save), so a lock that waited across such a write reads
+// the order again (postgres.Versions).
 func (Store) Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (order.Order, error) {
 	return lock(ctx, tx, lockQuery, id)
 }
@@ -167,11 +166,18 @@ func (Store) LockByIntent(ctx context.Context, tx postgres.Querier, intentID str
 	return lock(ctx, tx, lockByIntentQuery, intentID)
 }
 
+// LockByRefund locks the order a Stripe refund returns, before its status changes
+// (SetRefundStatus).
+func (Store) LockByRefund(ctx context.Context, tx postgres.Querier, refundID string) (order.Order, error) {
+	return lock(ctx, tx, lockByRefundQuery, refundID)
+}
+
 const (
 	lockSelect = `SELECT o.xmin::text AS locked_xmin, (SELECT xmin::text FROM orders WHERE id = o.id) AS seen_xmin,
   ` + columns + fromOrders
 	lockQuery         = lockSelect + ` WHERE o.id = $1 FOR UPDATE OF o, p`
 	lockByIntentQuery = lockSelect + ` WHERE p.payment_intent_id = $1 FOR UPDATE OF o, p`
+	lockByRefundQuery = lockSelect + ` WHERE o.id = (SELECT order_id FROM refunds WHERE refund_id = $1 AND method = 'stripe') FOR UPDATE OF o, p`
 )
 
 func lock(ctx context.Context, tx postgres.Querier, query string, arg any) (order.Order, error) {
@@ -530,18 +536,21 @@ WHERE refund_id = $1
   AND method = 'stripe'
   AND status IS DISTINCT FROM $2
   AND status NOT IN ('failed', 'canceled')
-  AND NOT ($2 IN ('pending', 'requires_action') AND status = 'succeeded')
-RETURNING order_id`
+  AND NOT ($2 IN ('pending', 'requires_action') AND status = 'succeeded')`
 
-// SetRefundStatus updates a refund known by its Stripe id and returns the orders it touched
-// (none, or the one). A refund returned outside Stripe is not Stripe's to change. Stripe does
-// not deliver events in order, so a status only moves forward: a failed or canceled refund
-// never changes again (at Stripe it cannot, and a late earlier event would hide the money
-// still owed), and a succeeded one may still fail but is never set back to under way.
-func (Store) SetRefundStatus(ctx context.Context, tx postgres.Querier, refundID, status string) ([]uuid.UUID, error) {
-	var ids []uuid.UUID
-	err := tx.SelectContext(ctx, &ids, refundStatusQuery, refundID, status)
-	return ids, mapErr("refund status", err)
+// SetRefundStatus updates a refund known by its Stripe id and reports whether it changed it;
+// its order is locked first (LockByRefund). A refund returned outside Stripe is not Stripe's
+// to change. Stripe does not deliver events in order, so a status only moves forward: a failed
+// or canceled refund never changes again (at Stripe it cannot, and a late earlier event would
+// hide the money still owed), and a succeeded one may still fail but is never set back to
+// under way.
+func (Store) SetRefundStatus(ctx context.Context, tx sqlx.ExecerContext, refundID, status string) (bool, error) {
+	res, err := tx.ExecContext(ctx, refundStatusQuery, refundID, status)
+	if err != nil {
+		return false, mapErr("refund status", err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }
 
 const unsettledRefundsQuery = `SELECT order_id, refund_id FROM refunds
