@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -339,6 +340,20 @@ func TestIgnoredWebhooksChangeNothing(t *testing.T) {
 	if n := r.outboxBacklog(); n != 0 {
 		t.Fatalf("%d outbox rows written", n)
 	}
+}
+
+// A payment event made by hand with the least a test would write (no API version, no
+// amount_received, no metadata) pays the order like Stripe's own: the amount of a succeeded
+// PaymentIntent is what it received.
+func TestAHandMadePaymentEventPaysTheOrder(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	_, c := r.customer()
+	o := r.place(c, 2, r.item(10, 1250))
+	body := []byte(fmt.Sprintf(`{"id":%q,"type":"payment_intent.succeeded","data":{"object":{"id":%q,"amount":%d,"currency":"usd"}}}`,
+		eventID(), *o.Payment.PaymentIntentID, o.Total))
+	r.api.Do("POST", "/stripe/webhook", body, "Stripe-Signature", payment.Sign(body, r.cfg.StripeWebhookSecret, time.Now())).Expect(t, 200)
+	r.waitStatus(o.ID, "PROCESSED")
 }
 
 func TestWebhookWithBadSignatureOrBodyIsRefused(t *testing.T) {
