@@ -253,6 +253,11 @@ func TestWrongStatusIsRefusedAndQueuesNothing(t *testing.T) {
 		{pending, "delivery", "deliver", nil},
 		{pending, "financial", "refund", nil},
 		{pending, "admin", "", shipStatus},
+		// The target is judged before the fields: an order that cannot ship is a 409 even
+		// when the ship fields are missing.
+		{pending, "shipper", "ship", map[string]any{}},
+		{pending, "admin", "", map[string]string{"status": "SHIPPED"}},
+		{canceled, "admin", "", map[string]string{"status": "SHIPPED", "carrier": "UPS"}},
 		{pending, "admin", "", map[string]string{"status": "DELIVERED"}},
 		{pending, "admin", "", map[string]string{"status": "REFUNDED"}},
 		{pending, "admin", "", map[string]string{"status": "PROCESSED"}},

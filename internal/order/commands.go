@@ -273,12 +273,9 @@ func (in *ShipInput) validate() error {
 
 // Ship moves a PROCESSED order to SHIPPED.
 func (s *Service) Ship(ctx context.Context, actor string, id uuid.UUID, in ShipInput, event string, claim *idempotency.Claim) (Order, error) {
-	if err := in.validate(); err != nil {
-		return Order{}, err
-	}
 	return s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		from := o.Status
-		if err := o.ship(in.TrackingNumber, in.Carrier, time.Now()); err != nil {
+		if err := o.ship(&in, time.Now()); err != nil {
 			return nil, nil, err
 		}
 		return statusEvent(from, Shipped, actor, ""), []outbox.Message{

@@ -343,15 +343,23 @@ func (o *Order) process(at time.Time) error {
 	return o.transition(Processed, at)
 }
 
-// ship moves o to SHIPPED with its tracking number and carrier.
-func (o *Order) ship(trackingNumber, carrier string, at time.Time) error {
+// ship moves o to SHIPPED with its tracking number and carrier. Whether o may ship is judged
+// before the fields (SPEC §11): an order that cannot ship is refused as such, 409, whatever
+// the request carries.
+func (o *Order) ship(in *ShipInput, at time.Time) error {
 	if o.PendingAction != ActionNone {
 		return ErrActionPending.With("action", o.PendingAction)
+	}
+	if !CanTransition(o.Status, Shipped) {
+		return badTransition(o.Status, Shipped)
+	}
+	if err := in.validate(); err != nil {
+		return err
 	}
 	if err := o.transition(Shipped, at); err != nil {
 		return err
 	}
-	o.TrackingNumber, o.Carrier = &trackingNumber, &carrier
+	o.TrackingNumber, o.Carrier = &in.TrackingNumber, &in.Carrier
 	return nil
 }
 
