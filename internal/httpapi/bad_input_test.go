@@ -113,7 +113,7 @@ func TestWrongTypesAndUnknownFields(t *testing.T) {
 			{`{"address":[]}`, "address=validation.type"},
 			{`{"currentPassword":1,"password":"password123"}`, "currentPassword=validation.type"},
 			{`{"id":"` + uuid.NewString() + `"}`, "id=validation.unknownField"},
-			{`{"address":{"line1":"a","city":"b","state":"c","postalCode":"d","country":"BR","zip":"1"}}`, "zip=validation.unknownField"},
+			{`{"address":{"line1":"a","city":"b","state":"c","postalCode":"d","country":"BR","zip":"1"}}`, "address.zip=validation.unknownField"},
 		},
 		"/v1/admin/users": {
 			{`{"name":"Valid","email":"a@b.co","password":"password123","role":5}`, "role=validation.type"},

@@ -126,6 +126,13 @@ func TestOutboxRowsOnSuccess(t *testing.T) {
 			t.Fatalf("X-Request-Id not used as the correlation id: %q", resp.Header.Get("X-Correlation-Id"))
 		}
 		a.expectOneOutboxRow(t, rid, "notify:user")
+		// Also when X-Correlation-Id is sent but cannot be used.
+		rid = "req-" + uuid.NewString()
+		resp = a.client(t).Do("POST", "/v1/auth/login", map[string]string{"email": acc.Email, "password": acc.Password},
+			"X-Correlation-Id", "bad\tid", "X-Request-Id", rid).Expect(t, 200)
+		if resp.Header.Get("X-Correlation-Id") != rid {
+			t.Fatalf("X-Request-Id not used beside an unusable X-Correlation-Id: %q", resp.Header.Get("X-Correlation-Id"))
+		}
 	})
 	t.Run("no correlation id sent", func(t *testing.T) {
 		acc := a.provision(t, auth.RoleUser)

@@ -35,18 +35,23 @@ func secureHeaders(c *gin.Context) {
 }
 
 // correlate reads or creates the correlation id, echoes it and puts it in the request context.
+// X-Request-Id is taken when X-Correlation-Id is absent or not usable.
 func (s *Server) correlate(c *gin.Context) {
 	id := c.GetHeader("X-Correlation-Id")
-	if id == "" {
+	if !usableCorrelationID(id) {
 		id = c.GetHeader("X-Request-Id")
 	}
-	if !idempotency.ValidKey(id) || len(id) > 128 {
+	if !usableCorrelationID(id) {
 		id = uuid.NewString()
 	}
 	c.Header("X-Correlation-Id", id)
 	c.Request = c.Request.WithContext(logging.WithCorrelationID(c.Request.Context(), id))
 	c.Next()
 }
+
+// usableCorrelationID reports whether a client's id can go into logs, rows and headers as is:
+// printable ASCII, 1 to 128 characters.
+func usableCorrelationID(id string) bool { return idempotency.ValidKey(id) && len(id) <= 128 }
 
 // accessLog writes one line per request after it finished.
 func (s *Server) accessLog(c *gin.Context) {

@@ -69,7 +69,7 @@ func DecodeJSON(raw []byte, dst any, optional bool) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		return decodeError(raw, err)
+		return decodeError(raw, dst, err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return apperr.ErrMalformedJSON
@@ -77,7 +77,7 @@ func DecodeJSON(raw []byte, dst any, optional bool) error {
 	return exactFieldNames(raw, dst)
 }
 
-func decodeError(raw []byte, err error) error {
+func decodeError(raw []byte, dst any, err error) error {
 	var (
 		syntax    *json.SyntaxError
 		typeErr   *json.UnmarshalTypeError
@@ -97,6 +97,9 @@ func decodeError(raw []byte, err error) error {
 		}
 		return apperr.ErrValidation.WithDetails(apperr.Field(field, "validation.type", "type", jsonType(typeErr.Type.Kind().String())))
 	case unknownIx == 0:
+		if err := exactFieldNames(raw, dst); err != nil {
+			return err // names the key with its path (encoding/json gives the key alone)
+		}
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		return apperr.ErrValidation.WithDetails(apperr.Field(field, "validation.unknownField"))
 	case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):

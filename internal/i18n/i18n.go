@@ -81,10 +81,10 @@ func T(lang, key string, params map[string]any) string {
 	return strings.NewReplacer(pairs...).Replace(msg)
 }
 
-// Supported returns the canonical tag for a language the API speaks ("pt", "pt-br", "pt-PT" →
-// "pt-BR"; "en-US" → "en") and whether it is one.
+// Supported returns the canonical tag for a language the API speaks ("pt", "pt-br", "pt-PT",
+// and "pt_BR" as locales write it → "pt-BR"; "en-US" → "en") and whether it is one.
 func Supported(tag string) (string, bool) {
-	t := strings.ToLower(strings.TrimSpace(tag))
+	t := strings.ReplaceAll(strings.ToLower(strings.TrimSpace(tag)), "_", "-")
 	switch {
 	case t == "en" || strings.HasPrefix(t, "en-"):
 		return English, true

@@ -80,6 +80,7 @@ func TestSupported(t *testing.T) {
 	for tag, want := range map[string]string{
 		"en": "en", "EN": "en", "en-US": "en", "en-gb": "en", " en ": "en",
 		"pt": "pt-BR", "pt-BR": "pt-BR", "pt-br": "pt-BR", "PT-BR": "pt-BR", "pt-PT": "pt-BR",
+		"pt_BR": "pt-BR", "pt_br": "pt-BR", "en_US": "en",
 		"fr": "", "": "", "english": "", "portuguese": "", "ptbr": "", "e": "", "*": "",
 	} {
 		got, ok := i18n.Supported(tag)
