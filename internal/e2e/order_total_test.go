@@ -9,18 +9,20 @@ import (
 	"github.com/dispatchhq/dispatch/internal/payment"
 )
 
-// An order whose total Stripe could not charge (under 0.50, or past eight digits) is refused
-// with a 400 before anything is written: no order, no stock taken, no PaymentIntent asked for,
-// no notification, and the key may be used again. Before, the order was written, refused its
-// PaymentIntent by Stripe (stripe-mock does not enforce the limits), canceled, and answered
-// 502. An item dearer than one charge is refused by the catalog.
+// An order whose total no Stripe charge can take (past eight digits) is refused with a 400
+// before anything is written: no order, no stock taken, no PaymentIntent asked for, no
+// notification, and the key may be used again. Before, the order was written, refused its
+// PaymentIntent by Stripe (stripe-mock does not enforce the limit), canceled, and answered
+// 502. A small total is placed: a 0.01 item is valid (SPEC §3), and Stripe's least charge
+// depends on the account (docs/decisions.md). An item dearer than one charge is refused by the
+// catalog.
 func TestAnOrderStripeCannotChargeIsRefusedBeforeItIsWritten(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, func(o *stackOptions) { o.noRelay, o.noWorker = true, true })
-	cheap, least, dear, penny := s.item(100, 49), s.item(100, payment.MinAmount), s.item(1, payment.MaxAmount), s.item(100, 1)
+	cheap, dear, penny := s.item(100, 49), s.item(1, payment.MaxAmount), s.item(100, 1)
 	uid, c := s.customer()
 	line := func(id uuid.UUID, qty int) map[string]any { return map[string]any{"itemId": id, "quantity": qty} }
-	stocks := func() [4]int64 { return [4]int64{s.stock(cheap), s.stock(least), s.stock(dear), s.stock(penny)} }
+	stocks := func() [3]int64 { return [3]int64{s.stock(cheap), s.stock(dear), s.stock(penny)} }
 	before := stocks()
 	intents := len(s.stripe.Calls("POST", "/v1/payment_intents"))
 	messages := func() int { return s.count(`SELECT count(*) FROM outbox WHERE payload->>'userId' = $1`, uid.String()) }
@@ -33,17 +35,16 @@ func TestAnOrderStripeCannotChargeIsRefusedBeforeItIsWritten(t *testing.T) {
 		lang  string
 		want  []string
 	}{
-		{"under the least charge", []map[string]any{line(cheap, 1)}, "en", []string{"$0.50", "$999,999.99", "$0.49"}},
-		{"one past the largest", []map[string]any{line(dear, 1), line(penny, 1)}, "en", []string{"$1,000,000.00"}},
+		{"one past the largest", []map[string]any{line(dear, 1), line(penny, 1)}, "en", []string{"$999,999.99", "$1,000,000.00"}},
 		{"past the largest", []map[string]any{line(dear, 1), line(cheap, 1)}, "en", []string{"$1,000,000.48"}},
 		// The total is judged before the stock: an order that could never be paid is not
 		// answered "short of stock" first.
 		{"short of stock too", []map[string]any{line(dear, 2)}, "en", []string{"$1,999,999.98"}},
-		{"in Portuguese", []map[string]any{line(cheap, 1)}, "pt-BR", []string{"US$ 0,50", "US$ 999.999,99", "US$ 0,49"}},
+		{"in Portuguese", []map[string]any{line(dear, 1), line(cheap, 1)}, "pt-BR", []string{"US$ 999.999,99", "US$ 1.000.000,48"}},
 	} {
 		key := uuid.NewString()
 		e := decodeError(t, c.With("Accept-Language", tc.lang).Do("POST", "/v1/orders", map[string]any{"items": tc.lines},
-			"Idempotency-Key", key), 400, "orders.errors.totalOutOfRange")
+			"Idempotency-Key", key), 400, "orders.errors.totalTooLarge")
 		for _, w := range tc.want {
 			if !strings.Contains(e.Message, w) {
 				t.Errorf("%s: message %q does not say %q", tc.name, e.Message, w)
@@ -61,13 +62,13 @@ func TestAnOrderStripeCannotChargeIsRefusedBeforeItIsWritten(t *testing.T) {
 		if n := len(s.stripe.Calls("POST", "/v1/payment_intents")); n != intents {
 			t.Fatalf("%s: %d PaymentIntents asked for", tc.name, n-intents)
 		}
-		// The refusal is not kept: the same key places the order once it can be charged.
+		// The refusal is not kept: the same key places an order one charge can take.
 		c.Do("POST", "/v1/orders", map[string]any{"items": []map[string]any{line(cheap, 2)}}, "Idempotency-Key", key).Expect(t, 201)
 		before, sent, placed, intents = stocks(), messages(), orders(), len(s.stripe.Calls("POST", "/v1/payment_intents"))
 	}
 
-	// The limits themselves can be charged.
-	for _, lines := range [][]map[string]any{{line(least, 1)}, {line(dear, 1)}} {
+	// The largest total, and the smallest, are placed.
+	for _, lines := range [][]map[string]any{{line(dear, 1)}, {line(penny, 1)}, {line(cheap, 1)}} {
 		var o orderView
 		c.Do("POST", "/v1/orders", map[string]any{"items": lines}, "Idempotency-Key", uuid.NewString()).Expect(t, 201).Decode(t, &o)
 		if o.Status != "PENDING" || o.Payment.PaymentIntentID == nil {

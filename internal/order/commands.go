@@ -21,12 +21,11 @@ import (
 	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
-// Limits of an order (SPEC §3 Orders), and of its total: what Stripe can charge, so that an
-// order is never placed only to be refused its PaymentIntent.
+// Limits of an order (SPEC §3 Orders), and of its total: the most one charge at Stripe can take,
+// so that an order is never placed only to be refused its PaymentIntent for its size.
 const (
 	MaxLines    = 50
 	MaxQuantity = 1000
-	MinTotal    = payment.MinAmount
 	MaxTotal    = payment.MaxAmount
 )
 

@@ -188,9 +188,9 @@ func (o *Order) price(items []catalog.ReservedItem) error {
 		l.Name, l.UnitPrice, l.Subtotal = it.Name, it.Price, it.Price*int64(l.Quantity)
 		o.Total += l.Subtotal
 	}
-	if o.Total < MinTotal || o.Total > MaxTotal {
+	if o.Total > MaxTotal {
 		amount := func(minor int64) i18n.Amount { return i18n.Amount{Minor: minor, Currency: o.Currency} }
-		return ErrTotalOutOfRange.With("total", amount(o.Total), "min", amount(MinTotal), "max", amount(MaxTotal))
+		return ErrTotalTooLarge.With("total", amount(o.Total), "max", amount(MaxTotal))
 	}
 	for i, it := range found {
 		if it.Stock < int64(o.Lines[i].Quantity) {

@@ -93,7 +93,7 @@ var (
 	ErrNothingOwed        = apperr.New(apperr.Conflict, "orders.errors.nothingOwed")
 	ErrRefundAtStripe     = apperr.New(apperr.Conflict, "orders.errors.refundAtStripe")
 	ErrMixedCurrencies    = apperr.New(apperr.Invalid, "orders.errors.mixedCurrencies")
-	ErrTotalOutOfRange    = apperr.New(apperr.Invalid, "orders.errors.totalOutOfRange")
+	ErrTotalTooLarge      = apperr.New(apperr.Invalid, "orders.errors.totalTooLarge")
 	ErrGatewayRejected    = apperr.New(apperr.BadGateway, "payments.errors.gatewayRejected")
 	ErrGatewayUnavailable = apperr.New(apperr.Unavailable, "payments.errors.gatewayUnavailable")
 )

@@ -34,13 +34,10 @@ type IntentParams struct {
 	IdempotencyKey string
 }
 
-// The amounts, in minor units, Stripe takes a PaymentIntent for in each currency the catalog
-// accepts (usd, eur and brl alike: at least 0.50, at most eight digits). Stripe refuses any
-// other with a 400, so an order outside them could never be paid.
-const (
-	MinAmount int64 = 50
-	MaxAmount int64 = 99_999_999
-)
+// MaxAmount is the largest amount, in minor units, Stripe takes a PaymentIntent for in each
+// currency the catalog accepts (usd, eur and brl alike: eight digits). Its least amount is not
+// a constant: 0.50 of the account's settlement currency, converted at the day's rate.
+const MaxAmount int64 = 99_999_999
 
 // Intent is a PaymentIntent as Stripe reports it.
 type Intent struct {

@@ -268,8 +268,8 @@ func listQuery(f order.Filter, page cursor.Request) (string, []any) {
 var createQueries = [2]string{createQuery(false), createQuery(true)}
 
 // placeable is the order's own rule over its locked items (order.Order.price explains a
-// refusal): one currency, and a total Stripe can charge.
-var placeable = fmt.Sprintf("count(DISTINCT currency) = 1 AND sum(price * qty) BETWEEN %d AND %d", order.MinTotal, order.MaxTotal)
+// refusal): one currency, and a total one charge can take.
+var placeable = fmt.Sprintf("count(DISTINCT currency) = 1 AND sum(price * qty) <= %d", order.MaxTotal)
 
 func createQuery(takes bool) string {
 	claim, placing, took, chk := "", "(SELECT ok FROM stock_ok)", "true", ""
