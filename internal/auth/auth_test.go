@@ -130,6 +130,10 @@ func TestTokens(t *testing.T) {
 	if _, _, err := tk.ParseRefresh(access); err == nil {
 		t.Fatal("an access token parsed as a refresh token")
 	}
+	// Each access token is new, even within the second of the last (iat counts seconds).
+	if a2, err := tk.Access(uid, sid, auth.RoleAdmin, "pt-BR"); err != nil || a2 == access {
+		t.Fatalf("a second access token of the session: %v, same as the first: %v", err, a2 == access)
+	}
 	// Each rotation is a new token.
 	r2, _, _ := tk.Refresh(uid, sid)
 	if r2 == refresh {

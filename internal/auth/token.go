@@ -34,10 +34,13 @@ func NewTokens(accessSecret, refreshSecret string, accessTTL, refreshTTL time.Du
 	}
 }
 
-// AccessClaims are the claims of an access token; jti is the session id.
+// AccessClaims are the claims of an access token; jti is the session id. nonce tells apart
+// the tokens of one session issued in the same second (iat counts whole seconds): a refresh
+// right after the login gives a new pair, not the same access token again.
 type AccessClaims struct {
-	Role Role   `json:"role"`
-	Lang string `json:"lang"`
+	Role  Role   `json:"role"`
+	Lang  string `json:"lang"`
+	Nonce string `json:"nonce"`
 	jwt.RegisteredClaims
 }
 
@@ -50,11 +53,24 @@ type RefreshClaims struct {
 
 var errBadToken = errors.New("auth: invalid token")
 
+// nonce is 16 random bytes in base64url.
+func nonce() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
 // Access signs an access token for the session.
 func (t *Tokens) Access(userID, sessionID uuid.UUID, role Role, lang string) (string, error) {
+	n, err := nonce()
+	if err != nil {
+		return "", err
+	}
 	now := t.now()
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, AccessClaims{
-		Role: role, Lang: lang,
+		Role: role, Lang: lang, Nonce: n,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject: userID.String(), ID: sessionID.String(),
 			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(t.AccessTTL)),
@@ -64,15 +80,15 @@ func (t *Tokens) Access(userID, sessionID uuid.UUID, role Role, lang string) (st
 
 // Refresh signs a new refresh token for the session and returns it with its hash.
 func (t *Tokens) Refresh(userID, sessionID uuid.UUID) (token string, hash []byte, err error) {
-	nonce := make([]byte, 16)
-	if _, err := rand.Read(nonce); err != nil {
+	id, err := nonce()
+	if err != nil {
 		return "", nil, err
 	}
 	now := t.now()
 	token, err = jwt.NewWithClaims(jwt.SigningMethodHS256, RefreshClaims{
 		SessionID: sessionID.String(),
 		RegisteredClaims: jwt.RegisteredClaims{
-			Subject: userID.String(), ID: base64.RawURLEncoding.EncodeToString(nonce),
+			Subject: userID.String(), ID: id,
 			IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(t.RefreshTTL)),
 		},
 	}).SignedString(t.refreshSecret)

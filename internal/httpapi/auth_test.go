@@ -29,8 +29,8 @@ func TestLoginRefreshLogout(t *testing.T) {
 	var next map[string]any
 	a.api.As(refresh).Do("POST", "/v1/auth/refresh", nil).Expect(t, 200).Decode(t, &next)
 	newAccess, newRefresh := next["accessToken"].(string), next["refreshToken"].(string)
-	if newRefresh == refresh {
-		t.Fatal("refresh token was not rotated")
+	if newRefresh == refresh || newAccess == access {
+		t.Fatal("refresh gave back a token of the old pair")
 	}
 	a.api.As(newAccess).Do("GET", "/v1/users/me", nil).Expect(t, 200)
 
