@@ -244,6 +244,21 @@ func TestOrderListsFilterAndPaginate(t *testing.T) {
 		t.Fatalf("from second, in lowercase: %v", all)
 	}
 
+	// What clients commonly send: a date alone names its whole UTC day, and an offset's "+"
+	// left unencoded arrives as a space.
+	day := func(ts time.Time) string { return ts.UTC().Format(time.DateOnly) }
+	all, _ = listAll(t, alice, "/v1/orders/me?from="+day(at(placed[0]))+"&to="+day(at(placed[3])))
+	if !sameIDs(all, newestFirst) {
+		t.Fatalf("from the first's day to the last's: %v", all)
+	}
+	if all, _ = listAll(t, alice, "/v1/orders/me?to="+day(at(placed[0]).AddDate(0, 0, -1))); len(all) != 0 {
+		t.Fatalf("to the day before the first: %v", all)
+	}
+	all, _ = listAll(t, alice, "/v1/orders/me?from="+at(placed[1]).UTC().Format("2006-01-02T15:04:05.000+00:00"))
+	if !sameIDs(all, newestFirst[:3]) {
+		t.Fatalf("from second, its offset's + unencoded: %v", all)
+	}
+
 	// Bob sees only his.
 	all, _ = listAll(t, bob, "/v1/orders/me")
 	if !sameIDs(all, []uuid.UUID{bobs.ID}) {

@@ -37,6 +37,7 @@ func TestTimeFiltersTakeEveryRFC3339Offset(t *testing.T) {
 	for _, v := range []string{
 		"2026-01-01T00:00:00+16:00", "2026-01-01T00:00:00-23:59", "2026-01-01T00:00:00+23:59",
 		"0000-01-01T00:00:00Z", "0000-01-01T00:00:00+23:00", "9999-12-31T23:59:59-23:59", "9999-12-31T23:59:59.999999999Z",
+		"2026-01-01", "9999-12-31", "2026-01-01T00:00:00", // what clients commonly send: a day, a time without an offset
 	} {
 		for _, path := range []string{"/v1/orders/me", "/v1/admin/orders"} {
 			for _, name := range []string{"from", "to"} {
@@ -44,7 +45,7 @@ func TestTimeFiltersTakeEveryRFC3339Offset(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []string{"2026-01-01", "2026-01-01T00:00:00", "10000-01-01T00:00:00Z", "now"} {
+	for _, bad := range []string{"2026-01-01T00:00", "2026-13-01", "10000-01-01T00:00:00Z", "10000-01-01", "now"} {
 		resp := admin.Do("GET", "/v1/orders/me?from="+url.QueryEscape(bad), nil)
 		expectValidation(t, resp, "/v1/orders/me", "from=validation.timestamp")
 	}

@@ -96,11 +96,11 @@ func (s *Server) listOrders(c *gin.Context, f order.Filter, owner bool) {
 		}
 		f.Status = order.Status(st)
 	}
-	if f.From, err = queryTime(c, "from"); err != nil {
+	if f.From, err = queryTime(c, "from", false); err != nil {
 		s.respondError(c, err)
 		return
 	}
-	if f.To, err = queryTime(c, "to"); err != nil {
+	if f.To, err = queryTime(c, "to", true); err != nil {
 		s.respondError(c, err)
 		return
 	}

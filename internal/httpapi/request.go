@@ -192,20 +192,46 @@ func queryBool(c *gin.Context, name string) (bool, error) {
 	return v == "true", nil
 }
 
-// queryTime parses an RFC 3339 query parameter (nil when absent), in UTC: RFC 3339 allows
-// offsets up to ±23:59 and PostgreSQL stores at most ±15:59, so the offset must not reach it.
-// Its letters may be lowercase (RFC 3339 §5.6).
-func queryTime(c *gin.Context, name string) (*time.Time, error) {
+// queryTime parses a time bound (nil when absent), in UTC: RFC 3339 allows offsets up to
+// ±23:59 and PostgreSQL stores at most ±15:59, so the offset must not reach it. Besides RFC 3339
+// (its letters in either case, §5.6) it takes what clients commonly send: a space for the T,
+// an offset's "+" left unencoded (it arrives as a space), a time without an offset (UTC), and a
+// date alone, which names its whole UTC day: from its start, or to its last millisecond when
+// end is set (the store takes in the whole millisecond a bound names).
+func queryTime(c *gin.Context, name string, end bool) (*time.Time, error) {
 	v := c.Query(name)
 	if v == "" {
 		return nil, nil
 	}
-	t, err := time.Parse(time.RFC3339Nano, strings.ToUpper(v))
-	if err != nil {
+	t, ok := parseBound(v, end)
+	if !ok {
 		return nil, apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.timestamp"))
 	}
-	t = t.UTC()
 	return &t, nil
+}
+
+func parseBound(v string, end bool) (time.Time, bool) {
+	v = strings.ToUpper(v)
+	if i := strings.LastIndexByte(v, ' '); i > len("2006-01-02T15:04") {
+		v = v[:i] + "+" + v[i+1:]
+	}
+	if len(v) > 10 && v[10] == ' ' { // RFC 3339 §5.6's note: a space may stand for the T
+		v = v[:10] + "T" + v[11:]
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t.UTC(), true
+	}
+	if t, err := time.Parse("2006-01-02T15:04:05", v); err == nil { // a fraction is taken too
+		return t, true
+	}
+	t, err := time.Parse(time.DateOnly, v)
+	if err != nil {
+		return time.Time{}, false
+	}
+	if end {
+		t = t.AddDate(0, 0, 1).Add(-time.Millisecond)
+	}
+	return t, true
 }
 
 // Context keys set by the middleware.
