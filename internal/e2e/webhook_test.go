@@ -343,14 +343,14 @@ func TestIgnoredWebhooksChangeNothing(t *testing.T) {
 }
 
 // A payment event made by hand with the least a test would write (no API version, no
-// amount_received, no metadata) pays the order like Stripe's own: the amount of a succeeded
-// PaymentIntent is what it received.
+// amount_received, no currency, no metadata) pays the order like Stripe's own: the amount of
+// a succeeded PaymentIntent is what it received, in the order's currency.
 func TestAHandMadePaymentEventPaysTheOrder(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	_, c := r.customer()
 	o := r.place(c, 2, r.item(10, 1250))
-	body := []byte(fmt.Sprintf(`{"id":%q,"type":"payment_intent.succeeded","data":{"object":{"id":%q,"amount":%d,"currency":"usd"}}}`,
+	body := []byte(fmt.Sprintf(`{"id":%q,"type":"payment_intent.succeeded","data":{"object":{"id":%q,"amount":%d}}}`,
 		eventID(), *o.Payment.PaymentIntentID, o.Total))
 	r.api.Do("POST", "/stripe/webhook", body, "Stripe-Signature", payment.Sign(body, r.cfg.StripeWebhookSecret, time.Now())).Expect(t, 200)
 	r.waitStatus(o.ID, "PROCESSED")
