@@ -45,14 +45,30 @@ func (s *Server) login(c *gin.Context) {
 	c.JSON(http.StatusOK, pair)
 }
 
+// tokenBody is the body refresh and logout take besides none: the refresh token, as clients
+// that keep it beside the access token send it. The Bearer header is SPEC's way.
+type tokenBody struct {
+	RefreshToken *string `json:"refreshToken"`
+}
+
+// refresh takes the refresh token as Bearer or, without one, from the body. Given both, they
+// must be the same token.
 func (s *Server) refresh(c *gin.Context) {
-	token, ok := bearer(c)
-	if !ok {
-		s.respondError(c, apperr.ErrUnauthenticated)
+	var in tokenBody
+	if err := decodeOptional(c, &in); err != nil {
+		s.respondError(c, err)
 		return
 	}
-	if err := noBody(c); err != nil {
-		s.respondError(c, err)
+	token, ok := bearer(c)
+	if in.RefreshToken != nil {
+		if ok && token != *in.RefreshToken {
+			s.respondError(c, apperr.ErrUnauthenticated)
+			return
+		}
+		token, ok = *in.RefreshToken, true
+	}
+	if !ok || token == "" {
+		s.respondError(c, apperr.ErrUnauthenticated)
 		return
 	}
 	pair, err := s.auth.Refresh(c.Request.Context(), token)
@@ -63,8 +79,10 @@ func (s *Server) refresh(c *gin.Context) {
 	c.JSON(http.StatusOK, pair)
 }
 
+// logout ends the access token's session; a refresh token sent with it is of no use (the
+// session is known) and is only accepted.
 func (s *Server) logout(c *gin.Context) {
-	if err := noBody(c); err != nil {
+	if err := decodeOptional(c, &tokenBody{}); err != nil {
 		s.respondError(c, err)
 		return
 	}
