@@ -300,7 +300,7 @@ func TestCancelRetriesExhaustedIsCompensatedOnce(t *testing.T) {
 		t.Fatalf("PaymentIntent cancel calls = %d, want %d", n, want)
 	}
 	r.wantStock(item, 7, "still reserved")
-	if got := r.get(o.ID); got.Payment.Status != "requires_payment" || got.CanceledAt != nil {
+	if got := r.get(o.ID); got.Payment.Status != "requires_payment_method" || got.CanceledAt != nil {
 		t.Fatalf("order after the failed cancel: %s", mustJSON(got))
 	}
 

@@ -13,7 +13,9 @@ func TestHappyPathToDelivered(t *testing.T) {
 	uid, c := s.customer()
 
 	o := s.order(c, 2, item)
-	if o.Status != "PENDING" || o.Total != 2500 || o.Payment.PaymentIntentID == nil || o.Payment.ClientSecret == nil {
+	// The payment's status is the PaymentIntent's, as Stripe names it (SPEC §3).
+	if o.Status != "PENDING" || o.Total != 2500 || o.Payment.PaymentIntentID == nil || o.Payment.ClientSecret == nil ||
+		o.Payment.Status != "requires_payment_method" {
 		t.Fatalf("created order: %+v", o)
 	}
 	if got := s.stock(item); got != 8 {

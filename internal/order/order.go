@@ -47,9 +47,9 @@ type Line struct {
 
 // Payment statuses.
 const (
-	PaymentPending         = "pending"          // no PaymentIntent yet
-	PaymentRequiresPayment = "requires_payment" // PaymentIntent open, waiting for the customer
-	PaymentFailed          = "failed"           // the last attempt failed; the customer may retry
+	PaymentPending         = "pending"                 // no PaymentIntent yet
+	PaymentRequiresPayment = "requires_payment_method" // PaymentIntent open, waiting for the customer (Stripe's name)
+	PaymentFailed          = "failed"                  // the last attempt failed; the customer may retry
 	PaymentSucceeded       = "succeeded"
 	PaymentCanceled        = "canceled"
 )

@@ -22,7 +22,7 @@ WITH o AS (
     SELECT gen_random_uuid(), id, 1, $2, 'Bench item', $3, 1, $3 FROM o
 )
 INSERT INTO payments (order_id, payment_intent_id, status)
-SELECT id, 'pi_bench_' || replace(id::text, '-', ''), 'requires_payment' FROM o`
+SELECT id, 'pi_bench_' || replace(id::text, '-', ''), 'requires_payment_method' FROM o`
 
 // SeedPending inserts n PENDING orders of userID for one unit of itemID at price (usd), each
 // with a made-up PaymentIntent id, created age ago, in one statement. It exists for the load

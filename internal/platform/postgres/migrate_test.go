@@ -386,11 +386,68 @@ func TestMigration12RecordsRefusedLatePayments(t *testing.T) {
 		got[0].Currency != "usd" || got[0].Status != "failed" {
 		t.Fatalf("refused refunds %+v, want one failed of 1500 usd for %s alone (others %v)", got, refused, others)
 	}
-	if err := m.Down(1); err != nil {
+	if err := m.Down(int(latest) - 11); err != nil {
 		t.Fatal(err)
 	}
 	var left int
 	if err := db.Get(&left, `SELECT count(*) FROM refunds`); err != nil || left != 1 {
 		t.Fatalf("refunds after down: %d (%v), want the one that went through", left, err)
+	}
+}
+
+// TestMigration13NamesTheOpenPaymentAsStripeDoes: a payment waiting for its customer, stored as
+// requires_payment before migration 13, reads requires_payment_method after it, and back after
+// its down; other statuses are left alone.
+func TestMigration13NamesTheOpenPaymentAsStripeDoes(t *testing.T) {
+	t.Parallel()
+	m, db := emptyDB(t)
+	latest := latestVersion(t)
+	if err := m.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Down(int(latest) - 12); err != nil {
+		t.Fatal(err)
+	}
+	buyer := uuid.New()
+	if _, err := db.Exec(`INSERT INTO users (id, name, email, password_hash, role) VALUES ($1, 'Buyer', $2, 'x', 'user')`,
+		buyer, buyer.String()+"@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]uuid.UUID{}
+	for _, st := range []string{"requires_payment", "pending", "succeeded"} {
+		id := uuid.New()
+		ids[st] = id
+		if _, err := db.Exec(`INSERT INTO orders (id, user_id, status, total, currency) VALUES ($1, $2, 'PENDING', 1500, 'usd')`, id, buyer); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`INSERT INTO payments (order_id, status) VALUES ($1, $2)`, id, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	statuses := func() map[string]string {
+		out := map[string]string{}
+		for was, id := range ids {
+			var st string
+			if err := db.Get(&st, `SELECT status FROM payments WHERE order_id = $1`, id); err != nil {
+				t.Fatal(err)
+			}
+			out[was] = st
+		}
+		return out
+	}
+	if err := m.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(); got["requires_payment"] != "requires_payment_method" || got["pending"] != "pending" || got["succeeded"] != "succeeded" {
+		t.Fatalf("after up: %v", got)
+	}
+	if _, err := db.Exec(`UPDATE payments SET status = 'requires_payment' WHERE order_id = $1`, ids["pending"]); err == nil {
+		t.Fatal("the old name is still taken after up")
+	}
+	if err := m.Down(int(latest) - 12); err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(); got["requires_payment"] != "requires_payment" || got["pending"] != "pending" {
+		t.Fatalf("after down: %v", got)
 	}
 }
