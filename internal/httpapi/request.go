@@ -51,10 +51,12 @@ func decodeBody(r io.Reader, dst any, optional bool) error {
 }
 
 // DecodeJSON is the strict decoding of request bodies, exported for the fuzz tests. A body is
-// a JSON object: null, arrays and scalars are refused like bad syntax.
+// a JSON object: arrays and scalars are refused like bad syntax, and so is null where a body
+// is required. Where it is optional, null means none, as it does for an optional field (SPEC
+// §11): a client's helper that serialises a missing body sends it.
 func DecodeJSON(raw []byte, dst any, optional bool) error {
 	body := bytes.TrimSpace(raw)
-	if len(body) == 0 {
+	if len(body) == 0 || optional && string(body) == "null" {
 		if optional {
 			return nil
 		}
