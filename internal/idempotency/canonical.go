@@ -8,9 +8,9 @@ import (
 
 // Canonical returns body in canonical JSON (object keys sorted, no insignificant whitespace,
 // numbers as written), so key order and formatting do not change a fingerprint. A body that is
-// not JSON, or holds U+FFFD, is returned as is. An empty object is no body: where a body is
-// optional the two ask for the same thing (SPEC §11); elsewhere an empty body is refused (400)
-// and forgets its key, so it never stands for a request that ran.
+// not JSON, or holds U+FFFD, is returned as is. An empty object, and null, are no body: where a
+// body is optional they all ask for the same thing (SPEC §11); elsewhere an empty body is
+// refused (400) and forgets its key, so it never stands for a request that ran.
 func Canonical(body []byte) []byte {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
@@ -25,8 +25,8 @@ func Canonical(body []byte) []byte {
 	if _, err := dec.Token(); err != io.EOF {
 		return body
 	}
-	if m, ok := v.(map[string]any); ok && len(m) == 0 {
-		return nil
+	if m, ok := v.(map[string]any); v == nil || ok && len(m) == 0 {
+		return nil // null and {} are no body, as the routes whose body is optional read them
 	}
 	out, err := json.Marshal(v) // maps marshal with sorted keys
 	if err != nil || bytes.Contains(out, replacement) {

@@ -83,7 +83,7 @@ func (in CreateInput) reservations() ([]catalog.Reservation, error) {
 // request ends as that says: resumed, refused, or a *idempotency.Replay.
 //
 // The statement locks the items, checks that the order can be placed (items found and not
-// deleted, stock enough, one currency, a total Stripe can charge) and prices it from the
+// deleted, stock enough, one currency, a total one Stripe charge can take) and prices it from the
 // items as locked. It reports them: Order.price names and prices the lines from them, or
 // gives the error of the first line at fault when the statement refused the order.
 //

@@ -164,9 +164,9 @@ func indexItems(items []catalog.ReservedItem) map[uuid.UUID]catalog.ReservedItem
 
 // price names and prices the lines from their items as the create statement found them, or
 // says why the order cannot be placed, in the order SPEC §3 checks: the first line whose item
-// is missing or deleted (404), then items in more than one currency (400), then a total Stripe
-// cannot charge (400, a fault of the request like the currencies), then the first line short
-// of stock (409).
+// is missing or deleted (404), then items in more than one currency (400), then a total too
+// large for one Stripe charge (400, a fault of the request like the currencies), then the
+// first line short of stock (409).
 func (o *Order) price(items []catalog.ReservedItem) error {
 	byID := indexItems(items)
 	found := make([]catalog.ReservedItem, len(o.Lines))

@@ -118,6 +118,9 @@ func (s *Service) applyEvent(ctx context.Context, tx *postgres.Tx, ev payment.Ev
 func (s *Service) intentChange(ctx context.Context, o *Order, ev payment.Event, outcome *string) (*Event, []outbox.Message, error) {
 	switch ev.Type {
 	case payment.EventIntentSucceeded:
+		if ev.Currency == "" { // Stripe always sends it; an event made by hand for a test may not
+			ev.Currency = o.Currency
+		}
 		return s.paymentSucceeded(ctx, o, ev, ActorWebhook, outcome)
 	case payment.EventIntentFailed:
 		return s.paymentFailed(ctx, o, ev, outcome)
@@ -169,11 +172,7 @@ func (s *Service) paymentSucceeded(ctx context.Context, o *Order, ev payment.Eve
 	if o.Status != Pending && o.Status != Canceled {
 		return nil, nil, nil
 	}
-	currency := ev.Currency
-	if currency == "" { // Stripe always sends it; an event made by hand for a test may not
-		currency = o.Currency
-	}
-	if err := o.pay(ev.AmountReceived, currency, time.Now()); err != nil {
+	if err := o.pay(ev.AmountReceived, ev.Currency, time.Now()); err != nil {
 		return nil, nil, err
 	}
 	if o.Status == Canceled {

@@ -172,3 +172,19 @@ func TestSetIntentBehindACancel(t *testing.T) {
 		t.Fatalf("CANCELED order's PaymentIntent %v (%v), want none", pi, err)
 	}
 }
+
+// A payment written under its name from before migration 13, by a program of then still
+// running during a rolling deploy, reads under the name that replaced it.
+func TestAnOpenPaymentOfBeforeMigration13ReadsUnderItsNewName(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, u, it := seed(t)
+	o := place(t, db, u, it, nil)
+	if _, err := db.ExecContext(ctx, `UPDATE payments SET status = 'requires_payment' WHERE order_id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := (orderdb.Store{}).Get(ctx, db, o.ID)
+	if err != nil || got.Payment.Status != order.PaymentRequiresPayment {
+		t.Fatalf("payment status %q (%v), want %q", got.Payment.Status, err, order.PaymentRequiresPayment)
+	}
+}

@@ -69,6 +69,10 @@ type lineJSON struct {
 	Subtotal  int64     `json:"subtotal"`
 }
 
+// requiresPaymentBefore13 is the open payment's status as programs from before migration 13
+// write it: read as the name that replaced it, while they may still run beside these.
+const requiresPaymentBefore13 = "requires_payment"
+
 func (r row) order() (order.Order, error) {
 	o := order.Order{
 		ID: r.ID, Number: r.Number, UserID: r.UserID, Status: order.Status(r.Status), Total: r.Total, Currency: r.Currency,
@@ -76,6 +80,9 @@ func (r row) order() (order.Order, error) {
 		CanceledAt: r.CanceledAt, RefundedAt: r.RefundedAt, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, DeletedAt: r.DeletedAt,
 		Payment: order.Payment{Status: r.PaymentStatus, IntentID: r.IntentID, ClientSecret: r.ClientSecret,
 			AmountReceived: r.AmountReceived, ReceivedCurrency: r.ReceivedCurrency, LastError: r.LastError},
+	}
+	if o.Payment.Status == requiresPaymentBefore13 {
+		o.Payment.Status = order.PaymentRequiresPayment
 	}
 	if r.PendingAction != nil {
 		o.PendingAction = order.Action(*r.PendingAction)
