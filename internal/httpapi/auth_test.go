@@ -4,7 +4,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/demo"
+	"github.com/google/uuid"
 )
 
 func TestLoginRefreshLogout(t *testing.T) {
@@ -66,6 +68,34 @@ func TestLoginRefreshLogout(t *testing.T) {
 	a.api.Do("POST", "/v1/auth/refresh", map[string]string{"refreshToken": refresh}).ExpectError(t, 401, "auth.errors.invalidToken")
 	// The other session was left alone.
 	a.api.As(access).Do("POST", "/v1/auth/refresh", map[string]string{"refreshToken": other}).Expect(t, 200)
+}
+
+// The auth routes do not honour an Idempotency-Key (their answers carry tokens, never stored):
+// two logins under one key are two sessions, neither replayed. A key no other route would take
+// is refused all the same, before any session is opened.
+func TestAuthRoutesIgnoreTheKeyButRefuseAMalformedOne(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	acc := a.provision(t, auth.RoleUser)
+	creds := map[string]string{"email": acc.Email, "password": acc.Password}
+	before := a.liveSessions(t, acc.ID)
+	key := uuid.NewString()
+	first := a.api.Do("POST", "/v1/auth/login", creds, "Idempotency-Key", key).Expect(t, 200)
+	second := a.api.Do("POST", "/v1/auth/login", creds, "Idempotency-Key", key).Expect(t, 200)
+	if second.Header.Get("Idempotent-Replayed") != "" || string(first.Body) == string(second.Body) {
+		t.Fatalf("the second login under one key was replayed: %s", second.Body)
+	}
+	for _, bad := range []string{strings.Repeat("k", 256), "tab\there", ""} {
+		a.api.Do("POST", "/v1/auth/login", creds, "Idempotency-Key", bad).ExpectError(t, 400, "common.errors.idempotencyKeyInvalid")
+	}
+	access, refresh := a.login(t, acc.Email, acc.Password)
+	a.api.As(refresh).Do("POST", "/v1/auth/refresh", nil, "Idempotency-Key", strings.Repeat("k", 256)).
+		ExpectError(t, 400, "common.errors.idempotencyKeyInvalid")
+	a.api.As(access).Do("POST", "/v1/auth/logout", nil, "Idempotency-Key", strings.Repeat("k", 256)).
+		ExpectError(t, 400, "common.errors.idempotencyKeyInvalid")
+	if n := a.liveSessions(t, acc.ID); n != before+3 {
+		t.Fatalf("%d live sessions, want %d: the two logins and the last, the refused requests none", n, before+3)
+	}
 }
 
 func TestLoginFailuresLookAlike(t *testing.T) {

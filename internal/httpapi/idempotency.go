@@ -45,13 +45,16 @@ const (
 	// keyInWrite: required, and taken by the handler's first write in its own statement
 	// (idempotency.Defer); the handler ends through refuse.
 	keyInWrite
+	// keyIgnored: not honoured (the route's answer carries tokens, which are never stored),
+	// but a key no other route would take is refused here too.
+	keyIgnored
 )
 
 // errKeyDeadline ends a request that held its Idempotency-Key for as long as it may.
 var errKeyDeadline = errors.New("request ran out of its idempotency key's time")
 
 // idempotencyGuard makes the routes it guards idempotent with store. A request without a key
-// is refused unless use is keyOptional. owner names the caller's scope; fail renders an error
+// is refused unless use is keyOptional or keyIgnored. owner names the caller's scope; fail renders an error
 // (the API's single error mapping).
 //
 // Outcomes: 2xx is stored and replayed to duplicates; 4xx is forgotten (nothing was written, the
@@ -67,7 +70,7 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, deadline time.Duration, 
 	return func(c *gin.Context) {
 		key, present := c.Request.Header[idemHeader]
 		if !present {
-			if use != keyOptional {
+			if use != keyOptional && use != keyIgnored {
 				fail(c, apperr.ErrIdemKeyRequired)
 				return
 			}
@@ -76,6 +79,10 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, deadline time.Duration, 
 		}
 		if len(key) != 1 || !idempotency.ValidKey(key[0]) {
 			fail(c, apperr.ErrIdemKeyInvalid)
+			return
+		}
+		if use == keyIgnored {
+			c.Next()
 			return
 		}
 		body, err := io.ReadAll(c.Request.Body)

@@ -108,6 +108,8 @@ func (o specOp) idempotencyKey() string {
 			return "required"
 		case "#/components/parameters/IdempotencyKeyOptional":
 			return "optional"
+		case "#/components/parameters/IdempotencyKeyIgnored":
+			return "ignored"
 		}
 	}
 	return ""
@@ -385,6 +387,10 @@ func TestOpenAPIGuardsMatchTheServer(t *testing.T) {
 			if st, code := send(o, "Idempotency-Key", tooLong); st != 400 || code != "common.errors.idempotencyKeyInvalid" {
 				t.Errorf("%s: invalid Idempotency-Key answered %d %s", o.key(), st, code)
 			}
+		case "ignored":
+			if st, code := send(o, "Idempotency-Key", tooLong); st != 400 || code != "common.errors.idempotencyKeyInvalid" {
+				t.Errorf("%s: Idempotency-Key documented ignored, an invalid one answered %d %s", o.key(), st, code)
+			}
 		case "optional":
 			if st, code := send(o); code == "common.errors.idempotencyKeyRequired" {
 				t.Errorf("%s: Idempotency-Key documented optional; without it: %d %s", o.key(), st, code)
@@ -429,7 +435,7 @@ func TestOpenAPIRateLimitsMatchTheServer(t *testing.T) {
 				t.Errorf("%s %s: X-RateLimit-Limit declared %v, limited %v", o.key(), status, declared, want > 0)
 			}
 			_, replay := resp.Headers["Idempotent-Replayed"]
-			if replay != (o.idempotencyKey() != "") {
+			if honoured := o.idempotencyKey() == "required" || o.idempotencyKey() == "optional"; replay != honoured {
 				t.Errorf("%s %s: Idempotent-Replayed declared %v, Idempotency-Key %q", o.key(), status, replay, o.idempotencyKey())
 			}
 		}
