@@ -271,7 +271,8 @@ func (s *Service) save(ctx context.Context, q postgres.Querier, o *Order, was Or
 			Paid: o.Payment != was.Payment, Msgs: rows, Stripe: se})
 	}
 	if err == nil && o.Status != was.Status {
-		metrics.Transition(string(was.Status), string(o.Status))
+		from, to := string(was.Status), string(o.Status)
+		postgres.AfterCommit(q, func() { metrics.Transition(from, to) })
 	}
 	return err
 }

@@ -181,16 +181,35 @@ func (db *DB) BeginTxx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) {
 // Tx is a transaction running the pool's prepared statements on its connection. Like DB, it
 // does not embed its sqlx type, so no query method of it skips the prepared path.
 type Tx struct {
-	tx    *sqlx.Tx
-	db    *DB
-	place *queue
-	held  atomic.Bool // until the first Commit or Rollback
+	tx        *sqlx.Tx
+	db        *DB
+	place     *queue
+	held      atomic.Bool // until the first Commit or Rollback
+	committed []func()    // AfterCommit's, run by a Commit that succeeded
 }
 
-// Commit commits the transaction.
+// Commit commits the transaction, then runs what AfterCommit deferred to it.
 func (tx *Tx) Commit() error {
 	defer tx.leave()
-	return tx.tx.Commit()
+	if err := tx.tx.Commit(); err != nil {
+		return err
+	}
+	for _, fn := range tx.committed {
+		fn()
+	}
+	return nil
+}
+
+// AfterCommit runs fn once q's work has committed: after the commit of q's transaction, never
+// if it rolls back or its commit fails; at once when q is not a transaction (a statement on
+// its own has committed when it returns). For what must count only what was written, such as
+// metrics. It must not be called concurrently with q's Commit.
+func AfterCommit(q Querier, fn func()) {
+	if tx, ok := q.(*Tx); ok {
+		tx.committed = append(tx.committed, fn)
+		return
+	}
+	fn()
 }
 
 // Rollback aborts the transaction; after Commit it does nothing (sql.ErrTxDone).

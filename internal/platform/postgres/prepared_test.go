@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"testing"
 	"time"
@@ -133,5 +134,55 @@ func TestCloseWaitsForBackgroundPrepares(t *testing.T) {
 	var n int
 	if err := db.GetContext(ctx, &n, "SELECT 1"); err == nil {
 		t.Fatal("a query ran on a closed pool")
+	}
+}
+
+// AfterCommit's functions run once the work they follow has committed: after a transaction's
+// commit, never after a rollback or a commit that failed, and at once for a statement on its
+// own.
+func TestAfterCommitRunsOnlyOnceTheWorkCommitted(t *testing.T) {
+	_, url := testenv.DB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := postgres.Open(ctx, url, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE after_commit (k int UNIQUE DEFERRABLE INITIALLY DEFERRED)`); err != nil {
+		t.Fatal(err)
+	}
+	run := func(fail bool, insert ...int) (ran bool, err error) {
+		err = postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
+			for _, k := range insert {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO after_commit VALUES ($1)`, k); err != nil {
+					return err
+				}
+			}
+			postgres.AfterCommit(tx, func() { ran = true })
+			if ran {
+				t.Error("ran before the commit")
+			}
+			if fail {
+				return errors.New("rolled back")
+			}
+			return nil
+		})
+		return ran, err
+	}
+	if ran, err := run(false, 1); err != nil || !ran {
+		t.Fatalf("committed: ran %v, %v", ran, err)
+	}
+	if ran, err := run(true, 2); err == nil || ran {
+		t.Fatalf("rolled back: ran %v, %v", ran, err)
+	}
+	// The unique check is deferred to the commit, which then fails.
+	if ran, err := run(false, 3, 3); err == nil || ran {
+		t.Fatalf("commit failed: ran %v, %v", ran, err)
+	}
+	ran := false
+	postgres.AfterCommit(db, func() { ran = true })
+	if !ran {
+		t.Fatal("not run at once outside a transaction")
 	}
 }
