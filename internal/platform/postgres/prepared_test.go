@@ -14,16 +14,9 @@ import (
 // A transaction holding the pool's only connection must still run a query the pool has never
 // prepared: preparing it on the pool would wait for a second connection forever.
 func TestTxRunsUnseenQueryOnFullPool(t *testing.T) {
-	_, url := testenv.DB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	db, err := postgres.Open(ctx, url, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	ctx, db := openPool(t, 1)
 
-	err = postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
+	err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
 		var n int
 		if err := tx.GetContext(ctx, &n, "SELECT $1::int + 1 AS n", 41); err != nil {
 			return err
@@ -42,14 +35,7 @@ func TestTxRunsUnseenQueryOnFullPool(t *testing.T) {
 // Once the pool knows a query, pool reads and transactions run it as a named prepared statement
 // on their connection rather than parsing and planning it again.
 func TestQueriesRunPrepared(t *testing.T) {
-	_, url := testenv.DB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	db, err := postgres.Open(ctx, url, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	ctx, db := openPool(t, 1)
 
 	const query = "SELECT count(*) FROM users WHERE email = $1"
 	var n int
@@ -88,7 +74,7 @@ func TestQueriesRunPrepared(t *testing.T) {
 			t.Errorf("%s ran unprepared", name)
 		}
 	}
-	err = postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
+	err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
 		if err := tx.GetContext(ctx, &n, query, "nobody@example.com"); err != nil {
 			return err
 		}
@@ -141,14 +127,7 @@ func TestCloseWaitsForBackgroundPrepares(t *testing.T) {
 // commit, never after a rollback or a commit that failed, and at once for a statement on its
 // own.
 func TestAfterCommitRunsOnlyOnceTheWorkCommitted(t *testing.T) {
-	_, url := testenv.DB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	db, err := postgres.Open(ctx, url, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	ctx, db := openPool(t, 2)
 	if _, err := db.ExecContext(ctx, `CREATE TABLE after_commit (k int UNIQUE DEFERRABLE INITIALLY DEFERRED)`); err != nil {
 		t.Fatal(err)
 	}
@@ -185,4 +164,19 @@ func TestAfterCommitRunsOnlyOnceTheWorkCommitted(t *testing.T) {
 	if !ran {
 		t.Fatal("not run at once outside a transaction")
 	}
+}
+
+// openPool opens a pool of conns connections on a database of the test's own, closed when the
+// test ends; ctx bounds the test's statements.
+func openPool(t *testing.T, conns int) (context.Context, *postgres.DB) {
+	t.Helper()
+	_, url := testenv.DB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	db, err := postgres.Open(ctx, url, conns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return ctx, db
 }
