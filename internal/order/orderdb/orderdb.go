@@ -179,8 +179,8 @@ func (Store) LockByRefund(ctx context.Context, tx postgres.Querier, refundID str
 	return lock(ctx, tx, lockByRefundQuery, refundID)
 }
 
-const (
-	lockSelect = `SELECT o.xmin::text AS locked_xmin, (SELECT xmin::text FROM orders WHERE id = o.id) AS seen_xmin,
+var (
+	lockSelect = `SELECT ` + postgres.VersionColumns("orders", "o") + `,
   ` + columns + fromOrders
 	lockQuery         = lockSelect + ` WHERE o.id = $1 FOR UPDATE OF o, p`
 	lockByIntentQuery = lockSelect + ` WHERE p.payment_intent_id = $1 FOR UPDATE OF o, p`

@@ -107,7 +107,7 @@ func (Store) GetAny(ctx context.Context, db postgres.Querier, id uuid.UUID) (use
 	return r.user(), nil
 }
 
-const lockQuery = `SELECT u.xmin::text AS locked_xmin, (SELECT xmin::text FROM users WHERE id = u.id) AS seen_xmin,
+var lockQuery = `SELECT ` + postgres.VersionColumns("users", "u") + `,
   ` + columns + ` WHERE u.id = $1 FOR UPDATE OF u`
 
 // Lock reads a live user and locks it for the transaction. The address is not locked (it may
