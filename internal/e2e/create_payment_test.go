@@ -229,8 +229,7 @@ func TestOrderCanceledDuringItsCreate(t *testing.T) {
 	r.stripe.Gather(2) // holds the create's PaymentIntent call; no second call comes
 	key := uuid.NewString()
 	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
-	answer := make(chan testenv.Response, 1)
-	go func() { answer <- c.Do("POST", "/v1/orders", body, "Idempotency-Key", key) }()
+	answer := later(t, c, "POST", "/v1/orders", body, "Idempotency-Key", key)
 	testenv.Eventually(t, 10*time.Second, "the create at Stripe", func() bool { return r.stripe.Held() == 1 })
 	id := r.onlyOrder(uid)
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+id.String()+"/cancel", nil).Expect(t, 202)
@@ -331,11 +330,8 @@ func TestPaymentWaitingWhileItsIntentIsStored(t *testing.T) {
 
 	held := r.holdOrder(id)
 	pi := "pi_stored_meanwhile_" + uuid.NewString()[:8]
-	answered := make(chan testenv.Response, 1)
-	go func() {
-		answered <- r.webhook(payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: pi, OrderID: id.String(),
-			Amount: 2500, Currency: "usd"})
-	}()
+	answered := r.webhookLater(payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: pi, OrderID: id.String(),
+		Amount: 2500, Currency: "usd"})
 	r.waitForOrderLock("the event")
 	r.attachIntent(held, id, pi)
 	var got struct{ Outcome string }

@@ -83,6 +83,20 @@ func send(c *testenv.Client, method, path string, body any, headers ...string) (
 	return testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, err
 }
 
+// later sends a request from a goroutine of its own, for one that will wait (on a lock, on
+// Stripe), and returns where its answer comes; a failure to send it fails t.
+func later(t testing.TB, c *testenv.Client, method, path string, body any, headers ...string) <-chan testenv.Response {
+	out := make(chan testenv.Response, 1)
+	go func() {
+		resp, err := send(c, method, path, body, headers...)
+		if err != nil {
+			t.Error(err)
+		}
+		out <- resp
+	}()
+	return out
+}
+
 // parallel runs f(i) for i in [0, n) in n goroutines released at once, and waits for all.
 func parallel(n int, f func(i int)) {
 	var wg sync.WaitGroup

@@ -525,14 +525,7 @@ func TestARefundAskedWhileTheLateRefundCommitsIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	answer := make(chan testenv.Response, 1)
-	go func() {
-		resp, err := send(r.as("financial"), "PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", map[string]string{"reason": "asked twice"})
-		if err != nil {
-			t.Error(err)
-		}
-		answer <- resp
-	}()
+	answer := later(t, r.as("financial"), "PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", map[string]string{"reason": "asked twice"})
 	r.waitForOrderLock("the staff refund")
 	if err := held.Commit(); err != nil {
 		t.Fatal(err)
@@ -577,23 +570,13 @@ func TestARefundAskedWhileItsFailureCommitsIsTaken(t *testing.T) {
 	if _, err := held.ExecContext(ctx, `INSERT INTO stripe_events (id, type, outcome) VALUES ($1, 'refund.updated', 'held')`, id); err != nil {
 		t.Fatal(err)
 	}
-	hooked := make(chan testenv.Response, 1)
-	go func() {
-		hooked <- r.webhook(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: first.RefundID, RefundStatus: "failed",
-			PaymentIntentID: *o.Payment.PaymentIntentID, Amount: first.Amount, Currency: "usd"})
-	}()
+	hooked := r.webhookLater(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: first.RefundID, RefundStatus: "failed",
+		PaymentIntentID: *o.Payment.PaymentIntentID, Amount: first.Amount, Currency: "usd"})
 	testenv.Eventually(t, 10*time.Second, "the webhook waiting for its event's id", func() bool {
 		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
 			AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO stripe_events%'`) == 1
 	})
-	answer := make(chan testenv.Response, 1)
-	go func() {
-		resp, err := send(r.as("financial"), "PATCH", path+"/refund", map[string]string{"reason": "card replaced"})
-		if err != nil {
-			t.Error(err)
-		}
-		answer <- resp
-	}()
+	answer := later(t, r.as("financial"), "PATCH", path+"/refund", map[string]string{"reason": "card replaced"})
 	r.waitForOrderLock("the staff refund")
 	if err := held.Rollback(); err != nil {
 		t.Fatal(err)

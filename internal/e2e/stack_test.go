@@ -221,8 +221,20 @@ func (s *stack) order(c *testenv.Client, qty int, items ...uuid.UUID) orderView 
 
 // webhook sends a signed event and returns the response.
 func (s *stack) webhook(ev payment.TestEvent) testenv.Response {
+	body, signature := s.signed(ev)
+	return s.api.Do("POST", "/stripe/webhook", body, signature...)
+}
+
+// webhookLater is webhook for an event whose handling will wait: its answer comes later.
+func (s *stack) webhookLater(ev payment.TestEvent) <-chan testenv.Response {
+	body, signature := s.signed(ev)
+	return later(s.t, s.api, "POST", "/stripe/webhook", body, signature...)
+}
+
+// signed is ev's body and its Stripe-Signature header.
+func (s *stack) signed(ev payment.TestEvent) ([]byte, []string) {
 	body := ev.Build()
-	return s.api.Do("POST", "/stripe/webhook", body, "Stripe-Signature", payment.Sign(body, s.cfg.StripeWebhookSecret, time.Now()))
+	return body, []string{"Stripe-Signature", payment.Sign(body, s.cfg.StripeWebhookSecret, time.Now())}
 }
 
 // pay sends payment_intent.succeeded for the order's full amount.
