@@ -95,16 +95,20 @@ func (e *env) serve(handler asynq.HandlerFunc) *asynq.Server {
 	return srv
 }
 
-// runUntil runs the relay until it hands off want rows in one batch.
-func runUntil(t *testing.T, r *relay.Relay, want int) {
+// runUntil runs the relay until it hands off want rows in one batch, and returns the clock
+// just before and after that batch: its claim's now() lies between them.
+func runUntil(t *testing.T, r *relay.Relay, want int) (lo, hi time.Time) {
 	t.Helper()
-	testenv.Eventually(t, 10*time.Second, "rows due again", func() bool {
+	testenv.Eventually(t, 20*time.Second, "rows due again", func() bool {
+		lo = clock()
 		n, err := r.RunOnce(context.Background())
+		hi = clock()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return n == want
 	})
+	return lo, hi
 }
 
 func TestRedeliveryHandsLostTasksOffAgain(t *testing.T) {
@@ -118,10 +122,23 @@ func TestRedeliveryHandsLostTasksOffAgain(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, err := r.RunOnce(context.Background()); err != nil || n != 0 {
-		t.Fatalf("before the rows are due again: %d handed off, %v", n, err)
+	// Not due again before relay_at: a claim that ended before then takes none. One that ended
+	// later (the steps since the hand-off stalled) proves nothing; if it took the rows, it was
+	// the redelivery.
+	due := e.relayAt(ids[0])
+	lo := clock()
+	n, err := r.RunOnce(context.Background())
+	hi := clock()
+	switch {
+	case err != nil:
+		t.Fatal(err)
+	case n == 0:
+		lo, hi = runUntil(t, r, 3)
+	case hi.Before(due):
+		t.Fatalf("%d rows handed off again %v before they were due", n, due.Sub(hi))
+	case n != 3:
+		t.Fatalf("%d rows handed off again once due, want 3", n)
 	}
-	runUntil(t, r, 3)
 	for _, id := range ids {
 		if !e.queued(tasks.QueueNotifications, id) {
 			t.Fatalf("row %d was not handed off again", id)
@@ -133,13 +150,10 @@ func TestRedeliveryHandsLostTasksOffAgain(t *testing.T) {
 	if rec.count("lost") != 3 {
 		t.Fatalf("verdicts %v, want 3 lost", rec.n)
 	}
-	// The next redelivery waits twice as long.
-	var ms float64
-	if err := e.db.Get(&ms, `SELECT EXTRACT(EPOCH FROM relay_at - now()) * 1000 FROM outbox WHERE id = $1`, ids[0]); err != nil {
-		t.Fatal(err)
-	}
-	if wait := time.Duration(ms) * time.Millisecond; wait < time.Second || wait > 2*time.Second {
-		t.Fatalf("next redelivery in %s, want about 2s", wait)
+	// The next redelivery waits twice as long: 2 s after the claim, whose now() lies between lo
+	// and hi.
+	if at := e.relayAt(ids[0]); at.Before(lo.Add(2*time.Second)) || at.After(hi.Add(2*time.Second)) {
+		t.Fatalf("next redelivery %v after the redelivering batch began (which took %v), want 2s after its claim", at.Sub(lo), hi.Sub(lo))
 	}
 }
 
@@ -186,8 +200,11 @@ func TestRedeliveryDeletesRowsOfFinishedTasks(t *testing.T) {
 	if got := e.deliveries(ids); len(got) != 0 {
 		t.Fatalf("rows of finished tasks left: %v", got)
 	}
-	if rec.count("completed") != 4 || runs != 4 {
-		t.Fatalf("verdicts %v, %d runs; want 4 completed, each task run once", rec.n, runs)
+	mu.Lock()
+	ran := runs
+	mu.Unlock()
+	if rec.count("completed") != 4 || ran != 4 {
+		t.Fatalf("verdicts %v, %d runs; want 4 completed, each task run once", rec.n, ran)
 	}
 }
 

@@ -61,6 +61,9 @@ type Relay struct {
 	// RedeliverAfter is how long a handed-off row waits for its task to finish before it is
 	// handed off again; each further redelivery waits twice as long, up to 16 times.
 	RedeliverAfter time.Duration
+	// RecentWindow is how far back the claim after a wake-up looks (zero: 2 s): rows of a writer
+	// slower than it wait for the poll, and a wider one reads more dead index entries.
+	RecentWindow time.Duration
 	// Observe is told each batch's size and how long enqueuing it took (metrics); may be nil.
 	Observe func(n int, enqueue time.Duration)
 	// Redelivered is told of each row handed off again and what Asynq said of its task; may be nil.
@@ -128,11 +131,11 @@ const enqueueWorkers = 32
 // through (Redis is down, most likely) the batch rolls back for a later try.
 func (r *Relay) RunOnce(ctx context.Context) (int, error) { return r.runOnce(ctx, false) }
 
-// runOnce is RunOnce, claiming only the rows due within recentWindow when recent is set.
+// runOnce is RunOnce, claiming only the rows due within RecentWindow when recent is set.
 func (r *Relay) runOnce(ctx context.Context, recent bool) (int, error) {
 	query, args := claimQuery, []any{r.batchSize, r.RedeliverAfter.Milliseconds()}
 	if recent {
-		query, args = claimRecentQuery, append(args, recentWindow.Milliseconds())
+		query, args = claimRecentQuery, append(args, cmp.Or(r.RecentWindow, recentWindow).Milliseconds())
 	}
 	n := 0
 	err := postgres.WithTx(ctx, r.db, func(tx *postgres.Tx) error {
