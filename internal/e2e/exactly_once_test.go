@@ -41,7 +41,7 @@ func (s *stack) webhookBurst(n int, bodies func(i int) ([]byte, string)) map[str
 	answers := make([]answer, n)
 	parallel(n, func(i int) {
 		body, sig := bodies(i)
-		r, err := send(s.api, "POST", "/stripe/webhook", body, "Stripe-Signature", sig)
+		r, err := s.api.Send("POST", "/stripe/webhook", body, "Stripe-Signature", sig)
 		var out struct{ Outcome string }
 		_ = json.Unmarshal(r.Body, &out)
 		answers[i] = answer{status: r.Status, outcome: out.Outcome, err: err, body: string(r.Body)}
@@ -158,7 +158,7 @@ func TestTaskDeliveredTwice(t *testing.T) {
 	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+toRefund.ID.String()+"/refund", map[string]string{"reason": "dup test"}).Expect(t, 202)
 
 	// Let the relay move everything into the queues; nothing runs them yet.
-	testenv.Eventually(t, 15*time.Second, "outbox handed off", func() bool { return s.count(`SELECT count(*) FROM outbox WHERE deliveries = 0`) == 0 })
+	testenv.Eventually(t, 30*time.Second, "outbox handed off", func() bool { return s.count(`SELECT count(*) FROM outbox WHERE deliveries = 0`) == 0 })
 	q := newQueues(t, s.rdb, s.ns)
 	client := asynq.NewClientFromRedisClient(s.rdb)
 	copies := map[string]int{}
@@ -275,7 +275,7 @@ func TestRefundThatWentThroughAfterAnotherCopyGaveUp(t *testing.T) {
 	errs := make(chan error, 2)
 	go func() { errs <- orders.Cancel(ctx, toCancel.ID, order.ActorWorker, "copy one") }()
 	go func() { errs <- orders.Refund(ctx, toRefund.ID, order.ActorWorker, "copy one") }()
-	testenv.Eventually(t, 10*time.Second, "both refunds sent", func() bool { return s.stripe.Held() == 2 })
+	testenv.Eventually(t, 30*time.Second, "both refunds sent", func() bool { return s.stripe.Held() == 2 })
 	// ...and the other copies give up meanwhile (asking Stripe past the proxy, which finds no
 	// refund made yet).
 	others := s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
@@ -315,7 +315,7 @@ func holdRefund(s *stack, log *slog.Logger, run func(*order.Service) error) (<-c
 	errs := make(chan error, 1)
 	held := s.assemble(s.rdb, s.stripe.URL, log).Orders
 	go func() { errs <- run(held) }()
-	testenv.Eventually(t, 10*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
+	testenv.Eventually(t, 30*time.Second, "the refund sent", func() bool { return s.stripe.Held() == 1 })
 	return errs, s.assemble(s.rdb, testenv.StripeURL(t), s.log).Orders
 }
 
@@ -596,7 +596,7 @@ func TestTwoRelaysDrainOneBacklog(t *testing.T) {
 			}
 		}
 	})
-	testenv.Eventually(t, 15*time.Second, "the first relay holds its first batch", holding.Load)
+	testenv.Eventually(t, 30*time.Second, "the first relay holds its first batch", holding.Load)
 	s.startRelayWith(s.rdb, s.ns, batch, 50*time.Millisecond, func(r *relay.Relay) {
 		r.Observe = func(n int, _ time.Duration) {
 			mu.Lock()

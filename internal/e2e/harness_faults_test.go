@@ -42,53 +42,12 @@ import (
 func noRelay(o *stackOptions)  { o.noRelay = true }
 func noWorker(o *stackOptions) { o.noWorker = true }
 
-// send is Client.Do for goroutines: it never calls t.Fatal, it returns the error.
-func send(c *testenv.Client, method, path string, body any, headers ...string) (testenv.Response, error) {
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			return testenv.Response{}, err
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, c.Base+path, rd)
-	if err != nil {
-		return testenv.Response{}, err
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	for k, v := range c.Headers {
-		req.Header.Set(k, v)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return testenv.Response{}, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	return testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, err
-}
-
 // later sends a request from a goroutine of its own, for one that will wait (on a lock, on
 // Stripe), and returns where its answer comes; a failure to send it fails t.
 func later(t testing.TB, c *testenv.Client, method, path string, body any, headers ...string) <-chan testenv.Response {
 	out := make(chan testenv.Response, 1)
 	go func() {
-		resp, err := send(c, method, path, body, headers...)
+		resp, err := c.Send(method, path, body, headers...)
 		if err != nil {
 			t.Error(err)
 		}

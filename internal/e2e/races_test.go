@@ -50,7 +50,7 @@ func TestLastUnitsOfStock(t *testing.T) {
 		answers := make([]answer, racers)
 		parallel(racers, func(i int) {
 			q := qty(i)
-			r, err := send(clients[i], "POST", "/v1/orders", map[string]any{"items": []map[string]any{{"itemId": item, "quantity": q}}},
+			r, err := clients[i].Send("POST", "/v1/orders", map[string]any{"items": []map[string]any{{"itemId": item, "quantity": q}}},
 				"Idempotency-Key", uuid.NewString())
 			answers[i] = answer{qty: q, status: r.Status, code: errorCode(r), err: err, body: string(r.Body)}
 		})
@@ -144,7 +144,7 @@ func TestIdempotentCreateSentConcurrently(t *testing.T) {
 	}
 	answers := make([]answer, n)
 	parallel(n, func(i int) {
-		r, err := send(c, "POST", "/v1/orders", body, "Idempotency-Key", key)
+		r, err := c.Send("POST", "/v1/orders", body, "Idempotency-Key", key)
 		var o struct{ ID uuid.UUID }
 		if r.Status == 201 {
 			err = jsonErr(err, r.Body, &o)
@@ -233,10 +233,10 @@ func TestShipRacesCancel(t *testing.T) {
 		var r testenv.Response
 		var err error
 		if i%2 == 0 {
-			r, err = send(shipper, "PATCH", "/v1/admin/orders/"+o.ID.String()+"/ship",
+			r, err = shipper.Send("PATCH", "/v1/admin/orders/"+o.ID.String()+"/ship",
 				map[string]string{"trackingNumber": "TRK-" + o.ID.String()[:8], "carrier": "UPS"})
 		} else {
-			r, err = send(financial, "PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", map[string]string{"reason": "race"})
+			r, err = financial.Send("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", map[string]string{"reason": "race"})
 		}
 		mu.Lock()
 		defer mu.Unlock()
@@ -349,9 +349,9 @@ func TestOrdersOverSharedItemsDoNotDeadlock(t *testing.T) {
 		var r testenv.Response
 		var err error
 		if i < creates {
-			r, err = send(clients[i%len(clients)], "POST", "/v1/orders", map[string]any{"items": bodies[i]}, "Idempotency-Key", uuid.NewString())
+			r, err = clients[i%len(clients)].Send("POST", "/v1/orders", map[string]any{"items": bodies[i]}, "Idempotency-Key", uuid.NewString())
 		} else {
-			r, err = send(financial, "PATCH", "/v1/admin/orders/"+toCancel[i-creates].String()+"/cancel", nil)
+			r, err = financial.Send("PATCH", "/v1/admin/orders/"+toCancel[i-creates].String()+"/cancel", nil)
 		}
 		answers[i] = answer{status: r.Status, err: err, body: string(r.Body)}
 	})
@@ -411,7 +411,7 @@ func TestAccountDeletedWhileItsCustomerIsCreated(t *testing.T) {
 	r.quiesce()
 	r.stripe.Gather(2) // holds the customer create; no second call comes
 	uid, c := r.customer()
-	testenv.Eventually(t, 10*time.Second, "the customer create at Stripe", func() bool { return r.stripe.Held() == 1 })
+	testenv.Eventually(t, 30*time.Second, "the customer create at Stripe", func() bool { return r.stripe.Held() == 1 })
 	c.Do("DELETE", "/v1/users/me", nil).Expect(t, 204)
 	// Time for the delete task to be handed off and to try (its wait for the lock gives way
 	// after 6 s, well within the held call's time).
@@ -572,7 +572,7 @@ func TestARefundAskedWhileItsFailureCommitsIsTaken(t *testing.T) {
 	}
 	hooked := r.webhookLater(payment.TestEvent{ID: id, Type: payment.EventRefundUpdated, RefundID: first.RefundID, RefundStatus: "failed",
 		PaymentIntentID: *o.Payment.PaymentIntentID, Amount: first.Amount, Currency: "usd"})
-	testenv.Eventually(t, 10*time.Second, "the webhook waiting for its event's id", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the webhook waiting for its event's id", func() bool {
 		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
 			AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO stripe_events%'`) == 1
 	})

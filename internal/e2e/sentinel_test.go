@@ -42,12 +42,12 @@ func startSentinelRedis(t *testing.T) *sentinelRedis {
 	t.Helper()
 	r := &sentinelRedis{t: t, master: testenv.StartRedisServer(t, "redis-master")}
 	r.replica = testenv.StartRedisServer(t, "redis-replica", fmt.Sprintf("replicaof 127.0.0.1 %d", r.master.Port))
-	// Down after 1 s; an election that fails (a split vote) is tried again after twice the
-	// failover timeout.
+	// Down after 2 s (a loaded machine can keep a live master from answering for one); an
+	// election that fails (a split vote) is tried again after twice the failover timeout.
 	for i := 1; i <= 3; i++ {
 		r.sentinels = append(r.sentinels, testenv.StartRedisSentinel(t, fmt.Sprintf("sentinel-%d", i),
 			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2", sentinelMaster, r.master.Port),
-			"sentinel down-after-milliseconds "+sentinelMaster+" 1000",
+			"sentinel down-after-milliseconds "+sentinelMaster+" 2000",
 			"sentinel failover-timeout "+sentinelMaster+" 4000",
 			"sentinel parallel-syncs "+sentinelMaster+" 1"))
 	}
@@ -146,7 +146,7 @@ func (l *pipelineLoad) run(c *testenv.Client, item uuid.UUID, webhookSecret stri
 		deadline := time.Now().Add(30 * time.Second)
 		key := uuid.NewString()
 		resp, ok := l.untilNot503("POST /v1/orders", deadline, func() (testenv.Response, error) {
-			return send(c, "POST", "/v1/orders", body, "Idempotency-Key", key)
+			return c.Send("POST", "/v1/orders", body, "Idempotency-Key", key)
 		})
 		if !ok || resp.Status != http.StatusCreated {
 			l.fail("order not created: %d %s", resp.Status, resp.Body)
@@ -160,7 +160,7 @@ func (l *pipelineLoad) run(c *testenv.Client, item uuid.UUID, webhookSecret stri
 		event := payment.TestEvent{ID: eventID(), Type: payment.EventIntentSucceeded, PaymentIntentID: *o.Payment.PaymentIntentID,
 			OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency}.Build()
 		resp, ok = l.untilNot503("POST /stripe/webhook", deadline, func() (testenv.Response, error) {
-			return send(c, "POST", "/stripe/webhook", event, "Stripe-Signature", payment.Sign(event, webhookSecret, time.Now()))
+			return c.Send("POST", "/stripe/webhook", event, "Stripe-Signature", payment.Sign(event, webhookSecret, time.Now()))
 		})
 		if !ok || resp.Status != http.StatusOK {
 			l.fail("payment of %s not accepted: %d %s", o.ID, resp.Status, resp.Body)

@@ -303,7 +303,11 @@ func TestOpsRoutesArePublic(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)
 	a.api.Do("GET", "/health", nil).Expect(t, 200)
-	a.api.Do("GET", "/ready", nil).Expect(t, 200)
+	// Ready is a 200 once each dependency answers within a second, which a loaded machine may
+	// miss now and then; a token demanded would never give one.
+	testenv.Eventually(t, 20*time.Second, "/ready answers 200 without a token", func() bool {
+		return a.api.Do("GET", "/ready", nil).Status == 200
+	})
 }
 
 // TestInvalidTokensAreRefused: anything but a valid, live access token is 401
@@ -373,7 +377,7 @@ func TestRoleIsReadFromTheDatabase(t *testing.T) {
 	if _, err := a.db.Exec(`UPDATE users SET role = 'user' WHERE id = $1`, acc.ID); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 3*time.Second, "demoted admin still passes the admin guard", func() bool {
+	testenv.Eventually(t, 15*time.Second, "demoted admin still passes the admin guard", func() bool {
 		return c.Do("GET", "/v1/admin/users", nil).Status == http.StatusForbidden
 	})
 	expectError(t, c.Do("GET", "/v1/admin/users", nil), 403, "auth.errors.forbidden", "/v1/admin/users")
@@ -382,7 +386,7 @@ func TestRoleIsReadFromTheDatabase(t *testing.T) {
 	if _, err := a.db.Exec(`UPDATE users SET role = 'admin' WHERE id = $1`, acc.ID); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 3*time.Second, "promoted user still refused", func() bool {
+	testenv.Eventually(t, 15*time.Second, "promoted user still refused", func() bool {
 		return c.Do("GET", "/v1/admin/users", nil).Status == http.StatusOK
 	})
 
@@ -390,7 +394,7 @@ func TestRoleIsReadFromTheDatabase(t *testing.T) {
 	if _, err := a.db.Exec(`UPDATE users SET deleted_at = now() WHERE id = $1`, acc.ID); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 3*time.Second, "deleted user still authenticated", func() bool {
+	testenv.Eventually(t, 15*time.Second, "deleted user still authenticated", func() bool {
 		return c.Do("GET", "/v1/users/me", nil).Status == http.StatusUnauthorized
 	})
 }

@@ -321,11 +321,18 @@ func TestIdempotencyConcurrentDuplicates(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			responses[i] = admin.Do("POST", itemsPath, body, k...)
+			r, err := admin.Send("POST", itemsPath, body, k...)
+			if err != nil {
+				t.Error(err)
+			}
+			responses[i] = r
 		}()
 	}
 	close(start)
 	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
 
 	var fresh, replays, inFlight int
 	var created string

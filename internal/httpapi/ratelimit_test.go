@@ -3,9 +3,11 @@ package httpapi_test
 import (
 	"io"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -218,7 +220,13 @@ func TestOpsRoutesAreNotRateLimited(t *testing.T) {
 	a := newApp(t, "RATE_LIMIT_ENABLED", "true", "RATE_LIMITS", "default=1,login=1,session=1,create=1")
 	for i := 0; i < 10; i++ {
 		expectNoBudget(t, a.api.Do("GET", "/health", nil).Expect(t, 200))
-		expectNoBudget(t, a.api.Do("GET", "/ready", nil).Expect(t, 200))
+		// A dependency slow to answer on a loaded machine makes /ready a 503; a limit would
+		// make it a 429.
+		r := a.api.Do("GET", "/ready", nil)
+		if r.Status != 200 && r.Status != 503 {
+			t.Fatalf("/ready answered %d\n%s", r.Status, r.Body)
+		}
+		expectNoBudget(t, r)
 	}
 }
 
@@ -272,8 +280,13 @@ func TestRateLimitFailsOpenWhenRedisIsDown(t *testing.T) {
 	// Without the denylist, the database still ends a logged-out session.
 	c.Do("POST", "/v1/auth/logout", nil).Expect(t, 204)
 	expectError(t, c.Do("GET", "/v1/users/me", nil), 401, "auth.errors.invalidToken", "/v1/users/me")
-	// And readiness reports Redis.
-	resp := a.api.Do("GET", "/ready", nil)
+	// And readiness reports Redis. A Postgres ping that misses its second on a loaded machine
+	// adds Postgres: that answer is asked again.
+	var resp testenv.Response
+	testenv.Eventually(t, 20*time.Second, "readiness without a slow Postgres", func() bool {
+		resp = a.api.Do("GET", "/ready", nil)
+		return !slices.ContainsFunc(details(t, resp), func(d detail) bool { return d.Field == "postgres" })
+	})
 	expectError(t, resp, 503, "common.errors.notReady", "/ready")
 	if d := details(t, resp); len(d) != 1 || d[0].Field != "redis" {
 		t.Fatalf("readiness details: %+v", d)

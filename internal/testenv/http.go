@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -51,9 +52,20 @@ type Response struct {
 }
 
 // Do sends a request. body is sent as is when it is a string or []byte, else JSON-encoded;
-// nil sends no body. headers are name, value pairs.
+// nil sends no body. headers are name, value pairs. An error fails the test.
 func (c *Client) Do(method, path string, body any, headers ...string) Response {
 	c.t.Helper()
+	r, err := c.Send(method, path, body, headers...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return r
+}
+
+// Send sends a request like Do but returns its error instead of failing the test: for
+// goroutines, where t.Fatal would end only the goroutine and could leave the test waiting on
+// an answer that never comes. The response read so far comes with a body read's error.
+func (c *Client) Send(method, path string, body any, headers ...string) (Response, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -64,13 +76,13 @@ func (c *Client) Do(method, path string, body any, headers ...string) Response {
 	default:
 		raw, err := json.Marshal(b)
 		if err != nil {
-			c.t.Fatalf("encode body: %v", err)
+			return Response{}, fmt.Errorf("encode body: %w", err)
 		}
 		rd = bytes.NewReader(raw)
 	}
 	req, err := http.NewRequest(method, c.Base+path, rd)
 	if err != nil {
-		c.t.Fatalf("new request: %v", err)
+		return Response{}, fmt.Errorf("new request: %w", err)
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -86,14 +98,15 @@ func (c *Client) Do(method, path string, body any, headers ...string) Response {
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
+		return Response{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
+	r := Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
 	if err != nil {
-		c.t.Fatalf("%s %s: read body: %v", method, path, err)
+		return r, fmt.Errorf("%s %s: read body: %w", method, path, err)
 	}
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+	return r, nil
 }
 
 // JSON decodes the body as an object.
