@@ -498,7 +498,7 @@ func TestCancelFindsAPaymentItsEventNeverBrought(t *testing.T) {
 	}
 	r.wantStock(item, 10)
 	// In one attempt: a cancel on its last attempt must not leave the paid order to be fulfilled.
-	testenv.Eventually(t, 10*time.Second, "the cancel task's outcome recorded", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the cancel task's outcome recorded", func() bool {
 		return r.obs.outcomes(tasks.OrderCancel)["success"] == 1
 	})
 	if got := r.obs.outcomes(tasks.OrderCancel); got["retry"] != 0 {

@@ -122,7 +122,7 @@ func TestProcessCompensationLeavesPaidWhatItCannotEnd(t *testing.T) {
 				"data": tc.found(o)}})
 
 			r.paid(o, 2400) // a mismatch: processing fails for good
-			testenv.Eventually(t, 15*time.Second, "the compensation tried", func() bool {
+			testenv.Eventually(t, 30*time.Second, "the compensation tried", func() bool {
 				return r.obs.outcomes(tasks.OrderProcess)["failed"] == 1
 			})
 			r.quiesce()
@@ -173,7 +173,7 @@ func TestProcessCompensationRefusedLeavesThePaymentOwed(t *testing.T) {
 
 	r.stripe.Clear()
 	r.as("financial").Do("PATCH", path+"/refund", nil).Expect(t, 202)
-	testenv.Eventually(t, 15*time.Second, "the refund made again", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the refund made again", func() bool {
 		_, action := r.status(o.ID)
 		return action == ""
 	})
@@ -219,7 +219,7 @@ func TestRefundRetriesExhaustedIsCompensatedOnce(t *testing.T) {
 		return len(r.events(o.ID, "actionFailed")) > 0
 	})
 	r.quiesce()
-	testenv.Eventually(t, 10*time.Second, "task archived", func() bool { return r.archived(tasks.QueueOrders) == 1 })
+	testenv.Eventually(t, 30*time.Second, "task archived", func() bool { return r.archived(tasks.QueueOrders) == 1 })
 
 	st, action := r.status(o.ID)
 	if st != "PROCESSED" || action != "" {
@@ -279,7 +279,7 @@ func TestCancelRetriesExhaustedIsCompensatedOnce(t *testing.T) {
 		return len(r.events(o.ID, "actionFailed")) > 0
 	})
 	r.quiesce()
-	testenv.Eventually(t, 10*time.Second, "task archived", func() bool { return r.archived(tasks.QueueOrders) == 1 })
+	testenv.Eventually(t, 30*time.Second, "task archived", func() bool { return r.archived(tasks.QueueOrders) == 1 })
 
 	st, action := r.status(o.ID)
 	if st != "PENDING" || action != "" {
@@ -505,7 +505,7 @@ func TestAFailedRefundIsMadeAgainOnStaffRequest(t *testing.T) {
 		if accepted.Status != status || deref(accepted.PendingAction) != "refund" {
 			t.Fatalf("202 body: %s/%q, want the status kept with refund pending", accepted.Status, deref(accepted.PendingAction))
 		}
-		testenv.Eventually(t, 15*time.Second, "the refund made again", func() bool {
+		testenv.Eventually(t, 30*time.Second, "the refund made again", func() bool {
 			_, action := r.status(o.ID)
 			return action == ""
 		})

@@ -230,7 +230,7 @@ func TestOrderCanceledDuringItsCreate(t *testing.T) {
 	key := uuid.NewString()
 	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
 	answer := later(t, c, "POST", "/v1/orders", body, "Idempotency-Key", key)
-	testenv.Eventually(t, 10*time.Second, "the create at Stripe", func() bool { return r.stripe.Held() == 1 })
+	testenv.Eventually(t, 30*time.Second, "the create at Stripe", func() bool { return r.stripe.Held() == 1 })
 	id := r.onlyOrder(uid)
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+id.String()+"/cancel", nil).Expect(t, 202)
 	r.waitStatus(id, "CANCELED")

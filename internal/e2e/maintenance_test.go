@@ -210,7 +210,7 @@ func TestOverlappingReconcilerRunSkips(t *testing.T) {
 	go func() { doneA <- runA(context.Background()) }()
 	// In flight at the slow proxy, and answered behind it: the Stripe proxy records a call once
 	// stripe-mock answered it, after the slow proxy counted it.
-	testenv.Eventually(t, 15*time.Second, "the first run is waiting on Stripe", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the first run is waiting on Stripe", func() bool {
 		return slow.inflight.Load() == 1 && s.intentLookups(pi) == 1
 	})
 	if n, err := s.rdb.Exists(context.Background(), lockKey).Result(); err != nil || n != 1 {

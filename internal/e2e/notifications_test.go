@@ -78,7 +78,7 @@ func TestNotificationsListCountsAndRead(t *testing.T) {
 	// Notifications are stamped when the worker stores them, and tasks of different events run
 	// concurrently; each step waits for its notifications so that the expected order is known.
 	uid, c := r.customer() // signs in: auth.login
-	testenv.Eventually(t, 15*time.Second, "login notification", func() bool {
+	testenv.Eventually(t, 30*time.Second, "login notification", func() bool {
 		return r.count(`SELECT count(*) FROM notifications WHERE user_id = $1`, uid) == 1
 	})
 	first := r.processed(c, 2, item)
@@ -219,7 +219,7 @@ func TestNotificationsListCountsAndRead(t *testing.T) {
 
 	// A new one makes hasNew true again.
 	r.place(c, 1, item)
-	testenv.Eventually(t, 15*time.Second, "new notification", func() bool { return count() == 1 })
+	testenv.Eventually(t, 30*time.Second, "new notification", func() bool { return count() == 1 })
 	if !hasNew() {
 		t.Fatal("hasNew false with one unread")
 	}

@@ -138,9 +138,9 @@ func TestWorkerOutlivesAPostgresOutage(t *testing.T) {
 	proxy.Restore(t)
 	s.waitStatus(o.ID, "PROCESSED")
 	for _, ev := range []string{notification.EventOrderCreated, notification.EventOrderPaid, notification.EventOrderProcessed} {
-		testenv.Eventually(t, 15*time.Second, ev+" notification", func() bool { return s.notifications(uid, o.ID, ev) >= 1 })
+		testenv.Eventually(t, 30*time.Second, ev+" notification", func() bool { return s.notifications(uid, o.ID, ev) >= 1 })
 	}
-	testenv.Eventually(t, 15*time.Second, "the outbox empties", func() bool { return s.count(`SELECT count(*) FROM outbox`) == 0 })
+	testenv.Eventually(t, 30*time.Second, "the outbox empties", func() bool { return s.count(`SELECT count(*) FROM outbox`) == 0 })
 	for _, ev := range []string{notification.EventOrderCreated, notification.EventOrderPaid, notification.EventOrderProcessed} {
 		if n := s.notifications(uid, o.ID, ev); n != 1 {
 			t.Errorf("%s notifications = %d, want 1", ev, n)

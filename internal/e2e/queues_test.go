@@ -30,7 +30,7 @@ func TestQueuesWithSlotsOfTheirOwn(t *testing.T) {
 	}
 	s.waitStatus(o.ID, "PROCESSED")
 	s.waitNotified(uid, o.ID, notification.EventOrderProcessed)
-	testenv.Eventually(t, 10*time.Second, "the customer's Stripe sync (payments queue, shared slots)", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the customer's Stripe sync (payments queue, shared slots)", func() bool {
 		return s.count(`SELECT count(*) FROM users WHERE id = $1 AND stripe_customer_id IS NOT NULL`, uid) == 1
 	})
 }

@@ -42,7 +42,7 @@ func TestNothingStrandedWhenRedisForgetsTasks(t *testing.T) {
 		refunded = append(refunded, o)
 	}
 	// The relay hands everything to Redis; nothing runs it yet. Then Redis forgets it all.
-	testenv.Eventually(t, 15*time.Second, "every row handed off", func() bool {
+	testenv.Eventually(t, 30*time.Second, "every row handed off", func() bool {
 		return s.count(`SELECT count(*) FROM outbox WHERE deliveries = 0`) == 0
 	})
 	testenv.ForgetQueues(s.rdb, s.ns)
@@ -59,7 +59,7 @@ func TestNothingStrandedWhenRedisForgetsTasks(t *testing.T) {
 	for _, o := range refunded {
 		s.waitStatus(o.ID, "REFUNDED")
 	}
-	testenv.Eventually(t, 15*time.Second, "the outbox empties", func() bool { return s.count(`SELECT count(*) FROM outbox`) == 0 })
+	testenv.Eventually(t, 30*time.Second, "the outbox empties", func() bool { return s.count(`SELECT count(*) FROM outbox`) == 0 })
 	t.Logf("%d outbox rows lost by Redis, all recovered in %s", inFlight, time.Since(start).Round(time.Millisecond))
 
 	// Exactly once: one transition each, one notification per event, one refund per order,
@@ -104,7 +104,7 @@ func TestReconcilerRequeuesStuckOrders(t *testing.T) {
 	s.pay(stuckPaid)
 	s.pay(waiting)
 	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+stuckCancel.ID.String()+"/cancel", nil).Expect(t, 202)
-	testenv.Eventually(t, 15*time.Second, "every row handed off", func() bool {
+	testenv.Eventually(t, 30*time.Second, "every row handed off", func() bool {
 		return s.count(`SELECT count(*) FROM outbox WHERE deliveries = 0`) == 0
 	})
 	testenv.ForgetQueues(s.rdb, s.ns)

@@ -222,7 +222,7 @@ func (r *rig) holdOrder(id uuid.UUID) *postgres.Tx {
 // row lock.
 func (r *rig) waitForOrderLock(who string) {
 	r.t.Helper()
-	testenv.Eventually(r.t, 10*time.Second, who+" waiting for the order's lock", func() bool {
+	testenv.Eventually(r.t, 30*time.Second, who+" waiting for the order's lock", func() bool {
 		return r.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
 			AND wait_event_type = 'Lock' AND query LIKE 'SELECT o.xmin::text AS locked_xmin,%'`) == 1
 	})
@@ -349,7 +349,7 @@ func (r *rig) outboxRows(id uuid.UUID) int {
 func (r *rig) quiesce() {
 	r.t.Helper()
 	insp := asynq.NewInspectorFromRedisClient(r.rdb)
-	testenv.Eventually(r.t, 15*time.Second, "outbox drained and queues idle", func() bool {
+	testenv.Eventually(r.t, 30*time.Second, "outbox drained and queues idle", func() bool {
 		if r.count(`SELECT count(*) FROM outbox`) > 0 {
 			return false
 		}

@@ -263,7 +263,7 @@ func (s *stack) status(id uuid.UUID) (string, string) {
 // waitStatus waits until the order reaches status with no pending action.
 func (s *stack) waitStatus(id uuid.UUID, want string) {
 	s.t.Helper()
-	testenv.Eventually(s.t, 15*time.Second, "order "+id.String()+" reaches "+want, func() bool {
+	testenv.Eventually(s.t, 30*time.Second, "order "+id.String()+" reaches "+want, func() bool {
 		st, action := s.status(id)
 		return st == want && action == ""
 	})
@@ -322,7 +322,7 @@ func (s *stack) refunds(id uuid.UUID) []refundRow {
 // how many there are.
 func (s *stack) waitNotified(userID, orderID uuid.UUID, event string) {
 	s.t.Helper()
-	testenv.Eventually(s.t, 15*time.Second, "notification "+event, func() bool {
+	testenv.Eventually(s.t, 30*time.Second, "notification "+event, func() bool {
 		return s.count(`SELECT count(*) FROM notifications WHERE user_id = $1 AND event = $2 AND data->>'orderId' = $3`,
 			userID, event, orderID.String()) > 0
 	})

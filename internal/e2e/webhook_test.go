@@ -116,7 +116,7 @@ func TestLatePaymentIsRefunded(t *testing.T) {
 	if out := r.eventOutcome(id); out != "late_payment" {
 		t.Fatalf("outcome %q", out)
 	}
-	testenv.Eventually(t, 15*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
+	testenv.Eventually(t, 30*time.Second, "late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
 	r.quiesce()
 
 	if st, a := r.status(o.ID); st != "CANCELED" || a != "" {
@@ -175,7 +175,7 @@ func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
 	}
 	refunded := func(name string, o fullOrder) {
 		t.Helper()
-		testenv.Eventually(t, 15*time.Second, name+": late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
+		testenv.Eventually(t, 30*time.Second, name+": late refund recorded", func() bool { return len(r.refunds(o.ID)) > 0 })
 		r.quiesce()
 		if got := r.refunds(o.ID); len(got) != 1 || got[0].Kind != "late_payment" || got[0].Amount != o.Total {
 			t.Fatalf("%s: refunds %+v", name, got)

@@ -44,7 +44,7 @@ func TestMalformedTasksLeaveOrdersAlone(t *testing.T) {
 	paid := s.order(c, 1, item)
 	s.pay(paid)
 	s.staff("financial").Do("PATCH", "/v1/admin/orders/"+processed.ID.String()+"/refund", nil).Expect(t, 202)
-	testenv.Eventually(t, 15*time.Second, "genuine tasks queued", func() bool { return q.info(tasks.QueueOrders).Pending == 2 })
+	testenv.Eventually(t, 30*time.Second, "genuine tasks queued", func() bool { return q.info(tasks.QueueOrders).Pending == 2 })
 
 	envelope := func(data string) []byte {
 		raw, _ := json.Marshal(map[string]any{"correlationId": "malformed-test", "data": json.RawMessage(data)})
@@ -134,7 +134,7 @@ func TestPeriodicTaskOncePerPeriod(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); sch.Run(ctx) }()
 	}
-	testenv.Eventually(t, 15*time.Second, "cleanup ran", func() bool { return log.count(tasks.CleanupExpired, "success") >= 1 })
+	testenv.Eventually(t, 30*time.Second, "cleanup ran", func() bool { return log.count(tasks.CleanupExpired, "success") >= 1 })
 	cancel()
 	wg.Wait()
 	q := s.quiet()

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -65,7 +66,9 @@ func NewStripeProxy(t testing.TB, target string) *StripeProxy {
 	p := &StripeProxy{}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.gate()
+		if !p.gate(r.Context()) {
+			return // the client gave up on a held call: it never reached Stripe
+		}
 		call := Call{Method: r.Method, Path: r.URL.Path, IdempotencyKey: r.Header.Get("Idempotency-Key"), Form: r.URL.Query()}
 		if body, err := io.ReadAll(r.Body); err == nil {
 			r.Body = io.NopCloser(bytes.NewReader(body))
@@ -158,11 +161,14 @@ func (p *StripeProxy) Held() int {
 	return p.waiting
 }
 
-func (p *StripeProxy) gate() {
+// gate holds a call while Gather asks it to. A call whose client gives up meanwhile (a client
+// timeout, which the client may retry) leaves the group and reports false, so that its retry
+// takes its place instead of completing the group.
+func (p *StripeProxy) gate(ctx context.Context) bool {
 	p.mu.Lock()
 	if p.gather == 0 {
 		p.mu.Unlock()
-		return
+		return true
 	}
 	if p.release == nil {
 		p.release = make(chan struct{})
@@ -173,7 +179,18 @@ func (p *StripeProxy) gate() {
 		p.release, p.waiting = nil, 0
 	}
 	p.mu.Unlock()
-	<-release
+	select {
+	case <-release:
+		return true
+	case <-ctx.Done():
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.release != release { // released meanwhile
+			return true
+		}
+		p.waiting--
+		return false
+	}
 }
 
 // Connections returns how many connections the proxy accepted.

@@ -2,6 +2,7 @@ package logging_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
@@ -17,16 +18,25 @@ func TestSometimes(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
 	log := logging.Sometimes(logging.New("api", slog.LevelInfo, "json", &out), 300*time.Millisecond)
-	for range 5 {
-		log.Warn("cache unavailable", "err", "refused")
+	// Each line carries its time, as a logger gives it, so a stalled test does not move a line
+	// out of the interval.
+	t0 := time.Now()
+	warn := func(l *slog.Logger, at time.Duration, msg string, args ...any) {
+		r := slog.NewRecord(t0.Add(at), slog.LevelWarn, msg, 0)
+		r.Add(args...)
+		if err := l.Handler().Handle(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
 	}
-	log.With("k", "v").Warn("cache unavailable") // derived loggers share what was seen
-	log.Warn("denylist unavailable")
-	log.Warn("refused", "code", "a")
-	log.Warn("refused", "code", "b") // another code: another line
-	log.Warn("refused", "code", "a")
-	time.Sleep(350 * time.Millisecond)
-	log.Warn("cache unavailable")
+	for i := range 5 {
+		warn(log, time.Duration(i)*time.Millisecond, "cache unavailable", "err", "refused")
+	}
+	warn(log.With("k", "v"), 10*time.Millisecond, "cache unavailable") // derived loggers share what was seen
+	warn(log, 11*time.Millisecond, "denylist unavailable")
+	warn(log, 12*time.Millisecond, "refused", "code", "a")
+	warn(log, 13*time.Millisecond, "refused", "code", "b") // another code: another line
+	warn(log, 14*time.Millisecond, "refused", "code", "a")
+	warn(log, 350*time.Millisecond, "cache unavailable")
 
 	var lines []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {

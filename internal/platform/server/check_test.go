@@ -35,9 +35,10 @@ func TestCheckAnswersWhileTheDatabaseHangs(t *testing.T) {
 		"postgres": db.PingContext,
 		"other":    func(context.Context) error { return nil },
 	}
-	if failed := server.Check(ctx, checks); len(failed) != 0 {
-		t.Fatalf("checks failed before the freeze: %v", failed)
-	}
+	// Each check has a second; a loaded machine may need more than one try to answer in it.
+	testenv.Eventually(t, 30*time.Second, "the checks pass before the freeze", func() bool {
+		return len(server.Check(ctx, checks)) == 0
+	})
 
 	proxy.Freeze() // thawed when the test ends, which lets the hung ping end
 	answered := make(chan []string, 1)
