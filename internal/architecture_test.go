@@ -52,6 +52,22 @@ func TestDomainIsFreeOfTransport(t *testing.T) {
 	}
 }
 
+// TestTransportsBuildNoStore: the API and the worker reach the database through the services
+// the composition root built (docs/architecture.md), never through a store package of their
+// own import.
+func TestTransportsBuildNoStore(t *testing.T) {
+	t.Parallel()
+	transports := []string{"internal/httpapi", "internal/worker"}
+	graph := importGraph(t, transports)
+	for _, pkg := range transports {
+		for _, imp := range graph[module+pkg] {
+			if strings.HasPrefix(imp, module+"internal/") && strings.HasSuffix(imp, "db") {
+				t.Errorf("%s imports the store package %s", pkg, imp)
+			}
+		}
+	}
+}
+
 // TestImportChainFindsIndirectImports keeps the rule's check honest: a dependency two hops
 // away is found, with the path to it.
 func TestImportChainFindsIndirectImports(t *testing.T) {

@@ -179,6 +179,11 @@ func (s *Service) Logout(ctx context.Context, p Principal) error {
 	return nil
 }
 
+// DeleteExpiredSessions deletes the sessions that expired or were revoked before cutoff.
+func (s *Service) DeleteExpiredSessions(ctx context.Context, cutoff time.Time) (int64, error) {
+	return authdb.DeleteExpired(ctx, s.db, cutoff)
+}
+
 // RevokeUser revokes every session of a user inside the caller's transaction and returns their
 // ids; call Deny with them after the commit.
 func (s *Service) RevokeUser(ctx context.Context, tx postgres.Querier, userID uuid.UUID, reason string) ([]uuid.UUID, error) {

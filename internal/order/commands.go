@@ -247,7 +247,7 @@ func (s *Service) cancelUnpaid(ctx context.Context, id uuid.UUID, actor, reason 
 		if o.Status != Pending || o.Payment.IntentID != nil {
 			return nil, nil, nil
 		}
-		o.Payment.LastError = rejected
+		o.intentRefused(rejected)
 		return s.finishCancel(ctx, tx, o, actor, reason, nil)
 	})
 	if err == nil && o.Status == Canceled {

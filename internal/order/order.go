@@ -396,6 +396,14 @@ func (o *Order) refund(at time.Time) error {
 // recordRefund notes a refund of o's payment.
 func (o *Order) recordRefund(r Refund) { o.Refund = &r }
 
+// refundSettled ends the pending refund of an order whose status does not move with it (a late
+// payment's refund, a refund made again), once the refund is recorded.
+func (o *Order) refundSettled() { o.PendingAction = ActionNone }
+
+// intentRefused records Stripe's refusal to create the PaymentIntent of a PENDING order (nil:
+// none): a resumed create tells such an order by it.
+func (o *Order) intentRefused(msg *string) { o.Payment.LastError = msg }
+
 // refundOutside notes that staff returned o's payment outside Stripe, where Stripe could not
 // (a refund that failed, a late payment whose refund it refused): the whole payment, succeeded,
 // in place of the refund that failed. The status and the stock stay. Refused while an action is

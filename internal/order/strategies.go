@@ -264,7 +264,7 @@ func (s *Service) finishRefundAgain(ctx context.Context, tx *postgres.Tx, o *Ord
 	if err := s.recordRefund(ctx, tx, o, o.Refund.Kind, r); err != nil {
 		return nil, nil, err
 	}
-	o.PendingAction = ActionNone
+	o.refundSettled()
 	var msgs []outbox.Message
 	if tell {
 		msgs = append(msgs, refundedNotice(o, r.Amount))
@@ -335,7 +335,7 @@ func (s *Service) finishLateRefund(ctx context.Context, tx *postgres.Tx, o *Orde
 	if err := s.recordRefund(ctx, tx, o, RefundLatePayment, r); err != nil {
 		return nil, nil, err
 	}
-	o.PendingAction = ActionNone
+	o.refundSettled()
 	return actionEvent(EventLateRefund, ActorWorker, "payment received after cancellation"), []outbox.Message{refundedNotice(o, r.Amount)}, nil
 }
 

@@ -40,7 +40,7 @@ func New(cfg config.Config, a *assembly.App, opts Options) (*Worker, error) {
 	reg := Registry(Deps{
 		Orders: a.Orders, Notifications: a.Notifications, Customers: a.Customers,
 		Maintenance: map[string]func(context.Context) error{
-			tasks.CleanupExpired:    Cleanup(a.DB, a.Log),
+			tasks.CleanupExpired:    Cleanup(a.Idempotency, a.Auth, a.Log),
 			tasks.ReconcilePayments: Reconcile(a.Orders, a.Redis, locks, a.Keys, order.DefaultReconcilePolicy(cfg.OrderUnpaidTTL), a.Log),
 		},
 	})

@@ -10,12 +10,11 @@ import (
 	"github.com/go-redsync/redsync/v4"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dispatchhq/dispatch/internal/auth/authdb"
+	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/platform/lock"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
-	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 )
 
@@ -24,18 +23,18 @@ const sessionRetention = 24 * time.Hour
 
 // Cleanup deletes idempotency records past their 24 h and sessions expired or revoked for more
 // than a day.
-func Cleanup(db *postgres.DB, log *slog.Logger) func(context.Context) error {
+func Cleanup(idem *idempotency.Store, sessions *auth.Service, log *slog.Logger) func(context.Context) error {
 	return func(ctx context.Context) error {
 		now := time.Now()
-		keys, err := idempotency.NewStore(db).DeleteExpired(ctx, now)
+		keys, err := idem.DeleteExpired(ctx, now)
 		if err != nil {
 			return err
 		}
-		sessions, err := authdb.DeleteExpired(ctx, db, now.Add(-sessionRetention))
+		gone, err := sessions.DeleteExpiredSessions(ctx, now.Add(-sessionRetention))
 		if err != nil {
 			return err
 		}
-		log.InfoContext(ctx, "cleanup done", "idempotencyKeys", keys, "sessions", sessions)
+		log.InfoContext(ctx, "cleanup done", "idempotencyKeys", keys, "sessions", gone)
 		return nil
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/dispatchhq/dispatch/internal/assembly"
+	"github.com/dispatchhq/dispatch/internal/config"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -21,7 +23,11 @@ import (
 
 func TestCleanupDeletesOnlyWhatIsPastRetention(t *testing.T) {
 	t.Parallel()
-	db, _ := testenv.DB(t)
+	db, dbURL := testenv.DB(t)
+	rdb, prefix, redisURL := testenv.Redis(t)
+	var out bytes.Buffer
+	log := logging.New("worker", slog.LevelInfo, "json", &out)
+	a := assembly.New(testenv.Config(t, config.Worker, dbURL, redisURL), assembly.Infra{DB: db, Redis: rdb, Keys: prefix, Log: log})
 	if idempotency.Retention.Hours() != 24 {
 		t.Fatalf("idempotency retention %s, want 24h", idempotency.Retention)
 	}
@@ -75,8 +81,7 @@ func TestCleanupDeletesOnlyWhatIsPastRetention(t *testing.T) {
 		}
 	}
 
-	var out bytes.Buffer
-	cleanup := worker.Cleanup(db, logging.New("worker", slog.LevelInfo, "json", &out))
+	cleanup := worker.Cleanup(a.Idempotency, a.Auth, log)
 	if err := cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
