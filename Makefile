@@ -85,7 +85,7 @@ CHAOS_DURATION ?= 2m
 chaos: $(STRIPE_MOCK) ## chaos suite: 2 APIs, 2 relays, 3 workers under load, SIGKILLs, Redis and Postgres restarts (CHAOS_DURATION=2m)
 	CHAOS_DURATION=$(CHAOS_DURATION) go test -tags chaos -count=1 -timeout 30m -run '^TestChaos$$' -v ./internal/chaos/
 
-chaos-short: $(STRIPE_MOCK) ## the chaos suite with 40 s of faults (CI), about 2.5 minutes
+chaos-short: $(STRIPE_MOCK) ## the chaos suite with 40 s of faults (CI), about 2 minutes
 	CHAOS_DURATION=40s go test -tags chaos -count=1 -timeout 15m -run '^TestChaos$$' -v ./internal/chaos/
 
 tools: $(STRIPE_MOCK) $(STATICCHECK)
