@@ -132,7 +132,7 @@ func TestWorkerOutlivesAPostgresOutage(t *testing.T) {
 	s.pay(o)
 	const budget = 3 // the relay's MaxRetry
 	testenv.Eventually(t, 20*time.Second, "attempts past the retry budget", func() bool {
-		return log.count(tasks.OrderProcess, "retry") > 3*budget && log.count(tasks.NotifyUser, "retry") > 3*budget
+		return log.count(tasks.OrderProcess, "waited") > 3*budget && log.count(tasks.NotifyUser, "waited") > 3*budget
 	})
 
 	proxy.Restore(t)

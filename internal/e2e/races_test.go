@@ -621,8 +621,9 @@ func TestCustomerSyncWaitsOutAStripeOutage(t *testing.T) {
 			r.obs.outcomes(tasks.CustomerCreate)["success"] > before["success"]
 	})
 	got := r.obs.outcomes(tasks.CustomerCreate)
-	if got["failed"] != before["failed"] || got["success"] != before["success"]+1 || got["retry"]-before["retry"] < maxRetry+1 {
-		t.Fatalf("customer create attempts %v (before the outage %v), want more retries than the task has, then one success", got, before)
+	if got["failed"] != before["failed"] || got["success"] != before["success"]+1 || got["retry"] != before["retry"] ||
+		got["waited"]-before["waited"] < maxRetry+1 {
+		t.Fatalf("customer create attempts %v (before the outage %v), want more waits than the task has retries, none counted, then one success", got, before)
 	}
 	if calls := creates()[seen:]; len(calls) != failures+1 || calls[failures].Status != 200 {
 		t.Fatalf("customer creates: %+v, want %d failed and one that went through", calls, failures)

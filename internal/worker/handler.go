@@ -109,7 +109,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 		// the same; marked Unfinished, the relay delivers it again. (A periodic task, with no
 		// row, fails as usual: its next period runs it again.)
 		r.log.WarnContext(ctx, "backing service unavailable or subject busy; the task will run again", "err", err, "attempt", retried+1)
-		r.observe(t.Type, metrics.TaskRetry, start)
+		r.observe(t.Type, metrics.TaskWaited, start)
 		if retried >= maxRetry {
 			return outageError{fmt.Errorf("%s: %w", tasks.Unfinished, err)}
 		}
@@ -131,7 +131,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 		case waits(cerr):
 			// The failure policy could not run: the task stays unfinished, as above.
 			r.log.WarnContext(ctx, "compensation could not reach a backing service or its order; the task will run again", "err", cerr, "cause", err)
-			r.observe(t.Type, metrics.TaskRetry, start)
+			r.observe(t.Type, metrics.TaskWaited, start)
 			return outageError{fmt.Errorf("%s: %w", tasks.Unfinished, cerr)}
 		case cerr != nil:
 			r.log.ErrorContext(ctx, "compensation failed; the order needs attention", "err", cerr, "cause", err)

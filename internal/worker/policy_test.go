@@ -322,7 +322,7 @@ func TestMalformedTasksAreNotRetried(t *testing.T) {
 		t.Errorf("order:process compensation ran %d times for tasks that never reached a strategy", n)
 	}
 	for k := range outcomes() {
-		if strings.HasSuffix(k, " retry") || strings.HasSuffix(k, " success") {
+		if strings.HasSuffix(k, " retry") || strings.HasSuffix(k, " waited") || strings.HasSuffix(k, " success") {
 			t.Errorf("outcome %q reported for a malformed task", k)
 		}
 	}
@@ -415,6 +415,10 @@ func TestOutagesAreNotTheTasksFailure(t *testing.T) {
 	if r := rec[tasks.OrderProcess]; r.runs.Load() != 11 || r.compensations.Load() != 0 {
 		t.Errorf("order:process: %d runs, %d compensations; want 11 and none", r.runs.Load(), r.compensations.Load())
 	}
+	// The attempts in the outage waited; none reads as a retry (a task failing).
+	if o := outcomes(); o[tasks.OrderProcess+" waited"] != 10 || o[tasks.OrderProcess+" retry"] != 0 {
+		t.Errorf("order:process outcomes %v, want 10 waited and no retry", o)
+	}
 	for _, typ := range []string{tasks.OrderCancel, tasks.OrderRefund} {
 		ti := archived[typ]
 		if ti == nil || !strings.HasPrefix(ti.LastErr, tasks.Unfinished) {
@@ -467,7 +471,7 @@ func TestBusyOrdersAreNotTheTasksFailure(t *testing.T) {
 		if n := rec[tasks.OrderProcess].compensations.Load(); n != 0 {
 			t.Fatalf("order:process compensated %d times while its order was busy", n)
 		}
-		return outcomes()[tasks.OrderProcess+" retry"] >= 5
+		return outcomes()[tasks.OrderProcess+" waited"] >= 5
 	})
 	if r := rec[tasks.OrderProcess]; r.runs.Load() != 0 || r.compensations.Load() != 0 {
 		t.Fatalf("order:process ran %d times and was compensated %d times while its order was busy", r.runs.Load(), r.compensations.Load())

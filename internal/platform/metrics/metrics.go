@@ -112,7 +112,7 @@ func Redelivered(taskType, verdict string) { relayRedelivered.WithLabelValues(ta
 // Tasks.
 var (
 	tasksDone = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: ns, Name: "tasks_total", Help: "Task attempts by type and outcome (success, retry, failed).",
+		Namespace: ns, Name: "tasks_total", Help: "Task attempts by type and outcome (success, retry, waited, failed).",
 	}, []string{"type", "outcome"})
 	taskDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: ns, Name: "task_duration_seconds", Help: "Task attempt duration by type and outcome.",
@@ -126,10 +126,14 @@ var (
 	}, []string{"type"})
 )
 
-// How a task attempt ended (the outcome label of the task metrics).
+// How a task attempt ended (the outcome label of the task metrics). An attempt that waited
+// gave way without counting against the task's retries: its order was busy, or PostgreSQL,
+// Redis (or, for a task with no compensation, Stripe) was away. It is not a retry: an outage
+// does not read as tasks failing.
 const (
 	TaskSuccess = "success"
 	TaskRetry   = "retry"
+	TaskWaited  = "waited"
 	TaskFailed  = "failed"
 )
 
