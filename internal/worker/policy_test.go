@@ -415,9 +415,10 @@ func TestOutagesAreNotTheTasksFailure(t *testing.T) {
 	if r := rec[tasks.OrderProcess]; r.runs.Load() != 11 || r.compensations.Load() != 0 {
 		t.Errorf("order:process: %d runs, %d compensations; want 11 and none", r.runs.Load(), r.compensations.Load())
 	}
-	// The attempts in the outage waited; none reads as a retry (a task failing).
-	if o := outcomes(); o[tasks.OrderProcess+" waited"] != 10 || o[tasks.OrderProcess+" retry"] != 0 {
-		t.Errorf("order:process outcomes %v, want 10 waited and no retry", o)
+	// The attempts in the outage waited (and any that found the order's lock slow to come);
+	// none reads as a retry (a task failing).
+	if o := outcomes(); o[tasks.OrderProcess+" waited"] < 10 || o[tasks.OrderProcess+" retry"] != 0 {
+		t.Errorf("order:process outcomes %v, want at least 10 waited and no retry", o)
 	}
 	for _, typ := range []string{tasks.OrderCancel, tasks.OrderRefund} {
 		ti := archived[typ]
