@@ -322,25 +322,36 @@ func TestSchemaConstraints(t *testing.T) {
 	}
 }
 
+// beforeMigration brings an empty database to the version before migration n, every migration
+// run up and the later ones down again, with a customer for the rows the test writes; undo
+// takes the database back there once the test has run n up.
+func beforeMigration(t *testing.T, n int) (m *postgres.Migrator, db *postgres.DB, buyer uuid.UUID, undo func()) {
+	t.Helper()
+	m, db = emptyDB(t)
+	if err := m.Up(); err != nil {
+		t.Fatal(err)
+	}
+	undo = func() {
+		t.Helper()
+		if err := m.Down(int(latestVersion(t)) - (n - 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	undo()
+	buyer = uuid.New()
+	if _, err := db.Exec(`INSERT INTO users (id, name, email, password_hash, role) VALUES ($1, 'Buyer', $2, 'x', 'user')`,
+		buyer, buyer.String()+"@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	return m, db, buyer, undo
+}
+
 // TestMigration12RecordsRefusedLatePayments: a late payment whose refund Stripe refused left no
 // refund behind before migration 12; the migration records one as failed, as the worker now
 // does, and leaves every other order alone. Its down removes those records.
 func TestMigration12RecordsRefusedLatePayments(t *testing.T) {
 	t.Parallel()
-	m, db := emptyDB(t)
-	latest := latestVersion(t)
-	if err := m.Up(); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Down(int(latest) - 11); err != nil {
-		t.Fatal(err)
-	}
-
-	buyer := uuid.New()
-	if _, err := db.Exec(`INSERT INTO users (id, name, email, password_hash, role) VALUES ($1, 'Buyer', $2, 'x', 'user')`,
-		buyer, buyer.String()+"@example.com"); err != nil {
-		t.Fatal(err)
-	}
+	m, db, buyer, undo := beforeMigration(t, 12)
 	order := func(status, action, payment string, refunded bool) uuid.UUID {
 		t.Helper()
 		id := uuid.New()
@@ -386,9 +397,7 @@ func TestMigration12RecordsRefusedLatePayments(t *testing.T) {
 		got[0].Currency != "usd" || got[0].Status != "failed" {
 		t.Fatalf("refused refunds %+v, want one failed of 1500 usd for %s alone (others %v)", got, refused, others)
 	}
-	if err := m.Down(int(latest) - 11); err != nil {
-		t.Fatal(err)
-	}
+	undo()
 	var left int
 	if err := db.Get(&left, `SELECT count(*) FROM refunds`); err != nil || left != 1 {
 		t.Fatalf("refunds after down: %d (%v), want the one that went through", left, err)
@@ -400,19 +409,7 @@ func TestMigration12RecordsRefusedLatePayments(t *testing.T) {
 // its down; other statuses are left alone, and the old name is still taken after it.
 func TestMigration13NamesTheOpenPaymentAsStripeDoes(t *testing.T) {
 	t.Parallel()
-	m, db := emptyDB(t)
-	latest := latestVersion(t)
-	if err := m.Up(); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Down(int(latest) - 12); err != nil {
-		t.Fatal(err)
-	}
-	buyer := uuid.New()
-	if _, err := db.Exec(`INSERT INTO users (id, name, email, password_hash, role) VALUES ($1, 'Buyer', $2, 'x', 'user')`,
-		buyer, buyer.String()+"@example.com"); err != nil {
-		t.Fatal(err)
-	}
+	m, db, buyer, undo := beforeMigration(t, 13)
 	ids := map[string]uuid.UUID{}
 	for _, st := range []string{"requires_payment", "pending", "succeeded"} {
 		id := uuid.New()
@@ -445,9 +442,7 @@ func TestMigration13NamesTheOpenPaymentAsStripeDoes(t *testing.T) {
 	if _, err := db.Exec(`UPDATE payments SET status = 'requires_payment' WHERE order_id = $1`, ids["pending"]); err != nil {
 		t.Fatalf("the old name refused after up: %v", err)
 	}
-	if err := m.Down(int(latest) - 12); err != nil {
-		t.Fatal(err)
-	}
+	undo()
 	if got := statuses(); got["requires_payment"] != "requires_payment" || got["pending"] != "requires_payment" || got["succeeded"] != "succeeded" {
 		t.Fatalf("after down: %v", got)
 	}
