@@ -40,15 +40,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			return err
 		}
 	}
-	api := httpapi.New(p.Cfg, a, httpapi.Options{})
+	api := httpapi.New(p.Cfg, a, httpapi.Options{Stopping: ctx.Done()})
 	defer api.Close()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return server.Serve(gctx, server.New(p.Cfg.HTTPAddr, api.Handler()), p.Cfg.ShutdownTimeout, p.Log, nil)
+		return server.Serve(gctx, server.New(p.Cfg.HTTPAddr, api.Handler()), server.Stop{Drain: p.Cfg.ShutdownDrain, Timeout: p.Cfg.ShutdownTimeout}, p.Log, nil)
 	})
 	if p.Cfg.PprofEnabled { // the API serves /metrics itself; its ops port is for the profiles
 		g.Go(func() error {
-			return server.Serve(gctx, server.OpsServer(p.Cfg.OpsAddr, p.Checks(), nil, true), p.Cfg.ShutdownTimeout, p.Log, nil)
+			return server.Serve(gctx, server.OpsServer(p.Cfg.OpsAddr, p.Checks(), nil, true), server.Stop{Timeout: p.Cfg.ShutdownTimeout}, p.Log, nil)
 		})
 	}
 	err = g.Wait()

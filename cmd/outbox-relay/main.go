@@ -54,7 +54,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	checks := p.Checks()
 	checks["outbox"] = monitor.Fresh
-	err = server.Serve(ctx, server.OpsServer(p.Cfg.OpsAddr, checks, metrics.Handler(), p.Cfg.PprofEnabled), p.Cfg.ShutdownTimeout, p.Log, nil)
+	err = server.Serve(ctx, server.OpsServer(p.Cfg.OpsAddr, checks, metrics.Handler(), p.Cfg.PprofEnabled), server.Stop{Timeout: p.Cfg.ShutdownTimeout}, p.Log, nil)
 	p.Stop()
 	wg.Wait() // the batch in progress finishes before the pools close
 	p.Log.Info("stopped")

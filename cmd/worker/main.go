@@ -55,7 +55,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	go func() { defer close(scheduled); scheduler.Run(ctx) }()
 
 	ops := server.OpsServer(p.Cfg.OpsAddr, p.Checks(), metrics.Handler(), p.Cfg.PprofEnabled)
-	err = server.Serve(ctx, ops, p.Cfg.ShutdownTimeout, p.Log, nil)
+	err = server.Serve(ctx, ops, server.Stop{Timeout: p.Cfg.ShutdownTimeout}, p.Log, nil)
 	p.Stop()
 	<-scheduled // no enqueue is in flight when the Redis client closes
 	p.Log.Info("stopping: waiting for running tasks")

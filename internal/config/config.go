@@ -53,8 +53,11 @@ type Config struct {
 	OpsAddr         string
 	PprofEnabled    bool // /debug/pprof on the ops port
 	ShutdownTimeout time.Duration
-	TrustedProxies  []string
-	CORSOrigins     []string
+	// ShutdownDrain is how long the API keeps serving after SIGTERM, /ready answering 503, before
+	// it stops accepting: the time a load balancer takes to stop sending it requests. 0: none.
+	ShutdownDrain  time.Duration
+	TrustedProxies []string
+	CORSOrigins    []string
 
 	JWTAccessSecret  string
 	JWTRefreshSecret string
@@ -118,7 +121,7 @@ func (c Config) Production() bool { return c.Env == "production" }
 func Vars() []string {
 	return []string{
 		"APP_ENV", "DATABASE_URL", "DB_MAX_CONNS", "REDIS_URL", "HTTP_ADDR", "OPS_ADDR", "PPROF_ENABLED", "SHUTDOWN_TIMEOUT",
-		"TRUSTED_PROXIES", "CORS_ORIGINS", "JWT_ACCESS_SECRET", "JWT_REFRESH_SECRET",
+		"SHUTDOWN_DRAIN", "TRUSTED_PROXIES", "CORS_ORIGINS", "JWT_ACCESS_SECRET", "JWT_REFRESH_SECRET",
 		"JWT_ACCESS_TTL", "JWT_REFRESH_TTL", "ARGON2_MEMORY_KIB", "ARGON2_TIME", "ARGON2_THREADS",
 		"STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "RATE_LIMIT_ENABLED",
 		"RATE_LIMITS", "CACHE_TTL", "ORDER_UNPAID_TTL", "OUTBOX_BATCH_SIZE", "OUTBOX_POLL_INTERVAL", "OUTBOX_REDELIVER_AFTER",
@@ -147,6 +150,7 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 	c.OpsAddr = p.addr("OPS_ADDR", opsDefault)
 	c.PprofEnabled = p.boolean("PPROF_ENABLED", false)
 	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 15*time.Second)
+	c.ShutdownDrain = p.durationOrZero("SHUTDOWN_DRAIN", 0)
 	// No proxy is trusted unless named: a client that could reach the API from a trusted address
 	// would otherwise pick its own IP (and rate-limit budget) with X-Forwarded-For.
 	c.TrustedProxies = p.list("TRUSTED_PROXIES", "")
@@ -412,6 +416,14 @@ func (p *parser) duration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// durationOrZero is duration where 0 (off) is a value too.
+func (p *parser) durationOrZero(name string, def time.Duration) time.Duration {
+	if v := p.str(name, ""); v == "0" || v == "0s" {
+		return 0
+	}
+	return p.duration(name, def)
 }
 
 func (p *parser) intRange(name string, def, lo, hi int) int {

@@ -68,6 +68,7 @@ func TestDefaults(t *testing.T) {
 		"HTTPAddr":           {c.HTTPAddr, ":8080"},
 		"OpsAddr":            {c.OpsAddr, ":9100"},
 		"ShutdownTimeout":    {c.ShutdownTimeout, 15 * time.Second},
+		"ShutdownDrain":      {c.ShutdownDrain, time.Duration(0)},
 		"JWTAccessSecret":    {c.JWTAccessSecret, config.DefaultJWTAccessSecret},
 		"JWTRefreshSecret":   {c.JWTRefreshSecret, config.DefaultJWTRefreshSecret},
 		"JWTAccessTTL":       {c.JWTAccessTTL, 15 * time.Minute},
@@ -140,6 +141,7 @@ func TestValuesAreParsed(t *testing.T) {
 		"HTTP_ADDR", "0.0.0.0:8000",
 		"OPS_ADDR", "localhost:9999",
 		"SHUTDOWN_TIMEOUT", "30",
+		"SHUTDOWN_DRAIN", "5s",
 		"TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7 ,",
 		"CORS_ORIGINS", " https://shop.example , https://admin.example ,,",
 		"JWT_ACCESS_TTL", "5m",
@@ -168,6 +170,7 @@ func TestValuesAreParsed(t *testing.T) {
 		"HTTPAddr":           {c.HTTPAddr, "0.0.0.0:8000"},
 		"OpsAddr":            {c.OpsAddr, "localhost:9999"},
 		"ShutdownTimeout":    {c.ShutdownTimeout, 30 * time.Second},
+		"ShutdownDrain":      {c.ShutdownDrain, 5 * time.Second},
 		"JWTAccessTTL":       {c.JWTAccessTTL, 5 * time.Minute},
 		"JWTRefreshTTL":      {c.JWTRefreshTTL, 48 * time.Hour},
 		"Argon2":             {c.Argon2, config.Argon2{MemoryKiB: 64, Time: 3, Threads: 4}},
@@ -215,6 +218,14 @@ func TestValuesAreParsed(t *testing.T) {
 			t.Errorf("RATE_LIMIT_ENABLED=%s → %v", b.in, got)
 		}
 	}
+	for _, d := range []struct {
+		in   string
+		want time.Duration
+	}{{"0", 0}, {"0s", 0}, {"10", 10 * time.Second}, {"1m", time.Minute}} {
+		if got := load(t, config.API, "SHUTDOWN_DRAIN", d.in).ShutdownDrain; got != d.want {
+			t.Errorf("SHUTDOWN_DRAIN=%s → %v", d.in, got)
+		}
+	}
 	// Blank values fall back to the defaults.
 	if c := load(t, config.API, "HTTP_ADDR", "   ", "CACHE_TTL", ""); c.HTTPAddr != ":8080" || c.CacheTTL != time.Minute {
 		t.Errorf("blank values: %s %s", c.HTTPAddr, c.CacheTTL)
@@ -230,6 +241,7 @@ func TestEveryBadValueIsReported(t *testing.T) {
 		{"HTTP_ADDR", "8080"},
 		{"OPS_ADDR", "localhost"},
 		{"SHUTDOWN_TIMEOUT", "soon"},
+		{"SHUTDOWN_DRAIN", "-1s"},
 		{"TRUSTED_PROXIES", "10.0.0.0/8,proxy.local"},
 		{"JWT_ACCESS_SECRET", "short"},
 		{"JWT_REFRESH_SECRET", "also-short"},

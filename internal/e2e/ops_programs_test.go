@@ -6,15 +6,18 @@ package e2e_test
 // secrets, emails, tokens or ids; the relay's readiness follows the age of the outbox.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,6 +88,74 @@ func TestOperationsOfTheRealPrograms(t *testing.T) {
 		t.Parallel()
 		apiStartsWithoutRedis(t, bins["api"])
 	})
+	t.Run("APIDrainsOnSIGTERM", func(t *testing.T) {
+		t.Parallel()
+		apiDrainsOnSIGTERM(t, bins["api"])
+	})
+}
+
+// apiDrainsOnSIGTERM: with SHUTDOWN_DRAIN set, the API goes on answering after SIGTERM while
+// /ready answers 503 (a load balancer's cue to send its requests elsewhere), closes each
+// connection after its answer (so that clients reconnect elsewhere), and exits cleanly once the
+// drain is over. The drain is long so that the requests made during it are made in time on a
+// loaded machine too.
+func apiDrainsOnSIGTERM(t *testing.T, apiBin string) {
+	_, dbURL := testenv.DB(t)
+	redisURL, _ := isolatedRedis(t)
+	apiAddr := opsAddr(t)
+	const drain = 20 * time.Second
+	api := startProc(t, "api", apiBin, programEnv(dbURL, redisURL, testenv.StripeURL(t),
+		"HTTP_ADDR="+apiAddr, "SHUTDOWN_DRAIN="+drain.String(), "LOG_LEVEL=info")...)
+	api.WaitReady(apiAddr)
+	client := &http.Client{Timeout: time.Minute} // keeps its connections alive while the API lets it
+	do := func(method, path string, body any) (*http.Response, string) {
+		t.Helper()
+		var in io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			in = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequest(method, "http://"+apiAddr+path, in)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp, string(out)
+	}
+	login := map[string]string{"email": "admin@dispatch.local", "password": demo.Password}
+	if resp, _ := do("POST", "/v1/auth/login", login); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("before SIGTERM: login %d, connection closed %v; want 200 on a kept connection", resp.StatusCode, resp.Close)
+	}
+
+	signalled := time.Now()
+	if err := syscall.Kill(api.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "/ready answers 503 once the API stops", func() bool {
+		resp, body := do("GET", "/ready", nil)
+		return resp.StatusCode == 503 && strings.Contains(body, "common.errors.stopping")
+	})
+	if resp, _ := do("POST", "/v1/auth/login", login); resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("draining: login %d, connection closed %v; want 200, then the connection closed", resp.StatusCode, resp.Close)
+	}
+
+	select {
+	case <-api.Done():
+	case <-time.After(drain + time.Minute):
+		t.Fatalf("the API still runs %v after SIGTERM", time.Since(signalled))
+	}
+	if err := api.Err(); err != nil {
+		t.Fatalf("the API exited with %v:\n%s", err, api.Output(4000))
+	}
+	if took := time.Since(signalled); took < drain {
+		t.Errorf("the API exited %v after SIGTERM, before its %v drain ended", took, drain)
+	}
+	if !strings.Contains(api.Output(100000), "draining before the shutdown") {
+		t.Errorf("no log line says the API drains:\n%s", api.Output(4000))
+	}
 }
 
 // apiStartsWithoutRedis: the API serves without Redis, so it starts without it (started again

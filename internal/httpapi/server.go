@@ -35,6 +35,9 @@ type Options struct {
 	// KeyDeadline bounds a request holding an Idempotency-Key (default: the key's lease less
 	// 5 s); tests shorten it.
 	KeyDeadline time.Duration
+	// Stopping, closed when the program begins to stop, turns /ready to 503 while the server
+	// drains (config.Config.ShutdownDrain).
+	Stopping <-chan struct{}
 }
 
 // Server is the API: the services it serves and the gin engine routing to them.
@@ -56,6 +59,7 @@ type Server struct {
 	closers       []func() error
 	unobserved    bool
 	keyDeadline   time.Duration
+	stopping      <-chan struct{}
 }
 
 // New routes to the services of a (built by package assembly).
@@ -71,6 +75,7 @@ func New(cfg config.Config, a *assembly.App, opts Options) *Server {
 		limiter:       ratelimit.New(a.Redis),
 		unobserved:    opts.Unobserved,
 		keyDeadline:   cmp.Or(opts.KeyDeadline, idempotency.Lease-5*time.Second),
+		stopping:      opts.Stopping,
 	}
 	s.engine = s.newEngine()
 	s.routes()

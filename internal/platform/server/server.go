@@ -22,9 +22,19 @@ func New(addr string, h http.Handler) *http.Server {
 	}
 }
 
-// Serve listens on srv.Addr until ctx ends, then stops accepting and lets in-flight requests
-// finish within timeout. ready, when not nil, receives the bound address.
-func Serve(ctx context.Context, srv *http.Server, timeout time.Duration, log *slog.Logger, ready func(net.Addr)) error {
+// Stop is how a server stops once its context ends.
+type Stop struct {
+	// Drain keeps serving this long first, each connection closed after its next answer, so
+	// that a load balancer that has not yet seen /ready fail loses no request and its clients'
+	// next connections go elsewhere. Zero: no drain.
+	Drain time.Duration
+	// Timeout is how long in-flight requests then get to finish.
+	Timeout time.Duration
+}
+
+// Serve listens on srv.Addr until ctx ends, then drains and stops accepting, and lets in-flight
+// requests finish (stop). ready, when not nil, receives the bound address.
+func Serve(ctx context.Context, srv *http.Server, stop Stop, log *slog.Logger, ready func(net.Addr)) error {
 	if srv.ErrorLog == nil { // net/http's own lines as the program's, not plain text on stderr
 		srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	}
@@ -43,7 +53,16 @@ func Serve(ctx context.Context, srv *http.Server, timeout time.Duration, log *sl
 		return err
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	if stop.Drain > 0 {
+		log.Info("draining before the shutdown", "addr", ln.Addr().String(), "drain", stop.Drain.String())
+		srv.SetKeepAlivesEnabled(false) // also closes the idle connections
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(stop.Drain):
+		}
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stop.Timeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutdown %s: %w", srv.Addr, err)
