@@ -118,6 +118,58 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 	assertDeliveredOnce(t, db, ids)
 }
 
+// TestLongTaskOfALiveWorkerIsNotRunAgain: the relay runs again the tasks of a worker that fell
+// silent (TestWorkerProcessKilledMidTask), and only those. A paid order's processing waits
+// 30 s on the order's row, locked by the test, twice the silence the relay allows, in a worker
+// that keeps renewing its lease meanwhile: it runs once, in one attempt, and no copy is made.
+func TestLongTaskOfALiveWorkerIsNotRunAgain(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, noWorker)
+	q := newQueues(t, s.rdb, s.ns)
+	_, c := s.customer()
+	o := s.order(c, 1, s.item(10, 500))
+	s.pay(o)
+	var row int64
+	if err := s.db.Get(&row, `SELECT id FROM outbox WHERE type = $1`, tasks.OrderProcess); err != nil {
+		t.Fatalf("no processing asked for: %v", err)
+	}
+	hold, err := s.db.Pool().BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback()
+	if _, err := hold.Exec(`SELECT 1 FROM orders WHERE id = $1 FOR UPDATE`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	s.startWorker(50 * time.Millisecond)
+	task := relay.TaskID(row)
+	firstAttempt := func() bool {
+		ti, err := q.insp.GetTaskInfo(s.ns.Queue(tasks.QueueOrders), task)
+		return err == nil && ti.State == asynq.TaskStateActive && ti.Retried == 0
+	}
+	testenv.Eventually(t, 30*time.Second, "the processing runs, held by the row lock", firstAttempt)
+	time.Sleep(2 * silentFor) // the relay looks every 5 s meanwhile
+	if !firstAttempt() {
+		t.Fatalf("task %s is no longer in its first attempt while the row is held", task)
+	}
+	if err := hold.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+
+	s.waitStatus(o.ID, "PROCESSED")
+	if n := s.transitions(o.ID, "PROCESSED"); n != 1 {
+		t.Fatalf("transitions to PROCESSED = %d, want 1", n)
+	}
+	if q.taskExists(tasks.QueueOrders, task+"~") {
+		t.Errorf("task %s, of a live worker, was run again", task)
+	}
+}
+
+// silentFor is how long a task's lease may go unrenewed before the relay runs it again
+// (relay.silentFor).
+const silentFor = 15 * time.Second
+
 // insertUsers writes n customers directly (the relay test needs users to notify, no API).
 func insertUsers(t *testing.T, db *postgres.DB, n int) []uuid.UUID {
 	t.Helper()
@@ -134,7 +186,7 @@ func insertUsers(t *testing.T, db *postgres.DB, n int) []uuid.UUID {
 
 // TestWorkerProcessKilledMidTask: a real worker runs refunds and cancels of six paid orders;
 // Stripe has received every refund call but holds the answers back when the worker is killed
-// with SIGKILL. Once the tasks' Asynq leases expire the relay runs them again and a new worker
+// with SIGKILL. Once the tasks' Asynq leases go unrenewed the relay runs them again and a new worker
 // process finishes them: every order ends REFUNDED or CANCELED with one transition, one refund
 // row (all Stripe calls for it under one idempotency key), its stock back once and one
 // notification.

@@ -73,6 +73,11 @@ func (n Namespace) Marker() string { return "dispatch:relay:" + string(n) + "que
 // again: after a Redis restart that kept no data, a queue holding tasks can be missing from it.
 const QueueIndex = "asynq:queues"
 
+// LeaseKey is the Redis sorted set in which Asynq keeps the lease of each running task of
+// queue (a namespaced name): the task id, scored by the Unix second its lease ends. A worker's
+// heartbeat renews the leases of its tasks every 5 s to 30 s from then (asynq v0.26).
+func LeaseKey(queue string) string { return "asynq:{" + queue + "}:lease" }
+
 // Unfinished starts the last error of a task archived because PostgreSQL or Redis was away
 // on its last attempt: not the task's failure, so its failure policy did not run and the relay
 // delivers it again.

@@ -362,47 +362,70 @@ const listenWait = 3 * time.Second
 // orphanCheck is how often the relay looks for tasks left running by a worker that vanished.
 const orphanCheck = 5 * time.Second
 
+// Asynq's lease of a running task (asynq v0.26): renewed by the worker's heartbeat every 5 s
+// to asynqLease from then. A task whose lease was last renewed more than silentFor ago (three
+// heartbeats missed) has a worker that is gone, frozen, or cut off from Redis.
+const (
+	asynqLease = 30 * time.Second
+	silentFor  = 15 * time.Second
+)
+
 // recoverOrphans runs again, under a derived task id, every outbox task left running by a
-// worker that vanished (a SIGKILL, a lost host): one whose Asynq lease expired because its
-// worker sent no heartbeat for Asynq's lease time (30 s). Asynq would retry it too, but only
-// 30 s later still (a margin for clock skew between hosts) at its recoverer's next pass, once a
-// minute: up to two minutes after the crash instead of about half of one. It is safe: Asynq
-// cancels a handler whose lease expired and refuses its result, so the original cannot run on;
-// when Asynq retries it later, the handler finds the work done (handlers are idempotent). It
-// assumes the hosts' clocks agree within 25 s.
+// worker that vanished (a SIGKILL, a lost host): one whose Asynq lease has not been renewed
+// for silentFor. Asynq's own recovery waits for the lease to expire (30 s), then 30 s more (a
+// margin for clock skew between hosts) until its recoverer's next pass, once a minute: up to
+// two minutes after the crash, where this takes 10–21 s. It is safe even when the worker was
+// only silent and still runs the task: every handler is idempotent, the order and customer
+// tasks hold their lock (which a worker cut off from Redis loses 10 s after its last renewal)
+// and write compare-and-set, and Asynq refuses the result of a handler whose lease expired.
+// It assumes the hosts' clocks agree within 10 s (a task's lease is the worker's clock, the
+// cut-off the relay's).
 func (r *Relay) recoverOrphans(ctx context.Context) {
+	cutoff := strconv.FormatInt(time.Now().Add(asynqLease-silentFor).Unix(), 10)
 	for _, queue := range tasks.Queues() {
 		name := r.ns.Queue(queue)
-		active, err := r.inspector.ListActiveTasks(name, asynq.PageSize(1000))
-		if errors.Is(err, asynq.ErrQueueNotFound) {
-			// Missing from Asynq's index (tasks.QueueIndex) after Redis lost its data, while
-			// tasks enqueued since may be running: indexed, they can be looked at.
-			if err = r.rdb.SAdd(ctx, tasks.QueueIndex, name).Err(); err == nil {
-				active, err = r.inspector.ListActiveTasks(name, asynq.PageSize(1000))
-			}
-		}
+		silent, err := r.rdb.ZRangeByScore(ctx, tasks.LeaseKey(name), &redis.ZRangeBy{Min: "-inf", Max: "(" + cutoff}).Result()
 		if err != nil {
-			if !errors.Is(err, asynq.ErrQueueNotFound) {
-				r.log.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
-			}
+			r.log.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
 			continue
 		}
-		for _, t := range active {
-			if !t.IsOrphaned || !strings.HasPrefix(t.ID, "outbox-") {
-				continue
+		for _, id := range silent {
+			if strings.HasPrefix(id, "outbox-") {
+				r.recoverOrphan(ctx, name, id)
 			}
-			_, err := r.client.EnqueueContext(ctx, asynq.NewTask(t.Type, t.Payload), asynq.TaskID(t.ID+"~"),
-				asynq.Queue(t.Queue), asynq.MaxRetry(r.MaxRetry), asynq.Retention(r.Retention), asynq.Timeout(taskTimeout))
-			switch {
-			case errors.Is(err, asynq.ErrTaskIDConflict): // recovered already
-			case err != nil:
-				r.log.WarnContext(ctx, "orphaned task not run again", "taskId", t.ID, "err", err)
-			default:
-				r.log.WarnContext(ctx, "task of a vanished worker run again", "taskId", t.ID, "taskType", t.Type)
-				if r.Redelivered != nil {
-					r.Redelivered(t.Type, "orphaned")
-				}
-			}
+		}
+	}
+}
+
+// recoverOrphan enqueues a copy of the task id of queue name if it is still running.
+func (r *Relay) recoverOrphan(ctx context.Context, name, id string) {
+	t, err := r.inspector.GetTaskInfo(name, id)
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		// Missing from Asynq's index (tasks.QueueIndex) after Redis lost its data, while tasks
+		// enqueued since may be running: indexed, they can be looked at.
+		if err = r.rdb.SAdd(ctx, tasks.QueueIndex, name).Err(); err == nil {
+			t, err = r.inspector.GetTaskInfo(name, id)
+		}
+	}
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound):
+		return // finished meanwhile, and not retained
+	case err != nil:
+		r.log.WarnContext(ctx, "orphaned task not looked at", "taskId", id, "err", err)
+		return
+	case t.State != asynq.TaskStateActive:
+		return // finished meanwhile
+	}
+	_, err = r.client.EnqueueContext(ctx, asynq.NewTask(t.Type, t.Payload), asynq.TaskID(t.ID+"~"),
+		asynq.Queue(t.Queue), asynq.MaxRetry(r.MaxRetry), asynq.Retention(r.Retention), asynq.Timeout(taskTimeout))
+	switch {
+	case errors.Is(err, asynq.ErrTaskIDConflict): // recovered already
+	case err != nil:
+		r.log.WarnContext(ctx, "orphaned task not run again", "taskId", t.ID, "err", err)
+	default:
+		r.log.WarnContext(ctx, "task of a silent worker run again", "taskId", t.ID, "taskType", t.Type, "silentFor", silentFor.String())
+		if r.Redelivered != nil {
+			r.Redelivered(t.Type, "orphaned")
 		}
 	}
 }
