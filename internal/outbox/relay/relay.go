@@ -53,6 +53,7 @@ type Relay struct {
 	dsn       string
 	log       *slog.Logger
 	outage    *slog.Logger // a failing batch at every wake-up while Redis is away, once in a while
+	redisAway time.Time    // when recoverOrphans last found Redis away
 
 	// MaxRetry is the number of retries of every task (SPEC §5: 3).
 	MaxRetry int
@@ -380,14 +381,23 @@ const (
 // and write compare-and-set, and Asynq refuses the result of a handler whose lease expired.
 // It assumes the hosts' clocks agree within 10 s (a task's lease is the worker's clock, the
 // cut-off the relay's).
+//
+// No worker can renew a lease while Redis is away, so silence counts from the end of an outage
+// the relay saw (one of 5 s or more overlaps its looks, and a shorter one silences no worker
+// for 15 s): live workers' tasks are not all run again after every outage.
 func (r *Relay) recoverOrphans(ctx context.Context) {
-	cutoff := strconv.FormatInt(time.Now().Add(asynqLease-silentFor).Unix(), 10)
+	now := time.Now()
+	cutoff := strconv.FormatInt(now.Add(asynqLease-silentFor).Unix(), 10)
 	for _, queue := range tasks.Queues() {
 		name := r.ns.Queue(queue)
 		silent, err := r.rdb.ZRangeByScore(ctx, tasks.LeaseKey(name), &redis.ZRangeBy{Min: "-inf", Max: "(" + cutoff}).Result()
 		if err != nil {
-			r.log.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
-			continue
+			r.outage.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
+			r.redisAway = now
+			return
+		}
+		if now.Sub(r.redisAway) < silentFor {
+			return
 		}
 		for _, id := range silent {
 			if strings.HasPrefix(id, "outbox-") {
