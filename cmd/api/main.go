@@ -40,9 +40,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			return err
 		}
 	}
-	api := httpapi.New(p.Cfg, a, httpapi.Options{Stopping: ctx.Done()})
-	defer api.Close()
 	g, gctx := errgroup.WithContext(ctx)
+	api := httpapi.New(p.Cfg, a, httpapi.Options{Stopping: gctx.Done()})
+	defer api.Close()
 	g.Go(func() error {
 		return server.Serve(gctx, server.New(p.Cfg.HTTPAddr, api.Handler()), server.Stop{Drain: p.Cfg.ShutdownDrain, Timeout: p.Cfg.ShutdownTimeout}, p.Log, nil)
 	})

@@ -420,7 +420,7 @@ func (p *parser) duration(name string, def time.Duration) time.Duration {
 
 // durationOrZero is duration where 0 (off) is a value too.
 func (p *parser) durationOrZero(name string, def time.Duration) time.Duration {
-	if v := p.str(name, ""); v == "0" || v == "0s" {
+	if d, err := time.ParseDuration(p.str(name, "")); err == nil && d == 0 {
 		return 0
 	}
 	return p.duration(name, def)

@@ -221,7 +221,7 @@ func TestValuesAreParsed(t *testing.T) {
 	for _, d := range []struct {
 		in   string
 		want time.Duration
-	}{{"0", 0}, {"0s", 0}, {"10", 10 * time.Second}, {"1m", time.Minute}} {
+	}{{"0", 0}, {"0s", 0}, {"0ms", 0}, {"10", 10 * time.Second}, {"1m", time.Minute}} {
 		if got := load(t, config.API, "SHUTDOWN_DRAIN", d.in).ShutdownDrain; got != d.want {
 			t.Errorf("SHUTDOWN_DRAIN=%s → %v", d.in, got)
 		}

@@ -118,6 +118,9 @@ func (s *Server) newEngine() *gin.Engine {
 	}
 	e.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	e.Use(secureHeaders, s.correlate)
+	if s.stopping != nil {
+		e.Use(s.closeWhileStopping)
+	}
 	if !s.unobserved {
 		e.Use(s.accessLog)
 	}

@@ -1,9 +1,12 @@
 package relay
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // RecoverOrphans runs one look for the tasks of silent workers, as Run does every orphanCheck.
 func (r *Relay) RecoverOrphans(ctx context.Context) { r.recoverOrphans(ctx) }
 
-// SilentFor is how long a lease goes unrenewed before its task is run again.
-const SilentFor = silentFor
+// SetClock replaces the relay's clock.
+func (r *Relay) SetClock(now func() time.Time) { r.now = now }

@@ -1,10 +1,11 @@
 package relay_test
 
-// Tasks of silent workers: the relay runs again a task whose Asynq lease has gone unrenewed
-// for relay.SilentFor, except right after an outage of Redis it saw, during which no worker
-// could renew anything. (A killed worker's tasks are run again end to end in
-// internal/e2e, TestWorkerProcessKilledMidTask; a live worker's long task is never copied,
-// TestLongTaskOfALiveWorkerIsNotRunAgain.)
+// Tasks of silent workers: the relay runs again a task whose Asynq lease its own looks saw go
+// unrenewed, over two looks after it had missed a renewal, and forgets what it saw when a look
+// is missed. The worker here runs its task behind a frozen proxy, so that its lease changes only
+// when the test renews it; the relay's clock is the test's. (End to end: a killed worker's
+// tasks, TestWorkerProcessKilledMidTask; a live worker's long task is never copied,
+// TestLongTaskOfALiveWorkerIsNotRunAgain; both in internal/e2e.)
 
 import (
 	"context"
@@ -20,67 +21,125 @@ import (
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
-func TestSilenceCountsFromTheEndOfARedisOutage(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	ctx := context.Background()
-	queue := e.ns.Queue(tasks.QueueNotifications)
+// silentRig is one task running in a worker cut off from Redis (its heartbeat renews nothing),
+// and a relay, on a Redis reached through a proxy of its own, whose clock the test sets.
+type silentRig struct {
+	t      *testing.T
+	e      *env
+	relay  *relay.Relay
+	proxy  *testenv.TCPProxy // the relay's
+	queue  string
+	task   string
+	lease  float64
+	origin time.Time
+	clock  time.Time
+}
 
-	// One task running in a worker that holds it until the test ends.
+func newSilentRig(t *testing.T) *silentRig {
+	t.Helper()
+	e := newEnv(t)
+	g := &silentRig{t: t, e: e, queue: e.ns.Queue(tasks.QueueNotifications)}
+	through := func(p *testenv.TCPProxy) *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: p.Addr, DB: e.rdb.Options().DB, MaxRetries: -1})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	workerProxy := testenv.NewTCPProxy(t, e.rdb.Options().Addr)
+	srv := asynq.NewServerFromRedisClient(through(workerProxy), asynq.Config{Concurrency: 1,
+		Queues: map[string]int{g.queue: 1}, Logger: quietAsynq{}, TaskCheckInterval: 10 * time.Millisecond})
 	release := make(chan struct{})
-	e.serve(func(ctx context.Context, _ *asynq.Task) error {
+	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
 		select {
 		case <-release:
 		case <-ctx.Done():
 		}
 		return nil
-	})
-	t.Cleanup(func() { close(release) }) // before the server's shutdown, which waits for it
+	})); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	t.Cleanup(workerProxy.Thaw)
+	t.Cleanup(func() { close(release) })
+
 	_, _, ids := e.handedOff(1)
-	task := relay.TaskID(ids[0])
+	g.task = relay.TaskID(ids[0])
 	testenv.Eventually(t, 30*time.Second, "the task runs", func() bool {
-		ti, err := e.insp.GetTaskInfo(queue, task)
+		ti, err := e.insp.GetTaskInfo(g.queue, g.task)
 		return err == nil && ti.State == asynq.TaskStateActive
 	})
+	workerProxy.Freeze()
 
-	// look dates the task's lease as last renewed SilentFor+5 s ago, then runs one look of r.
-	// The worker's heartbeat renews the lease every 5 s: a look it came between is made again.
-	look := func(r *relay.Relay) {
-		t.Helper()
-		key := tasks.LeaseKey(queue)
-		stale := float64(time.Now().Add(30*time.Second - relay.SilentFor - 5*time.Second).Unix())
-		for range 10 {
-			if err := e.rdb.ZAddXX(ctx, key, redis.Z{Score: stale, Member: task}).Err(); err != nil {
-				t.Fatal(err)
-			}
-			r.RecoverOrphans(ctx)
-			if score, err := e.rdb.ZScore(ctx, key, task).Result(); err != nil || score == stale {
-				return
-			}
+	// The lease as if last renewed at origin, a minute ago; the relay's clock starts now.
+	g.origin = time.Now().Truncate(time.Second).Add(-time.Minute)
+	g.renew(0)
+	g.clock = g.origin.Add(time.Minute)
+	g.proxy = testenv.NewTCPProxy(t, e.rdb.Options().Addr)
+	g.relay = relay.New(e.db, e.dbURL, through(g.proxy), e.ns, 100, time.Hour, logging.Discard())
+	g.relay.SetClock(func() time.Time { return g.clock })
+	return g
+}
+
+// renew sets the task's lease as a heartbeat at origin+at would.
+func (g *silentRig) renew(at time.Duration) {
+	g.t.Helper()
+	g.lease = float64(g.origin.Add(at + 30*time.Second).Unix())
+	if err := g.e.rdb.ZAddXX(context.Background(), tasks.LeaseKey(g.queue), redis.Z{Score: g.lease, Member: g.task}).Err(); err != nil {
+		g.t.Fatal(err)
+	}
+}
+
+// look moves the relay's clock by d and runs one look; it reports whether the task has a copy.
+func (g *silentRig) look(d time.Duration) bool {
+	g.t.Helper()
+	g.clock = g.clock.Add(d)
+	g.relay.RecoverOrphans(context.Background())
+	if got, err := g.e.rdb.ZScore(context.Background(), tasks.LeaseKey(g.queue), g.task).Result(); err != nil || got != g.lease {
+		g.t.Fatalf("the lease is %v (%v), want %v: the worker is not cut off", got, err, g.lease)
+	}
+	_, err := g.e.insp.GetTaskInfo(g.queue, g.task+"~")
+	return err == nil
+}
+
+func TestSilenceIsSeenOverTwoLooksOfALeaseUnchanged(t *testing.T) {
+	t.Parallel()
+	g := newSilentRig(t)
+	if g.look(0) || g.look(5*time.Second) {
+		t.Fatal("run again at its first sighting")
+	}
+	// Renewals by a worker whose clock is 10 s behind the relay's: each lease is late when
+	// seen, but a new one every 5 s is a live worker's.
+	for _, at := range []time.Duration{67 * time.Second, 72 * time.Second} {
+		g.renew(at - 10*time.Second)
+		if g.look(5 * time.Second) {
+			t.Fatalf("a live worker's task run again at %v", g.clock.Sub(g.origin))
 		}
-		t.Fatal("the heartbeat renewed the lease during every look")
 	}
-	copied := func() bool {
-		_, err := e.insp.GetTaskInfo(queue, task+"~")
-		return err == nil
+	// Then silence: seen unchanged at 80 s, run again at 85 s.
+	if g.look(5 * time.Second) {
+		t.Fatal("run again one look after its last renewal was seen")
 	}
+	if !g.look(5 * time.Second) {
+		t.Fatal("not run again once its lease was seen unchanged over two looks")
+	}
+}
 
-	// A relay whose Redis goes through a proxy: it sees an outage, then Redis back.
-	proxy := testenv.NewTCPProxy(t, e.rdb.Options().Addr)
-	through := redis.NewClient(&redis.Options{Addr: proxy.Addr, DB: e.rdb.Options().DB, MaxRetries: -1})
-	t.Cleanup(func() { through.Close() })
-	cut := relay.New(e.db, e.dbURL, through, e.ns, 100, time.Hour, logging.Discard())
-	proxy.Cut()
-	cut.RecoverOrphans(ctx) // finds Redis away
-	proxy.Restore(t)
-	look(cut)
-	if copied() {
-		t.Fatal("a task silent only through the outage the relay saw was run again")
+func TestAMissedLookForgetsWhatWasSeen(t *testing.T) {
+	t.Parallel()
+	g := newSilentRig(t)
+	if g.look(0) || g.look(20*time.Second) {
+		t.Fatal("run again across a look missed (a long batch, the relay blocked)")
 	}
-
-	// A relay that saw no outage runs the same silent task again.
-	look(e.relay(100, time.Hour))
-	if !copied() {
-		t.Fatal("the task of a silent worker was not run again")
+	// Seen late at 80 s; a look at 83 s finds Redis away (for the workers too, perhaps).
+	g.proxy.Cut()
+	if g.look(3 * time.Second) {
+		t.Fatal("a copy while Redis is away")
+	}
+	g.proxy.Restore(t)
+	if g.look(3*time.Second) || g.look(5*time.Second) {
+		t.Fatal("run again across an outage the relay saw: the worker could not renew either")
+	}
+	if !g.look(5 * time.Second) {
+		t.Fatal("not run again once the relay saw the lease unchanged over two looks after the outage")
 	}
 }

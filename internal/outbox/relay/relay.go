@@ -53,7 +53,9 @@ type Relay struct {
 	dsn       string
 	log       *slog.Logger
 	outage    *slog.Logger // a failing batch at every wake-up while Redis is away, once in a while
-	redisAway time.Time    // when recoverOrphans last found Redis away
+	now       func() time.Time
+	sightings map[string]sighting // leases the last look found late, by queue and task id
+	lastLook  time.Time           // the last look that read every queue
 
 	// MaxRetry is the number of retries of every task (SPEC §5: 3).
 	MaxRetry int
@@ -75,7 +77,8 @@ type Relay struct {
 // woken by LISTEN/NOTIFY on dsn's database and polling every poll as a fallback.
 func New(db *postgres.DB, dsn string, rdb redis.UniversalClient, ns tasks.Namespace, batchSize int, poll time.Duration, log *slog.Logger) *Relay {
 	return &Relay{db: db, rdb: rdb, dsn: dsn, client: asynq.NewClientFromRedisClient(rdb), inspector: asynq.NewInspectorFromRedisClient(rdb),
-		ns: ns, batchSize: batchSize, poll: poll, log: log, outage: logging.Sometimes(log, logging.OutageEvery), MaxRetry: 3, Retention: 10 * time.Minute, RedeliverAfter: time.Minute}
+		ns: ns, batchSize: batchSize, poll: poll, log: log, outage: logging.Sometimes(log, logging.OutageEvery), now: time.Now,
+		MaxRetry: 3, Retention: 10 * time.Minute, RedeliverAfter: time.Minute}
 }
 
 type row struct {
@@ -363,52 +366,80 @@ const listenWait = 3 * time.Second
 // orphanCheck is how often the relay looks for tasks left running by a worker that vanished.
 const orphanCheck = 5 * time.Second
 
-// Asynq's lease of a running task (asynq v0.26): renewed by the worker's heartbeat every 5 s
-// to asynqLease from then. A task whose lease was last renewed more than silentFor ago (three
-// heartbeats missed) has a worker that is gone, frozen, or cut off from Redis.
+// A worker's heartbeat renews the Asynq lease of each task it runs every 5 s, to asynqLease
+// from then (asynq v0.26; the lease's end, in Unix seconds, is the task's score in
+// tasks.LeaseKey). A lease lateBy older than a fresh one has missed a renewal; the relay runs
+// its task again once its looks have seen that lease unchanged for confirmSilence more.
 const (
-	asynqLease = 30 * time.Second
-	silentFor  = 15 * time.Second
+	asynqLease     = 30 * time.Second
+	lateBy         = 6 * time.Second
+	confirmSilence = 9 * time.Second // the look two after the first sighting
+	// RunAgainWithin bounds how long after its last renewal a silent task is run again while
+	// the relay's looks come on time: late after lateBy and the score's rounding (1 s), seen
+	// at the next look, run again two looks later.
+	RunAgainWithin = lateBy + time.Second + 3*orphanCheck
 )
 
-// recoverOrphans runs again, under a derived task id, every outbox task left running by a
-// worker that vanished (a SIGKILL, a lost host): one whose Asynq lease has not been renewed
-// for silentFor. Asynq's own recovery waits for the lease to expire (30 s), then 30 s more (a
-// margin for clock skew between hosts) until its recoverer's next pass, once a minute: up to
-// two minutes after the crash, where this takes 10–21 s. It is safe even when the worker was
-// only silent and still runs the task: every handler is idempotent, the order and customer
-// tasks hold their lock (which a worker cut off from Redis loses 10 s after its last renewal)
-// and write compare-and-set, and Asynq refuses the result of a handler whose lease expired.
-// It assumes the hosts' clocks agree within 10 s (a task's lease is the worker's clock, the
-// cut-off the relay's).
-//
-// No worker can renew a lease while Redis is away, so silence counts from the end of an outage
-// the relay saw (one of 5 s or more overlaps its looks, and a shorter one silences no worker
-// for 15 s): live workers' tasks are not all run again after every outage.
-func (r *Relay) recoverOrphans(ctx context.Context) {
-	now := time.Now()
-	cutoff := strconv.FormatInt(now.Add(asynqLease-silentFor).Unix(), 10)
-	for _, queue := range tasks.Queues() {
-		name := r.ns.Queue(queue)
-		silent, err := r.rdb.ZRangeByScore(ctx, tasks.LeaseKey(name), &redis.ZRangeBy{Min: "-inf", Max: "(" + cutoff}).Result()
-		if err != nil {
-			r.outage.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
-			r.redisAway = now
-			return
-		}
-		if now.Sub(r.redisAway) < silentFor {
-			return
-		}
-		for _, id := range silent {
-			if strings.HasPrefix(id, "outbox-") {
-				r.recoverOrphan(ctx, name, id)
-			}
-		}
-	}
+// sighting is a lease a look found late: the lease's end, and when the relay first saw it so.
+type sighting struct {
+	lease float64
+	since time.Time
+	done  bool // its copy is enqueued (or was already)
 }
 
-// recoverOrphan enqueues a copy of the task id of queue name if it is still running.
-func (r *Relay) recoverOrphan(ctx context.Context, name, id string) {
+// recoverOrphans runs again, under a derived task id, every outbox task left running by a
+// worker that vanished (a SIGKILL, a lost host): one whose Asynq lease the relay has seen go
+// unrenewed over two looks after it missed a renewal, about 16–22 s after the last one. Asynq's own
+// recovery waits for the lease to expire (30 s), then 30 s more (a margin for clock skew
+// between hosts) until its recoverer's next pass, once a minute: up to two minutes after the
+// crash.
+//
+// Silence is what the relay itself saw, over consecutive looks, not a difference of clocks: a
+// live worker's lease changes at every renewal whatever its clock, so a worker whose clock
+// is behind is never taken for silent (one ahead only delays its copies); and a look missed
+// (Redis away for the relay too, a long batch, a start) forgets every sighting, since the
+// workers may not have reached Redis either. It is safe even when the worker was only silent
+// and still runs the task: every handler is idempotent, the order and customer tasks hold
+// their lock (which a worker cut off from Redis loses 10 s after its last renewal) and write
+// compare-and-set, and Stripe calls carry idempotency keys; once the lease has expired, Asynq
+// also cancels the original's handler and refuses its result.
+func (r *Relay) recoverOrphans(ctx context.Context) {
+	now := r.now()
+	if now.Sub(r.lastLook) > orphanCheck*3/2 {
+		clear(r.sightings)
+	}
+	late := "(" + strconv.FormatInt(now.Add(asynqLease-lateBy).Unix(), 10)
+	seen := make(map[string]sighting, len(r.sightings))
+	for _, queue := range tasks.Queues() {
+		name := r.ns.Queue(queue)
+		leases, err := r.rdb.ZRangeByScoreWithScores(ctx, tasks.LeaseKey(name), &redis.ZRangeBy{Min: "-inf", Max: late}).Result()
+		if err != nil {
+			r.outage.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
+			r.lastLook = time.Time{}
+			return
+		}
+		for _, l := range leases {
+			id, _ := l.Member.(string)
+			if !strings.HasPrefix(id, "outbox-") {
+				continue
+			}
+			key := name + " " + id
+			s, ok := r.sightings[key]
+			if !ok || s.lease != l.Score {
+				s = sighting{lease: l.Score, since: now}
+			}
+			if !s.done && now.Sub(s.since) >= confirmSilence {
+				s.done = r.recoverOrphan(ctx, name, id, l.Score)
+			}
+			seen[key] = s
+		}
+	}
+	r.sightings, r.lastLook = seen, now
+}
+
+// recoverOrphan enqueues a copy of the task id of queue name if it still runs under the lease
+// seen, and reports whether the copy is enqueued (now or before).
+func (r *Relay) recoverOrphan(ctx context.Context, name, id string, lease float64) bool {
 	t, err := r.inspector.GetTaskInfo(name, id)
 	if errors.Is(err, asynq.ErrQueueNotFound) {
 		// Missing from Asynq's index (tasks.QueueIndex) after Redis lost its data, while tasks
@@ -419,12 +450,15 @@ func (r *Relay) recoverOrphan(ctx context.Context, name, id string) {
 	}
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound):
-		return // finished meanwhile, and not retained
+		return false // finished meanwhile, and not retained
 	case err != nil:
 		r.log.WarnContext(ctx, "orphaned task not looked at", "taskId", id, "err", err)
-		return
+		return false
 	case t.State != asynq.TaskStateActive:
-		return // finished meanwhile
+		return false // finished meanwhile
+	}
+	if now, err := r.rdb.ZScore(ctx, tasks.LeaseKey(name), id).Result(); err != nil || now != lease {
+		return false // renewed (or finished) since the look
 	}
 	_, err = r.client.EnqueueContext(ctx, asynq.NewTask(t.Type, t.Payload), asynq.TaskID(t.ID+"~"),
 		asynq.Queue(t.Queue), asynq.MaxRetry(r.MaxRetry), asynq.Retention(r.Retention), asynq.Timeout(taskTimeout))
@@ -432,12 +466,15 @@ func (r *Relay) recoverOrphan(ctx context.Context, name, id string) {
 	case errors.Is(err, asynq.ErrTaskIDConflict): // recovered already
 	case err != nil:
 		r.log.WarnContext(ctx, "orphaned task not run again", "taskId", t.ID, "err", err)
+		return false
 	default:
-		r.log.WarnContext(ctx, "task of a silent worker run again", "taskId", t.ID, "taskType", t.Type, "silentFor", silentFor.String())
+		r.log.WarnContext(ctx, "task of a silent worker run again", "taskId", t.ID, "taskType", t.Type,
+			"leaseEnds", time.Unix(int64(lease), 0).UTC().Format(time.RFC3339))
 		if r.Redelivered != nil {
 			r.Redelivered(t.Type, "orphaned")
 		}
 	}
+	return true
 }
 
 // Run relays until ctx ends: it drains full batches back to back, then sleeps until a
