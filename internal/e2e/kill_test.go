@@ -120,9 +120,9 @@ func TestRelayProcessKilledMidDrain(t *testing.T) {
 
 // TestLongTaskOfALiveWorkerIsNotRunAgain: the relay runs again the tasks of a worker that fell
 // silent (TestWorkerProcessKilledMidTask), and only those. A paid order's processing waits
-// over 30 s on the order's row, locked by the test, longer than the relay lets a silent task
-// run, in a worker that keeps renewing its lease meanwhile: it runs once, in one attempt, and
-// no copy is made.
+// 35 s on the order's row, locked by the test, longer than the relay lets a silent task run
+// (relay.RunAgainWithin), in a worker that keeps renewing its lease meanwhile: it runs once,
+// in one attempt, and no copy is made.
 func TestLongTaskOfALiveWorkerIsNotRunAgain(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, noWorker)

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -16,10 +15,11 @@ type TCPProxy struct {
 	Addr   string
 	target string
 
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	flow  chan struct{} // closed while bytes are forwarded
+	mu     sync.Mutex
+	moving sync.RWMutex // held for reading while a chunk let through is written
+	ln     net.Listener
+	conns  map[net.Conn]struct{}
+	flow   chan struct{} // closed while bytes are forwarded
 }
 
 // NewTCPProxy listens on a free local port and forwards to target (host:port).
@@ -52,15 +52,18 @@ func (p *TCPProxy) Cut() {
 	}
 }
 
-// Freeze holds every byte from then on, in both directions, connections kept open.
+// Freeze holds every byte from then on, in both directions, connections kept open. It returns
+// once the bytes let through before it are delivered: none arrives after.
 func (p *TCPProxy) Freeze() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	select {
 	case <-p.flow:
 		p.flow = make(chan struct{})
 	default: // frozen already
 	}
+	p.mu.Unlock()
+	p.moving.Lock() // waits for the writes of chunks let through before
+	p.moving.Unlock()
 }
 
 // Thaw forwards the bytes held and those that follow.
@@ -110,7 +113,7 @@ func (p *TCPProxy) forward(client net.Conn) {
 	}
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, gated{src, p})
+		p.copy(dst, src)
 		done <- struct{}{}
 	}
 	go pipe(server, client)
@@ -140,17 +143,36 @@ func (p *TCPProxy) track(conns ...net.Conn) bool {
 	return true
 }
 
-// gated reads from a connection, each read held while the proxy is frozen.
-type gated struct {
-	net.Conn
-	p *TCPProxy
+// copy forwards src to dst until either fails, each chunk held while the proxy is frozen.
+func (p *TCPProxy) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.pass(dst, buf[:n]) {
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
-func (g gated) Read(b []byte) (int, error) {
-	n, err := g.Conn.Read(b)
-	g.p.mu.Lock()
-	flow := g.p.flow
-	g.p.mu.Unlock()
-	<-flow
-	return n, err
+// pass writes b to dst once the proxy is not frozen, and reports whether it was written. The
+// flow is read and the write made under moving, so that Freeze waits for a write it let through.
+func (p *TCPProxy) pass(dst net.Conn, b []byte) bool {
+	for {
+		p.moving.RLock()
+		p.mu.Lock()
+		flow := p.flow
+		p.mu.Unlock()
+		select {
+		case <-flow:
+			_, err := dst.Write(b)
+			p.moving.RUnlock()
+			return err == nil
+		default:
+			p.moving.RUnlock()
+			<-flow
+		}
+	}
 }

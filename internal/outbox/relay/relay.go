@@ -54,7 +54,7 @@ type Relay struct {
 	log       *slog.Logger
 	outage    *slog.Logger // a failing batch at every wake-up while Redis is away, once in a while
 	now       func() time.Time
-	sightings map[string]sighting // leases the last look found late, by queue and task id
+	sightings map[string]sighting // the leases the last look saw, by queue and task id
 	lastLook  time.Time           // the last look that read every queue
 
 	// MaxRetry is the number of retries of every task (SPEC §5: 3).
@@ -366,21 +366,19 @@ const listenWait = 3 * time.Second
 // orphanCheck is how often the relay looks for tasks left running by a worker that vanished.
 const orphanCheck = 5 * time.Second
 
-// A worker's heartbeat renews the Asynq lease of each task it runs every 5 s, to asynqLease
-// from then (asynq v0.26; the lease's end, in Unix seconds, is the task's score in
-// tasks.LeaseKey). A lease lateBy older than a fresh one has missed a renewal; the relay runs
-// its task again once its looks have seen that lease unchanged for confirmSilence more.
+// A worker's heartbeat renews the Asynq lease of each task it runs every 5 s, to 30 s from
+// then (asynq v0.26; the lease's end, in Unix seconds, is the task's score in tasks.LeaseKey),
+// so a live task's score changes every 5 s. The relay runs a task again once its own looks have
+// seen the same score for silentFor: four renewals missed.
 const (
-	asynqLease     = 30 * time.Second
-	lateBy         = 6 * time.Second
-	confirmSilence = 9 * time.Second // the look two after the first sighting
-	// RunAgainWithin bounds how long after its last renewal a silent task is run again while
-	// the relay's looks come on time: late after lateBy and the score's rounding (1 s), seen
-	// at the next look, run again two looks later.
-	RunAgainWithin = lateBy + time.Second + 3*orphanCheck
+	silentFor = 20 * time.Second
+	// RunAgainWithin bounds how long after its last renewal a silent task is run again while the
+	// relay's looks come on time: the score is first seen at the next look, and run again
+	// silentFor after that sighting.
+	RunAgainWithin = orphanCheck + silentFor
 )
 
-// sighting is a lease a look found late: the lease's end, and when the relay first saw it so.
+// sighting is a task's lease as the looks saw it: its score, and when it was first seen.
 type sighting struct {
 	lease float64
 	since time.Time
@@ -388,31 +386,28 @@ type sighting struct {
 }
 
 // recoverOrphans runs again, under a derived task id, every outbox task left running by a
-// worker that vanished (a SIGKILL, a lost host): one whose Asynq lease the relay has seen go
-// unrenewed over two looks after it missed a renewal, about 16–22 s after the last one. Asynq's own
-// recovery waits for the lease to expire (30 s), then 30 s more (a margin for clock skew
-// between hosts) until its recoverer's next pass, once a minute: up to two minutes after the
-// crash.
+// worker that vanished (a SIGKILL, a lost host): one whose lease the relay has seen unrenewed
+// for silentFor, 20–25 s after the last renewal, 15–25 s after the crash. Asynq's own recovery
+// waits for the lease to expire (30 s), then 30 s more (a margin for clock skew between hosts)
+// until its recoverer's next pass, once a minute: up to two minutes after the crash.
 //
-// Silence is what the relay itself saw, over consecutive looks, not a difference of clocks: a
-// live worker's lease changes at every renewal whatever its clock, so a worker whose clock
-// is behind is never taken for silent (one ahead only delays its copies); and a look missed
-// (Redis away for the relay too, a long batch, a start) forgets every sighting, since the
-// workers may not have reached Redis either. It is safe even when the worker was only silent
-// and still runs the task: every handler is idempotent, the order and customer tasks hold
-// their lock (which a worker cut off from Redis loses 10 s after its last renewal) and write
-// compare-and-set, and Stripe calls carry idempotency keys; once the lease has expired, Asynq
-// also cancels the original's handler and refuses its result.
+// Silence is what the relay saw, on its own clock, over consecutive looks: the workers' clocks
+// do not enter into it. A look missed (Redis away for the relay as for the workers, a long
+// batch, a start) forgets every sighting, so an outage does not make the tasks of live workers
+// look silent once Redis is back. A copy while the original still runs (a worker frozen, or cut
+// off from Redis) is safe anyway: every handler is idempotent, the order and customer tasks
+// hold their lock (which a worker cut off from Redis loses 10 s after its last renewal) and
+// write compare-and-set, and Stripe calls carry idempotency keys; once the lease has expired,
+// Asynq also cancels the original's handler and refuses its result.
 func (r *Relay) recoverOrphans(ctx context.Context) {
 	now := r.now()
 	if now.Sub(r.lastLook) > orphanCheck*3/2 {
 		clear(r.sightings)
 	}
-	late := "(" + strconv.FormatInt(now.Add(asynqLease-lateBy).Unix(), 10)
 	seen := make(map[string]sighting, len(r.sightings))
 	for _, queue := range tasks.Queues() {
 		name := r.ns.Queue(queue)
-		leases, err := r.rdb.ZRangeByScoreWithScores(ctx, tasks.LeaseKey(name), &redis.ZRangeBy{Min: "-inf", Max: late}).Result()
+		leases, err := r.rdb.ZRangeWithScores(ctx, tasks.LeaseKey(name), 0, -1).Result()
 		if err != nil {
 			r.outage.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
 			r.lastLook = time.Time{}
@@ -428,7 +423,7 @@ func (r *Relay) recoverOrphans(ctx context.Context) {
 			if !ok || s.lease != l.Score {
 				s = sighting{lease: l.Score, since: now}
 			}
-			if !s.done && now.Sub(s.since) >= confirmSilence {
+			if !s.done && now.Sub(s.since) >= silentFor {
 				s.done = r.recoverOrphan(ctx, name, id, l.Score)
 			}
 			seen[key] = s
