@@ -55,15 +55,15 @@ func (p *TCPProxy) Cut() {
 // Freeze holds every byte from then on, in both directions, connections kept open. It returns
 // once the bytes let through before it are delivered: none arrives after.
 func (p *TCPProxy) Freeze() {
+	p.moving.Lock() // waits for the writes of chunks let through
+	defer p.moving.Unlock()
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	select {
 	case <-p.flow:
 		p.flow = make(chan struct{})
 	default: // frozen already
 	}
-	p.mu.Unlock()
-	p.moving.Lock() // waits for the writes of chunks let through before
-	p.moving.Unlock()
 }
 
 // Thaw forwards the bytes held and those that follow.
