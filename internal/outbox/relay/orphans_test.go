@@ -134,3 +134,30 @@ func TestAMissedLookForgetsWhatWasSeen(t *testing.T) {
 		t.Fatal("not run again once the relay saw its lease unchanged for 20 s after the outage")
 	}
 }
+
+// A relay whose batches cannot get through (here the outbox is locked, as a slow PostgreSQL or
+// a long backlog would hold them) goes on looking: the silent task is run again all the same.
+func TestLooksGoOnWhileTheRelayDrains(t *testing.T) {
+	t.Parallel()
+	g := newSilentRig(t)
+	g.relay.SetClock(time.Now)
+	hold, err := g.e.db.Pool().Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback()
+	if _, err := hold.Exec(`LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		_ = g.relay.Run(ctx)
+	}()
+	defer func() { _ = hold.Rollback(); cancel(); <-ran }()
+	testenv.Eventually(t, relay.RunAgainWithin+time.Minute, "the silent task is run again", func() bool {
+		_, err := g.e.insp.GetTaskInfo(g.queue, g.task+"~")
+		return err == nil
+	})
+}

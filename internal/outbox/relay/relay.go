@@ -409,7 +409,9 @@ func (r *Relay) recoverOrphans(ctx context.Context) {
 		name := r.ns.Queue(queue)
 		leases, err := r.rdb.ZRangeWithScores(ctx, tasks.LeaseKey(name), 0, -1).Result()
 		if err != nil {
-			r.outage.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
+			if ctx.Err() == nil {
+				r.outage.WarnContext(ctx, "orphaned tasks not looked for", "queue", queue, "err", err)
+			}
 			r.lastLook = time.Time{}
 			return
 		}
@@ -430,6 +432,22 @@ func (r *Relay) recoverOrphans(ctx context.Context) {
 		}
 	}
 	r.sightings, r.lastLook = seen, now
+}
+
+// lookForOrphans runs recoverOrphans every orphanCheck until ctx ends, on a goroutine of its
+// own: a long drain (a backlog, Redis slow) does not hold the looks back, which would make
+// them forget what they saw.
+func (r *Relay) lookForOrphans(ctx context.Context) {
+	tick := time.NewTicker(orphanCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			r.recoverOrphans(ctx)
+		}
+	}
 }
 
 // recoverOrphan enqueues a copy of the task id of queue name if it still runs under the lease
@@ -475,8 +493,8 @@ func (r *Relay) recoverOrphan(ctx context.Context, name, id string, lease float6
 // Run relays until ctx ends: it drains full batches back to back, then sleeps until a
 // NOTIFY on outbox.Channel (the rows of the recent window) or the poll interval (every due
 // row; also at start and when the listener reconnected), looking first whether Redis lost the
-// queues (noticeLostQueues). The batch in progress when ctx ends is finished. Every
-// orphanCheck it also runs again the tasks of vanished workers.
+// queues (noticeLostQueues). The batch in progress when ctx ends is finished. Meanwhile it
+// looks for the tasks of vanished workers (lookForOrphans).
 func (r *Relay) Run(ctx context.Context) error {
 	listener := pq.NewListener(r.dsn, 100*time.Millisecond, 10*time.Second, func(ev pq.ListenerEventType, err error) {
 		if err != nil {
@@ -499,18 +517,20 @@ func (r *Relay) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+	looking := make(chan struct{})
+	go func() {
+		defer close(looking)
+		r.lookForOrphans(ctx)
+	}()
+	defer func() { <-looking }()
 	poll := time.NewTicker(r.poll)
 	defer poll.Stop()
-	orphans := time.NewTicker(orphanCheck)
-	defer orphans.Stop()
 	r.noticeLostQueues(ctx)
 	r.drain(ctx, false)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-orphans.C:
-			r.recoverOrphans(ctx)
 		case n := <-listener.Notify:
 			// nil: the listener reconnected, and wake-ups may have been missed meanwhile.
 			r.drain(ctx, gather(listener.Notify) && n != nil)
