@@ -40,11 +40,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			return err
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	api := httpapi.New(p.Cfg, a, httpapi.Options{Stopping: gctx.Done()})
+	stopping := make(chan struct{}) // closed once every answer closes its connection
+	api := httpapi.New(p.Cfg, a, httpapi.Options{Stopping: stopping})
 	defer api.Close()
+	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return server.Serve(gctx, server.New(p.Cfg.HTTPAddr, api.Handler()), server.Stop{Drain: p.Cfg.ShutdownDrain, Timeout: p.Cfg.ShutdownTimeout}, p.Log, nil)
+		stop := server.Stop{Drain: p.Cfg.ShutdownDrain, Timeout: p.Cfg.ShutdownTimeout, Draining: func() { close(stopping) }}
+		return server.Serve(gctx, server.New(p.Cfg.HTTPAddr, api.Handler()), stop, p.Log, nil)
 	})
 	if p.Cfg.PprofEnabled { // the API serves /metrics itself; its ops port is for the profiles
 		g.Go(func() error {

@@ -18,7 +18,6 @@ func (s *Server) health(c *gin.Context) {
 func (s *Server) ready(c *gin.Context) {
 	select {
 	case <-s.stopping:
-		c.Header("Connection", "close") // closeWhileStopping may have run just before
 		s.respondError(c, apperr.ErrNotReady.WithDetails(apperr.Field("api", "common.errors.stopping")))
 		return
 	default:

@@ -34,18 +34,6 @@ func secureHeaders(c *gin.Context) {
 	c.Next()
 }
 
-// closeWhileStopping closes each connection after its answer once the program stops, so that
-// clients reconnect (through their load balancer: elsewhere) while the server drains. The
-// server's own switch (server.Serve) comes a moment later, and closes the idle ones too.
-func (s *Server) closeWhileStopping(c *gin.Context) {
-	select {
-	case <-s.stopping:
-		c.Header("Connection", "close")
-	default:
-	}
-	c.Next()
-}
-
 // correlate reads or creates the correlation id, echoes it and puts it in the request context.
 // X-Request-Id is taken when X-Correlation-Id is absent or not usable.
 func (s *Server) correlate(c *gin.Context) {

@@ -35,8 +35,8 @@ type Options struct {
 	// KeyDeadline bounds a request holding an Idempotency-Key (default: the key's lease less
 	// 5 s); tests shorten it.
 	KeyDeadline time.Duration
-	// Stopping, closed when the program begins to stop, turns /ready to 503 while the server
-	// drains (config.Config.ShutdownDrain).
+	// Stopping, closed when the server begins to stop (server.Stop.Draining), turns /ready to
+	// 503 while it drains (config.Config.ShutdownDrain).
 	Stopping <-chan struct{}
 }
 
@@ -118,9 +118,6 @@ func (s *Server) newEngine() *gin.Engine {
 	}
 	e.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	e.Use(secureHeaders, s.correlate)
-	if s.stopping != nil {
-		e.Use(s.closeWhileStopping)
-	}
 	if !s.unobserved {
 		e.Use(s.accessLog)
 	}

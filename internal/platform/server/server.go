@@ -30,6 +30,9 @@ type Stop struct {
 	Drain time.Duration
 	// Timeout is how long in-flight requests then get to finish.
 	Timeout time.Duration
+	// Draining, when not nil, is called once every later answer closes its connection, before
+	// the drain: the moment for /ready to start failing.
+	Draining func()
 }
 
 // Serve listens on srv.Addr until ctx ends, then drains and stops accepting, and lets in-flight
@@ -53,9 +56,12 @@ func Serve(ctx context.Context, srv *http.Server, stop Stop, log *slog.Logger, r
 		return err
 	case <-ctx.Done():
 	}
+	srv.SetKeepAlivesEnabled(false) // also closes the idle connections
+	if stop.Draining != nil {
+		stop.Draining()
+	}
 	if stop.Drain > 0 {
 		log.Info("draining before the shutdown", "addr", ln.Addr().String(), "drain", stop.Drain.String())
-		srv.SetKeepAlivesEnabled(false) // also closes the idle connections
 		select {
 		case err := <-errc:
 			return err
