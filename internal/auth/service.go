@@ -101,16 +101,41 @@ func (s *Service) Login(ctx context.Context, email, password string, client Clie
 	if !found || !ok {
 		return TokenPair{}, ErrInvalidCredentials
 	}
+	// The user may change while the password is checked. A change of the password, or a
+	// deletion, revokes the sessions it finds, so one opened after it must not be: the session
+	// opens only on the user as checked. A role changed meanwhile is read again.
+	for range 2 {
+		pair, opened, err := s.open(ctx, cred, client)
+		if err != nil || opened {
+			return pair, err
+		}
+		again, found, err := s.users.CredentialsByEmail(ctx, email)
+		if err != nil {
+			return TokenPair{}, err
+		}
+		if !found || again.UserID != cred.UserID || again.PasswordHash != cred.PasswordHash {
+			return TokenPair{}, ErrInvalidCredentials
+		}
+		cred = again
+	}
+	return TokenPair{}, ErrInvalidCredentials
+}
+
+// open opens a session for the user cred describes, if the user is still so.
+func (s *Service) open(ctx context.Context, cred Credentials, client Client) (TokenPair, bool, error) {
 	sid := uuid.New()
 	refresh, hash, err := s.Tokens.Refresh(cred.UserID, sid)
 	if err != nil {
-		return TokenPair{}, err
+		return TokenPair{}, false, err
 	}
+	var opened bool
 	err = s.wake.InTx(ctx, func(tx *postgres.Tx) error {
-		if err := authdb.Create(ctx, tx, authdb.Session{
+		var err error
+		opened, err = authdb.Open(ctx, tx, authdb.Session{
 			ID: sid, UserID: cred.UserID, RefreshTokenHash: hash,
 			ExpiresAt: time.Now().Add(s.Tokens.RefreshTTL), UserAgent: truncate(client.UserAgent, 512), IP: client.IP,
-		}); err != nil {
+		}, cred.PasswordHash, string(cred.Role))
+		if err != nil || !opened {
 			return err
 		}
 		return outbox.Write(ctx, tx, outbox.Message{Type: tasks.NotifyUser, Payload: tasks.Notify{
@@ -118,10 +143,11 @@ func (s *Service) Login(ctx context.Context, email, password string, client Clie
 			Data: map[string]any{"ip": client.IP, "at": notification.Timestamp(time.Now())},
 		}})
 	})
-	if err != nil {
-		return TokenPair{}, err
+	if err != nil || !opened {
+		return TokenPair{}, false, err
 	}
-	return s.pair(cred.UserID, sid, cred.Role, cred.Language, refresh)
+	pair, err := s.pair(cred.UserID, sid, cred.Role, cred.Language, refresh)
+	return pair, true, err
 }
 
 // Refresh rotates the session's refresh token. Presenting a token that was already rotated

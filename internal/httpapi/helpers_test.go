@@ -238,6 +238,19 @@ func (a *app) userRow(t *testing.T, id string) userRow {
 	return r
 }
 
+// rowLockWaiters counts the app's backends waiting for a row lock. Only those: a NOTIFY
+// committing waits on the cluster-wide notify lock ('object'), which is no row of a test's.
+func (a *app) rowLockWaiters(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := a.db.Get(&n, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock'
+		AND wait_event IN ('tuple', 'transactionid')`); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // liveSessions counts the user's sessions that are not revoked.
 func (a *app) liveSessions(t *testing.T, userID string) int {
 	t.Helper()

@@ -491,17 +491,7 @@ func TestPasswordChangeHashesOutsideItsTransaction(t *testing.T) {
 	acc := a.signUpAccount(t, nil)
 	ctx := testenv.Context(t)
 	hold := func() *postgres.Tx { return a.holdUser(t, acc.ID) }
-	// Waits for a row lock only: a NOTIFY committing waits on the cluster-wide notify lock
-	// ('object'), which is no row of this test's.
-	lockWaiters := func() int {
-		var n int
-		if err := a.db.Get(&n, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'
-			AND wait_event IN ('tuple', 'transactionid')`); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	lockWaiters := func() int { return a.rowLockWaiters(t) }
 	change := func(current string) <-chan testenv.Response {
 		done := make(chan testenv.Response, 1)
 		c := a.client(t).As(acc.Access)
@@ -545,6 +535,60 @@ func TestPasswordChangeHashesOutsideItsTransaction(t *testing.T) {
 	if got := a.userRow(t, acc.ID).Hash; got != set {
 		t.Fatalf("password hash %q after a change checked against an older one, want %q", got, set)
 	}
+}
+
+// TestLoginRacingAChangeOfTheUser: a login whose password check overlaps a change of the user
+// (its password, its deletion, its role) opens no session the change did not see. The change
+// is held open on the user's row until the login waits for it.
+func TestLoginRacingAChangeOfTheUser(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	ctx := testenv.Context(t)
+	race := func(t *testing.T, change string) (account, testenv.Response) {
+		acc := a.signUpAccount(t, nil)
+		tx := a.holdUser(t, acc.ID)
+		done := make(chan testenv.Response, 1)
+		c := a.client(t)
+		go func() {
+			r, err := c.Send("POST", "/v1/auth/login", map[string]string{"email": acc.Email, "password": acc.Password})
+			if err != nil {
+				t.Error(err)
+			}
+			done <- r
+		}()
+		testenv.Eventually(t, 30*time.Second, "the login waits for the user's row", func() bool { return a.rowLockWaiters(t) > 0 })
+		if _, err := tx.ExecContext(ctx, change, acc.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		return acc, <-done
+	}
+
+	for name, change := range map[string]string{
+		"password": `UPDATE users SET password_hash = password_hash || 'x' WHERE id = $1`,
+		"deletion": `UPDATE users SET deleted_at = now() WHERE id = $1`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			acc, r := race(t, change)
+			expectError(t, r, 401, "auth.errors.invalidCredentials", "/v1/auth/login")
+			if n := a.liveSessions(t, acc.ID); n != 1 { // the sign-up's
+				t.Fatalf("%d live sessions after a login that raced a %s change, want 1", n, name)
+			}
+		})
+	}
+
+	// A role changed meanwhile leaves the password right: the login goes on with the new role.
+	t.Run("role", func(t *testing.T) {
+		_, r := race(t, `UPDATE users SET role = 'financial' WHERE id = $1`)
+		if r.Status != 200 {
+			t.Fatalf("login racing a role change: %d %s, want 200", r.Status, r.Body)
+		}
+		var pair struct{ AccessToken string }
+		r.Decode(t, &pair)
+		a.client(t).As(pair.AccessToken).Do("GET", "/v1/admin/orders", nil).Expect(t, 200)
+	})
 }
 
 func TestDeleteMe(t *testing.T) {

@@ -35,13 +35,24 @@ type Identity struct {
 	Language string    `db:"language"`
 }
 
-const createQuery = `INSERT INTO sessions (id, user_id, refresh_token_hash, expires_at, user_agent, ip)
-VALUES ($1, $2, $3, $4, $5, $6)`
+// openQuery inserts the session only while its user is live with the password hash and role
+// the login checked. FOR SHARE waits for a change of the user in flight and then reads the
+// row it left: a change revokes the sessions it finds, and this one would come after it.
+const openQuery = `INSERT INTO sessions (id, user_id, refresh_token_hash, expires_at, user_agent, ip)
+SELECT $1, u.id, $3, $4, $5, $6 FROM users u
+WHERE u.id = $2 AND u.password_hash = $7 AND u.role = $8 AND u.deleted_at IS NULL
+FOR SHARE`
 
-// Create inserts a session.
-func Create(ctx context.Context, db postgres.Querier, s Session) error {
-	_, err := db.ExecContext(ctx, createQuery, s.ID, s.UserID, s.RefreshTokenHash, s.ExpiresAt, s.UserAgent, s.IP)
-	return wrap("create", err)
+// Open inserts a session for a user still as a login found it (same password hash and role,
+// not deleted), and reports whether it did.
+func Open(ctx context.Context, db postgres.Querier, s Session, passwordHash, role string) (bool, error) {
+	res, err := db.ExecContext(ctx, openQuery, s.ID, s.UserID, s.RefreshTokenHash, s.ExpiresAt, s.UserAgent, s.IP,
+		passwordHash, role)
+	if err != nil {
+		return false, wrap("open", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, wrap("open", err)
 }
 
 const lockQuery = `SELECT id, user_id, refresh_token_hash, expires_at, revoked_at, user_agent, ip
