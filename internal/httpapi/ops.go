@@ -47,26 +47,22 @@ func (s *Server) queueUI() (gin.HandlerFunc, func() error, error) {
 			s.respondError(c, apperr.ErrForbidden)
 			return
 		}
-		failures := s.keys.Key("ratelimit", "queue-ui-failures", ratelimit.Client(c.ClientIP()))
-		blocked, left, err := s.limiter.Exceeded(ctx, failures, limit)
-		switch {
-		case err != nil:
-			s.respondError(c, apperr.ErrUnavailable.WithRetryAfter(outageRetryAfter).Wrap(fmt.Errorf("queue UI attempts: %w", err)))
-			return
-		case blocked:
-			s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(left, time.Second)))
-			return
-		}
 		u, p, ok := c.Request.BasicAuth()
 		gotUser, gotPass := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
 		okUser := subtle.ConstantTimeCompare(gotUser[:], user[:])
 		okPass := subtle.ConstantTimeCompare(gotPass[:], pass[:])
-		if !ok || s.cfg.AdminUIPassword == "" || okUser&okPass != 1 {
-			if ok { // a browser's first request carries no credentials: not an attempt
-				if _, err := s.limiter.Allow(ctx, failures, limit, time.Minute); err != nil {
-					s.log.WarnContext(ctx, "queue UI attempt not counted", "err", err)
-				}
-			}
+		right := ok && s.cfg.AdminUIPassword != "" && okUser&okPass == 1
+		// A browser's first request carries no credentials: not a failed attempt.
+		failures := s.keys.Key("ratelimit", "queue-ui-failures", ratelimit.Client(c.ClientIP()))
+		allowed, left, err := s.limiter.Attempt(ctx, failures, limit, time.Minute, ok && !right)
+		switch {
+		case err != nil:
+			s.respondError(c, apperr.ErrUnavailable.WithRetryAfter(outageRetryAfter).Wrap(fmt.Errorf("queue UI attempts: %w", err)))
+			return
+		case !allowed:
+			s.respondError(c, apperr.ErrRateLimited.WithRetryAfter(max(left, time.Second)))
+			return
+		case !right:
 			c.Header("WWW-Authenticate", `Basic realm="Dispatch queues", charset="UTF-8"`)
 			s.respondError(c, errQueueUIAuth)
 			return

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -196,6 +197,41 @@ func TestQueueUIFailedAttemptsAreLimited(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("another IP with the right password: %d", resp.StatusCode)
 	}
+}
+
+// TestQueueUIParallelGuessesAreLimited: a burst of wrong credentials sent at once gets no more
+// than the limit of them answered 401; the rest are refused, and so is the right password.
+func TestQueueUIParallelGuessesAreLimited(t *testing.T) {
+	t.Parallel()
+	a := newApp(t, "ADMIN_UI_USER", "ops", "ADMIN_UI_PASSWORD", "s3cret-queues", "RATE_LIMITS", "login=3")
+	const burst = 30
+	statuses := make(chan int, burst)
+	var wg sync.WaitGroup
+	for i := 0; i < burst; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, a.api.Base+"/admin/queues", nil)
+			req.SetBasicAuth("ops", "guess-"+strconv.Itoa(i))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	seen := map[int]int{}
+	for s := range statuses {
+		seen[s]++
+	}
+	if seen[http.StatusUnauthorized] != 3 || seen[http.StatusTooManyRequests] != burst-3 {
+		t.Fatalf("answers to %d parallel guesses %v, want 3 × 401 and the rest 429", burst, seen)
+	}
+	basicGet(t, a, "/admin/queues", "ops", "s3cret-queues").ExpectError(t, http.StatusTooManyRequests, "common.errors.rateLimited")
 }
 
 func TestQueueUIPasswordRequiredInProduction(t *testing.T) {

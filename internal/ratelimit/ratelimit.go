@@ -4,7 +4,6 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"time"
 
@@ -48,18 +47,33 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit int, window time.
 	return Result{Allowed: n <= limit, Limit: limit, Remaining: max(limit-n, 0), Reset: ttl}, nil
 }
 
-// Exceeded reports whether key has already counted limit requests in its current window, and
-// how long that window has left, without counting one. Guards that count only failures (wrong
-// passwords) check it first and count with Allow.
-func (l *Limiter) Exceeded(ctx context.Context, key string, limit int) (bool, time.Duration, error) {
-	pipe := l.rdb.Pipeline()
-	n := pipe.Get(ctx, key)
-	ttl := pipe.PTTL(ctx, key)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+// attempt decides and counts in one step: past the limit it refuses, under it it counts a
+// failure (ARGV[3] = 1) and starts the window with the first.
+var attempt = redis.NewScript(`
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[2]) then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+if ARGV[3] == '1' and redis.call('INCR', KEYS[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return {1, 0}`)
+
+// Attempt decides an attempt at a guard that counts only failures (a wrong password), limit
+// per window: once limit failures are counted, every attempt is refused until the window ends,
+// a right one too, so that a right guess is not told apart; refused, it returns how long the
+// window has left. Deciding and counting are one step, so parallel guesses get no more than
+// limit failures answered, and an attempt that did not fail uses no budget.
+func (l *Limiter) Attempt(ctx context.Context, key string, limit int, window time.Duration, failed bool) (bool, time.Duration, error) {
+	fail := 0
+	if failed {
+		fail = 1
+	}
+	vals, err := attempt.Run(ctx, l.rdb, []string{key}, window.Milliseconds(), limit, fail).Int64Slice()
+	if err != nil {
 		return false, 0, err
 	}
-	count, _ := n.Int()
-	return count >= limit, ttl.Val(), nil
+	return vals[0] == 1, max(time.Duration(vals[1])*time.Millisecond, 0), nil
 }
 
 // Client is the part of a client's IP address that counts as one client: an IPv4 address, or

@@ -109,3 +109,75 @@ func TestRedisDownReportsAnError(t *testing.T) {
 		t.Fatalf("Allow with Redis down = %+v, %v", res, err)
 	}
 }
+
+// TestAttemptsCountFailuresOnly: only failures use the budget; past it every attempt is
+// refused, a right one too, for what is left of the window.
+func TestAttemptsCountFailuresOnly(t *testing.T) {
+	rdb, keys, _ := testenv.Redis(t)
+	l := ratelimit.New(rdb)
+	ctx := testenv.Context(t)
+	key := keys.Key("rl", "attempts")
+	try := func(failed bool) (bool, time.Duration) {
+		t.Helper()
+		ok, left, err := l.Attempt(ctx, key, 3, time.Minute, failed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok, left
+	}
+	for i := 0; i < 10; i++ {
+		if ok, _ := try(false); !ok {
+			t.Fatalf("attempt %d that did not fail was refused before any failure", i+1)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if ok, _ := try(true); !ok {
+			t.Fatalf("failure %d of 3 refused", i+1)
+		}
+	}
+	for _, failed := range []bool{true, false} {
+		ok, left := try(failed)
+		if ok || left <= 0 || left > time.Minute {
+			t.Fatalf("attempt (failed %v) past the limit: allowed %v, %v left", failed, ok, left)
+		}
+	}
+	if n := rdb.Get(ctx, key).Val(); n != "3" {
+		t.Fatalf("count %s, want 3: refused attempts are not counted", n)
+	}
+	if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("window key TTL %v", ttl)
+	}
+}
+
+// TestParallelFailuresShareOneCount: a burst of failed attempts gets no more than the limit
+// answered as failures, however they interleave.
+func TestParallelFailuresShareOneCount(t *testing.T) {
+	rdb, keys, _ := testenv.Redis(t)
+	ctx := testenv.Context(t)
+	key := keys.Key("rl", "burst")
+	var (
+		mu      sync.Mutex
+		allowed int
+		wg      sync.WaitGroup
+	)
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, _, err := ratelimit.New(rdb).Attempt(ctx, key, 5, time.Minute, true)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if ok {
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed != 5 {
+		t.Fatalf("%d failed attempts answered, want 5", allowed)
+	}
+}
