@@ -59,7 +59,7 @@ func (s *Stripe) call(op string, f func() error) error {
 	outcome := "ok"
 	var ge *GatewayError
 	if errors.As(err, &ge) {
-		outcome = map[error]string{ErrRejected: "rejected", ErrTransient: "transient", ErrNotFound: "not_found"}[ge.Class]
+		outcome = map[error]string{ErrRejected: "rejected", ErrTransient: "transient", ErrNotFound: "not_found", ErrKeyReused: "key_reused"}[ge.Class]
 	}
 	metrics.Stripe(op, outcome, time.Since(start))
 	return err

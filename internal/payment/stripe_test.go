@@ -14,6 +14,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestStripeAdapterReadsTheFieldsItNeeds(t *testing.T) {
@@ -133,22 +134,51 @@ func TestStripeAdapterSortsErrors(t *testing.T) {
 	s := payment.NewStripe("sk_test_dispatch", proxy.URL)
 	ctx := context.Background()
 	for _, c := range []struct {
-		f    testenv.Fault
-		want error
+		f       testenv.Fault
+		want    error
+		outcome string // of the calls' metric
 	}{
-		{f: testenv.Fault{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "resource_missing", Message: "No such payment_intent"}, want: payment.ErrNotFound},
-		{f: testenv.Fault{Status: http.StatusPaymentRequired, Type: "card_error", Code: "card_declined", Message: "declined"}, want: payment.ErrRejected},
-		{f: testenv.Fault{Status: http.StatusServiceUnavailable, Type: "api_error", Message: "down"}, want: payment.ErrTransient},
-		{f: testenv.Fault{Status: http.StatusBadRequest, Type: "idempotency_error", Message: "same parameters"}, want: payment.ErrKeyReused},
-		{f: testenv.Fault{Status: http.StatusBadRequest, Type: "idempotency_error", Message: "same parameters"}, want: payment.ErrRejected},
+		{f: testenv.Fault{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "resource_missing", Message: "No such payment_intent"}, want: payment.ErrNotFound, outcome: "not_found"},
+		{f: testenv.Fault{Status: http.StatusPaymentRequired, Type: "card_error", Code: "card_declined", Message: "declined"}, want: payment.ErrRejected, outcome: "rejected"},
+		{f: testenv.Fault{Status: http.StatusServiceUnavailable, Type: "api_error", Message: "down"}, want: payment.ErrTransient, outcome: "transient"},
+		{f: testenv.Fault{Status: http.StatusBadRequest, Type: "idempotency_error", Message: "same parameters"}, want: payment.ErrKeyReused, outcome: "key_reused"},
+		{f: testenv.Fault{Status: http.StatusBadRequest, Type: "idempotency_error", Message: "same parameters"}, want: payment.ErrRejected, outcome: "key_reused"},
 	} {
 		proxy.Clear()
 		proxy.Fail("GET", "/v1/payment_intents/", c.f)
+		before := stripeCalls(t, "payment_intent.get", c.outcome)
 		_, err := s.GetPaymentIntent(ctx, "pi_123")
 		if !errors.Is(err, c.want) {
 			t.Errorf("Stripe %d %s: err %v, want %v", c.f.Status, c.f.Code, err, c.want)
 		}
+		if n := stripeCalls(t, "payment_intent.get", c.outcome) - before; n != 1 {
+			t.Errorf("Stripe %d %s: %v calls counted with outcome %q, want 1", c.f.Status, c.f.Code, n, c.outcome)
+		}
 	}
+}
+
+// stripeCalls reads the count of Stripe calls of op that ended in outcome.
+func stripeCalls(t *testing.T, op, outcome string) float64 {
+	t.Helper()
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "dispatch_stripe_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["operation"] == op && labels["outcome"] == outcome {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 func TestStripeConnectionsAreReused(t *testing.T) {

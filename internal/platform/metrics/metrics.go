@@ -200,7 +200,7 @@ func Reconciled(counts map[string]int) {
 // Stripe calls.
 var (
 	stripeCalls = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: ns, Name: "stripe_requests_total", Help: "Stripe API calls by operation and outcome (ok, rejected, transient, not_found).",
+		Namespace: ns, Name: "stripe_requests_total", Help: "Stripe API calls by operation and outcome (ok, rejected, transient, not_found, key_reused).",
 	}, []string{"operation", "outcome"})
 	stripeDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: ns, Name: "stripe_request_duration_seconds", Help: "Stripe API call latency by operation.",
