@@ -68,6 +68,46 @@ func TestCancelPendingOrder(t *testing.T) {
 	}
 }
 
+// Each cancel request asks Stripe under a key of its own: Stripe answers a key with its first
+// answer for a day, a refusal too, and a cancel refused while a payment was under way must be
+// able to succeed once that payment failed.
+func TestEachCancelRequestHasItsOwnStripeKey(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	_, c := r.customer()
+	o := r.place(c, 2, item)
+	pi := *o.Payment.PaymentIntentID
+	r.stripe.Fail("POST", "/v1/payment_intents/"+pi+"/cancel", testenv.Fault{Status: 400, Type: "invalid_request_error",
+		Code: "payment_intent_unexpected_state", Message: "This PaymentIntent's status is processing"})
+	r.stripeIntent(pi, payment.IntentProcessing, o.Total, o.Currency)
+
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	testenv.Eventually(t, 30*time.Second, "the refused cancel failed", func() bool {
+		return len(r.events(o.ID, "actionFailed")) == 1
+	})
+	refused := r.intentCancels(o)
+	if len(refused) == 0 {
+		t.Fatal("no cancel call reached Stripe")
+	}
+
+	r.stripe.Clear() // the payment failed: the PaymentIntent can be canceled
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	r.waitStatus(o.ID, "CANCELED")
+	calls := r.intentCancels(o)
+	prefix := "order-" + o.ID.String() + "-cancel-intent-"
+	first, last := calls[0].IdempotencyKey, calls[len(calls)-1].IdempotencyKey
+	if !strings.HasPrefix(first, prefix) || !strings.HasPrefix(last, prefix) || first == last || calls[len(calls)-1].Status != 200 {
+		t.Fatalf("cancel calls %+v: want the second request's under a key of its own, answered 200", calls)
+	}
+	for _, call := range refused {
+		if call.IdempotencyKey != first {
+			t.Fatalf("one request's cancel calls under several keys: %+v", refused)
+		}
+	}
+	r.wantStock(item, 10)
+}
+
 func TestCancelProcessedOrderRefundsThePayment(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)

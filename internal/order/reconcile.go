@@ -208,7 +208,8 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 			return s.intentCanceled(ctx, o, ActorReconciler, &outcome)
 		})
 		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, reconcileCanceled)
-	case age >= p.UnpaidTTL:
+	case age >= p.UnpaidTTL && pi.Status != payment.IntentProcessing:
+		// A payment under way is left to end: Stripe refuses to cancel it meanwhile.
 		reason := "unpaid after " + p.UnpaidTTL.String()
 		_, err = s.apply(ctx, po.ID, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 			if o.Status != Pending || o.PendingAction != ActionNone {

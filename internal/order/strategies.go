@@ -3,6 +3,7 @@ package order
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -117,8 +118,14 @@ func (s *Service) settled(ctx context.Context, o *Order) {
 
 // cancelIntent cancels the order's PaymentIntent. If Stripe refuses because it was paid in the
 // meantime, the order must be refunded instead: the payment is recorded and paid reported.
+//
+// Each cancel request asks under a key of its own (the order's update that requested it names
+// it; the request's retries share it): Stripe answers a key with its first answer for 24 hours,
+// refusals included, and a PaymentIntent it refused to cancel while a payment was under way may
+// be canceled once that payment failed.
 func (s *Service) cancelIntent(ctx context.Context, o *Order) (paid bool, err error) {
-	_, err = s.gateway.CancelPaymentIntent(ctx, *o.Payment.IntentID, "order-"+o.ID.String()+"-cancel-intent")
+	key := "order-" + o.ID.String() + "-cancel-intent-" + strconv.FormatInt(o.UpdatedAt.UnixMicro(), 10)
+	_, err = s.gateway.CancelPaymentIntent(ctx, *o.Payment.IntentID, key)
 	if err == nil || !errors.Is(err, payment.ErrRejected) {
 		return false, err
 	}

@@ -51,8 +51,9 @@ type Intent struct {
 
 // PaymentIntent statuses the flows act on.
 const (
-	IntentSucceeded = "succeeded"
-	IntentCanceled  = "canceled"
+	IntentSucceeded  = "succeeded"
+	IntentCanceled   = "canceled"
+	IntentProcessing = "processing" // a payment under way (a bank debit can take days)
 )
 
 // RefundParams describe a refund of a PaymentIntent.
