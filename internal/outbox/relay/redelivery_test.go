@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/lib/pq"
 
 	"github.com/dispatchhq/dispatch/internal/outbox/relay"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
@@ -393,5 +394,54 @@ func TestAckerWaitsOutAnOutage(t *testing.T) {
 	}
 	if got := e.deliveries(ids); len(got) != 1 {
 		t.Fatalf("rows %v, want the acknowledged one kept while the database is away", got)
+	}
+}
+
+// TestRowsOfABatchOpenAtTheLossAreMadeDueAgain: a batch another relay had open when Redis lost
+// its data commits its rows as handed off after this relay made the others due, and that
+// update did not wait for it. Those rows are made due once more when every batch open at the
+// loss has ended, and only then.
+func TestRowsOfABatchOpenAtTheLossAreMadeDueAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.relay(100, time.Hour)
+	now := time.Now()
+	r.SetClock(func() time.Time { return now })
+	ctx := testenv.Context(t)
+	ids := e.write(2)
+	handedOff := func() { // as the other relay's batch commits them: due in an hour
+		t.Helper()
+		if _, err := e.db.Exec(`UPDATE outbox SET deliveries = deliveries + 1, relay_at = now() + interval '1 hour'
+			WHERE id = ANY($1)`, pq.Array(ids)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	due := func() bool {
+		t.Helper()
+		for _, id := range ids {
+			if e.relayAt(id).After(clock()) {
+				return false
+			}
+		}
+		return true
+	}
+
+	testenv.ForgetQueues(e.rdb, e.ns)
+	r.NoticeLostQueues(ctx) // the loss noticed, the marker set again
+	handedOff()
+	r.NoticeLostQueues(ctx)
+	if due() {
+		t.Fatal("rows made due again while a batch open at the loss might not have ended")
+	}
+	now = now.Add(relay.BatchTimeout + time.Second)
+	r.NoticeLostQueues(ctx)
+	if !due() {
+		t.Fatal("rows a batch open at the loss handed off are not due once every such batch ended")
+	}
+	handedOff()
+	now = now.Add(2 * relay.BatchTimeout)
+	r.NoticeLostQueues(ctx)
+	if due() {
+		t.Fatal("rows made due again with no loss since the last time")
 	}
 }

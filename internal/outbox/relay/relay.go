@@ -56,6 +56,7 @@ type Relay struct {
 	now       func() time.Time
 	sightings map[string]sighting // the leases the last look saw, by queue and task id
 	lastLook  time.Time           // the last look that read every queue
+	lostAt    time.Time           // when this relay last found Redis's queues lost, until it looked again
 
 	// MaxRetry is the number of retries of every task (SPEC §5: 3).
 	MaxRetry int
@@ -553,22 +554,40 @@ const dueAgainQuery = `UPDATE outbox SET relay_at = now() WHERE deliveries > 0 A
 // still holds are left alone when handed off again (settle), so a marker lost alone (evicted,
 // or Redis's first start) costs a look at each. Rows are made due before the marker is set,
 // so a relay that fails in between leaves the marker missing for the next look.
+//
+// A batch another relay had open at the loss commits its rows as handed off after they were
+// made due, and the update does not wait for it: once every batch open then has ended
+// (batchTimeout), the rows are made due once more.
 func (r *Relay) noticeLostQueues(ctx context.Context) {
+	if !r.lostAt.IsZero() && r.now().Sub(r.lostAt) > batchTimeout {
+		if r.makeDue(ctx, "rows handed off while Redis lost the queues made due again") {
+			r.lostAt = time.Time{}
+		}
+	}
 	n, err := r.rdb.Exists(ctx, r.ns.Marker()).Result()
 	if err != nil || n == 1 {
 		return // Redis down: the batch that follows says so
 	}
-	res, err := r.db.ExecContext(ctx, dueAgainQuery)
-	if err != nil {
-		r.log.ErrorContext(ctx, "rows of tasks Redis may have lost not made due; they come due in time", "err", err)
+	if !r.makeDue(ctx, "Redis lost the queues (restart without persistence, or a flush): handing off again every row in flight") {
 		return
 	}
-	if rows, _ := res.RowsAffected(); rows > 0 {
-		r.log.WarnContext(ctx, "Redis lost the queues (restart without persistence, or a flush): handing off again every row in flight", "rows", rows)
-	}
+	r.lostAt = r.now()
 	if err := r.rdb.Set(ctx, r.ns.Marker(), time.Now().UTC().Format(time.RFC3339), 0).Err(); err != nil {
 		r.log.WarnContext(ctx, "queue marker not set", "err", err)
 	}
+}
+
+// makeDue makes every handed-off row due now, saying so with msg when there were any.
+func (r *Relay) makeDue(ctx context.Context, msg string) bool {
+	res, err := r.db.ExecContext(ctx, dueAgainQuery)
+	if err != nil {
+		r.log.ErrorContext(ctx, "rows of tasks Redis may have lost not made due; they come due in time", "err", err)
+		return false
+	}
+	if rows, _ := res.RowsAffected(); rows > 0 {
+		r.log.WarnContext(ctx, msg, "rows", rows)
+	}
+	return true
 }
 
 // gatherFor is how long the relay lets rows gather after a notification before it claims them:
@@ -591,12 +610,15 @@ func gather(notify <-chan *pq.Notification) bool {
 	}
 }
 
+// batchTimeout bounds a batch, its transaction included.
+const batchTimeout = 30 * time.Second
+
 // drain relays batches until one comes back short, claiming only the recent window's rows when
 // recent is set. Each batch runs to completion even if ctx ends meanwhile (shutdown waits for
 // it), bounded by a timeout.
 func (r *Relay) drain(ctx context.Context, recent bool) {
 	for ctx.Err() == nil {
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
 		n, err := r.runOnce(bctx, recent)
 		cancel()
 		if err != nil {
