@@ -2,13 +2,13 @@ package httpapi
 
 import (
 	"net/http"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/auth"
+	"github.com/dispatchhq/dispatch/internal/user"
 )
 
 type loginRequest struct {
@@ -24,7 +24,7 @@ func (s *Server) login(c *gin.Context) {
 	}
 	// Longer than any account's is a wrong credential like another (SPEC §3: they all answer
 	// alike), and needs no hash to tell.
-	req.Email = strings.TrimSpace(req.Email)
+	req.Email = user.NormalizeEmail(req.Email)
 	if utf8.RuneCountInString(req.Email) > 254 || utf8.RuneCountInString(req.Password) > 128 {
 		s.respondError(c, auth.ErrInvalidCredentials)
 		return

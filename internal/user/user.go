@@ -94,7 +94,7 @@ type Filter struct {
 
 func (s *SignUp) normalize() {
 	s.Name = strings.TrimSpace(s.Name)
-	s.Email = normalizeEmail(s.Email)
+	s.Email = NormalizeEmail(s.Email)
 	if s.Address != nil {
 		s.Address.normalize()
 	}
@@ -117,7 +117,7 @@ func (u *Update) normalize() {
 		*u.Name = strings.TrimSpace(*u.Name)
 	}
 	if u.Email != nil {
-		*u.Email = normalizeEmail(*u.Email)
+		*u.Email = NormalizeEmail(*u.Email)
 	}
 	if u.Address != nil {
 		u.Address.normalize()
@@ -142,7 +142,9 @@ func (u Update) validate(v *apperr.Validation) {
 	}
 }
 
-func normalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+// NormalizeEmail is the form an email is stored and looked up in. Login uses it too, so that
+// matching does not depend on the database's own case folding (its locale).
+func NormalizeEmail(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 
 func validateEmail(v *apperr.Validation, field, email string) {
 	if !v.Required(field, email) {
