@@ -108,6 +108,7 @@ var (
 	ErrMalformedJSON    = New(Invalid, "common.errors.malformedJson")
 	ErrInvalidID        = New(Invalid, "common.errors.invalidId")
 	ErrInvalidCursor    = New(Invalid, "common.errors.invalidCursor")
+	ErrMalformedQuery   = New(Invalid, "common.errors.malformedQuery")
 	ErrBodyTooLarge     = New(TooLarge, "common.errors.bodyTooLarge")
 	ErrRouteNotFound    = New(NotFound, "common.errors.routeNotFound")
 	ErrMethodNotAllowed = New(MethodNotAllowed, "common.errors.methodNotAllowed")

@@ -283,6 +283,29 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 // TestHostileInputNeverCauses500: text the database cannot store (NUL) and bytes that are
 // not UTF-8 are refused naming the field, whatever the field; odd headers are a client's
 // problem, never a 500.
+// TestMalformedQueryStrings: a query Go cannot parse (a bad percent escape, a semicolon, more
+// than 10,000 parameters) is refused, where reading it dropped the pairs it could not parse and
+// answered as if the filter or cursor had not been sent.
+func TestMalformedQueryStrings(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	admin := a.demoAccount(t, "admin@dispatch.local")
+	for _, c := range []struct{ path, query string }{
+		{"/v1/items", "cursor=abc%"},
+		{"/v1/items", "limit=500%zz"},
+		{"/v1/items", "limit=500;x=1"},
+		{"/v1/items", "limit=500" + strings.Repeat("&a", 10_000)},
+		{"/v1/admin/orders", "status=PAID%"},
+	} {
+		r := a.api.As(admin.Access).Do("GET", c.path+"?"+c.query, nil)
+		expectError(t, r, http.StatusBadRequest, "common.errors.malformedQuery", c.path)
+	}
+	// Escapes that parse are read as before.
+	a.api.As(admin.Access).Do("GET", "/v1/admin/orders?status=%50AID", nil).Expect(t, http.StatusOK)
+	r := a.api.As(admin.Access).Do("GET", "/v1/items?limit=500%21", nil)
+	r.ExpectError(t, http.StatusBadRequest, "common.errors.validation")
+}
+
 func TestHostileInputNeverCauses500(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)

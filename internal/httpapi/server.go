@@ -121,7 +121,7 @@ func (s *Server) newEngine() *gin.Engine {
 	if !s.unobserved {
 		e.Use(s.accessLog)
 	}
-	e.Use(s.recovery, s.cors, s.negotiate, s.limitBody)
+	e.Use(s.recovery, s.cors, s.negotiate, s.checkQuery, s.limitBody)
 	e.NoRoute(func(c *gin.Context) { s.respondError(c, apperr.ErrRouteNotFound) })
 	e.NoMethod(func(c *gin.Context) { s.respondError(c, apperr.ErrMethodNotAllowed) })
 	return e
