@@ -96,8 +96,14 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 	return out
 }
 
+// maxPathDepth bounds the nesting valuePath follows. No body of the API nests past a few
+// levels, and the decoder's own depth limit does not apply to its tokens: a 1 MiB body of
+// brackets cost about 100 MB and named a field of megabytes.
+const maxPathDepth = 32
+
 // valuePath returns the path (items[1].quantity) of the JSON value in raw that starts or ends at
-// offset, where encoding/json reports a type error, or "" when no value does.
+// offset, where encoding/json reports a type error, or "" when no value does (or it lies deeper
+// than maxPathDepth).
 func valuePath(raw []byte, offset int64) string {
 	type frame struct {
 		array bool
@@ -147,6 +153,9 @@ func valuePath(raw []byte, offset int64) string {
 		case json.Delim('{'), json.Delim('['):
 			if at {
 				return current()
+			}
+			if len(stack) == maxPathDepth {
+				return ""
 			}
 			stack = append(stack, frame{array: tok == json.Delim('['), onKey: true})
 		case json.Delim('}'), json.Delim(']'):

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
@@ -37,5 +38,30 @@ func TestFieldNamesAreExact(t *testing.T) {
 			e.Details[0].Field != tc.field || e.Details[0].Code != "validation.unknownField" {
 			t.Errorf("%s: got %v, want unknownField on %s", tc.body, err, tc.field)
 		}
+	}
+}
+
+// TestDeepBodiesAreNamedCheaply: text the database cannot store, deep inside a body of brackets
+// (the decoder's depth limit is not reached, the string is found first), is named "body"
+// instead of by a path of megabytes built on a stack of a million frames.
+func TestDeepBodiesAreNamedCheaply(t *testing.T) {
+	for _, depth := range []int{33, 1_000_000} {
+		body := `{"a":` + strings.Repeat("[", depth) + `"\u0000"`
+		var dst user.SignUp
+		err := httpapi.DecodeJSON([]byte(body), &dst, false)
+		var e *apperr.Error
+		if !errors.As(err, &e) || len(e.Details) != 1 || e.Details[0].Field != "body" || e.Details[0].Code != "validation.nulCharacter" {
+			field := ""
+			if e != nil && len(e.Details) > 0 {
+				field = e.Details[0].Field
+			}
+			t.Fatalf("depth %d: got %v naming a field of %d bytes, want nulCharacter on body", depth, err, len(field))
+		}
+	}
+	// Within the bound the value is still named.
+	err := httpapi.DecodeJSON([]byte(`{"name":"A\u0000"}`), &user.SignUp{}, false)
+	var e *apperr.Error
+	if !errors.As(err, &e) || len(e.Details) != 1 || e.Details[0].Field != "name" {
+		t.Fatalf("shallow NUL: %v", err)
 	}
 }
