@@ -62,7 +62,14 @@ if ! stripe_up; then
   for _ in $(seq 50); do stripe_up && break; sleep 0.1; done
 fi
 
-"$bin/migrate" up
+# Migrations, tried again while they fail (PostgreSQL still starting, or restarting): each one
+# commits with its version, so a try cut short leaves nothing for the next to trip on.
+for try in $(seq 60); do
+  "$bin/migrate" up && break
+  ((try < 60)) || exit 1
+  echo "run.sh: migrate failed; trying again in 1 s" >&2
+  sleep 1
+done
 
 keep api "$bin/api"
 # Each background program has its own ops port; OPS_ADDR would give both the same.

@@ -1,11 +1,13 @@
 package deploycheck_test
 
 import (
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -83,6 +85,44 @@ func TestRunScriptStartsProgramsAgain(t *testing.T) {
 		if left := processesOf(t, bin); len(left) > 0 {
 			t.Errorf("%s still running after run.sh stopped: %v", name, left)
 		}
+	}
+}
+
+// TestRunScriptWaitsForPostgreSQL: `make run` started while PostgreSQL does not answer yet
+// tries its migrations again until it does, then starts the stack; it used to exit at once.
+func TestRunScriptWaitsForPostgreSQL(t *testing.T) {
+	bins := testenv.BuildCommands(t, "migrate", "api", "outbox-relay", "worker")
+	dbURL := testenv.EmptyDB(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewTCPProxy(t, u.Host)
+	proxy.Cut()
+	u.Host = proxy.Addr
+	redisURL, _ := isolatedRedis(t)
+	addr := map[string]string{"api": freeAddr(t), "outbox-relay": freeAddr(t), "worker": freeAddr(t)}
+
+	cmd := exec.Command(path("scripts/run.sh"))
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+		"BIN=" + filepath.Dir(bins["api"]),
+		"DATABASE_URL=" + u.String(), "REDIS_URL=" + redisURL, "STRIPE_API_BASE=" + testenv.StripeURL(t),
+		"HTTP_ADDR=" + addr["api"], "RELAY_OPS_ADDR=" + addr["outbox-relay"], "WORKER_OPS_ADDR=" + addr["worker"],
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	script := testenv.StartCommand(t, "run.sh", cmd)
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+
+	testenv.Eventually(t, 30*time.Second, "a failed migrate tried again", func() bool {
+		if !script.Running() {
+			t.Fatalf("run.sh ended while PostgreSQL was away:\n%s", script.Output(2000))
+		}
+		return strings.Contains(script.Output(4000), "migrate failed; trying again")
+	})
+	proxy.Restore(t)
+	for _, name := range []string{"api", "outbox-relay", "worker"} {
+		script.WaitReady(addr[name])
 	}
 }
 

@@ -2,10 +2,14 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 
 	"github.com/golang-migrate/migrate/v4"
+	"github.com/golang-migrate/migrate/v4/database"
 	migratepg "github.com/golang-migrate/migrate/v4/database/postgres"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 
@@ -17,11 +21,15 @@ type Migrator struct{ m *migrate.Migrate }
 
 // NewMigrator connects to url and prepares golang-migrate with the embedded sql/migrations.
 func NewMigrator(ctx context.Context, url string) (*Migrator, error) {
+	return newMigrator(ctx, url, migrations.FS)
+}
+
+func newMigrator(ctx context.Context, url string, files fs.FS) (*Migrator, error) {
 	db, err := Open(ctx, url, 2)
 	if err != nil {
 		return nil, err
 	}
-	src, err := iofs.New(migrations.FS, ".")
+	src, err := iofs.New(files, ".")
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate: source: %w", err)
@@ -31,11 +39,63 @@ func NewMigrator(ctx context.Context, url string) (*Migrator, error) {
 		db.Close()
 		return nil, fmt.Errorf("migrate: driver: %w", err)
 	}
-	m, err := migrate.NewWithInstance("iofs", src, "postgres", drv)
+	m, err := migrate.NewWithInstance("iofs", src, "postgres", &atomicDriver{Driver: drv, db: db.pool.DB})
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
 	return &Migrator{m: m}, nil
+}
+
+// atomicDriver commits each migration with the version it leads to. golang-migrate marks the
+// version dirty, runs the migration, then marks it clean: three commits. A stop between them
+// (migrate killed, PostgreSQL restarting) left a dirty version that every later "up" refused
+// until someone forced one, without saying whether the migration had committed. Every
+// migration file is one transactional script, so it and its version commit together: a stop
+// leaves the version before it, clean, and the next "up" runs it again.
+type atomicDriver struct {
+	database.Driver
+	db      *sql.DB
+	pending *[]byte // the migration Run took, run by the SetVersion that marks it done
+}
+
+// Run keeps the migration for the SetVersion that follows it.
+func (d *atomicDriver) Run(migration io.Reader) error {
+	body, err := io.ReadAll(migration)
+	if err != nil {
+		return err
+	}
+	d.pending = &body
+	return nil
+}
+
+// SetVersion records version: marking it dirty is left out, marking it clean runs the pending
+// migration in the same transaction. Without one (force) it is golang-migrate's own.
+func (d *atomicDriver) SetVersion(version int, dirty bool) error {
+	if dirty && d.pending == nil {
+		return nil // Run follows; its version is written with it
+	}
+	if d.pending == nil {
+		return d.Driver.SetVersion(version, dirty)
+	}
+	body := *d.pending
+	d.pending = nil
+	tx, err := d.db.BeginTx(context.Background(), nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }() // after a Commit, a no-op
+	if _, err := tx.Exec(string(body)); err != nil {
+		return fmt.Errorf("migration to version %d: %w", version, err)
+	}
+	if _, err := tx.Exec(`TRUNCATE schema_migrations`); err != nil {
+		return err
+	}
+	if version >= 0 {
+		if _, err := tx.Exec(`INSERT INTO schema_migrations (version, dirty) VALUES ($1, false)`, version); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 // Close releases the migrator's connection.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/google/uuid"
 
@@ -186,6 +187,67 @@ func seed(t *testing.T, db *postgres.DB) {
 			t.Fatalf("%s: %v", q.sql, err)
 		}
 	}
+}
+
+// TestAMigrationCommitsWithItsVersion: a migration that stops halfway (here it fails; a killed
+// migrate or a PostgreSQL restart stops it the same way) leaves the version before it, clean,
+// and the next up runs it. golang-migrate alone marked the version dirty in a commit of its
+// own, and every later up refused to run until a version was forced by hand.
+func TestAMigrationCommitsWithItsVersion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testenv.EmptyDB(t)
+	files := fstest.MapFS{
+		"0001_a.up.sql":   {Data: []byte(`CREATE TABLE a (id int);`)},
+		"0001_a.down.sql": {Data: []byte(`DROP TABLE a;`)},
+		"0002_b.up.sql":   {Data: []byte(`CREATE TABLE b (id int); SELECT 1 / 0;`)},
+		"0002_b.down.sql": {Data: []byte(`DROP TABLE b;`)},
+	}
+	migrator := func() *postgres.Migrator {
+		m, err := postgres.NewMigratorFrom(ctx, url, files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
+	}
+	db, err := postgres.Open(ctx, url, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	state := func(want uint, tables ...string) {
+		t.Helper()
+		v, dirty, err := migrator().Version()
+		if err != nil || dirty || v != want {
+			t.Fatalf("version %d dirty %v (%v), want %d clean", v, dirty, err, want)
+		}
+		var have []string
+		if err := db.Select(&have, `SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations' ORDER BY 1`); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(have, tables) {
+			t.Fatalf("tables %v at version %d, want %v", have, want, tables)
+		}
+	}
+
+	if err := migrator().Up(); err == nil {
+		t.Fatal("up ran a migration that fails")
+	}
+	state(1, "a")
+	files["0002_b.up.sql"] = &fstest.MapFile{Data: []byte(`CREATE TABLE b (id int);`)}
+	if err := migrator().Up(); err != nil {
+		t.Fatalf("up after the failed migration was mended: %v", err)
+	}
+	state(2, "a", "b")
+	if err := migrator().Down(1); err != nil {
+		t.Fatal(err)
+	}
+	state(1, "a")
+	if err := migrator().Force(2); err != nil {
+		t.Fatal(err)
+	}
+	state(2, "a")
 }
 
 func TestSchemaConstraints(t *testing.T) {
