@@ -64,9 +64,16 @@ type Namespace string
 // Queue returns the namespaced name of queue q.
 func (n Namespace) Queue(q string) string { return string(n) + q }
 
-// Marker returns the Redis key the relays keep while Redis holds the queues: a Redis that
-// restarted without its data, or was flushed, has lost it with the tasks.
-func (n Namespace) Marker() string { return "dispatch:relay:" + string(n) + "queues-kept" }
+// Markers returns the Redis keys the relays keep while Redis holds the queues, one among each
+// queue's own keys: a Redis that restarted without its data, was flushed, or had a queue's
+// keys deleted has lost that queue's marker with its tasks.
+func (n Namespace) Markers() []string {
+	out := make([]string, 0, len(Queues()))
+	for _, q := range Queues() {
+		out = append(out, "asynq:{"+n.Queue(q)+"}:dispatch-kept")
+	}
+	return out
+}
 
 // QueueIndex is the Redis set in which Asynq lists its queues (its inspector and UI see only
 // those). Asynq's clients add a queue to it the first time they enqueue into it, and never

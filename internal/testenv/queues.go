@@ -34,5 +34,4 @@ func ForgetQueues(rdb *redis.Client, ns tasks.Namespace) {
 		}
 		rdb.SRem(ctx, tasks.QueueIndex, name)
 	}
-	rdb.Del(ctx, ns.Marker())
 }

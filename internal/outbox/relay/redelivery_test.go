@@ -325,7 +325,8 @@ func TestRedeliveryAfterRedisLostItsQueueIndex(t *testing.T) {
 
 // A Redis that lost its data took the tasks of every row in flight with it: the relay notices
 // at its next poll and hands those rows off again then, not a redelivery delay (here an hour)
-// later. While the marker is in place it hands nothing off again.
+// later. Here only the queues' keys are deleted (no flush, Redis keeps everything else): the
+// markers are among them. While the markers are in place it hands nothing off again.
 func TestRowsInFlightAreHandedOffAgainOnceRedisLostTheQueues(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -548,12 +548,13 @@ func (r *Relay) Run(ctx context.Context) error {
 const dueAgainQuery = `UPDATE outbox SET relay_at = now() WHERE deliveries > 0 AND relay_at > now()`
 
 // noticeLostQueues hands off again at once the rows whose tasks a Redis that lost its data
-// (a restart without persistence, a flush) took with it, instead of when they come due, up to
-// RedeliverAfter (doubling) later. The relays keep a marker key in Redis; finding it gone,
-// a relay makes every handed-off row due now, then sets it again. The rows' tasks that Redis
-// still holds are left alone when handed off again (settle), so a marker lost alone (evicted,
-// or Redis's first start) costs a look at each. Rows are made due before the marker is set,
-// so a relay that fails in between leaves the marker missing for the next look.
+// (a restart without persistence, a flush, a queue's keys deleted) took with it, instead of
+// when they come due, up to RedeliverAfter (doubling) later. The relays keep a marker key
+// among each queue's own keys; finding one gone, a relay makes every handed-off row due now,
+// then sets them again. The rows' tasks that Redis still holds are left alone when handed off
+// again (settle), so a marker lost alone (evicted, or Redis's first start) costs a look at
+// each. Rows are made due before the markers are set, so a relay that fails in between leaves
+// them missing for the next look.
 //
 // A batch another relay had open at the loss commits its rows as handed off after they were
 // made due, and the update does not wait for it: once every batch open then has ended
@@ -564,16 +565,32 @@ func (r *Relay) noticeLostQueues(ctx context.Context) {
 			r.lostAt = time.Time{}
 		}
 	}
-	n, err := r.rdb.Exists(ctx, r.ns.Marker()).Result()
-	if err != nil || n == 1 {
+	markers := r.ns.Markers()
+	pipe := r.rdb.Pipeline()
+	for _, m := range markers {
+		pipe.Exists(ctx, m) // one key each: a cluster keeps each queue's keys in a slot of its own
+	}
+	cmds, err := pipe.Exec(ctx)
+	if err != nil {
 		return // Redis down: the batch that follows says so
 	}
-	if !r.makeDue(ctx, "Redis lost the queues (restart without persistence, or a flush): handing off again every row in flight") {
+	kept := 0
+	for _, c := range cmds {
+		kept += int(c.(*redis.IntCmd).Val())
+	}
+	if kept == len(markers) {
+		return
+	}
+	if !r.makeDue(ctx, "Redis lost queues (restart without persistence, a flush, keys deleted): handing off again every row in flight") {
 		return
 	}
 	r.lostAt = r.now()
-	if err := r.rdb.Set(ctx, r.ns.Marker(), time.Now().UTC().Format(time.RFC3339), 0).Err(); err != nil {
-		r.log.WarnContext(ctx, "queue marker not set", "err", err)
+	pipe = r.rdb.Pipeline()
+	for _, m := range markers {
+		pipe.Set(ctx, m, time.Now().UTC().Format(time.RFC3339), 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		r.log.WarnContext(ctx, "queue markers not set", "err", err)
 	}
 }
 
