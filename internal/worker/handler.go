@@ -122,9 +122,13 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	}
 	r.log.ErrorContext(ctx, "task failed for good", "err", err, "permanent", permanent, "attempt", retried+1)
 	if s.Compensate != nil && !errors.Is(err, errMalformed) {
+		// A last attempt that ran out of time ends with its context: the compensation has time
+		// of its own, or it could not even take the lock, and would never run.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compensationTimeout)
+		defer cancel()
 		var done bool
-		cerr := r.holdingLock(ctx, s, t, func() (err2 error) {
-			done, err2 = s.Compensate(ctx, t, err)
+		cerr := r.holdingLock(cctx, s, t, func() (err2 error) {
+			done, err2 = s.Compensate(cctx, t, err)
 			return err2
 		})
 		switch {
@@ -150,6 +154,9 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 	}
 	return err
 }
+
+// compensationTimeout bounds a compensation: a Stripe refund and a transaction.
+const compensationTimeout = time.Minute
 
 // holdingLock runs f holding the lock of t's subject, if its strategy names one. The
 // compensation holds it too: it calls Stripe before its compare-and-set write, and another

@@ -138,6 +138,7 @@ type recorder struct {
 	runs, compensations atomic.Int32
 	fail                func(attempt int32) error
 	compensate          func() error // nil: the compensation succeeds
+	outlast             bool         // runs until the task's time is up
 }
 
 func (r *recorder) strategy() Strategy {
@@ -149,12 +150,19 @@ func (r *recorder) strategy() Strategy {
 				return err
 			}
 			n := r.runs.Add(1)
+			if r.outlast {
+				<-ctx.Done()
+				return ctx.Err()
+			}
 			if r.fail != nil {
 				return r.fail(n)
 			}
 			return nil
 		},
-		Compensate: func(context.Context, Task, error) (bool, error) {
+		Compensate: func(ctx context.Context, _ Task, _ error) (bool, error) {
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
 			r.compensations.Add(1)
 			if r.compensate != nil {
 				if err := r.compensate(); err != nil {
@@ -370,6 +378,27 @@ func TestRetriesThenOneCompensation(t *testing.T) {
 	// Each task's outbox row is acknowledged once, when the task is over, not at a retry.
 	if got, want := rig.acked(), map[int64]int{101: 1, 102: 1, 103: 1}; !maps.Equal(got, want) {
 		t.Errorf("acknowledged outbox rows %v, want %v", got, want)
+	}
+}
+
+// TestALastAttemptOutOfTimeIsCompensated: a task whose last attempt runs past its timeout is
+// archived by Asynq as soon as its time is up; its compensation still runs, once, with time
+// of its own (it ran with the attempt's ended context, could not take the lock, and never ran).
+func TestALastAttemptOutOfTimeIsCompensated(t *testing.T) {
+	t.Parallel()
+	rig := policyServer(t)
+	queue := rig.ns.Queue(tasks.QueueOrders)
+	rec := rig.rec[tasks.OrderProcess]
+	rec.outlast = true
+	payload, _ := json.Marshal(tasks.Envelope{OutboxID: 301, Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
+	if _, err := rig.client.Enqueue(asynq.NewTask(tasks.OrderProcess, payload), asynq.Queue(queue),
+		asynq.MaxRetry(0), asynq.Timeout(time.Second)); err != nil { // Asynq counts whole seconds
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "the compensation ran", func() bool { return rec.compensations.Load() == 1 })
+	testenv.Eventually(t, 20*time.Second, "the row acknowledged", func() bool { return rig.acked()[301] == 1 })
+	if n := rec.runs.Load(); n != 1 {
+		t.Fatalf("%d runs, want 1", n)
 	}
 }
 
