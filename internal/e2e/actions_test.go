@@ -77,10 +77,7 @@ func TestEachCancelRequestHasItsOwnStripeKey(t *testing.T) {
 	item := r.item(10, 1250)
 	_, c := r.customer()
 	o := r.place(c, 2, item)
-	pi := *o.Payment.PaymentIntentID
-	r.stripe.Fail("POST", "/v1/payment_intents/"+pi+"/cancel", testenv.Fault{Status: 400, Type: "invalid_request_error",
-		Code: "payment_intent_unexpected_state", Message: "This PaymentIntent's status is processing"})
-	r.stripeIntent(pi, payment.IntentProcessing, o.Total, o.Currency)
+	r.cancelRefused(o, payment.IntentProcessing)
 
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
 	testenv.Eventually(t, 30*time.Second, "the refused cancel failed", func() bool {
@@ -521,10 +518,7 @@ func TestCancelFindsAPaymentItsEventNeverBrought(t *testing.T) {
 	item := r.item(10, 1250)
 	_, c := r.customer()
 	o := r.place(c, 2, item)
-	pi := *o.Payment.PaymentIntentID
-	r.stripe.Fail("POST", "/v1/payment_intents/"+pi+"/cancel", testenv.Fault{Status: 400, Type: "invalid_request_error",
-		Code: "payment_intent_unexpected_state", Message: "This PaymentIntent's status is succeeded."})
-	r.stripeIntent(pi, payment.IntentSucceeded, o.Total, o.Currency)
+	r.cancelRefused(o, payment.IntentSucceeded)
 
 	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
 	r.waitStatus(o.ID, "CANCELED")

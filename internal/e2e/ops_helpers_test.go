@@ -101,6 +101,15 @@ func (s *stack) stripeIntent(pi, status string, amount int64, currency string) {
 	}})
 }
 
+// cancelRefused makes Stripe refuse to cancel the order's PaymentIntent, which it reports with
+// status.
+func (s *stack) cancelRefused(o fullOrder, status string) {
+	pi := *o.Payment.PaymentIntentID
+	s.stripe.Fail("POST", "/v1/payment_intents/"+pi+"/cancel", testenv.Fault{Status: 400, Type: "invalid_request_error",
+		Code: "payment_intent_unexpected_state", Message: "This PaymentIntent's status is " + status + "."})
+	s.stripeIntent(pi, status, o.Total, o.Currency)
+}
+
 // stripeForgets makes Stripe answer 404 for the PaymentIntent.
 func (s *stack) stripeForgets(pi string) {
 	s.stripe.Fail("GET", "/v1/payment_intents/"+pi, testenv.Fault{Status: 404, Type: "invalid_request_error",

@@ -68,6 +68,18 @@ func TestConcurrentRequestsShareOneCount(t *testing.T) {
 	rdb, keys, _ := testenv.Redis(t)
 	ctx := testenv.Context(t)
 	key := keys.Key("rl", "race")
+	allowed := atOnce(t, func() (bool, error) {
+		res, err := ratelimit.New(rdb).Allow(ctx, key, 10, time.Minute)
+		return res.Allowed, err
+	})
+	if allowed != 10 {
+		t.Fatalf("%d requests allowed, want 10", allowed)
+	}
+}
+
+// atOnce makes 50 calls of try at once and counts those it allowed.
+func atOnce(t *testing.T, try func() (bool, error)) int {
+	t.Helper()
 	var (
 		mu      sync.Mutex
 		allowed int
@@ -77,12 +89,12 @@ func TestConcurrentRequestsShareOneCount(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := ratelimit.New(rdb).Allow(ctx, key, 10, time.Minute)
+			ok, err := try()
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			if res.Allowed {
+			if ok {
 				mu.Lock()
 				allowed++
 				mu.Unlock()
@@ -90,9 +102,7 @@ func TestConcurrentRequestsShareOneCount(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if allowed != 10 {
-		t.Fatalf("%d requests allowed, want 10", allowed)
-	}
+	return allowed
 }
 
 // TestRedisDownReportsAnError: the limiter says it could not count (the API then lets the
@@ -155,28 +165,10 @@ func TestParallelFailuresShareOneCount(t *testing.T) {
 	rdb, keys, _ := testenv.Redis(t)
 	ctx := testenv.Context(t)
 	key := keys.Key("rl", "burst")
-	var (
-		mu      sync.Mutex
-		allowed int
-		wg      sync.WaitGroup
-	)
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ok, _, err := ratelimit.New(rdb).Attempt(ctx, key, 5, time.Minute, true)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if ok {
-				mu.Lock()
-				allowed++
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	allowed := atOnce(t, func() (bool, error) {
+		ok, _, err := ratelimit.New(rdb).Attempt(ctx, key, 5, time.Minute, true)
+		return ok, err
+	})
 	if allowed != 5 {
 		t.Fatalf("%d failed attempts answered, want 5", allowed)
 	}
