@@ -62,12 +62,15 @@ if ! stripe_up; then
   for _ in $(seq 50); do stripe_up && break; sleep 0.1; done
 fi
 
-# Migrations, tried again while they fail (PostgreSQL still starting, or restarting): each one
-# commits with its version, so a try cut short leaves nothing for the next to trip on.
+# Migrations, tried again while PostgreSQL cannot be reached (still starting, or restarting;
+# migrate exits 3): each one commits with its version, so a try cut short leaves nothing for
+# the next to trip on. Any other failure (a bad setting, a failing migration) stops here.
 for try in $(seq 60); do
-  "$bin/migrate" up && break
-  ((try < 60)) || exit 1
-  echo "run.sh: migrate failed; trying again in 1 s" >&2
+  status=0
+  "$bin/migrate" up || status=$?
+  ((status == 0)) && break
+  ((status == 3 && try < 60)) || exit 1
+  echo "run.sh: PostgreSQL not reachable for the migrations; trying again in 1 s" >&2
   sleep 1
 done
 

@@ -35,7 +35,7 @@ func bench(ctx context.Context, db *postgres.DB, cfg config.Config, args []strin
 		return errors.New(benchUsage)
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	base := fs.String("api", "http://127.0.0.1"+cfg.HTTPAddr, "base URL of the API")
+	base := fs.String("api", apiURL(cfg.HTTPAddr), "base URL of the API")
 	clients := fs.Int("clients", 32, "concurrent clients (closed loop)")
 	rate := fs.Float64("rate", 0, "requests per second (open loop; 0 = closed loop)")
 	duration := fs.Duration("duration", 20*time.Second, "length of the run")

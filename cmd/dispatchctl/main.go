@@ -79,6 +79,14 @@ var eventTypes = map[string]string{
 	"refund-canceled":  payment.EventRefundUpdated,
 }
 
+// apiURL is the base URL of the API listening on addr: on this host when addr names no host.
+func apiURL(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "http://127.0.0.1" + addr
+	}
+	return "http://" + addr
+}
+
 func webhook(ctx context.Context, db *postgres.DB, cfg config.Config, args []string, out io.Writer) error {
 	typ, ok := eventTypes[args[0]]
 	if !ok || len(args) < 2 {
@@ -86,7 +94,7 @@ func webhook(ctx context.Context, db *postgres.DB, cfg config.Config, args []str
 	}
 	refundStatus, isRefund := strings.CutPrefix(args[0], "refund-")
 	fs := flag.NewFlagSet("webhook", flag.ContinueOnError)
-	api := fs.String("api", "http://127.0.0.1"+cfg.HTTPAddr, "base URL of the API")
+	api := fs.String("api", apiURL(cfg.HTTPAddr), "base URL of the API")
 	amount := fs.Int64("amount", -1, "amount received in minor units (default: the order's total)")
 	currency := fs.String("currency", "", "currency (default: the order's)")
 	message := fs.String("message", "Your card was declined.", "failure message of a failed payment")

@@ -1,5 +1,6 @@
 // Command migrate applies the embedded SQL migrations: up | down N | version | force V.
-// "up" creates the database first when it does not exist.
+// "up" creates the database first when it does not exist. It exits 3 when PostgreSQL could
+// not be reached, 1 on any other failure.
 package main
 
 import (
@@ -11,12 +12,20 @@ import (
 	"strconv"
 
 	"github.com/dispatchhq/dispatch/internal/config"
+	"github.com/dispatchhq/dispatch/internal/platform/outage"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 )
+
+// exitUnavailable is the exit status when PostgreSQL could not be reached: worth trying again
+// (scripts/run.sh does), where any other failure (a bad setting, a failing migration) is not.
+const exitUnavailable = 3
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "migrate:", err)
+		if outage.Is(err) {
+			os.Exit(exitUnavailable)
+		}
 		os.Exit(1)
 	}
 }

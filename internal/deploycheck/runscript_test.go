@@ -118,11 +118,36 @@ func TestRunScriptWaitsForPostgreSQL(t *testing.T) {
 		if !script.Running() {
 			t.Fatalf("run.sh ended while PostgreSQL was away:\n%s", script.Output(2000))
 		}
-		return strings.Contains(script.Output(4000), "migrate failed; trying again")
+		return strings.Contains(script.Output(4000), "PostgreSQL not reachable for the migrations; trying again")
 	})
 	proxy.Restore(t)
 	for _, name := range []string{"api", "outbox-relay", "worker"} {
 		script.WaitReady(addr[name])
+	}
+}
+
+// TestRunScriptStopsOnABadSetting: a setting the programs refuse stops `make run` at its
+// migrations, at once: only an unreachable PostgreSQL is worth trying again.
+func TestRunScriptStopsOnABadSetting(t *testing.T) {
+	bins := testenv.BuildCommands(t, "migrate", "api", "outbox-relay", "worker")
+	cmd := exec.Command(path("scripts/run.sh"))
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+		"BIN=" + filepath.Dir(bins["api"]),
+		"DATABASE_URL=" + testenv.EmptyDB(t), "STRIPE_API_BASE=" + testenv.StripeURL(t),
+		"ORDER_UNPAID_TTL=soon",
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	script := testenv.StartCommand(t, "run.sh", cmd)
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	select {
+	case <-script.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("run.sh still running 20 s after a bad setting:\n%s", script.Output(2000))
+	}
+	if script.Err() == nil || !strings.Contains(script.Output(2000), "ORDER_UNPAID_TTL") ||
+		strings.Contains(script.Output(4000), "trying again") {
+		t.Fatalf("run.sh ended with %v, want a failure naming the setting, not tried again:\n%s", script.Err(), script.Output(2000))
 	}
 }
 
