@@ -55,7 +55,7 @@ func newMigrator(ctx context.Context, url string, files fs.FS) (*Migrator, error
 type atomicDriver struct {
 	database.Driver
 	db      *sql.DB
-	pending *[]byte // the migration Run took, run by the SetVersion that marks it done
+	pending []byte // the migration Run took (never nil then), run by the SetVersion that marks it done
 }
 
 // Run keeps the migration for the SetVersion that follows it.
@@ -64,7 +64,7 @@ func (d *atomicDriver) Run(migration io.Reader) error {
 	if err != nil {
 		return err
 	}
-	d.pending = &body
+	d.pending = body
 	return nil
 }
 
@@ -77,7 +77,7 @@ func (d *atomicDriver) SetVersion(version int, dirty bool) error {
 	if d.pending == nil {
 		return d.Driver.SetVersion(version, dirty)
 	}
-	body := *d.pending
+	body := d.pending
 	d.pending = nil
 	tx, err := d.db.BeginTx(context.Background(), nil)
 	if err != nil {
