@@ -54,7 +54,7 @@ func New(cfg config.Config, in Infra) *App {
 	tokens := auth.NewTokens(cfg.JWTAccessSecret, cfg.JWTRefreshSecret, cfg.JWTAccessTTL, cfg.JWTRefreshTTL)
 	cache := catalog.NewCache(in.Redis, in.Keys, cfg.CacheTTL, in.Log)
 	wake := outbox.NewWaker(in.DB, in.Log)
-	idem := idempotency.NewStore(in.DB)
+	idem := idempotency.NewStore(in.DB, cfg.JWTRefreshSecret)
 	a := &App{
 		Infra:         in,
 		Auth:          auth.NewService(in.DB, in.Redis, in.Keys, hasher, tokens, userdb.Credentials{DB: in.DB}, wake, in.Log),

@@ -86,7 +86,8 @@ func TestCreateTakesItsKeyInTheOrdersTransaction(t *testing.T) {
 	other := s.item(5, 700)
 	raw := []byte(`{"items":[{"itemId":"` + other.String() + `","quantity":1}]}`)
 	sc := idempotency.Scope{Owner: uid.String(), Method: "POST", Path: "/v1/orders", Key: held}
-	claim, _, err := idempotency.NewStore(s.db).Begin(context.Background(), sc, idempotency.Fingerprint("POST", "/v1/orders", raw))
+	store := idempotency.NewStore(s.db, s.cfg.JWTRefreshSecret) // the API's key
+	claim, _, err := store.Begin(context.Background(), sc, store.Fingerprint("POST", "/v1/orders", raw))
 	if err != nil || claim == nil {
 		t.Fatalf("Begin: %v %v", claim, err)
 	}
@@ -95,7 +96,7 @@ func TestCreateTakesItsKeyInTheOrdersTransaction(t *testing.T) {
 		t.Fatalf("%d orders, stock %d while the key was held; want 3 and 5", n, s.stock(other))
 	}
 	// The holder failed (a 5xx) before writing: the next attempt takes the key over and runs.
-	if err := idempotency.NewStore(s.db).Release(context.Background(), claim); err != nil {
+	if err := store.Release(context.Background(), claim); err != nil {
 		t.Fatal(err)
 	}
 	r := c.Do("POST", "/v1/orders", raw, "Idempotency-Key", held).Expect(t, 201)

@@ -101,7 +101,7 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, deadline time.Duration, 
 		defer cancel()
 		c.Request = c.Request.WithContext(ctx) // the claim's own statements answer by it too
 		sc := idempotency.Scope{Owner: owner(c), Method: c.Request.Method, Path: scopePath(c), Key: key[0]}
-		claim := idempotency.Defer(sc, idempotency.Fingerprint(sc.Method, sc.Path, body))
+		claim := idempotency.Defer(sc, s.Fingerprint(sc.Method, sc.Path, body))
 		if use != keyInWrite {
 			if err := s.Take(ctx, claim); err != nil {
 				answer(c, err, fail)

@@ -178,14 +178,14 @@ func TestIdempotencyInFlight(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)
 	admin := a.as(adminEmail)
-	store := idempotency.NewStore(a.db)
+	store := a.svc.Idempotency
 	ctx := context.Background()
 	raw := `{"name":"Racing Item","description":"d","price":10,"stock":1}`
 	k := "in-flight-" + uuid.NewString()
 
 	// Another request (another replica) holds the key.
 	sc := idempotency.Scope{Owner: a.userID(adminEmail), Method: "POST", Path: itemsPath, Key: k}
-	claim, replay, err := store.Begin(ctx, sc, idempotency.Fingerprint("POST", itemsPath, []byte(raw)))
+	claim, replay, err := store.Begin(ctx, sc, store.Fingerprint("POST", itemsPath, []byte(raw)))
 	if err != nil || claim == nil || replay != nil {
 		t.Fatalf("Begin: %v %v %v", claim, replay, err)
 	}
@@ -219,7 +219,7 @@ func TestIdempotencyInFlight(t *testing.T) {
 	// A holder that completed: its stored response is what later requests get.
 	k2 := "completed-elsewhere-" + uuid.NewString()
 	sc.Key = k2
-	claim, _, err = store.Begin(ctx, sc, idempotency.Fingerprint("POST", itemsPath, []byte(raw)))
+	claim, _, err = store.Begin(ctx, sc, store.Fingerprint("POST", itemsPath, []byte(raw)))
 	if err != nil {
 		t.Fatal(err)
 	}

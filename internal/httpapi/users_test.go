@@ -1,6 +1,8 @@
 package httpapi_test
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"net/url"
 	"slices"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/demo"
+	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 	"github.com/dispatchhq/dispatch/internal/user"
@@ -81,6 +84,28 @@ func TestSignUpReturnsTheSelfView(t *testing.T) {
 }
 
 // TestSignUpValidation checks every field rule of SPEC §3 Users, lengths in characters.
+// TestFingerprintsHideThePassword: the stored fingerprint of a sign-up, whose body carries the
+// password, is keyed by the server's secret: not the plain hash a reader of the table could test
+// password guesses against.
+func TestFingerprintsHideThePassword(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	body := `{"email":"` + uniqueEmail("fp") + `","name":"Ana Souza","password":"` + testPassword + `"}`
+	k := uuid.NewString()
+	a.api.Do("POST", "/v1/users", body, "Idempotency-Key", k).Expect(t, 201)
+	var stored []byte
+	if err := a.db.Get(&stored, `SELECT fingerprint FROM idempotency_keys WHERE key = $1`, k); err != nil {
+		t.Fatal(err)
+	}
+	plain := sha256.Sum256([]byte("POST\n/v1/users\n" + body))
+	if bytes.Equal(stored, plain[:]) || bytes.Equal(stored, idempotency.NewStore(nil, "").Fingerprint("POST", "/v1/users", []byte(body))) {
+		t.Fatal("the fingerprint is a hash anyone can recompute from a guessed password")
+	}
+	if !bytes.Equal(stored, a.svc.Idempotency.Fingerprint("POST", "/v1/users", []byte(body))) {
+		t.Fatal("the stored fingerprint is not the API's")
+	}
+}
+
 func TestSignUpValidation(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)

@@ -2,6 +2,7 @@ package idempotency_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"sort"
 	"strings"
@@ -66,25 +67,31 @@ func TestCanonical(t *testing.T) {
 
 func TestFingerprint(t *testing.T) {
 	t.Parallel()
-	base := idempotency.Fingerprint("POST", "/v1/admin/items", []byte(`{"name":"x","price":1}`))
+	store := idempotency.NewStore(nil, "a server secret")
+	fingerprint := store.Fingerprint
+	base := fingerprint("POST", "/v1/admin/items", []byte(`{"name":"x","price":1}`))
 	if len(base) != 32 {
 		t.Fatalf("fingerprint of %d bytes, want a SHA-256", len(base))
 	}
-	if !bytes.Equal(base, idempotency.Fingerprint("POST", "/v1/admin/items", []byte("{ \"price\" : 1,\n\"name\":\"x\" }"))) {
+	if !bytes.Equal(base, fingerprint("POST", "/v1/admin/items", []byte("{ \"price\" : 1,\n\"name\":\"x\" }"))) {
 		t.Fatal("key order and whitespace changed the fingerprint")
 	}
+	plain := sha256.Sum256([]byte("POST\n/v1/admin/items\n" + `{"name":"x","price":1}`))
 	for name, fp := range map[string][]byte{
-		"method": idempotency.Fingerprint("PATCH", "/v1/admin/items", []byte(`{"name":"x","price":1}`)),
-		"path":   idempotency.Fingerprint("POST", "/v1/admin/items/1", []byte(`{"name":"x","price":1}`)),
-		"body":   idempotency.Fingerprint("POST", "/v1/admin/items", []byte(`{"name":"x","price":2}`)),
+		"method": fingerprint("PATCH", "/v1/admin/items", []byte(`{"name":"x","price":1}`)),
+		"path":   fingerprint("POST", "/v1/admin/items/1", []byte(`{"name":"x","price":1}`)),
+		"body":   fingerprint("POST", "/v1/admin/items", []byte(`{"name":"x","price":2}`)),
 		// The separators keep method and path apart.
-		"split": idempotency.Fingerprint("POST\n/v1", "admin/items", []byte(`{"name":"x","price":1}`)),
+		"split": fingerprint("POST\n/v1", "admin/items", []byte(`{"name":"x","price":1}`)),
+		// Keyed: a body's password cannot be guessed from its fingerprint without the secret.
+		"secret": idempotency.NewStore(nil, "another secret").Fingerprint("POST", "/v1/admin/items", []byte(`{"name":"x","price":1}`)),
+		"no key": plain[:],
 	} {
 		if bytes.Equal(base, fp) {
 			t.Errorf("a different %s gives the same fingerprint", name)
 		}
 	}
-	if !bytes.Equal(idempotency.Fingerprint("POST", "/p", nil), idempotency.Fingerprint("POST", "/p", []byte("  "))) {
+	if !bytes.Equal(fingerprint("POST", "/p", nil), fingerprint("POST", "/p", []byte("  "))) {
 		t.Fatal("an empty and a blank body differ")
 	}
 }

@@ -20,7 +20,7 @@ func TestOnlyResumableBookkeepingSkipsTheDisk(t *testing.T) {
 	ctx := testenv.Context(t)
 	db, _ := testenv.DB(t)
 	sc := Scope{Owner: uuid.NewString(), Method: "POST", Path: "/v1/orders", Key: "relaxed"}
-	if _, _, err := NewStore(db).Begin(ctx, sc, []byte("fp")); err != nil {
+	if _, _, err := NewStore(db, "test").Begin(ctx, sc, []byte("fp")); err != nil {
 		t.Fatal(err)
 	}
 	keyArgs := []any{sc.Owner, sc.Method, sc.Path, sc.Key}

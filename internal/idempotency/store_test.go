@@ -25,7 +25,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	db, _ := testenv.DB(t)
-	return &fixture{t: t, db: db, store: idempotency.NewStore(db), ctx: testenv.Context(t)}
+	return &fixture{t: t, db: db, store: idempotency.NewStore(db, "test"), ctx: testenv.Context(t)}
 }
 
 func scope(key string) idempotency.Scope {
@@ -33,8 +33,8 @@ func scope(key string) idempotency.Scope {
 }
 
 var (
-	fpA = idempotency.Fingerprint("POST", "/v1/orders", []byte(`{"a":1}`))
-	fpB = idempotency.Fingerprint("POST", "/v1/orders", []byte(`{"a":2}`))
+	fpA = idempotency.NewStore(nil, "test").Fingerprint("POST", "/v1/orders", []byte(`{"a":1}`))
+	fpB = idempotency.NewStore(nil, "test").Fingerprint("POST", "/v1/orders", []byte(`{"a":2}`))
 )
 
 func (f *fixture) begin(sc idempotency.Scope, fp []byte) *idempotency.Claim {

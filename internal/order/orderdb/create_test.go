@@ -36,7 +36,7 @@ func TestCreateWritesAllOrNothing(t *testing.T) {
 	if err := (catalogdb.Store{}).SoftDelete(ctx, db, gone.ID); err != nil {
 		t.Fatal(err)
 	}
-	idem := idempotency.NewStore(db)
+	idem := idempotency.NewStore(db, "test")
 	claim, _, err := idem.Begin(ctx, idempotency.Scope{Owner: u.ID.String(), Method: "POST", Path: "/v1/orders", Key: "k1"}, []byte("fp"))
 	if err != nil {
 		t.Fatal(err)
@@ -267,7 +267,7 @@ func TestCreateTakesTheKeyOrWritesNothing(t *testing.T) {
 	if got := now(); got != (record{Point: idempotency.Started, State: "in_flight", Orders: 0, Stock: 10}) {
 		t.Fatalf("after a refused order: %+v", got)
 	}
-	if err := idempotency.NewStore(db).Abandon(ctx, refused); err != nil {
+	if err := idempotency.NewStore(db, "test").Abandon(ctx, refused); err != nil {
 		t.Fatal(err)
 	}
 

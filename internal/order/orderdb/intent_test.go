@@ -19,7 +19,7 @@ func TestSetIntentStoresTheResponseWithIt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db, u, it := seed(t)
-	idem := idempotency.NewStore(db)
+	idem := idempotency.NewStore(db, "test")
 	intent := func(id uuid.UUID) string {
 		t.Helper()
 		var pi string
@@ -67,7 +67,7 @@ func TestSetIntentOnlyOnAPendingOrderWithout(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db, u, it := seed(t)
-	idem := idempotency.NewStore(db)
+	idem := idempotency.NewStore(db, "test")
 	store := orderdb.Store{}
 	payment := func(id uuid.UUID) (pi, status string) {
 		t.Helper()

@@ -53,7 +53,7 @@ func TestAPaymentIsAppliedWithoutALock(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	store := &counting{}
 	svc := order.NewService(db, store, catalogdb.Store{}, catalog.NewCache(rdb, keys, time.Minute, log), nil,
-		idempotency.NewStore(db), nil, outbox.NewWaker(db, log), log)
+		idempotency.NewStore(db, "test"), nil, outbox.NewWaker(db, log), log)
 
 	o := place(t, db, u, it, nil)
 	intent := "pi_" + uuid.NewString()
