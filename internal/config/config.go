@@ -149,8 +149,8 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 	}
 	c.OpsAddr = p.addr("OPS_ADDR", opsDefault)
 	c.PprofEnabled = p.boolean("PPROF_ENABLED", false)
-	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 15*time.Second)
-	c.ShutdownDrain = p.durationOrZero("SHUTDOWN_DRAIN", 0)
+	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, time.Hour)
+	c.ShutdownDrain = p.durationOrZero("SHUTDOWN_DRAIN", 0, 10*time.Minute)
 	// No proxy is trusted unless named: a client that could reach the API from a trusted address
 	// would otherwise pick its own IP (and rate-limit budget) with X-Forwarded-For.
 	c.TrustedProxies = p.list("TRUSTED_PROXIES", "")
@@ -166,8 +166,8 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 
 	c.JWTAccessSecret = p.str("JWT_ACCESS_SECRET", DefaultJWTAccessSecret)
 	c.JWTRefreshSecret = p.str("JWT_REFRESH_SECRET", DefaultJWTRefreshSecret)
-	c.JWTAccessTTL = p.duration("JWT_ACCESS_TTL", 15*time.Minute)
-	c.JWTRefreshTTL = p.duration("JWT_REFRESH_TTL", 7*24*time.Hour)
+	c.JWTAccessTTL = p.duration("JWT_ACCESS_TTL", 15*time.Minute, time.Minute, 24*time.Hour)
+	c.JWTRefreshTTL = p.duration("JWT_REFRESH_TTL", 7*24*time.Hour, time.Minute, 365*24*time.Hour)
 	if len(c.JWTAccessSecret) < 32 {
 		p.fail("JWT_ACCESS_SECRET", "must be at least 32 bytes")
 	}
@@ -199,12 +199,13 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 
 	c.RateLimitEnabled = p.boolean("RATE_LIMIT_ENABLED", true)
 	c.RateLimits = p.rateLimits("RATE_LIMITS", RateLimits{Login: 5, Session: 20, Create: 10, Default: 60})
-	c.CacheTTL = p.duration("CACHE_TTL", 60*time.Second)
+	// At most a day: an entry must not outlive the week its item's generation counter is kept.
+	c.CacheTTL = p.duration("CACHE_TTL", 60*time.Second, time.Second, 24*time.Hour)
 
-	c.OrderUnpaidTTL = p.duration("ORDER_UNPAID_TTL", 30*time.Minute)
+	c.OrderUnpaidTTL = p.duration("ORDER_UNPAID_TTL", 30*time.Minute, time.Minute, 30*24*time.Hour)
 	c.OutboxBatchSize = p.intRange("OUTBOX_BATCH_SIZE", 500, 1, 10000)
-	c.OutboxPollInterval = p.duration("OUTBOX_POLL_INTERVAL", time.Second)
-	c.OutboxRedeliverAfter = p.duration("OUTBOX_REDELIVER_AFTER", time.Minute)
+	c.OutboxPollInterval = p.duration("OUTBOX_POLL_INTERVAL", time.Second, 10*time.Millisecond, time.Minute)
+	c.OutboxRedeliverAfter = p.duration("OUTBOX_REDELIVER_AFTER", time.Minute, time.Second, 24*time.Hour)
 	c.WorkerConcurrency = p.intRange("WORKER_CONCURRENCY", 20, 1, 10000)
 	c.QueueWeights = p.weights("QUEUE_WEIGHTS", "orders=6,payments=3,notifications=2,maintenance=1")
 	c.QueueConcurrency = p.queues("QUEUE_CONCURRENCY", p.pairs("QUEUE_CONCURRENCY", ""))
@@ -317,13 +318,24 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
+// maskURL hides a URL's passwords: the userinfo's, and those lib/pq takes as query parameters.
 func maskURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
+	if err != nil {
+		return "(not a URL)"
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	if q := u.Query(); q.Has("password") || q.Has("sslpassword") {
+		for _, k := range []string{"password", "sslpassword"} {
+			if q.Has(k) {
+				q.Set(k, "xxxxx")
+			}
+		}
+		u.RawQuery = q.Encode()
 	}
 	return u.String()
 }
@@ -372,7 +384,8 @@ func (p *parser) url(name, def string, schemes ...string) string {
 func (p *parser) checkURL(name, v string, schemes ...string) string {
 	u, err := url.Parse(v)
 	if err != nil || u.Host == "" {
-		p.fail(name, "%q is not a URL", v)
+		// Not quoted: a URL that does not parse may hold a password (an unescaped "@" in it).
+		p.fail(name, "is not a URL with a host (a password's reserved characters must be percent-encoded)")
 		return v
 	}
 	for _, s := range schemes {
@@ -401,29 +414,32 @@ func (p *parser) addr(name, def string) string {
 	return v
 }
 
-// duration accepts Go durations ("90s", "15m") and plain seconds ("90").
-func (p *parser) duration(name string, def time.Duration) time.Duration {
+// duration accepts Go durations ("90s", "15m") and plain seconds ("90") within lo..hi.
+func (p *parser) duration(name string, def, lo, hi time.Duration) time.Duration {
 	v := p.str(name, "")
 	if v == "" {
 		return def
 	}
-	if n, err := strconv.Atoi(v); err == nil && n > 0 {
-		return time.Duration(n) * time.Second
-	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		p.fail(name, "%q is not a positive duration", v)
+	if n, nerr := strconv.ParseInt(v, 10, 64); nerr == nil {
+		d, err = time.Duration(n)*time.Second, nil
+		if n < 0 || n > int64(hi/time.Second) { // checked before the product could overflow
+			err = strconv.ErrRange
+		}
+	}
+	if err != nil || d < lo || d > hi {
+		p.fail(name, "%q is not a duration in %s..%s", v, lo, hi)
 		return def
 	}
 	return d
 }
 
 // durationOrZero is duration where 0 (off) is a value too.
-func (p *parser) durationOrZero(name string, def time.Duration) time.Duration {
+func (p *parser) durationOrZero(name string, def, hi time.Duration) time.Duration {
 	if d, err := time.ParseDuration(p.str(name, "")); err == nil && d == 0 {
 		return 0
 	}
-	return p.duration(name, def)
+	return p.duration(name, def, time.Nanosecond, hi)
 }
 
 func (p *parser) intRange(name string, def, lo, hi int) int {

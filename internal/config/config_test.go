@@ -294,6 +294,40 @@ func TestEveryBadValueIsReported(t *testing.T) {
 	}
 }
 
+// TestDurationsStayInTheirRange: a count of seconds too large for a duration once wrapped to a
+// negative or tiny one and was taken (an unpaid TTL of -292 years canceled every PENDING order);
+// each duration now has a range, and a value out of it is refused like any bad value.
+func TestDurationsStayInTheirRange(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"SHUTDOWN_TIMEOUT", "SHUTDOWN_DRAIN", "JWT_ACCESS_TTL", "JWT_REFRESH_TTL", "CACHE_TTL",
+		"ORDER_UNPAID_TTL", "OUTBOX_POLL_INTERVAL", "OUTBOX_REDELIVER_AFTER"} {
+		for _, v := range []string{"9223372037", "18446744074", "-9223372037", "2562047h", "-1", "1ns", "8761h"} {
+			if v == "1ns" && name == "SHUTDOWN_DRAIN" {
+				continue // any drain above zero is a drain
+			}
+			if msg := loadErr(t, config.API, name, v); !strings.Contains(msg, name+":") || !strings.Contains(msg, "..") {
+				t.Errorf("%s=%s: %s", name, v, msg)
+			}
+		}
+	}
+	// The bounds themselves are values, in either spelling.
+	for _, ok := range []struct {
+		name, value string
+		want        time.Duration
+	}{
+		{"ORDER_UNPAID_TTL", "60", time.Minute}, {"ORDER_UNPAID_TTL", "720h", 720 * time.Hour},
+		{"OUTBOX_POLL_INTERVAL", "10ms", 10 * time.Millisecond}, {"CACHE_TTL", "86400", 24 * time.Hour},
+		{"SHUTDOWN_TIMEOUT", "1s", time.Second}, {"JWT_REFRESH_TTL", "8760h", 8760 * time.Hour},
+	} {
+		c := load(t, config.API, ok.name, ok.value)
+		got := map[string]time.Duration{"ORDER_UNPAID_TTL": c.OrderUnpaidTTL, "OUTBOX_POLL_INTERVAL": c.OutboxPollInterval,
+			"CACHE_TTL": c.CacheTTL, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "JWT_REFRESH_TTL": c.JWTRefreshTTL}[ok.name]
+		if got != ok.want {
+			t.Errorf("%s=%s → %v, want %v", ok.name, ok.value, got, ok.want)
+		}
+	}
+}
+
 func TestCrossFieldChecks(t *testing.T) {
 	t.Parallel()
 	same := strings.Repeat("s", 40)
@@ -531,6 +565,29 @@ func TestLogValueMasksSecrets(t *testing.T) {
 	for _, want := range []string{"db:5432", "app", "cache:6379", `"env":"development"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the configuration log line lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestURLPasswordsStayOutOfLogsAndErrors: lib/pq takes a password as a query parameter too, and
+// a URL that does not parse (a password's "@" left unescaped) is refused without being echoed.
+func TestURLPasswordsStayOutOfLogsAndErrors(t *testing.T) {
+	t.Parallel()
+	c := load(t, config.API, "DATABASE_URL", "postgres://app@db:5432/dispatch?sslmode=require&password=query-pass-1&sslpassword=key-pass-2")
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
+	for _, secret := range []string{"query-pass-1", "key-pass-2"} {
+		if strings.Contains(buf.String(), secret) {
+			t.Errorf("the configuration log line leaks %q:\n%s", secret, buf.String())
+		}
+	}
+	if !strings.Contains(buf.String(), "sslmode=require") {
+		t.Errorf("the other parameters are lost:\n%s", buf.String())
+	}
+	for _, name := range []string{"DATABASE_URL", "LOKI_URL", "STRIPE_API_BASE"} {
+		msg := loadErr(t, config.API, name, "https://user:p@ss%word@host:1/x")
+		if !strings.Contains(msg, name+":") || strings.Contains(msg, "ss%word") {
+			t.Errorf("%s: %s", name, msg)
 		}
 	}
 }
