@@ -86,8 +86,9 @@ func WithTx(ctx context.Context, db *DB, fn func(tx *Tx) error) (err error) {
 	return nil
 }
 
-// EnsureDatabase creates the database named in url when it does not exist, connecting to the
-// server's "postgres" database to do so.
+// EnsureDatabase creates the database named in url when it does not exist. It connects to
+// that database first, and to the server's "postgres" database only to create it: a role may
+// own its database and have no right to connect to any other.
 func EnsureDatabase(ctx context.Context, rawURL string) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -97,6 +98,14 @@ func EnsureDatabase(ctx context.Context, rawURL string) error {
 	if name == "" {
 		return errors.New("postgres: the url names no database")
 	}
+	target, err := Open(ctx, rawURL, 1)
+	if err == nil {
+		target.Close()
+		return nil
+	}
+	if !IsCode(err, invalidCatalogName) {
+		return err
+	}
 	admin := *u
 	admin.Path = "/postgres"
 	db, err := Open(ctx, admin.String(), 1)
@@ -104,15 +113,10 @@ func EnsureDatabase(ctx context.Context, rawURL string) error {
 		return err
 	}
 	defer db.Close()
-	var exists bool
-	if err := db.GetContext(ctx, &exists, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name); err != nil {
-		return fmt.Errorf("postgres: look up database: %w", err)
-	}
-	if exists {
-		return nil
-	}
 	_, err = db.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name))
-	if IsCode(err, "42P04") { // created meanwhile by another process
+	// Created meanwhile by another process: 42P04 if it committed first, a unique violation
+	// on the catalog if both got past the check at once.
+	if IsCode(err, "42P04") || IsCode(err, UniqueViolation) {
 		return nil
 	}
 	if err != nil {
@@ -120,6 +124,9 @@ func EnsureDatabase(ctx context.Context, rawURL string) error {
 	}
 	return nil
 }
+
+// invalidCatalogName is the SQLSTATE of a connection to a database that does not exist.
+const invalidCatalogName = "3D000"
 
 // SQLSTATE codes the stores map to domain errors.
 const (

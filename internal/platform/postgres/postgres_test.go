@@ -1,6 +1,8 @@
 package postgres_test
 
 import (
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
@@ -31,5 +33,55 @@ func TestConnectionsCarryTheProgramsName(t *testing.T) {
 	}
 	if got := postgres.Named("host=db user=x", "dispatch-api"); got != "host=db user=x" {
 		t.Errorf("a key=value DSN was changed: %q", got)
+	}
+}
+
+// TestEnsureDatabase: an existing database is used as it is, by a role that may connect to it
+// alone (no right on the server's "postgres" database, as on many managed servers); a missing
+// one is created, once, however many migrators race to create it.
+func TestEnsureDatabase(t *testing.T) {
+	pg := testenv.StartPGServer(t)
+	ctx := testenv.Context(t)
+	admin, err := postgres.Open(ctx, pg.URL("postgres"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for _, stmt := range []string{
+		`REVOKE CONNECT ON DATABASE postgres FROM PUBLIC`,
+		`CREATE ROLE app LOGIN`,
+		`CREATE DATABASE app_own OWNER app`,
+	} {
+		if _, err := admin.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	own := strings.Replace(pg.URL("app_own"), "postgres@", "app@", 1)
+	if err := postgres.EnsureDatabase(ctx, own); err != nil {
+		t.Fatalf("the role's own database: %v", err)
+	}
+
+	// Missing: created by exactly one of several at once, and none of them fails.
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- postgres.EnsureDatabase(ctx, pg.URL("fresh")) }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("creating a missing database: %v", err)
+		}
+	}
+	var n int
+	if err := admin.GetContext(ctx, &n, `SELECT count(*) FROM pg_database WHERE datname = 'fresh'`); err != nil || n != 1 {
+		t.Fatalf("databases named fresh: %d (%v)", n, err)
+	}
+
+	// A role that may not create it is told so.
+	if err := postgres.EnsureDatabase(ctx, strings.Replace(pg.URL("other"), "postgres@", "app@", 1)); err == nil {
+		t.Fatal("a role with no right to connect to postgres created a database")
 	}
 }
