@@ -1,6 +1,10 @@
 package httpapi
 
-import "github.com/dispatchhq/dispatch/internal/auth"
+import (
+	"github.com/gin-gonic/gin"
+
+	"github.com/dispatchhq/dispatch/internal/auth"
+)
 
 // routes declares every route with its guards, in the order they run: rate limit (per client
 // IP and route; GET lists and the webhook are unlimited), authentication, role group,
@@ -11,10 +15,11 @@ func (s *Server) routes() {
 	admins := s.allow(auth.Admins)
 	financial, shipping, delivery := s.allow(auth.Financial), s.allow(auth.Shipping), s.allow(auth.Delivery)
 
-	r.GET("/health", s.health)
-	r.GET("/ready", s.ready)
-	r.GET("/metrics", metricsHandler)
-	r.GET("/openapi.json", s.openAPI)
+	// HEAD too, as the worker's and relay's ops ports answer it: load balancers probe with it.
+	for path, h := range map[string]gin.HandlerFunc{"/health": s.health, "/ready": s.ready, "/metrics": metricsHandler, "/openapi.json": s.openAPI} {
+		r.GET(path, h)
+		r.HEAD(path, h)
+	}
 	if ui, closeUI, err := s.queueUI(); err != nil {
 		s.log.Error("queue UI not mounted", "err", err)
 	} else {
