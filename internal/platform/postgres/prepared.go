@@ -3,8 +3,10 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 )
@@ -148,17 +150,36 @@ func (db *DB) Select(dest any, query string, args ...any) error {
 	return db.SelectContext(context.Background(), dest, query, args...)
 }
 
-// Close waits for the background prepares, closes the prepared statements and the pool.
+// ErrCloseTimedOut is what Close answers when the server did not let it finish in time.
+var ErrCloseTimedOut = errors.New("postgres: close gave up waiting for the server")
+
+// closeWait bounds Close.
+const closeWait = 5 * time.Second
+
+// Close waits for the background prepares, closes the prepared statements and the pool. Each
+// statement's close is a round trip (database/sql closes them on every connection), so against
+// a server that stopped answering without closing its connections (frozen, cut off) it would
+// wait for TCP to give up, many minutes, and a program's shutdown with it: Close gives up after
+// closeWait and leaves the connections to the process's exit.
 func (db *DB) Close() error {
 	db.mu.Lock()
 	db.closed = true
 	db.mu.Unlock()
-	db.bg.Wait()
-	db.stmts.Range(func(_, s any) bool {
-		s.(*sqlx.Stmt).Close()
-		return true
-	})
-	return db.pool.Close()
+	done := make(chan error, 1)
+	go func() {
+		db.bg.Wait()
+		db.stmts.Range(func(_, s any) bool {
+			s.(*sqlx.Stmt).Close()
+			return true
+		})
+		done <- db.pool.Close()
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(closeWait):
+		return ErrCloseTimedOut
+	}
 }
 
 // BeginTxx starts a transaction whose queries use the pool's prepared statements. It holds its

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strconv"
 	"testing"
 	"time"
@@ -120,6 +121,39 @@ func TestCloseWaitsForBackgroundPrepares(t *testing.T) {
 	var n int
 	if err := db.GetContext(ctx, &n, "SELECT 1"); err == nil {
 		t.Fatal("a query ran on a closed pool")
+	}
+}
+
+// TestCloseGivesUpOnAServerThatStoppedAnswering: closing a prepared statement is a round trip,
+// so against a frozen server Close would wait for TCP to give up (minutes), and a program's
+// shutdown with it; it returns ErrCloseTimedOut instead.
+func TestCloseGivesUpOnAServerThatStoppedAnswering(t *testing.T) {
+	_, dbURL := testenv.DB(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewTCPProxy(t, u.Host)
+	u.Host = proxy.Addr
+	ctx := testenv.Context(t)
+	db, err := postgres.Open(ctx, u.String(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.GetContext(ctx, &n, "SELECT $1::int", 7); err != nil { // a statement on an idle connection
+		t.Fatal(err)
+	}
+	proxy.Freeze() // thawed when the test ends
+	closed := make(chan error, 1)
+	go func() { closed <- db.Close() }()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, postgres.ErrCloseTimedOut) {
+			t.Fatalf("Close: %v, want ErrCloseTimedOut", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Close still waits for a server that stopped answering")
 	}
 }
 
