@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"strings"
@@ -668,4 +669,34 @@ func TestSchedulerOneTaskPerPeriod(t *testing.T) {
 	if info.Pending != 2 {
 		t.Fatalf("%d periodic tasks pending, want 2 (one per period)", info.Pending)
 	}
+}
+
+// TestSchedulerTriesAFailedEnqueueAgain: Redis down at a period's boundary no longer skips the
+// period (an hourly cleanup, an hour): the enqueue is tried again until Redis is back.
+func TestSchedulerTriesAFailedEnqueueAgain(t *testing.T) {
+	t.Parallel()
+	rdb, _, _ := testenv.Redis(t)
+	ns := testenv.Namespace(t, rdb, "wt")
+	proxy := testenv.NewTCPProxy(t, rdb.Options().Addr)
+	via := redis.NewClient(&redis.Options{Addr: proxy.Addr, DB: rdb.Options().DB, MaxRetries: -1})
+	t.Cleanup(func() { via.Close() })
+	proxy.Cut()
+
+	logs := &testenv.Buffer{}
+	job := Periodic{Type: tasks.CleanupExpired, Every: time.Hour}
+	s := NewScheduler(asynq.NewClientFromRedisClient(via), ns, slog.New(slog.NewJSONHandler(logs, nil)), job)
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); s.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-ran })
+
+	testenv.Eventually(t, 30*time.Second, "the enqueue fails while Redis is away", func() bool {
+		return strings.Contains(logs.String(), "periodic task not enqueued")
+	})
+	proxy.Restore(t)
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	testenv.Eventually(t, time.Minute, "the period's task is enqueued once Redis is back", func() bool {
+		info, err := insp.GetQueueInfo(ns.Queue(tasks.QueueMaintenance))
+		return err == nil && info.Pending == 1
+	})
 }

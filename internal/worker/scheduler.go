@@ -34,23 +34,35 @@ func NewScheduler(client *asynq.Client, ns tasks.Namespace, log *slog.Logger, jo
 	return &Scheduler{client: client, ns: ns, jobs: jobs, log: log}
 }
 
+// Retry bounds of an enqueue that failed (Redis down at a period's boundary): tried again
+// within its period, so an hourly cleanup is not skipped for the hour.
+const (
+	firstRetry = time.Second
+	maxRetry   = 30 * time.Second
+)
+
 // Run enqueues each job for the current period at once and then at every period boundary,
-// until ctx ends.
+// until ctx ends. A failed enqueue is tried again, backing off, until it succeeds or its
+// period ends.
 func (s *Scheduler) Run(ctx context.Context) {
 	done := make(chan struct{})
 	for _, j := range s.jobs {
 		go func() {
 			defer func() { done <- struct{}{} }()
+			retry := firstRetry
 			for {
 				now := time.Now()
+				wait := time.Until(now.Truncate(j.Every).Add(j.Every))
 				if _, err := s.Enqueue(ctx, j, now); err != nil && ctx.Err() == nil {
-					s.log.ErrorContext(ctx, "periodic task not enqueued", "taskType", j.Type, "err", err)
+					s.log.ErrorContext(ctx, "periodic task not enqueued", "taskType", j.Type, "err", err, "retryIn", min(retry, wait).String())
+					wait, retry = min(retry, wait), min(2*retry, maxRetry)
+				} else {
+					retry = firstRetry
 				}
-				next := now.Truncate(j.Every).Add(j.Every)
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(time.Until(next)):
+				case <-time.After(wait):
 				}
 			}
 		}()
