@@ -2,6 +2,7 @@ package apperr
 
 import (
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -29,6 +30,27 @@ func (v *Validation) Length(field, s string, min, max int) bool {
 		return false
 	}
 	return true
+}
+
+// Text is Length for text people read (names, descriptions, addresses): it also refuses control
+// characters other than tab and line breaks, and a required text with nothing visible in it
+// (only spaces, format characters such as U+200B, or controls) is missing.
+func (v *Validation) Text(field, s string, min, max int) bool {
+	if !v.Length(field, s, min, max) {
+		return false
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' }) {
+		v.Add(field, "validation.controlCharacter")
+		return false
+	}
+	if min > 0 && !strings.ContainsFunc(s, visible) {
+		return v.Required(field, "")
+	}
+	return true
+}
+
+func visible(r rune) bool {
+	return !unicode.IsSpace(r) && !unicode.IsControl(r) && !unicode.Is(unicode.Cf, r)
 }
 
 // Range checks that n is within min..max.

@@ -99,3 +99,41 @@ func TestErrorCopiesMatchTheirSentinel(t *testing.T) {
 		t.Fatal("a With* call changed the sentinel")
 	}
 }
+
+// TestTextRefusesControlsAndInvisibleText: text people read takes no control characters but
+// tab and line breaks, and a required one with nothing visible is missing.
+func TestTextRefusesControlsAndInvisibleText(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		s        string
+		min, max int
+		code     string // "" when valid
+	}{
+		{"plain", "Ana Souza", 2, 10, ""},
+		{"lines and tabs", "a\tb\r\nc", 1, 10, ""},
+		{"emoji with joiners", "👨\u200d👩\u200d👧", 1, 10, ""},
+		{"zero width spaces", "\u200b\u200b", 2, 10, "validation.required"},
+		{"word joiner and BOM", "\u2060\ufeff", 1, 10, "validation.required"},
+		{"line breaks only", "\n\n", 1, 10, "validation.required"},
+		{"invisible but optional", "\u200b", 0, 10, ""},
+		{"escape", "a\x1bb", 1, 10, "validation.controlCharacter"},
+		{"DEL", "ab\x7f", 1, 10, "validation.controlCharacter"},
+		{"C1 control", "a\u0085", 1, 10, "validation.controlCharacter"},
+		{"length first", strings.Repeat("\x1b", 11), 1, 10, "validation.length"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var v apperr.Validation
+			ok := v.Text("f", tc.s, tc.min, tc.max)
+			got := fields(t, &v)
+			if tc.code == "" {
+				if !ok || len(got) != 0 {
+					t.Fatalf("refused: %+v", got)
+				}
+				return
+			}
+			if ok || len(got) != 1 || got[0].Field != "f" || got[0].Code != tc.code {
+				t.Fatalf("got ok=%v %+v, want one %s", ok, got, tc.code)
+			}
+		})
+	}
+}

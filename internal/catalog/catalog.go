@@ -72,8 +72,8 @@ type Filter struct {
 func (c Create) item() (Item, error) {
 	var v apperr.Validation
 	it := Item{Name: strings.TrimSpace(c.Name), Description: strings.TrimSpace(c.Description), Currency: Currencies[0]}
-	v.Length("name", it.Name, 2, 200)
-	v.Length("description", it.Description, 1, 5000)
+	v.Text("name", it.Name, 2, 200)
+	v.Text("description", it.Description, 1, 5000)
 	if v.Check(c.Price != nil, "price", "validation.required") {
 		it.Price = *c.Price
 		v.Range("price", it.Price, 1, MaxPrice)
@@ -88,7 +88,7 @@ func (c Create) item() (Item, error) {
 	}
 	if c.PricePaymentID != nil {
 		p := strings.TrimSpace(*c.PricePaymentID)
-		v.Length("pricePaymentId", p, 1, 255)
+		v.Text("pricePaymentId", p, 1, 255)
 		it.PricePaymentID = &p
 	}
 	return it, v.Err()
@@ -98,11 +98,11 @@ func (u Update) apply(it *Item) error {
 	var v apperr.Validation
 	if u.Name != nil {
 		it.Name = strings.TrimSpace(*u.Name)
-		v.Length("name", it.Name, 2, 200)
+		v.Text("name", it.Name, 2, 200)
 	}
 	if u.Description != nil {
 		it.Description = strings.TrimSpace(*u.Description)
-		v.Length("description", it.Description, 1, 5000)
+		v.Text("description", it.Description, 1, 5000)
 	}
 	if u.Price != nil {
 		it.Price = *u.Price
@@ -118,7 +118,7 @@ func (u Update) apply(it *Item) error {
 	}
 	if u.PricePaymentID != nil {
 		p := strings.TrimSpace(*u.PricePaymentID)
-		v.Length("pricePaymentId", p, 1, 255)
+		v.Text("pricePaymentId", p, 1, 255)
 		it.PricePaymentID = &p
 	}
 	return v.Err()

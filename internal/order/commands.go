@@ -265,8 +265,8 @@ type ShipInput struct {
 func (in *ShipInput) validate() error {
 	in.TrackingNumber, in.Carrier = strings.TrimSpace(in.TrackingNumber), strings.TrimSpace(in.Carrier)
 	var v apperr.Validation
-	v.Length("trackingNumber", in.TrackingNumber, 1, 100)
-	v.Length("carrier", in.Carrier, 1, 100)
+	v.Text("trackingNumber", in.TrackingNumber, 1, 100)
+	v.Text("carrier", in.Carrier, 1, 100)
 	return v.Err()
 }
 
@@ -315,9 +315,9 @@ type OutsideRefundInput struct {
 func (in *OutsideRefundInput) validate() error {
 	in.Reference = strings.TrimSpace(in.Reference)
 	var v apperr.Validation
-	v.Length("reference", in.Reference, 1, 200)
+	v.Text("reference", in.Reference, 1, 200)
 	if in.Reason != nil {
-		v.Length("reason", *in.Reason, 0, 500)
+		v.Text("reason", *in.Reason, 0, 500)
 	}
 	return v.Err()
 }

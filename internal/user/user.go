@@ -6,6 +6,7 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -101,7 +102,7 @@ func (s *SignUp) normalize() {
 }
 
 func (s SignUp) validate(v *apperr.Validation) {
-	v.Length("name", s.Name, 2, 100)
+	v.Text("name", s.Name, 2, 100)
 	validateEmail(v, "email", s.Email)
 	validatePassword(v, "password", s.Password)
 	if s.Language != nil {
@@ -126,7 +127,7 @@ func (u *Update) normalize() {
 
 func (u Update) validate(v *apperr.Validation) {
 	if u.Name != nil {
-		v.Length("name", *u.Name, 2, 100)
+		v.Text("name", *u.Name, 2, 100)
 	}
 	if u.Email != nil {
 		validateEmail(v, "email", *u.Email)
@@ -151,8 +152,12 @@ func validateEmail(v *apperr.Validation, field, email string) {
 		return
 	}
 	addr, err := mail.ParseAddress(email)
+	domain := email[strings.LastIndexByte(email, '@')+1:]
+	// net/mail takes any rune past ASCII, invisible ones too (U+200B, bidi controls): two
+	// addresses that look alike must not be two accounts. A domain literal names no domain.
 	ok := err == nil && addr.Address == email && addr.Name == "" && utf8.RuneCountInString(email) <= 254 &&
-		strings.Contains(email[strings.LastIndexByte(email, '@')+1:], ".")
+		strings.Contains(domain, ".") && !strings.HasPrefix(domain, "[") &&
+		!strings.ContainsFunc(email, func(r rune) bool { return !unicode.IsPrint(r) })
 	v.Check(ok, field, "validation.email")
 }
 
@@ -188,13 +193,13 @@ func (a *Address) normalize() {
 }
 
 func (a Address) validate(v *apperr.Validation, prefix string) {
-	v.Length(prefix+".line1", a.Line1, 1, 200)
+	v.Text(prefix+".line1", a.Line1, 1, 200)
 	if a.Line2 != nil {
-		v.Length(prefix+".line2", *a.Line2, 0, 200)
+		v.Text(prefix+".line2", *a.Line2, 0, 200)
 	}
-	v.Length(prefix+".city", a.City, 1, 100)
-	v.Length(prefix+".state", a.State, 1, 100)
-	v.Length(prefix+".postalCode", a.PostalCode, 1, 20)
+	v.Text(prefix+".city", a.City, 1, 100)
+	v.Text(prefix+".state", a.State, 1, 100)
+	v.Text(prefix+".postalCode", a.PostalCode, 1, 20)
 	if v.Required(prefix+".country", a.Country) {
 		v.Check(IsCountry(a.Country), prefix+".country", "validation.country")
 	}
