@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
@@ -78,13 +77,13 @@ WITH locked AS MATERIALIZED (
     ORDER BY i.id
     FOR NO KEY UPDATE OF i
 )
-UPDATE items i SET stock = i.stock + l.qty, updated_at = $3
+UPDATE items i SET stock = i.stock + l.qty, updated_at = now()
 FROM locked l WHERE i.id = l.id AND i.id = ANY($1::uuid[])`
 
 // Release gives reserved quantities back to stock (deleted items included).
 func (Store) Release(ctx context.Context, tx sqlx.ExecerContext, rs []catalog.Reservation) error {
 	ids, qty := split(rs)
-	_, err := tx.ExecContext(ctx, releaseQuery, pq.Array(ids), pq.Array(qty), time.Now())
+	_, err := tx.ExecContext(ctx, releaseQuery, pq.Array(ids), pq.Array(qty))
 	return mapErr("release", err)
 }
 
