@@ -290,9 +290,8 @@ func TestWrongStatusIsRefusedAndQueuesNothing(t *testing.T) {
 		{pending, "delivery", "deliver", nil},
 		{pending, "financial", "refund", nil},
 		{pending, "admin", "", shipStatus},
-		// The target is judged before the fields: an order that cannot ship is a 409 even
-		// when the ship fields are missing.
-		{pending, "shipper", "ship", map[string]any{}},
+		// An admin PATCH is judged on its target before the ship fields: an order that cannot
+		// ship is a 409 even when they are missing.
 		{pending, "admin", "", map[string]string{"status": "SHIPPED"}},
 		{canceled, "admin", "", map[string]string{"status": "SHIPPED", "carrier": "UPS"}},
 		{pending, "admin", "", map[string]string{"status": "DELIVERED"}},
@@ -318,6 +317,11 @@ func TestWrongStatusIsRefusedAndQueuesNothing(t *testing.T) {
 	for _, o := range []fullOrder{pending, processed, delivered, canceled} {
 		before[o.ID] = len(r.timeline(o.ID))
 	}
+	// The ship route checks its body first: without its fields it is a 400 on any order, as a
+	// request validated before it is sent would be.
+	shipPath := "/v1/admin/orders/" + pending.ID.String() + "/ship"
+	decodeError(t, r.as("shipper").Do("PATCH", shipPath, map[string]any{}), 400, "common.errors.validation")
+	decodeError(t, r.as("shipper").Do("PATCH", shipPath, map[string]any{"carrier": "UPS", "trackingNumber": " "}), 400, "common.errors.validation")
 	for _, a := range attempts {
 		path := "/v1/admin/orders/" + a.order.ID.String()
 		if a.verb != "" {

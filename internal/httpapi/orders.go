@@ -190,7 +190,10 @@ func (s *Server) shipOrder(c *gin.Context) {
 		return
 	}
 	var req order.ShipInput
-	if err := decode(c, &req); err != nil {
+	if err = decode(c, &req); err == nil {
+		err = req.Validate()
+	}
+	if err != nil {
 		s.respondError(c, err)
 		return
 	}

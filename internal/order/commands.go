@@ -262,7 +262,10 @@ type ShipInput struct {
 	Carrier        string `json:"carrier"`
 }
 
-func (in *ShipInput) validate() error {
+// Validate trims the fields and checks them. The ship route runs it before judging the order:
+// a body without its fields is a 400 on any order, as clients validate a request before they
+// send it. The admin PATCH, whose body names a status first, is judged on the order first.
+func (in *ShipInput) Validate() error {
 	in.TrackingNumber, in.Carrier = strings.TrimSpace(in.TrackingNumber), strings.TrimSpace(in.Carrier)
 	var v apperr.Validation
 	v.Text("trackingNumber", in.TrackingNumber, 1, 100)

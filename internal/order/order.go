@@ -344,8 +344,8 @@ func (o *Order) process(at time.Time) error {
 }
 
 // ship moves o to SHIPPED with its tracking number and carrier. Whether o may ship is judged
-// before the fields (SPEC §11): an order that cannot ship is refused as such, 409, whatever
-// the request carries.
+// before the fields (SPEC §11): an admin PATCH to SHIPPED of an order that cannot ship is
+// refused as such, 409, whatever else it carries (the ship route checked its fields before).
 func (o *Order) ship(in *ShipInput, at time.Time) error {
 	if o.PendingAction != ActionNone {
 		return ErrActionPending.With("action", o.PendingAction)
@@ -353,7 +353,7 @@ func (o *Order) ship(in *ShipInput, at time.Time) error {
 	if !CanTransition(o.Status, Shipped) {
 		return badTransition(o.Status, Shipped)
 	}
-	if err := in.validate(); err != nil {
+	if err := in.Validate(); err != nil {
 		return err
 	}
 	if err := o.transition(Shipped, at); err != nil {
