@@ -67,6 +67,30 @@ func TestOrderVisibility(t *testing.T) {
 		t.Fatalf("owner's view: %s", mustJSON(mine))
 	}
 
+	// Staff see a client secret on their own orders only, in the admin list as in the admin view.
+	admin := r.as("admin")
+	own := r.place(admin, 1, item)
+	var list struct{ Items []fullOrder }
+	admin.Do("GET", "/v1/admin/orders?limit=100", nil).Expect(t, 200).Decode(t, &list)
+	seen := 0
+	for _, lo := range list.Items {
+		switch lo.ID {
+		case own.ID:
+			seen++
+			if lo.Payment.ClientSecret == nil || *lo.Payment.ClientSecret != *own.Payment.ClientSecret {
+				t.Fatalf("the admin list hides a staff member's own client secret: %s", mustJSON(lo.Payment))
+			}
+		case o.ID:
+			seen++
+			if lo.Payment.ClientSecret != nil {
+				t.Fatal("the admin list shows a customer's client secret")
+			}
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("%d of the two orders in the admin list", seen)
+	}
+
 	foreign := decodeError(t, bob.Do("GET", path, nil), 404, "orders.errors.notFound")
 	missing := decodeError(t, bob.Do("GET", "/v1/orders/"+uuid.NewString(), nil), 404, "orders.errors.notFound")
 	if foreign.Message != missing.Message {

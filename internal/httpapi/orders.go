@@ -60,7 +60,7 @@ func (s *Server) createOrder(c *gin.Context) {
 }
 
 func (s *Server) myOrders(c *gin.Context) {
-	s.listOrders(c, order.Filter{UserID: principal(c).UserID}, true)
+	s.listOrders(c, order.Filter{UserID: principal(c).UserID})
 }
 
 func (s *Server) adminListOrders(c *gin.Context) {
@@ -80,10 +80,11 @@ func (s *Server) adminListOrders(c *gin.Context) {
 		s.respondError(c, err)
 		return
 	}
-	s.listOrders(c, f, false)
+	s.listOrders(c, f)
 }
 
-func (s *Server) listOrders(c *gin.Context, f order.Filter, owner bool) {
+// listOrders answers a page of the orders f selects; the caller's own show their client secret.
+func (s *Server) listOrders(c *gin.Context, f order.Filter) {
 	page, err := pageRequest(c)
 	if err != nil {
 		s.respondError(c, err)
@@ -109,7 +110,8 @@ func (s *Server) listOrders(c *gin.Context, f order.Filter, owner bool) {
 		s.respondError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, cursor.Map(p, func(o order.Order) orderViewT { return orderView(o, owner) }))
+	me := principal(c).UserID
+	c.JSON(http.StatusOK, cursor.Map(p, func(o order.Order) orderViewT { return orderView(o, o.UserID == me) }))
 }
 
 func statusList() string {
