@@ -21,29 +21,20 @@ func fields(t *testing.T, v *apperr.Validation) []apperr.FieldError {
 	return e.Details
 }
 
-func TestLengthCountsCharacters(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		s        string
-		min, max int
-		code     string // "" when valid
-	}{
-		{"empty required", "", 2, 10, "validation.required"},
-		{"empty optional", "", 0, 10, ""},
-		{"too short", "a", 2, 10, "validation.length"},
-		{"two ASCII", "ab", 2, 10, ""},
-		{"two multibyte", "李明", 2, 2, ""},
-		{"two emoji (8 bytes)", "😀😀", 2, 2, ""},
-		{"max multibyte", strings.Repeat("ç", 100), 2, 100, ""},
-		{"over max multibyte", strings.Repeat("ç", 101), 2, 100, "validation.length"},
-		{"over max ASCII", strings.Repeat("a", 11), 2, 10, "validation.length"},
-		{"invalid UTF-8", "ab\xff", 2, 10, "validation.length"},
-		{"NUL", "a\x00b", 2, 10, "validation.nulCharacter"},
-		{"only NUL", "\x00", 0, 10, "validation.nulCharacter"},
-	} {
+// textCase is a value checked against min..max and the code it is refused with, "" when valid.
+type textCase struct {
+	name     string
+	s        string
+	min, max int
+	code     string
+}
+
+// runTextCases runs each case through check on field "f".
+func runTextCases(t *testing.T, check func(v *apperr.Validation, field, s string, min, max int) bool, cases []textCase) {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var v apperr.Validation
-			ok := v.Length("f", tc.s, tc.min, tc.max)
+			ok := check(&v, "f", tc.s, tc.min, tc.max)
 			got := fields(t, &v)
 			if tc.code == "" {
 				if !ok || len(got) != 0 {
@@ -59,6 +50,23 @@ func TestLengthCountsCharacters(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLengthCountsCharacters(t *testing.T) {
+	runTextCases(t, (*apperr.Validation).Length, []textCase{
+		{"empty required", "", 2, 10, "validation.required"},
+		{"empty optional", "", 0, 10, ""},
+		{"too short", "a", 2, 10, "validation.length"},
+		{"two ASCII", "ab", 2, 10, ""},
+		{"two multibyte", "李明", 2, 2, ""},
+		{"two emoji (8 bytes)", "😀😀", 2, 2, ""},
+		{"max multibyte", strings.Repeat("ç", 100), 2, 100, ""},
+		{"over max multibyte", strings.Repeat("ç", 101), 2, 100, "validation.length"},
+		{"over max ASCII", strings.Repeat("a", 11), 2, 10, "validation.length"},
+		{"invalid UTF-8", "ab\xff", 2, 10, "validation.length"},
+		{"NUL", "a\x00b", 2, 10, "validation.nulCharacter"},
+		{"only NUL", "\x00", 0, 10, "validation.nulCharacter"},
+	})
 }
 
 func TestValidationCollectsEveryField(t *testing.T) {
@@ -103,12 +111,7 @@ func TestErrorCopiesMatchTheirSentinel(t *testing.T) {
 // TestTextRefusesControlsAndInvisibleText: text people read takes no control characters but
 // tab and line breaks, and a required one with nothing visible is missing.
 func TestTextRefusesControlsAndInvisibleText(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		s        string
-		min, max int
-		code     string // "" when valid
-	}{
+	runTextCases(t, (*apperr.Validation).Text, []textCase{
 		{"plain", "Ana Souza", 2, 10, ""},
 		{"lines and tabs", "a\tb\r\nc", 1, 10, ""},
 		{"emoji with joiners", "👨\u200d👩\u200d👧", 1, 10, ""},
@@ -120,20 +123,5 @@ func TestTextRefusesControlsAndInvisibleText(t *testing.T) {
 		{"DEL", "ab\x7f", 1, 10, "validation.controlCharacter"},
 		{"C1 control", "a\u0085", 1, 10, "validation.controlCharacter"},
 		{"length first", strings.Repeat("\x1b", 11), 1, 10, "validation.length"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var v apperr.Validation
-			ok := v.Text("f", tc.s, tc.min, tc.max)
-			got := fields(t, &v)
-			if tc.code == "" {
-				if !ok || len(got) != 0 {
-					t.Fatalf("refused: %+v", got)
-				}
-				return
-			}
-			if ok || len(got) != 1 || got[0].Field != "f" || got[0].Code != tc.code {
-				t.Fatalf("got ok=%v %+v, want one %s", ok, got, tc.code)
-			}
-		})
-	}
+	})
 }

@@ -1,9 +1,13 @@
 package testenv
 
 import (
+	"context"
 	"net"
+	"net/url"
 	"sync"
 	"testing"
+
+	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 )
 
 // TCPProxy forwards TCP connections to a server until it is cut: then it drops every
@@ -175,4 +179,23 @@ func (p *TCPProxy) pass(dst net.Conn, b []byte) bool {
 			<-flow
 		}
 	}
+}
+
+// DBBehindProxy opens a pool of maxConns connections to a fresh test database through a proxy
+// the test can cut or freeze. The pool is closed when the test ends, after the proxy thaws.
+func DBBehindProxy(t testing.TB, maxConns int) (*postgres.DB, *TCPProxy) {
+	t.Helper()
+	_, dbURL := DB(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := NewTCPProxy(t, u.Host)
+	u.Host = proxy.Addr
+	db, err := postgres.Open(context.Background(), u.String(), maxConns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, proxy
 }

@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"errors"
-	"net/url"
 	"strconv"
 	"testing"
 	"time"
@@ -128,18 +127,8 @@ func TestCloseWaitsForBackgroundPrepares(t *testing.T) {
 // so against a frozen server Close would wait for TCP to give up (minutes), and a program's
 // shutdown with it; it returns ErrCloseTimedOut instead.
 func TestCloseGivesUpOnAServerThatStoppedAnswering(t *testing.T) {
-	_, dbURL := testenv.DB(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewTCPProxy(t, u.Host)
-	u.Host = proxy.Addr
+	db, proxy := testenv.DBBehindProxy(t, 2)
 	ctx := testenv.Context(t)
-	db, err := postgres.Open(ctx, u.String(), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var n int
 	if err := db.GetContext(ctx, &n, "SELECT $1::int", 7); err != nil { // a statement on an idle connection
 		t.Fatal(err)

@@ -2,12 +2,10 @@ package server_test
 
 import (
 	"context"
-	"net/url"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/server"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -19,18 +17,7 @@ import (
 func TestCheckAnswersWhileTheDatabaseHangs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	_, dbURL := testenv.DB(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewTCPProxy(t, u.Host)
-	u.Host = proxy.Addr
-	db, err := postgres.Open(ctx, u.String(), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, proxy := testenv.DBBehindProxy(t, 2)
 	checks := map[string]func(context.Context) error{
 		"postgres": db.PingContext,
 		"other":    func(context.Context) error { return nil },
