@@ -182,7 +182,7 @@ func (p *TCPProxy) pass(dst net.Conn, b []byte) bool {
 }
 
 // DBBehindProxy opens a pool of maxConns connections to a fresh test database through a proxy
-// the test can cut or freeze. The pool is closed when the test ends, after the proxy thaws.
+// the test can cut or freeze. When the test ends the proxy thaws, then the pool is closed.
 func DBBehindProxy(t testing.TB, maxConns int) (*postgres.DB, *TCPProxy) {
 	t.Helper()
 	_, dbURL := DB(t)
@@ -196,6 +196,6 @@ func DBBehindProxy(t testing.TB, maxConns int) (*postgres.DB, *TCPProxy) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(func() { proxy.Thaw(); db.Close() })
 	return db, proxy
 }
