@@ -96,6 +96,7 @@ func TestWrongTypesAndUnknownFields(t *testing.T) {
 			{`{"email":5,"password":"x"}`, "email=validation.type"},
 			{`{"email":"a@b.co","password":["x"]}`, "password=validation.type"},
 			{`{"email":"a@b.co","password":"x","remember":true}`, "remember=validation.unknownField"},
+			{`{"email":"admin@dispatch.local","password":"wrong","password":"admin12345"}`, "password=validation.duplicateField"},
 		},
 		"/v1/users": {
 			{`{"name":5,"email":"a@b.co","password":"password123"}`, "name=validation.type"},

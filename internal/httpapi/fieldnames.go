@@ -12,59 +12,139 @@ import (
 )
 
 // exactFieldNames refuses object keys that match a field only case-insensitively
-// ({"EMAIL": …}): encoding/json accepts them, the API's field names are exact. It walks the
-// decoded value along dst's type, so nested objects (address, items[…]) are checked too.
+// ({"EMAIL": …}): encoding/json accepts them, the API's field names are exact. It also refuses
+// a key an object repeats ({"password":"a","password":"b"}), where encoding/json keeps the last
+// one silently and a proxy or firewall in front may read the first. It scans the body along
+// dst's type, so nested objects (address, items[…]) are checked too.
 func exactFieldNames(raw []byte, dst any) error {
-	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return nil // the strict decode already judged the syntax
-	}
-	if path, found := unknownName(v, reflect.TypeOf(dst)); found {
-		return apperr.ErrValidation.WithDetails(apperr.Field(path, "validation.unknownField"))
+	if path, code := scanKeys(raw, reflect.TypeOf(dst)); code != "" {
+		return apperr.ErrValidation.WithDetails(apperr.Field(path, code))
 	}
 	return nil
 }
 
-// unknownName returns the path of a key in v that t has no field for. The path is built only
-// for that key: a body may hold a large array of objects.
-func unknownName(v any, t reflect.Type) (string, bool) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch val := v.(type) {
-	case map[string]any:
-		if t.Kind() != reflect.Struct {
-			return "", false
-		}
-		fields := jsonFields(t)
-		for key, child := range val {
-			ft, ok := fields[key]
-			if !ok {
-				return key, true
-			}
-			if p, found := unknownName(child, ft); found {
-				return key + nested(p), true
-			}
-		}
-	case []any:
-		if t.Kind() != reflect.Slice {
-			return "", false
-		}
-		for i, child := range val {
-			if p, found := unknownName(child, t.Elem()); found {
-				return "[" + strconv.Itoa(i) + "]" + nested(p), true
-			}
-		}
-	}
-	return "", false
+// keyFrame is an object or an array scanKeys is in.
+type keyFrame struct {
+	array  bool
+	elem   reflect.Type            // an array's element type, a map's value type (nil: any)
+	fields map[string]reflect.Type // a struct's fields by JSON name (nil: any key)
+	start  int                     // where the object's keys begin among the keys seen
+	index  int                     // the array's current element
 }
 
-// nested is the rest of a path after a key or an index: ".name" or "[2]".
-func nested(p string) string {
-	if strings.HasPrefix(p, "[") {
-		return p
+// scanKeys returns the path of the first key of raw that its object repeats or that has no
+// field in the type the object is decoded into, with the code to refuse it with; "" when there
+// is none. It reads the bytes once without decoding a value, as it runs on every body. A body
+// it cannot follow (bad syntax, nesting past maxPathDepth) is left to the strict decode, which
+// judges it.
+func scanKeys(raw []byte, t reflect.Type) (path, code string) {
+	stack := make([]keyFrame, 0, 4)
+	keys := make([][]byte, 0, 16) // the keys of the open objects, innermost last
+	next := t                     // the type of the next value
+	expectKey := false            // the next string is an object's key
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; c {
+		case '{', '[':
+			if len(stack) == maxPathDepth {
+				return "", ""
+			}
+			for next != nil && next.Kind() == reflect.Pointer {
+				next = next.Elem()
+			}
+			f := keyFrame{array: c == '[', start: len(keys)}
+			switch {
+			case next == nil:
+			case !f.array && next.Kind() == reflect.Struct:
+				f.fields = jsonFields(next)
+			case !f.array && next.Kind() == reflect.Map, f.array && (next.Kind() == reflect.Slice || next.Kind() == reflect.Array):
+				f.elem = next.Elem()
+			}
+			stack = append(stack, f)
+			next, expectKey = f.elem, !f.array
+		case '}', ']':
+			if len(stack) == 0 {
+				return "", ""
+			}
+			keys = keys[:stack[len(stack)-1].start]
+			stack = stack[:len(stack)-1]
+		case ',':
+			if len(stack) == 0 {
+				return "", ""
+			}
+			top := &stack[len(stack)-1]
+			if top.array {
+				top.index++
+				next = top.elem
+			}
+			expectKey = !top.array
+		case '"':
+			end := stringEnd(raw, i)
+			if end < 0 {
+				return "", ""
+			}
+			if expectKey && len(stack) > 0 {
+				top := &stack[len(stack)-1]
+				key := raw[i+1 : end]
+				if bytes.IndexByte(key, '\\') >= 0 {
+					var k string
+					if json.Unmarshal(raw[i:end+1], &k) != nil {
+						return "", ""
+					}
+					key = []byte(k)
+				}
+				for _, seen := range keys[top.start:] {
+					if bytes.Equal(seen, key) {
+						return keyPath(stack, keys, key), "validation.duplicateField"
+					}
+				}
+				next = top.elem
+				if top.fields != nil {
+					if next = top.fields[string(key)]; next == nil {
+						return keyPath(stack, keys, key), "validation.unknownField"
+					}
+				}
+				keys = append(keys, key)
+				expectKey = false
+			}
+			i = end
+		}
 	}
-	return "." + p
+	return "", ""
+}
+
+// stringEnd returns the index of the quote that ends the JSON string starting at raw[start],
+// or -1.
+func stringEnd(raw []byte, start int) int {
+	for i := start + 1; i < len(raw); i++ {
+		switch raw[i] {
+		case '\\':
+			i++
+		case '"':
+			return i
+		}
+	}
+	return -1
+}
+
+// keyPath is the path (items[1].quantity) of key in the innermost of the open objects and
+// arrays of stack, whose keys are keys.
+func keyPath(stack []keyFrame, keys [][]byte, key []byte) string {
+	var b strings.Builder
+	for k, f := range stack[:len(stack)-1] {
+		if f.array {
+			b.WriteString("[" + strconv.Itoa(f.index) + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.Write(keys[stack[k+1].start-1]) // the key whose value holds the next frame
+	}
+	if b.Len() > 0 {
+		b.WriteByte('.')
+	}
+	b.Write(key)
+	return b.String()
 }
 
 // fieldsOf caches jsonFields by type.

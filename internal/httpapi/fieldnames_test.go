@@ -41,6 +41,46 @@ func TestFieldNamesAreExact(t *testing.T) {
 	}
 }
 
+// TestRepeatedKeysAreRefused: encoding/json keeps the last of a repeated key; a proxy or a
+// firewall in front may read the first, so the API would run another request than the one they
+// judged. A key repeated in an object is refused, named by its path; the same key in two
+// objects is fine.
+func TestRepeatedKeysAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		body  string
+		dst   any
+		field string // "" when accepted
+	}{
+		{`{"email":"a@b.co","password":"wrong","password":"right"}`, &struct {
+			Email    string `json:"email"`
+			Password string `json:"password"`
+		}{}, "password"},
+		{`{"name":"Ana","email":"a@b.co","password":"12345678","name":"Bob"}`, &user.SignUp{}, "name"},
+		{`{"name":"Ana","n\u0061me":"Bob"}`, &user.SignUp{}, "name"},
+		{`{"name":"Ana","address":{"line1":"x","city":"a","city":"b"}}`, &user.SignUp{}, "address.city"},
+		{`{"items":[{"itemId":"x","quantity":1}],"items":[{"itemId":"y","quantity":5}]}`, &order.CreateInput{}, "items"},
+		{`{"items":[{"itemId":"x","quantity":1},{"itemId":"y","quantity":1,"quantity":9}]}`, &order.CreateInput{}, "items[1].quantity"},
+		{`{"items":[{"itemId":"x","quantity":1},{"itemId":"y","quantity":1}]}`, &order.CreateInput{}, ""},
+		// Strings that are values, in arrays or with quotes and colons in them, are not keys.
+		{`{"name":"a \"name\": b","email":"name","extra":[{},"name",{},"name",{"name":1},["name"]],"password":"x"}`, &map[string]any{}, ""},
+		{`{"a":{"b":[{"c":1},{"c":2,"d":{"c":3}}],"c":4},"b":5}`, &map[string]any{}, ""},
+		{`{"a":{"b":[{"c":1},{"c":2,"d":{"c":3,"c":3}}]}}`, &map[string]any{}, "a.b[1].d.c"},
+	} {
+		err := httpapi.DecodeJSON([]byte(tc.body), tc.dst, false)
+		if tc.field == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.body, err)
+			}
+			continue
+		}
+		var e *apperr.Error
+		if !errors.As(err, &e) || e.Code != "common.errors.validation" || len(e.Details) != 1 ||
+			e.Details[0].Field != tc.field || e.Details[0].Code != "validation.duplicateField" {
+			t.Errorf("%s: got %v, want duplicateField on %s", tc.body, err, tc.field)
+		}
+	}
+}
+
 // TestDeepBodiesAreNamedCheaply: text the database cannot store, deep inside a body of brackets
 // (the decoder's depth limit is not reached, the string is found first), is named "body"
 // instead of by a path of megabytes built on a stack of a million frames.
