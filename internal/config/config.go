@@ -149,8 +149,8 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 	}
 	c.OpsAddr = p.addr("OPS_ADDR", opsDefault)
 	c.PprofEnabled = p.boolean("PPROF_ENABLED", false)
-	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Second, time.Hour)
-	c.ShutdownDrain = p.durationOrZero("SHUTDOWN_DRAIN", 0, 10*time.Minute)
+	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 15*time.Second, time.Millisecond, 24*time.Hour)
+	c.ShutdownDrain = p.durationOrZero("SHUTDOWN_DRAIN", 0, 24*time.Hour)
 	// No proxy is trusted unless named: a client that could reach the API from a trusted address
 	// would otherwise pick its own IP (and rate-limit budget) with X-Forwarded-For.
 	c.TrustedProxies = p.list("TRUSTED_PROXIES", "")
@@ -166,8 +166,8 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 
 	c.JWTAccessSecret = p.str("JWT_ACCESS_SECRET", DefaultJWTAccessSecret)
 	c.JWTRefreshSecret = p.str("JWT_REFRESH_SECRET", DefaultJWTRefreshSecret)
-	c.JWTAccessTTL = p.duration("JWT_ACCESS_TTL", 15*time.Minute, time.Minute, 24*time.Hour)
-	c.JWTRefreshTTL = p.duration("JWT_REFRESH_TTL", 7*24*time.Hour, time.Minute, 365*24*time.Hour)
+	c.JWTAccessTTL = p.duration("JWT_ACCESS_TTL", 15*time.Minute, time.Second, 30*24*time.Hour)
+	c.JWTRefreshTTL = p.duration("JWT_REFRESH_TTL", 7*24*time.Hour, time.Second, 10*365*24*time.Hour)
 	if len(c.JWTAccessSecret) < 32 {
 		p.fail("JWT_ACCESS_SECRET", "must be at least 32 bytes")
 	}
@@ -200,12 +200,12 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 	c.RateLimitEnabled = p.boolean("RATE_LIMIT_ENABLED", true)
 	c.RateLimits = p.rateLimits("RATE_LIMITS", RateLimits{Login: 5, Session: 20, Create: 10, Default: 60})
 	// At most a day: an entry must not outlive the week its item's generation counter is kept.
-	c.CacheTTL = p.duration("CACHE_TTL", 60*time.Second, time.Second, 24*time.Hour)
+	c.CacheTTL = p.duration("CACHE_TTL", 60*time.Second, time.Millisecond, 24*time.Hour)
 
-	c.OrderUnpaidTTL = p.duration("ORDER_UNPAID_TTL", 30*time.Minute, time.Minute, 30*24*time.Hour)
+	c.OrderUnpaidTTL = p.duration("ORDER_UNPAID_TTL", 30*time.Minute, time.Second, 365*24*time.Hour)
 	c.OutboxBatchSize = p.intRange("OUTBOX_BATCH_SIZE", 500, 1, 10000)
-	c.OutboxPollInterval = p.duration("OUTBOX_POLL_INTERVAL", time.Second, 10*time.Millisecond, time.Minute)
-	c.OutboxRedeliverAfter = p.duration("OUTBOX_REDELIVER_AFTER", time.Minute, time.Second, 24*time.Hour)
+	c.OutboxPollInterval = p.duration("OUTBOX_POLL_INTERVAL", time.Second, time.Millisecond, time.Hour)
+	c.OutboxRedeliverAfter = p.duration("OUTBOX_REDELIVER_AFTER", time.Minute, time.Millisecond, 24*time.Hour)
 	c.WorkerConcurrency = p.intRange("WORKER_CONCURRENCY", 20, 1, 10000)
 	c.QueueWeights = p.weights("QUEUE_WEIGHTS", "orders=6,payments=3,notifications=2,maintenance=1")
 	c.QueueConcurrency = p.queues("QUEUE_CONCURRENCY", p.pairs("QUEUE_CONCURRENCY", ""))
@@ -414,7 +414,9 @@ func (p *parser) addr(name, def string) string {
 	return v
 }
 
-// duration accepts Go durations ("90s", "15m") and plain seconds ("90") within lo..hi.
+// duration accepts Go durations ("90s", "15m") and plain seconds ("90") within lo..hi. The
+// bounds refuse what cannot work (zero, negative, a count of seconds that overflowed) and leave
+// short values to tests.
 func (p *parser) duration(name string, def, lo, hi time.Duration) time.Duration {
 	v := p.str(name, "")
 	if v == "" {

@@ -301,27 +301,33 @@ func TestDurationsStayInTheirRange(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"SHUTDOWN_TIMEOUT", "SHUTDOWN_DRAIN", "JWT_ACCESS_TTL", "JWT_REFRESH_TTL", "CACHE_TTL",
 		"ORDER_UNPAID_TTL", "OUTBOX_POLL_INTERVAL", "OUTBOX_REDELIVER_AFTER"} {
-		for _, v := range []string{"9223372037", "18446744074", "-9223372037", "2562047h", "-1", "1ns", "8761h"} {
-			if v == "1ns" && name == "SHUTDOWN_DRAIN" {
-				continue // any drain above zero is a drain
-			}
+		for _, v := range []string{"9223372037", "18446744074", "-9223372037", "2562047h", "-1", "-1ms", "87601h"} {
 			if msg := loadErr(t, config.API, name, v); !strings.Contains(msg, name+":") || !strings.Contains(msg, "..") {
 				t.Errorf("%s=%s: %s", name, v, msg)
 			}
 		}
 	}
-	// The bounds themselves are values, in either spelling.
+	// Just past a bound: a token shorter than its second, a poll of microseconds, a cache entry
+	// that would outlive its item's generation counter.
+	for name, v := range map[string]string{"JWT_ACCESS_TTL": "999ms", "OUTBOX_POLL_INTERVAL": "999us", "CACHE_TTL": "24h1s", "ORDER_UNPAID_TTL": "0"} {
+		if msg := loadErr(t, config.API, name, v); !strings.Contains(msg, name+":") {
+			t.Errorf("%s=%s: %s", name, v, msg)
+		}
+	}
+	// Short values stay for tests, and the bounds themselves are values, in either spelling.
 	for _, ok := range []struct {
 		name, value string
 		want        time.Duration
 	}{
-		{"ORDER_UNPAID_TTL", "60", time.Minute}, {"ORDER_UNPAID_TTL", "720h", 720 * time.Hour},
-		{"OUTBOX_POLL_INTERVAL", "10ms", 10 * time.Millisecond}, {"CACHE_TTL", "86400", 24 * time.Hour},
-		{"SHUTDOWN_TIMEOUT", "1s", time.Second}, {"JWT_REFRESH_TTL", "8760h", 8760 * time.Hour},
+		{"ORDER_UNPAID_TTL", "1", time.Second}, {"ORDER_UNPAID_TTL", "720h", 720 * time.Hour},
+		{"OUTBOX_POLL_INTERVAL", "1ms", time.Millisecond}, {"CACHE_TTL", "86400", 24 * time.Hour},
+		{"SHUTDOWN_TIMEOUT", "500ms", 500 * time.Millisecond}, {"JWT_REFRESH_TTL", "87600h", 87600 * time.Hour},
+		{"JWT_ACCESS_TTL", "2s", 2 * time.Second},
 	} {
 		c := load(t, config.API, ok.name, ok.value)
 		got := map[string]time.Duration{"ORDER_UNPAID_TTL": c.OrderUnpaidTTL, "OUTBOX_POLL_INTERVAL": c.OutboxPollInterval,
-			"CACHE_TTL": c.CacheTTL, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "JWT_REFRESH_TTL": c.JWTRefreshTTL}[ok.name]
+			"CACHE_TTL": c.CacheTTL, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "JWT_REFRESH_TTL": c.JWTRefreshTTL,
+			"JWT_ACCESS_TTL": c.JWTAccessTTL}[ok.name]
 		if got != ok.want {
 			t.Errorf("%s=%s → %v, want %v", ok.name, ok.value, got, ok.want)
 		}
