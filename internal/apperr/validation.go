@@ -33,13 +33,13 @@ func (v *Validation) Length(field, s string, min, max int) bool {
 }
 
 // Text is Length for text people read (names, descriptions, addresses): it also refuses control
-// characters other than tab and line breaks, and a required text with nothing visible in it
-// (only spaces, format characters such as U+200B, or controls) is missing.
+// characters other than spacing ones (tab, line and page breaks), and a required text with
+// nothing visible in it (only spaces, format characters such as U+200B, or controls) is missing.
 func (v *Validation) Text(field, s string, min, max int) bool {
 	if !v.Length(field, s, min, max) {
 		return false
 	}
-	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' }) {
+	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) && !unicode.IsSpace(r) }) {
 		v.Add(field, "validation.controlCharacter")
 		return false
 	}

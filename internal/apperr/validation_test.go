@@ -114,6 +114,7 @@ func TestTextRefusesControlsAndInvisibleText(t *testing.T) {
 	runTextCases(t, (*apperr.Validation).Text, []textCase{
 		{"plain", "Ana Souza", 2, 10, ""},
 		{"lines and tabs", "a\tb\r\nc", 1, 10, ""},
+		{"page breaks and NEL", "a\fb\vc\u0085d", 1, 10, ""},
 		{"emoji with joiners", "👨\u200d👩\u200d👧", 1, 10, ""},
 		{"zero width spaces", "\u200b\u200b", 2, 10, "validation.required"},
 		{"word joiner and BOM", "\u2060\ufeff", 1, 10, "validation.required"},
@@ -121,7 +122,7 @@ func TestTextRefusesControlsAndInvisibleText(t *testing.T) {
 		{"invisible but optional", "\u200b", 0, 10, ""},
 		{"escape", "a\x1bb", 1, 10, "validation.controlCharacter"},
 		{"DEL", "ab\x7f", 1, 10, "validation.controlCharacter"},
-		{"C1 control", "a\u0085", 1, 10, "validation.controlCharacter"},
+		{"C1 control", "a\u009b", 1, 10, "validation.controlCharacter"},
 		{"length first", strings.Repeat("\x1b", 11), 1, 10, "validation.length"},
 	})
 }

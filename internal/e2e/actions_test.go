@@ -322,6 +322,12 @@ func TestWrongStatusIsRefusedAndQueuesNothing(t *testing.T) {
 	shipPath := "/v1/admin/orders/" + pending.ID.String() + "/ship"
 	decodeError(t, r.as("shipper").Do("PATCH", shipPath, map[string]any{}), 400, "common.errors.validation")
 	decodeError(t, r.as("shipper").Do("PATCH", shipPath, map[string]any{"carrier": "UPS", "trackingNumber": " "}), 400, "common.errors.validation")
+	// A reason is text people read: at most 500 characters, no control characters.
+	orderPath := "/v1/admin/orders/" + pending.ID.String()
+	for _, reason := range []string{strings.Repeat("r", 501), "wipe \u001b[2J the screen"} {
+		decodeError(t, r.as("financial").Do("PATCH", orderPath+"/cancel", map[string]string{"reason": reason}), 400, "common.errors.validation")
+		decodeError(t, r.as("admin").Do("PATCH", orderPath, map[string]string{"status": "CANCELED", "reason": reason}), 400, "common.errors.validation")
+	}
 	for _, a := range attempts {
 		path := "/v1/admin/orders/" + a.order.ID.String()
 		if a.verb != "" {

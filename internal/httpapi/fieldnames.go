@@ -176,7 +176,7 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 	return out
 }
 
-// maxPathDepth bounds the nesting valuePath follows. No body of the API nests past a few
+// maxPathDepth bounds the nesting valuePath and scanKeys follow. No body of the API nests past a few
 // levels, and the decoder's own depth limit does not apply to its tokens: a 1 MiB body of
 // brackets cost about 100 MB and named a field of megabytes.
 const maxPathDepth = 32

@@ -83,7 +83,6 @@ func TestSignUpReturnsTheSelfView(t *testing.T) {
 	}
 }
 
-// TestSignUpValidation checks every field rule of SPEC §3 Users, lengths in characters.
 // TestFingerprintsHideThePassword: the stored fingerprint of a sign-up, whose body carries the
 // password, is keyed by the server's secret: not the plain hash a reader of the table could test
 // password guesses against.
@@ -106,6 +105,7 @@ func TestFingerprintsHideThePassword(t *testing.T) {
 	}
 }
 
+// TestSignUpValidation checks every field rule of SPEC §3 Users, lengths in characters.
 func TestSignUpValidation(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)
@@ -145,6 +145,8 @@ func TestSignUpValidation(t *testing.T) {
 		{"email bidi override", set("email", "ana\u202e@example.com"), []string{"email=validation.email"}},
 		{"email domain literal", set("email", "ana@[10.0.0.1]"), []string{"email=validation.email"}},
 		{"email accented", set("email", "joão@exemplo.com.br"), nil},
+		{"email joiner in the domain", set("email", "x@نامه\u200cنگار.ایران"), nil},
+		{"email joiner in the local part", set("email", "ana\u200d@example.com"), []string{"email=validation.email"}},
 		{"email missing", del("email"), []string{"email=validation.required"}},
 		{"email empty", set("email", ""), []string{"email=validation.required"}},
 		{"email no at", set("email", "not-an-email"), []string{"email=validation.email"}},

@@ -408,9 +408,8 @@ func (s *Service) noRefundAtStripe(ctx context.Context, id uuid.UUID) error {
 }
 
 func (s *Service) request(ctx context.Context, actor string, id uuid.UUID, a Action, reason string, claim *idempotency.Claim) (Order, error) {
-	if len([]rune(reason)) > 500 {
-		var v apperr.Validation
-		v.Add("reason", "validation.length", "min", 0, "max", 500)
+	var v apperr.Validation
+	if !v.Text("reason", reason, 0, 500) {
 		return Order{}, v.Err()
 	}
 	typ, evType := tasks.OrderCancel, EventCancelRequested

@@ -154,10 +154,14 @@ func validateEmail(v *apperr.Validation, field, email string) {
 	addr, err := mail.ParseAddress(email)
 	domain := email[strings.LastIndexByte(email, '@')+1:]
 	// net/mail takes any rune past ASCII, invisible ones too (U+200B, bidi controls): two
-	// addresses that look alike must not be two accounts. A domain literal names no domain.
+	// addresses that look alike must not be two accounts. The joiners U+200C and U+200D stay in
+	// a domain, where internationalized names (Persian, Indic scripts) need them. A domain
+	// literal names no domain.
+	local := email[:len(email)-len(domain)]
 	ok := err == nil && addr.Address == email && addr.Name == "" && utf8.RuneCountInString(email) <= 254 &&
 		strings.Contains(domain, ".") && !strings.HasPrefix(domain, "[") &&
-		!strings.ContainsFunc(email, func(r rune) bool { return !unicode.IsPrint(r) })
+		!strings.ContainsFunc(local, func(r rune) bool { return !unicode.IsPrint(r) }) &&
+		!strings.ContainsFunc(domain, func(r rune) bool { return !unicode.IsPrint(r) && r != '\u200c' && r != '\u200d' })
 	v.Check(ok, field, "validation.email")
 }
 

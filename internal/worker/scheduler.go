@@ -52,8 +52,9 @@ func (s *Scheduler) Run(ctx context.Context) {
 			retry := firstRetry
 			for {
 				now := time.Now()
+				_, err := s.Enqueue(ctx, j, now)
 				wait := time.Until(now.Truncate(j.Every).Add(j.Every))
-				if _, err := s.Enqueue(ctx, j, now); err != nil && ctx.Err() == nil {
+				if err != nil && ctx.Err() == nil {
 					s.log.ErrorContext(ctx, "periodic task not enqueued", "taskType", j.Type, "err", err, "retryIn", min(retry, wait).String())
 					wait, retry = min(retry, wait), min(2*retry, maxRetry)
 				} else {

@@ -110,7 +110,7 @@ func EnsureDatabase(ctx context.Context, rawURL string) error {
 	admin.Path = "/postgres"
 	db, err := Open(ctx, admin.String(), 1)
 	if err != nil {
-		return err
+		return fmt.Errorf("postgres: database %s does not exist, and it cannot be created: %w", name, err)
 	}
 	defer db.Close()
 	_, err = db.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name))

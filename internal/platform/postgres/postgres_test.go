@@ -81,7 +81,8 @@ func TestEnsureDatabase(t *testing.T) {
 	}
 
 	// A role that may not create it is told so.
-	if err := postgres.EnsureDatabase(ctx, strings.Replace(pg.URL("other"), "postgres@", "app@", 1)); err == nil {
-		t.Fatal("a role with no right to connect to postgres created a database")
+	err = postgres.EnsureDatabase(ctx, strings.Replace(pg.URL("other"), "postgres@", "app@", 1))
+	if err == nil || !strings.Contains(err.Error(), "database other does not exist") {
+		t.Fatalf("a database the role cannot create: %v, want an error saying it does not exist", err)
 	}
 }
