@@ -11,21 +11,17 @@ import (
 	"github.com/dispatchhq/dispatch/internal/user"
 )
 
-func TestFieldNamesAreExact(t *testing.T) {
-	for _, tc := range []struct {
-		body  string
-		dst   any
-		field string // "" when accepted
-	}{
-		{`{"name":"Ana","email":"a@b.co","password":"12345678"}`, &user.SignUp{}, ""},
-		{`{"Name":"Ana","email":"a@b.co","password":"12345678"}`, &user.SignUp{}, "Name"},
-		{`{"name":"Ana","EMAIL":"a@b.co","password":"12345678"}`, &user.SignUp{}, "EMAIL"},
-		{`{"name":"Ana","address":{"LINE1":"x"}}`, &user.SignUp{}, "address.LINE1"},
-		{`{"name":"Ana","address":null}`, &user.SignUp{}, ""},
-		{`{"name":"Ana","role":"user"}`, &user.AdminCreate{}, ""},
-		{`{"Role":"user"}`, &user.AdminCreate{}, "Role"},
-		{`{"items":[{"itemId":"x","quantity":1},{"ItemId":"y","quantity":1}]}`, &order.CreateInput{}, "items[1].ItemId"},
-	} {
+// keyCase is a body decoded into dst and the field it is refused on, "" when accepted.
+type keyCase struct {
+	body  string
+	dst   any
+	field string
+}
+
+// expectKeyCases decodes each case and checks it is accepted, or refused with code on its field.
+func expectKeyCases(t *testing.T, code string, cases []keyCase) {
+	t.Helper()
+	for _, tc := range cases {
 		err := httpapi.DecodeJSON([]byte(tc.body), tc.dst, false)
 		if tc.field == "" {
 			if err != nil {
@@ -35,10 +31,23 @@ func TestFieldNamesAreExact(t *testing.T) {
 		}
 		var e *apperr.Error
 		if !errors.As(err, &e) || e.Code != "common.errors.validation" || len(e.Details) != 1 ||
-			e.Details[0].Field != tc.field || e.Details[0].Code != "validation.unknownField" {
-			t.Errorf("%s: got %v, want unknownField on %s", tc.body, err, tc.field)
+			e.Details[0].Field != tc.field || e.Details[0].Code != code {
+			t.Errorf("%s: got %v, want %s on %s", tc.body, err, code, tc.field)
 		}
 	}
+}
+
+func TestFieldNamesAreExact(t *testing.T) {
+	expectKeyCases(t, "validation.unknownField", []keyCase{
+		{`{"name":"Ana","email":"a@b.co","password":"12345678"}`, &user.SignUp{}, ""},
+		{`{"Name":"Ana","email":"a@b.co","password":"12345678"}`, &user.SignUp{}, "Name"},
+		{`{"name":"Ana","EMAIL":"a@b.co","password":"12345678"}`, &user.SignUp{}, "EMAIL"},
+		{`{"name":"Ana","address":{"LINE1":"x"}}`, &user.SignUp{}, "address.LINE1"},
+		{`{"name":"Ana","address":null}`, &user.SignUp{}, ""},
+		{`{"name":"Ana","role":"user"}`, &user.AdminCreate{}, ""},
+		{`{"Role":"user"}`, &user.AdminCreate{}, "Role"},
+		{`{"items":[{"itemId":"x","quantity":1},{"ItemId":"y","quantity":1}]}`, &order.CreateInput{}, "items[1].ItemId"},
+	})
 }
 
 // TestRepeatedKeysAreRefused: encoding/json keeps the last of a repeated key; a proxy or a
@@ -46,11 +55,7 @@ func TestFieldNamesAreExact(t *testing.T) {
 // judged. A key repeated in an object is refused, named by its path; the same key in two
 // objects is fine.
 func TestRepeatedKeysAreRefused(t *testing.T) {
-	for _, tc := range []struct {
-		body  string
-		dst   any
-		field string // "" when accepted
-	}{
+	expectKeyCases(t, "validation.duplicateField", []keyCase{
 		{`{"email":"a@b.co","password":"wrong","password":"right"}`, &struct {
 			Email    string `json:"email"`
 			Password string `json:"password"`
@@ -65,20 +70,7 @@ func TestRepeatedKeysAreRefused(t *testing.T) {
 		{`{"name":"a \"name\": b","email":"name","extra":[{},"name",{},"name",{"name":1},["name"]],"password":"x"}`, &map[string]any{}, ""},
 		{`{"a":{"b":[{"c":1},{"c":2,"d":{"c":3}}],"c":4},"b":5}`, &map[string]any{}, ""},
 		{`{"a":{"b":[{"c":1},{"c":2,"d":{"c":3,"c":3}}]}}`, &map[string]any{}, "a.b[1].d.c"},
-	} {
-		err := httpapi.DecodeJSON([]byte(tc.body), tc.dst, false)
-		if tc.field == "" {
-			if err != nil {
-				t.Errorf("%s: %v", tc.body, err)
-			}
-			continue
-		}
-		var e *apperr.Error
-		if !errors.As(err, &e) || e.Code != "common.errors.validation" || len(e.Details) != 1 ||
-			e.Details[0].Field != tc.field || e.Details[0].Code != "validation.duplicateField" {
-			t.Errorf("%s: got %v, want duplicateField on %s", tc.body, err, tc.field)
-		}
-	}
+	})
 }
 
 // TestDeepBodiesAreNamedCheaply: text the database cannot store, deep inside a body of brackets
