@@ -33,8 +33,8 @@ import (
 // TestMaintenanceOncePerPeriodWithTwoWorkers: two workers, each with its own scheduler (as
 // cmd/worker runs one), on the same queues. The reconcile and cleanup tasks of a period run
 // once in all, and do their work once: the order unpaid past ORDER_UNPAID_TTL (2 minutes here)
-// and the order without a PaymentIntent for 6 minutes are canceled once (one without a
-// PaymentIntent for 3 minutes is left alone), expired idempotency records and
+// and the orders without a PaymentIntent for 3 and 6 minutes are canceled once (one without a
+// PaymentIntent for 1 minute is left alone), expired idempotency records and
 // sessions are deleted, fresh ones stay. Enqueuing the period again, from either scheduler,
 // is refused.
 func TestMaintenanceOncePerPeriodWithTwoWorkers(t *testing.T) {
@@ -49,9 +49,11 @@ func TestMaintenanceOncePerPeriodWithTwoWorkers(t *testing.T) {
 	noIntent := r.orderWithoutIntent(c, uid, 1, item)
 	r.setAge(noIntent, now, 6*time.Minute)
 	fresh := r.place(c, 1, item)
-	// Past the 2-minute TTL but not yet 5 minutes without a PaymentIntent: left alone.
+	// Past the 2-minute TTL, not yet 5 minutes without a PaymentIntent: unpaid, so canceled.
+	unpaidNoIntent := r.orderWithoutIntent(c, uid, 1, item)
+	r.setAge(unpaidNoIntent, now, 3*time.Minute)
 	youngNoIntent := r.orderWithoutIntent(c, uid, 1, item)
-	r.setAge(youngNoIntent, now, 3*time.Minute)
+	r.setAge(youngNoIntent, now, time.Minute)
 	if _, err := r.db.Exec(`INSERT INTO idempotency_keys (scope, method, path, key, fingerprint, state, created_at, expires_at) VALUES
 		('anonymous', 'POST', '/v1/users', 'expired-key', '\x00', 'completed', now() - interval '25 hours', now() - interval '1 hour'),
 		('anonymous', 'POST', '/v1/users', 'fresh-key', '\x00', 'completed', now() - interval '23 hours', now() + interval '1 hour')`); err != nil {
@@ -138,7 +140,7 @@ func TestMaintenanceOncePerPeriodWithTwoWorkers(t *testing.T) {
 	}
 
 	// The reconciler's work, done once.
-	for _, id := range []uuid.UUID{unpaid.ID, noIntent} {
+	for _, id := range []uuid.UUID{unpaid.ID, noIntent, unpaidNoIntent} {
 		if st, a := r.status(id); st != "CANCELED" || a != "" {
 			t.Fatalf("order %s is %s/%s, want CANCELED", id, st, a)
 		}
@@ -149,6 +151,11 @@ func TestMaintenanceOncePerPeriodWithTwoWorkers(t *testing.T) {
 	if req := r.events(unpaid.ID, "cancelRequested"); len(req) != 1 || deref(req[0].Reason) != "unpaid after 2m0s" {
 		t.Fatalf("cancelRequested events %s, want one for the 2-minute TTL", mustJSON(req))
 	}
+	for id, want := range map[uuid.UUID]string{noIntent: "no payment intent after 5m0s", unpaidNoIntent: "unpaid after 2m0s"} {
+		if ev := r.events(id, "statusChanged", "PENDING", "CANCELED"); deref(ev[0].Reason) != want {
+			t.Fatalf("order %s canceled for %q, want %q", id, deref(ev[0].Reason), want)
+		}
+	}
 	if cancels := r.intentCancels(unpaid); len(cancels) != 1 {
 		t.Fatalf("PaymentIntent cancel calls %+v, want 1", cancels)
 	}
@@ -157,7 +164,7 @@ func TestMaintenanceOncePerPeriodWithTwoWorkers(t *testing.T) {
 			t.Fatalf("order %s is %s/%s with timeline %v, want untouched", id, st, a, r.timeline(id))
 		}
 	}
-	r.wantStock(item, 8, "two orders released, two still reserved")
+	r.wantStock(item, 8, "three orders released, two still reserved")
 
 	// The cleanup's work.
 	if n := r.count(`SELECT count(*) FROM idempotency_keys WHERE key = 'expired-key'`); n != 0 {

@@ -104,8 +104,9 @@ const reconcilePage = 500
 // PENDING orders whose PaymentIntent is old enough are looked up at Stripe: succeeded and
 // canceled are applied exactly as the webhook would (same code, actor "reconciler"); still
 // unpaid past the TTL, the order is canceled through order:cancel (PaymentIntent canceled at
-// Stripe, stock back). Orders that never got a PaymentIntent are canceled at once. A
-// PaymentIntent Stripe no longer knows is logged and skipped; the run goes on with the rest.
+// Stripe, stock back). Orders that never got a PaymentIntent are canceled at once, after 5
+// minutes or the TTL, whichever is shorter. A PaymentIntent Stripe no longer knows is logged
+// and skipped; the run goes on with the rest.
 // Refunds left under way are looked up first, in a quarter of the budget (settleRefunds).
 // The run ends at the policy's bounds and reports in Next where the next one should resume.
 func (s *Service) Reconcile(ctx context.Context, now time.Time, p ReconcilePolicy, from *PendingOrder) (ReconcileReport, error) {
@@ -177,10 +178,16 @@ func (s *Service) reconcilePage(ctx context.Context, now time.Time, p ReconcileP
 func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePolicy, po PendingOrder) string {
 	age := now.Sub(po.CreatedAt)
 	if po.IntentID == nil {
-		if age < p.NoIntentAge {
+		// Unpaid too: the TTL applies when it is the shorter. A create still waiting on Stripe
+		// then finds its order canceled and cancels the PaymentIntent it gets (intentNotAttached).
+		if age < min(p.NoIntentAge, p.UnpaidTTL) {
 			return reconcileNothing
 		}
-		o, err := s.CancelUnpaid(ctx, po.ID, ActorReconciler, "no payment intent after "+p.NoIntentAge.String())
+		reason := "no payment intent after " + p.NoIntentAge.String()
+		if age < p.NoIntentAge {
+			reason = "unpaid after " + p.UnpaidTTL.String()
+		}
+		o, err := s.CancelUnpaid(ctx, po.ID, ActorReconciler, reason)
 		return s.reconciled(ctx, po, err, o.Status == Canceled, reconcileCanceled)
 	}
 	if age < p.IntentAge && age < p.UnpaidTTL {
