@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
@@ -94,21 +95,39 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 			ctx = logging.With(ctx, slog.String(sub.Kind+"Id", sub.ID))
 		}
 	}
-	err := r.holdingLock(ctx, s, t, func() error { return s.Run(ctx, t) })
+	err := r.holdingLock(ctx, s, t, func() error { return unpanicked(func() error { return s.Run(ctx, t) }) })
 	if err == nil {
 		r.finish(t)
 		r.observe(t.Type, metrics.TaskSuccess, start)
 		return nil
 	}
-	permanent := isPermanent(err)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// Asynq let go of the attempt (a shutdown requeued it, or its lease was lost) and
+		// ignores its result: the task runs again, so nothing here may end it.
+		r.log.WarnContext(ctx, "attempt stopped by the queue server; the task will run again", "err", err, "attempt", retried+1)
+		r.observe(t.Type, metrics.TaskWaited, start)
+		return outageError{err}
+	}
+	if errors.Is(err, errPanicked) {
+		// A bug, not the order's fate: retried as usual, then left for the relay to run again
+		// (a fixed release, say) rather than compensated.
+		r.log.ErrorContext(ctx, "task panicked", "err", err, "attempt", retried+1, "maxRetry", maxRetry)
+		if retried >= maxRetry {
+			r.observe(t.Type, metrics.TaskFailed, start)
+			return fmt.Errorf("%s: %w", tasks.Unfinished, err)
+		}
+		r.observe(t.Type, metrics.TaskRetry, start)
+		return err
+	}
+	permanent := isPermanent(err)
 	if (waits(err) || s.Compensate == nil && stripeDown(err)) && t.OutboxID != 0 {
 		// Not the task's failure: the attempt does not count (outageError), no compensation
 		// runs and the outbox row stays. Asynq archives a task whose last attempt fails all
 		// the same; marked Unfinished, the relay delivers it again. (A periodic task, with no
 		// row, fails as usual: its next period runs it again.)
-		r.log.WarnContext(ctx, "backing service unavailable or subject busy; the task will run again", "err", err, "attempt", retried+1)
+		r.log.WarnContext(ctx, "backing service unavailable, or subject busy or changed meanwhile; the task will run again", "err", err, "attempt", retried+1)
 		r.observe(t.Type, metrics.TaskWaited, start)
 		if retried >= maxRetry {
 			return outageError{fmt.Errorf("%s: %w", tasks.Unfinished, err)}
@@ -127,11 +146,17 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compensationTimeout)
 		defer cancel()
 		var done bool
-		cerr := r.holdingLock(cctx, s, t, func() (err2 error) {
-			done, err2 = s.Compensate(cctx, t, err)
-			return err2
+		cerr := r.holdingLock(cctx, s, t, func() error {
+			return unpanicked(func() (err2 error) {
+				done, err2 = s.Compensate(cctx, t, err)
+				return err2
+			})
 		})
 		switch {
+		case errors.Is(cerr, errPanicked):
+			r.log.ErrorContext(ctx, "compensation panicked; the relay will run the task again", "err", cerr, "cause", err)
+			r.observe(t.Type, metrics.TaskFailed, start)
+			return fmt.Errorf("%s: %w: %w", tasks.Unfinished, cerr, asynq.SkipRetry)
 		case waits(cerr):
 			// The failure policy could not run: the task stays unfinished, as above.
 			r.log.WarnContext(ctx, "compensation could not reach a backing service or its order; the task will run again", "err", cerr, "cause", err)
@@ -229,19 +254,32 @@ func isPermanent(err error) bool {
 	return false
 }
 
+// errPanicked is a strategy or compensation that panicked.
+var errPanicked = errors.New("panicked")
+
+// unpanicked runs f, turning a panic into an error that carries the stack.
+func unpanicked(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v\n%s", errPanicked, p, debug.Stack())
+		}
+	}()
+	return f()
+}
+
 // errBusy is an attempt that found its subject's lock held by another handler throughout.
 var errBusy = errors.New("busy with another task")
 
 // waits reports whether the attempt should run again later without counting against the
-// task's retries: its order (or user) was busy, or PostgreSQL or Redis could not be reached, an
-// outage of the system itself, which no task should be failed over (a notification or a
-// customer sync has no compensation, and a compensation would undo a sound order). Stripe's
-// outages are the provider's answer and count as SPEC §5 says. A task that ran out of time
-// counts too (context.DeadlineExceeded passes for a network timeout): one that always does must
-// end.
+// task's retries: its order (or user) was busy, or changed under it (the next attempt reads
+// it anew and finishes the job), or PostgreSQL or Redis could not be reached, an outage of the
+// system itself, which no task should be failed over (a notification or a customer sync has no
+// compensation, and a compensation would undo a sound order). Stripe's outages are the
+// provider's answer and count as SPEC §5 says. A task that ran out of time counts too
+// (context.DeadlineExceeded passes for a network timeout): one that always does must end.
 func waits(err error) bool {
 	var ge *payment.GatewayError
-	return errors.Is(err, errBusy) ||
+	return errors.Is(err, errBusy) || errors.Is(err, order.ErrChangedMeanwhile) ||
 		outage.Is(err) && !errors.As(err, &ge) && !errors.Is(err, context.DeadlineExceeded)
 }
 

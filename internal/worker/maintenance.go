@@ -46,7 +46,7 @@ func Cleanup(idem *idempotency.Store, sessions *auth.Service, log *slog.Logger) 
 func Reconcile(orders *order.Service, rdb *redis.Client, locks *redsync.Redsync, keys redisx.Prefix, p order.ReconcilePolicy, log *slog.Logger) func(context.Context) error {
 	cursor := keys.Key("reconcile", "cursor")
 	return func(ctx context.Context) error {
-		m := locks.NewMutex(keys.Key("lock", "reconcile"), redsync.WithExpiry(time.Minute), redsync.WithTries(1))
+		m := locks.NewMutex(keys.Key("lock", "reconcile"), redsync.WithExpiry(reconcileLockExpiry), redsync.WithTries(1))
 		if err := m.TryLockContext(ctx); err != nil {
 			var taken *redsync.ErrTaken
 			if errors.Is(err, redsync.ErrFailed) || errors.As(err, &taken) {
@@ -55,7 +55,7 @@ func Reconcile(orders *order.Service, rdb *redis.Client, locks *redsync.Redsync,
 			}
 			return err
 		}
-		stop := lock.Keep(ctx, m, 20*time.Second, log)
+		stop := lock.Keep(ctx, m, reconcileLockExpiry/3, log)
 		defer func() {
 			stop()
 			_, _ = m.UnlockContext(context.WithoutCancel(ctx))
@@ -72,6 +72,10 @@ func Reconcile(orders *order.Service, rdb *redis.Client, locks *redsync.Redsync,
 		return err
 	}
 }
+
+// reconcileLockExpiry is how long the reconciler's lock outlives a worker killed during a run:
+// well inside the one-minute period, so the next run is not skipped for it.
+const reconcileLockExpiry = 15 * time.Second
 
 // cursorTTL bounds how long a reconciler position is kept: long after the next run has used it.
 const cursorTTL = time.Hour

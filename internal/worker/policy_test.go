@@ -187,6 +187,8 @@ type policyRig struct {
 	acked    func() map[int64]int // outbox row → acknowledgements
 	// orderLock is the lock the runner takes for an order, held for a minute once taken.
 	orderLock func(id uuid.UUID) *redsync.Mutex
+	// shutdown stops the server, waiting a second for the attempts running.
+	shutdown func()
 }
 
 func policyServer(t *testing.T) policyRig {
@@ -240,6 +242,7 @@ func policyServer(t *testing.T) policyRig {
 		orderLock: func(id uuid.UUID) *redsync.Mutex {
 			return locks.NewMutex(keys.Key("lock", "order", id.String()), redsync.WithExpiry(time.Minute), redsync.WithTries(1))
 		},
+		shutdown: srv.Shutdown,
 	}
 }
 
@@ -546,6 +549,107 @@ func TestBusyOrdersAreNotTheTasksFailure(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "both rows acknowledged once", func() bool {
 		return maps.Equal(rig.acked(), map[int64]int{301: 1, 302: 1})
 	})
+}
+
+// TestAnOrderChangedMeanwhileIsNotTheTasksFailure: an attempt whose order another path moved
+// meanwhile (a payment recorded while a cancel ran) gives way like a busy one: it does not count
+// against the retries and is not compensated, so an accepted cancel is not dropped when that
+// happens on its last attempt. The next attempt reads the order anew.
+func TestAnOrderChangedMeanwhileIsNotTheTasksFailure(t *testing.T) {
+	t.Parallel()
+	rig := policyServer(t)
+	rec := rig.rec[tasks.OrderCancel]
+	rec.fail = func(n int32) error {
+		if n <= 4 {
+			return fmt.Errorf("order: apply: %w", order.ErrChangedMeanwhile)
+		}
+		return nil
+	}
+	payload, _ := json.Marshal(tasks.Envelope{OutboxID: 401, Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
+	if _, err := rig.client.Enqueue(asynq.NewTask(tasks.OrderCancel, payload), asynq.Queue(rig.ns.Queue(tasks.QueueOrders)), asynq.MaxRetry(1)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the cancel ends", func() bool {
+		o := rig.outcomes()
+		return o[tasks.OrderCancel+" success"]+o[tasks.OrderCancel+" failed"] > 0
+	})
+	o := rig.outcomes()
+	if o[tasks.OrderCancel+" waited"] != 4 || o[tasks.OrderCancel+" retry"] != 0 || o[tasks.OrderCancel+" failed"] != 0 {
+		t.Errorf("order:cancel outcomes %v, want 4 waited, then a success", o)
+	}
+	if r := rec; r.runs.Load() != 5 || r.compensations.Load() != 0 {
+		t.Errorf("order:cancel: %d runs, %d compensations; want 5 and none", r.runs.Load(), r.compensations.Load())
+	}
+	if got, want := rig.acked(), map[int64]int{401: 1}; !maps.Equal(got, want) {
+		t.Errorf("acknowledged outbox rows %v, want %v", got, want)
+	}
+}
+
+// TestAnAttemptTheServerLetsGoIsNotCompensated: a shutdown that outlasts its timeout puts the
+// attempts still running back in their queue and cancels them; Asynq ignores their results.
+// Such an attempt, even a last one, is not the task's failure: no compensation runs (it would
+// refund an order the requeued task then processes) and its row is not acknowledged.
+func TestAnAttemptTheServerLetsGoIsNotCompensated(t *testing.T) {
+	t.Parallel()
+	rig := policyServer(t)
+	queue := rig.ns.Queue(tasks.QueueOrders)
+	rec := rig.rec[tasks.OrderProcess]
+	rec.outlast = true
+	payload, _ := json.Marshal(tasks.Envelope{OutboxID: 501, Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
+	if _, err := rig.client.Enqueue(asynq.NewTask(tasks.OrderProcess, payload), asynq.Queue(queue), asynq.TaskID("last-attempt"),
+		asynq.MaxRetry(0), asynq.Timeout(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "the attempt runs", func() bool { return rec.runs.Load() == 1 })
+	rig.shutdown()
+	testenv.Eventually(t, 20*time.Second, "the runner saw the attempt end", func() bool {
+		o := rig.outcomes()
+		return o[tasks.OrderProcess+" waited"]+o[tasks.OrderProcess+" failed"] > 0
+	})
+	if o := rig.outcomes(); o[tasks.OrderProcess+" waited"] != 1 || o[tasks.OrderProcess+" failed"] != 0 {
+		t.Errorf("order:process outcomes %v, want one waited", o)
+	}
+	if n := rec.compensations.Load(); n != 0 {
+		t.Errorf("order:process compensated %d times for an attempt the server let go", n)
+	}
+	if n := rig.acked()[501]; n != 0 {
+		t.Errorf("outbox row acknowledged %d times, want none: its task runs again", n)
+	}
+	info, err := rig.insp.GetTaskInfo(queue, "last-attempt")
+	if err != nil || info.State != asynq.TaskStatePending {
+		t.Fatalf("task after the shutdown: %+v (%v), want pending again", info, err)
+	}
+}
+
+// TestAPanicIsRetriedThenLeftUnfinished: a strategy that panics is a bug, not the order's fate:
+// it is retried as usual, then archived Unfinished with its row unacknowledged, for the relay
+// to run again (a fixed release, say), and no compensation refunds the order over it. A
+// compensation that panics leaves the task unfinished the same way.
+func TestAPanicIsRetriedThenLeftUnfinished(t *testing.T) {
+	t.Parallel()
+	rig := policyServer(t)
+	queue := rig.ns.Queue(tasks.QueueOrders)
+	rig.rec[tasks.OrderProcess].fail = func(int32) error { panic("nil map") }
+	rig.rec[tasks.OrderRefund].fail = func(int32) error { return payment.ErrRejected }
+	rig.rec[tasks.OrderRefund].compensate = func() error { panic("nil map") }
+	enqueueOrderTasks(t, rig.client, queue, map[string]int64{tasks.OrderProcess: 601, tasks.OrderRefund: 602},
+		tasks.OrderProcess, tasks.OrderRefund)
+	archived := archivedTasks(t, rig.insp, queue, 2)
+	for typ, runs := range map[string]int32{tasks.OrderProcess: 3, tasks.OrderRefund: 1} {
+		ti := archived[typ]
+		if !strings.HasPrefix(ti.LastErr, tasks.Unfinished) || !strings.Contains(ti.LastErr, "nil map") {
+			t.Errorf("%s archived with %q, want it unfinished and naming the panic", typ, ti.LastErr)
+		}
+		if r := rig.rec[typ]; r.runs.Load() != runs {
+			t.Errorf("%s: %d runs, want %d", typ, r.runs.Load(), runs)
+		}
+	}
+	if n := rig.rec[tasks.OrderProcess].compensations.Load(); n != 0 {
+		t.Errorf("order:process compensated %d times for a panic", n)
+	}
+	if got := rig.acked(); len(got) != 0 {
+		t.Errorf("acknowledged outbox rows %v, want none: both tasks run again", got)
+	}
 }
 
 func TestPermanentErrors(t *testing.T) {

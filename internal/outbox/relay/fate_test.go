@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"testing"
 
 	"github.com/dispatchhq/dispatch/internal/tasks"
@@ -26,6 +27,9 @@ func TestFateOf(t *testing.T) {
 		{asynq.TaskStateArchived, asynq.ErrLeaseExpired.Error(), abandoned},
 		{asynq.TaskStateRetry, tasks.Unfinished + ": dial tcp: connection refused", waiting},
 		{asynq.TaskStateArchived, tasks.Unfinished + ": dial tcp: connection refused", abandoned},
+		{asynq.TaskStateRetry, context.DeadlineExceeded.Error(), waiting},
+		{asynq.TaskStateArchived, context.DeadlineExceeded.Error(), abandoned}, // its policy ran on, and did not acknowledge the row
+		{asynq.TaskStateArchived, "stripe: " + context.DeadlineExceeded.Error(), finished},
 	} {
 		if got := fateOf(tc.state, tc.lastErr); got != tc.want {
 			t.Errorf("fateOf(%s, %q) = %d, want %d", tc.state, tc.lastErr, got, tc.want)

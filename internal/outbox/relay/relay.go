@@ -341,9 +341,12 @@ func fateOf(state asynq.TaskState, lastErr string) fate {
 	switch {
 	case state == asynq.TaskStateCompleted:
 		return finished
-	case state == asynq.TaskStateArchived && (lastErr == asynq.ErrLeaseExpired.Error() || strings.HasPrefix(lastErr, tasks.Unfinished)):
+	case state == asynq.TaskStateArchived && (lastErr == asynq.ErrLeaseExpired.Error() || strings.HasPrefix(lastErr, tasks.Unfinished) ||
+		lastErr == context.DeadlineExceeded.Error()):
 		// Its worker vanished on the last attempt, or PostgreSQL or Redis was away then:
-		// archived without the strategy's failure policy, so it runs again.
+		// archived without the strategy's failure policy, so it runs again. So does a last
+		// attempt out of time: Asynq archives it at once while the policy runs on, and a
+		// policy that ended acknowledged the row; a row still due never saw it end.
 		return abandoned
 	case state == asynq.TaskStateArchived:
 		return finished
