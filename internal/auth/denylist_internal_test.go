@@ -146,3 +146,16 @@ func expectDeniedAt(t *testing.T, d *denylist, sid uuid.UUID, at time.Time, want
 		t.Fatalf("has(%s) at %s = %v, %v; want %v", sid, at.Format(time.RFC3339Nano), got, err, want)
 	}
 }
+
+// A revocation that has committed reaches the denylist even when its request is gone: the
+// client hanging up right after the commit does not cut the announcement to the other APIs.
+func TestDenyOutlivesItsRequest(t *testing.T) {
+	t.Parallel()
+	rdb, prefix, _ := testenv.Redis(t)
+	s := NewService(nil, rdb, prefix, nil, &Tokens{AccessTTL: time.Minute}, nil, nil, slog.New(slog.DiscardHandler))
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	sid := uuid.New()
+	s.Deny(gone, sid)
+	expectDenied(t, newDenylist(rdb, prefix.Key("denylist"), prefix.Key("denylist", "added")), sid, true)
+}

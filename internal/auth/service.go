@@ -226,10 +226,16 @@ func (s *Service) Deny(ctx context.Context, sessionIDs ...uuid.UUID) {
 	for _, sid := range sessionIDs {
 		s.cache.drop(sid)
 	}
+	// The revocation has committed: a client that hangs up now must not cut its announcement.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), denyTimeout)
+	defer cancel()
 	if err := s.denied.add(ctx, time.Now().Add(s.Tokens.AccessTTL), sessionIDs...); err != nil {
 		s.log.ErrorContext(ctx, "denylist write failed", "err", err, "sessions", len(sessionIDs))
 	}
 }
+
+// denyTimeout bounds the denylist write of a revocation, whatever became of its request.
+const denyTimeout = 5 * time.Second
 
 // Forget drops this process's cached identities of a user whose language changed, so their
 // next request here reads it (other API processes within IdentityTTL). A role or password

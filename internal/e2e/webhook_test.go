@@ -194,6 +194,12 @@ func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
 		}
 	}
 
+	// Not in a final status: refused, naming the status in the reader's language.
+	open := r.place(c, 1, item)
+	if e := decodeError(t, admin.Do("DELETE", "/v1/admin/orders/"+open.ID.String(), nil, "Accept-Language", "pt-BR"), 409, "orders.errors.notFinal"); !strings.HasSuffix(e.Message, "; este está aguardando pagamento.") {
+		t.Fatalf("deletion of a PENDING order refused with %q", e.Message)
+	}
+
 	// Deleted, then paid: the webhook is taken (not answered 404 for Stripe to send forever).
 	first := r.canceled(c, 1, item)
 	deleteOrder(first)
@@ -225,7 +231,10 @@ func TestLatePaymentOfADeletedOrderIsRefunded(t *testing.T) {
 	if owed.Status != "CANCELED" || deref(owed.PendingAction) != "refund" {
 		t.Fatalf("a late payment waiting for its refund: %s/%q, want CANCELED with refund pending", owed.Status, deref(owed.PendingAction))
 	}
-	decodeError(t, admin.Do("DELETE", "/v1/admin/orders/"+second.ID.String(), nil), 409, "orders.errors.notFinal")
+	pending := decodeError(t, admin.Do("DELETE", "/v1/admin/orders/"+second.ID.String(), nil, "Accept-Language", "pt-BR"), 409, "orders.errors.actionPending")
+	if want := "O pedido tem uma ação pendente (reembolso); aguarde sua conclusão."; pending.Message != want {
+		t.Fatalf("deletion refused with %q, want %q", pending.Message, want)
+	}
 	r.resumeWorker()
 	refunded("refund before the deletion", second)
 	deleteOrder(second)

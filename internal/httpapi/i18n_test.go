@@ -121,6 +121,18 @@ func TestSavedLanguage(t *testing.T) {
 		t.Fatalf("detail message %q", d[0].Message)
 	}
 	expectLanguage(t, a.api.As(pt.Access).Do("PATCH", "/v1/users/me", map[string]any{"password": "new-password-1"}), i18n.Portuguese)
+	// A type is named in words of the reader's language, not as JSON's.
+	for lang, want := range map[string]string{"pt-BR": "deve ser do tipo texto", "en": "must be of type string"} {
+		resp := a.api.As(pt.Access).Do("PATCH", "/v1/users/me?lang="+lang, map[string]any{"name": 5})
+		expectValidation(t, resp, "/v1/users/me", "name=validation.type")
+		if d := details(t, resp); d[0].Message != want {
+			t.Fatalf("%s type detail %q, want %q", lang, d[0].Message, want)
+		}
+	}
+	resp = a.api.As(pt.Access).Do("GET", "/v1/notifications?unread=yes", nil)
+	if d := details(t, resp); len(d) != 1 || d[0].Message != "deve ser do tipo booleano" {
+		t.Fatalf("boolean filter details %+v", d)
+	}
 
 	// An admin who saved pt-BR reads domain errors with parameters in Portuguese.
 	admin := a.demoAccount(t, "admin@dispatch.local")

@@ -111,22 +111,25 @@ func decodeError(raw []byte, dst any, err error) error {
 	}
 }
 
-func jsonType(kind string) string {
+// jsonType names the JSON type a Go kind decodes from, in the reader's language.
+func jsonType(kind string) i18n.Term {
+	name := "object"
 	switch {
 	case strings.HasPrefix(kind, "int"), strings.HasPrefix(kind, "uint"):
-		return "integer"
+		name = "integer"
 	case strings.HasPrefix(kind, "float"):
-		return "number"
+		name = "number"
 	case kind == "string":
-		return "string"
+		name = "string"
 	case kind == "bool":
-		return "boolean"
+		name = "boolean"
 	case kind == "slice", kind == "array":
-		return "array"
-	default:
-		return "object"
+		name = "array"
 	}
+	return typeTerm(name)
 }
+
+func typeTerm(name string) i18n.Term { return i18n.Term("validation.types." + name) }
 
 // pathID parses the :name path parameter as a UUID.
 func pathID(c *gin.Context, name string) (uuid.UUID, error) {
@@ -189,7 +192,7 @@ func query(c *gin.Context, name string) (string, error) {
 func queryBool(c *gin.Context, name string) (bool, error) {
 	v, ok := c.GetQuery(name)
 	if ok && v != "true" && v != "false" {
-		return false, apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.type", "type", "boolean"))
+		return false, apperr.ErrValidation.WithDetails(apperr.Field(name, "validation.type", "type", typeTerm("boolean")))
 	}
 	return v == "true", nil
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The supported languages. English is the default.
@@ -72,9 +73,14 @@ func T(lang, key string, params map[string]any) string {
 	}
 	pairs := make([]string, 0, 2*len(params))
 	for k, v := range params {
-		text := fmt.Sprint(v)
-		if a, ok := v.(Amount); ok {
-			text = Money(lang, a.Minor, a.Currency)
+		var text string
+		switch v := v.(type) {
+		case Amount:
+			text = Money(lang, v.Minor, v.Currency)
+		case Term:
+			text = T(lang, string(v), nil)
+		default:
+			text = fmt.Sprint(v)
 		}
 		pairs = append(pairs, "{"+k+"}", text)
 	}
@@ -113,6 +119,20 @@ func FromAcceptLanguage(header string) string {
 		}
 	}
 	return best
+}
+
+// Term is a parameter of a message that T renders as the catalog's text for the key in the
+// message's language: a status, an action or a type named in words, not as a code.
+type Term string
+
+// DateTime writes t in UTC to the minute, the way lang writes dates: "2026-01-02 15:04 UTC"
+// (en), "02/01/2026 15:04 UTC" (pt-BR).
+func DateTime(lang string, t time.Time) string {
+	layout := "2006-01-02 15:04 UTC"
+	if lang == Portuguese {
+		layout = "02/01/2006 15:04 UTC"
+	}
+	return t.UTC().Format(layout)
 }
 
 // Amount is a parameter of a message that T renders as Money in the message's language.

@@ -65,7 +65,7 @@ func (n Notification) Render(lang string) (title, message string) {
 	}
 	if at, ok := n.Data["at"].(string); ok {
 		if t, err := time.Parse(time.RFC3339, at); err == nil {
-			params["at"] = t.UTC().Format("2006-01-02 15:04 UTC")
+			params["at"] = i18n.DateTime(lang, t)
 		}
 	}
 	key := "notifications." + n.Event

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/catalog"
+	"github.com/dispatchhq/dispatch/internal/i18n"
 	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/outbox"
@@ -488,8 +489,11 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 		if o.DeletedAt != nil {
 			return ErrNotFound
 		}
-		if !o.Status.Final() || o.PendingAction != ActionNone {
-			return ErrNotFinal.With("status", o.Status)
+		if o.PendingAction != ActionNone {
+			return actionPending(o.PendingAction) // final, with a late payment's refund to run
+		}
+		if !o.Status.Final() {
+			return ErrNotFinal.With("status", i18n.Term("orders.status."+string(o.Status)))
 		}
 		if o.owesRefund() || o.refundUnderWay() {
 			// A late payment whose refund was refused (a dispute), or a refund that failed at

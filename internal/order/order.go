@@ -220,13 +220,18 @@ func (o *Order) transition(to Status, at time.Time) error {
 	return nil
 }
 
+// actionPending refuses a change while a is pending, naming a in the reader's language.
+func actionPending(a Action) error {
+	return ErrActionPending.With("action", i18n.Term("orders.actions."+string(a)))
+}
+
 // request marks action pending if its target is reachable and no other action is pending. A
 // refund of an order that still owes its payment back returns it (the status stays): how staff
 // return a late payment whose automatic refund Stripe refused (failAction), or a payment whose
 // refund failed at Stripe.
 func (o *Order) request(a Action) error {
 	if o.PendingAction != ActionNone {
-		return ErrActionPending.With("action", o.PendingAction)
+		return actionPending(o.PendingAction)
 	}
 	if !CanTransition(o.Status, a.target()) && !(a == ActionRefund && o.owesRefund()) {
 		return badTransition(o.Status, a.target())
@@ -348,7 +353,7 @@ func (o *Order) process(at time.Time) error {
 // refused as such, 409, whatever else it carries (the ship route checked its fields before).
 func (o *Order) ship(in *ShipInput, at time.Time) error {
 	if o.PendingAction != ActionNone {
-		return ErrActionPending.With("action", o.PendingAction)
+		return actionPending(o.PendingAction)
 	}
 	if !CanTransition(o.Status, Shipped) {
 		return badTransition(o.Status, Shipped)
@@ -366,7 +371,7 @@ func (o *Order) ship(in *ShipInput, at time.Time) error {
 // deliver moves o to DELIVERED.
 func (o *Order) deliver(at time.Time) error {
 	if o.PendingAction != ActionNone {
-		return ErrActionPending.With("action", o.PendingAction)
+		return actionPending(o.PendingAction)
 	}
 	return o.transition(Delivered, at)
 }
@@ -424,7 +429,7 @@ func (o *Order) refundOutside(id string) (Refund, error) {
 // mayRefundOutside refuses what refundOutside refuses: an action pending, nothing owed.
 func (o *Order) mayRefundOutside() error {
 	if o.PendingAction != ActionNone {
-		return ErrActionPending.With("action", o.PendingAction)
+		return actionPending(o.PendingAction)
 	}
 	if !o.owesRefund() {
 		return ErrNothingOwed

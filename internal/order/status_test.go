@@ -2,10 +2,12 @@ package order
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/i18n"
 )
 
 // allowed is SPEC §4 written out independently of the transition table: from → the statuses
@@ -193,5 +195,42 @@ func TestRefundOfAFinalOrderOnlyWhileItOwesThePayment(t *testing.T) {
 				t.Errorf("%s: refund outside Stripe with a refund pending err = %v", c.name, err)
 			}
 		}
+	}
+}
+
+// TestRefusalsNameStatusesAndActionsInWords: the statuses and actions a refusal names are
+// rendered in the reader's language, never as their codes: every one has a term in both
+// catalogs.
+func TestRefusalsNameStatusesAndActionsInWords(t *testing.T) {
+	render := func(err error, lang string) string {
+		var e *apperr.Error
+		if !errors.As(err, &e) {
+			t.Fatalf("%v is not an apperr.Error", err)
+		}
+		return i18n.T(lang, e.Code, e.Params)
+	}
+	for _, a := range []Action{ActionCancel, ActionRefund} {
+		for _, lang := range []string{i18n.English, i18n.Portuguese} {
+			if !i18n.Has(lang, "orders.actions."+string(a)) {
+				t.Errorf("%s has no term for the action %s", lang, a)
+			}
+		}
+	}
+	if got, want := render(actionPending(ActionCancel), i18n.Portuguese), "O pedido tem uma ação pendente (cancelamento); aguarde sua conclusão."; got != want {
+		t.Errorf("pt-BR actionPending = %q, want %q", got, want)
+	}
+	if got, want := render(actionPending(ActionRefund), i18n.English), "The order has a pending refund; wait for it to finish."; got != want {
+		t.Errorf("en actionPending = %q, want %q", got, want)
+	}
+	for _, s := range Statuses() {
+		for _, lang := range []string{i18n.English, i18n.Portuguese} {
+			if !i18n.Has(lang, "orders.status."+string(s)) {
+				t.Errorf("%s has no term for the status %s", lang, s)
+			}
+		}
+	}
+	notFinal := ErrNotFinal.With("status", i18n.Term("orders.status."+string(Paid)))
+	if got := render(notFinal, i18n.Portuguese); !strings.HasSuffix(got, "este está pago.") {
+		t.Errorf("pt-BR notFinal = %q", got)
 	}
 }
