@@ -436,7 +436,7 @@ func TestDeleteOrderOnlyWhenFinal(t *testing.T) {
 	path := "/v1/admin/orders/" + o.ID.String()
 
 	e := decodeError(t, admin.Do("DELETE", path, nil), 409, "orders.errors.notFinal")
-	if !strings.Contains(e.Message, "PENDING") {
+	if !strings.HasSuffix(e.Message, "; this one is pending payment.") {
 		t.Errorf("notFinal message %q does not name the status", e.Message)
 	}
 	decodeError(t, r.as("financial").Do("DELETE", path, nil), 403, "auth.errors.forbidden")

@@ -489,11 +489,11 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 		if o.DeletedAt != nil {
 			return ErrNotFound
 		}
-		if o.PendingAction != ActionNone {
-			return actionPending(o.PendingAction) // final, with a late payment's refund to run
-		}
 		if !o.Status.Final() {
 			return ErrNotFinal.With("status", i18n.Term("orders.status."+string(o.Status)))
+		}
+		if o.PendingAction != ActionNone {
+			return actionPending(o.PendingAction) // a late payment's refund to run
 		}
 		if o.owesRefund() || o.refundUnderWay() {
 			// A late payment whose refund was refused (a dispute), or a refund that failed at
