@@ -549,3 +549,55 @@ func TestCancelFindsAPaymentItsEventNeverBrought(t *testing.T) {
 		t.Fatalf("cancel task outcomes %v, want one success without a retry", got)
 	}
 }
+
+// A payment that arrives while a cancel is pending pays the order, and the cancel ends it:
+// refunded, never processed, though the payment's own processing task was queued first.
+func TestAPaymentDuringAPendingCancelIsRefundedNotProcessed(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	uid, c := r.customer()
+	o := r.place(c, 2, item)
+	r.quiesce()
+	r.pauseWorker()
+	r.paid(o) // its processing queued first
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	r.resumeWorker()
+	r.waitStatus(o.ID, "CANCELED")
+	r.quiesce()
+	if n := r.transitions(o.ID, "PROCESSED"); n != 0 {
+		t.Fatalf("processed %d times while its cancel was pending: %v", n, r.timeline(o.ID))
+	}
+	if got := r.get(o.ID); got.Refund == nil || got.Refund.Amount != o.Total || len(r.refundCalls(o.ID)) != 1 {
+		t.Fatalf("canceled order %s, %d refund calls; want its total refunded once", mustJSON(got), len(r.refundCalls(o.ID)))
+	}
+	if n := r.notifications(uid, o.ID, notification.EventOrderProcessed); n != 0 {
+		t.Fatalf("%d order.processed notifications for an order canceled before its processing", n)
+	}
+	r.wantStock(item, 10)
+}
+
+// A refund of a paid order that Stripe refuses for good hands the order back to its
+// processing, which the pending refund had held back: it is processed, not left PAID.
+func TestAPaidOrderIsProcessedOnceItsRefundFails(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 1250)
+	_, c := r.customer()
+	o := r.place(c, 1, item)
+	r.quiesce()
+	r.pauseWorker()
+	r.paid(o)
+	r.stripe.Fail("POST", "/v1/refunds", testenv.Fault{Status: 400, Type: "invalid_request_error", Code: "charge_disputed",
+		Message: "The charge is disputed."})
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/refund", nil).Expect(t, 202)
+	r.resumeWorker()
+	testenv.Eventually(t, 30*time.Second, "the refund fails", func() bool { return len(r.events(o.ID, "actionFailed")) == 1 })
+	r.waitStatus(o.ID, "PROCESSED")
+	if st, a := r.status(o.ID); st != "PROCESSED" || a != "" {
+		t.Fatalf("order %s/%q, want PROCESSED with no pending action", st, a)
+	}
+	if n := r.transitions(o.ID, "PROCESSED"); n != 1 {
+		t.Fatalf("processed %d times: %v", n, r.timeline(o.ID))
+	}
+}

@@ -553,3 +553,42 @@ func TestReconcilerRefundLookupsThatFail(t *testing.T) {
 		}
 	}
 }
+
+// An order the reconciler is canceling for being unpaid, paid before the cancel runs: the
+// cancel's reason no longer holds (SPEC §5: a handler acts only while its precondition holds),
+// so it is withdrawn and the order processed, not canceled and refunded.
+func TestAnUnpaidCancelIsWithdrawnWhenThePaymentArrives(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 990)
+	uid, c := r.customer()
+	o := r.place(c, 1, item)
+	rec := r.reconciler()
+	r.quiesce()
+	r.pauseWorker()
+	if rep := rec.runAt(time.Now().Add(31 * time.Minute)); rep != (order.ReconcileReport{Checked: 1, Canceled: 1}) {
+		t.Fatalf("run at +31 min: %+v, want the order's cancel asked for", rep)
+	}
+	r.paid(o)
+	r.resumeWorker()
+	r.waitStatus(o.ID, "PROCESSED")
+	r.quiesce()
+	if st, a := r.status(o.ID); st != "PROCESSED" || a != "" {
+		t.Fatalf("order %s/%q, want PROCESSED with no pending action", st, a)
+	}
+	ev := r.events(o.ID, "cancelWithdrawn")
+	if len(ev) != 1 || ev[0].Actor != order.ActorWorker || deref(ev[0].Reason) != "paid after all (unpaid after 30m0s)" {
+		t.Fatalf("cancelWithdrawn events %s", mustJSON(ev))
+	}
+	if n := r.transitions(o.ID, "CANCELED"); n != 0 || len(r.refundCalls(o.ID)) != 0 || len(r.intentCancels(o)) != 0 {
+		t.Fatalf("canceled %d times, %d refund calls, %d PaymentIntent cancels; want none: %v",
+			n, len(r.refundCalls(o.ID)), len(r.intentCancels(o)), r.timeline(o.ID))
+	}
+	if n := r.settledNotifications(uid, o.ID, notification.EventOrderProcessed); n != 1 {
+		t.Fatalf("order.processed notifications = %d, want 1", n)
+	}
+	if n := r.notifications(uid, o.ID, notification.EventOrderCanceled); n != 0 {
+		t.Fatalf("order.canceled notifications = %d, want none", n)
+	}
+	r.wantStock(item, 9)
+}

@@ -327,6 +327,12 @@ func TestIgnoredWebhooksChangeNothing(t *testing.T) {
 			OrderID: uuid.NewString()}, "unknown_intent"},
 		{"other API version", payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: *o.Payment.PaymentIntentID,
 			OrderID: o.ID.String(), Amount: o.Total, Currency: "usd", APIVersion: "2023-10-16"}, "ignored_version"},
+		// A success with nothing received is no payment: taken for one, its processing would
+		// fail and refund a total never paid.
+		{"nothing received", payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: *o.Payment.PaymentIntentID,
+			OrderID: o.ID.String(), Amount: 0, Currency: "usd"}, "ignored"},
+		{"a negative amount received", payment.TestEvent{Type: payment.EventIntentSucceeded, PaymentIntentID: *o.Payment.PaymentIntentID,
+			OrderID: o.ID.String(), Amount: -1250, Currency: "usd"}, "ignored"},
 	} {
 		tc.ev.ID = eventID()
 		resp := r.webhook(tc.ev)

@@ -114,12 +114,14 @@ const (
 	EventRefundUpdated   = "refundUpdated"
 	EventTaskRequeued    = "taskRequeued"
 	EventRefundOutside   = "refundedOutsideStripe"
+	EventCancelWithdrawn = "cancelWithdrawn"
 )
 
 // EventTypes lists every timeline event type (a copy: the list is the package's).
 func EventTypes() []string {
 	return []string{EventCreated, EventStatusChanged, EventCancelRequested, EventRefundRequested, EventPaymentFailed,
-		EventActionFailed, EventLatePayment, EventLateRefund, EventRefundUpdated, EventTaskRequeued, EventRefundOutside}
+		EventActionFailed, EventLatePayment, EventLateRefund, EventRefundUpdated, EventTaskRequeued, EventRefundOutside,
+		EventCancelWithdrawn}
 }
 
 // Actors that are not users.
@@ -238,6 +240,15 @@ func (o *Order) request(a Action) error {
 	}
 	o.PendingAction = a
 	return nil
+}
+
+// withdrawCancel drops a pending cancel whose reason no longer holds.
+func (o *Order) withdrawCancel() bool {
+	if o.PendingAction != ActionCancel || o.Status != Paid || !o.Payment.Captured() {
+		return false
+	}
+	o.PendingAction = ActionNone
+	return true
 }
 
 // failAction clears pending action a whose retries ran out; the status stays, and staff may

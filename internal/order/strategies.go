@@ -15,6 +15,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
 // The worker strategies. Each re-reads the order and acts only while its precondition holds,
@@ -35,12 +36,15 @@ var (
 // exactly the order's total and currency. A mismatch is permanent (its compensation refunds).
 func (s *Service) Process(ctx context.Context, id uuid.UUID) error {
 	_, err := s.applyRead(ctx, id, func(o *Order) (*Event, []outbox.Message, error) {
-		switch o.Status {
-		case Paid:
-		case Pending:
+		switch {
+		case o.Status == Pending:
 			return nil, nil, badTransition(o.Status, Processed)
-		default:
+		case o.Status != Paid:
 			return nil, nil, nil // processed already, or canceled meanwhile
+		case o.PendingAction != ActionNone:
+			// A cancel or refund asked for (or a payment that came while a cancel was pending)
+			// ends the order instead; should it fail, processing is asked for again (FailAction).
+			return nil, nil, nil
 		}
 		if err := o.process(time.Now()); err != nil {
 			return nil, nil, err
@@ -76,6 +80,9 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 			}
 		}
 	}
+	if o.Payment.Captured() && (actor == ActorReconciler || actor == ActorWebhook) {
+		return s.withdrawCancel(ctx, id, reason)
+	}
 	var refund *payment.Refund
 	if o.Payment.Captured() {
 		r, err := s.refundOrder(ctx, &o, "refund")
@@ -105,6 +112,22 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 	if err == nil && saved.Status == Canceled {
 		s.cache.Invalidate(ctx, itemIDs(&saved)...)
 	}
+	return err
+}
+
+// withdrawCancel drops a cancel the system asked for because the order was not paid (unpaid
+// past the TTL, its PaymentIntent canceled at Stripe) once it is paid after all: a handler acts
+// only while its precondition holds (SPEC §5), so the payment goes on to its processing, which
+// the pending cancel held back, instead of being refunded. A cancel staff or the customer
+// asked for stands: the payment is refunded.
+func (s *Service) withdrawCancel(ctx context.Context, id uuid.UUID, reason string) error {
+	_, err := s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if !o.withdrawCancel() {
+			return nil, nil, nil
+		}
+		return actionEvent(EventCancelWithdrawn, ActorWorker, "paid after all ("+reason+")"),
+			[]outbox.Message{task(tasks.OrderProcess, o, ActorWorker, "")}, nil
+	})
 	return err
 }
 
@@ -515,7 +538,11 @@ func (s *Service) FailAction(ctx context.Context, id uuid.UUID, a Action, cause 
 			}
 			refused = true
 		}
-		return actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause), nil, nil
+		var msgs []outbox.Message
+		if o.Status == Paid && o.PendingAction == ActionNone {
+			msgs = []outbox.Message{task(tasks.OrderProcess, o, ActorWorker, "")} // left while the action was pending
+		}
+		return actionEvent(EventActionFailed, ActorWorker, string(a)+" failed: "+cause), msgs, nil
 	})
 	if err == nil && refused {
 		metrics.RefundUpdated(payment.RefundFailed) // owed back, on the dashboard with the others

@@ -172,6 +172,13 @@ func (s *Service) paymentSucceeded(ctx context.Context, o *Order, ev payment.Eve
 	if o.Status != Pending && o.Status != Canceled {
 		return nil, nil, nil
 	}
+	if ev.AmountReceived <= 0 {
+		// Stripe never reports a success with nothing received. Taken for a capture, its
+		// processing would fail and refund the order's total, which was never paid.
+		s.log.WarnContext(ctx, "payment success with nothing received; ignored", "orderId", o.ID,
+			"paymentIntentId", ev.PaymentIntentID, "amountReceived", ev.AmountReceived, "actor", actor)
+		return nil, nil, nil
+	}
 	if err := o.pay(ev.AmountReceived, ev.Currency, time.Now()); err != nil {
 		return nil, nil, err
 	}
