@@ -259,6 +259,16 @@ func enqueueOrderTasks(t *testing.T, client *asynq.Client, queue string, outboxI
 	}
 }
 
+// enqueue enqueues one task of typ, with its outbox row id, for a random order on the orders
+// queue.
+func (rig policyRig) enqueue(t *testing.T, typ string, outboxID int64, opts ...asynq.Option) {
+	t.Helper()
+	payload, _ := json.Marshal(tasks.Envelope{OutboxID: outboxID, Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
+	if _, err := rig.client.Enqueue(asynq.NewTask(typ, payload), append([]asynq.Option{asynq.Queue(rig.ns.Queue(tasks.QueueOrders))}, opts...)...); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func archivedTasks(t *testing.T, insp *asynq.Inspector, queue string, want int) map[string]*asynq.TaskInfo {
 	t.Helper()
 	var list []*asynq.TaskInfo
@@ -391,14 +401,9 @@ func TestRetriesThenOneCompensation(t *testing.T) {
 func TestALastAttemptOutOfTimeIsCompensated(t *testing.T) {
 	t.Parallel()
 	rig := policyServer(t)
-	queue := rig.ns.Queue(tasks.QueueOrders)
 	rec := rig.rec[tasks.OrderProcess]
 	rec.outlast = true
-	payload, _ := json.Marshal(tasks.Envelope{OutboxID: 301, Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
-	if _, err := rig.client.Enqueue(asynq.NewTask(tasks.OrderProcess, payload), asynq.Queue(queue),
-		asynq.MaxRetry(0), asynq.Timeout(time.Second)); err != nil { // Asynq counts whole seconds
-		t.Fatal(err)
-	}
+	rig.enqueue(t, tasks.OrderProcess, 301, asynq.MaxRetry(0), asynq.Timeout(time.Second)) // Asynq counts whole seconds
 	testenv.Eventually(t, 20*time.Second, "the compensation ran", func() bool { return rec.compensations.Load() == 1 })
 	testenv.Eventually(t, 20*time.Second, "the row acknowledged", func() bool { return rig.acked()[301] == 1 })
 	if n := rec.runs.Load(); n != 1 {
@@ -565,10 +570,7 @@ func TestAnOrderChangedMeanwhileIsNotTheTasksFailure(t *testing.T) {
 		}
 		return nil
 	}
-	payload, _ := json.Marshal(tasks.Envelope{OutboxID: 401, Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
-	if _, err := rig.client.Enqueue(asynq.NewTask(tasks.OrderCancel, payload), asynq.Queue(rig.ns.Queue(tasks.QueueOrders)), asynq.MaxRetry(1)); err != nil {
-		t.Fatal(err)
-	}
+	rig.enqueue(t, tasks.OrderCancel, 401, asynq.MaxRetry(1))
 	testenv.Eventually(t, 30*time.Second, "the cancel ends", func() bool {
 		o := rig.outcomes()
 		return o[tasks.OrderCancel+" success"]+o[tasks.OrderCancel+" failed"] > 0
@@ -595,11 +597,7 @@ func TestAnAttemptTheServerLetsGoIsNotCompensated(t *testing.T) {
 	queue := rig.ns.Queue(tasks.QueueOrders)
 	rec := rig.rec[tasks.OrderProcess]
 	rec.outlast = true
-	payload, _ := json.Marshal(tasks.Envelope{OutboxID: 501, Data: json.RawMessage(`{"orderId":"` + uuid.NewString() + `"}`)})
-	if _, err := rig.client.Enqueue(asynq.NewTask(tasks.OrderProcess, payload), asynq.Queue(queue), asynq.TaskID("last-attempt"),
-		asynq.MaxRetry(0), asynq.Timeout(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	rig.enqueue(t, tasks.OrderProcess, 501, asynq.TaskID("last-attempt"), asynq.MaxRetry(0), asynq.Timeout(time.Hour))
 	testenv.Eventually(t, 20*time.Second, "the attempt runs", func() bool { return rec.runs.Load() == 1 })
 	rig.shutdown()
 	testenv.Eventually(t, 20*time.Second, "the runner saw the attempt end", func() bool {
