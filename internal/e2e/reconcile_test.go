@@ -16,6 +16,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
 	"github.com/dispatchhq/dispatch/internal/payment"
+	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
@@ -591,4 +592,35 @@ func TestAnUnpaidCancelIsWithdrawnWhenThePaymentArrives(t *testing.T) {
 		t.Fatalf("order.canceled notifications = %d, want none", n)
 	}
 	r.wantStock(item, 9)
+}
+
+// A cancel staff asked for stands when the payment arrives first, even run by a task the
+// reconciler requeued (which carries the reconciler's name): who asked is the timeline's.
+func TestAStaffCancelRequeuedByTheReconcilerStillRefunds(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 990)
+	_, c := r.customer()
+	o := r.place(c, 1, item)
+	r.quiesce()
+	r.pauseRelay()
+	r.pauseWorker()
+	r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/cancel", nil).Expect(t, 202)
+	if res, err := r.db.Exec(`UPDATE outbox SET payload = jsonb_set(payload, '{actor}', to_jsonb($2::text))
+		WHERE type = $3 AND payload->>'orderId' = $1`, o.ID.String(), order.ActorReconciler, tasks.OrderCancel); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("%d cancel rows", n)
+	}
+	r.paid(o)
+	r.resumeRelay()
+	r.resumeWorker()
+	r.waitStatus(o.ID, "CANCELED")
+	r.quiesce()
+	if got := r.get(o.ID); got.Refund == nil || got.Refund.Amount != o.Total {
+		t.Fatalf("canceled order %s, want its payment refunded", mustJSON(got))
+	}
+	if ev := r.events(o.ID, "cancelWithdrawn"); len(ev) != 0 {
+		t.Fatalf("staff's cancel withdrawn: %s", mustJSON(ev))
+	}
 }

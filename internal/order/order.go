@@ -242,15 +242,6 @@ func (o *Order) request(a Action) error {
 	return nil
 }
 
-// withdrawCancel drops a pending cancel whose reason no longer holds.
-func (o *Order) withdrawCancel() bool {
-	if o.PendingAction != ActionCancel || o.Status != Paid || !o.Payment.Captured() {
-		return false
-	}
-	o.PendingAction = ActionNone
-	return true
-}
-
 // failAction clears pending action a whose retries ran out; the status stays, and staff may
 // ask again. A late payment's refund that failed for a reason that may pass (transient: Stripe
 // down) keeps its action: nobody asked for it, so nobody would ask again, and the money must

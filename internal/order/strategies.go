@@ -80,8 +80,10 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 			}
 		}
 	}
-	if o.Payment.Captured() && (actor == ActorReconciler || actor == ActorWebhook) {
-		return s.withdrawCancel(ctx, id, reason)
+	if o.Payment.Captured() {
+		if withdrawn, err := s.withdrawCancel(ctx, id); err != nil || withdrawn {
+			return err
+		}
 	}
 	var refund *payment.Refund
 	if o.Payment.Captured() {
@@ -118,17 +120,27 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 // withdrawCancel drops a cancel the system asked for because the order was not paid (unpaid
 // past the TTL, its PaymentIntent canceled at Stripe) once it is paid after all: a handler acts
 // only while its precondition holds (SPEC §5), so the payment goes on to its processing, which
-// the pending cancel held back, instead of being refunded. A cancel staff or the customer
-// asked for stands: the payment is refunded.
-func (s *Service) withdrawCancel(ctx context.Context, id uuid.UUID, reason string) error {
-	_, err := s.apply(ctx, id, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-		if !o.withdrawCancel() {
+// the pending cancel held back, instead of being refunded. Who asked is read from the timeline:
+// a task the reconciler requeued carries its name whoever asked. A cancel staff or the
+// customer asked for stands, and the payment is refunded.
+func (s *Service) withdrawCancel(ctx context.Context, id uuid.UUID) (bool, error) {
+	done := false
+	_, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		if o.PendingAction != ActionCancel || o.Status != Paid || !o.Payment.Captured() {
 			return nil, nil, nil
 		}
-		return actionEvent(EventCancelWithdrawn, ActorWorker, "paid after all ("+reason+")"),
-			[]outbox.Message{task(tasks.OrderProcess, o, ActorWorker, "")}, nil
+		req, err := s.store.LastCancelRequest(ctx, tx, o.ID)
+		if err != nil || (req.Actor != ActorReconciler && req.Actor != ActorWebhook) {
+			return nil, nil, ignoreMissing(err)
+		}
+		o.PendingAction, done = ActionNone, true
+		reason := "paid after all"
+		if req.Reason != nil {
+			reason += " (" + *req.Reason + ")"
+		}
+		return actionEvent(EventCancelWithdrawn, ActorWorker, reason), []outbox.Message{task(tasks.OrderProcess, o, ActorWorker, "")}, nil
 	})
-	return err
+	return done, err
 }
 
 // settled is a strategy's run on an order an earlier run already ended: that run may have died

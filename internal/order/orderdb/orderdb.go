@@ -457,6 +457,18 @@ type eventRow struct {
 	CreatedAt     time.Time `db:"created_at"`
 }
 
+const lastCancelRequestQuery = `SELECT id, order_id, type, from_status, to_status, actor, reason, correlation_id, created_at
+FROM order_events WHERE order_id = $1 AND type = '` + order.EventCancelRequested + `' ORDER BY created_at DESC, id DESC LIMIT 1`
+
+// LastCancelRequest returns the order's latest cancelRequested event (ErrNotFound without one).
+func (Store) LastCancelRequest(ctx context.Context, db postgres.Querier, orderID uuid.UUID) (order.Event, error) {
+	var r eventRow
+	if err := db.GetContext(ctx, &r, lastCancelRequestQuery, orderID); err != nil {
+		return order.Event{}, mapErr("last cancel request", err)
+	}
+	return r.event(), nil
+}
+
 // Events returns a page of an order's timeline, oldest first.
 func (Store) Events(ctx context.Context, db postgres.Querier, orderID uuid.UUID, page cursor.Request) ([]order.Event, error) {
 	var q postgres.Query
@@ -472,10 +484,14 @@ FROM order_events` + q.WhereSQL() + ` ORDER BY created_at, id LIMIT ` + q.Arg(pa
 	}
 	out := make([]order.Event, len(rows))
 	for i, r := range rows {
-		out[i] = order.Event{ID: r.ID, OrderID: r.OrderID, Type: r.Type, From: status(r.From), To: status(r.To),
-			Actor: r.Actor, Reason: r.Reason, CorrelationID: r.CorrelationID, CreatedAt: r.CreatedAt}
+		out[i] = r.event()
 	}
 	return out, nil
+}
+
+func (r eventRow) event() order.Event {
+	return order.Event{ID: r.ID, OrderID: r.OrderID, Type: r.Type, From: status(r.From), To: status(r.To),
+		Actor: r.Actor, Reason: r.Reason, CorrelationID: r.CorrelationID, CreatedAt: r.CreatedAt}
 }
 
 func status(s *string) *order.Status {
