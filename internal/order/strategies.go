@@ -42,8 +42,8 @@ func (s *Service) Process(ctx context.Context, id uuid.UUID) error {
 		case o.Status != Paid:
 			return nil, nil, nil // processed already, or canceled meanwhile
 		case o.PendingAction != ActionNone:
-			// A cancel or refund asked for (or a payment that came while a cancel was pending)
-			// ends the order instead; should it fail, processing is asked for again (FailAction).
+			// The cancel or refund asked for ends the order instead; should it fail for good,
+			// FailAction asks for the processing again.
 			return nil, nil, nil
 		}
 		if err := o.process(time.Now()); err != nil {

@@ -37,8 +37,8 @@ func NewScheduler(client *asynq.Client, ns tasks.Namespace, log *slog.Logger, jo
 // Retry bounds of an enqueue that failed (Redis down at a period's boundary): tried again
 // within its period, so an hourly cleanup is not skipped for the hour.
 const (
-	firstRetry = time.Second
-	maxRetry   = 30 * time.Second
+	enqueueRetryFirst = time.Second
+	enqueueRetryMax   = 30 * time.Second
 )
 
 // Run enqueues each job for the current period at once and then at every period boundary,
@@ -49,16 +49,16 @@ func (s *Scheduler) Run(ctx context.Context) {
 	for _, j := range s.jobs {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			retry := firstRetry
+			retry := enqueueRetryFirst
 			for {
 				now := time.Now()
 				_, err := s.Enqueue(ctx, j, now)
 				wait := time.Until(now.Truncate(j.Every).Add(j.Every))
 				if err != nil && ctx.Err() == nil {
-					s.log.ErrorContext(ctx, "periodic task not enqueued", "taskType", j.Type, "err", err, "retryIn", min(retry, wait).String())
-					wait, retry = min(retry, wait), min(2*retry, maxRetry)
+					wait, retry = min(retry, wait), min(2*retry, enqueueRetryMax)
+					s.log.ErrorContext(ctx, "periodic task not enqueued", "taskType", j.Type, "err", err, "retryIn", wait.String())
 				} else {
-					retry = firstRetry
+					retry = enqueueRetryFirst
 				}
 				select {
 				case <-ctx.Done():
