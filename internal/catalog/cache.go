@@ -53,6 +53,23 @@ func NewCache(rdb *redis.Client, keys redisx.Prefix, ttl time.Duration, log *slo
 
 const genTTL = 7 * 24 * time.Hour
 
+// bumpScript moves each counter in KEYS on and keeps it ARGV[1] seconds. A counter that is gone
+// (expired, or Redis lost its data) starts again at Redis's clock in microseconds, not at 1: an
+// entry stored under its old values may still be alive, and must never match again.
+var bumpScript = redis.NewScript(`
+local t = redis.call('TIME')
+local start = t[1] .. string.sub('00000' .. t[2], -6)
+for _, k in ipairs(KEYS) do
+	if redis.call('EXISTS', k) == 1 then
+		redis.call('INCR', k)
+	else
+		redis.call('SET', k, start)
+	end
+	redis.call('EXPIRE', k, ARGV[1])
+end
+return 0
+`)
+
 // Item returns the rendered view of one item, calling load on a miss.
 func (c *Cache) Item(ctx context.Context, view string, id uuid.UUID, load func() ([]byte, error)) ([]byte, error) {
 	return c.get(ctx, "item", c.keys.Key("items", "gen", id.String()), c.keys.Key("items", view, id.String()), load)
@@ -77,13 +94,7 @@ func (c *Cache) Invalidate(ctx context.Context, ids ...uuid.UUID) {
 
 // bump moves the generation counters of keys on.
 func (c *Cache) bump(ctx context.Context, keys []string) error {
-	pipe := c.rdb.Pipeline()
-	for _, key := range keys {
-		pipe.Incr(ctx, key)
-		pipe.Expire(ctx, key, genTTL)
-	}
-	_, err := pipe.Exec(ctx)
-	return err
+	return bumpScript.Run(ctx, c.rdb, keys, int64(genTTL/time.Second)).Err()
 }
 
 // retryEvery is how often missed invalidations are sent again.

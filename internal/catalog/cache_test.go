@@ -216,6 +216,43 @@ func TestCacheEntryFromAnOldGenerationIsNotServed(t *testing.T) {
 	}
 }
 
+// TestAnExpiredGenerationDoesNotRevive: an item left unchanged for the week its counter is
+// kept loses the counter (so does every item when Redis loses its data), while an entry a read
+// stored just before may still be alive. The next change must retire that entry all the same:
+// the counter must not start over at a value it had. The second round loses a counter that had
+// already started over once.
+func TestAnExpiredGenerationDoesNotRevive(t *testing.T) {
+	t.Parallel()
+	c, rdb, keys := newCache(t, time.Minute)
+	ctx := context.Background()
+	id := uuid.New()
+	gens := []string{keys.Key("items", "gen", id.String()), keys.Key("items", "gen")}
+	for round := 1; round <= 2; round++ {
+		c.Invalidate(ctx, id)
+		must(t)(c.Item(ctx, "public", id, (&loader{body: "old"}).load))
+		must(t)(c.List(ctx, "public", "q", (&loader{body: "old list"}).load))
+		if err := rdb.Del(ctx, gens...).Err(); err != nil { // the counters are gone, the entries not
+			t.Fatal(err)
+		}
+		c.Invalidate(ctx, id) // the change
+		if got := must(t)(c.Item(ctx, "public", id, (&loader{body: "new"}).load)); got != "new" {
+			t.Fatalf("round %d: the entry from before the change was served: %q", round, got)
+		}
+		if got := must(t)(c.List(ctx, "public", "q", (&loader{body: "new list"}).load)); got != "new list" {
+			t.Fatalf("round %d: the list from before the change was served: %q", round, got)
+		}
+		for _, k := range gens {
+			if ttl, err := rdb.PTTL(ctx, k).Result(); err != nil || ttl <= 0 {
+				t.Fatalf("generation key %s started over with TTL %s (%v): it must expire on its own", k, ttl, err)
+			}
+		}
+		c.Invalidate(ctx, id) // a started-over counter moves on as before
+		if got := must(t)(c.Item(ctx, "public", id, (&loader{body: "newer"}).load)); got != "newer" {
+			t.Fatalf("round %d: a second change was not seen: %q", round, got)
+		}
+	}
+}
+
 func TestCacheBodiesRoundTripExactly(t *testing.T) {
 	t.Parallel()
 	c, _, _ := newCache(t, time.Minute)

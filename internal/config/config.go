@@ -199,7 +199,7 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 
 	c.RateLimitEnabled = p.boolean("RATE_LIMIT_ENABLED", true)
 	c.RateLimits = p.rateLimits("RATE_LIMITS", RateLimits{Login: 5, Session: 20, Create: 10, Default: 60})
-	// At most a day: an entry must not outlive the week its item's generation counter is kept.
+	// At most a day: a longer-lived copy of the catalog in Redis is not a cache any more.
 	c.CacheTTL = p.duration("CACHE_TTL", 60*time.Second, time.Millisecond, 24*time.Hour)
 
 	c.OrderUnpaidTTL = p.duration("ORDER_UNPAID_TTL", 30*time.Minute, time.Second, 365*24*time.Hour)

@@ -308,7 +308,7 @@ func TestDurationsStayInTheirRange(t *testing.T) {
 		}
 	}
 	// Just past a bound: a token shorter than its second, a poll of microseconds, a cache entry
-	// that would outlive its item's generation counter.
+	// kept past a day.
 	for name, v := range map[string]string{"JWT_ACCESS_TTL": "999ms", "OUTBOX_POLL_INTERVAL": "999us", "CACHE_TTL": "24h1s", "ORDER_UNPAID_TTL": "0"} {
 		if msg := loadErr(t, config.API, name, v); !strings.Contains(msg, name+":") {
 			t.Errorf("%s=%s: %s", name, v, msg)
