@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,7 +11,8 @@ import (
 )
 
 // TestClaimRelaxesOnlyItsOwnCommit: the claim turns synchronous commit off for the relay's
-// transaction (its bookkeeping may be lost in a crash and redone) and for nothing after it.
+// transaction (its bookkeeping may be lost in a crash and redone) and sets how long it may sit
+// idle, both for nothing after it.
 func TestClaimRelaxesOnlyItsOwnCommit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -18,34 +20,36 @@ func TestClaimRelaxesOnlyItsOwnCommit(t *testing.T) {
 	if _, err := db.ExecContext(ctx, `INSERT INTO outbox (type, payload, correlation_id) VALUES ('notify:user', '{}', 'c')`); err != nil {
 		t.Fatal(err)
 	}
-	setting := func(q interface {
+	settings := func(q interface {
 		GetContext(context.Context, any, string, ...any) error
 	}) string {
 		t.Helper()
 		var v string
-		if err := q.GetContext(ctx, &v, `SELECT current_setting('synchronous_commit')`); err != nil {
+		if err := q.GetContext(ctx, &v, `SELECT current_setting('synchronous_commit') || ' ' ||
+			current_setting('idle_in_transaction_session_timeout')`); err != nil {
 			t.Fatal(err)
 		}
 		return v
 	}
+	before := settings(db)
 	err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
 		var rows []row
-		if err := tx.SelectContext(ctx, &rows, claimQuery, 10, time.Minute.Milliseconds()); err != nil {
+		if err := tx.SelectContext(ctx, &rows, claimQuery, 10, time.Minute.Milliseconds(), "45000"); err != nil {
 			return err
 		}
 		if len(rows) != 1 {
 			t.Fatalf("claimed %d rows, want 1", len(rows))
 		}
-		if got := setting(tx); got != "off" {
-			t.Fatalf("synchronous_commit in the claim's transaction = %q, want off", got)
+		if got := settings(tx); got != "off 45s" {
+			t.Fatalf("synchronous_commit and idle limit in the claim's transaction = %q, want off 45s", got)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := setting(db); got != "on" {
-		t.Fatalf("synchronous_commit after the claim's transaction = %q, want on", got)
+	if got := settings(db); got != before || !strings.HasPrefix(got, "on ") {
+		t.Fatalf("settings after the claim's transaction = %q, want %q as before it", got, before)
 	}
 }
 
@@ -70,8 +74,8 @@ func TestAClaimReadsOnlyTheRowsItTakes(t *testing.T) {
 			sql  string
 			args []any
 		}{
-			{claimQuery, []any{batch, time.Minute.Milliseconds()}},
-			{claimRecentQuery, []any{batch, time.Minute.Milliseconds(), time.Hour.Milliseconds()}},
+			{claimQuery, []any{batch, time.Minute.Milliseconds(), "60000"}},
+			{claimRecentQuery, []any{batch, time.Minute.Milliseconds(), "60000", time.Hour.Milliseconds()}},
 		} {
 			var rows []row
 			if err := q.SelectContext(ctx, &rows, c.sql, c.args...); err != nil {

@@ -16,3 +16,6 @@ func (r *Relay) NoticeLostQueues(ctx context.Context) { r.noticeLostQueues(ctx) 
 
 // BatchTimeout bounds a batch.
 const BatchTimeout = batchTimeout
+
+// SetIdleLimit sets how long a batch's transaction may wait idle before PostgreSQL ends it.
+func (r *Relay) SetIdleLimit(d time.Duration) { r.idleLimit = d }

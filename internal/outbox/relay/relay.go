@@ -57,6 +57,7 @@ type Relay struct {
 	sightings map[string]sighting // the leases the last look saw, by queue and task id
 	lastLook  time.Time           // the last look that read every queue
 	lostAt    time.Time           // when this relay last found Redis's queues lost, until it looked again
+	idleLimit time.Duration       // how long a batch's transaction may wait idle (twice batchTimeout)
 
 	// MaxRetry is the number of retries of every task (SPEC §5: 3).
 	MaxRetry int
@@ -79,7 +80,7 @@ type Relay struct {
 func New(db *postgres.DB, dsn string, rdb redis.UniversalClient, ns tasks.Namespace, batchSize int, poll time.Duration, log *slog.Logger) *Relay {
 	return &Relay{db: db, rdb: rdb, dsn: dsn, client: asynq.NewClientFromRedisClient(rdb), inspector: asynq.NewInspectorFromRedisClient(rdb),
 		ns: ns, batchSize: batchSize, poll: poll, log: log, outage: logging.Sometimes(log, logging.OutageEvery), now: time.Now,
-		MaxRetry: 3, Retention: 10 * time.Minute, RedeliverAfter: time.Minute}
+		MaxRetry: 3, Retention: 10 * time.Minute, RedeliverAfter: time.Minute, idleLimit: 2 * batchTimeout}
 }
 
 type row struct {
@@ -110,15 +111,22 @@ type row struct {
 // for each batch taken from it (docs/performance.md).
 var (
 	claimQuery       = claimSQL("relay_at <= now()")
-	claimRecentQuery = claimSQL("relay_at <= now() AND relay_at > now() - $3 * interval '1 millisecond'")
+	claimRecentQuery = claimSQL("relay_at <= now() AND relay_at > now() - $4 * interval '1 millisecond'")
 )
 
+// claimSQL is the claim of the rows due by due. It also sets how long its transaction may sit
+// idle ($3 ms) before PostgreSQL ends it. The transaction waits on Redis while its rows are
+// locked; a relay cut off from the database then (its host gone, a network split) can neither
+// commit nor roll back, and its rows would stay locked, skipped by every other relay and
+// blocking the workers' deletions, until the server's TCP keepalive gave up on the connection:
+// two hours by default.
 func claimSQL(due string) string {
-	return `WITH ` + postgres.Relaxed + `
+	return `WITH ` + postgres.Relaxed + `,
+held AS MATERIALIZED (SELECT set_config('idle_in_transaction_session_timeout', $3, true))
 UPDATE outbox SET deliveries = deliveries + 1,
     relay_at = now() + $2 * interval '1 millisecond' * power(2, least(deliveries, 4))
 WHERE id = ANY(ARRAY(
-    SELECT id FROM outbox, relaxed WHERE ` + due + ` ORDER BY relay_at, id LIMIT $1 FOR UPDATE OF outbox SKIP LOCKED
+    SELECT id FROM outbox, relaxed, held WHERE ` + due + ` ORDER BY relay_at, id LIMIT $1 FOR UPDATE OF outbox SKIP LOCKED
 )) RETURNING id, type, payload, correlation_id, created_at, deliveries`
 }
 
@@ -138,7 +146,7 @@ func (r *Relay) RunOnce(ctx context.Context) (int, error) { return r.runOnce(ctx
 
 // runOnce is RunOnce, claiming only the rows due within RecentWindow when recent is set.
 func (r *Relay) runOnce(ctx context.Context, recent bool) (int, error) {
-	query, args := claimQuery, []any{r.batchSize, r.RedeliverAfter.Milliseconds()}
+	query, args := claimQuery, []any{r.batchSize, r.RedeliverAfter.Milliseconds(), strconv.FormatInt(r.idleLimit.Milliseconds(), 10)}
 	if recent {
 		query, args = claimRecentQuery, append(args, cmp.Or(r.RecentWindow, recentWindow).Milliseconds())
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -502,5 +503,64 @@ func TestAWakeUpClaimsTheRecentRowsAndThePollAllOfThem(t *testing.T) {
 		}
 		cancel()
 		<-done
+	}
+}
+
+// TestABatchCutOffFromTheDatabaseLetsItsRowsGo: a relay whose connection to PostgreSQL stops
+// carrying anything after it claimed a batch and handed it to Redis (its host gone, a network
+// split) can neither commit nor roll back. PostgreSQL ends its idle transaction after the
+// relay's limit, so the rows are not locked away from the other relays for as long as the
+// server keeps the dead connection; the tasks already in Redis count as delivered.
+func TestABatchCutOffFromTheDatabaseLetsItsRowsGo(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	ids := e.write(3)
+
+	u, err := url.Parse(e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewTCPProxy(t, u.Host)
+	u.Host = proxy.Addr
+	db, err := postgres.Open(ctx, u.String(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cut := relay.New(db, u.String(), e.rdb, e.ns, 100, time.Hour, logging.Discard())
+	cut.SetIdleLimit(time.Second)
+	frozen := make(chan struct{})
+	cut.Observe = func(int, time.Duration) { // the tasks are in Redis; the commit never arrives
+		proxy.Freeze()
+		close(frozen)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		n, err := cut.RunOnce(ctx)
+		if err == nil && n != len(ids) {
+			err = fmt.Errorf("claimed %d rows, want %d", n, len(ids))
+		}
+		ended <- err
+	}()
+	select {
+	case <-frozen:
+	case err := <-ended:
+		t.Fatalf("the relay to be cut off ended its batch early: %v", err)
+	}
+
+	other := e.relay(100, time.Hour)
+	testenv.Eventually(t, 30*time.Second, "another relay takes the rows", func() bool {
+		n, err := other.RunOnce(ctx)
+		return err == nil && n == len(ids)
+	})
+	for _, id := range ids {
+		if !e.queued(tasks.QueueNotifications, id) {
+			t.Fatalf("row %d's task is not queued", id)
+		}
+	}
+	proxy.Cut()
+	if err := <-ended; err == nil || strings.Contains(err.Error(), "claimed") {
+		t.Fatalf("the cut-off relay's batch ended with %v, want a connection error", err)
 	}
 }
