@@ -155,8 +155,12 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 	// would otherwise pick its own IP (and rate-limit budget) with X-Forwarded-For.
 	c.TrustedProxies = p.list("TRUSTED_PROXIES", "")
 	for _, cidr := range c.TrustedProxies {
-		if _, _, err := net.ParseCIDR(cidr); err != nil && net.ParseIP(cidr) == nil {
+		_, network, err := net.ParseCIDR(cidr)
+		switch {
+		case err != nil && net.ParseIP(cidr) == nil:
 			p.fail("TRUSTED_PROXIES", "%q is neither an IP nor a CIDR", cidr)
+		case err == nil && slices.Equal(network.Mask, make(net.IPMask, len(network.Mask))): // a /0
+			c.Warnings = append(c.Warnings, "TRUSTED_PROXIES="+cidr+" trusts every address: any client picks its own IP, and rate-limit budget, with X-Forwarded-For; name the proxies")
 		}
 	}
 	c.CORSOrigins = p.list("CORS_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")

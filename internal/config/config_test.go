@@ -507,6 +507,17 @@ func TestWarnings(t *testing.T) {
 	if len(w) != 1 || !strings.Contains(w[0], "CORS_ORIGINS=*") {
 		t.Errorf("CORS_ORIGINS=* warnings: %v", w)
 	}
+	for _, all := range []string{"0.0.0.0/0", "::/0", "10.0.0.0/8,0.0.0.0/0"} {
+		w := load(t, config.API, "TRUSTED_PROXIES", all).Warnings
+		if len(w) != 1 || !strings.Contains(w[0], "trusts every address") {
+			t.Errorf("TRUSTED_PROXIES=%s warnings: %v", all, w)
+		}
+	}
+	for _, some := range []string{"10.0.0.0/8", "10.0.0.7", "::1", "fd00::/8", "0.0.0.0/1"} {
+		if w := load(t, config.API, "TRUSTED_PROXIES", some).Warnings; len(w) != 0 {
+			t.Errorf("TRUSTED_PROXIES=%s warnings: %v", some, w)
+		}
+	}
 }
 
 func TestLoadReadsExactlyVars(t *testing.T) {

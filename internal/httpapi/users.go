@@ -98,7 +98,7 @@ func (s *Server) updateMe(c *gin.Context) {
 		res, err := s.limiter.Allow(ctx, key, s.cfg.RateLimits.Login, time.Minute)
 		switch {
 		case err != nil:
-			s.log.WarnContext(ctx, "rate limiter unavailable; password change allowed", "err", err)
+			s.outage.WarnContext(ctx, "rate limiter unavailable; password change allowed", "err", err)
 		case !res.Allowed:
 			s.rateLimited(c, res) // its headers tell this limit, not the route's
 			return

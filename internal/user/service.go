@@ -48,8 +48,8 @@ func NewService(db *postgres.DB, store Store, a *auth.Service, idem *idempotency
 
 // Idempotency recovery points: the account's insert or update committed. A retry of the
 // request after a crash that lost its stored response answers with the account as it is now,
-// instead of "email already exists" for the account it created, or a password check against
-// the password it set.
+// instead of "email already exists" for the account it created. (A user's own password change
+// ends the session that made it, so its retry never gets this far: authentication answers 401.)
 const (
 	RecoveryUserCreated = "user_created"
 	RecoveryUserChanged = "user_changed"
