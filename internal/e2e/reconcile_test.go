@@ -5,6 +5,7 @@ package e2e_test
 // at a chosen "now" instead of the test waiting for orders to age.
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"strings"
@@ -594,8 +595,8 @@ func TestAnUnpaidCancelIsWithdrawnWhenThePaymentArrives(t *testing.T) {
 	r.wantStock(item, 9)
 }
 
-// A cancel staff asked for stands when the payment arrives first, even run by a task the
-// reconciler requeued (which carries the reconciler's name): who asked is the timeline's.
+// A cancel staff asked for stands when the payment arrives first, even run by a task that
+// carries the reconciler's name (as requeued tasks did): who asked is the timeline's.
 func TestAStaffCancelRequeuedByTheReconcilerStillRefunds(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -622,5 +623,47 @@ func TestAStaffCancelRequeuedByTheReconcilerStillRefunds(t *testing.T) {
 	}
 	if ev := r.events(o.ID, "cancelWithdrawn"); len(ev) != 0 {
 		t.Fatalf("staff's cancel withdrawn: %s", mustJSON(ev))
+	}
+}
+
+// A cancel or refund whose task was lost, and that the stuck-order sweep asks for again, ends
+// the order in the name of the staff member who asked, with their reason: the timeline and the
+// customer's notification tell their decision, not "order:cancel did not run in time".
+func TestARequeuedActionKeepsWhoAskedAndWhy(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	item := r.item(10, 700)
+	_, c := r.customer()
+	for _, tc := range []struct {
+		action, reason, from, end string
+		order                     func() fullOrder
+	}{
+		{"cancel", "customer phoned", "PENDING", "CANCELED", func() fullOrder { return r.place(c, 1, item) }},
+		{"refund", "damaged in transit", "PROCESSED", "REFUNDED", func() fullOrder { return r.processed(c, 1, item) }},
+	} {
+		o := tc.order()
+		r.quiesce()
+		r.pauseRelay()
+		r.as("financial").Do("PATCH", "/v1/admin/orders/"+o.ID.String()+"/"+tc.action, map[string]string{"reason": tc.reason}).Expect(t, 202)
+		if _, err := r.db.Exec(`DELETE FROM outbox WHERE payload->>'orderId' = $1`, o.ID.String()); err != nil { // the task is lost
+			t.Fatal(err)
+		}
+		orders := r.assemble(r.rdb, r.stripe.URL, r.log).Orders
+		later := time.Now().Add(order.DefaultReconcilePolicy(r.cfg.OrderUnpaidTTL).StuckAfter + time.Minute)
+		if rep, err := orders.Reconcile(context.Background(), later, order.DefaultReconcilePolicy(r.cfg.OrderUnpaidTTL), nil); err != nil || rep.Requeued != 1 {
+			t.Fatalf("%s: reconcile %+v, %v; want the action requeued", tc.action, rep, err)
+		}
+		r.resumeRelay()
+		r.waitStatus(o.ID, tc.end)
+		r.quiesce()
+		asked := r.events(o.ID, tc.action+"Requested")
+		ended := r.events(o.ID, "statusChanged", tc.from, tc.end)
+		if len(asked) != 1 || len(ended) != 1 || len(r.events(o.ID, "taskRequeued")) != 1 {
+			t.Fatalf("%s: timeline %v", tc.action, r.timeline(o.ID))
+		}
+		if ended[0].Actor != asked[0].Actor || deref(ended[0].Reason) != tc.reason {
+			t.Fatalf("%s: ended by %q for %q, want %q for %q (timeline %v)", tc.action, ended[0].Actor, deref(ended[0].Reason),
+				asked[0].Actor, tc.reason, r.timeline(o.ID))
+		}
 	}
 }

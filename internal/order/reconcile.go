@@ -251,6 +251,10 @@ func (s *Service) reconciled(ctx context.Context, po PendingOrder, err error, ch
 // relay would redeliver it): its task ran and failed without settling it, for instance a
 // compensation that could not reach Stripe. The strategies are idempotent, so a task that was
 // only slow does nothing the second time.
+//
+// A cancel or refund is asked again in the name of whoever asked for it, with their reason, as
+// the timeline's last request says: the order's end is theirs, not the reconciler's. A refund
+// nobody asked for (a late payment's, the timeline's latest) is asked in the reconciler's.
 func (s *Service) requeueStuck(ctx context.Context, before time.Time, rep *ReconcileReport) error {
 	stuck, err := s.store.Stuck(ctx, s.db, before, maxRequeued)
 	if err != nil {
@@ -258,14 +262,27 @@ func (s *Service) requeueStuck(ctx context.Context, before time.Time, rep *Recon
 	}
 	for _, st := range stuck {
 		requeued := false
-		_, err := s.apply(ctx, st.ID, func(_ *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
+		_, err := s.apply(ctx, st.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 			typ := map[Action]string{ActionNone: tasks.OrderProcess, ActionCancel: tasks.OrderCancel, ActionRefund: tasks.OrderRefund}[o.PendingAction]
 			if o.Status != st.Status || o.PendingAction != st.PendingAction || typ == "" {
 				return nil, nil, nil // it moved meanwhile
 			}
 			requeued = true
-			reason := typ + " did not run in time"
-			return actionEvent(EventTaskRequeued, ActorReconciler, reason), []outbox.Message{task(typ, o, ActorReconciler, reason)}, nil
+			why := typ + " did not run in time"
+			actor, reason := ActorReconciler, why
+			if o.PendingAction != ActionNone {
+				req, err := s.store.LastEvent(ctx, tx, o.ID, EventCancelRequested, EventRefundRequested, EventLatePayment)
+				if err = ignoreMissing(err); err != nil {
+					return nil, nil, err
+				}
+				if req.Type == map[Action]string{ActionCancel: EventCancelRequested, ActionRefund: EventRefundRequested}[o.PendingAction] {
+					actor, reason = req.Actor, ""
+					if req.Reason != nil {
+						reason = *req.Reason
+					}
+				}
+			}
+			return actionEvent(EventTaskRequeued, ActorReconciler, why), []outbox.Message{task(typ, o, actor, reason)}, nil
 		})
 		if err != nil {
 			s.log.ErrorContext(ctx, "reconciler: stuck order not requeued", "orderId", st.ID, "err", err)

@@ -43,7 +43,7 @@ type Store interface {
 	Save(ctx context.Context, tx postgres.Querier, o *Order, c Change) error
 	AddEvent(ctx context.Context, tx sqlx.ExecerContext, e Event) error
 	Events(ctx context.Context, db postgres.Querier, orderID uuid.UUID, page cursor.Request) ([]Event, error)
-	LastCancelRequest(ctx context.Context, db postgres.Querier, orderID uuid.UUID) (Event, error)
+	LastEvent(ctx context.Context, db postgres.Querier, orderID uuid.UUID, types ...string) (Event, error)
 	SetIntent(ctx context.Context, db postgres.Querier, orderID uuid.UUID, intentID, clientSecret, status string, done idempotency.Completion) (bool, error)
 	AdoptIntent(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, intentID string) error
 	PutRefund(ctx context.Context, tx sqlx.ExecerContext, orderID uuid.UUID, r Refund) error

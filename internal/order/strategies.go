@@ -120,16 +120,15 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 // withdrawCancel drops a cancel the system asked for because the order was not paid (unpaid
 // past the TTL, its PaymentIntent canceled at Stripe) once it is paid after all: a handler acts
 // only while its precondition holds (SPEC §5), so the payment goes on to its processing, which
-// the pending cancel held back, instead of being refunded. Who asked is read from the timeline:
-// a task the reconciler requeued carries its name whoever asked. A cancel staff or the
-// customer asked for stands, and the payment is refunded.
+// the pending cancel held back, instead of being refunded. Who asked is read from the timeline.
+// A cancel staff or the customer asked for stands, and the payment is refunded.
 func (s *Service) withdrawCancel(ctx context.Context, id uuid.UUID) (bool, error) {
 	done := false
 	_, err := s.apply(ctx, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if o.PendingAction != ActionCancel || o.Status != Paid || !o.Payment.Captured() {
 			return nil, nil, nil
 		}
-		req, err := s.store.LastCancelRequest(ctx, tx, o.ID)
+		req, err := s.store.LastEvent(ctx, tx, o.ID, EventCancelRequested)
 		if err != nil || (req.Actor != ActorReconciler && req.Actor != ActorWebhook) {
 			return nil, nil, ignoreMissing(err)
 		}

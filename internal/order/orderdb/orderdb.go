@@ -457,14 +457,14 @@ type eventRow struct {
 	CreatedAt     time.Time `db:"created_at"`
 }
 
-const lastCancelRequestQuery = `SELECT id, order_id, type, from_status, to_status, actor, reason, correlation_id, created_at
-FROM order_events WHERE order_id = $1 AND type = '` + order.EventCancelRequested + `' ORDER BY created_at DESC, id DESC LIMIT 1`
+const lastEventQuery = `SELECT id, order_id, type, from_status, to_status, actor, reason, correlation_id, created_at
+FROM order_events WHERE order_id = $1 AND type = ANY($2) ORDER BY created_at DESC, id DESC LIMIT 1`
 
-// LastCancelRequest returns the order's latest cancelRequested event (ErrNotFound without one).
-func (Store) LastCancelRequest(ctx context.Context, db postgres.Querier, orderID uuid.UUID) (order.Event, error) {
+// LastEvent returns the order's latest event of one of types (ErrNotFound without one).
+func (Store) LastEvent(ctx context.Context, db postgres.Querier, orderID uuid.UUID, types ...string) (order.Event, error) {
 	var r eventRow
-	if err := db.GetContext(ctx, &r, lastCancelRequestQuery, orderID); err != nil {
-		return order.Event{}, mapErr("last cancel request", err)
+	if err := db.GetContext(ctx, &r, lastEventQuery, orderID, pq.Array(types)); err != nil {
+		return order.Event{}, mapErr("last event", err)
 	}
 	return r.event(), nil
 }
