@@ -61,7 +61,20 @@ func stripeMockBinary() string {
 	return ""
 }
 
+// startStripeMock starts stripe-mock on free ports. A start that exits at once (a port taken
+// between the check and the bind) is tried again on other ports; what it said is in the error.
 func startStripeMock(bin string) (string, error) {
+	var err error
+	for range 3 {
+		var url string
+		if url, err = startStripeMockOnce(bin); err == nil {
+			return url, nil
+		}
+	}
+	return "", err
+}
+
+func startStripeMockOnce(bin string) (string, error) {
 	port, err := freePort()
 	if err != nil {
 		return "", err
@@ -70,21 +83,51 @@ func startStripeMock(bin string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	out := &head{max: 4096}
 	cmd := exec.Command(bin, "-http-port", strconv.Itoa(port), "-https-port", strconv.Itoa(httpsPort))
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return "", fmt.Errorf("start stripe-mock: %w", err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	url := "http://127.0.0.1:" + strconv.Itoa(port)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	deadline := time.After(60 * time.Second) // it reads Stripe's whole API description first
+	for {
 		if probeStripe(url) == nil {
 			return url, nil
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case err := <-exited:
+			return "", fmt.Errorf("stripe-mock on %s exited (%v): %s", url, err, out.String())
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			return "", fmt.Errorf("stripe-mock did not answer on %s within a minute: %s", url, out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	_ = cmd.Process.Kill()
-	return "", fmt.Errorf("stripe-mock did not answer on %s", url)
+}
+
+// head keeps the first max bytes written to it: what a program said at its start, not every
+// request it logs after.
+type head struct {
+	mu  sync.Mutex
+	b   []byte
+	max int
+}
+
+func (h *head) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.b = append(h.b, p[:min(len(p), max(h.max-len(h.b), 0))]...)
+	return len(p), nil
+}
+
+func (h *head) String() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return string(h.b)
 }
 
 func probeStripe(url string) error {
