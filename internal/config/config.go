@@ -164,6 +164,13 @@ func Load(service Service, getenv func(string) string) (Config, error) {
 		}
 	}
 	c.CORSOrigins = p.list("CORS_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
+	for _, o := range c.CORSOrigins {
+		if o != "*" && !isOrigin(o) {
+			// Compared as the browser sends it: any other spelling would never match, and every
+			// call from that origin would fail in the browser while the API looked fine.
+			p.fail("CORS_ORIGINS", "%q is not an origin as browsers send it (scheme://host[:port], lower case, no path)", o)
+		}
+	}
 	if slices.Contains(c.CORSOrigins, "*") {
 		c.Warnings = append(c.Warnings, "CORS_ORIGINS=* lets every web origin call the API from its users' browsers; name the origins")
 	}
@@ -307,7 +314,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("httpAddr", c.HTTPAddr),
 		slog.String("opsAddr", c.OpsAddr),
 		slog.Bool("pprofEnabled", c.PprofEnabled),
-		slog.String("stripeApiBase", c.StripeAPIBase),
+		slog.String("stripeApiBase", maskURL(c.StripeAPIBase)),
 		slog.Bool("rateLimitEnabled", c.RateLimitEnabled),
 		slog.String("cacheTtl", c.CacheTTL.String()),
 		slog.Int("outboxBatchSize", c.OutboxBatchSize),
@@ -320,6 +327,13 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("seedDemoData", c.SeedDemoData),
 		slog.Any("argon2", c.Argon2),
 	)
+}
+
+// isOrigin reports whether o is a web origin spelled as a browser's Origin header spells it.
+func isOrigin(o string) bool {
+	u, err := url.Parse(o)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.Scheme+"://"+u.Host == o && o == strings.ToLower(o)
 }
 
 // maskURL hides a URL's passwords: the userinfo's, and those lib/pq takes as query parameters.
@@ -403,8 +417,17 @@ func (p *parser) checkURL(name, v string, schemes ...string) string {
 // redisURL accepts the forms redisx.Parse does: redis://, rediss:// and redis-sentinel://.
 func (p *parser) redisURL(name, def string) string {
 	v := p.str(name, def)
-	if _, err := redisx.Parse(v); err != nil {
-		p.fail(name, "%q: %s", redisx.Redact(v), strings.TrimPrefix(err.Error(), "redis: parse url: "))
+	_, err := redisx.Parse(v)
+	var unparsed *url.Error
+	switch {
+	case err == nil:
+	case !strings.Contains(v, "://"): // nothing to tell a password from: quote none of it
+		p.fail(name, "is not a redis://, rediss:// or %s:// URL", redisx.SentinelScheme)
+	case errors.As(err, &unparsed): // its message quotes the URL as given
+		p.fail(name, "is not a URL with a host (a password's reserved characters must be percent-encoded)")
+	default:
+		why := strings.ReplaceAll(strings.TrimPrefix(err.Error(), "redis: parse url: "), v, redisx.Redact(v))
+		p.fail(name, "%q: %s", redisx.Redact(v), why)
 	}
 	return v
 }

@@ -498,6 +498,24 @@ func TestPprofIsOptInAndLoopbackOnlyInProduction(t *testing.T) {
 	}
 }
 
+// CORS origins are compared with the browser's Origin header as sent: a spelling that can never
+// match (a trailing slash, a path, capitals, no scheme) is refused at start-up, not left to fail
+// every browser call.
+func TestCORSOriginsAreOrigins(t *testing.T) {
+	t.Parallel()
+	for _, good := range []string{"https://shop.example", "http://localhost:3000", "http://127.0.0.1:3000", "http://[::1]:8080",
+		"https://shop.example,https://admin.shop.example", "*"} {
+		load(t, config.API, "CORS_ORIGINS", good)
+	}
+	for _, bad := range []string{"https://shop.example/", "https://Shop.example", "shop.example", "https://shop.example/app",
+		"https://shop.example?x=1", "ftp://shop.example", "https://user@shop.example", "https://", "HTTPS://shop.example",
+		"https://shop.example#", "https://shop.example?"} {
+		if msg := loadErr(t, config.API, "CORS_ORIGINS", bad); !strings.Contains(msg, "CORS_ORIGINS:") {
+			t.Errorf("CORS_ORIGINS=%s: %s", bad, msg)
+		}
+	}
+}
+
 func TestWarnings(t *testing.T) {
 	t.Parallel()
 	if w := load(t, config.API).Warnings; len(w) != 0 {
@@ -606,6 +624,21 @@ func TestURLPasswordsStayOutOfLogsAndErrors(t *testing.T) {
 		if !strings.Contains(msg, name+":") || strings.Contains(msg, "ss%word") {
 			t.Errorf("%s: %s", name, msg)
 		}
+	}
+	// Redis URLs in every form the parser refuses: a bad escape, no scheme, a Sentinel URL.
+	for _, v := range []string{"redis://:s3cr%zzet@cache:6379/0", "rediss://app:s3cr%zzet@cache:6379", "app:s3cr%zzet@cache:6379",
+		"redis-sentinel://:s3cr%zzet@s1:26379/0?master=m", "redis-sentinel://:s3cr%zzet@s1:26379/0", "redis://:s3cr%zzet@cache:6379/x"} {
+		msg := loadErr(t, config.API, "REDIS_URL", v)
+		if !strings.Contains(msg, "REDIS_URL:") || strings.Contains(msg, "s3cr") || strings.Contains(msg, "zzet") {
+			t.Errorf("REDIS_URL=%s: %s", v, msg)
+		}
+	}
+	// The Stripe base URL is logged without a password it carries.
+	c = load(t, config.API, "STRIPE_API_BASE", "https://proxy:stripe-pass-3@stripe.internal:8443")
+	buf.Reset()
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", c)
+	if strings.Contains(buf.String(), "stripe-pass-3") || !strings.Contains(buf.String(), "stripe.internal:8443") {
+		t.Errorf("the configuration log line shows the Stripe base's password or hides its host:\n%s", buf.String())
 	}
 }
 

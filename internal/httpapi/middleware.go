@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,14 +82,14 @@ func (s *Server) accessLog(c *gin.Context) {
 	metrics.ObserveHTTP(c.Request.Method, route, status, time.Since(start))
 }
 
-// recovery turns a panic into a logged 500 with the standard body.
+// recovery turns a panic into a 500 with the standard body, logged with the panic's stack.
 func (s *Server) recovery(c *gin.Context) {
 	defer func() {
 		if r := recover(); r != nil {
 			if r == http.ErrAbortHandler {
 				panic(r)
 			}
-			s.respondError(c, fmt.Errorf("panic: %v", r))
+			s.respondError(c, fmt.Errorf("panic: %v\n%s", r, debug.Stack()))
 		}
 	}()
 	c.Next()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"time"
 
 	"github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/database"
@@ -43,8 +44,15 @@ func newMigrator(ctx context.Context, url string, files fs.FS) (*Migrator, error
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
+	m.LockTimeout = lockWait
 	return &Migrator{m: m}, nil
 }
+
+// lockWait is how long a migrator waits for another one's lock. Two may start at once (several
+// deploy jobs or init containers on one database): the second waits for the first's migrations,
+// which can take minutes on a large database, then finds nothing left to do. golang-migrate's
+// own 15 s made it fail instead, and the programs started after it never started.
+const lockWait = 10 * time.Minute
 
 // atomicDriver commits each migration with the version it leads to. golang-migrate marks the
 // version dirty, runs the migration, then marks it clean: three commits. A stop between them

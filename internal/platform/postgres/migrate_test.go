@@ -509,3 +509,42 @@ func TestMigration13NamesTheOpenPaymentAsStripeDoes(t *testing.T) {
 		t.Fatalf("after down: %v", got)
 	}
 }
+
+// TestASecondMigratorWaitsForTheFirst: two migrators started at once on one database (two
+// deploy jobs) take turns: the second waits while the first runs a migration longer than
+// golang-migrate's default wait of 15 s, then finds nothing left to do.
+func TestASecondMigratorWaitsForTheFirst(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testenv.EmptyDB(t)
+	files := fstest.MapFS{
+		"0001_slow.up.sql":   {Data: []byte(`CREATE TABLE slow (id int); SELECT pg_sleep(16);`)},
+		"0001_slow.down.sql": {Data: []byte(`DROP TABLE slow;`)},
+	}
+	var both []*postgres.Migrator // both ready before either starts
+	for range 2 {
+		m, err := postgres.NewMigratorFrom(ctx, url, files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		both = append(both, m)
+	}
+	errs := make(chan error, 2)
+	for _, m := range both {
+		go func() { errs <- m.Up() }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a migrator failed while the other ran: %v", err)
+		}
+	}
+	m, err := postgres.NewMigratorFrom(ctx, url, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if v, dirty, err := m.Version(); err != nil || dirty || v != 1 {
+		t.Fatalf("version %d dirty %v (%v), want 1 clean", v, dirty, err)
+	}
+}
