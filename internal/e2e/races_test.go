@@ -440,6 +440,33 @@ func TestAccountDeletedWhileItsCustomerIsCreated(t *testing.T) {
 	}
 }
 
+// TestARestoredAccountKeepsItsCustomer: an account deleted and restored (in SQL, the way
+// docs/decisions.md gives for a lost superadmin) before its deletion's customer task ran keeps
+// its Stripe Customer: the task finds the user live and deletes nothing.
+func TestARestoredAccountKeepsItsCustomer(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	uid, c := r.customer()
+	r.quiesce()
+	var customer string
+	if err := r.db.Get(&customer, `SELECT COALESCE(stripe_customer_id, '') FROM users WHERE id = $1`, uid); err != nil || customer == "" {
+		t.Fatalf("customer id %q (%v), want one", customer, err)
+	}
+	r.pauseRelay()
+	c.Do("DELETE", "/v1/users/me", nil).Expect(t, 204)
+	if _, err := r.db.Exec(`UPDATE users SET deleted_at = NULL WHERE id = $1`, uid); err != nil {
+		t.Fatal(err)
+	}
+	r.resumeRelay()
+	r.quiesce()
+	if got := r.obs.outcomes(tasks.CustomerDelete); got["success"] != 1 {
+		t.Fatalf("delete task outcomes %v, want it run once", got)
+	}
+	if deletes := r.stripe.Calls("DELETE", "/v1/customers/"); len(deletes) != 0 {
+		t.Fatalf("the restored account's customer was deleted at Stripe: %+v", deletes)
+	}
+}
+
 // TestCustomerCreateRetriedAfterTheAccountChanged: the Stripe customer create went through but
 // its answer was lost, and the user renamed themselves before the retry. Stripe refuses a key
 // sent again with other parameters (the proxy keeps that rule): the retry still gets the

@@ -83,10 +83,11 @@ func (c *CustomerSync) Update(ctx context.Context, id uuid.UUID) error {
 	return c.gateway.UpdateCustomer(ctx, u.StripeCustomerID, params(u))
 }
 
-// Delete removes the Stripe Customer of a deleted user.
+// Delete removes the Stripe Customer of a deleted user. A user live again by the time it runs
+// (restored in SQL, docs/decisions.md) keeps theirs.
 func (c *CustomerSync) Delete(ctx context.Context, id uuid.UUID) error {
 	u, err := c.store.GetAny(ctx, c.db, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && u.StripeCustomerID == "") {
+	if errors.Is(err, ErrNotFound) || (err == nil && (u.StripeCustomerID == "" || u.DeletedAt == nil)) {
 		return nil
 	}
 	if err != nil {

@@ -122,7 +122,7 @@ func (r *Runner) ProcessTask(ctx context.Context, at *asynq.Task) error {
 		return err
 	}
 	permanent := isPermanent(err)
-	if (waits(err) || s.Compensate == nil && stripeDown(err)) && t.OutboxID != 0 {
+	if (waits(err) || s.Compensate == nil && stripeDown(ctx, err)) && t.OutboxID != 0 {
 		// Not the task's failure: the attempt does not count (outageError), no compensation
 		// runs and the outbox row stays. Asynq archives a task whose last attempt fails all
 		// the same; marked Unfinished, the relay delivers it again. (A periodic task, with no
@@ -286,9 +286,11 @@ func waits(err error) bool {
 // stripeDown reports whether Stripe could not be reached or answered to try again later. A
 // task with nothing to compensate its failure (a customer sync) waits it out like an outage of
 // ours: failed for good, it would be lost, and a deleted account's details would stay at Stripe.
-// The others count it (waits).
-func stripeDown(err error) bool {
-	return errors.Is(err, payment.ErrTransient) && !errors.Is(err, context.DeadlineExceeded)
+// The others count it (waits). A Stripe that hangs is down too: its calls end with their own
+// timeout, which passes for context.DeadlineExceeded; only the task's own context running out
+// (ctx, the attempt's) counts, so that a task that always does ends.
+func stripeDown(ctx context.Context, err error) bool {
+	return errors.Is(err, payment.ErrTransient) && ctx.Err() == nil
 }
 
 // outageError is an attempt that PostgreSQL or Redis was away for: the server does not count

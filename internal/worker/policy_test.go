@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -691,6 +693,32 @@ func TestPermanentErrors(t *testing.T) {
 		if got := waits(c.err); got != c.away {
 			t.Errorf("waits(%v) = %v, want %v", c.err, got, c.away)
 		}
+	}
+}
+
+// TestAHangingStripeIsDownForACustomerSync: Stripe that stops answering ends each call with the
+// HTTP client's own timeout, an error that passes for context.DeadlineExceeded. It is Stripe's
+// outage all the same, which a customer sync waits out; only the attempt's own context running
+// out counts against the task.
+func TestAHangingStripeIsDownForACustomerSync(t *testing.T) {
+	t.Parallel()
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hang.Close()
+	_, err := (&http.Client{Timeout: 20 * time.Millisecond}).Get(hang.URL)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a client timeout is %v, which no longer passes for a deadline: the case this test is for is gone", err)
+	}
+	hung := &payment.GatewayError{Class: payment.ErrTransient, Message: err.Error(), Err: err} // as payment.classify makes it
+	if !stripeDown(context.Background(), hung) {
+		t.Error("a hanging Stripe is not taken for Stripe down")
+	}
+	over, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if stripeDown(over, hung) {
+		t.Error("an attempt out of its own time is taken for Stripe down: a task that always runs out would never end")
+	}
+	if stripeDown(context.Background(), payment.ErrRejected) {
+		t.Error("a refusal is taken for Stripe down")
 	}
 }
 
