@@ -212,7 +212,7 @@ func TestItemPaginationRefusesBadParameters(t *testing.T) {
 			expectValidation(t, admin.Do("GET", path+"?limit="+url.QueryEscape(limit), nil), path, "limit=validation.range")
 		}
 	}
-	for _, limit := range []string{"1", "100"} {
+	for _, limit := range []string{"1", "100", ""} { // empty: none given, like an empty cursor
 		admin.Do("GET", "/v1/items?limit="+limit, nil).Expect(t, 200)
 	}
 

@@ -146,7 +146,8 @@ const (
 	MaxLimit     = 100
 )
 
-// pageRequest reads ?limit= and ?cursor=. An explicit limit wins over the cursor's.
+// pageRequest reads ?limit= and ?cursor=. An explicit limit wins over the cursor's; an empty
+// one is none, as an empty cursor is (a client that fills in every parameter for every page).
 func pageRequest(c *gin.Context) (cursor.Request, error) {
 	req := cursor.Request{Limit: DefaultLimit}
 	if tok, ok := c.GetQuery("cursor"); ok && tok != "" {
@@ -156,7 +157,7 @@ func pageRequest(c *gin.Context) (cursor.Request, error) {
 		}
 		req.After, req.Limit = &cur, cur.Limit
 	}
-	if s, ok := c.GetQuery("limit"); ok {
+	if s := c.Query("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxLimit {
 			return req, apperr.ErrValidation.WithDetails(apperr.Field("limit", "validation.range", "min", 1, "max", MaxLimit))
