@@ -45,6 +45,7 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 	}
 	p := &Program{Cfg: cfg, Log: log, closes: []func(){closeLog}}
 	redisx.LogThrough(log)
+	logging.TakeStandardLog(log)
 	log.Info("starting", "config", cfg)
 	for _, w := range cfg.Warnings {
 		log.Warn("risky configuration: " + w)
