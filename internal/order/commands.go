@@ -19,7 +19,6 @@ import (
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
-	"github.com/dispatchhq/dispatch/internal/tasks"
 )
 
 // Limits of an order (SPEC §3 Orders), and of its total: the most one charge at Stripe can take,
@@ -413,15 +412,11 @@ func (s *Service) request(ctx context.Context, actor string, id uuid.UUID, a Act
 	if !v.Text("reason", reason, 0, 500) {
 		return Order{}, v.Err()
 	}
-	typ, evType := tasks.OrderCancel, EventCancelRequested
-	if a == ActionRefund {
-		typ, evType = tasks.OrderRefund, EventRefundRequested
-	}
 	return s.applyOnce(ctx, claim, id, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
 		if err := o.request(a); err != nil {
 			return nil, nil, err
 		}
-		return actionEvent(evType, actor, reason), []outbox.Message{task(typ, o, actor, reason)}, nil
+		return actionEvent(a.requested(), actor, reason), []outbox.Message{task(a.taskType(), o, actor, reason)}, nil
 	})
 }
 

@@ -263,11 +263,11 @@ func (s *Service) requeueStuck(ctx context.Context, before time.Time, rep *Recon
 	for _, st := range stuck {
 		requeued := false
 		_, err := s.apply(ctx, st.ID, func(tx *postgres.Tx, o *Order) (*Event, []outbox.Message, error) {
-			typ := map[Action]string{ActionNone: tasks.OrderProcess, ActionCancel: tasks.OrderCancel, ActionRefund: tasks.OrderRefund}[o.PendingAction]
-			if o.Status != st.Status || o.PendingAction != st.PendingAction || typ == "" {
+			if o.Status != st.Status || o.PendingAction != st.PendingAction {
 				return nil, nil, nil // it moved meanwhile
 			}
 			requeued = true
+			typ := o.PendingAction.taskType()
 			why := typ + " did not run in time"
 			actor, reason := ActorReconciler, why
 			if o.PendingAction != ActionNone {
@@ -275,7 +275,7 @@ func (s *Service) requeueStuck(ctx context.Context, before time.Time, rep *Recon
 				if err = ignoreMissing(err); err != nil {
 					return nil, nil, err
 				}
-				if req.Type == map[Action]string{ActionCancel: EventCancelRequested, ActionRefund: EventRefundRequested}[o.PendingAction] {
+				if req.Type == o.PendingAction.requested() {
 					actor, reason = req.Actor, ""
 					if req.Reason != nil {
 						reason = *req.Reason

@@ -2,7 +2,10 @@
 // the API, the webhook and the worker run on orders.
 package order
 
-import "github.com/dispatchhq/dispatch/internal/apperr"
+import (
+	"github.com/dispatchhq/dispatch/internal/apperr"
+	"github.com/dispatchhq/dispatch/internal/tasks"
+)
 
 // Status is an order's place in the state machine.
 type Status string
@@ -80,6 +83,25 @@ func (a Action) target() Status {
 		return Canceled
 	}
 	return Refunded
+}
+
+// requested is the timeline event that asks for the action.
+func (a Action) requested() string {
+	if a == ActionCancel {
+		return EventCancelRequested
+	}
+	return EventRefundRequested
+}
+
+// taskType is the task that runs the action; with none pending, a paid order's processing.
+func (a Action) taskType() string {
+	switch a {
+	case ActionCancel:
+		return tasks.OrderCancel
+	case ActionRefund:
+		return tasks.OrderRefund
+	}
+	return tasks.OrderProcess
 }
 
 // Errors of the orders domain.

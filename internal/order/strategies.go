@@ -80,13 +80,11 @@ func (s *Service) Cancel(ctx context.Context, id uuid.UUID, actor, reason string
 			}
 		}
 	}
+	var refund *payment.Refund
 	if o.Payment.Captured() {
 		if withdrawn, err := s.withdrawCancel(ctx, id); err != nil || withdrawn {
 			return err
 		}
-	}
-	var refund *payment.Refund
-	if o.Payment.Captured() {
 		r, err := s.refundOrder(ctx, &o, "refund")
 		if err != nil {
 			return err
