@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"net/url"
 	"slices"
 	"strings"
@@ -337,9 +336,7 @@ func TestLateRefundRetriesExhaustedAreRunAgain(t *testing.T) {
 
 	// Stripe answers again; the sweep finds the refund pending past StuckAfter and runs it again.
 	r.stripe.Clear()
-	orders := r.assemble(r.rdb, r.stripe.URL, r.log).Orders
-	later := time.Now().Add(order.DefaultReconcilePolicy(r.cfg.OrderUnpaidTTL).StuckAfter + time.Minute)
-	if rep, err := orders.Reconcile(context.Background(), later, order.DefaultReconcilePolicy(r.cfg.OrderUnpaidTTL), nil); err != nil || rep.Requeued != 1 {
+	if rep, err := r.sweepStuck(); err != nil || rep.Requeued != 1 {
 		t.Fatalf("reconcile: %+v, %v; want the late refund requeued", rep, err)
 	}
 	r.lateRefunded(o)

@@ -5,7 +5,6 @@ package e2e_test
 // at a chosen "now" instead of the test waiting for orders to age.
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"strings"
@@ -648,9 +647,7 @@ func TestARequeuedActionKeepsWhoAskedAndWhy(t *testing.T) {
 		if _, err := r.db.Exec(`DELETE FROM outbox WHERE payload->>'orderId' = $1`, o.ID.String()); err != nil { // the task is lost
 			t.Fatal(err)
 		}
-		orders := r.assemble(r.rdb, r.stripe.URL, r.log).Orders
-		later := time.Now().Add(order.DefaultReconcilePolicy(r.cfg.OrderUnpaidTTL).StuckAfter + time.Minute)
-		if rep, err := orders.Reconcile(context.Background(), later, order.DefaultReconcilePolicy(r.cfg.OrderUnpaidTTL), nil); err != nil || rep.Requeued != 1 {
+		if rep, err := r.sweepStuck(); err != nil || rep.Requeued != 1 {
 			t.Fatalf("%s: reconcile %+v, %v; want the action requeued", tc.action, rep, err)
 		}
 		r.resumeRelay()

@@ -285,6 +285,13 @@ func (r *rig) deliver(id uuid.UUID) {
 	r.as("delivery").Do("PATCH", "/v1/admin/orders/"+id.String()+"/deliver", nil).Expect(r.t, 200)
 }
 
+// sweepStuck runs the reconciler as it would run past StuckAfter from now: what waits for a
+// task that did not run is asked for again.
+func (r *rig) sweepStuck() (order.ReconcileReport, error) {
+	p := order.DefaultReconcilePolicy(r.cfg.OrderUnpaidTTL)
+	return r.assemble(r.rdb, r.stripe.URL, r.log).Orders.Reconcile(context.Background(), time.Now().Add(p.StuckAfter+time.Minute), p, nil)
+}
+
 // timelineEvent is one row of an order's timeline.
 type timelineEvent struct {
 	Type          string  `db:"type"`
