@@ -21,6 +21,7 @@ import (
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
+	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 	"github.com/dispatchhq/dispatch/internal/worker"
@@ -153,4 +154,76 @@ func TestWorkerOutlivesAPostgresOutage(t *testing.T) {
 		t.Errorf("%d attempts failed for good, want none; %s", n, log)
 	}
 	s.assertNoRepeatedTransition(o.ID)
+}
+
+// TestAStalledRedisLeavesTheAPIServing: a second API whose Redis stops answering without
+// closing its connections (behind a proxy that holds every byte). Its breaker opens after the
+// first calls time out; then every use of Redis is skipped and falls back: requests pass
+// without rate-limit headers, items and identities come from the database, an order is placed
+// and the item's stock read back current. When Redis answers again a trial closes the breaker
+// and rate limits count again.
+func TestAStalledRedisLeavesTheAPIServing(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	item := s.item(50, 700)
+	_, customer := s.customer()
+
+	u, err := url.Parse(s.cfg.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewTCPProxy(t, u.Host)
+	u.Host = proxy.Addr
+	rdb, err := redisx.New(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Thaw(); rdb.Close() })
+	breaker := redisx.FailFast(rdb, s.log)
+	cfg := s.cfg
+	cfg.RateLimitEnabled = true
+	api := httpapi.New(cfg, assembly.New(cfg, assembly.Infra{DB: s.db, Redis: rdb, Keys: s.keys, Log: s.log,
+		Gateway: payment.NewStripe(cfg.StripeSecretKey, s.stripe.URL)}), httpapi.Options{})
+	t.Cleanup(api.Close)
+	hs := httptest.NewServer(api.Handler())
+	t.Cleanup(hs.Close)
+	c := testenv.NewClient(t, hs.URL).As(customer.Token)
+	stock := func() int64 {
+		var it struct{ Stock int64 }
+		c.Do("GET", "/v1/items/"+item.String(), nil).Expect(t, 200).Decode(t, &it)
+		return it.Stock
+	}
+	if stock() != 50 { // cached through the proxy
+		t.Fatal("stock before the stall")
+	}
+
+	proxy.Freeze()
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 2}}}
+	for i := 0; i < 3 && !breaker.Open(); i++ {
+		c.Do("GET", "/v1/users/me", nil).Expect(t, 200)
+	}
+	if !breaker.Open() {
+		t.Fatal("the breaker did not open on a stalled Redis")
+	}
+	for i := 0; i < 5; i++ {
+		resp := c.Do("POST", "/v1/orders", body, "Idempotency-Key", uuid.NewString()).Expect(t, 201)
+		if h := resp.Header.Get("X-RateLimit-Limit"); h != "" {
+			t.Fatalf("rate-limit headers without a count: %q", h)
+		}
+		if got, want := stock(), int64(50-2*(i+1)); got != want {
+			t.Fatalf("stock %d after %d orders, want %d", got, i+1, want)
+		}
+		c.Do("GET", "/v1/users/me", nil).Expect(t, 200)
+	}
+
+	proxy.Thaw()
+	testenv.Eventually(t, 20*time.Second, "rate limits count again", func() bool {
+		return c.Do("GET", "/v1/users/me", nil).Expect(t, 200).Header.Get("X-RateLimit-Limit") != ""
+	})
+	if breaker.Open() {
+		t.Fatal("the breaker is still open with Redis answering")
+	}
+	if got := stock(); got != 40 {
+		t.Fatalf("stock %d after the stall, want 40", got)
+	}
 }

@@ -63,6 +63,11 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 		return nil, nil, err
 	}
 	p.closes = append(p.closes, func() { p.Redis.Close() })
+	if service == config.API {
+		// Every use the API makes of Redis has a fallback, and a request must not wait on a
+		// stalled Redis for each of them: its calls fail fast while Redis is not answering.
+		redisx.FailFast(p.Redis, log)
+	}
 	if err := redisx.Ping(ctx, p.Redis); err != nil {
 		if service != config.API {
 			p.Close()

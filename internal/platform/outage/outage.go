@@ -17,7 +17,7 @@ import (
 // Is reports whether err means a backing service is unreachable, restarting or refusing
 // connections.
 func Is(err error) bool {
-	if err == nil {
+	if err == nil || errors.Is(err, redis.Nil) { // Redis's empty answer, the commonest error by far
 		return false
 	}
 	var (
@@ -31,7 +31,7 @@ func Is(err error) bool {
 	// when the server closed the connection mid-exchange.
 	return errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed) ||
-		redisCannotServe(err)
+		errors.Is(err, ErrSkipped) || redisCannotServe(err)
 }
 
 // redisCannotServe: Redis answered but cannot serve any such command now: full (OOM, with

@@ -1,0 +1,51 @@
+package boot_test
+
+import (
+	"errors"
+	"io"
+	"net/url"
+	"testing"
+
+	"github.com/dispatchhq/dispatch/internal/config"
+	"github.com/dispatchhq/dispatch/internal/platform/boot"
+	"github.com/dispatchhq/dispatch/internal/platform/outage"
+	"github.com/dispatchhq/dispatch/internal/testenv"
+)
+
+// TestOnlyTheAPIsRedisFailsFast: the API's Redis client skips Redis once three calls in a row
+// have timed out on a stalled Redis (every use the API makes of it has a fallback); the
+// worker's keeps trying, its calls have none.
+func TestOnlyTheAPIsRedisFailsFast(t *testing.T) {
+	t.Parallel()
+	_, dbURL := testenv.DB(t)
+	_, keys, redisURL := testenv.Redis(t)
+	for service, skips := range map[config.Service]bool{config.API: true, config.Worker: false} {
+		t.Run(string(service), func(t *testing.T) {
+			t.Parallel()
+			u, err := url.Parse(redisURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := testenv.NewTCPProxy(t, u.Host)
+			u.Host = proxy.Addr
+			env := map[string]string{"APP_ENV": "test", "DATABASE_URL": dbURL, "REDIS_URL": u.String(), "LOG_LEVEL": "error"}
+			p, _, err := boot.Start(testenv.Context(t), service, func(k string) string { return env[k] }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { proxy.Thaw(); p.Close() })
+			ctx := testenv.Context(t)
+			key := keys.Key("boot", string(service))
+			proxy.Freeze()
+			for i := 0; i < 3; i++ {
+				if err := p.Redis.Get(ctx, key).Err(); !outage.Is(err) || errors.Is(err, outage.ErrSkipped) {
+					t.Fatalf("call %d on a stalled Redis: %v, want a timeout", i+1, err)
+				}
+			}
+			err = p.Redis.Get(ctx, key).Err()
+			if errors.Is(err, outage.ErrSkipped) != skips || !outage.Is(err) {
+				t.Fatalf("%s's fourth call on a stalled Redis: %v; skipped: want %v", service, err, skips)
+			}
+		})
+	}
+}
