@@ -44,12 +44,10 @@ func (b *Breaker) Do(ctx context.Context, call func() error) error {
 	if !ok {
 		return ErrSkipped
 	}
-	err := call()
 	if trial {
-		b.mu.Lock()
-		b.trying, b.trial = false, b.now().Add(b.cooldown)
-		b.mu.Unlock()
+		defer b.tried() // even if call panics: a trial left under way would skip every call for good
 	}
+	err := call()
 	switch {
 	case err != nil && ctx.Err() != nil:
 	case Is(err):
@@ -80,6 +78,13 @@ func (b *Breaker) allow() (ok, trial bool) {
 	}
 	b.trying = true
 	return true, true
+}
+
+// tried ends a trial: the next may go a cooldown from now.
+func (b *Breaker) tried() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.trying, b.trial = false, b.now().Add(b.cooldown)
 }
 
 func (b *Breaker) trip(err error) {

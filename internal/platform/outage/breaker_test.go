@@ -137,6 +137,30 @@ func TestBreakerCountsOnlyOutagesInARow(t *testing.T) {
 	}
 }
 
+// TestATrialThatPanicsEndsAsATrial: the next trial still goes a cooldown later.
+func TestATrialThatPanicsEndsAsATrial(t *testing.T) {
+	t.Parallel()
+	b, c := newBreaker(&testenv.Buffer{})
+	ctx := context.Background()
+	ran := 0
+	for i := 0; i < 3; i++ {
+		b.Do(ctx, returning(&ran, timeout))
+	}
+	c.pass(time.Second)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the trial's panic did not reach its caller")
+			}
+		}()
+		b.Do(ctx, func() error { panic("in the trial") })
+	}()
+	c.pass(time.Second)
+	if err := b.Do(ctx, returning(&ran, nil)); err != nil || ran != 4 || b.Open() {
+		t.Fatalf("after a trial that panicked: %v, %d calls ran, open %v", err, ran, b.Open())
+	}
+}
+
 func TestSkippedIsAnOutage(t *testing.T) {
 	t.Parallel()
 	if !outage.Is(fmt.Errorf("rate limit: %w", outage.ErrSkipped)) {
