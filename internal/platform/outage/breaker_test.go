@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,19 +17,6 @@ import (
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
-// clock is a time the test moves by hand.
-type clock struct{ t time.Time }
-
-func (c *clock) now() time.Time       { return c.t }
-func (c *clock) pass(d time.Duration) { c.t = c.t.Add(d) }
-
-func newBreaker(logs *testenv.Buffer) (*outage.Breaker, *clock) {
-	b := outage.NewBreaker("redis", 3, time.Second, slog.New(slog.NewJSONHandler(logs, nil)))
-	c := &clock{t: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
-	outage.SetClock(b, c.now)
-	return b, c
-}
-
 var timeout = &net.OpError{Op: "read", Net: "tcp", Err: errors.New("i/o timeout")}
 
 // returning is a call that ends with err and counts that it ran.
@@ -36,13 +24,27 @@ func returning(ran *int, err error) func() error {
 	return func() error { *ran++; return err }
 }
 
-// TestBreakerOpensAfterOutagesInARowAndTriesOneAtATime: three outages in a row open it; then a
-// trial goes a cooldown after the last one ended and no other call beside it, a failed trial
-// keeps it open, and an answer closes it.
-func TestBreakerOpensAfterOutagesInARowAndTriesOneAtATime(t *testing.T) {
+// probe is a service the test brings back: its probes time out until then.
+type probe struct {
+	back  atomic.Bool
+	tries atomic.Int32
+}
+
+func (p *probe) call(context.Context) error {
+	p.tries.Add(1)
+	if p.back.Load() {
+		return nil
+	}
+	return timeout
+}
+
+// TestBreakerOpensAfterOutagesInARowAndItsProbeClosesIt: three outages in a row open it; then
+// no call goes, its probe tries the service until it answers, and that closes it.
+func TestBreakerOpensAfterOutagesInARowAndItsProbeClosesIt(t *testing.T) {
 	t.Parallel()
 	var logs testenv.Buffer
-	b, c := newBreaker(&logs)
+	p := &probe{}
+	b := outage.NewBreaker("redis", 3, 10*time.Millisecond, p.call, slog.New(slog.NewJSONHandler(&logs, nil)))
 	ctx := context.Background()
 	ran := 0
 	for i := 0; i < 3; i++ {
@@ -56,33 +58,19 @@ func TestBreakerOpensAfterOutagesInARowAndTriesOneAtATime(t *testing.T) {
 	if !b.Open() || ran != 3 {
 		t.Fatalf("not open after three outages in a row (%d calls ran)", ran)
 	}
-	skipped := func(when string) {
-		t.Helper()
+	testenv.Eventually(t, 10*time.Second, "the probe tries the service again and again", func() bool { return p.tries.Load() >= 3 })
+	for i := 0; i < 10; i++ {
 		if err := b.Do(ctx, returning(&ran, nil)); !errors.Is(err, outage.ErrSkipped) {
-			t.Fatalf("%s: %v, want %v", when, err, outage.ErrSkipped)
+			t.Fatalf("a call while open: %v, want %v", err, outage.ErrSkipped)
 		}
 	}
-	c.pass(999 * time.Millisecond)
-	skipped("before the cooldown passed")
-	c.pass(time.Millisecond)
+	if ran != 3 || !b.Open() {
+		t.Fatalf("%d calls ran, open %v: a call went while the service was away", ran, b.Open())
+	}
 
-	// The trial is under way for longer than a cooldown: nothing goes beside it.
-	trialErr := b.Do(ctx, func() error {
-		ran++
-		c.pass(5 * time.Second)
-		skipped("beside the trial")
-		return timeout
-	})
-	if !errors.Is(trialErr, timeout) || ran != 4 || !b.Open() {
-		t.Fatalf("trial: %v after %d calls, open %v", trialErr, ran, b.Open())
-	}
-	c.pass(999 * time.Millisecond) // the next trial waits a cooldown after the last one ended
-	skipped("a cooldown after the failed trial began")
-	c.pass(time.Millisecond)
-	if err := b.Do(ctx, returning(&ran, redis.Nil)); !errors.Is(err, redis.Nil) || b.Open() {
-		t.Fatalf("an answer (%v) did not close the breaker", err)
-	}
-	if err := b.Do(ctx, returning(&ran, nil)); err != nil || ran != 6 {
+	p.back.Store(true)
+	testenv.Eventually(t, 10*time.Second, "the probe closes the breaker", func() bool { return !b.Open() })
+	if err := b.Do(ctx, returning(&ran, redis.Nil)); !errors.Is(err, redis.Nil) || ran != 4 {
 		t.Fatalf("closed again: %v after %d calls", err, ran)
 	}
 	if !strings.Contains(logs.String(), "not answering") || !strings.Contains(logs.String(), "answers again") {
@@ -102,7 +90,8 @@ func TestBreakerOpensAfterOutagesInARowAndTriesOneAtATime(t *testing.T) {
 // service, neither way.
 func TestBreakerCountsOnlyOutagesInARow(t *testing.T) {
 	t.Parallel()
-	b, c := newBreaker(&testenv.Buffer{})
+	p := &probe{}
+	b := outage.NewBreaker("redis", 3, time.Hour, p.call, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
@@ -123,41 +112,6 @@ func TestBreakerCountsOnlyOutagesInARow(t *testing.T) {
 	b.Do(ctx, returning(&ran, timeout))
 	if !b.Open() {
 		t.Fatal("not open after three outages in a row")
-	}
-	// A trial whose caller gave up leaves it open; the next trial waits a cooldown.
-	c.pass(time.Second)
-	b.Do(gone, returning(&ran, context.Canceled))
-	if !b.Open() {
-		t.Fatal("a trial whose caller gave up closed the breaker")
-	}
-	c.pass(time.Second)
-	b.Do(gone, returning(&ran, nil)) // an answer, though its caller has gone since
-	if b.Open() {
-		t.Fatal("an answer did not close the breaker")
-	}
-}
-
-// TestATrialThatPanicsEndsAsATrial: the next trial still goes a cooldown later.
-func TestATrialThatPanicsEndsAsATrial(t *testing.T) {
-	t.Parallel()
-	b, c := newBreaker(&testenv.Buffer{})
-	ctx := context.Background()
-	ran := 0
-	for i := 0; i < 3; i++ {
-		b.Do(ctx, returning(&ran, timeout))
-	}
-	c.pass(time.Second)
-	func() {
-		defer func() {
-			if recover() == nil {
-				t.Fatal("the trial's panic did not reach its caller")
-			}
-		}()
-		b.Do(ctx, func() error { panic("in the trial") })
-	}()
-	c.pass(time.Second)
-	if err := b.Do(ctx, returning(&ran, nil)); err != nil || ran != 4 || b.Open() {
-		t.Fatalf("after a trial that panicked: %v, %d calls ran, open %v", err, ran, b.Open())
 	}
 }
 

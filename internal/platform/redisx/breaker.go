@@ -12,16 +12,19 @@ import (
 )
 
 // FailFast puts a breaker in front of c's commands and pipelines and returns it: once Redis has
-// failed breakerThreshold calls in a row, the client answers outage.ErrSkipped at once, but for
-// one trial at a time, breakerCooldown after the last. For the API, whose every use of Redis (rate limits, the
-// item cache, the denylist) has a fallback: a stalled Redis then costs a few requests the client's
-// timeout, not every request. Subscriptions are not covered; they watch their own connection.
+// failed breakerThreshold calls in a row, the client answers outage.ErrSkipped at once, and a
+// PING every breakerCooldown finds out when Redis is back. For the API, whose every use of Redis
+// (rate limits, the item cache, the denylist) has a fallback: a stalled Redis then costs the
+// first requests the client's timeout, not every request. Subscriptions are not covered; they
+// watch their own connection.
 func FailFast(c *redis.Client, log *slog.Logger) *outage.Breaker {
-	return FailFastWith(c, outage.NewBreaker("redis", breakerThreshold, breakerCooldown, log))
+	return FailFastWith(c, breakerThreshold, breakerCooldown, log)
 }
 
-// FailFastWith is FailFast with a breaker of the caller's.
-func FailFastWith(c *redis.Client, b *outage.Breaker) *outage.Breaker {
+// FailFastWith is FailFast with a threshold and a cooldown of the caller's.
+func FailFastWith(c *redis.Client, threshold int, cooldown time.Duration, log *slog.Logger) *outage.Breaker {
+	ping := func(ctx context.Context) error { return c.Ping(context.WithValue(ctx, inCall{}, true)).Err() }
+	b := outage.NewBreaker("redis", threshold, cooldown, ping, log)
 	c.AddHook(breakerHook{b})
 	return b
 }
@@ -33,8 +36,9 @@ const (
 
 type breakerHook struct{ b *outage.Breaker }
 
-// inCall marks the context of a call the breaker let go: go-redis runs the handshake of a
-// connection the call opens through the same hooks, and that is part of the call, not another.
+// inCall marks the context of a call the breaker let go (or its probe): go-redis runs the
+// handshake of a connection the call opens through the same hooks, and that is part of the
+// call, not another.
 type inCall struct{}
 
 func (h breakerHook) DialHook(next redis.DialHook) redis.DialHook { return next }
