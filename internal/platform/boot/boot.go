@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -38,7 +39,7 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg.DatabaseURL = postgres.Named(cfg.DatabaseURL, "dispatch-"+string(service))
+	cfg.DatabaseURL = postgres.Named(postgres.IdleTxLimit(cfg.DatabaseURL, idleTxLimit), "dispatch-"+string(service))
 	log, closeLog, err := logging.Setup(string(service), cfg.LogLevel, cfg.LogFormat, cfg.LokiURL, stdout, metrics.LogsDropped.Inc)
 	if err != nil {
 		return nil, nil, err
@@ -81,6 +82,11 @@ func Start(ctx context.Context, service config.Service, getenv func(string) stri
 	p.warnIfRedisForgets(ctx)
 	return p, ctx, nil
 }
+
+// idleTxLimit is how long a program's transaction may sit idle before the server ends it: a
+// worker stopped (SIGSTOP, a frozen VM) while it held an item's row used to stall every order
+// create behind it for as long as it stayed stopped.
+const idleTxLimit = 10 * time.Second
 
 // Checks are the readiness checks every program shares.
 func (p *Program) Checks() map[string]func(context.Context) error {

@@ -14,7 +14,8 @@ import (
 
 // TestOnlyTheAPIsRedisFailsFast: the API's Redis client skips Redis once three calls in a row
 // have timed out on a stalled Redis (every use the API makes of it has a fallback); the
-// worker's keeps trying, its calls have none.
+// worker's keeps trying, its calls have none. Both programs' PostgreSQL sessions end a
+// transaction left idle for 10 s.
 func TestOnlyTheAPIsRedisFailsFast(t *testing.T) {
 	t.Parallel()
 	_, dbURL := testenv.DB(t)
@@ -35,6 +36,10 @@ func TestOnlyTheAPIsRedisFailsFast(t *testing.T) {
 			}
 			t.Cleanup(func() { proxy.Thaw(); p.Close() })
 			ctx := testenv.Context(t)
+			var idle string
+			if err := p.DB.GetContext(ctx, &idle, `SHOW idle_in_transaction_session_timeout`); err != nil || idle != "10s" {
+				t.Fatalf("%s's sessions: idle_in_transaction_session_timeout %q (%v), want 10s", service, idle, err)
+			}
 			key := keys.Key("boot", string(service))
 			proxy.Freeze()
 			for i := 0; i < 3; i++ {

@@ -44,7 +44,9 @@ func redisCannotServe(err error) bool {
 }
 
 // serverGoingAway: class 08 (connection exception), 57P01-57P03 (shutdown, crash, cannot
-// connect now) and 53300 (too many connections).
+// connect now), 53300 (too many connections) and 25P03 (the server ended a transaction left
+// idle, as it does when the program was stopped in one: nothing of it was written).
 func serverGoingAway(code string) bool {
-	return strings.HasPrefix(code, "08") || code == "57P01" || code == "57P02" || code == "57P03" || code == "53300"
+	return strings.HasPrefix(code, "08") || code == "57P01" || code == "57P02" || code == "57P03" || code == "53300" ||
+		code == "25P03"
 }

@@ -30,6 +30,7 @@ func TestIs(t *testing.T) {
 		&pq.Error{Code: "57P03"}:                                true, // the database system is starting up
 		&pq.Error{Code: "08006"}:                                true,
 		&pq.Error{Code: "53300"}:                                true,
+		&pq.Error{Code: "25P03"}:                                true, // idle-in-transaction session timeout
 		driver.ErrBadConn:                                       true,
 		fmt.Errorf("postgres: commit: %w", io.ErrUnexpectedEOF): true,
 		io.EOF:                             true,

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,15 @@ func withBinaryParameters(dsn string) string { return withDefault(dsn, "binary_p
 // Named gives a URL's connections the application_name name (as pg_stat_activity shows them),
 // unless the URL names one.
 func Named(dsn, name string) string { return withDefault(dsn, "application_name", name) }
+
+// IdleTxLimit has the server end a transaction of the URL's connections that sat idle for d
+// (idle_in_transaction_session_timeout), unless the URL sets a limit: a program stopped or cut
+// off mid-transaction must not hold its row locks, and everyone waiting behind them, until TCP
+// gives up on it. The programs' transactions make no call outside PostgreSQL but the relay's
+// batch, which sets a limit of its own, so one left idle that long is never waiting on purpose.
+func IdleTxLimit(dsn string, d time.Duration) string {
+	return withDefault(dsn, "idle_in_transaction_session_timeout", strconv.FormatInt(d.Milliseconds(), 10))
+}
 
 // withDefault sets the URL's query parameter key to value unless it is set. A DSN that is not a
 // postgres URL is returned as it is.

@@ -1,10 +1,13 @@
 package postgres_test
 
 import (
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/dispatchhq/dispatch/internal/platform/outage"
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
@@ -84,5 +87,67 @@ func TestEnsureDatabase(t *testing.T) {
 	err = postgres.EnsureDatabase(ctx, strings.Replace(pg.URL("other"), "postgres@", "app@", 1))
 	if err == nil || !strings.Contains(err.Error(), "database other does not exist") {
 		t.Fatalf("a database the role cannot create: %v, want an error saying it does not exist", err)
+	}
+}
+
+// TestATransactionLeftIdleLetsItsLocksGo: a connection cut off (its bytes held, as a program
+// stopped or a network gone quiet leaves it) while its transaction holds a row lock. With
+// IdleTxLimit the server ends that transaction and a writer waiting on the row goes on.
+func TestATransactionLeftIdleLetsItsLocksGo(t *testing.T) {
+	t.Parallel()
+	_, dbURL := testenv.DB(t)
+	ctx := testenv.Context(t)
+	direct, err := postgres.Open(ctx, dbURL, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { direct.Close() })
+	if _, err := direct.ExecContext(ctx, `CREATE TABLE held (id int PRIMARY KEY, n int); INSERT INTO held VALUES (1, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewTCPProxy(t, u.Host)
+	u.Host = proxy.Addr
+	stopped, err := postgres.Open(ctx, postgres.IdleTxLimit(u.String(), 500*time.Millisecond), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Thaw(); stopped.Close() })
+	tx, err := stopped.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE held SET n = n + 1 WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Freeze() // the holder goes quiet with its transaction open
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := direct.ExecContext(ctx, `UPDATE held SET n = n + 10 WHERE id = 1`)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the row stayed locked by a transaction whose program went quiet")
+	}
+	// Back, the holder learns its transaction is over as of an outage (its work is retried).
+	proxy.Thaw()
+	if _, err := tx.ExecContext(ctx, `UPDATE held SET n = n + 1 WHERE id = 1`); err == nil || !outage.Is(err) {
+		t.Fatalf("the ended transaction's next statement: %v, want an outage", err)
+	}
+	if err := tx.Commit(); err == nil || !outage.Is(err) {
+		t.Fatalf("the ended transaction's commit: %v, want an outage", err)
+	}
+	var n int
+	if err := direct.GetContext(ctx, &n, `SELECT n FROM held WHERE id = 1`); err != nil || n != 10 {
+		t.Fatalf("n = %d (%v), want 10: the quiet transaction's update must not commit", n, err)
 	}
 }
