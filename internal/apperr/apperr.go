@@ -22,6 +22,7 @@ const (
 	Forbidden
 	NotFound
 	MethodNotAllowed
+	TimedOut // the request's body did not arrive within the server's read timeout
 	Conflict
 	TooLarge
 	Unprocessable
@@ -110,6 +111,7 @@ var (
 	ErrInvalidCursor    = New(Invalid, "common.errors.invalidCursor")
 	ErrMalformedQuery   = New(Invalid, "common.errors.malformedQuery")
 	ErrBodyTooLarge     = New(TooLarge, "common.errors.bodyTooLarge")
+	ErrBodyTimedOut     = New(TimedOut, "common.errors.bodyTimedOut")
 	ErrRouteNotFound    = New(NotFound, "common.errors.routeNotFound")
 	ErrMethodNotAllowed = New(MethodNotAllowed, "common.errors.methodNotAllowed")
 	ErrRateLimited      = New(RateLimited, "common.errors.rateLimited")

@@ -1,11 +1,15 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -451,5 +455,52 @@ func TestRoutesWithoutABodyRefuseOne(t *testing.T) {
 	// The refused logout and refresh left the account's sessions alone.
 	if n := a.liveSessions(t, acc.ID); n != 1+2*4+4 {
 		t.Errorf("%d live sessions, want %d (the account's own, 8 of the refused requests and 4 refreshed)", n, 1+2*4+4)
+	}
+}
+
+// TestABodyThatArrivesTooLateIs408: a request whose body has not arrived when the server's read
+// deadline passes (a slow client, or a request that first waited on an outage) is a 408 with the
+// standard body, on the keyed, unkeyed and webhook paths alike, not a malformed body.
+func TestABodyThatArrivesTooLateIs408(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	hs := httptest.NewUnstartedServer(a.srv.Handler())
+	hs.Config.ReadTimeout = 300 * time.Millisecond
+	hs.Start()
+	t.Cleanup(hs.Close)
+	acc := a.provision(t, auth.RoleUser)
+	for _, r := range []struct{ method, path, token, key string }{
+		{"POST", "/v1/orders", acc.Access, uuid.NewString()},
+		{"PATCH", "/v1/users/me", acc.Access, ""},
+		{"POST", "/stripe/webhook", "", ""},
+	} {
+		t.Run(r.method+" "+r.path, func(t *testing.T) {
+			conn, err := net.Dial("tcp", hs.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			head := r.method + " " + r.path + " HTTP/1.1\r\nHost: dispatch\r\nContent-Type: application/json\r\nContent-Length: 64\r\n"
+			if r.token != "" {
+				head += "Authorization: Bearer " + r.token + "\r\n"
+			}
+			if r.key != "" {
+				head += "Idempotency-Key: " + r.key + "\r\n"
+			}
+			if _, err := io.WriteString(conn, head+"\r\n"); err != nil { // and no body
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			expectError(t, testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, 408, "common.errors.bodyTimedOut", r.path)
+		})
+	}
+	var n int
+	if err := a.db.Get(&n, `SELECT count(*) FROM orders WHERE user_id = $1`, acc.ID); err != nil || n != 0 {
+		t.Fatalf("%d orders placed by a request whose body never came (%v)", n, err)
 	}
 }

@@ -24,6 +24,7 @@ var statusOf = map[apperr.Kind]int{
 	apperr.Forbidden:        http.StatusForbidden,
 	apperr.NotFound:         http.StatusNotFound,
 	apperr.MethodNotAllowed: http.StatusMethodNotAllowed,
+	apperr.TimedOut:         http.StatusRequestTimeout,
 	apperr.Conflict:         http.StatusConflict,
 	apperr.TooLarge:         http.StatusRequestEntityTooLarge,
 	apperr.Unprocessable:    http.StatusUnprocessableEntity,

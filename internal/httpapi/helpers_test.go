@@ -121,7 +121,7 @@ func expectError(t *testing.T, r testenv.Response, status int, code, path string
 
 func httpStatusText(status int) string {
 	return map[int]string{
-		400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+		400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
 		409: "Conflict", 413: "Request Entity Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests",
 		499: "Client Closed Request", 500: "Internal Server Error", 503: "Service Unavailable",
 	}[status]

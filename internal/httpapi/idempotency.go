@@ -10,7 +10,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -85,14 +84,9 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, deadline time.Duration, 
 			c.Next()
 			return
 		}
-		body, err := io.ReadAll(c.Request.Body)
+		body, err := readBody(c.Request.Body)
 		if err != nil {
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				fail(c, apperr.ErrBodyTooLarge)
-				return
-			}
-			fail(c, apperr.ErrMalformedJSON.Wrap(err))
+			fail(c, err)
 			return
 		}
 		c.Request.Body = io.NopCloser(bytes.NewReader(body))

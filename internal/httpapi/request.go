@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -38,14 +39,27 @@ func decodeOptional(c *gin.Context, dst any) error {
 // know (SPEC §1): nothing, or an empty object, is accepted.
 func noBody(c *gin.Context) error { return decodeOptional(c, &struct{}{}) }
 
-func decodeBody(r io.Reader, dst any, optional bool) error {
+// readBody reads a request's body. A body over the limit is a 413; one that had not arrived when
+// the connection's read deadline passed is a 408 (a slow client, or a request that waited on an
+// outage before reading it), not a malformed one.
+func readBody(r io.Reader) ([]byte, error) {
 	raw, err := io.ReadAll(r)
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return raw, nil
+	case errors.As(err, &tooLarge):
+		return nil, apperr.ErrBodyTooLarge
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, apperr.ErrBodyTimedOut.Wrap(err)
+	}
+	return nil, apperr.ErrMalformedJSON.Wrap(err)
+}
+
+func decodeBody(r io.Reader, dst any, optional bool) error {
+	raw, err := readBody(r)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return apperr.ErrBodyTooLarge
-		}
-		return apperr.ErrMalformedJSON.Wrap(err)
+		return err
 	}
 	return DecodeJSON(raw, dst, optional)
 }

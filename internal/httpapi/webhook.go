@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"errors"
-	"io"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -22,14 +21,12 @@ var (
 // stripeWebhook verifies the signature on the raw body, records and applies the event in one
 // transaction, and answers only after the commit.
 func (s *Server) stripeWebhook(c *gin.Context) {
-	body, err := io.ReadAll(c.Request.Body)
+	body, err := readBody(c.Request.Body)
+	if errors.Is(err, apperr.ErrMalformedJSON) {
+		err = errWebhookPayload
+	}
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			s.respondError(c, apperr.ErrBodyTooLarge)
-			return
-		}
-		s.respondError(c, errWebhookPayload)
+		s.respondError(c, err)
 		return
 	}
 	ctx := c.Request.Context()
