@@ -1,7 +1,6 @@
 package deploycheck_test
 
 import (
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,13 +92,8 @@ func TestRunScriptStartsProgramsAgain(t *testing.T) {
 func TestRunScriptWaitsForPostgreSQL(t *testing.T) {
 	bins := testenv.BuildCommands(t, "migrate", "api", "outbox-relay", "worker")
 	dbURL := testenv.EmptyDB(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewTCPProxy(t, u.Host)
+	proxied, proxy := testenv.BehindProxy(t, dbURL)
 	proxy.Cut()
-	u.Host = proxy.Addr
 	redisURL, _ := isolatedRedis(t)
 	addr := map[string]string{"api": freeAddr(t), "outbox-relay": freeAddr(t), "worker": freeAddr(t)}
 
@@ -107,7 +101,7 @@ func TestRunScriptWaitsForPostgreSQL(t *testing.T) {
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"BIN=" + filepath.Dir(bins["api"]),
-		"DATABASE_URL=" + u.String(), "REDIS_URL=" + redisURL, "STRIPE_API_BASE=" + testenv.StripeURL(t),
+		"DATABASE_URL=" + proxied, "REDIS_URL=" + redisURL, "STRIPE_API_BASE=" + testenv.StripeURL(t),
 		"HTTP_ADDR=" + addr["api"], "RELAY_OPS_ADDR=" + addr["outbox-relay"], "WORKER_OPS_ADDR=" + addr["worker"],
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strconv"
 	"testing"
 	"time"
@@ -92,13 +91,8 @@ func TestPostgresOutageAnswers503(t *testing.T) {
 // proxiedDB opens a pool on the stack's database through a proxy the test can cut.
 func (s *stack) proxiedDB() (*postgres.DB, *testenv.TCPProxy) {
 	s.t.Helper()
-	u, err := url.Parse(s.dbURL)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	proxy := testenv.NewTCPProxy(s.t, u.Host)
-	u.Host = proxy.Addr
-	db, err := postgres.Open(context.Background(), u.String(), 8)
+	proxied, proxy := testenv.BehindProxy(s.t, s.dbURL)
+	db, err := postgres.Open(context.Background(), proxied, 8)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -168,13 +162,8 @@ func TestAStalledRedisLeavesTheAPIServing(t *testing.T) {
 	item := s.item(50, 700)
 	_, customer := s.customer()
 
-	u, err := url.Parse(s.cfg.RedisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewTCPProxy(t, u.Host)
-	u.Host = proxy.Addr
-	rdb, err := redisx.New(u.String())
+	proxied, proxy := testenv.BehindProxy(t, s.cfg.RedisURL)
+	rdb, err := redisx.New(proxied)
 	if err != nil {
 		t.Fatal(err)
 	}

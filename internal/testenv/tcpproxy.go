@@ -181,18 +181,26 @@ func (p *TCPProxy) pass(dst net.Conn, b []byte) bool {
 	}
 }
 
-// DBBehindProxy opens a pool of maxConns connections to a fresh test database through a proxy
-// the test can cut or freeze. When the test ends the proxy thaws, then the pool is closed.
-func DBBehindProxy(t testing.TB, maxConns int) (*postgres.DB, *TCPProxy) {
+// BehindProxy returns rawURL (a postgres:// or redis:// URL) with its host replaced by a new
+// proxy to it, and the proxy.
+func BehindProxy(t testing.TB, rawURL string) (string, *TCPProxy) {
 	t.Helper()
-	_, dbURL := DB(t)
-	u, err := url.Parse(dbURL)
+	u, err := url.Parse(rawURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	proxy := NewTCPProxy(t, u.Host)
 	u.Host = proxy.Addr
-	db, err := postgres.Open(context.Background(), u.String(), maxConns)
+	return u.String(), proxy
+}
+
+// DBBehindProxy opens a pool of maxConns connections to a fresh test database through a proxy
+// the test can cut or freeze. When the test ends the proxy thaws, then the pool is closed.
+func DBBehindProxy(t testing.TB, maxConns int) (*postgres.DB, *TCPProxy) {
+	t.Helper()
+	_, dbURL := DB(t)
+	proxied, proxy := BehindProxy(t, dbURL)
+	db, err := postgres.Open(context.Background(), proxied, maxConns)
 	if err != nil {
 		t.Fatal(err)
 	}

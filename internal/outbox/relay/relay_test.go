@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -517,18 +516,13 @@ func TestABatchCutOffFromTheDatabaseLetsItsRowsGo(t *testing.T) {
 	ctx := context.Background()
 	ids := e.write(3)
 
-	u, err := url.Parse(e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewTCPProxy(t, u.Host)
-	u.Host = proxy.Addr
-	db, err := postgres.Open(ctx, u.String(), 2)
+	proxied, proxy := testenv.BehindProxy(t, e.dbURL)
+	db, err := postgres.Open(ctx, proxied, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	cut := relay.New(db, u.String(), e.rdb, e.ns, 100, time.Hour, logging.Discard())
+	cut := relay.New(db, proxied, e.rdb, e.ns, 100, time.Hour, logging.Discard())
 	cut.SetIdleLimit(time.Second)
 	frozen := make(chan struct{})
 	cut.Observe = func(int, time.Duration) { // the tasks are in Redis; the commit never arrives

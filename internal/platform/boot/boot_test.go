@@ -3,7 +3,6 @@ package boot_test
 import (
 	"errors"
 	"io"
-	"net/url"
 	"testing"
 
 	"github.com/dispatchhq/dispatch/internal/config"
@@ -23,13 +22,8 @@ func TestOnlyTheAPIsRedisFailsFast(t *testing.T) {
 	for service, skips := range map[config.Service]bool{config.API: true, config.Worker: false} {
 		t.Run(string(service), func(t *testing.T) {
 			t.Parallel()
-			u, err := url.Parse(redisURL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			proxy := testenv.NewTCPProxy(t, u.Host)
-			u.Host = proxy.Addr
-			env := map[string]string{"APP_ENV": "test", "DATABASE_URL": dbURL, "REDIS_URL": u.String(), "LOG_LEVEL": "error"}
+			proxied, proxy := testenv.BehindProxy(t, redisURL)
+			env := map[string]string{"APP_ENV": "test", "DATABASE_URL": dbURL, "REDIS_URL": proxied, "LOG_LEVEL": "error"}
 			p, _, err := boot.Start(testenv.Context(t), service, func(k string) string { return env[k] }, io.Discard)
 			if err != nil {
 				t.Fatal(err)

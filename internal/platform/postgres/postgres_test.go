@@ -1,7 +1,6 @@
 package postgres_test
 
 import (
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -105,13 +104,8 @@ func TestATransactionLeftIdleLetsItsLocksGo(t *testing.T) {
 	if _, err := direct.ExecContext(ctx, `CREATE TABLE held (id int PRIMARY KEY, n int); INSERT INTO held VALUES (1, 0)`); err != nil {
 		t.Fatal(err)
 	}
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewTCPProxy(t, u.Host)
-	u.Host = proxy.Addr
-	stopped, err := postgres.Open(ctx, postgres.IdleTxLimit(u.String(), 500*time.Millisecond), 1)
+	proxied, proxy := testenv.BehindProxy(t, dbURL)
+	stopped, err := postgres.Open(ctx, postgres.IdleTxLimit(proxied, 500*time.Millisecond), 1)
 	if err != nil {
 		t.Fatal(err)
 	}

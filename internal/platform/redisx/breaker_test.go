@@ -3,7 +3,6 @@ package redisx_test
 import (
 	"errors"
 	"log/slog"
-	"net/url"
 	"testing"
 	"time"
 
@@ -22,13 +21,8 @@ import (
 func TestAStalledRedisIsSkippedUntilItAnswers(t *testing.T) {
 	t.Parallel()
 	_, keys, base := testenv.Redis(t)
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := testenv.NewTCPProxy(t, u.Host)
-	u.Host = proxy.Addr
-	opts, err := redisx.ParseURL(u.String())
+	proxied, proxy := testenv.BehindProxy(t, base)
+	opts, err := redisx.ParseURL(proxied)
 	if err != nil {
 		t.Fatal(err)
 	}
