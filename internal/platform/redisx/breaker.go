@@ -23,7 +23,13 @@ func FailFast(c *redis.Client, log *slog.Logger) *outage.Breaker {
 
 // FailFastWith is FailFast with a threshold and a cooldown of the caller's.
 func FailFastWith(c *redis.Client, threshold int, cooldown time.Duration, log *slog.Logger) *outage.Breaker {
-	ping := func(ctx context.Context) error { return c.Ping(context.WithValue(ctx, inCall{}, true)).Err() }
+	ping := func(ctx context.Context) error {
+		err := c.Ping(context.WithValue(ctx, inCall{}, true)).Err()
+		if errors.Is(err, redis.ErrClosed) {
+			return nil // closed, the client has no calls left to protect: the probe ends
+		}
+		return err
+	}
 	b := outage.NewBreaker("redis", threshold, cooldown, ping, log)
 	c.AddHook(breakerHook{b})
 	return b
