@@ -40,9 +40,14 @@ func LockStock(n int, cond string) string {
 // TakeStock, after LockStock (with the same n), takes the quantities locked when the SQL
 // condition when holds: stock_ok.ok, and whatever else the statement requires first.
 // Whatever else the statement writes must be conditioned on the same.
+//
+// The new stock is computed from the stock as locked, not from i: the update reads items as
+// the statement's snapshot shows them, and a row another transaction changed before the lock
+// (a release) is found changed only after PostgreSQL has checked the new row against stock >= 0,
+// computed from the old one. That check refused orders there was stock for.
 func TakeStock(n int, when string) string {
 	return fmt.Sprintf(`stock_taken AS (
-    UPDATE items i SET stock = i.stock - l.qty, updated_at = now()
+    UPDATE items i SET stock = l.stock - l.qty, updated_at = now()
     FROM stock_locked l
     WHERE i.id = l.id AND i.id = ANY($%d::uuid[]) AND %s
 )`, n, when)

@@ -221,6 +221,48 @@ func TestStockIsTakenAndGivenBackWithoutScanningTheCatalog(t *testing.T) {
 	}
 }
 
+// TestCreateTakesStockGivenBackWhileItWaited: an order that waits for its item's row while a
+// release (a cancel) gives stock back takes its quantity from the stock it found once it held the
+// row. PostgreSQL checks a row's new version against the table's constraints before it finds that
+// the row changed under the statement, so a new stock computed from the row as the statement
+// first saw it broke stock >= 0 whenever the order wanted more than that: a 500 for an order
+// there was stock for.
+func TestCreateTakesStockGivenBackWhileItWaited(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, u, it := seed(t) // 10 in stock
+	release, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release.Rollback()
+	if err := (catalogdb.Store{}).Release(ctx, release, []catalog.Reservation{{ItemID: it.ID, Quantity: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	var p order.Placement
+	placed := testenv.Blocked(t, db, func(tx *postgres.Tx) error {
+		o := order.Order{ID: uuid.New(), UserID: u.ID, Status: order.Pending,
+			Lines: []order.Line{{ID: uuid.New(), ItemID: it.ID, Quantity: 12}}}
+		var err error
+		p, err = orderdb.Store{}.Create(ctx, tx, &o, order.Event{ID: uuid.New(), Actor: "t", CorrelationID: "t"},
+			outbox.Rows{}, (*idempotency.Claim)(nil).At(order.RecoveryOrderCreated, o.ID))
+		if err != nil {
+			return err
+		}
+		return tx.Commit()
+	})
+	if err := release.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := placed(); err != nil || !p.Placed {
+		t.Fatalf("the order of 12 of 15 in stock: %+v %v", p, err)
+	}
+	var stock int
+	if err := db.GetContext(ctx, &stock, `SELECT stock FROM items WHERE id = $1`, it.ID); err != nil || stock != 3 {
+		t.Fatalf("stock %d (%v), want 10 + 5 - 12", stock, err)
+	}
+}
+
 // A create with a deferred claim takes the request's key in its own statement: at the order's
 // recovery point when placed, at Started when refused (for the 4xx to forget it), and when the
 // key is in use (a retry, a duplicate) it writes nothing at all, placeable or not.
