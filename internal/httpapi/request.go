@@ -239,7 +239,7 @@ func parseBound(v string, end bool) (time.Time, bool) {
 		v = v[:10] + "T" + v[11:]
 	}
 	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		return t.UTC(), true
+		return t.UTC(), offsetInRange(v)
 	}
 	if t, err := time.Parse("2006-01-02T15:04:05", v); err == nil { // a fraction is taken too
 		return t, true
@@ -252,6 +252,16 @@ func parseBound(v string, end bool) (time.Time, bool) {
 		t = t.AddDate(0, 0, 1).Add(-time.Millisecond)
 	}
 	return t, true
+}
+
+// offsetInRange reports whether an RFC 3339 timestamp's offset, when it has one, is within
+// ±23:59, as RFC 3339 has it; time.Parse takes hours up to 24 and minutes up to 60.
+func offsetInRange(v string) bool {
+	if strings.HasSuffix(v, "Z") || len(v) < 6 {
+		return true
+	}
+	off := v[len(v)-6:] // ±hh:mm
+	return off[1:3] <= "23" && off[4:6] <= "59"
 }
 
 // Context keys set by the middleware.
