@@ -88,6 +88,59 @@ func TestPostgresOutageAnswers503(t *testing.T) {
 	}
 }
 
+// TestAFrozenPostgresIsAnsweredForByTheDeadline: while PostgreSQL holds the API's statements
+// without answering (its connections open, nothing coming back, as when it is stopped), the
+// API still answers every request by its deadline, 503 with Retry-After, rather than leaving it
+// waiting past the server's write timeout. Once PostgreSQL answers again the order whose
+// create was held is placed once, and the retry with its key gets it.
+func TestAFrozenPostgresIsAnsweredForByTheDeadline(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	item := s.item(50, 700)
+	uid, customer := s.customer()
+	db, proxy := s.proxiedDB()
+	api := httpapi.New(s.cfg, assembly.New(s.cfg, assembly.Infra{DB: db, Redis: s.rdb, Keys: s.keys, Log: s.log,
+		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL)}), httpapi.Options{Deadline: time.Second})
+	t.Cleanup(api.Close)
+	hs := httptest.NewServer(api.Handler())
+	t.Cleanup(hs.Close)
+	t.Cleanup(proxy.Thaw) // first: closing the server waits for the requests held
+	c := testenv.NewClient(t, hs.URL).As(customer.Token)
+	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
+	c.Do("POST", "/v1/orders", body, "Idempotency-Key", uuid.NewString()).Expect(t, 201)
+
+	proxy.Freeze()
+	key := uuid.NewString()
+	for _, r := range []struct {
+		method, path string
+		body         any
+	}{
+		{"POST", "/v1/orders", body}, {"GET", "/v1/orders/me", nil}, {"PATCH", "/v1/users/me", map[string]string{"name": "Renamed"}},
+	} {
+		resp := c.Do(r.method, r.path, r.body, "Idempotency-Key", key)
+		resp.ExpectError(t, http.StatusServiceUnavailable, "common.errors.unavailable")
+		if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 {
+			t.Fatalf("%s %s: Retry-After %q", r.method, r.path, resp.Header.Get("Retry-After"))
+		}
+	}
+
+	proxy.Thaw()
+	// The held create may have taken its key and placed the order without hearing so (its
+	// connection ended with its context): the key is then in use until its lease (30 s) runs
+	// out, and the retry takes it over and finishes that order.
+	testenv.Eventually(t, 45*time.Second, "the retry answered with the order", func() bool {
+		resp := c.Do("POST", "/v1/orders", body, "Idempotency-Key", key)
+		if resp.Status == http.StatusServiceUnavailable || resp.Status == http.StatusConflict { // still held, or finishing
+			return false
+		}
+		resp.Expect(t, 201)
+		return true
+	})
+	if n := s.count(`SELECT count(*) FROM orders WHERE user_id = $1`, uid); n != 2 {
+		t.Fatalf("%d orders, want 2 (one before, one for the key held meanwhile)", n)
+	}
+}
+
 // proxiedDB opens a pool on the stack's database through a proxy the test can cut.
 func (s *stack) proxiedDB() (*postgres.DB, *testenv.TCPProxy) {
 	s.t.Helper()

@@ -9,13 +9,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/demo"
+	"github.com/dispatchhq/dispatch/internal/platform/server"
 	"github.com/dispatchhq/dispatch/internal/testenv"
 )
 
@@ -460,12 +460,14 @@ func TestRoutesWithoutABodyRefuseOne(t *testing.T) {
 
 // TestABodyThatArrivesTooLateIs408: a request whose body has not arrived when the server's read
 // deadline passes (a slow client, or a request that first waited on an outage) is a 408 with the
-// standard body, on the keyed, unkeyed and webhook paths alike, not a malformed body.
+// standard body, on the keyed, unkeyed and webhook paths alike, not a malformed body. The
+// server's timeouts (a tenth of server.New's) leave the time to write it.
 func TestABodyThatArrivesTooLateIs408(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)
 	hs := httptest.NewUnstartedServer(a.srv.Handler())
-	hs.Config.ReadTimeout = 300 * time.Millisecond
+	timeouts := server.New("", nil)
+	hs.Config.ReadTimeout, hs.Config.WriteTimeout = timeouts.ReadTimeout/10, timeouts.WriteTimeout/10
 	hs.Start()
 	t.Cleanup(hs.Close)
 	acc := a.provision(t, auth.RoleUser)

@@ -63,13 +63,22 @@ const outageRetryAfter = 3 * time.Second
 // code and translated message; an unreachable PostgreSQL or Redis is a 503 with Retry-After;
 // anything else is a 500 whose cause goes to the log only.
 func (s *Server) respondError(c *gin.Context, err error) {
-	ctx := c.Request.Context()
+	status, body, retryAfter := s.errorAnswer(c.Request.Context(), err, language(c), c.Request.URL.Path)
+	if retryAfter != "" {
+		c.Header("Retry-After", retryAfter)
+	}
+	c.AbortWithStatusJSON(status, body)
+}
+
+// errorAnswer is the status, the body and the Retry-After value ("" for none) err is answered
+// with, logged as its status asks.
+func (s *Server) errorAnswer(ctx context.Context, err error, lang, path string) (int, errorBody, string) {
 	e := asAppErr(err)
 	ended := e.Kind == apperr.Unavailable || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		postgres.IsCode(err, postgres.QueryCanceled)
 	switch {
-	case ended && errors.Is(context.Cause(ctx), errKeyDeadline):
-		// It ran out of its key's time (idempotencyGuard): a retry with the key resumes.
+	case ended && errors.Is(context.Cause(ctx), errDeadline):
+		// It ran out of its time (ServeHTTP): a retry with its key resumes.
 		e = apperr.ErrUnavailable.WithRetryAfter(outageRetryAfter).Wrap(err)
 	case ended && ctx.Err() != nil:
 		// The client went away: the request's next PostgreSQL or Redis call failed for that.
@@ -84,21 +93,21 @@ func (s *Server) respondError(c *gin.Context, err error) {
 	case status >= 500:
 		s.log.ErrorContext(ctx, "request failed", "err", err, "code", e.Code)
 	}
-	lang := language(c)
 	body := errorBody{
 		StatusCode: status, Error: statusText(status), Code: e.Code,
 		Message:       i18n.T(lang, e.Code, e.Params),
 		CorrelationID: logging.CorrelationID(ctx),
 		Timestamp:     formatTime(time.Now()),
-		Path:          c.Request.URL.Path,
+		Path:          path,
 	}
 	for _, d := range e.Details {
 		body.Details = append(body.Details, fieldDetail{Field: d.Field, Code: d.Code, Message: i18n.T(lang, d.Code, d.Params)})
 	}
+	retryAfter := ""
 	if e.RetryAfter > 0 {
-		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+		retryAfter = strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds())))
 	}
-	c.AbortWithStatusJSON(status, body)
+	return status, body, retryAfter
 }
 
 // asAppErr is the API error err is answered with.

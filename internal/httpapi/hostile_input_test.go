@@ -286,7 +286,7 @@ func randomText(n int) string {
 func TestRequestHoldingAKeyEndsBeforeItsLease(t *testing.T) {
 	t.Parallel()
 	rdb, keys, redisURL := testenv.Redis(t)
-	a := startAppWith(t, httpapi.Options{KeyDeadline: 500 * time.Millisecond}, rdb, keys, redisURL)
+	a := startAppWith(t, httpapi.Options{Deadline: 2 * time.Second}, rdb, keys, redisURL)
 	acc := a.signUpAccount(t, nil)
 	tx := a.holdUser(t, acc.ID)
 	c := a.api.As(acc.Access)

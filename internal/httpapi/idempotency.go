@@ -49,9 +49,6 @@ const (
 	keyIgnored
 )
 
-// errKeyDeadline ends a request that held its Idempotency-Key for as long as it may.
-var errKeyDeadline = errors.New("request ran out of its idempotency key's time")
-
 // idempotencyGuard makes the routes it guards idempotent with store. A request without a key
 // is refused unless use is keyOptional or keyIgnored. owner names the caller's scope; fail renders an error
 // (the API's single error mapping).
@@ -60,12 +57,12 @@ var errKeyDeadline = errors.New("request ran out of its idempotency key's time")
 // client may fix the request and reuse the key); 5xx or a panic releases the key at its last
 // recovery point so a retry resumes.
 //
-// A request holding a key ends by deadline (less than the key's lease, which is not renewed):
-// a retry takes a key over once its lease ran out, and a first attempt still working then (a
-// stalled connection, a slow Stripe) would do the work a second time beside it. Past the
-// deadline its statements and Stripe calls fail, it answers 503 (errKeyDeadline) and releases
-// the key for the retry to resume.
-func idempotencyGuard(s *idempotency.Store, use keyUse, deadline time.Duration, owner func(*gin.Context) string, fail func(*gin.Context, error), log *slog.Logger) gin.HandlerFunc {
+// A request holding a key ends by its deadline (ServeHTTP), which is less than the key's lease:
+// the lease is not renewed, a retry takes a key over once it ran out, and a first attempt still
+// working then (a stalled connection, a slow Stripe) would do the work a second time beside it.
+// Past the deadline its statements and Stripe calls fail, it answers 503 and releases the key for
+// the retry to resume.
+func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context) string, fail func(*gin.Context, error), log *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		key, present := c.Request.Header[idemHeader]
 		if !present {
@@ -91,9 +88,7 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, deadline time.Duration, 
 		}
 		c.Request.Body = io.NopCloser(bytes.NewReader(body))
 
-		ctx, cancel := context.WithTimeoutCause(c.Request.Context(), deadline, errKeyDeadline)
-		defer cancel()
-		c.Request = c.Request.WithContext(ctx) // the claim's own statements answer by it too
+		ctx := c.Request.Context()
 		sc := idempotency.Scope{Owner: owner(c), Method: c.Request.Method, Path: scopePath(c), Key: key[0]}
 		claim := idempotency.Defer(sc, s.Fingerprint(sc.Method, sc.Path, body))
 		if use != keyInWrite {

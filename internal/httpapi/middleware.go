@@ -18,52 +18,24 @@ import (
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/i18n"
-	"github.com/dispatchhq/dispatch/internal/idempotency"
 	"github.com/dispatchhq/dispatch/internal/platform/logging"
 	"github.com/dispatchhq/dispatch/internal/platform/metrics"
 	"github.com/dispatchhq/dispatch/internal/ratelimit"
 )
 
-// secureHeaders marks every response: not to be sniffed as another content type, never stored
-// by a browser or a shared cache (responses carry tokens and personal data), never framed, and
-// sending no Referer onwards.
-func secureHeaders(c *gin.Context) {
-	h := c.Writer.Header()
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
-	c.Next()
-}
-
-// correlate reads or creates the correlation id, echoes it and puts it in the request context.
-// X-Request-Id is taken when X-Correlation-Id is absent or not usable.
-func (s *Server) correlate(c *gin.Context) {
-	id := c.GetHeader("X-Correlation-Id")
-	if !usableCorrelationID(id) {
-		id = c.GetHeader("X-Request-Id")
-	}
-	if !usableCorrelationID(id) {
-		id = uuid.NewString()
-	}
-	c.Header("X-Correlation-Id", id)
-	c.Request = c.Request.WithContext(logging.WithCorrelationID(c.Request.Context(), id))
-	c.Next()
-}
-
-// usableCorrelationID reports whether a client's id can go into logs, rows and headers as is:
-// printable ASCII, 1 to 128 characters.
-func usableCorrelationID(id string) bool { return idempotency.ValidKey(id) && len(id) <= 128 }
-
 // accessLog writes one line per request after it finished.
 func (s *Server) accessLog(c *gin.Context) {
 	start := time.Now()
+	w := c.Writer // a handler may replace it (idempotencyGuard)
 	c.Next()
 	route := c.FullPath()
 	if route == "" {
 		route = "unmatched"
 	}
-	status := c.Writer.Status()
+	status := w.Status()
+	if answeredFor(w) {
+		status = http.StatusServiceUnavailable // what the client got, not what the handler wrote
+	}
 	level := slog.LevelInfo
 	switch {
 	case status == statusClientClosed:
@@ -140,12 +112,19 @@ func (s *Server) checkQuery(c *gin.Context) {
 // negotiate picks the language from ?lang= or Accept-Language; the caller's saved language
 // applies later when neither is given.
 func (s *Server) negotiate(c *gin.Context) {
-	if l, ok := i18n.Supported(c.Query("lang")); ok {
-		c.Set(langKey, l)
-	} else if l := i18n.FromAcceptLanguage(c.GetHeader("Accept-Language")); l != "" {
+	if l := negotiatedLanguage(c.Query("lang"), c.GetHeader("Accept-Language")); l != "" {
 		c.Set(langKey, l)
 	}
 	c.Next()
+}
+
+// negotiatedLanguage is the language a request asks for, by its lang parameter or else its
+// Accept-Language header, or "" when it asks for none that is supported.
+func negotiatedLanguage(param, acceptLanguage string) string {
+	if l, ok := i18n.Supported(param); ok {
+		return l
+	}
+	return i18n.FromAcceptLanguage(acceptLanguage)
 }
 
 // authenticate requires a valid access token and loads the caller with the database role.
@@ -223,7 +202,7 @@ func (s *Server) rateLimited(c *gin.Context, res ratelimit.Result) bool {
 // first: the record is keyed on the concrete path, and a path of any length would not fit the
 // key's index (a 500 instead of the handler's 400).
 func (s *Server) idempotent(use keyUse) gin.HandlerFunc {
-	guard := idempotencyGuard(s.idem, use, s.keyDeadline, func(c *gin.Context) string {
+	guard := idempotencyGuard(s.idem, use, func(c *gin.Context) string {
 		if p := principal(c); p.UserID != uuid.Nil {
 			return p.UserID.String()
 		}

@@ -32,9 +32,8 @@ type Options struct {
 	// Unobserved drops the access log and the request metrics; only the benchmark that
 	// measures their cost sets it.
 	Unobserved bool
-	// KeyDeadline bounds a request holding an Idempotency-Key (default: the key's lease less
-	// 5 s); tests shorten it.
-	KeyDeadline time.Duration
+	// Deadline bounds every request (default DefaultDeadline); tests shorten it.
+	Deadline time.Duration
 	// Stopping, closed when the server begins to stop (server.Stop.Draining), turns /ready to
 	// 503 while it drains (config.Config.ShutdownDrain).
 	Stopping <-chan struct{}
@@ -58,7 +57,7 @@ type Server struct {
 	engine        *gin.Engine
 	closers       []func() error
 	unobserved    bool
-	keyDeadline   time.Duration
+	deadline      time.Duration
 	stopping      <-chan struct{}
 }
 
@@ -74,7 +73,7 @@ func New(cfg config.Config, a *assembly.App, opts Options) *Server {
 		idem:          a.Idempotency,
 		limiter:       ratelimit.New(a.Redis),
 		unobserved:    opts.Unobserved,
-		keyDeadline:   cmp.Or(opts.KeyDeadline, idempotency.Lease-5*time.Second),
+		deadline:      cmp.Or(opts.Deadline, DefaultDeadline),
 		stopping:      opts.Stopping,
 	}
 	s.engine = s.newEngine()
@@ -99,8 +98,8 @@ func (s *Server) Close() {
 	}
 }
 
-// Handler returns the HTTP handler.
-func (s *Server) Handler() http.Handler { return s.engine }
+// Handler returns the HTTP handler: the engine, served by ServeHTTP.
+func (s *Server) Handler() http.Handler { return s }
 
 // Engine exposes the gin engine (its route table is checked against the OpenAPI document).
 func (s *Server) Engine() *gin.Engine { return s.engine }
@@ -117,7 +116,6 @@ func (s *Server) newEngine() *gin.Engine {
 		s.log.Error("trusted proxies refused", "err", err)
 	}
 	e.RemoteIPHeaders = []string{"X-Forwarded-For"}
-	e.Use(secureHeaders, s.correlate)
 	if !s.unobserved {
 		e.Use(s.accessLog)
 	}

@@ -12,11 +12,13 @@ import (
 	"time"
 )
 
-// New returns an http.Server with timeouts suited to a JSON API.
+// New returns an http.Server with timeouts suited to a JSON API. A request must have arrived
+// whole within 20 s, so that its handler, still within its own deadline (25 s for the API), can
+// answer a body that came too late; the answer must be written within 30 s.
 func New(addr string, h http.Handler) *http.Server {
 	return &http.Server{
 		Addr: addr, Handler: h,
-		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 20 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second,
 		MaxHeaderBytes: 64 << 10,
 	}
