@@ -32,14 +32,8 @@ func TestPostgresOutageAnswers503(t *testing.T) {
 	item := s.item(50, 700)
 	_, customer := s.customer()
 
-	// A second API whose database connections go through a proxy the test can cut.
-	db, proxy := s.proxiedDB()
-	api := httpapi.New(s.cfg, assembly.New(s.cfg, assembly.Infra{DB: db, Redis: s.rdb, Keys: s.keys, Log: s.log,
-		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL)}), httpapi.Options{})
-	t.Cleanup(api.Close)
-	hs := httptest.NewServer(api.Handler())
-	t.Cleanup(hs.Close)
-	c := testenv.NewClient(t, hs.URL).As(customer.Token)
+	base, proxy := s.apiOnProxiedDB(httpapi.Options{})
+	c := testenv.NewClient(t, base).As(customer.Token)
 	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
 	var before orderView
 	c.Do("POST", "/v1/orders", body, "Idempotency-Key", uuid.NewString()).Expect(t, 201).Decode(t, &before)
@@ -65,7 +59,7 @@ func TestPostgresOutageAnswers503(t *testing.T) {
 			}
 		}
 	}
-	ready := testenv.NewClient(t, hs.URL).Do("GET", "/ready", nil).Expect(t, http.StatusServiceUnavailable)
+	ready := testenv.NewClient(t, base).Do("GET", "/ready", nil).Expect(t, http.StatusServiceUnavailable)
 	var report struct{ Details []struct{ Field string } }
 	if err := json.Unmarshal(ready.Body, &report); err != nil || len(report.Details) != 1 || report.Details[0].Field != "postgres" {
 		t.Fatalf("/ready during the outage: %s", ready.Body)
@@ -98,14 +92,8 @@ func TestAFrozenPostgresIsAnsweredForByTheDeadline(t *testing.T) {
 	s := newStack(t)
 	item := s.item(50, 700)
 	uid, customer := s.customer()
-	db, proxy := s.proxiedDB()
-	api := httpapi.New(s.cfg, assembly.New(s.cfg, assembly.Infra{DB: db, Redis: s.rdb, Keys: s.keys, Log: s.log,
-		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL)}), httpapi.Options{Deadline: time.Second})
-	t.Cleanup(api.Close)
-	hs := httptest.NewServer(api.Handler())
-	t.Cleanup(hs.Close)
-	t.Cleanup(proxy.Thaw) // first: closing the server waits for the requests held
-	c := testenv.NewClient(t, hs.URL).As(customer.Token)
+	base, proxy := s.apiOnProxiedDB(httpapi.Options{Deadline: time.Second})
+	c := testenv.NewClient(t, base).As(customer.Token)
 	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
 	c.Do("POST", "/v1/orders", body, "Idempotency-Key", uuid.NewString()).Expect(t, 201)
 
@@ -139,6 +127,20 @@ func TestAFrozenPostgresIsAnsweredForByTheDeadline(t *testing.T) {
 	if n := s.count(`SELECT count(*) FROM orders WHERE user_id = $1`, uid); n != 2 {
 		t.Fatalf("%d orders, want 2 (one before, one for the key held meanwhile)", n)
 	}
+}
+
+// apiOnProxiedDB starts a second API whose database connections go through a proxy the test can
+// cut or freeze, and returns its URL and the proxy.
+func (s *stack) apiOnProxiedDB(opts httpapi.Options) (string, *testenv.TCPProxy) {
+	s.t.Helper()
+	db, proxy := s.proxiedDB()
+	api := httpapi.New(s.cfg, assembly.New(s.cfg, assembly.Infra{DB: db, Redis: s.rdb, Keys: s.keys, Log: s.log,
+		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL)}), opts)
+	s.t.Cleanup(api.Close)
+	hs := httptest.NewServer(api.Handler())
+	s.t.Cleanup(hs.Close)
+	s.t.Cleanup(proxy.Thaw) // first: closing the server waits for the requests the proxy holds
+	return hs.URL, proxy
 }
 
 // proxiedDB opens a pool on the stack's database through a proxy the test can cut.
