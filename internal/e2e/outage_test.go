@@ -92,7 +92,7 @@ func TestAFrozenPostgresIsAnsweredForByTheDeadline(t *testing.T) {
 	s := newStack(t)
 	item := s.item(50, 700)
 	uid, customer := s.customer()
-	base, proxy := s.apiOnProxiedDB(httpapi.Options{Deadline: time.Second})
+	base, proxy := s.apiOnProxiedDB(httpapi.Options{Deadline: 3 * time.Second}) // the first order calls Stripe too
 	c := testenv.NewClient(t, base).As(customer.Token)
 	body := map[string]any{"items": []map[string]any{{"itemId": item, "quantity": 1}}}
 	c.Do("POST", "/v1/orders", body, "Idempotency-Key", uuid.NewString()).Expect(t, 201)

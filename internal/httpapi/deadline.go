@@ -42,8 +42,8 @@ const answerGrace = time.Second
 var errDeadline = errors.New("request ran out of its time")
 
 // ServeHTTP serves one request through the gin engine, answered by its deadline. The headers
-// every answer carries (the correlation id, the security headers) are set here, so that an answer
-// given for a held handler has them too.
+// every answer carries (the correlation id, the security headers, CORS) are set here, so that an
+// answer given for a held handler has them too.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := correlationID(r.Header)
 	h := w.Header()
@@ -54,6 +54,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "no-referrer")
+	if origin := r.Header.Get("Origin"); s.allowsOrigin(origin) {
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		h.Set("Access-Control-Expose-Headers", "X-Correlation-Id, Idempotent-Replayed, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After")
+	}
 
 	ctx, cancel := context.WithTimeoutCause(logging.WithCorrelationID(r.Context(), id), s.deadline, errDeadline)
 	defer cancel()
@@ -80,14 +85,15 @@ func (s *Server) answerIfHeld(aw *answerWriter, r *http.Request) {
 		return
 	}
 	aw.expired = true
-	s.answerForHeld(aw.w, r)
+	aw.answered = s.answerForHeld(aw.w, r)
 }
 
 // answerForHeld answers for a handler still held past its deadline: 503 with Retry-After, the
 // standard error body in the language the request asked for, and the connection closed after it.
+// It returns the body's length.
 // The answer is flushed whole (its length given): the connection's goroutine, still in the
 // handler, cannot finish it.
-func (s *Server) answerForHeld(w http.ResponseWriter, r *http.Request) {
+func (s *Server) answerForHeld(w http.ResponseWriter, r *http.Request) int {
 	ctx := r.Context()
 	lang := negotiatedLanguage(r.URL.Query().Get("lang"), r.Header.Get("Accept-Language"))
 	status, body, retryAfter := s.errorAnswer(ctx, fmt.Errorf("answered for, its handler still held: %w", ctx.Err()), lang, r.URL.Path)
@@ -98,13 +104,16 @@ func (s *Server) answerForHeld(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("Retry-After", retryAfter)
+	// Not only to end the connection: net/http reads what is left of a request's body after an
+	// answer it may keep the connection for, which would race the handler's own reads.
 	h.Set("Connection", "close")
 	h.Set("Content-Length", strconv.Itoa(len(raw)))
 	w.WriteHeader(status)
-	_, _ = w.Write(raw)
+	n, _ := w.Write(raw)
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}
+	return n
 }
 
 // correlationID is the request's X-Correlation-Id, else its X-Request-Id, else a new one; a
@@ -123,7 +132,8 @@ func usableCorrelationID(id string) bool { return idempotency.ValidKey(id) && le
 
 // answerWriter is the handler's ResponseWriter: its own header map, copied out when it begins to
 // answer, and nothing written once the request was answered for. Its lock orders the handler's
-// writes and an answer written for it.
+// writes and an answer written for it. It flushes, and that is all: nothing here hijacks a
+// connection or streams.
 type answerWriter struct {
 	w  http.ResponseWriter
 	h  http.Header
@@ -131,6 +141,7 @@ type answerWriter struct {
 	// began: the handler began its answer; expired: the request was answered for; finished:
 	// the handler returned, and w may no longer be used.
 	began, expired, finished bool
+	answered                 int // the bytes of the body answered for it
 }
 
 func (aw *answerWriter) Header() http.Header { return aw.h }
@@ -184,17 +195,17 @@ func (aw *answerWriter) finish() {
 }
 
 // answeredFor reports whether the request w (the gin writer an access log saw first) serves
-// was answered for at its deadline, the answer its client got being then a 503.
-func answeredFor(w http.ResponseWriter) bool {
+// was answered for at its deadline, the answer its client got being then a 503 of n bytes.
+func answeredFor(w http.ResponseWriter) (n int, ok bool) {
 	u, ok := w.(interface{ Unwrap() http.ResponseWriter })
 	if !ok {
-		return false
+		return 0, false
 	}
 	aw, ok := u.Unwrap().(*answerWriter)
 	if !ok {
-		return false
+		return 0, false
 	}
 	aw.mu.Lock()
 	defer aw.mu.Unlock()
-	return aw.expired
+	return aw.answered, aw.expired
 }

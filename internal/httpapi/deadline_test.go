@@ -1,8 +1,11 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,13 +21,14 @@ import (
 // (deaf to it, as one blocked in a read from a stopped PostgreSQL is) is answered for once its
 // deadline and the grace after it have passed: 503 with Retry-After and the standard body in the
 // request's language under its correlation id, the security headers, the connection closed after
-// it. The access log records the 503, and what the handler writes later goes nowhere. A handler
+// it, and CORS for an allowed origin. The access log records the 503, and what the handler
+// writes later goes nowhere. A handler
 // that began its answer in time is left to finish it, and a handler's abort still aborts.
 func TestAHeldHandlerIsAnsweredForByItsDeadline(t *testing.T) {
 	t.Parallel()
-	const deadline = 200 * time.Millisecond
+	const deadline = 500 * time.Millisecond
 	rdb, keys, redisURL := testenv.Redis(t)
-	a := startAppWith(t, httpapi.Options{Deadline: deadline}, rdb, keys, redisURL)
+	a := startAppWith(t, httpapi.Options{Deadline: deadline}, rdb, keys, redisURL, "CORS_ORIGINS", "https://shop.example")
 
 	t.Run("held", func(t *testing.T) {
 		release, held, wrote := holding(t)
@@ -34,6 +38,7 @@ func TestAHeldHandlerIsAnsweredForByItsDeadline(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.Header.Set("X-Correlation-Id", "held-request-1")
+		req.Header.Set("Origin", "https://shop.example")
 		res, err := (&http.Client{Timeout: 10 * time.Second}).Do(req) // held, it would wait for release
 		if err != nil {
 			t.Fatal(err)
@@ -55,7 +60,8 @@ func TestAHeldHandlerIsAnsweredForByItsDeadline(t *testing.T) {
 			t.Errorf("message %q, want %q", m["message"], want)
 		}
 		for name, want := range map[string]string{"Retry-After": "3", "Cache-Control": "no-store",
-			"X-Content-Type-Options": "nosniff", "Content-Type": "application/json; charset=utf-8"} {
+			"X-Content-Type-Options": "nosniff", "Content-Type": "application/json; charset=utf-8",
+			"Access-Control-Allow-Origin": "https://shop.example"} {
 			if got := resp.Header.Get(name); got != want {
 				t.Errorf("%s: %q, want %q", name, got, want)
 			}
@@ -67,14 +73,46 @@ func TestAHeldHandlerIsAnsweredForByItsDeadline(t *testing.T) {
 		testenv.Eventually(t, 10*time.Second, "the access log line of the held request", func() bool {
 			for l := range strings.Lines(a.logs.String()) {
 				if strings.Contains(l, `"msg":"request"`) && strings.Contains(l, `"held-request-1"`) {
-					if !strings.Contains(l, `"status":503`) {
-						t.Fatalf("access log line %s, want status 503 (what the client got)", l)
+					if !strings.Contains(l, `"status":503`) || !strings.Contains(l, fmt.Sprintf(`"bytes":%d`, len(raw))) {
+						t.Fatalf("access log line %s, want status 503 and %d bytes (what the client got)", l, len(raw))
 					}
 					return true
 				}
 			}
 			return false
 		})
+	})
+
+	t.Run("held with its body unread", func(t *testing.T) {
+		// The client announces a body and sends none. The answer given for the handler must not
+		// read what is left of it, as net/http does before answering on a connection it keeps:
+		// that read would wait here, and race the handler's own reads.
+		release, held, wrote := holding(t)
+		a.srv.HandleHeld("/v1/held-post", false, held, wrote)
+		conn, err := net.Dial("tcp", strings.TrimPrefix(a.api.Base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, "POST /v1/held-post HTTP/1.1\r\nHost: dispatch\r\nContent-Type: application/json\r\n"+
+			"Content-Length: 64\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body) // to its Content-Length
+		resp.Body.Close()
+		expectError(t, testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, 503, "common.errors.unavailable", "/v1/held-post")
+		if !resp.Close {
+			t.Error("the connection is kept open after answering for a held handler")
+		}
+		release()
+		if err := <-wrote; !errors.Is(err, http.ErrHandlerTimeout) {
+			t.Errorf("the handler's late write returned %v, want http.ErrHandlerTimeout", err)
+		}
 	})
 
 	t.Run("begun", func(t *testing.T) {

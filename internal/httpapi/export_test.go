@@ -7,11 +7,12 @@ func (s *Server) HandlePanic(path string, v any) {
 	s.engine.GET(path, func(*gin.Context) { panic(v) })
 }
 
-// HandleHeld adds a route at path whose handler is deaf to its context: it waits for release,
+// HandleHeld adds a route at path (GET and POST; the body is never read) whose handler is deaf
+// to its context: it waits for release,
 // having first begun its answer when begin is set, then writes "ended" and sends what its write
 // returned to wrote.
 func (s *Server) HandleHeld(path string, begin bool, release <-chan struct{}, wrote chan<- error) {
-	s.engine.GET(path, func(c *gin.Context) {
+	s.engine.Match([]string{"GET", "POST"}, path, func(c *gin.Context) {
 		if begin {
 			c.Status(200)
 			_, _ = c.Writer.WriteString("begun, ")

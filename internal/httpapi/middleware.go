@@ -32,9 +32,9 @@ func (s *Server) accessLog(c *gin.Context) {
 	if route == "" {
 		route = "unmatched"
 	}
-	status := w.Status()
-	if answeredFor(w) {
-		status = http.StatusServiceUnavailable // what the client got, not what the handler wrote
+	status, size := w.Status(), w.Size()
+	if n, ok := answeredFor(w); ok { // what the client got, not what the handler wrote
+		status, size = http.StatusServiceUnavailable, n
 	}
 	level := slog.LevelInfo
 	switch {
@@ -47,7 +47,7 @@ func (s *Server) accessLog(c *gin.Context) {
 	attrs := []slog.Attr{
 		slog.String("method", metrics.Method(c.Request.Method)), slog.String("route", route), slog.Int("status", status),
 		slog.Float64("durationMs", float64(time.Since(start).Microseconds())/1000),
-		slog.Int("bytes", max(c.Writer.Size(), 0)), slog.String("ip", c.ClientIP()),
+		slog.Int("bytes", max(size, 0)), slog.String("ip", c.ClientIP()),
 	}
 	// userId, when authenticated, comes with the request's context (see authenticate).
 	s.log.LogAttrs(c.Request.Context(), level, "request", attrs...)
@@ -77,17 +77,19 @@ func (s *Server) limitBody(c *gin.Context) {
 	c.Next()
 }
 
-// cors answers preflights and marks responses for the configured origins.
+// allowsOrigin reports whether origin is one of the configured CORS origins. Every answer to it
+// is marked for it (ServeHTTP).
+func (s *Server) allowsOrigin(origin string) bool {
+	return origin != "" && (slices.Contains(s.cfg.CORSOrigins, "*") || slices.Contains(s.cfg.CORSOrigins, origin))
+}
+
+// cors answers the preflights of the configured origins.
 func (s *Server) cors(c *gin.Context) {
-	origin := c.GetHeader("Origin")
-	if origin == "" || !(slices.Contains(s.cfg.CORSOrigins, "*") || slices.Contains(s.cfg.CORSOrigins, origin)) {
+	if !s.allowsOrigin(c.GetHeader("Origin")) {
 		c.Next()
 		return
 	}
 	h := c.Writer.Header()
-	h.Set("Access-Control-Allow-Origin", origin)
-	h.Add("Vary", "Origin")
-	h.Set("Access-Control-Expose-Headers", "X-Correlation-Id, Idempotent-Replayed, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After")
 	if c.Request.Method == http.MethodOptions && c.GetHeader("Access-Control-Request-Method") != "" {
 		h.Set("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS")
 		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, X-Correlation-Id, X-Request-Id, Accept-Language")
