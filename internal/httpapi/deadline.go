@@ -90,9 +90,8 @@ func (s *Server) answerIfHeld(aw *answerWriter, r *http.Request) {
 
 // answerForHeld answers for a handler still held past its deadline: 503 with Retry-After, the
 // standard error body in the language the request asked for, and the connection closed after it.
-// It returns the body's length.
 // The answer is flushed whole (its length given): the connection's goroutine, still in the
-// handler, cannot finish it.
+// handler, cannot finish it. It returns the body's length.
 func (s *Server) answerForHeld(w http.ResponseWriter, r *http.Request) int {
 	ctx := r.Context()
 	lang := negotiatedLanguage(r.URL.Query().Get("lang"), r.Header.Get("Accept-Language"))
