@@ -5,7 +5,6 @@ package e2e_test
 // recovers by itself when it is back.
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +18,6 @@ import (
 	"github.com/dispatchhq/dispatch/internal/httpapi"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/payment"
-	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/platform/redisx"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -133,7 +131,7 @@ func TestAFrozenPostgresIsAnsweredForByTheDeadline(t *testing.T) {
 // cut or freeze, and returns its URL and the proxy.
 func (s *stack) apiOnProxiedDB(opts httpapi.Options) (string, *testenv.TCPProxy) {
 	s.t.Helper()
-	db, proxy := s.proxiedDB()
+	db, proxy := testenv.PoolBehindProxy(s.t, s.dbURL, 8)
 	api := httpapi.New(s.cfg, assembly.New(s.cfg, assembly.Infra{DB: db, Redis: s.rdb, Keys: s.keys, Log: s.log,
 		Gateway: payment.NewStripe(s.cfg.StripeSecretKey, s.stripe.URL)}), opts)
 	s.t.Cleanup(api.Close)
@@ -141,18 +139,6 @@ func (s *stack) apiOnProxiedDB(opts httpapi.Options) (string, *testenv.TCPProxy)
 	s.t.Cleanup(hs.Close)
 	s.t.Cleanup(proxy.Thaw) // first: closing the server waits for the requests the proxy holds
 	return hs.URL, proxy
-}
-
-// proxiedDB opens a pool on the stack's database through a proxy the test can cut.
-func (s *stack) proxiedDB() (*postgres.DB, *testenv.TCPProxy) {
-	s.t.Helper()
-	proxied, proxy := testenv.BehindProxy(s.t, s.dbURL)
-	db, err := postgres.Open(context.Background(), proxied, 8)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(func() { db.Close() })
-	return db, proxy
 }
 
 // TestWorkerOutlivesAPostgresOutage: while the worker cannot reach PostgreSQL, its tasks are not
@@ -166,7 +152,7 @@ func TestWorkerOutlivesAPostgresOutage(t *testing.T) {
 	uid, c := s.customer()
 	o := s.order(c, 1, item)
 
-	db, proxy := s.proxiedDB()
+	db, proxy := testenv.PoolBehindProxy(t, s.dbURL, 8)
 	proxy.Cut()
 	log := newTaskLog()
 	w, err := worker.New(s.cfg, assembly.New(s.cfg, assembly.Infra{DB: db, Redis: s.rdb, Keys: s.keys, Log: s.log,

@@ -195,10 +195,17 @@ func BehindProxy(t testing.TB, rawURL string) (string, *TCPProxy) {
 }
 
 // DBBehindProxy opens a pool of maxConns connections to a fresh test database through a proxy
-// the test can cut or freeze. When the test ends the proxy thaws, then the pool is closed.
+// the test can cut or freeze.
 func DBBehindProxy(t testing.TB, maxConns int) (*postgres.DB, *TCPProxy) {
 	t.Helper()
 	_, dbURL := DB(t)
+	return PoolBehindProxy(t, dbURL, maxConns)
+}
+
+// PoolBehindProxy opens a pool of maxConns connections to the database at dbURL through a proxy
+// the test can cut or freeze. When the test ends the proxy thaws, then the pool is closed.
+func PoolBehindProxy(t testing.TB, dbURL string, maxConns int) (*postgres.DB, *TCPProxy) {
+	t.Helper()
 	proxied, proxy := BehindProxy(t, dbURL)
 	db, err := postgres.Open(context.Background(), proxied, maxConns)
 	if err != nil {
