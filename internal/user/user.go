@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/auth"
@@ -153,15 +155,16 @@ func validateEmail(v *apperr.Validation, field, email string) {
 	}
 	addr, err := mail.ParseAddress(email)
 	domain := email[strings.LastIndexByte(email, '@')+1:]
-	// net/mail takes any rune past ASCII, invisible ones too (U+200B, bidi controls): two
-	// addresses that look alike must not be two accounts. The joiners U+200C and U+200D stay in
-	// a domain, where internationalized names (Persian, Indic scripts) need them. A domain
-	// literal names no domain.
 	local := email[:len(email)-len(domain)]
+	// net/mail takes any rune past ASCII, invisible ones too (U+200B, bidi controls), and
+	// compatibility forms (fullwidth letters): two addresses that look alike must not be two
+	// accounts. The local part must be printable and in NFKC; the domain a host name as IDNA
+	// registers one, which refuses those and a domain literal, and takes the joiners U+200C and
+	// U+200D where a script needs them (Persian, Indic scripts).
+	_, notHost := idna.Registration.ToASCII(domain)
 	ok := err == nil && addr.Address == email && addr.Name == "" && utf8.RuneCountInString(email) <= 254 &&
-		strings.Contains(domain, ".") && !strings.HasPrefix(domain, "[") &&
-		!strings.ContainsFunc(local, func(r rune) bool { return !unicode.IsPrint(r) }) &&
-		!strings.ContainsFunc(domain, func(r rune) bool { return !unicode.IsPrint(r) && r != '\u200c' && r != '\u200d' })
+		strings.Contains(domain, ".") && notHost == nil &&
+		!strings.ContainsFunc(local, func(r rune) bool { return !unicode.IsPrint(r) }) && norm.NFKC.IsNormalString(local)
 	v.Check(ok, field, "validation.email")
 }
 
