@@ -440,6 +440,49 @@ func TestAccountDeletedWhileItsCustomerIsCreated(t *testing.T) {
 	}
 }
 
+// TestACustomerMadeByACreateThatDiedGoesWithTheAccount: the customer create reached Stripe and
+// its worker died before storing the id (here: every answer lost); the user then deleted the
+// account, and its delete task found no customer to delete. Either task, run again, sends the
+// create again under the user's key (Stripe answers it with the customer it made) and deletes
+// what it gets: no customer is left at Stripe for a deleted account.
+func TestACustomerMadeByACreateThatDiedGoesWithTheAccount(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.pauseWorker()
+	customers := r.assemble(r.rdb, r.stripe.URL, r.log).Customers
+	ctx := context.Background()
+	for _, run := range []struct {
+		name  string
+		again func(context.Context, uuid.UUID) error
+	}{{"the delete task", customers.Delete}, {"the create task", customers.Create}} {
+		uid, c := r.customer()
+		key := "user-" + uid.String() + "-customer"
+		r.stripe.Fail("POST", "/v1/customers", testenv.Fault{Status: 500, Type: "api_error", Message: "lost",
+			Times: stripeTriesPerCall, Forward: true})
+		if err := customers.Create(ctx, uid); err == nil {
+			t.Fatal("a create whose answers were lost reported no error")
+		}
+		c.Do("DELETE", "/v1/users/me", nil).Expect(t, 204)
+		if err := run.again(ctx, uid); err != nil {
+			t.Fatalf("%s, run again: %v", run.name, err)
+		}
+		var customer string
+		if err := r.db.Get(&customer, `SELECT COALESCE(stripe_customer_id, '') FROM users WHERE id = $1`, uid); err != nil || customer == "" {
+			t.Fatalf("%s: customer id %q (%v), want the one the create got back", run.name, customer, err)
+		}
+		var creates int
+		for _, call := range r.stripe.Calls("POST", "/v1/customers") {
+			if call.IdempotencyKey == key {
+				creates++
+			}
+		}
+		deletes := r.stripe.Calls("DELETE", "/v1/customers/"+customer)
+		if creates != stripeTriesPerCall+1 || len(deletes) != 1 || deletes[0].Status != 200 {
+			t.Fatalf("%s: %d creates under %s, deletes %+v; want the create sent again and its customer deleted", run.name, creates, key, deletes)
+		}
+	}
+}
+
 // TestARestoredAccountKeepsItsCustomer: an account deleted and restored (in SQL, the way
 // docs/decisions.md gives for a lost superadmin) before its deletion's customer task ran keeps
 // its Stripe Customer: the task finds the user live and deletes nothing.

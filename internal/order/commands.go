@@ -169,19 +169,7 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string, cl
 	case o.Status != Pending:
 		return o, nil // canceled meanwhile by staff or the reconciler: the order as it is
 	}
-	create := func(customer string) (payment.Intent, error) {
-		return s.gateway.CreatePaymentIntent(ctx, payment.IntentParams{
-			OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency, CustomerID: customer,
-			IdempotencyKey: "order-" + o.ID.String() + "-intent",
-		})
-	}
-	pi, err := create(customer)
-	if errors.Is(err, payment.ErrKeyReused) && customer != "" {
-		// A resumed create whose first try, before a crash, named no customer: the user's was
-		// synced in between (a Stripe customer only ever goes from none to one). Stripe wants
-		// the first try's parameters under the same key.
-		pi, err = create("")
-	}
+	pi, err := s.createIntent(ctx, o, customer)
 	if errors.Is(err, payment.ErrKeyReused) {
 		// Our inconsistency, not a refusal of the payment: the order is not canceled for it.
 		s.log.ErrorContext(ctx, "payment intent key reused with other parameters; the order waits", "err", err, "orderId", o.ID)
@@ -214,6 +202,24 @@ func (s *Service) ensureIntent(ctx context.Context, o Order, customer string, cl
 		_, _, err = answer(o) // the answer rendered above was of the order as this request saw it
 	}
 	return o, err
+}
+
+// createIntent creates the order's PaymentIntent under the order's key: a retry gets back the
+// one made before. A resumed create whose first try, before a crash, named no customer finds
+// the user's synced in between (a Stripe customer only ever goes from none to one): Stripe
+// wants the first try's parameters under the same key.
+func (s *Service) createIntent(ctx context.Context, o Order, customer string) (payment.Intent, error) {
+	create := func(customer string) (payment.Intent, error) {
+		return s.gateway.CreatePaymentIntent(ctx, payment.IntentParams{
+			OrderID: o.ID.String(), Amount: o.Total, Currency: o.Currency, CustomerID: customer,
+			IdempotencyKey: "order-" + o.ID.String() + "-intent",
+		})
+	}
+	pi, err := create(customer)
+	if errors.Is(err, payment.ErrKeyReused) && customer != "" {
+		pi, err = create("")
+	}
+	return pi, err
 }
 
 // intentNotAttached answers a create whose order changed during its Stripe call: staff canceled

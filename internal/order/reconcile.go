@@ -187,6 +187,10 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 		if age < p.NoIntentAge {
 			reason = "unpaid after " + p.UnpaidTTL.String()
 		}
+		if err := s.cancelUnrecordedIntent(ctx, po.ID); err != nil {
+			s.log.ErrorContext(ctx, "reconciler: a PaymentIntent the order may have was not canceled; tried again next run", "orderId", po.ID, "err", err)
+			return reconcileFailed
+		}
 		o, err := s.CancelUnpaid(ctx, po.ID, ActorReconciler, reason)
 		return s.reconciled(ctx, po, err, o.Status == Canceled, reconcileCanceled)
 	}
@@ -232,6 +236,42 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 		return s.reconciled(ctx, po, err, outcome == OutcomeApplied, reconcileCanceled)
 	}
 	return reconcileNothing
+}
+
+// cancelUnrecordedIntent cancels at Stripe the PaymentIntent a create may have made for a
+// PENDING order without recording it (its process died during the call, and nobody retried):
+// the create sent again under the order's key gets it back from Stripe (or makes one whose
+// secret nobody has), and it is canceled before the order is, so that nobody can pay an order
+// being canceled. A refused create made none. Should one be paid all the same, its event names
+// the order and the payment is refunded as a late one.
+func (s *Service) cancelUnrecordedIntent(ctx context.Context, id uuid.UUID) error {
+	o, err := s.store.Get(ctx, s.db, id)
+	if errors.Is(err, ErrNotFound) || (err == nil && (o.Status != Pending || o.Payment.IntentID != nil)) {
+		return nil // changed meanwhile: the cancel that follows leaves it alone
+	}
+	if err != nil {
+		return err
+	}
+	customer, err := s.customers.StripeCustomerID(ctx, o.UserID)
+	if err != nil {
+		return err
+	}
+	pi, err := s.createIntent(ctx, o, customer)
+	if errors.Is(err, payment.ErrTransient) {
+		return err
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "reconciler: no PaymentIntent to cancel", "orderId", id, "err", err)
+		return nil
+	}
+	_, err = s.gateway.CancelPaymentIntent(ctx, pi.ID, "order-"+id.String()+"-cancel-intent")
+	if errors.Is(err, payment.ErrTransient) {
+		return err
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "reconciler: PaymentIntent not canceled", "orderId", id, "paymentIntentId", pi.ID, "err", err)
+	}
+	return nil
 }
 
 func (s *Service) reconciled(ctx context.Context, po PendingOrder, err error, changed bool, result string) string {

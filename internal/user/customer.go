@@ -36,24 +36,18 @@ func NewCustomerSync(db *postgres.DB, store CustomerStore, gateway payment.Gatew
 // the account's details.
 func (c *CustomerSync) Create(ctx context.Context, id uuid.UUID) error {
 	u, err := c.store.GetAny(ctx, c.db, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && u.DeletedAt != nil) {
+	switch {
+	case errors.Is(err, ErrNotFound):
 		return nil
-	}
-	if err != nil {
+	case err != nil:
 		return err
-	}
-	if u.StripeCustomerID != "" { // made by a try that may have failed before its update
+	case u.DeletedAt != nil: // an earlier try may have made the customer and died before storing it
+		return c.Delete(ctx, id)
+	case u.StripeCustomerID != "": // made by a try that may have failed before its update
 		return c.gateway.UpdateCustomer(ctx, u.StripeCustomerID, params(u))
 	}
-	// One idempotency key per user: a concurrent create (from an update that ran first) or a
-	// retry gets the same customer back from Stripe. Stripe refuses a key sent again with other
-	// parameters, so the create sends only what never changes (the user id); the account's
-	// details follow in an update, read after the customer is stored.
-	cid, err := c.gateway.CreateCustomer(ctx, payment.CustomerParams{UserID: u.ID.String()}, "user-"+u.ID.String()+"-customer")
+	cid, err := c.create(ctx, u.ID)
 	if err != nil {
-		return err
-	}
-	if _, err := c.store.SetStripeCustomer(ctx, c.db, u.ID, cid); err != nil {
 		return err
 	}
 	// The user may have been deleted during the Stripe call, and the delete task, finding no
@@ -83,17 +77,39 @@ func (c *CustomerSync) Update(ctx context.Context, id uuid.UUID) error {
 	return c.gateway.UpdateCustomer(ctx, u.StripeCustomerID, params(u))
 }
 
+// create makes the user's Stripe Customer, or gets back the one made before: one idempotency
+// key per user, so a concurrent create (from an update that ran first) or a retry gets the same
+// customer from Stripe. Stripe refuses a key sent again with other parameters, so the create
+// sends only what never changes (the user id); the account's details follow in an update. The
+// id is stored, unless one is already.
+func (c *CustomerSync) create(ctx context.Context, id uuid.UUID) (string, error) {
+	cid, err := c.gateway.CreateCustomer(ctx, payment.CustomerParams{UserID: id.String()}, "user-"+id.String()+"-customer")
+	if err != nil {
+		return "", err
+	}
+	_, err = c.store.SetStripeCustomer(ctx, c.db, id, cid)
+	return cid, err
+}
+
 // Delete removes the Stripe Customer of a deleted user. A user live again by the time it runs
-// (restored in SQL, docs/decisions.md) keeps theirs.
+// (restored in SQL, docs/decisions.md) keeps theirs. With no customer stored, a create may have
+// made one at Stripe and died before storing it: the create is sent again under its key, which
+// gets that customer back (or makes one, with no personal data), and it goes too.
 func (c *CustomerSync) Delete(ctx context.Context, id uuid.UUID) error {
 	u, err := c.store.GetAny(ctx, c.db, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && (u.StripeCustomerID == "" || u.DeletedAt == nil)) {
+	if errors.Is(err, ErrNotFound) || (err == nil && u.DeletedAt == nil) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if err := c.gateway.DeleteCustomer(ctx, u.StripeCustomerID); err != nil && !errors.Is(err, payment.ErrNotFound) {
+	cid := u.StripeCustomerID
+	if cid == "" {
+		if cid, err = c.create(ctx, id); err != nil {
+			return err
+		}
+	}
+	if err := c.gateway.DeleteCustomer(ctx, cid); err != nil && !errors.Is(err, payment.ErrNotFound) {
 		return err
 	}
 	return nil
