@@ -44,13 +44,13 @@ const (
 	// keyInWrite: required, and taken by the handler's first write in its own statement
 	// (idempotency.Defer); the handler ends through refuse.
 	keyInWrite
-	// keySealed: optional, on a route whose answer carries tokens: the key's scope covers the
-	// credential the request presented, and the answer is stored sealed (DeferSealed).
-	keySealed
+	// keyIgnored: not honoured (the route's answer carries tokens, which are never stored),
+	// but a key no other route would take is refused here too.
+	keyIgnored
 )
 
 // idempotencyGuard makes the routes it guards idempotent with store. A request without a key
-// is refused when use is keyRequired or keyInWrite. owner names the caller's scope; fail renders an error
+// is refused unless use is keyOptional or keyIgnored. owner names the caller's scope; fail renders an error
 // (the API's single error mapping).
 //
 // Outcomes: 2xx is stored and replayed to duplicates; 4xx is forgotten (nothing was written, the
@@ -66,7 +66,7 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 	return func(c *gin.Context) {
 		key, present := c.Request.Header[idemHeader]
 		if !present {
-			if use == keyRequired || use == keyInWrite {
+			if use != keyOptional && use != keyIgnored {
 				fail(c, apperr.ErrIdemKeyRequired)
 				return
 			}
@@ -75,6 +75,10 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 		}
 		if len(key) != 1 || !idempotency.ValidKey(key[0]) {
 			fail(c, apperr.ErrIdemKeyInvalid)
+			return
+		}
+		if use == keyIgnored {
+			c.Next()
 			return
 		}
 		body, err := readBody(c.Request.Body)
@@ -86,12 +90,7 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 
 		ctx := c.Request.Context()
 		sc := idempotency.Scope{Owner: owner(c), Method: c.Request.Method, Path: scopePath(c), Key: key[0]}
-		var claim *idempotency.Claim
-		if use == keySealed {
-			claim = s.DeferSealed(sc, body, c.GetHeader("Authorization"))
-		} else {
-			claim = idempotency.Defer(sc, s.Fingerprint(sc.Method, sc.Path, body))
-		}
+		claim := idempotency.Defer(sc, s.Fingerprint(sc.Method, sc.Path, body))
 		if use != keyInWrite {
 			if err := s.Take(ctx, claim); err != nil {
 				answer(c, err, fail)

@@ -106,8 +106,10 @@ func (o specOp) idempotencyKey() string {
 		switch p.Ref {
 		case "#/components/parameters/IdempotencyKeyRequired":
 			return "required"
-		case "#/components/parameters/IdempotencyKeyOptional", "#/components/parameters/IdempotencyKeySealed":
+		case "#/components/parameters/IdempotencyKeyOptional":
 			return "optional"
+		case "#/components/parameters/IdempotencyKeyIgnored":
+			return "ignored"
 		}
 	}
 	return ""
@@ -384,6 +386,10 @@ func TestOpenAPIGuardsMatchTheServer(t *testing.T) {
 			}
 			if st, code := send(o, "Idempotency-Key", tooLong); st != 400 || code != "common.errors.idempotencyKeyInvalid" {
 				t.Errorf("%s: invalid Idempotency-Key answered %d %s", o.key(), st, code)
+			}
+		case "ignored":
+			if st, code := send(o, "Idempotency-Key", tooLong); st != 400 || code != "common.errors.idempotencyKeyInvalid" {
+				t.Errorf("%s: Idempotency-Key documented ignored, an invalid one answered %d %s", o.key(), st, code)
 			}
 		case "optional":
 			if st, code := send(o); code == "common.errors.idempotencyKeyRequired" {

@@ -51,7 +51,6 @@ type Claim struct {
 
 	deferred    bool // the key is not held yet
 	fingerprint []byte
-	seal        []byte // the key the answer is stored under, for a claim made by DeferSealed
 }
 
 // Defer is a claim on sc that holds nothing yet. Take claims it the way Begin does; or the
@@ -77,12 +76,8 @@ func (s *Store) Take(ctx context.Context, c *Claim) error {
 	case err != nil:
 		return err
 	case replay != nil:
-		if replay.Body, err = c.opened(replay.Body); err != nil {
-			return err
-		}
 		return replay
 	}
-	got.seal = c.seal
 	*c = *got
 	return nil
 }
@@ -98,20 +93,16 @@ func (r *Replay) Error() string { return fmt.Sprintf("idempotency: answered befo
 
 // Store keeps idempotency records in Postgres.
 type Store struct {
-	db      *postgres.DB
-	key     []byte // the fingerprints' HMAC key
-	sealKey []byte // the HMAC key sealed answers' keys are derived with
+	db  *postgres.DB
+	key []byte // the fingerprints' HMAC key
 }
 
 // NewStore returns a store on db whose fingerprints are keyed by secret, which every replica
 // of the API shares.
 func NewStore(db *postgres.DB, secret string) *Store {
-	derive := func(use string) []byte { // a key of its own for each use, not the secret itself
-		m := hmac.New(sha256.New, []byte(secret))
-		m.Write([]byte("dispatch idempotency " + use))
-		return m.Sum(nil)
-	}
-	return &Store{db: db, key: derive("fingerprint"), sealKey: derive("seal")}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("dispatch idempotency fingerprint")) // a key of its own, not the secret itself
+	return &Store{db: db, key: m.Sum(nil)}
 }
 
 // Fingerprint is an HMAC-SHA256 of a request's method, path and canonical body. Keyed, because
@@ -330,7 +321,7 @@ func (c Completion) Args() []any {
 		return []any{nil, nil, nil, nil, nil, nil}
 	}
 	sc := c.claim.Scope
-	return []any{sc.Owner, sc.Method, sc.Path, sc.Key, c.status, c.claim.stored(c.body)}
+	return []any{sc.Owner, sc.Method, sc.Path, sc.Key, c.status, c.body}
 }
 
 // Stored tells the claim its response committed.
@@ -346,7 +337,7 @@ func (c Completion) Stored() {
 // was written. A request without one (nothing to resume from) waits for the disk.
 func (s *Store) Complete(ctx context.Context, c *Claim, status int, body []byte) error {
 	sc := c.Scope
-	_, err := s.db.ExecContext(ctx, c.completeQuery(), sc.Owner, sc.Method, sc.Path, sc.Key, status, c.stored(body))
+	_, err := s.db.ExecContext(ctx, c.completeQuery(), sc.Owner, sc.Method, sc.Path, sc.Key, status, body)
 	return wrap("complete", err)
 }
 
