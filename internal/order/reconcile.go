@@ -3,6 +3,7 @@ package order
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"time"
 
@@ -105,7 +106,8 @@ const reconcilePage = 500
 // canceled are applied exactly as the webhook would (same code, actor "reconciler"); still
 // unpaid past the TTL, the order is canceled through order:cancel (PaymentIntent canceled at
 // Stripe, stock back). Orders that never got a PaymentIntent are canceled at once, after 5
-// minutes or the TTL, whichever is shorter. A PaymentIntent Stripe no longer knows is logged
+// minutes or the TTL, whichever is shorter, and then the PaymentIntent a create that died may
+// have made (cancelUnrecordedIntent). A PaymentIntent Stripe no longer knows is logged
 // and skipped; the run goes on with the rest.
 // Refunds left under way are looked up first, in a quarter of the budget (settleRefunds).
 // The run ends at the policy's bounds and reports in Next where the next one should resume.
@@ -187,11 +189,10 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 		if age < p.NoIntentAge {
 			reason = "unpaid after " + p.UnpaidTTL.String()
 		}
-		if err := s.cancelUnrecordedIntent(ctx, po.ID); err != nil {
-			s.log.ErrorContext(ctx, "reconciler: a PaymentIntent the order may have was not canceled; tried again next run", "orderId", po.ID, "err", err)
-			return reconcileFailed
-		}
 		o, err := s.CancelUnpaid(ctx, po.ID, ActorReconciler, reason)
+		if err == nil && o.Status == Canceled && o.Payment.IntentID == nil {
+			s.cancelUnrecordedIntent(ctx, o)
+		}
 		return s.reconciled(ctx, po, err, o.Status == Canceled, reconcileCanceled)
 	}
 	if age < p.IntentAge && age < p.UnpaidTTL {
@@ -238,40 +239,27 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 	return reconcileNothing
 }
 
-// cancelUnrecordedIntent cancels at Stripe the PaymentIntent a create may have made for a
-// PENDING order without recording it (its process died during the call, and nobody retried):
-// the create sent again under the order's key gets it back from Stripe (or makes one whose
-// secret nobody has), and it is canceled before the order is, so that nobody can pay an order
-// being canceled. A refused create made none. Should one be paid all the same, its event names
-// the order and the payment is refunded as a late one.
-func (s *Service) cancelUnrecordedIntent(ctx context.Context, id uuid.UUID) error {
-	o, err := s.store.Get(ctx, s.db, id)
-	if errors.Is(err, ErrNotFound) || (err == nil && (o.Status != Pending || o.Payment.IntentID != nil)) {
-		return nil // changed meanwhile: the cancel that follows leaves it alone
-	}
-	if err != nil {
-		return err
-	}
+// cancelUnrecordedIntent cancels at Stripe the PaymentIntent a create may have made for the
+// canceled order o and died before recording (nobody retried it): the create sent again under
+// the order's key gets it back from Stripe (or makes one), and it is canceled. Its client secret
+// never left the API, so nobody can pay it: a failed cancel is logged, not retried, and the
+// order's cancel does not wait for Stripe. Should it be paid all the same, its event names the
+// order and the payment is refunded as a late one.
+func (s *Service) cancelUnrecordedIntent(ctx context.Context, o Order) {
 	customer, err := s.customers.StripeCustomerID(ctx, o.UserID)
-	if err != nil {
-		return err
+	if err == nil {
+		var pi payment.Intent
+		if pi, err = s.createIntent(ctx, o, customer); err == nil {
+			_, err = s.gateway.CancelPaymentIntent(ctx, pi.ID, "order-"+o.ID.String()+"-cancel-intent-"+pi.ID)
+		}
 	}
-	pi, err := s.createIntent(ctx, o, customer)
-	if errors.Is(err, payment.ErrTransient) {
-		return err
-	}
-	if err != nil {
-		s.log.WarnContext(ctx, "reconciler: no PaymentIntent to cancel", "orderId", id, "err", err)
-		return nil
-	}
-	_, err = s.gateway.CancelPaymentIntent(ctx, pi.ID, "order-"+id.String()+"-cancel-intent")
-	if errors.Is(err, payment.ErrTransient) {
-		return err
+	level := slog.LevelWarn
+	if errors.Is(err, payment.ErrKeyReused) { // a create was sent with other parameters: ours to look into
+		level = slog.LevelError
 	}
 	if err != nil {
-		s.log.WarnContext(ctx, "reconciler: PaymentIntent not canceled", "orderId", id, "paymentIntentId", pi.ID, "err", err)
+		s.log.Log(ctx, level, "reconciler: a PaymentIntent the canceled order may have was not canceled", "orderId", o.ID, "err", err)
 	}
-	return nil
 }
 
 func (s *Service) reconciled(ctx context.Context, po PendingOrder, err error, changed bool, result string) string {

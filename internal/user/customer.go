@@ -105,7 +105,11 @@ func (c *CustomerSync) Delete(ctx context.Context, id uuid.UUID) error {
 	}
 	cid := u.StripeCustomerID
 	if cid == "" {
-		if cid, err = c.create(ctx, id); err != nil {
+		cid, err = c.create(ctx, id)
+		if errors.Is(err, payment.ErrRejected) {
+			return nil // refused for good: there is no customer to delete
+		}
+		if err != nil {
 			return err
 		}
 	}
