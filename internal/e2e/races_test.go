@@ -443,8 +443,8 @@ func TestAccountDeletedWhileItsCustomerIsCreated(t *testing.T) {
 // TestACustomerMadeByACreateThatDiedGoesWithTheAccount: the customer create reached Stripe and
 // its worker died before storing the id (here: every answer lost); the user then deleted the
 // account, and its delete task found no customer to delete. Either task, run again, sends the
-// create again under the user's key (Stripe answers it with the customer it made) and deletes
-// what it gets: no customer is left at Stripe for a deleted account.
+// create again under the user's key, which Stripe (and the proxy) answers with the customer the
+// first made, and deletes it: no customer is left at Stripe for a deleted account.
 func TestACustomerMadeByACreateThatDiedGoesWithTheAccount(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -470,15 +470,17 @@ func TestACustomerMadeByACreateThatDiedGoesWithTheAccount(t *testing.T) {
 		if err := r.db.Get(&customer, `SELECT COALESCE(stripe_customer_id, '') FROM users WHERE id = $1`, uid); err != nil || customer == "" {
 			t.Fatalf("%s: customer id %q (%v), want the one the create got back", run.name, customer, err)
 		}
-		var creates int
+		var creates []testenv.Call
 		for _, call := range r.stripe.Calls("POST", "/v1/customers") {
 			if call.IdempotencyKey == key {
-				creates++
+				creates = append(creates, call)
 			}
 		}
-		deletes := r.stripe.Calls("DELETE", "/v1/customers/"+customer)
-		if creates != stripeTriesPerCall+1 || len(deletes) != 1 || deletes[0].Status != 200 {
-			t.Fatalf("%s: %d creates under %s, deletes %+v; want the create sent again and its customer deleted", run.name, creates, key, deletes)
+		if len(creates) != stripeTriesPerCall+1 || creates[0].Object != customer {
+			t.Fatalf("%s: creates under %s %+v, want the create sent again, answered with the customer the first made (%s)", run.name, key, creates, customer)
+		}
+		if deletes := r.stripe.Calls("DELETE", "/v1/customers/"+customer); len(deletes) != 1 || deletes[0].Status != 200 {
+			t.Fatalf("%s: deletes %+v, want the customer the first create made deleted", run.name, deletes)
 		}
 	}
 }

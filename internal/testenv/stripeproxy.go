@@ -27,18 +27,24 @@ type StripeProxy struct {
 
 	mu      sync.Mutex
 	faults  []fault
-	keys    map[string]string // idempotency key → the first request's method, path and parameters
+	keys    map[string]string                     // idempotency key → the first request's method, path and parameters
+	replies map[string]*httptest.ResponseRecorder // idempotency key → the first 2xx answer to it
 	calls   []Call
 	gather  int
 	waiting int
 	release chan struct{}
 }
 
+// A call sent again under its idempotency key with the same parameters is answered as Stripe
+// answers it: with the first 2xx answer given under the key (stripe-mock would make a new
+// object), so that a retry after a lost answer gets back the object the first try made.
+
 // Call is one request the proxy received.
 type Call struct {
 	Method, Path, IdempotencyKey string
 	Form                         url.Values // the query and the form-encoded body
 	Status                       int
+	Object                       string // for a call under a key: the id of the object Stripe answered with
 }
 
 // Fault is how a matched call fails. Type and Code follow Stripe's error object.
@@ -83,7 +89,7 @@ func NewStripeProxy(t testing.TB, target string) *StripeProxy {
 			if reused := p.keyReused(call); reused != "" {
 				f, failed = Fault{Status: http.StatusBadRequest, Type: "idempotency_error", Message: reused}, true
 			} else if failed {
-				rp.ServeHTTP(httptest.NewRecorder(), r)
+				call.Object = objectID(p.answer(rp, r, call.IdempotencyKey))
 			}
 		}
 		if failed {
@@ -97,6 +103,17 @@ func NewStripeProxy(t testing.TB, target string) *StripeProxy {
 			}
 			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{
 				"type": f.Type, "code": f.Code, "message": f.Message}})
+			return
+		}
+		if call.IdempotencyKey != "" {
+			ans := p.answer(rp, r, call.IdempotencyKey)
+			for k, v := range ans.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(ans.Code)
+			_, _ = w.Write(ans.Body.Bytes())
+			call.Status, call.Object = ans.Code, objectID(ans)
+			p.record(call)
 			return
 		}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -133,6 +150,39 @@ func (p *StripeProxy) keyReused(c Call) string {
 	}
 	p.keys[c.IdempotencyKey] = request
 	return ""
+}
+
+// answer is Stripe's answer to r, sent under key: the first 2xx answer given under the key,
+// else what stripe-mock answers now (kept when it is a 2xx).
+func (p *StripeProxy) answer(rp http.Handler, r *http.Request, key string) *httptest.ResponseRecorder {
+	p.mu.Lock()
+	first, ok := p.replies[key]
+	p.mu.Unlock()
+	if ok {
+		return first
+	}
+	rec := httptest.NewRecorder()
+	rp.ServeHTTP(rec, r)
+	if key != "" && rec.Code/100 == 2 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.replies == nil {
+			p.replies = map[string]*httptest.ResponseRecorder{}
+		}
+		if first, ok := p.replies[key]; ok {
+			return first // a concurrent call under the key was answered first
+		}
+		p.replies[key] = rec
+	}
+	return rec
+}
+
+func objectID(ans *httptest.ResponseRecorder) string {
+	var obj struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(ans.Body.Bytes(), &obj)
+	return obj.ID
 }
 
 // Fail makes calls of method whose path starts with prefix fail as f says.
