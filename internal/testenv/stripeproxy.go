@@ -19,7 +19,11 @@ import (
 // StripeProxy stands between the code under test and a real stripe-mock. It forwards every
 // call, records what it saw, and can make chosen calls fail the way Stripe fails (a 5xx, a
 // card decline) or answer with a given object (stripe-mock keeps no state, so a test that needs
-// Stripe to report a PaymentIntent's status sets that answer here).
+// Stripe to report a PaymentIntent's status sets that answer here). It keeps Stripe's rules
+// for idempotency keys, which stripe-mock does not: a call sent again under its key with the
+// same parameters gets the first 2xx answer given under it (stripe-mock would make a new
+// object), so a retry after a lost answer gets back the object the first try made; with other
+// parameters, it is refused.
 type StripeProxy struct {
 	URL string
 
@@ -34,10 +38,6 @@ type StripeProxy struct {
 	waiting int
 	release chan struct{}
 }
-
-// A call sent again under its idempotency key with the same parameters is answered as Stripe
-// answers it: with the first 2xx answer given under the key (stripe-mock would make a new
-// object), so that a retry after a lost answer gets back the object the first try made.
 
 // Call is one request the proxy received.
 type Call struct {

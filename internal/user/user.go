@@ -157,8 +157,8 @@ func validateEmail(v *apperr.Validation, field, email string) {
 	domain := email[strings.LastIndexByte(email, '@')+1:]
 	local := email[:len(email)-len(domain)]
 	// net/mail takes any rune past ASCII, invisible ones too (U+200B, bidi controls), and
-	// compatibility forms (fullwidth letters): two addresses that look alike must not be two
-	// accounts. The local part must be printable and in NFKC; the domain a host name as IDNA
+	// compatibility forms (fullwidth letters): two addresses that only look alike should not be
+	// two accounts. The local part must be printable and in NFKC; the domain a host name as IDNA
 	// registers one, which refuses those and a domain literal, and takes the joiners U+200C and
 	// U+200D where a script needs them (Persian, Indic scripts).
 	_, notHost := idna.Registration.ToASCII(domain)
