@@ -206,32 +206,58 @@ func TestReconcilerCancelsOrdersUnpaidPastTheTTL(t *testing.T) {
 	}
 }
 
-// An order left without a PaymentIntent is canceled even while Stripe is down: the
-// PaymentIntent a create may have made is unpayable (its client secret never left the API), so
-// its cancel is tried once, logged when it fails, and holds neither the order nor its stock.
-func TestAnOrderWithoutAPaymentIntentIsCanceledWhileStripeIsDown(t *testing.T) {
+// Orders left without a PaymentIntent are canceled even while Stripe is down: the PaymentIntent
+// a create may have made is unpayable (its client secret never left the API), so its cancel is
+// tried, logged when it fails, and holds neither the order nor its stock; once Stripe is found
+// down, the rest of the run does not try it (a hanging Stripe would hold each order for its
+// timeouts).
+func TestOrdersWithoutAPaymentIntentAreCanceledWhileStripeIsDown(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	uid, c := r.customer()
 	now := time.Now().Add(time.Minute)
 	item := r.item(10, 700)
-	id := r.orderWithoutIntent(c, uid, 2, item)
-	r.setAge(id, now, 6*time.Minute)
+	var ids []uuid.UUID
+	for range 3 {
+		id := r.orderWithoutIntent(c, uid, 2, item)
+		r.setAge(id, now, 6*time.Minute)
+		ids = append(ids, id)
+	}
 	r.quiesce()
 	rec := r.reconciler()
+	rec.policy.Lookups = 1 // one order after the other: the first finds Stripe down
+	before := len(r.stripe.Calls("POST", "/v1/payment_intents"))
 	r.stripe.Fail("POST", "/v1/payment_intents", testenv.Fault{Status: 503, Type: "api_error", Message: "down"})
-	if rep := rec.runAt(now); rep != (order.ReconcileReport{Checked: 1, Canceled: 1}) {
-		t.Fatalf("run with Stripe down: %+v, want the order canceled", rep)
+	if rep := rec.runAt(now); rep != (order.ReconcileReport{Checked: 3, Canceled: 3}) {
+		t.Fatalf("run with Stripe down: %+v, want the orders canceled", rep)
 	}
-	if st, _ := r.status(id); st != "CANCELED" || r.stock(item) != 10 {
-		t.Fatalf("after the run: %s, stock %d; want CANCELED, stock released", st, r.stock(item))
+	for _, id := range ids {
+		if st, _ := r.status(id); st != "CANCELED" {
+			t.Fatalf("order %s: %s after the run, want CANCELED", id, st)
+		}
 	}
-	if lines := rec.logLines("was not canceled"); len(lines) != 1 || lines[0]["orderId"] != id.String() {
-		t.Fatalf("log lines %v, want one naming order %s", lines, id)
+	if s := r.stock(item); s != 10 {
+		t.Fatalf("stock %d after the run, want 10: released", s)
+	}
+	if lines := rec.logLines("was not canceled"); len(lines) != 3 {
+		t.Fatalf("log lines %v, want one per order", lines)
 	}
 	if cancels := r.stripe.Calls("POST", "/v1/payment_intents/"); len(cancels) != 0 {
 		t.Fatalf("PaymentIntent calls %+v, want none: no PaymentIntent was got back", cancels)
 	}
+	keys := map[string]int{}
+	for _, call := range r.stripe.Calls("POST", "/v1/payment_intents")[before:] {
+		keys[call.IdempotencyKey]++
+	}
+	if len(keys) != 1 {
+		t.Fatalf("PaymentIntent creates during the run, by key: %v; want one order's tries alone", keys)
+	}
+	for _, id := range ids {
+		if keys["order-"+id.String()+"-intent"] == stripeTriesPerCall {
+			return
+		}
+	}
+	t.Fatalf("PaymentIntent creates during the run, by key: %v; want %d tries under one order's key", keys, stripeTriesPerCall)
 }
 
 // One run over orders in every situation: a PaymentIntent Stripe does not know (404: skipped

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -129,6 +130,7 @@ func (s *Service) Reconcile(ctx context.Context, now time.Time, p ReconcilePolic
 	}
 	before := now.Add(-min(p.IntentAge, p.NoIntentAge, p.UnpaidTTL))
 	after := from
+	var stripeDown atomic.Bool // cancelUnrecordedIntent found Stripe unreachable this run
 	for {
 		limit := min(reconcilePage, maxOrders-rep.Checked)
 		page, err := s.store.PendingBefore(ctx, s.db, before, after, limit)
@@ -136,7 +138,7 @@ func (s *Service) Reconcile(ctx context.Context, now time.Time, p ReconcilePolic
 			rep.Next = after // the next run resumes here, not from the oldest order
 			return rep, err
 		}
-		done := s.reconcilePage(ctx, now, p, page, deadline, &rep)
+		done := s.reconcilePage(ctx, now, p, page, deadline, &stripeDown, &rep)
 		if done < len(page) || (len(page) == limit && rep.Checked >= maxOrders) {
 			if done > 0 {
 				rep.Next = &page[done-1]
@@ -155,7 +157,7 @@ func (s *Service) Reconcile(ctx context.Context, now time.Time, p ReconcilePolic
 // reconcilePage reconciles the page's orders in order, p.Lookups at a time, and returns how
 // many of them it took before the deadline passed (at least one, so every run moves on):
 // those all ran to their end.
-func (s *Service) reconcilePage(ctx context.Context, now time.Time, p ReconcilePolicy, page []PendingOrder, deadline time.Time, rep *ReconcileReport) int {
+func (s *Service) reconcilePage(ctx context.Context, now time.Time, p ReconcilePolicy, page []PendingOrder, deadline time.Time, stripeDown *atomic.Bool, rep *ReconcileReport) int {
 	results := make([]string, len(page))
 	g := new(errgroup.Group)
 	g.SetLimit(max(p.Lookups, 1))
@@ -165,7 +167,7 @@ func (s *Service) reconcilePage(ctx context.Context, now time.Time, p ReconcileP
 			break
 		}
 		g.Go(func() error {
-			results[i] = s.reconcileOne(ctx, now, p, o)
+			results[i] = s.reconcileOne(ctx, now, p, o, stripeDown)
 			return nil
 		})
 		taken++
@@ -177,7 +179,7 @@ func (s *Service) reconcilePage(ctx context.Context, now time.Time, p ReconcileP
 	return taken
 }
 
-func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePolicy, po PendingOrder) string {
+func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePolicy, po PendingOrder, stripeDown *atomic.Bool) string {
 	age := now.Sub(po.CreatedAt)
 	if po.IntentID == nil {
 		// Unpaid too: the TTL applies when it is the shorter. A create still waiting on Stripe
@@ -191,7 +193,7 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 		}
 		o, err := s.CancelUnpaid(ctx, po.ID, ActorReconciler, reason)
 		if err == nil && o.Status == Canceled && o.Payment.IntentID == nil {
-			s.cancelUnrecordedIntent(ctx, o)
+			s.cancelUnrecordedIntent(ctx, o, stripeDown)
 		}
 		return s.reconciled(ctx, po, err, o.Status == Canceled, reconcileCanceled)
 	}
@@ -243,9 +245,15 @@ func (s *Service) reconcileOne(ctx context.Context, now time.Time, p ReconcilePo
 // canceled order o and died before recording (nobody retried it): the create sent again under
 // the order's key gets it back from Stripe (or makes one), and it is canceled. Its client secret
 // never left the API, so nobody can pay it: a failed cancel is logged, not retried, and the
-// order's cancel does not wait for Stripe. Should it be paid all the same, its event names the
-// order and the payment is refunded as a late one.
-func (s *Service) cancelUnrecordedIntent(ctx context.Context, o Order) {
+// order's cancel does not wait for Stripe. Once Stripe is found unreachable (stripeDown), the
+// rest of the run skips this step: a hanging Stripe would otherwise hold every such order for
+// its timeouts, and the run would cancel a few of them where it cancels thousands. Should one
+// be paid all the same, its event names the order and the payment is refunded as a late one.
+func (s *Service) cancelUnrecordedIntent(ctx context.Context, o Order, stripeDown *atomic.Bool) {
+	if stripeDown.Load() {
+		s.log.WarnContext(ctx, "reconciler: Stripe unreachable this run; a PaymentIntent the canceled order may have was not canceled", "orderId", o.ID)
+		return
+	}
 	customer, err := s.customers.StripeCustomerID(ctx, o.UserID)
 	if err == nil {
 		var pi payment.Intent
@@ -256,6 +264,9 @@ func (s *Service) cancelUnrecordedIntent(ctx context.Context, o Order) {
 	level := slog.LevelWarn
 	if errors.Is(err, payment.ErrKeyReused) { // a create was sent with other parameters: ours to look into
 		level = slog.LevelError
+	}
+	if errors.Is(err, payment.ErrTransient) {
+		stripeDown.Store(true)
 	}
 	if err != nil {
 		s.log.Log(ctx, level, "reconciler: a PaymentIntent the canceled order may have was not canceled", "orderId", o.ID, "err", err)
