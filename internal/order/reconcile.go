@@ -261,16 +261,17 @@ func (s *Service) cancelUnrecordedIntent(ctx context.Context, o Order, stripeDow
 			_, err = s.gateway.CancelPaymentIntent(ctx, pi.ID, "order-"+o.ID.String()+"-cancel-intent-"+pi.ID)
 		}
 	}
-	level := slog.LevelWarn
-	if errors.Is(err, payment.ErrKeyReused) { // a create was sent with other parameters: ours to look into
-		level = slog.LevelError
+	if err == nil {
+		return
 	}
 	if errors.Is(err, payment.ErrTransient) {
 		stripeDown.Store(true)
 	}
-	if err != nil {
-		s.log.Log(ctx, level, "reconciler: a PaymentIntent the canceled order may have was not canceled", "orderId", o.ID, "err", err)
+	level := slog.LevelWarn
+	if errors.Is(err, payment.ErrKeyReused) { // a create was sent with other parameters: ours to look into
+		level = slog.LevelError
 	}
+	s.log.Log(ctx, level, "reconciler: a PaymentIntent the canceled order may have was not canceled", "orderId", o.ID, "err", err)
 }
 
 func (s *Service) reconciled(ctx context.Context, po PendingOrder, err error, changed bool, result string) string {

@@ -105,20 +105,16 @@ func NewStripeProxy(t testing.TB, target string) *StripeProxy {
 				"type": f.Type, "code": f.Code, "message": f.Message}})
 			return
 		}
-		if call.IdempotencyKey != "" {
-			ans := p.answer(rp, r, call.IdempotencyKey)
-			for k, v := range ans.Header() {
-				w.Header()[k] = v
-			}
-			w.WriteHeader(ans.Code)
-			_, _ = w.Write(ans.Body.Bytes())
-			call.Status, call.Object = ans.Code, objectID(ans)
-			p.record(call)
-			return
+		ans := p.answer(rp, r, call.IdempotencyKey)
+		for k, v := range ans.Header() {
+			w.Header()[k] = v
 		}
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		rp.ServeHTTP(rec, r)
-		call.Status = rec.status
+		w.WriteHeader(ans.Code)
+		_, _ = w.Write(ans.Body.Bytes())
+		call.Status = ans.Code
+		if call.IdempotencyKey != "" {
+			call.Object = objectID(ans)
+		}
 		p.record(call)
 	}))
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
@@ -152,8 +148,8 @@ func (p *StripeProxy) keyReused(c Call) string {
 	return ""
 }
 
-// answer is Stripe's answer to r, sent under key: the first 2xx answer given under the key,
-// else what stripe-mock answers now (kept when it is a 2xx).
+// answer is Stripe's answer to r, sent under key ("" for none): the first 2xx answer given
+// under the key, else what stripe-mock answers now (kept under the key when it is a 2xx).
 func (p *StripeProxy) answer(rp http.Handler, r *http.Request, key string) *httptest.ResponseRecorder {
 	p.mu.Lock()
 	first, ok := p.replies[key]
@@ -290,14 +286,4 @@ func (p *StripeProxy) record(c Call) {
 	p.mu.Lock()
 	p.calls = append(p.calls, c)
 	p.mu.Unlock()
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	r.status = code
-	r.ResponseWriter.WriteHeader(code)
 }
