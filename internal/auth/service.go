@@ -49,6 +49,8 @@ type TokenPair struct {
 	ExpiresIn    int       `json:"expiresIn"`
 	UserID       uuid.UUID `json:"userId"`
 	Language     string    `json:"language"`
+	// Replayed marks the answer of a refresh given again to a retry under its Idempotency-Key.
+	Replayed bool `json:"-"`
 }
 
 // Client describes where a login comes from; it is stored on the session.
@@ -151,16 +153,17 @@ func (s *Service) open(ctx context.Context, cred Credentials, client Client) (To
 }
 
 // Refresh rotates the session's refresh token. Presenting a token that was already rotated
-// means it leaked (or a client raced itself): the whole session is revoked.
-func (s *Service) Refresh(ctx context.Context, token string) (TokenPair, error) {
+// means it leaked (or a client raced itself): the whole session is revoked. A retry of a
+// rotation made under an Idempotency-Key, with the same key, gets that rotation's answer
+// instead (see replay.go); key is empty when the request had none.
+func (s *Service) Refresh(ctx context.Context, token, key string) (TokenPair, error) {
 	uid, sid, err := s.Tokens.ParseRefresh(token)
 	if err != nil {
 		return TokenPair{}, ErrInvalidToken
 	}
 	var (
-		reused  bool
-		ident   authdb.Identity
-		refresh string
+		reused bool
+		pair   TokenPair
 	)
 	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
 		sess, err := authdb.Lock(ctx, tx, sid)
@@ -171,17 +174,29 @@ func (s *Service) Refresh(ctx context.Context, token string) (TokenPair, error) 
 			return authdb.ErrNotFound
 		}
 		if subtle.ConstantTimeCompare(sess.RefreshTokenHash, HashToken(token)) != 1 {
+			var ok bool
+			if pair, ok = replayed(sess, key, token, s.Tokens.AccessTTL); ok {
+				return nil
+			}
 			reused = true
 			return authdb.Revoke(ctx, tx, sid, "refresh token reuse")
 		}
-		if ident, err = authdb.IdentityOf(ctx, tx, sid, uid); err != nil {
+		ident, err := authdb.IdentityOf(ctx, tx, sid, uid)
+		if err != nil {
 			return err
 		}
-		var hash []byte
-		if refresh, hash, err = s.Tokens.Refresh(uid, sid); err != nil {
+		refresh, hash, err := s.Tokens.Refresh(uid, sid)
+		if err != nil {
 			return err
 		}
-		return authdb.Rotate(ctx, tx, sid, hash, time.Now().Add(s.Tokens.RefreshTTL))
+		if pair, err = s.pair(uid, sid, Role(ident.Role), ident.Language, refresh); err != nil {
+			return err
+		}
+		replay, err := replayFor(key, token, sid, pair)
+		if err != nil {
+			return err
+		}
+		return authdb.Rotate(ctx, tx, sid, hash, time.Now().Add(s.Tokens.RefreshTTL), replay)
 	})
 	switch {
 	case errors.Is(err, authdb.ErrNotFound):
@@ -193,7 +208,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (TokenPair, error) 
 		s.log.WarnContext(ctx, "refresh token reused; session revoked", "sessionId", sid, "userId", uid)
 		return TokenPair{}, ErrRefreshReused
 	}
-	return s.pair(uid, sid, Role(ident.Role), ident.Language, refresh)
+	return pair, nil
 }
 
 // Logout revokes the caller's session: its access and refresh tokens stop working at once.

@@ -67,10 +67,14 @@ func (s *Server) refresh(c *gin.Context) {
 		s.respondError(c, apperr.ErrUnauthenticated)
 		return
 	}
-	pair, err := s.auth.Refresh(c.Request.Context(), token)
+	// The key was checked by idempotencyGuard; the session keeps what its retry needs.
+	pair, err := s.auth.Refresh(c.Request.Context(), token, c.GetHeader(idemHeader))
 	if err != nil {
 		s.respondError(c, err)
 		return
+	}
+	if pair.Replayed {
+		c.Header(idemReplayedHeader, "true")
 	}
 	c.JSON(http.StatusOK, pair)
 }

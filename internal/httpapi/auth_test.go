@@ -2,10 +2,12 @@ package httpapi_test
 
 import (
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/dispatchhq/dispatch/internal/auth"
 	"github.com/dispatchhq/dispatch/internal/demo"
+	"github.com/dispatchhq/dispatch/internal/testenv"
 	"github.com/google/uuid"
 )
 
@@ -70,10 +72,11 @@ func TestLoginRefreshLogout(t *testing.T) {
 	a.api.As(access).Do("POST", "/v1/auth/refresh", map[string]string{"refreshToken": other}).Expect(t, 200)
 }
 
-// The auth routes do not honour an Idempotency-Key (their answers carry tokens, never stored):
-// two logins under one key are two sessions, neither replayed. A key no other route would take
-// is refused all the same, before any session is opened.
-func TestAuthRoutesIgnoreTheKeyButRefuseAMalformedOne(t *testing.T) {
+// Login and logout do not honour an Idempotency-Key: a login's answer carries tokens, never
+// stored, so two logins under one key are two sessions, neither replayed (a logout's retry is
+// answered 401 by authentication). A key no other route would take is refused all the same,
+// before any session is opened.
+func TestLoginIgnoresTheKeyButEveryAuthRouteRefusesAMalformedOne(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)
 	acc := a.provision(t, auth.RoleUser)
@@ -95,6 +98,136 @@ func TestAuthRoutesIgnoreTheKeyButRefuseAMalformedOne(t *testing.T) {
 		ExpectError(t, 400, "common.errors.idempotencyKeyInvalid")
 	if n := a.liveSessions(t, acc.ID); n != before+3 {
 		t.Fatalf("%d live sessions, want %d: the two logins and the last, the refused requests none", n, before+3)
+	}
+	a.api.As(refresh).Do("POST", "/v1/auth/refresh", nil).Expect(t, 200) // the refused refresh rotated nothing
+}
+
+// A refresh whose answer was lost is retried with the token it rotated away. Under the key it
+// was sent with, the retry gets that answer again, marked replayed, and the session lives on;
+// without the key, with another, or once anything came after the rotation, it is a reuse that
+// revokes the session, as before.
+func TestARefreshRetriedUnderItsKeyGetsItsAnswerAgain(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	acc := a.provision(t, auth.RoleUser)
+	refresh := func(token string, key ...string) testenv.Response {
+		t.Helper()
+		if len(key) == 0 {
+			return a.api.Do("POST", "/v1/auth/refresh", map[string]string{"refreshToken": token})
+		}
+		return a.api.Do("POST", "/v1/auth/refresh", map[string]string{"refreshToken": token}, "Idempotency-Key", key[0])
+	}
+	pairOf := func(r testenv.Response) (access, refresh string) {
+		t.Helper()
+		var p struct{ AccessToken, RefreshToken string }
+		r.Expect(t, 200).Decode(t, &p)
+		return p.AccessToken, p.RefreshToken
+	}
+
+	// The answer again, as often as asked, and the session goes on with it.
+	key := uuid.NewString()
+	first := refresh(acc.Refresh, key).Expect(t, 200)
+	if first.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatal("a first refresh was marked replayed")
+	}
+	for range 2 {
+		again := refresh(acc.Refresh, key).Expect(t, 200)
+		if again.Header.Get("Idempotent-Replayed") != "true" || string(again.Body) != string(first.Body) {
+			t.Fatalf("retry under the key: %s %q, want the first answer %s", again.Header.Get("Idempotent-Replayed"), again.Body, first.Body)
+		}
+	}
+	access, next := pairOf(first)
+	a.api.As(access).Do("GET", "/v1/users/me", nil).Expect(t, 200)
+	// The database holds none of the answer's tokens in the clear.
+	var stored []byte
+	if err := a.db.Get(&stored, `SELECT replay_answer FROM sessions WHERE user_id = $1 AND replay_answer IS NOT NULL`, acc.ID); err != nil {
+		t.Fatalf("read the stored answer: %v", err)
+	}
+	for _, tok := range []string{access, next} {
+		if strings.Contains(string(stored), tok) || strings.Contains(string(stored), tok[len(tok)-43:]) {
+			t.Fatal("the stored answer holds a token in the clear")
+		}
+	}
+
+	// Once the session rotated again, the old answer is not given: its token is a reuse.
+	access, latest := pairOf(refresh(next, uuid.NewString()))
+	refresh(acc.Refresh, key).ExpectError(t, 401, "auth.errors.refreshTokenReused")
+	a.api.As(access).Do("GET", "/v1/users/me", nil).ExpectError(t, 401, "auth.errors.invalidToken")
+	refresh(latest).ExpectError(t, 401, "auth.errors.invalidToken")
+
+	// The rotated token under another key, or none, is a reuse.
+	for _, other := range [][]string{{uuid.NewString()}, nil} {
+		_, tok := a.login(t, acc.Email, acc.Password)
+		_, next := pairOf(refresh(tok, key))
+		refresh(tok, other...).ExpectError(t, 401, "auth.errors.refreshTokenReused")
+		refresh(next).ExpectError(t, 401, "auth.errors.invalidToken")
+	}
+
+	// A session ended after the rotation gives nothing back: not after a logout...
+	_, tok := a.login(t, acc.Email, acc.Password)
+	access, _ = pairOf(refresh(tok, key))
+	a.api.As(access).Do("POST", "/v1/auth/logout", nil).Expect(t, 204)
+	refresh(tok, key).ExpectError(t, 401, "auth.errors.invalidToken")
+	// ...nor once the rotation is older than an access token lives.
+	_, tok = a.login(t, acc.Email, acc.Password)
+	_, next = pairOf(refresh(tok, key))
+	if _, err := a.db.Exec(`UPDATE sessions SET refreshed_at = refreshed_at - interval '16 minutes'
+		WHERE user_id = $1 AND replay_answer IS NOT NULL AND revoked_at IS NULL`, acc.ID); err != nil {
+		t.Fatal(err)
+	}
+	refresh(tok, key).ExpectError(t, 401, "auth.errors.refreshTokenReused")
+	refresh(next).ExpectError(t, 401, "auth.errors.invalidToken")
+
+	// A rotation without a key leaves nothing to replay, not even the one before it.
+	_, tok = a.login(t, acc.Email, acc.Password)
+	_, next = pairOf(refresh(tok, key))
+	_, last := pairOf(refresh(next))
+	refresh(tok, key).ExpectError(t, 401, "auth.errors.refreshTokenReused")
+	refresh(last).ExpectError(t, 401, "auth.errors.invalidToken")
+	// Nor does one by a program from before replays, which rotates and leaves the columns be.
+	_, tok = a.login(t, acc.Email, acc.Password)
+	_, next = pairOf(refresh(tok, key))
+	if _, err := a.db.Exec(`UPDATE sessions SET refresh_token_hash = sha256(refresh_token_hash)
+		WHERE user_id = $1 AND replay_answer IS NOT NULL AND revoked_at IS NULL`, acc.ID); err != nil {
+		t.Fatal(err)
+	}
+	refresh(tok, key).ExpectError(t, 401, "auth.errors.refreshTokenReused")
+	refresh(next).ExpectError(t, 401, "auth.errors.invalidToken")
+}
+
+// Two sends of one refresh under one key at once (a client's retry racing its first try) get
+// one answer: the second waits for the first's rotation and is given its answer.
+func TestARefreshAndItsRetryAtOnceGetOneAnswer(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	acc := a.provision(t, auth.RoleUser)
+	for round := range 5 {
+		_, tok := a.login(t, acc.Email, acc.Password)
+		key := uuid.NewString()
+		answers := make([]testenv.Response, 4)
+		errs := make([]error, len(answers))
+		var wg sync.WaitGroup
+		for i := range answers {
+			wg.Go(func() {
+				answers[i], errs[i] = a.api.Send("POST", "/v1/auth/refresh", map[string]string{"refreshToken": tok}, "Idempotency-Key", key)
+			})
+		}
+		wg.Wait()
+		replays := 0
+		for i, r := range answers {
+			if errs[i] != nil || r.Status != 200 || string(r.Body) != string(answers[0].Body) {
+				t.Fatalf("round %d, send %d: %v %d %s, want 200 %s", round, i, errs[i], r.Status, r.Body, answers[0].Body)
+			}
+			if r.Header.Get("Idempotent-Replayed") == "true" {
+				replays++
+			}
+		}
+		if replays != len(answers)-1 {
+			t.Fatalf("round %d: %d of %d answers replayed, want all but one", round, replays, len(answers))
+		}
+		var p struct{ AccessToken string }
+		answers[0].Decode(t, &p)
+		a.api.As(p.AccessToken).Do("GET", "/v1/users/me", nil).Expect(t, 200)
 	}
 }
 

@@ -44,13 +44,14 @@ const (
 	// keyInWrite: required, and taken by the handler's first write in its own statement
 	// (idempotency.Defer); the handler ends through refuse.
 	keyInWrite
-	// keyIgnored: not honoured (the route's answer carries tokens, which are never stored),
-	// but a key no other route would take is refused here too.
-	keyIgnored
+	// keyOwn: optional, and never stored here (the route's answer carries tokens): the handler
+	// honours it itself (a refresh, on its session) or not at all. A key no other route would
+	// take is refused here too.
+	keyOwn
 )
 
 // idempotencyGuard makes the routes it guards idempotent with store. A request without a key
-// is refused unless use is keyOptional or keyIgnored. owner names the caller's scope; fail renders an error
+// is refused unless use is keyOptional or keyOwn. owner names the caller's scope; fail renders an error
 // (the API's single error mapping).
 //
 // Outcomes: 2xx is stored and replayed to duplicates; 4xx is forgotten (nothing was written, the
@@ -66,7 +67,7 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 	return func(c *gin.Context) {
 		key, present := c.Request.Header[idemHeader]
 		if !present {
-			if use != keyOptional && use != keyIgnored {
+			if use != keyOptional && use != keyOwn {
 				fail(c, apperr.ErrIdemKeyRequired)
 				return
 			}
@@ -77,7 +78,7 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 			fail(c, apperr.ErrIdemKeyInvalid)
 			return
 		}
-		if use == keyIgnored {
+		if use == keyOwn {
 			c.Next()
 			return
 		}

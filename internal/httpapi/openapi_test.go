@@ -106,7 +106,7 @@ func (o specOp) idempotencyKey() string {
 		switch p.Ref {
 		case "#/components/parameters/IdempotencyKeyRequired":
 			return "required"
-		case "#/components/parameters/IdempotencyKeyOptional":
+		case "#/components/parameters/IdempotencyKeyOptional", "#/components/parameters/IdempotencyKeyRefresh":
 			return "optional"
 		case "#/components/parameters/IdempotencyKeyIgnored":
 			return "ignored"

@@ -28,9 +28,9 @@ func (s *Server) routes() {
 		s.closers = append(s.closers, closeUI)
 	}
 
-	r.POST("/v1/auth/login", s.limit(rl.Login), s.idempotent(keyIgnored), s.login)
-	r.POST("/v1/auth/refresh", s.limit(rl.Session), s.idempotent(keyIgnored), s.refresh)
-	r.POST("/v1/auth/logout", s.limit(rl.Session), authn, s.idempotent(keyIgnored), s.logout)
+	r.POST("/v1/auth/login", s.limit(rl.Login), s.idempotent(keyOwn), s.login)
+	r.POST("/v1/auth/refresh", s.limit(rl.Session), s.idempotent(keyOwn), s.refresh)
+	r.POST("/v1/auth/logout", s.limit(rl.Session), authn, s.idempotent(keyOwn), s.logout)
 
 	r.POST("/v1/users", s.limit(rl.Create), s.idempotent(keyRequired), s.signUp)
 	r.GET("/v1/users", authn, s.listUsers)

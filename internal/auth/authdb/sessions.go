@@ -26,6 +26,16 @@ type Session struct {
 	RevokedAt        *time.Time `db:"revoked_at"`
 	UserAgent        string     `db:"user_agent"`
 	IP               string     `db:"ip"`
+	RefreshedAt      *time.Time `db:"refreshed_at"`
+	Replay
+}
+
+// Replay is what the last rotation made with an Idempotency-Key left for a retry of it: the
+// hashes of the refresh token it took and of its key, and its answer, sealed.
+type Replay struct {
+	TokenHash []byte `db:"replay_token_hash"`
+	KeyHash   []byte `db:"replay_key_hash"`
+	Sealed    []byte `db:"replay_answer"`
 }
 
 // Identity is what authorizes a request: the live user behind a live session.
@@ -55,7 +65,8 @@ func Open(ctx context.Context, db postgres.Querier, s Session, passwordHash, rol
 	return n == 1, wrap("open", err)
 }
 
-const lockQuery = `SELECT id, user_id, refresh_token_hash, expires_at, revoked_at, user_agent, ip
+const lockQuery = `SELECT id, user_id, refresh_token_hash, expires_at, revoked_at, user_agent, ip, refreshed_at,
+  replay_token_hash, replay_key_hash, replay_answer
 FROM sessions WHERE id = $1 FOR UPDATE`
 
 // Lock reads a session (revoked or not) and locks it for the transaction.
@@ -65,12 +76,14 @@ func Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (Session, erro
 	return s, wrap("lock", err)
 }
 
-const rotateQuery = `UPDATE sessions SET refresh_token_hash = $2, expires_at = $3, refreshed_at = now()
+const rotateQuery = `UPDATE sessions SET refresh_token_hash = $2, expires_at = $3, refreshed_at = now(),
+  replay_token_hash = $4, replay_key_hash = $5, replay_answer = $6
 WHERE id = $1 AND revoked_at IS NULL`
 
-// Rotate replaces the session's refresh token hash and expiry.
-func Rotate(ctx context.Context, tx postgres.Querier, id uuid.UUID, hash []byte, expiresAt time.Time) error {
-	return wrapRows("rotate")(tx.ExecContext(ctx, rotateQuery, id, hash, expiresAt))
+// Rotate replaces the session's refresh token hash and expiry, and what a retry of this
+// rotation may replay (nothing when r is zero).
+func Rotate(ctx context.Context, tx postgres.Querier, id uuid.UUID, hash []byte, expiresAt time.Time, r Replay) error {
+	return wrapRows("rotate")(tx.ExecContext(ctx, rotateQuery, id, hash, expiresAt, r.TokenHash, r.KeyHash, r.Sealed))
 }
 
 const revokeQuery = `UPDATE sessions SET revoked_at = now(), revoke_reason = $2
