@@ -15,18 +15,22 @@ import (
 	"github.com/dispatchhq/dispatch/internal/auth/authdb"
 )
 
-// A refresh sent with an Idempotency-Key is retried, when its answer was lost, with the token
-// it rotated away and the same key. Counted as a reuse, that retry would revoke the session
-// the client still holds; instead it gets the lost answer again. What it needs is written on
-// the session by the rotation's own UPDATE (a crash after the commit loses nothing) and only
-// while no later rotation happened: the answer, sealed under a key derived from the token the
-// rotation took, which only the client that sent it holds. The database never holds a token
-// in the clear, and a replay needs the session live (a logout, a password change, a deletion
-// end it) and the same key, so a leaked old token alone is still a reuse.
+// A refresh whose answer was lost is retried with the token it rotated away; counted as a
+// reuse, that retry would revoke the session the client still holds. Sent with an
+// Idempotency-Key, the rotation writes what its retry needs on the session, in its own UPDATE
+// (a crash after the commit loses nothing): the answer, sealed under a key derived from the
+// server's refresh secret and the token it took. A retry with that token and key within
+// ReplayWindow, while the session lives and no rotation came after, is given the answer again.
+// The window is short because whoever holds the old token and the key (a leaked retry) gets
+// the live pair within it, without the revocation a reuse brings.
+
+// ReplayWindow is how long after a rotation its retry is given the answer again: a client
+// retries a lost answer within seconds.
+const ReplayWindow = time.Minute
 
 // replayFor is what a rotation under key, taking token, leaves for a retry of it; nothing
 // without a key.
-func replayFor(key, token string, sid uuid.UUID, pair TokenPair) (authdb.Replay, error) {
+func (t *Tokens) replayFor(key, token string, sid uuid.UUID, pair TokenPair) (authdb.Replay, error) {
 	if key == "" {
 		return authdb.Replay{}, nil
 	}
@@ -34,7 +38,7 @@ func replayFor(key, token string, sid uuid.UUID, pair TokenPair) (authdb.Replay,
 	if err != nil {
 		return authdb.Replay{}, err
 	}
-	aead, err := replayCipher(token)
+	aead, err := t.replayCipher(token)
 	if err != nil {
 		return authdb.Replay{}, err
 	}
@@ -47,16 +51,16 @@ func replayFor(key, token string, sid uuid.UUID, pair TokenPair) (authdb.Replay,
 }
 
 // replayed returns the answer the session's last rotation left for a retry that presents
-// token under key, if this is that retry: the same token and key, within window of the
-// rotation, and the answer still the session's current pair.
-func replayed(sess authdb.Session, key, token string, window time.Duration) (TokenPair, bool) {
+// token under key, if this is that retry: the same token and key, within the window, and the
+// answer still the session's current pair.
+func (t *Tokens) replayed(sess authdb.Session, key, token string) (TokenPair, bool) {
 	r := sess.Replay
-	if key == "" || r.Sealed == nil || sess.RefreshedAt == nil || time.Since(*sess.RefreshedAt) > window ||
+	if key == "" || r.Sealed == nil || !sess.ReplayFresh ||
 		subtle.ConstantTimeCompare(r.TokenHash, HashToken(token)) != 1 ||
 		subtle.ConstantTimeCompare(r.KeyHash, HashToken(key)) != 1 {
 		return TokenPair{}, false
 	}
-	aead, err := replayCipher(token)
+	aead, err := t.replayCipher(token)
 	if err != nil || len(r.Sealed) < aead.NonceSize() {
 		return TokenPair{}, false
 	}
@@ -76,9 +80,10 @@ func replayed(sess authdb.Session, key, token string, window time.Duration) (Tok
 	return pair, true
 }
 
-// replayCipher is AES-256-GCM under a key derived from the refresh token a rotation took.
-func replayCipher(token string) (cipher.AEAD, error) {
-	key, err := hkdf.Key(sha256.New, []byte(token), nil, "dispatch refresh replay", 32)
+// replayCipher is AES-256-GCM under a key derived from the refresh secret and the refresh token
+// a rotation took: a copy of the database opens nothing, even with old tokens.
+func (t *Tokens) replayCipher(token string) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, []byte(token), t.refreshSecret, "dispatch refresh replay", 32)
 	if err != nil {
 		return nil, err
 	}

@@ -166,7 +166,7 @@ func (s *Service) Refresh(ctx context.Context, token, key string) (TokenPair, er
 		pair   TokenPair
 	)
 	err = postgres.WithTx(ctx, s.db, func(tx *postgres.Tx) error {
-		sess, err := authdb.Lock(ctx, tx, sid)
+		sess, err := authdb.Lock(ctx, tx, sid, ReplayWindow)
 		if err != nil {
 			return err
 		}
@@ -175,7 +175,7 @@ func (s *Service) Refresh(ctx context.Context, token, key string) (TokenPair, er
 		}
 		if subtle.ConstantTimeCompare(sess.RefreshTokenHash, HashToken(token)) != 1 {
 			var ok bool
-			if pair, ok = replayed(sess, key, token, s.Tokens.AccessTTL); ok {
+			if pair, ok = s.Tokens.replayed(sess, key, token); ok {
 				return nil
 			}
 			reused = true
@@ -192,7 +192,7 @@ func (s *Service) Refresh(ctx context.Context, token, key string) (TokenPair, er
 		if pair, err = s.pair(uid, sid, Role(ident.Role), ident.Language, refresh); err != nil {
 			return err
 		}
-		replay, err := replayFor(key, token, sid, pair)
+		replay, err := s.Tokens.replayFor(key, token, sid, pair)
 		if err != nil {
 			return err
 		}
@@ -207,6 +207,8 @@ func (s *Service) Refresh(ctx context.Context, token, key string) (TokenPair, er
 		s.Deny(ctx, sid)
 		s.log.WarnContext(ctx, "refresh token reused; session revoked", "sessionId", sid, "userId", uid)
 		return TokenPair{}, ErrRefreshReused
+	case pair.Replayed:
+		s.log.InfoContext(ctx, "refresh answered again for a retry under its key", "sessionId", sid, "userId", uid)
 	}
 	return pair, nil
 }

@@ -163,15 +163,25 @@ func TestARefreshRetriedUnderItsKeyGetsItsAnswerAgain(t *testing.T) {
 		refresh(next).ExpectError(t, 401, "auth.errors.invalidToken")
 	}
 
-	// A session ended after the rotation gives nothing back: not after a logout...
+	// A session ended after the rotation gives nothing back, and keeps nothing to give...
 	_, tok := a.login(t, acc.Email, acc.Password)
 	access, _ = pairOf(refresh(tok, key))
+	sessionOf := func(access string) string {
+		t.Helper()
+		sid, err := a.svc.Auth.Authenticate(testenv.Context(t), access)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sid.SessionID.String()
+	}
+	ended := sessionOf(access)
 	a.api.As(access).Do("POST", "/v1/auth/logout", nil).Expect(t, 204)
 	refresh(tok, key).ExpectError(t, 401, "auth.errors.invalidToken")
-	// ...nor once the rotation is older than an access token lives.
+	a.expectNoReplayKept(t, ended)
+	// ...nor once the rotation is more than a minute old.
 	_, tok = a.login(t, acc.Email, acc.Password)
 	_, next = pairOf(refresh(tok, key))
-	if _, err := a.db.Exec(`UPDATE sessions SET refreshed_at = refreshed_at - interval '16 minutes'
+	if _, err := a.db.Exec(`UPDATE sessions SET refreshed_at = refreshed_at - interval '61 seconds'
 		WHERE user_id = $1 AND replay_answer IS NOT NULL AND revoked_at IS NULL`, acc.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +191,8 @@ func TestARefreshRetriedUnderItsKeyGetsItsAnswerAgain(t *testing.T) {
 	// A rotation without a key leaves nothing to replay, not even the one before it.
 	_, tok = a.login(t, acc.Email, acc.Password)
 	_, next = pairOf(refresh(tok, key))
-	_, last := pairOf(refresh(next))
+	access, last := pairOf(refresh(next))
+	a.expectNoReplayKept(t, sessionOf(access))
 	refresh(tok, key).ExpectError(t, 401, "auth.errors.refreshTokenReused")
 	refresh(last).ExpectError(t, 401, "auth.errors.invalidToken")
 	// Nor does one by a program from before replays, which rotates and leaves the columns be.
@@ -193,6 +204,16 @@ func TestARefreshRetriedUnderItsKeyGetsItsAnswerAgain(t *testing.T) {
 	}
 	refresh(tok, key).ExpectError(t, 401, "auth.errors.refreshTokenReused")
 	refresh(next).ExpectError(t, 401, "auth.errors.invalidToken")
+}
+
+// expectNoReplayKept fails unless the session keeps nothing a retry could be given.
+func (a *app) expectNoReplayKept(t *testing.T, sessionID string) {
+	t.Helper()
+	var kept bool
+	if err := a.db.Get(&kept, `SELECT replay_answer IS NOT NULL OR replay_token_hash IS NOT NULL OR replay_key_hash IS NOT NULL
+		FROM sessions WHERE id = $1`, sessionID); err != nil || kept {
+		t.Fatalf("session %s keeps a replay (%v)", sessionID, err)
+	}
 }
 
 // Two sends of one refresh under one key at once (a client's retry racing its first try) get

@@ -26,8 +26,10 @@ type Session struct {
 	RevokedAt        *time.Time `db:"revoked_at"`
 	UserAgent        string     `db:"user_agent"`
 	IP               string     `db:"ip"`
-	RefreshedAt      *time.Time `db:"refreshed_at"`
 	Replay
+	// ReplayFresh tells whether the last rotation is within the window Lock was given, by the
+	// database's clock, which stamped it.
+	ReplayFresh bool `db:"replay_fresh"`
 }
 
 // Replay is what the last rotation made with an Idempotency-Key left for a retry of it: the
@@ -65,14 +67,16 @@ func Open(ctx context.Context, db postgres.Querier, s Session, passwordHash, rol
 	return n == 1, wrap("open", err)
 }
 
-const lockQuery = `SELECT id, user_id, refresh_token_hash, expires_at, revoked_at, user_agent, ip, refreshed_at,
-  replay_token_hash, replay_key_hash, replay_answer
+const lockQuery = `SELECT id, user_id, refresh_token_hash, expires_at, revoked_at, user_agent, ip,
+  replay_token_hash, replay_key_hash, replay_answer,
+  COALESCE(refreshed_at > now() - make_interval(secs => $2), false) AS replay_fresh
 FROM sessions WHERE id = $1 FOR UPDATE`
 
-// Lock reads a session (revoked or not) and locks it for the transaction.
-func Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID) (Session, error) {
+// Lock reads a session (revoked or not) and locks it for the transaction; replayWindow is how
+// recent its last rotation must be for ReplayFresh.
+func Lock(ctx context.Context, tx postgres.Querier, id uuid.UUID, replayWindow time.Duration) (Session, error) {
 	var s Session
-	err := tx.GetContext(ctx, &s, lockQuery, id)
+	err := tx.GetContext(ctx, &s, lockQuery, id, replayWindow.Seconds())
 	return s, wrap("lock", err)
 }
 
@@ -86,7 +90,11 @@ func Rotate(ctx context.Context, tx postgres.Querier, id uuid.UUID, hash []byte,
 	return wrapRows("rotate")(tx.ExecContext(ctx, rotateQuery, id, hash, expiresAt, r.TokenHash, r.KeyHash, r.Sealed))
 }
 
-const revokeQuery = `UPDATE sessions SET revoked_at = now(), revoke_reason = $2
+// clearReplay drops what a retry of the last rotation could be given: a revoked session gives
+// nothing again.
+const clearReplay = `replay_token_hash = NULL, replay_key_hash = NULL, replay_answer = NULL`
+
+const revokeQuery = `UPDATE sessions SET revoked_at = now(), revoke_reason = $2, ` + clearReplay + `
 WHERE id = $1 AND revoked_at IS NULL`
 
 // Revoke revokes one session. Revoking a revoked session is not an error.
@@ -95,7 +103,7 @@ func Revoke(ctx context.Context, db postgres.Querier, id uuid.UUID, reason strin
 	return wrap("revoke", err)
 }
 
-const revokeUserQuery = `UPDATE sessions SET revoked_at = now(), revoke_reason = $2
+const revokeUserQuery = `UPDATE sessions SET revoked_at = now(), revoke_reason = $2, ` + clearReplay + `
 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING id`
 
 // RevokeUser revokes every live session of a user and returns their ids.
