@@ -91,6 +91,11 @@ func WithTx(ctx context.Context, db *DB, fn func(tx *Tx) error) (err error) {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
+		if errors.Is(err, sql.ErrTxDone) && ctx.Err() != nil {
+			// ctx ended after fn: database/sql rolled the transaction back itself, and the
+			// caller must learn why (a client gone is no server error).
+			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
 		return fmt.Errorf("postgres: commit: %w", err)
 	}
 	return nil

@@ -1,6 +1,9 @@
 package postgres_test
 
 import (
+	"context"
+	"database/sql"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -143,5 +146,30 @@ func TestATransactionLeftIdleLetsItsLocksGo(t *testing.T) {
 	var n int
 	if err := direct.GetContext(ctx, &n, `SELECT n FROM held WHERE id = 1`); err != nil || n != 10 {
 		t.Fatalf("n = %d (%v), want 10: the quiet transaction's update must not commit", n, err)
+	}
+}
+
+// A transaction whose context ends after its work, once database/sql has rolled it back, fails
+// its commit with the context's error, so that a request whose client went away is answered as
+// one (499), not as a server error.
+func TestACommitAfterTheContextEndedFailsWithTheContextsError(t *testing.T) {
+	t.Parallel()
+	db, _ := testenv.DB(t)
+	ctx, cancel := context.WithCancel(testenv.Context(t))
+	err := postgres.WithTx(ctx, db, func(tx *postgres.Tx) error {
+		if _, err := tx.ExecContext(ctx, `SELECT 1`); err != nil {
+			return err
+		}
+		cancel()
+		// Wait for database/sql to roll the transaction back on the ended context.
+		for {
+			if _, err := tx.ExecContext(context.Background(), `SELECT 1`); errors.Is(err, sql.ErrTxDone) {
+				return nil
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("commit after the context ended: %v, want context.Canceled", err)
 	}
 }
