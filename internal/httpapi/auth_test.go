@@ -168,11 +168,11 @@ func TestARefreshRetriedUnderItsKeyGetsItsAnswerAgain(t *testing.T) {
 	access, _ = pairOf(refresh(tok, key))
 	sessionOf := func(access string) string {
 		t.Helper()
-		sid, err := a.svc.Auth.Authenticate(testenv.Context(t), access)
+		p, err := a.svc.Auth.Authenticate(testenv.Context(t), access)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return sid.SessionID.String()
+		return p.SessionID.String()
 	}
 	ended := sessionOf(access)
 	a.api.As(access).Do("POST", "/v1/auth/logout", nil).Expect(t, 204)
