@@ -418,6 +418,38 @@ func TestUpdateMe(t *testing.T) {
 	}
 }
 
+// An account made before today's email rules keeps an email they refuse. Its client may send
+// that email back with the rest of the profile: only an email that changes must pass the rules
+// (a refused one still 400). The admin's update reads it the same way.
+func TestAnEmailFromBeforeTheRulesMaySendItselfBack(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	acc := a.signUpAccount(t, nil)
+	legacy := "ana@ｂücher.de" // a fullwidth letter in the domain: refused at sign-up now
+	if _, err := a.db.Exec(`UPDATE users SET email = $2 WHERE id = $1`, acc.ID, legacy); err != nil {
+		t.Fatal(err)
+	}
+	c := a.api.As(acc.Access)
+	m := c.Do("PATCH", "/v1/users/me", map[string]any{"name": "Kept Mail", "email": legacy}).Expect(t, 200).JSON(t)
+	if m["name"] != "Kept Mail" || m["email"] != legacy {
+		t.Fatalf("patched: %v", m)
+	}
+	admin := a.demoAccount(t, "admin@dispatch.local")
+	a.api.As(admin.Access).Do("PATCH", "/v1/admin/users/"+acc.ID, map[string]any{"language": "pt-BR", "email": strings.ToUpper(legacy)}).
+		Expect(t, 200)
+
+	// A change to another email the rules refuse is refused; with another fault, both are named.
+	before := a.userRow(t, acc.ID)
+	expectValidation(t, c.Do("PATCH", "/v1/users/me", map[string]any{"email": "bob@ｂücher.de"}), "/v1/users/me", "email=validation.email")
+	expectValidation(t, a.api.As(admin.Access).Do("PATCH", "/v1/admin/users/"+acc.ID, map[string]any{"email": "bob@ｂücher.de"}),
+		"/v1/admin/users/"+acc.ID, "email=validation.email")
+	expectValidation(t, c.Do("PATCH", "/v1/users/me", map[string]any{"name": "x", "email": legacy}), "/v1/users/me",
+		"name=validation.length", "email=validation.email")
+	if after := a.userRow(t, acc.ID); after != before {
+		t.Fatalf("refused updates changed the user:\n%+v\n%+v", before, after)
+	}
+}
+
 // TestPasswordChangesAreLimitedPerSession: a session's password changes are counted before
 // their check, against the login limit, whichever IP they come from: past it, even the right
 // password is refused (429) until the window ends, a burst included; the same account's other

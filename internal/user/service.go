@@ -146,9 +146,8 @@ func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Updat
 		return s.store.Get(ctx, s.db, id)
 	}
 	in.normalize()
-	var v apperr.Validation
-	in.validate(&v)
-	if err := v.Err(); err != nil {
+	err, emailErr := in.check(func(*apperr.Validation) {})
+	if err != nil {
 		return User{}, err
 	}
 	var checked, hash string
@@ -176,6 +175,9 @@ func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Updat
 		if in.Password != nil && u.PasswordHash != checked {
 			return ErrWrongPassword
 		}
+		if emailErr != nil && *in.Email != u.Email {
+			return emailErr
+		}
 		apply(u, in.Name, in.Email, in.Language, hash, in.Address)
 		return nil
 	})
@@ -189,12 +191,12 @@ func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uu
 	}
 	upd := Update{Name: in.Name, Email: in.Email, Language: in.Language, Address: in.Address, Password: in.Password}
 	upd.normalize()
-	var v apperr.Validation
-	upd.validate(&v)
-	if in.Role != nil {
-		validateRole(&v, "role", *in.Role)
-	}
-	if err := v.Err(); err != nil {
+	err, emailErr := upd.check(func(v *apperr.Validation) {
+		if in.Role != nil {
+			validateRole(v, "role", *in.Role)
+		}
+	})
+	if err != nil {
 		return User{}, err
 	}
 	hash, err := s.hash(ctx, upd.Password) // before the transaction, as in UpdateSelf
@@ -211,6 +213,9 @@ func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uu
 				return ErrRoleNotAllowed.With("role", role)
 			}
 			u.Role = role
+		}
+		if emailErr != nil && *upd.Email != u.Email {
+			return emailErr
 		}
 		apply(u, upd.Name, upd.Email, upd.Language, hash, upd.Address)
 		return nil

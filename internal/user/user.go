@@ -127,11 +127,32 @@ func (u *Update) normalize() {
 	}
 }
 
-func (u Update) validate(v *apperr.Validation) {
+// check validates an update, with more for the fields of the caller's own. An email the rules
+// refuse, when it is the only fault, is returned apart (emailErr) for the transaction to answer
+// only if the email changes: an account made before the rules were tightened may send its own
+// email back with the rest of its profile, and must not be refused for it.
+func (u Update) check(more func(*apperr.Validation)) (err, emailErr error) {
+	var others apperr.Validation
+	u.validate(&others, false)
+	more(&others)
+	if others.Err() == nil {
+		var e apperr.Validation
+		if u.Email != nil {
+			validateEmail(&e, "email", *u.Email)
+		}
+		return nil, e.Err()
+	}
+	var all apperr.Validation
+	u.validate(&all, true)
+	more(&all)
+	return all.Err(), nil
+}
+
+func (u Update) validate(v *apperr.Validation, email bool) {
 	if u.Name != nil {
 		v.Text("name", *u.Name, 2, 100)
 	}
-	if u.Email != nil {
+	if u.Email != nil && email {
 		validateEmail(v, "email", *u.Email)
 	}
 	if u.Language != nil {
