@@ -146,7 +146,7 @@ func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Updat
 		return s.store.Get(ctx, s.db, id)
 	}
 	in.normalize()
-	err, emailErr := in.check(func(*apperr.Validation) {})
+	err, emailErr := in.check(nil)
 	if err != nil {
 		return User{}, err
 	}

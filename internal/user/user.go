@@ -127,11 +127,14 @@ func (u *Update) normalize() {
 	}
 }
 
-// check validates an update, with more for the fields of the caller's own. An email the rules
+// check validates an update, with more (if any) for the caller's own fields. An email the rules
 // refuse, when it is the only fault, is returned apart (emailErr) for the transaction to answer
 // only if the email changes: an account made before the rules were tightened may send its own
 // email back with the rest of its profile, and must not be refused for it.
 func (u Update) check(more func(*apperr.Validation)) (err, emailErr error) {
+	if more == nil {
+		more = func(*apperr.Validation) {}
+	}
 	var others apperr.Validation
 	u.validate(&others, false)
 	more(&others)
