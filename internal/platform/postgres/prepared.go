@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -47,7 +48,18 @@ func (db *DB) Pool() *sqlx.DB { return db.pool }
 // PingContext checks that the database answers. It does not wait in the pool's queue: a
 // readiness check answers whether PostgreSQL does, not how long the line is. It takes a
 // connection for one round trip, and a caller admitted meanwhile waits for that in the pool.
-func (db *DB) PingContext(ctx context.Context) error { return db.pool.PingContext(ctx) }
+// A connection the server closed (a restart) fails its ping and is dropped; the ping then
+// tries the next, up to the pool's size and a new one, so that a server that is back is not
+// reported down once per connection it closed (lib/pq reports every failed ping so).
+func (db *DB) PingContext(ctx context.Context) error {
+	var err error
+	for range db.pool.Stats().MaxOpenConnections + 1 {
+		if err = db.pool.PingContext(ctx); !errors.Is(err, driver.ErrBadConn) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
 
 func (db *DB) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 	if s, ok := db.stmts.Load(query); ok {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/dispatchhq/dispatch/internal/platform/postgres"
 	"github.com/dispatchhq/dispatch/internal/testenv"
@@ -202,4 +205,48 @@ func openPool(t *testing.T, conns int) (context.Context, *postgres.DB) {
 	}
 	t.Cleanup(func() { db.Close() })
 	return ctx, db
+}
+
+// After a restart every pooled connection is dead: the first readiness ping must find the
+// server that is back, not report it down once per dead connection (each ping used to take one
+// and fail).
+func TestAPingAfterTheServerClosedEveryConnectionFindsItUp(t *testing.T) {
+	t.Parallel()
+	_, dbURL := testenv.DB(t)
+	ctx := testenv.Context(t)
+	name := "ping-" + uuid.NewString()
+	const size = 4
+	db, err := postgres.Open(ctx, postgres.Named(dbURL, name), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var wg sync.WaitGroup
+	for range size {
+		wg.Go(func() {
+			if _, err := db.Pool().ExecContext(ctx, `SELECT pg_sleep(0.2)`); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if idle := db.Pool().Stats().Idle; idle != size {
+		t.Fatalf("%d idle connections, want %d", idle, size)
+	}
+	admin, err := postgres.Open(ctx, dbURL, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	// The server ends them, as a restart does.
+	var ended int
+	if err := admin.Pool().GetContext(ctx, &ended, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000))
+		FROM pg_stat_activity WHERE application_name = $1`, name); err != nil || ended != size {
+		t.Fatalf("ended %d connections (%v), want %d", ended, err, size)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		t.Fatalf("the first ping after the server closed every connection: %v", err)
+	}
 }
