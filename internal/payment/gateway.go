@@ -122,9 +122,27 @@ type GatewayError struct {
 	Class   error
 	Message string
 	Err     error
+	// Answered tells that the provider answered and Message is its own words; else the call
+	// did not reach it and Message is the transport's error, which names addresses.
+	Answered bool
 }
 
 func (e *GatewayError) Error() string { return e.Class.Error() + ": " + e.Message }
+
+// Shown is what may be shown of err beyond the logs (an order's timeline, which its customer
+// reads): a provider error's class and, where the provider answered, its words. It is "" for
+// any other error.
+func Shown(err error) string {
+	var e *GatewayError
+	switch {
+	case !errors.As(err, &e):
+		return ""
+	case e.Answered:
+		return e.Error()
+	default:
+		return e.Class.Error()
+	}
+}
 
 // Unwrap returns both the class and the cause, for errors.Is.
 func (e *GatewayError) Unwrap() []error { return []error{e.Class, e.Err} }

@@ -6,9 +6,11 @@ package payment_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
@@ -223,4 +225,35 @@ func BenchmarkCreatePaymentIntent(b *testing.B) {
 		}
 	}
 	testenv.ReportCPU(b, start)
+}
+
+// What may be shown of a Stripe error beyond the logs (an order's timeline, which its customer
+// reads): Stripe's own words when it answered; only the kind of failure when the call did not
+// reach it, whose text names addresses (the error itself keeps them, for the log).
+func TestWhatIsShownOfAStripeError(t *testing.T) {
+	t.Parallel()
+	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))
+	proxy.Fail("POST", "/v1/refunds", testenv.Fault{Status: http.StatusPaymentRequired, Type: "card_error", Code: "card_declined", Message: "declined"})
+	ctx := context.Background()
+	_, err := payment.NewStripe("sk_test_dispatch", proxy.URL).Refund(ctx, payment.RefundParams{PaymentIntentID: "pi_1", Amount: 100, IdempotencyKey: "k1"})
+	if got := payment.Shown(err); got != "payment: rejected by the provider: declined" {
+		t.Fatalf("shown of a refusal (%v): %q", err, got)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	_, err = payment.NewStripe("sk_test_dispatch", closed).Refund(ctx, payment.RefundParams{PaymentIntentID: "pi_1", Amount: 100, IdempotencyKey: "k2"})
+	if !errors.Is(err, payment.ErrTransient) || !strings.Contains(err.Error(), l.Addr().String()) {
+		t.Fatalf("Stripe unreachable: %v, want a transient error naming the address", err)
+	}
+	if got := payment.Shown(err); got != "payment: provider unavailable" {
+		t.Fatalf("shown of an unreachable Stripe: %q", got)
+	}
+	if got := payment.Shown(errors.New("postgres: dial tcp 10.0.0.5:5432")); got != "" {
+		t.Fatalf("shown of another error: %q", got)
+	}
 }

@@ -5,14 +5,17 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/google/uuid"
 
+	"github.com/dispatchhq/dispatch/internal/apperr"
 	"github.com/dispatchhq/dispatch/internal/notification"
 	"github.com/dispatchhq/dispatch/internal/order"
+	"github.com/dispatchhq/dispatch/internal/payment"
 	"github.com/dispatchhq/dispatch/internal/tasks"
 	"github.com/dispatchhq/dispatch/internal/user"
 )
@@ -188,11 +191,21 @@ func actorOr(actor string) string {
 	return actor
 }
 
-// reasonOf shortens an error for the timeline.
+// reasonOf is what the timeline, which the order's customer reads too, says of a failure: the
+// provider's words or the kind of its failure, else the error's code, else "internal error".
+// The whole error, with addresses and internal detail, is in the worker's log.
 func reasonOf(err error) string {
-	s := err.Error()
+	s := payment.Shown(err)
+	var e *apperr.Error
+	switch {
+	case s != "":
+	case errors.As(err, &e):
+		s = e.Code
+	default:
+		s = "internal error"
+	}
 	if len(s) > 300 {
-		s = s[:300]
+		s = strings.ToValidUTF8(s[:300], "")
 	}
 	return s
 }
