@@ -438,13 +438,18 @@ func TestAnEmailFromBeforeTheRulesMaySendItselfBack(t *testing.T) {
 	a.api.As(admin.Access).Do("PATCH", "/v1/admin/users/"+acc.ID, map[string]any{"language": "pt-BR", "email": strings.ToUpper(legacy)}).
 		Expect(t, 200)
 
-	// A change to another email the rules refuse is refused; with another fault, both are named.
+	// A change to another email the rules refuse is refused, before a password is checked, and
+	// named with the update's other faults; the account's own is never named.
 	before := a.userRow(t, acc.ID)
 	expectValidation(t, c.Do("PATCH", "/v1/users/me", map[string]any{"email": "bob@ｂücher.de"}), "/v1/users/me", "email=validation.email")
+	expectValidation(t, c.Do("PATCH", "/v1/users/me", map[string]any{"email": "bob@ｂücher.de", "password": "another-pass-1",
+		"currentPassword": "not-the-password"}), "/v1/users/me", "email=validation.email")
 	expectValidation(t, a.api.As(admin.Access).Do("PATCH", "/v1/admin/users/"+acc.ID, map[string]any{"email": "bob@ｂücher.de"}),
 		"/v1/admin/users/"+acc.ID, "email=validation.email")
-	expectValidation(t, c.Do("PATCH", "/v1/users/me", map[string]any{"name": "x", "email": legacy}), "/v1/users/me",
+	expectValidation(t, c.Do("PATCH", "/v1/users/me", map[string]any{"name": "x", "email": "bob@ｂücher.de"}), "/v1/users/me",
 		"name=validation.length", "email=validation.email")
+	expectValidation(t, c.Do("PATCH", "/v1/users/me", map[string]any{"name": "x", "email": legacy}), "/v1/users/me",
+		"name=validation.length")
 	if after := a.userRow(t, acc.ID); after != before {
 		t.Fatalf("refused updates changed the user:\n%+v\n%+v", before, after)
 	}

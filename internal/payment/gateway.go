@@ -122,22 +122,21 @@ type GatewayError struct {
 	Class   error
 	Message string
 	Err     error
-	// Answered tells that the provider answered and Message is its own words; else the call
-	// did not reach it and Message is the transport's error, which names addresses.
-	Answered bool
 }
 
 func (e *GatewayError) Error() string { return e.Class.Error() + ": " + e.Message }
 
 // Shown is what may be shown of err beyond the logs (an order's timeline, which its customer
-// reads): a provider error's class and, where the provider answered, its words. It is "" for
-// any other error.
+// reads): a provider error's class, with the provider's words only for what it said of the
+// payment (a refusal, an object it does not know). A transient error's text may be the
+// transport's (addresses) or an account error's (the end of the API key, the account id), a
+// reused key's names the key. It is "" for any other error.
 func Shown(err error) string {
 	var e *GatewayError
 	switch {
 	case !errors.As(err, &e):
 		return ""
-	case e.Answered:
+	case e.Class == ErrRejected, e.Class == ErrNotFound:
 		return e.Error()
 	default:
 		return e.Class.Error()

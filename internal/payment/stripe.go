@@ -272,5 +272,5 @@ func classify(err error) error {
 	case se.Type == stripe.ErrorTypeIdempotency:
 		class = ErrKeyReused
 	}
-	return &GatewayError{Class: class, Message: se.Msg, Err: err, Answered: true}
+	return &GatewayError{Class: class, Message: se.Msg, Err: err}
 }

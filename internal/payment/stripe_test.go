@@ -228,8 +228,8 @@ func BenchmarkCreatePaymentIntent(b *testing.B) {
 }
 
 // What may be shown of a Stripe error beyond the logs (an order's timeline, which its customer
-// reads): Stripe's own words when it answered; only the kind of failure when the call did not
-// reach it, whose text names addresses (the error itself keeps them, for the log).
+// reads): Stripe's own words for a refusal; only the kind of failure for the rest, whose text
+// may name addresses or the end of the API key (the error itself keeps it, for the log).
 func TestWhatIsShownOfAStripeError(t *testing.T) {
 	t.Parallel()
 	proxy := testenv.NewStripeProxy(t, testenv.StripeURL(t))
@@ -238,6 +238,12 @@ func TestWhatIsShownOfAStripeError(t *testing.T) {
 	_, err := payment.NewStripe("sk_test_dispatch", proxy.URL).Refund(ctx, payment.RefundParams{PaymentIntentID: "pi_1", Amount: 100, IdempotencyKey: "k1"})
 	if got := payment.Shown(err); got != "payment: rejected by the provider: declined" {
 		t.Fatalf("shown of a refusal (%v): %q", err, got)
+	}
+	proxy.Clear()
+	proxy.Fail("POST", "/v1/refunds", testenv.Fault{Status: http.StatusUnauthorized, Type: "invalid_request_error", Message: "Invalid API Key provided: sk_test_****atch"})
+	_, err = payment.NewStripe("sk_test_dispatch", proxy.URL).Refund(ctx, payment.RefundParams{PaymentIntentID: "pi_1", Amount: 100, IdempotencyKey: "k3"})
+	if got := payment.Shown(err); got != "payment: provider unavailable" {
+		t.Fatalf("shown of a refused API key (%v): %q", err, got)
 	}
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")

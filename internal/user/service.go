@@ -146,8 +146,7 @@ func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Updat
 		return s.store.Get(ctx, s.db, id)
 	}
 	in.normalize()
-	err, emailErr := in.check(nil)
-	if err != nil {
+	if err := in.check(nil, s.emailOf(ctx, actor.UserID)); err != nil {
 		return User{}, err
 	}
 	var checked, hash string
@@ -175,8 +174,8 @@ func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Updat
 		if in.Password != nil && u.PasswordHash != checked {
 			return ErrWrongPassword
 		}
-		if emailErr != nil && *in.Email != u.Email {
-			return emailErr
+		if err := changedEmail(in.Email, u.Email); err != nil {
+			return err
 		}
 		apply(u, in.Name, in.Email, in.Language, hash, in.Address)
 		return nil
@@ -191,12 +190,11 @@ func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uu
 	}
 	upd := Update{Name: in.Name, Email: in.Email, Language: in.Language, Address: in.Address, Password: in.Password}
 	upd.normalize()
-	err, emailErr := upd.check(func(v *apperr.Validation) {
+	if err := upd.check(func(v *apperr.Validation) {
 		if in.Role != nil {
 			validateRole(v, "role", *in.Role)
 		}
-	})
-	if err != nil {
+	}, s.emailOf(ctx, id)); err != nil {
 		return User{}, err
 	}
 	hash, err := s.hash(ctx, upd.Password) // before the transaction, as in UpdateSelf
@@ -214,12 +212,20 @@ func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uu
 			}
 			u.Role = role
 		}
-		if emailErr != nil && *upd.Email != u.Email {
-			return emailErr
+		if err := changedEmail(upd.Email, u.Email); err != nil {
+			return err
 		}
 		apply(u, upd.Name, upd.Email, upd.Language, hash, upd.Address)
 		return nil
 	})
+}
+
+// emailOf reads the user's email, for an update's check of an email the rules refuse.
+func (s *Service) emailOf(ctx context.Context, id uuid.UUID) func() (string, error) {
+	return func() (string, error) {
+		u, err := s.store.Get(ctx, s.db, id)
+		return u.Email, err
+	}
 }
 
 // hash returns the hash of a new password, or "" when there is none.

@@ -127,30 +127,44 @@ func (u *Update) normalize() {
 	}
 }
 
-// check validates an update, with more (if any) for the caller's own fields. An email the rules
-// refuse, when it is the only fault, is returned apart (emailErr) for the transaction to answer
-// only if the email changes: an account made before the rules were tightened may send its own
-// email back with the rest of its profile, and must not be refused for it.
-func (u Update) check(more func(*apperr.Validation)) (err, emailErr error) {
-	if more == nil {
-		more = func(*apperr.Validation) {}
-	}
-	var others apperr.Validation
-	u.validate(&others, false)
-	more(&others)
-	if others.Err() == nil {
+// check validates an update, with more (if any) for the caller's own fields. An email the
+// rules refuse is a fault only when it is not the account's own (read by current): an account
+// made before the rules were tightened may send its email back with the rest of its profile.
+// The transaction checks a changed email again (changedEmail), in case the account's changed
+// meanwhile.
+func (u Update) check(more func(*apperr.Validation), current func() (string, error)) error {
+	refused := false
+	if u.Email != nil {
 		var e apperr.Validation
-		if u.Email != nil {
-			validateEmail(&e, "email", *u.Email)
+		validateEmail(&e, "email", *u.Email)
+		if e.Err() != nil {
+			own, err := current()
+			if err != nil {
+				return err
+			}
+			refused = own != *u.Email
 		}
-		return nil, e.Err()
 	}
-	var all apperr.Validation
-	u.validate(&all, true)
-	more(&all)
-	return all.Err(), nil
+	var v apperr.Validation
+	u.validate(&v, refused)
+	if more != nil {
+		more(&v)
+	}
+	return v.Err()
 }
 
+// changedEmail refuses, inside the update's transaction, an email the rules refuse that is not
+// the account's as it is now.
+func changedEmail(email *string, own string) error {
+	if email == nil || *email == own {
+		return nil
+	}
+	var v apperr.Validation
+	validateEmail(&v, "email", *email)
+	return v.Err()
+}
+
+// validate checks the update's fields, the email only when email is set.
 func (u Update) validate(v *apperr.Validation, email bool) {
 	if u.Name != nil {
 		v.Text("name", *u.Name, 2, 100)

@@ -74,7 +74,8 @@ func withDefault(dsn, key, value string) string {
 const Relaxed = `relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))`
 
 // WithTx runs fn in a transaction, committing when fn returns nil and rolling back otherwise.
-// The commit error is returned: a failed commit means nothing was written.
+// The commit error is returned: a failed commit means nothing was written. fn must not commit
+// or roll back tx itself.
 func WithTx(ctx context.Context, db *DB, fn func(tx *Tx) error) (err error) {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {

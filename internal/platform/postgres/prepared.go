@@ -49,11 +49,12 @@ func (db *DB) Pool() *sqlx.DB { return db.pool }
 // readiness check answers whether PostgreSQL does, not how long the line is. It takes a
 // connection for one round trip, and a caller admitted meanwhile waits for that in the pool.
 // A connection the server closed (a restart) fails its ping and is dropped; the ping then
-// tries the next, up to the pool's size and a new one, so that a server that is back is not
-// reported down once per connection it closed (lib/pq reports every failed ping so).
+// tries the next, up to the idle ones and a new one, so that a server that is back is not
+// reported down once per connection it closed (lib/pq reports every failed ping so). A dead
+// connection that hangs instead (a host gone without a reset) still fails the check.
 func (db *DB) PingContext(ctx context.Context) error {
 	var err error
-	for range db.pool.Stats().MaxOpenConnections + 1 {
+	for range db.pool.Stats().Idle + 1 {
 		if err = db.pool.PingContext(ctx); !errors.Is(err, driver.ErrBadConn) || ctx.Err() != nil {
 			return err
 		}
