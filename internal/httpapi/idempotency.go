@@ -51,7 +51,7 @@ const (
 )
 
 // idempotencyGuard makes the routes it guards idempotent with store. A request without a key
-// is refused unless use is keyOptional or keyOwn. owner names the caller's scope; fail renders an error
+// is refused when use is keyRequired or keyInWrite. owner names the caller's scope; fail renders an error
 // (the API's single error mapping).
 //
 // Outcomes: 2xx is stored and replayed to duplicates; 4xx is forgotten (nothing was written, the
@@ -67,7 +67,7 @@ func idempotencyGuard(s *idempotency.Store, use keyUse, owner func(*gin.Context)
 	return func(c *gin.Context) {
 		key, present := c.Request.Header[idemHeader]
 		if !present {
-			if use != keyOptional && use != keyOwn {
+			if use == keyRequired || use == keyInWrite {
 				fail(c, apperr.ErrIdemKeyRequired)
 				return
 			}

@@ -146,7 +146,8 @@ func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Updat
 		return s.store.Get(ctx, s.db, id)
 	}
 	in.normalize()
-	if err := in.check(nil, s.emailOf(ctx, actor.UserID)); err != nil {
+	kept, err := in.check(nil, s.emailOf(ctx, actor.UserID))
+	if err != nil {
 		return User{}, err
 	}
 	var checked, hash string
@@ -174,7 +175,7 @@ func (s *Service) UpdateSelf(ctx context.Context, actor auth.Principal, in Updat
 		if in.Password != nil && u.PasswordHash != checked {
 			return ErrWrongPassword
 		}
-		if err := changedEmail(in.Email, u.Email); err != nil {
+		if err := keptEmail(in.Email, kept, u.Email); err != nil {
 			return err
 		}
 		apply(u, in.Name, in.Email, in.Language, hash, in.Address)
@@ -190,11 +191,12 @@ func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uu
 	}
 	upd := Update{Name: in.Name, Email: in.Email, Language: in.Language, Address: in.Address, Password: in.Password}
 	upd.normalize()
-	if err := upd.check(func(v *apperr.Validation) {
+	kept, err := upd.check(func(v *apperr.Validation) {
 		if in.Role != nil {
 			validateRole(v, "role", *in.Role)
 		}
-	}, s.emailOf(ctx, id)); err != nil {
+	}, s.emailOf(ctx, id))
+	if err != nil {
 		return User{}, err
 	}
 	hash, err := s.hash(ctx, upd.Password) // before the transaction, as in UpdateSelf
@@ -212,7 +214,7 @@ func (s *Service) UpdateByAdmin(ctx context.Context, actor auth.Principal, id uu
 			}
 			u.Role = role
 		}
-		if err := changedEmail(upd.Email, u.Email); err != nil {
+		if err := keptEmail(upd.Email, kept, u.Email); err != nil {
 			return err
 		}
 		apply(u, upd.Name, upd.Email, upd.Language, hash, upd.Address)

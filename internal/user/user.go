@@ -130,33 +130,32 @@ func (u *Update) normalize() {
 // check validates an update, with more (if any) for the caller's own fields. An email the
 // rules refuse is a fault only when it is not the account's own (read by current): an account
 // made before the rules were tightened may send its email back with the rest of its profile.
-// The transaction checks a changed email again (changedEmail), in case the account's changed
-// meanwhile.
-func (u Update) check(more func(*apperr.Validation), current func() (string, error)) error {
-	refused := false
+// kept reports such an email let through, which the transaction must find unchanged
+// (keptEmail).
+func (u Update) check(more func(*apperr.Validation), current func() (string, error)) (kept bool, err error) {
 	if u.Email != nil {
 		var e apperr.Validation
 		validateEmail(&e, "email", *u.Email)
 		if e.Err() != nil {
 			own, err := current()
 			if err != nil {
-				return err
+				return false, err
 			}
-			refused = own != *u.Email
+			kept = own == *u.Email
 		}
 	}
 	var v apperr.Validation
-	u.validate(&v, refused)
+	u.validate(&v, !kept)
 	if more != nil {
 		more(&v)
 	}
-	return v.Err()
+	return kept, v.Err()
 }
 
-// changedEmail refuses, inside the update's transaction, an email the rules refuse that is not
-// the account's as it is now.
-func changedEmail(email *string, own string) error {
-	if email == nil || *email == own {
+// keptEmail refuses, inside the update's transaction, an email check let through as the
+// account's own (kept) that is no longer its own (changed meanwhile).
+func keptEmail(email *string, kept bool, own string) error {
+	if !kept || *email == own {
 		return nil
 	}
 	var v apperr.Validation
@@ -164,7 +163,7 @@ func changedEmail(email *string, own string) error {
 	return v.Err()
 }
 
-// validate checks the update's fields, the email only when email is set.
+// validate checks the update's fields, the email only when email is set (it is checked once).
 func (u Update) validate(v *apperr.Validation, email bool) {
 	if u.Name != nil {
 		v.Text("name", *u.Name, 2, 100)
